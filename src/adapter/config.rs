@@ -1,0 +1,98 @@
+//! Deployment configuration, read from vars and secrets once per request.
+
+use std::collections::BTreeMap;
+
+use worker::Env;
+
+use crate::core::executor::Settings;
+use crate::core::plan::{Directory, GraphLimits};
+
+pub const RUNS_KV: &str = "RUNS";
+pub const RUN_GATE: &str = "RUN_GATE";
+
+const MIN_TTL_SECS: u64 = 60;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base of every callback URL; `None` means "the origin the request came to".
+    pub public_base_url: Option<String>,
+    pub retention_secs: u64,
+    pub component_timeout_ms: u64,
+    pub max_body_bytes: usize,
+    pub limits: GraphLimits,
+    pub settings: Settings,
+    pub directory: Directory,
+    /// The current callback secret first, then the previous one if rotating.
+    pub callback_secrets: Vec<String>,
+    pub bare_resume: bool,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, String> {
+        let var = |name: &str| {
+            env.var(name)
+                .ok()
+                .map(|v| v.to_string())
+                .filter(|v| !v.trim().is_empty())
+        };
+        let secret = |name: &str| {
+            env.secret(name)
+                .ok()
+                .map(|v| v.to_string())
+                .or_else(|| var(name))
+                .filter(|v| !v.trim().is_empty())
+        };
+        let number = |name: &str, default: u64| -> Result<u64, String> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{name} must be a whole number, got '{v}'")),
+            }
+        };
+        let paused_ttl_secs = number("PAUSED_RUN_TTL_SECONDS", 24 * 3600)?.max(MIN_TTL_SECS);
+        let retention_secs =
+            number("FINISHED_RUN_RETENTION_SECONDS", 7 * 24 * 3600)?.max(MIN_TTL_SECS);
+        let component_timeout_ms = number("COMPONENT_TIMEOUT_SECONDS", 120)?.max(1) * 1000;
+        let directory = match var("COMPONENTS") {
+            None => Directory::default(),
+            Some(json) => Directory::new(
+                serde_json::from_str::<BTreeMap<String, String>>(&json)
+                    .map_err(|e| format!("COMPONENTS must be a JSON object of name → URL: {e}"))?,
+            ),
+        };
+        let mut callback_secrets = Vec::new();
+        if let Some(s) = secret("CALLBACK_SECRET") {
+            callback_secrets.push(s);
+            if let Some(prev) = secret("CALLBACK_SECRET_PREVIOUS") {
+                callback_secrets.push(prev);
+            }
+        }
+        let defaults = GraphLimits::default();
+        Ok(Self {
+            public_base_url: var("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
+            retention_secs,
+            component_timeout_ms,
+            max_body_bytes: number("MAX_BODY_BYTES", 1 << 20)? as usize,
+            limits: GraphLimits {
+                max_nodes: number("MAX_NODES", defaults.max_nodes as u64)? as usize,
+                max_edges: number("MAX_EDGES", defaults.max_edges as u64)? as usize,
+            },
+            settings: Settings {
+                wait_ttl_ms: paused_ttl_secs * 1000,
+                max_template_bytes: number(
+                    "MAX_TEMPLATE_BYTES",
+                    Settings::default().max_template_bytes as u64,
+                )? as usize,
+                max_foreach_items: number(
+                    "MAX_FOREACH_ITEMS",
+                    Settings::default().max_foreach_items as u64,
+                )? as usize,
+            },
+            directory,
+            callback_secrets,
+            bare_resume: var("ALLOW_BARE_RESUME").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        })
+    }
+}

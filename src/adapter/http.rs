@@ -1,0 +1,91 @@
+//! JSON responses, and the one mapping from errors to HTTP statuses.
+
+use serde_json::{json, Value};
+use worker::{Headers, Response};
+
+use crate::core::error::EngineError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Engine(EngineError),
+    BadRequest(&'static str, String),
+    Unauthorized(String),
+    NotFound(String),
+    MethodNotAllowed(&'static str),
+    PayloadTooLarge(usize),
+    /// The deployment is missing configuration; the message says how to fix it.
+    Misconfigured(String),
+    /// A runtime failure (KV, Durable Object); the caller may retry.
+    Internal(String),
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        Self::Engine(e)
+    }
+}
+
+impl From<worker::Error> for ApiError {
+    fn from(e: worker::Error) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<worker::kv::KvError> for ApiError {
+    fn from(e: worker::kv::KvError) -> Self {
+        Self::Internal(format!("KV: {e}"))
+    }
+}
+
+impl ApiError {
+    pub fn into_response(self) -> Response {
+        let (status, code, message, extra) = match self {
+            Self::Engine(EngineError::InvalidGraph(problems)) => {
+                let message = EngineError::InvalidGraph(problems.clone()).to_string();
+                (
+                    400,
+                    "invalid_graph",
+                    message,
+                    Some(json!({ "problems": problems })),
+                )
+            }
+            Self::Engine(e @ EngineError::CorruptRecord(_)) => (500, e.code(), e.to_string(), None),
+            Self::Engine(e @ EngineError::TaskMismatch { .. }) => {
+                (409, e.code(), e.to_string(), None)
+            }
+            Self::Engine(e) => (400, e.code(), e.to_string(), None),
+            Self::BadRequest(code, m) => (400, code, m, None),
+            Self::Unauthorized(m) => (401, "unauthorized", m, None),
+            Self::NotFound(m) => (404, "not_found", m, None),
+            Self::MethodNotAllowed(allowed) => (
+                405,
+                "method_not_allowed",
+                format!("this path accepts {allowed}"),
+                None,
+            ),
+            Self::PayloadTooLarge(limit) => (
+                413,
+                "payload_too_large",
+                format!("the request body exceeds {limit} bytes"),
+                None,
+            ),
+            Self::Misconfigured(m) => (503, "misconfigured", m, None),
+            Self::Internal(m) => (500, "internal", m, None),
+        };
+        let mut error = json!({ "code": code, "message": message });
+        if let Some(Value::Object(extra)) = extra {
+            error.as_object_mut().expect("object").extend(extra);
+        }
+        json_response(status, &json!({ "success": false, "error": error }))
+    }
+}
+
+pub fn json_response(status: u16, body: &Value) -> Response {
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
+    let headers = Headers::new();
+    let _ = headers.set("content-type", "application/json; charset=utf-8");
+    match Response::ok(text) {
+        Ok(r) => r.with_status(status).with_headers(headers),
+        Err(_) => Response::empty().expect("empty response").with_status(500),
+    }
+}

@@ -1,0 +1,33 @@
+//! Everything that knows about Workers: routing, configuration, KV, the
+//! per-run Durable Object, outbound fetch, the clock and randomness.
+
+mod components;
+mod config;
+mod gate;
+mod http;
+mod routes;
+mod store;
+
+use worker::{event, Context, Env, Request, Response, Result};
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    Ok(routes::handle(req, env).await)
+}
+
+/// Milliseconds since the Unix epoch, from the runtime's clock.
+pub(crate) fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+/// A fresh unguessable identifier (128 bits, hex).
+pub(crate) fn random_id() -> std::result::Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

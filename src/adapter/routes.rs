@@ -1,0 +1,268 @@
+//! The public HTTP surface. Requests are checked here (size, JSON shape,
+//! callback token) before anything reaches a run's gate or storage.
+
+use serde_json::{json, Map, Value};
+use worker::{Env, Method, Request, Response};
+
+use super::config::{Config, RUN_GATE};
+use super::gate::GateRequest;
+use super::http::{json_response, ApiError};
+use super::store::RunStore;
+use super::{now_ms, random_id};
+use crate::core::callback::{verify, TokenError};
+use crate::core::error::EngineError;
+use crate::core::plan::plan_from_json;
+
+pub async fn handle(req: Request, env: Env) -> Response {
+    match route(req, &env).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
+    let url = req.url()?;
+    let path = url.path().trim_end_matches('/').to_string();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method();
+    match segments.as_slice() {
+        [] | ["health"] => match method {
+            Method::Get | Method::Head => Ok(json_response(
+                200,
+                &json!({ "success": true, "service": "arcrun", "version": env!("CARGO_PKG_VERSION") }),
+            )),
+            _ => Err(ApiError::MethodNotAllowed("GET")),
+        },
+        ["execute"] => {
+            require(&method, Method::Post)?;
+            let config = config(env)?;
+            let body = read_json(&mut req, &config).await?;
+            execute(body, &url, &config, env).await
+        }
+        ["runs", run_id] => {
+            require(&method, Method::Get)?;
+            valid_id(run_id)?;
+            gate(
+                env,
+                run_id,
+                &GateRequest::Read {
+                    run_id: run_id.to_string(),
+                    owner: None,
+                },
+            )
+            .await
+        }
+        ["callbacks", run_id, wait_id] => {
+            require(&method, Method::Post)?;
+            let config = config(env)?;
+            valid_id(run_id)?;
+            valid_id(wait_id)?;
+            let token = url
+                .query_pairs()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned());
+            let secrets: Vec<&[u8]> = config
+                .callback_secrets
+                .iter()
+                .map(|s| s.as_bytes())
+                .collect();
+            if secrets.is_empty() {
+                return Err(ApiError::Misconfigured("CALLBACK_SECRET is not set".into()));
+            }
+            let expires_at =
+                verify(&secrets, run_id, wait_id, token.as_deref()).map_err(unauthorized)?;
+            let body = read_json(&mut req, &config).await?;
+            if !body.is_object() {
+                return Err(ApiError::BadRequest(
+                    "invalid_callback",
+                    "the callback body must be a JSON object".into(),
+                ));
+            }
+            if now_ms() >= expires_at {
+                return Ok(json_response(
+                    200,
+                    &json!({ "success": true, "noop": true, "reason": "expired" }),
+                ));
+            }
+            let base_url = base_url(&config, &url);
+            gate(
+                env,
+                run_id,
+                &GateRequest::Callback {
+                    run_id: run_id.to_string(),
+                    wait_id: wait_id.to_string(),
+                    body,
+                    base_url,
+                },
+            )
+            .await
+        }
+        ["workflows", "resume"] => {
+            require(&method, Method::Post)?;
+            let config = config(env)?;
+            if !config.bare_resume {
+                return Err(ApiError::Unauthorized(
+                    "callbacks must use the signed callback_url they were given; the bare \
+                     /workflows/resume route is disabled (ALLOW_BARE_RESUME)"
+                        .into(),
+                ));
+            }
+            let body = read_json(&mut req, &config).await?;
+            let task_id = match body.get("task_id") {
+                Some(Value::String(t)) if !t.is_empty() && t.len() <= 512 => t.clone(),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "invalid_callback",
+                        "task_id must be a non-empty string".into(),
+                    ))
+                }
+            };
+            let Some(task) = RunStore::new(env)?.find_task(&task_id).await? else {
+                return Ok(json_response(
+                    200,
+                    &json!({ "success": true, "noop": true, "reason": "unknown_task" }),
+                ));
+            };
+            let base_url = base_url(&config, &url);
+            gate(
+                env,
+                &task.run_id.clone(),
+                &GateRequest::Callback {
+                    run_id: task.run_id,
+                    wait_id: task.wait_id,
+                    body,
+                    base_url,
+                },
+            )
+            .await
+        }
+        _ => Err(ApiError::NotFound(format!("no route for {path}"))),
+    }
+}
+
+async fn execute(
+    body: Value,
+    url: &worker::Url,
+    config: &Config,
+    env: &Env,
+) -> Result<Response, ApiError> {
+    let Value::Object(mut body) = body else {
+        return Err(ApiError::BadRequest(
+            "invalid_request",
+            "the body must be a JSON object".into(),
+        ));
+    };
+    let graph = body.remove("graph").ok_or_else(|| {
+        ApiError::BadRequest("invalid_request", "the body needs a \"graph\"".into())
+    })?;
+    let context = match body.remove("context") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "invalid_request",
+                "\"context\" must be a JSON object".into(),
+            ))
+        }
+    };
+    let plan = plan_from_json(&graph, &config.directory, config.limits)?;
+    if config.callback_secrets.is_empty() {
+        return Err(ApiError::Misconfigured(
+            "CALLBACK_SECRET is not set: run `wrangler secret put CALLBACK_SECRET` (locally, put it in .dev.vars)".into(),
+        ));
+    }
+    let run_id =
+        random_id().map_err(|e| ApiError::Internal(format!("randomness unavailable: {e}")))?;
+    gate(
+        env,
+        &run_id.clone(),
+        &GateRequest::Start {
+            run_id,
+            graph: plan.graph,
+            context,
+            base_url: base_url(config, url),
+            owner: None,
+        },
+    )
+    .await
+}
+
+/// Forwards a request to the run's Durable Object and relays its answer.
+async fn gate(env: &Env, run_id: &str, message: &GateRequest) -> Result<Response, ApiError> {
+    let stub = env
+        .durable_object(RUN_GATE)?
+        .id_from_name(run_id)?
+        .get_stub()?;
+    let body = serde_json::to_string(message).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    let request = Request::new_with_init("https://gate.internal/", &init)?;
+    Ok(stub.fetch_with_request(request).await?)
+}
+
+fn config(env: &Env) -> Result<Config, ApiError> {
+    Config::from_env(env).map_err(ApiError::Misconfigured)
+}
+
+fn base_url(config: &Config, url: &worker::Url) -> String {
+    config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| url.origin().ascii_serialization())
+}
+
+fn require(method: &Method, expected: Method) -> Result<(), ApiError> {
+    if *method == expected {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed(match expected {
+            Method::Post => "POST",
+            _ => "GET",
+        }))
+    }
+}
+
+/// Run and wait ids are ours: short, URL-safe. Anything else cannot exist.
+fn valid_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("no such run or wait".into()))
+    }
+}
+
+fn unauthorized(e: TokenError) -> ApiError {
+    ApiError::Unauthorized(e.message().into())
+}
+
+async fn read_json(req: &mut Request, config: &Config) -> Result<Value, ApiError> {
+    let limit = config.max_body_bytes;
+    if let Ok(Some(len)) = req.headers().get("content-length") {
+        if len.trim().parse::<usize>().is_ok_and(|n| n > limit) {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+    }
+    let bytes = req
+        .bytes()
+        .await
+        .map_err(|e| ApiError::BadRequest("invalid_request", e.to_string()))?;
+    if bytes.len() > limit {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    if bytes.is_empty() {
+        return Err(ApiError::BadRequest(
+            "invalid_json",
+            "the request body is empty".into(),
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::Engine(EngineError::InvalidRequest(format!(
+            "the body is not valid JSON: {e}"
+        )))
+    })
+}

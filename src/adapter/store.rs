@@ -1,0 +1,133 @@
+//! Run records in Workers KV. Keys:
+//! - `run:{run_id}` → the run record (JSON), expiring with its last open wait
+//!   while paused, or after the retention period once finished.
+//! - `task:{task_id}` → `{run_id, wait_id}`, written only when the legacy bare
+//!   `POST /workflows/resume` route is enabled, expiring with the wait.
+
+use serde::{Deserialize, Serialize};
+use worker::kv::KvStore;
+use worker::Env;
+
+use super::config::{Config, RUNS_KV};
+use super::http::ApiError;
+use crate::core::record::{RunRecord, RunStatus};
+
+/// KV refuses values over 25 MiB; stay under it with room for the envelope.
+const MAX_RECORD_BYTES: usize = 24 * 1024 * 1024;
+const MIN_TTL_SECS: u64 = 60;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub run_id: String,
+    pub wait_id: String,
+}
+
+pub struct RunStore {
+    kv: KvStore,
+}
+
+impl RunStore {
+    pub fn new(env: &Env) -> Result<Self, ApiError> {
+        Ok(Self {
+            kv: env.kv(RUNS_KV)?,
+        })
+    }
+
+    pub async fn load(&self, run_id: &str) -> Result<Option<RunRecord>, ApiError> {
+        let Some(text) = self.kv.get(&run_key(run_id)).text().await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            ApiError::Engine(crate::core::error::EngineError::CorruptRecord(
+                e.to_string(),
+            ))
+        })
+    }
+
+    /// Writes the record once, with a TTL that fits its status. Waits opened
+    /// at or after `segment_start` are new and get their task index entry.
+    pub async fn save(
+        &self,
+        record: &mut RunRecord,
+        config: &Config,
+        now: u64,
+        segment_start: u64,
+    ) -> Result<(), ApiError> {
+        let text = serialize_within_limit(record)?;
+        let ttl = record_ttl(record, config, now);
+        self.kv
+            .put(&run_key(&record.run_id), text)?
+            .expiration_ttl(ttl)
+            .execute()
+            .await?;
+        if config.bare_resume {
+            for wait in record.waits.values().filter(|w| w.since >= segment_start) {
+                let task = TaskRef {
+                    run_id: record.run_id.clone(),
+                    wait_id: wait.wait_id.clone(),
+                };
+                let ttl = (wait.expires_at.saturating_sub(now) / 1000).max(MIN_TTL_SECS);
+                self.kv
+                    .put(
+                        &task_key(&wait.task_id),
+                        serde_json::to_string(&task).unwrap_or_default(),
+                    )?
+                    .expiration_ttl(ttl)
+                    .execute()
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn find_task(&self, task_id: &str) -> Result<Option<TaskRef>, ApiError> {
+        let Some(text) = self.kv.get(&task_key(task_id)).text().await? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_str(&text).ok())
+    }
+}
+
+fn run_key(run_id: &str) -> String {
+    format!("run:{run_id}")
+}
+
+fn task_key(task_id: &str) -> String {
+    format!("task:{task_id}")
+}
+
+fn record_ttl(record: &RunRecord, config: &Config, now: u64) -> u64 {
+    let secs = match record.status {
+        RunStatus::Completed { .. } | RunStatus::Failed { .. } => config.retention_secs,
+        RunStatus::Paused { .. } | RunStatus::Running => {
+            let last = record
+                .waits
+                .values()
+                .map(|w| w.expires_at)
+                .max()
+                .unwrap_or(now);
+            last.saturating_sub(now).div_ceil(1000)
+        }
+    };
+    secs.max(MIN_TTL_SECS)
+}
+
+/// Serializes the record; if it would exceed KV's value limit, drops the
+/// oldest trace entries (counted in `trace_dropped`) rather than fail the write.
+fn serialize_within_limit(record: &mut RunRecord) -> Result<String, ApiError> {
+    loop {
+        let text = serde_json::to_string(record).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if text.len() <= MAX_RECORD_BYTES || record.trace.is_empty() {
+            if text.len() > MAX_RECORD_BYTES {
+                return Err(ApiError::Internal(format!(
+                    "the run record is {} bytes even without its trace; KV's limit is 25 MiB",
+                    text.len()
+                )));
+            }
+            return Ok(text);
+        }
+        let drop = (record.trace.len() / 2).max(1);
+        record.trace.drain(..drop);
+        record.trace_dropped += drop;
+    }
+}

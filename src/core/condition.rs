@@ -1,0 +1,184 @@
+//! The small condition language of `IF` edges, and how branch outcomes are read
+//! from a node's output for `ON_TRUE`, `ON_FALSE` and `ON_BRANCH`.
+//!
+//! Conditions: `key === value`, `key !== value` (also `==`, `!=`), `key > n`,
+//! `>=`, `<`, `<=`, a bare `key` (truthy) and `!key` (falsy). Keys are dotted
+//! paths, optionally written as `{{key}}`. Values are numbers, `true`, `false`,
+//! `null`, quoted strings, or bare words taken as strings. A comparison whose
+//! key is missing is false, whatever the operator.
+
+use serde_json::Value;
+
+use super::template::{walk, Scope};
+
+const OPERATORS: [&str; 8] = ["===", "!==", "==", "!=", ">=", "<=", ">", "<"];
+
+pub fn evaluate(condition: &str, scope: &dyn Scope) -> bool {
+    let condition = condition.trim();
+    for op in OPERATORS {
+        if let Some(pos) = condition.find(op) {
+            let key = strip_braces(condition[..pos].trim());
+            let literal = parse_literal(condition[pos + op.len()..].trim());
+            let Some(actual) = scope.lookup(key) else {
+                return false;
+            };
+            return compare(actual, op, &literal);
+        }
+    }
+    if let Some(key) = condition.strip_prefix('!') {
+        return !scope.lookup(strip_braces(key.trim())).is_some_and(truthy);
+    }
+    scope.lookup(strip_braces(condition)).is_some_and(truthy)
+}
+
+fn strip_braces(key: &str) -> &str {
+    key.strip_prefix("{{")
+        .and_then(|k| k.strip_suffix("}}"))
+        .map_or(key, str::trim)
+}
+
+fn parse_literal(s: &str) -> Value {
+    let quoted = ['\'', '"', '`']
+        .iter()
+        .find_map(|q| s.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)));
+    if let Some(inner) = quoted {
+        return Value::String(inner.to_string());
+    }
+    match s {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        "null" => Value::Null,
+        _ => s
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or_else(|| Value::String(s.to_string()), Value::Number),
+    }
+}
+
+fn compare(actual: &Value, op: &str, literal: &Value) -> bool {
+    match op {
+        "===" | "==" => equal(actual, literal),
+        "!==" | "!=" => !equal(actual, literal),
+        _ => match (number(actual), number(literal)) {
+            (Some(a), Some(b)) => match op {
+                ">" => a > b,
+                ">=" => a >= b,
+                "<" => a < b,
+                _ => a <= b,
+            },
+            _ => false,
+        },
+    }
+}
+
+fn equal(a: &Value, b: &Value) -> bool {
+    match (number(a), number(b)) {
+        (Some(x), Some(y)) if a.is_number() && b.is_number() => x == y,
+        _ => a == b,
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// JavaScript truthiness, which existing workflows rely on.
+pub fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// The boolean outcome of a branching node: `result`, or `data.result`.
+pub fn boolean_result(output: &Value) -> Option<bool> {
+    field(output, "result").and_then(Value::as_bool)
+}
+
+/// The branch a node chose: `branch` or `data.branch`; a boolean result
+/// counts as the branch `"true"` / `"false"`.
+pub fn chosen_branch(output: &Value) -> Option<String> {
+    match field(output, "branch") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
+        _ => boolean_result(output).map(|b| b.to_string()),
+    }
+}
+
+fn field<'a>(output: &'a Value, key: &str) -> Option<&'a Value> {
+    output
+        .get(key)
+        .filter(|v| !v.is_null())
+        .or_else(|| walk(output, ["data", key].into_iter()).filter(|v| !v.is_null()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map};
+
+    fn s(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn comparisons() {
+        let sc = s(json!({"status": "ok", "score": 7, "nested": {"n": "3"}, "flag": false}));
+        assert!(evaluate("status === 'ok'", &sc));
+        assert!(evaluate("status == ok", &sc));
+        assert!(!evaluate("status !== \"ok\"", &sc));
+        assert!(evaluate("score > 5", &sc));
+        assert!(!evaluate("score > 7", &sc));
+        assert!(evaluate("score >= 7", &sc));
+        assert!(evaluate("score < 7.5", &sc));
+        assert!(evaluate("{{nested.n}} <= 3", &sc));
+        assert!(evaluate("score === 7", &sc));
+        assert!(evaluate("flag === false", &sc));
+        assert!(!evaluate("flag", &sc));
+        assert!(evaluate("!flag", &sc));
+        assert!(evaluate("score", &sc));
+    }
+
+    #[test]
+    fn missing_key_is_false_for_every_operator() {
+        let sc = s(json!({"a": 1}));
+        for cond in [
+            "missing",
+            "missing === undefined",
+            "missing !== 'x'",
+            "missing > 0",
+            "missing < 0",
+            "missing == null",
+            "{{missing.deep}}",
+        ] {
+            assert!(!evaluate(cond, &sc), "{cond} should be false");
+        }
+    }
+
+    #[test]
+    fn branches_and_results() {
+        assert_eq!(chosen_branch(&json!({"branch": "a"})).as_deref(), Some("a"));
+        assert_eq!(
+            chosen_branch(&json!({"data": {"branch": 2}})).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            chosen_branch(&json!({"result": false})).as_deref(),
+            Some("false")
+        );
+        assert_eq!(
+            boolean_result(&json!({"data": {"result": true}})),
+            Some(true)
+        );
+        assert_eq!(boolean_result(&json!({"result": "yes"})), None);
+        assert_eq!(chosen_branch(&json!({})), None);
+    }
+}

@@ -1,0 +1,80 @@
+//! Typed errors of the core. The adapter maps each to one HTTP response.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// One thing wrong with a submitted graph or request, located by a JSON-ish path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub at: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(at: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            at: at.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineError {
+    /// The graph failed validation; every problem found is listed.
+    InvalidGraph(Vec<Problem>),
+    /// The request body is not what the route expects.
+    InvalidRequest(String),
+    /// A callback names a task other than the one the wait is for.
+    TaskMismatch { expected: String, got: String },
+    /// A stored run record could not be read back (corrupt or from an
+    /// incompatible version); never a client's fault.
+    CorruptRecord(String),
+}
+
+impl EngineError {
+    /// A stable machine-readable code for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidGraph(_) => "invalid_graph",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::TaskMismatch { .. } => "task_mismatch",
+            Self::CorruptRecord(_) => "corrupt_record",
+        }
+    }
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidGraph(problems) => {
+                write!(f, "the graph has {} problem(s): ", problems.len())?;
+                for (i, p) in problems.iter().take(5).enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{p}")?;
+                }
+                if problems.len() > 5 {
+                    write!(f, "; and {} more", problems.len() - 5)?;
+                }
+                Ok(())
+            }
+            Self::InvalidRequest(m) => f.write_str(m),
+            Self::TaskMismatch { expected, got } => write!(
+                f,
+                "this callback URL is for task '{expected}', but the body names task '{got}'"
+            ),
+            Self::CorruptRecord(m) => write!(f, "stored run record is unreadable: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}

@@ -1,0 +1,848 @@
+//! The run state machine. It executes in-process work itself and returns the
+//! component calls it needs as data (`Call`); a driver performs them and feeds
+//! the outcomes back. Time comes in as arguments; nothing here does I/O.
+//!
+//! Scheduling is a work queue over node indices, never recursion, so graph
+//! size cannot overflow the stack. A node fires once every incoming edge has
+//! resolved — delivered, or skipped because its source was skipped or the edge
+//! did not fire — which is what keeps joins from stalling or firing twice.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde_json::{json, Map, Value};
+
+use super::condition::{boolean_result, chosen_branch, evaluate};
+use super::error::EngineError;
+use super::graph::{EdgeKind, NodeKind};
+use super::plan::{build_plan, ComponentRef, Directory, GraphLimits, Plan};
+use super::record::{
+    Arrival, NodeState, ResumedWait, RunError, RunRecord, RunStatus, TraceEntry, TraceStatus, Wait,
+    RECORD_VERSION,
+};
+use super::scope::NodeScope;
+use super::template::{render_map, Scope};
+
+/// Knobs the executor needs; the adapter fills them from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long a paused wait stays open.
+    pub wait_ttl_ms: u64,
+    /// Upper bound on the text one template string may expand to.
+    pub max_template_bytes: usize,
+    /// Upper bound on the items one FOREACH may iterate.
+    pub max_foreach_items: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            wait_ttl_ms: 24 * 3600 * 1000,
+            max_template_bytes: 1 << 20,
+            max_foreach_items: 10_000,
+        }
+    }
+}
+
+/// Which execution a call belongs to: a node, or one item of a FOREACH node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallKey {
+    pub node: usize,
+    pub item: Option<usize>,
+}
+
+/// A component call the driver must perform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub key: CallKey,
+    pub node_id: String,
+    pub url: String,
+    pub input: Map<String, Value>,
+    /// The wait this call becomes if the component answers pending; its
+    /// callback URL names it.
+    pub wait_id: String,
+    pub expires_at: u64,
+}
+
+/// What came back from a component.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallOutcome {
+    /// A JSON answer (which may itself report failure or pending).
+    Answered(Value),
+    /// No usable answer: non-2xx, not JSON, refused, timed out.
+    Failed { status: Option<u16>, error: String },
+}
+
+/// Why a callback changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Noop {
+    AlreadyResumed,
+    UnknownWait,
+    RunFinished,
+    Expired,
+}
+
+impl Noop {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::AlreadyResumed => "already_resumed",
+            Self::UnknownWait => "unknown_wait",
+            Self::RunFinished => "run_finished",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    wait_id: String,
+    started_at: u64,
+    expires_at: u64,
+}
+
+/// A run being executed: its record plus the derived plan and transient queues.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub plan: Plan,
+    pub record: RunRecord,
+    ready: VecDeque<usize>,
+    /// Calls queued by the current `step`, handed to the driver at its end.
+    calls: Vec<Call>,
+    in_flight: HashMap<CallKey, InFlight>,
+}
+
+impl Run {
+    /// A new run from a validated plan; start nodes are queued.
+    pub fn start(plan: Plan, run_id: String, context: Map<String, Value>, now: u64) -> Self {
+        let n = plan.graph.nodes.len();
+        let starts: Vec<usize> = plan.starts().collect();
+        let record = RunRecord {
+            version: RECORD_VERSION,
+            run_id,
+            owner: None,
+            graph: plan.graph.clone(),
+            context: context.clone(),
+            status: RunStatus::Running,
+            nodes: vec![NodeState::Idle; n],
+            waits: BTreeMap::new(),
+            resumed: BTreeMap::new(),
+            trace: Vec::new(),
+            trace_dropped: 0,
+            next_wait: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut run = Self {
+            plan,
+            record,
+            ready: VecDeque::new(),
+            calls: Vec::new(),
+            in_flight: HashMap::new(),
+        };
+        // Start nodes get a single synthetic arrival carrying the trigger context.
+        for s in starts {
+            run.record.nodes[s] = NodeState::Waiting {
+                arrivals: vec![Arrival::Delivered {
+                    ctx: context.clone(),
+                }],
+            };
+            run.ready.push_back(s);
+        }
+        run
+    }
+
+    /// Rebuilds a run from its stored record (the plan is derived, not stored).
+    pub fn load(record: RunRecord, directory: &Directory) -> Result<Self, EngineError> {
+        if record.version != RECORD_VERSION {
+            return Err(EngineError::CorruptRecord(format!(
+                "record version {} is not {}",
+                record.version, RECORD_VERSION
+            )));
+        }
+        let plan = build_plan(record.graph.clone(), directory, GraphLimits::unbounded())
+            .map_err(|e| EngineError::CorruptRecord(e.to_string()))?;
+        if plan.graph.nodes.len() != record.nodes.len() {
+            return Err(EngineError::CorruptRecord("node count mismatch".into()));
+        }
+        Ok(Self {
+            plan,
+            record,
+            ready: VecDeque::new(),
+            calls: Vec::new(),
+            in_flight: HashMap::new(),
+        })
+    }
+
+    pub fn status(&self) -> &RunStatus {
+        &self.record.status
+    }
+
+    /// Runs all in-process work that is ready and returns the component calls
+    /// now needed. An empty answer means the run has settled: it is paused,
+    /// completed or failed.
+    pub fn step(&mut self, now: u64, settings: &Settings) -> Vec<Call> {
+        while let Some(n) = self.ready.pop_front() {
+            if self.record.status.is_finished() {
+                self.ready.clear();
+                break;
+            }
+            self.fire(n, now, settings);
+        }
+        let calls = std::mem::take(&mut self.calls);
+        if calls.is_empty() && self.in_flight.is_empty() {
+            self.settle(now);
+        }
+        calls
+    }
+
+    /// Feeds back the outcome of a call returned by `step`.
+    pub fn complete_call(&mut self, key: CallKey, outcome: CallOutcome, now: u64) {
+        let Some(flight) = self.in_flight.remove(&key) else {
+            return;
+        };
+        if self.record.status.is_finished() {
+            return;
+        }
+        let output = match outcome {
+            CallOutcome::Answered(v) => v,
+            CallOutcome::Failed { status, error } => failure(status, &error),
+        };
+        match pending_task(&output) {
+            Some(Ok(task_id)) => self.pause(key, flight, task_id, now),
+            Some(Err(())) => {
+                let out = failure(
+                    None,
+                    "component answered pending without a non-empty task_id",
+                );
+                self.finish_instance(key, out, Some(flight.started_at), false, now);
+            }
+            None => self.finish_instance(key, output, Some(flight.started_at), false, now),
+        }
+    }
+
+    /// Applies a callback to an open wait. On success the run is `Running`
+    /// again and `step` continues it; a `Noop` means nothing was changed.
+    pub fn resume(
+        &mut self,
+        wait_id: &str,
+        body: Value,
+        now: u64,
+    ) -> Result<Result<(), Noop>, EngineError> {
+        let Some(wait) = self.record.waits.get(wait_id) else {
+            return Ok(Err(if self.record.resumed.contains_key(wait_id) {
+                Noop::AlreadyResumed
+            } else if self.record.status.is_finished() {
+                Noop::RunFinished
+            } else {
+                Noop::UnknownWait
+            }));
+        };
+        if self.record.status.is_finished() {
+            return Ok(Err(Noop::RunFinished));
+        }
+        if let Some(got) = body.get("task_id") {
+            let got = got.as_str().map_or_else(|| got.to_string(), str::to_string);
+            if got != wait.task_id {
+                return Err(EngineError::TaskMismatch {
+                    expected: wait.task_id.clone(),
+                    got,
+                });
+            }
+        }
+        if !body.is_object() {
+            return Err(EngineError::InvalidRequest(
+                "a callback body must be a JSON object".into(),
+            ));
+        }
+        if now >= wait.expires_at {
+            return Ok(Err(Noop::Expired));
+        }
+        let wait = self.record.waits.remove(wait_id).expect("checked above");
+        let Some(node) = self.plan.node_index(&wait.node_id) else {
+            return Err(EngineError::CorruptRecord(
+                "wait names an unknown node".into(),
+            ));
+        };
+        self.record.resumed.insert(
+            wait.wait_id.clone(),
+            ResumedWait {
+                task_id: wait.task_id.clone(),
+                node_id: wait.node_id.clone(),
+                at: now,
+            },
+        );
+        self.record.status = RunStatus::Running;
+        let key = CallKey {
+            node,
+            item: wait.item,
+        };
+        self.finish_instance(key, body, Some(wait.since), true, now);
+        Ok(Ok(()))
+    }
+
+    fn next_wait_id(&mut self) -> String {
+        let id = format!("w{}", self.record.next_wait);
+        self.record.next_wait += 1;
+        id
+    }
+
+    fn fire(&mut self, n: usize, now: u64, settings: &Settings) {
+        let arrivals = match std::mem::replace(&mut self.record.nodes[n], NodeState::Idle) {
+            NodeState::Waiting { arrivals } => arrivals,
+            other => {
+                // Queued twice would be a scheduling bug; keep the state and move on.
+                self.record.nodes[n] = other;
+                return;
+            }
+        };
+        let mut ctx: Option<Map<String, Value>> = None;
+        let mut foreach = None;
+        for arrival in arrivals {
+            match arrival {
+                Arrival::Delivered { ctx: c } => merge_into(&mut ctx, c),
+                Arrival::Items {
+                    ctx: c,
+                    base,
+                    iterator,
+                    items,
+                } => {
+                    merge_into(&mut ctx, c);
+                    foreach = Some((base, iterator, items));
+                }
+                Arrival::Pending | Arrival::Skipped => {}
+            }
+        }
+        let Some(ctx) = ctx else {
+            self.skip(n, now);
+            return;
+        };
+        if let Some((base, iterator, items)) = foreach {
+            self.start_mapping(n, ctx, base, iterator, items, now, settings);
+            return;
+        }
+        let input = match self.node_input(n, &ctx, settings) {
+            Ok(input) => input,
+            Err(out) => return self.complete_node(n, ctx, out, None, false, now),
+        };
+        let key = CallKey {
+            node: n,
+            item: None,
+        };
+        match (
+            self.plan.graph.nodes[n].kind,
+            self.plan.components[n].clone(),
+        ) {
+            (NodeKind::Component, Some(ComponentRef::Builtin(b))) => {
+                let out = b.run(input);
+                self.complete_node(n, ctx, out, Some(now), false, now);
+            }
+            (NodeKind::Component, Some(ComponentRef::Http(url))) => {
+                self.record.nodes[n] = NodeState::Calling { ctx };
+                self.queue_call(key, url, input, now, settings);
+            }
+            // Input and Output nodes pass their merged context and data on.
+            _ => self.complete_node(n, ctx, Value::Object(input), Some(now), false, now),
+        }
+    }
+
+    /// The node's input: its incoming context with its rendered `data` on top.
+    fn node_input(
+        &self,
+        n: usize,
+        ctx: &Map<String, Value>,
+        settings: &Settings,
+    ) -> Result<Map<String, Value>, Value> {
+        let data = &self.plan.graph.nodes[n].data;
+        let scope = NodeScope::new(ctx, &self.plan, &self.record.nodes);
+        let rendered = render_map(data, &scope as &dyn Scope, settings.max_template_bytes)
+            .map_err(|e| failure(None, &e.to_string()))?;
+        let mut input = ctx.clone();
+        input.extend(rendered);
+        Ok(input)
+    }
+
+    fn queue_call(
+        &mut self,
+        key: CallKey,
+        url: String,
+        input: Map<String, Value>,
+        now: u64,
+        settings: &Settings,
+    ) {
+        let wait_id = self.next_wait_id();
+        let expires_at = now.saturating_add(settings.wait_ttl_ms);
+        self.in_flight.insert(
+            key,
+            InFlight {
+                wait_id: wait_id.clone(),
+                started_at: now,
+                expires_at,
+            },
+        );
+        self.calls.push(Call {
+            key,
+            node_id: self.plan.graph.nodes[key.node].id.clone(),
+            url,
+            input,
+            wait_id,
+            expires_at,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_mapping(
+        &mut self,
+        n: usize,
+        ctx: Map<String, Value>,
+        base: Map<String, Value>,
+        iterator: String,
+        items: Vec<Value>,
+        now: u64,
+        settings: &Settings,
+    ) {
+        if items.len() > settings.max_foreach_items {
+            let msg = format!(
+                "FOREACH over {} items exceeds the limit of {}",
+                items.len(),
+                settings.max_foreach_items
+            );
+            return self.complete_node(n, ctx, failure(None, &msg), None, false, now);
+        }
+        let count = items.len();
+        self.record.nodes[n] = NodeState::Mapping {
+            ctx,
+            slots: vec![None; count],
+            remaining: count,
+        };
+        if count == 0 {
+            return self.finish_mapping(n, now);
+        }
+        let component = self.plan.components[n].clone();
+        for (i, item) in items.into_iter().enumerate() {
+            let mut item_ctx = base.clone();
+            item_ctx.insert(iterator.clone(), item);
+            item_ctx.insert("index".into(), json!(i));
+            let key = CallKey {
+                node: n,
+                item: Some(i),
+            };
+            let input = match self.node_input(n, &item_ctx, settings) {
+                Ok(input) => input,
+                Err(out) => {
+                    self.finish_instance(key, out, None, false, now);
+                    continue;
+                }
+            };
+            match &component {
+                Some(ComponentRef::Http(url)) => {
+                    self.queue_call(key, url.clone(), input, now, settings)
+                }
+                Some(ComponentRef::Builtin(b)) => {
+                    self.finish_instance(key, b.run(input), Some(now), false, now)
+                }
+                None => self.finish_instance(key, Value::Object(input), Some(now), false, now),
+            }
+        }
+    }
+
+    fn pause(&mut self, key: CallKey, flight: InFlight, task_id: String, now: u64) {
+        let node_id = self.plan.graph.nodes[key.node].id.clone();
+        if key.item.is_none() {
+            let state = std::mem::replace(&mut self.record.nodes[key.node], NodeState::Idle);
+            let NodeState::Calling { ctx } = state else {
+                self.record.nodes[key.node] = state;
+                return;
+            };
+            self.record.nodes[key.node] = NodeState::Paused {
+                ctx,
+                wait_id: flight.wait_id.clone(),
+            };
+        }
+        self.record.trace.push(TraceEntry {
+            node_id: node_id.clone(),
+            item: key.item,
+            status: TraceStatus::Paused,
+            at: now,
+            duration_ms: Some(now.saturating_sub(flight.started_at)),
+            task_id: Some(task_id.clone()),
+            resumed: false,
+            error: None,
+        });
+        self.record.waits.insert(
+            flight.wait_id.clone(),
+            Wait {
+                wait_id: flight.wait_id,
+                task_id,
+                node_id,
+                item: key.item,
+                since: now,
+                expires_at: flight.expires_at,
+            },
+        );
+    }
+
+    /// A node (or one FOREACH item) has its output.
+    fn finish_instance(
+        &mut self,
+        key: CallKey,
+        output: Value,
+        started: Option<u64>,
+        resumed: bool,
+        now: u64,
+    ) {
+        let n = key.node;
+        let Some(i) = key.item else {
+            let ctx = match std::mem::replace(&mut self.record.nodes[n], NodeState::Idle) {
+                NodeState::Calling { ctx } | NodeState::Paused { ctx, .. } => ctx,
+                other => {
+                    self.record.nodes[n] = other;
+                    return;
+                }
+            };
+            return self.complete_node(n, ctx, output, started, resumed, now);
+        };
+        let task_id = resumed
+            .then(|| {
+                output
+                    .get("task_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .flatten();
+        let entry = TraceEntry {
+            node_id: self.plan.graph.nodes[n].id.clone(),
+            item: Some(i),
+            status: if is_failure(&output) {
+                TraceStatus::Failed
+            } else {
+                TraceStatus::Succeeded
+            },
+            at: now,
+            duration_ms: started.map(|s| now.saturating_sub(s)),
+            task_id,
+            resumed,
+            error: error_text(&output),
+        };
+        let NodeState::Mapping {
+            slots, remaining, ..
+        } = &mut self.record.nodes[n]
+        else {
+            return;
+        };
+        let Some(slot) = slots.get_mut(i).filter(|s| s.is_none()) else {
+            return;
+        };
+        *slot = Some(output);
+        *remaining -= 1;
+        let done = *remaining == 0;
+        self.record.trace.push(entry);
+        if done {
+            self.finish_mapping(n, now);
+        }
+    }
+
+    fn finish_mapping(&mut self, n: usize, now: u64) {
+        let NodeState::Mapping { ctx, slots, .. } =
+            std::mem::replace(&mut self.record.nodes[n], NodeState::Idle)
+        else {
+            return;
+        };
+        let results: Vec<Value> = slots.into_iter().map(Option::unwrap_or_default).collect();
+        let failed = results.iter().filter(|r| is_failure(r)).count();
+        let count = results.len();
+        let mut output = json!({ "results": results, "count": count, "failed": failed });
+        if failed > 0 {
+            output["success"] = json!(false);
+            output["error"] = json!(format!("{failed} of {count} items failed"));
+        }
+        self.complete_node(n, ctx, output, None, false, now);
+    }
+
+    /// Records a node's output and resolves each of its outgoing edges.
+    fn complete_node(
+        &mut self,
+        n: usize,
+        ctx: Map<String, Value>,
+        output: Value,
+        started: Option<u64>,
+        resumed: bool,
+        now: u64,
+    ) {
+        let failed = is_failure(&output);
+        let node_id = self.plan.graph.nodes[n].id.clone();
+        self.record.trace.push(TraceEntry {
+            node_id: node_id.clone(),
+            item: None,
+            status: if failed {
+                TraceStatus::Failed
+            } else {
+                TraceStatus::Succeeded
+            },
+            at: now,
+            duration_ms: started.map(|s| now.saturating_sub(s)),
+            task_id: resumed
+                .then(|| {
+                    output
+                        .get("task_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .flatten(),
+            resumed,
+            error: error_text(&output),
+        });
+        let edges = self.plan.outgoing[n].clone();
+        let routed = edges
+            .iter()
+            .any(|&e| self.plan.graph.edges[e].kind == EdgeKind::OnFail);
+        if failed && !routed {
+            self.fail(
+                RunError {
+                    code: "node_failed".into(),
+                    message: error_text(&output)
+                        .unwrap_or_else(|| "the component reported failure".into()),
+                    node_id: Some(node_id),
+                },
+                now,
+            );
+            self.record.nodes[n] = NodeState::Done { output };
+            return;
+        }
+        let mut out_ctx = ctx;
+        if let Value::Object(fields) = &output {
+            out_ctx.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        self.record.nodes[n] = NodeState::Done { output };
+        for e in edges {
+            let arrival = self.resolve_edge(e, n, &out_ctx, failed);
+            self.deliver(e, arrival);
+        }
+    }
+
+    /// Decides whether edge `e` fires for the finished node `n`.
+    fn resolve_edge(
+        &self,
+        e: usize,
+        n: usize,
+        out_ctx: &Map<String, Value>,
+        failed: bool,
+    ) -> Arrival {
+        let edge = &self.plan.graph.edges[e];
+        let NodeState::Done { output } = &self.record.nodes[n] else {
+            return Arrival::Skipped;
+        };
+        let fires = match edge.kind {
+            EdgeKind::OnFail => failed,
+            _ if failed => false,
+            EdgeKind::Pipe | EdgeKind::OnSuccess | EdgeKind::Foreach => true,
+            EdgeKind::If => {
+                let scope = NodeScope::new(out_ctx, &self.plan, &self.record.nodes);
+                evaluate(edge.condition.as_deref().unwrap_or_default(), &scope)
+            }
+            EdgeKind::OnTrue => boolean_result(output) == Some(true),
+            EdgeKind::OnFalse => boolean_result(output) == Some(false),
+            EdgeKind::OnBranch => chosen_branch(output).as_deref() == edge.branch.as_deref(),
+        };
+        if !fires {
+            return Arrival::Skipped;
+        }
+        if edge.kind != EdgeKind::Foreach {
+            return Arrival::Delivered {
+                ctx: out_ctx.clone(),
+            };
+        }
+        let iterator = edge.iterator.clone().unwrap_or_else(|| "item".into());
+        let scope = NodeScope::new(out_ctx, &self.plan, &self.record.nodes);
+        let (items, path) = foreach_items(output, edge.items.as_deref(), &scope);
+        let mut base = out_ctx.clone();
+        if let Some(path) = path {
+            remove_path(&mut base, &path);
+        }
+        Arrival::Items {
+            ctx: out_ctx.clone(),
+            base,
+            iterator,
+            items,
+        }
+    }
+
+    fn deliver(&mut self, e: usize, arrival: Arrival) {
+        let target = self.plan.edge_to[e];
+        let slot = self.plan.edge_slot[e];
+        let width = self.plan.incoming[target].len();
+        if let NodeState::Idle = self.record.nodes[target] {
+            self.record.nodes[target] = NodeState::Waiting {
+                arrivals: vec![Arrival::Pending; width],
+            };
+        }
+        let NodeState::Waiting { arrivals } = &mut self.record.nodes[target] else {
+            return;
+        };
+        arrivals[slot] = arrival;
+        if arrivals.iter().all(|a| !matches!(a, Arrival::Pending)) {
+            self.ready.push_back(target);
+        }
+    }
+
+    fn skip(&mut self, n: usize, now: u64) {
+        self.record.nodes[n] = NodeState::Skipped;
+        self.record.trace.push(TraceEntry {
+            node_id: self.plan.graph.nodes[n].id.clone(),
+            item: None,
+            status: TraceStatus::Skipped,
+            at: now,
+            duration_ms: None,
+            task_id: None,
+            resumed: false,
+            error: None,
+        });
+        for e in self.plan.outgoing[n].clone() {
+            self.deliver(e, Arrival::Skipped);
+        }
+    }
+
+    fn fail(&mut self, error: RunError, now: u64) {
+        self.record.status = RunStatus::Failed {
+            error,
+            finished_at: now,
+        };
+        self.record.waits.clear();
+        self.ready.clear();
+        self.in_flight.clear();
+        self.calls.clear();
+    }
+
+    fn settle(&mut self, now: u64) {
+        self.record.updated_at = now;
+        if self.record.status.is_finished() {
+            return;
+        }
+        self.record.status = if self.record.waits.is_empty() {
+            RunStatus::Completed {
+                output: self.final_output(),
+                finished_at: now,
+            }
+        } else {
+            RunStatus::Paused { since: now }
+        };
+    }
+
+    /// The run's result: the Output node's output; several Output nodes give a
+    /// map by id; without Output nodes, the same rule over the sink nodes.
+    fn final_output(&self) -> Value {
+        let nodes = &self.plan.graph.nodes;
+        let has_outputs = nodes.iter().any(|n| n.kind == NodeKind::Output);
+        let mut chosen: Vec<(usize, &Value)> = (0..nodes.len())
+            .filter(|&i| {
+                if has_outputs {
+                    nodes[i].kind == NodeKind::Output
+                } else {
+                    self.plan.outgoing[i].is_empty()
+                }
+            })
+            .filter_map(|i| match &self.record.nodes[i] {
+                NodeState::Done { output } => Some((i, output)),
+                _ => None,
+            })
+            .collect();
+        match chosen.len() {
+            0 => Value::Null,
+            1 => chosen.remove(0).1.clone(),
+            _ => Value::Object(
+                chosen
+                    .into_iter()
+                    .map(|(i, v)| (nodes[i].id.clone(), v.clone()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+fn merge_into(acc: &mut Option<Map<String, Value>>, ctx: Map<String, Value>) {
+    match acc {
+        None => *acc = Some(ctx),
+        Some(existing) => existing.extend(ctx),
+    }
+}
+
+/// A result is a failure when `success === false`, or `error` is present and not null.
+pub fn is_failure(output: &Value) -> bool {
+    output.get("success") == Some(&Value::Bool(false))
+        || output.get("error").is_some_and(|e| !e.is_null())
+}
+
+fn error_text(output: &Value) -> Option<String> {
+    if !is_failure(output) {
+        return None;
+    }
+    Some(match output.get("error") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(o)) => o
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| Value::Object(o.clone()).to_string(), str::to_string),
+        Some(v) if !v.is_null() => v.to_string(),
+        _ => "the component reported success: false".into(),
+    })
+}
+
+fn failure(status: Option<u16>, error: &str) -> Value {
+    let mut out = json!({ "success": false, "error": error });
+    if let Some(s) = status {
+        out["status"] = json!(s);
+    }
+    out
+}
+
+/// `Some(Ok(task_id))` for a valid pending answer, `Some(Err)` for a pending
+/// answer without a usable task id, `None` when the answer is not pending.
+fn pending_task(output: &Value) -> Option<Result<String, ()>> {
+    if output.get("pending") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    Some(match output.get("task_id") {
+        Some(Value::String(t)) if !t.trim().is_empty() => Ok(t.clone()),
+        _ => Err(()),
+    })
+}
+
+/// The array a FOREACH iterates, and the context path it came from (removed
+/// from each item's context so items do not each carry the whole array).
+fn foreach_items(
+    output: &Value,
+    path: Option<&str>,
+    scope: &dyn Scope,
+) -> (Vec<Value>, Option<String>) {
+    if let Some(p) = path {
+        let p = p
+            .trim()
+            .trim_start_matches("{{")
+            .trim_end_matches("}}")
+            .trim();
+        return match scope.lookup(p) {
+            Some(Value::Array(a)) => (a.clone(), Some(p.to_string())),
+            _ => (Vec::new(), None),
+        };
+    }
+    if let Value::Array(a) = output {
+        return (a.clone(), None);
+    }
+    for p in ["items", "data.items", "results", "data"] {
+        if let Some(Value::Array(a)) = super::template::walk(output, p.split('.')) {
+            return (a.clone(), Some(p.to_string()));
+        }
+    }
+    (Vec::new(), None)
+}
+
+fn remove_path(map: &mut Map<String, Value>, path: &str) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut cur = map;
+    for part in parts {
+        match cur.get_mut(part) {
+            Some(Value::Object(m)) => cur = m,
+            _ => return,
+        }
+    }
+    cur.remove(last);
+}

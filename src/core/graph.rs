@@ -1,0 +1,265 @@
+//! The workflow graph as existing workflows write it, parsed leniently so that
+//! validation can report every problem at once instead of the first serde error.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::Problem;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    Input,
+    Component,
+    Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EdgeKind {
+    Pipe,
+    OnSuccess,
+    OnFail,
+    If,
+    OnTrue,
+    OnFalse,
+    OnBranch,
+    Foreach,
+}
+
+impl EdgeKind {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "PIPE" => Self::Pipe,
+            "ON_SUCCESS" => Self::OnSuccess,
+            "ON_FAIL" => Self::OnFail,
+            "IF" => Self::If,
+            "ON_TRUE" => Self::OnTrue,
+            "ON_FALSE" => Self::OnFalse,
+            "ON_BRANCH" => Self::OnBranch,
+            "FOREACH" => Self::Foreach,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: NodeKind,
+    #[serde(
+        rename = "componentId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub component_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub data: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+    #[serde(rename = "type")]
+    pub kind: EdgeKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// FOREACH: the name each item is bound to (default `item`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterator: Option<String>,
+    /// FOREACH: a context path to the array (default: see `foreach_items`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+/// Parses a graph from JSON, collecting every shape problem (wrong types,
+/// missing fields, unknown node or edge types) rather than stopping at the first.
+pub fn parse_graph(value: &Value, problems: &mut Vec<Problem>) -> Option<Graph> {
+    let Some(obj) = value.as_object() else {
+        problems.push(Problem::new("graph", "must be a JSON object"));
+        return None;
+    };
+    let id = optional_string(obj, "id", "graph.id", problems);
+    let name = optional_string(obj, "name", "graph.name", problems);
+    let nodes = match obj.get("nodes") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| parse_node(v, &format!("nodes[{i}]"), problems))
+            .collect(),
+        Some(_) => {
+            problems.push(Problem::new("graph.nodes", "must be an array"));
+            Vec::new()
+        }
+        None => {
+            problems.push(Problem::new("graph.nodes", "is required"));
+            Vec::new()
+        }
+    };
+    let edges = match obj.get("edges") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| parse_edge(v, &format!("edges[{i}]"), problems))
+            .collect(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(_) => {
+            problems.push(Problem::new("graph.edges", "must be an array"));
+            Vec::new()
+        }
+    };
+    Some(Graph {
+        id,
+        name,
+        nodes,
+        edges,
+    })
+}
+
+fn parse_node(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<Node> {
+    let Some(obj) = value.as_object() else {
+        problems.push(Problem::new(at, "must be an object"));
+        return None;
+    };
+    let before = problems.len();
+    let id = required_string(obj, "id", at, problems);
+    let kind = match obj.get("type").and_then(Value::as_str) {
+        Some(t) if t.eq_ignore_ascii_case("input") => Some(NodeKind::Input),
+        Some(t) if t.eq_ignore_ascii_case("component") => Some(NodeKind::Component),
+        Some(t) if t.eq_ignore_ascii_case("output") => Some(NodeKind::Output),
+        Some(t) => {
+            problems.push(Problem::new(
+                format!("{at}.type"),
+                format!("unknown node type '{t}' (expected Input, Component or Output)"),
+            ));
+            None
+        }
+        None => {
+            problems.push(Problem::new(format!("{at}.type"), "is required (a string)"));
+            None
+        }
+    };
+    let component_id = optional_string(obj, "componentId", &format!("{at}.componentId"), problems);
+    let label = optional_string(obj, "label", &format!("{at}.label"), problems);
+    let data = match obj.get("data") {
+        Some(Value::Object(m)) => m.clone(),
+        Some(Value::Null) | None => Map::new(),
+        Some(_) => {
+            problems.push(Problem::new(format!("{at}.data"), "must be an object"));
+            Map::new()
+        }
+    };
+    if problems.len() > before {
+        return None;
+    }
+    Some(Node {
+        id: id?,
+        kind: kind?,
+        component_id,
+        data,
+        label,
+    })
+}
+
+fn parse_edge(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<Edge> {
+    let Some(obj) = value.as_object() else {
+        problems.push(Problem::new(at, "must be an object"));
+        return None;
+    };
+    let before = problems.len();
+    let from = required_string(obj, "from", at, problems);
+    let to = required_string(obj, "to", at, problems);
+    let kind = match obj.get("type") {
+        // Existing workflows omit the type on plain data-flow edges.
+        None | Some(Value::Null) => Some(EdgeKind::Pipe),
+        Some(Value::String(t)) => {
+            let kind = EdgeKind::parse(t);
+            if kind.is_none() {
+                problems.push(Problem::new(
+                    format!("{at}.type"),
+                    format!("unknown edge type '{t}'"),
+                ));
+            }
+            kind
+        }
+        Some(_) => {
+            problems.push(Problem::new(format!("{at}.type"), "must be a string"));
+            None
+        }
+    };
+    let condition = optional_string(obj, "condition", &format!("{at}.condition"), problems);
+    let branch = match obj.get("branch") {
+        // Branch labels are compared as strings; accept `true`/`3` as written.
+        Some(Value::Bool(b)) => Some(b.to_string()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => optional_string(obj, "branch", &format!("{at}.branch"), problems),
+    };
+    let iterator = optional_string(obj, "iterator", &format!("{at}.iterator"), problems);
+    let items = optional_string(obj, "items", &format!("{at}.items"), problems);
+    if problems.len() > before {
+        return None;
+    }
+    Some(Edge {
+        from: from?,
+        to: to?,
+        kind: kind?,
+        condition,
+        branch,
+        iterator,
+        items,
+    })
+}
+
+fn required_string(
+    obj: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    match obj.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::String(_)) => {
+            problems.push(Problem::new(format!("{at}.{key}"), "must not be empty"));
+            None
+        }
+        Some(_) => {
+            problems.push(Problem::new(format!("{at}.{key}"), "must be a string"));
+            None
+        }
+        None => {
+            problems.push(Problem::new(format!("{at}.{key}"), "is required"));
+            None
+        }
+    }
+}
+
+fn optional_string(
+    obj: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    match obj.get(key) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Null) | None => None,
+        Some(_) => {
+            problems.push(Problem::new(at, "must be a string"));
+            None
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The JSON bodies callers and daemons receive, built from a run.
+
+use serde_json::{json, Map, Value};
+
+use super::executor::Noop;
+use super::record::{RunRecord, RunStatus};
+
+/// The answer to a trigger (`resumed == false`) or to a callback (`true`).
+pub fn run_outcome(record: &RunRecord, resumed: bool) -> Value {
+    let mut body = Map::new();
+    match &record.status {
+        RunStatus::Completed { output, .. } => {
+            body.insert("success".into(), json!(true));
+            body.insert("data".into(), output.clone());
+        }
+        RunStatus::Failed { error, .. } => {
+            body.insert("success".into(), json!(false));
+            body.insert("error".into(), json!(error));
+        }
+        RunStatus::Paused { .. } | RunStatus::Running => {
+            body.insert("success".into(), json!(true));
+            body.insert("paused".into(), json!(true));
+            // The most recent wait first: that is the one this request caused.
+            if let Some(w) = record
+                .waits
+                .values()
+                .max_by_key(|w| (w.since, w.wait_id.len(), &w.wait_id))
+            {
+                body.insert("task_id".into(), json!(w.task_id));
+                body.insert("paused_node_id".into(), json!(w.node_id));
+            }
+            body.insert(
+                "waits".into(),
+                json!(record.waits.values().collect::<Vec<_>>()),
+            );
+        }
+    }
+    if resumed {
+        body.insert("resumed".into(), json!(true));
+    }
+    body.insert("status".into(), json!(record.status.name()));
+    body.insert("run_id".into(), json!(record.run_id));
+    insert_trace(&mut body, record);
+    Value::Object(body)
+}
+
+/// `GET /runs/{id}`.
+pub fn run_details(record: &RunRecord) -> Value {
+    let mut body = Map::new();
+    body.insert("success".into(), json!(true));
+    body.insert("run_id".into(), json!(record.run_id));
+    body.insert("status".into(), json!(record.status.name()));
+    if let Some(name) = &record.graph.name {
+        body.insert("workflow".into(), json!(name));
+    }
+    body.insert(
+        "waits".into(),
+        json!(record.waits.values().collect::<Vec<_>>()),
+    );
+    match &record.status {
+        RunStatus::Completed {
+            output,
+            finished_at,
+        } => {
+            body.insert("data".into(), output.clone());
+            body.insert("finished_at".into(), json!(finished_at));
+        }
+        RunStatus::Failed { error, finished_at } => {
+            body.insert("error".into(), json!(error));
+            body.insert("finished_at".into(), json!(finished_at));
+        }
+        RunStatus::Paused { since } => {
+            body.insert("paused_since".into(), json!(since));
+        }
+        RunStatus::Running => {}
+    }
+    body.insert("created_at".into(), json!(record.created_at));
+    body.insert("updated_at".into(), json!(record.updated_at));
+    insert_trace(&mut body, record);
+    Value::Object(body)
+}
+
+pub fn noop(reason: Noop) -> Value {
+    json!({ "success": true, "noop": true, "reason": reason.reason() })
+}
+
+fn insert_trace(body: &mut Map<String, Value>, record: &RunRecord) {
+    body.insert("trace".into(), json!(record.trace));
+    if record.trace_dropped > 0 {
+        body.insert(
+            "trace_truncated".into(),
+            json!({ "dropped_entries": record.trace_dropped }),
+        );
+    }
+}

@@ -1,0 +1,227 @@
+// End-to-end harness: runs the built Worker (build/index.js + build/index_bg.wasm) inside
+// workerd through Miniflare, listening on a real loopback port so that components and the
+// reference daemon can call it back over HTTP, and lets tests look straight into its KV.
+//
+// Set E2E_LOG=1 to see workerd's and the Worker's own logs while debugging.
+
+import http from "node:http";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Miniflare, Log, LogLevel } from "miniflare";
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const COMPATIBILITY_DATE = "2026-04-01";
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export async function freePort() {
+    const server = http.createServer();
+    await new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, "127.0.0.1", resolve);
+    });
+    const { port } = server.address();
+    await new Promise((resolve) => server.close(resolve));
+    return port;
+}
+
+function encodeBody(body, headers) {
+    if (body === undefined || body === null) return undefined;
+    if (typeof body === "string" || body instanceof Uint8Array || body instanceof ArrayBuffer) return body;
+    if (!Object.keys(headers).some((h) => h.toLowerCase() === "content-type")) {
+        headers["content-type"] = "application/json";
+    }
+    return JSON.stringify(body);
+}
+
+async function decodeResponse(res) {
+    const text = await res.text();
+    let body = text;
+    if (text !== "") {
+        try {
+            body = JSON.parse(text);
+        } catch {
+            // not JSON: hand back the text as it is
+        }
+    } else {
+        body = null;
+    }
+    return { status: res.status, headers: res.headers, body, text };
+}
+
+/**
+ * Starts the Worker.
+ *
+ * @param {object} [opts]
+ * @param {number} [opts.port]        port to listen on (default: a free one)
+ * @param {string} [opts.persistDir]  keep KV and Durable Object state here, so a Worker
+ *                                    started again with the same dir sees the same state
+ * @param {object} [opts.bindings]    vars/secrets, merged over the defaults
+ * @param {string} [opts.scriptPath]  defaults to build/index.js
+ * @param {object} [opts.miniflare]   extra Miniflare options, merged last (an inline
+ *                                    `script` here replaces scriptPath)
+ */
+export async function startWorker({ port, persistDir, bindings = {}, scriptPath, miniflare = {} } = {}) {
+    const listenPort = port ?? (await freePort());
+    const baseUrl = `http://127.0.0.1:${listenPort}`;
+    const options = {
+        scriptPath: path.resolve(REPO_ROOT, scriptPath ?? "build/index.js"),
+        modules: true,
+        modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
+        compatibilityDate: COMPATIBILITY_DATE,
+        kvNamespaces: ["RUNS"],
+        durableObjects: { RUN_GATE: "RunGate" },
+        host: "127.0.0.1",
+        port: listenPort,
+        bindings: {
+            PUBLIC_BASE_URL: baseUrl,
+            CALLBACK_SECRET: "test-secret",
+            API_KEYS: "test-key",
+            ...bindings,
+        },
+        ...(process.env.E2E_LOG ? { log: new Log(LogLevel.DEBUG) } : {}),
+        ...(persistDir
+            ? {
+                  kvPersist: path.join(persistDir, "kv"),
+                  durableObjectsPersist: path.join(persistDir, "do"),
+              }
+            : {}),
+        ...miniflare,
+    };
+
+    // An inline `script` (used by the harness's own test) replaces the built Worker.
+    if (miniflare.script !== undefined) delete options.scriptPath;
+
+    const mf = new Miniflare(options);
+    let url;
+    try {
+        url = (await mf.ready).href.replace(/\/$/, "");
+    } catch (err) {
+        await mf.dispose().catch(() => {});
+        throw err;
+    }
+
+    /** Calls the Worker over real HTTP; a non-string `body` is sent as JSON. */
+    async function fetchJson(p, { method, body, headers = {} } = {}) {
+        const hdrs = { ...headers };
+        const payload = encodeBody(body, hdrs);
+        const res = await fetch(url + (p.startsWith("/") ? p : `/${p}`), {
+            method: method ?? (payload === undefined ? "GET" : "POST"),
+            headers: hdrs,
+            body: payload,
+        });
+        return decodeResponse(res);
+    }
+
+    /** Every key of the RUNS namespace and its value (text, or parsed with {json: true}). */
+    async function kvSnapshot({ json = false } = {}) {
+        const kv = await mf.getKVNamespace("RUNS");
+        const snapshot = new Map();
+        let cursor;
+        do {
+            const page = await kv.list(cursor ? { cursor } : {});
+            for (const { name } of page.keys) {
+                const value = await kv.get(name, "text");
+                let v = value;
+                if (json && value !== null) {
+                    try {
+                        v = JSON.parse(value);
+                    } catch {
+                        // leave non-JSON values as text
+                    }
+                }
+                snapshot.set(name, v);
+            }
+            cursor = page.list_complete ? undefined : page.cursor;
+        } while (cursor);
+        return snapshot;
+    }
+
+    let stopped = false;
+    async function stop() {
+        if (stopped) return;
+        stopped = true;
+        await mf.dispose();
+    }
+
+    return { mf, url, port: listenPort, fetchJson, kvSnapshot, stop };
+}
+
+/**
+ * A fake component on 127.0.0.1. `handler(jsonBody, req)` returns (or resolves to) either
+ * `{status, body, headers?}` or a plain object that is answered as 200 JSON. A handler that
+ * throws answers 500. Non-JSON request bodies reach the handler as text.
+ */
+export async function startComponent(handler) {
+    const hitsByPath = new Map();
+    const received = [];
+    const server = http.createServer((req, res) => {
+        const chunks = [];
+        req.on("data", (c) => chunks.push(c));
+        req.on("end", async () => {
+            const pathname = new URL(req.url, "http://component").pathname;
+            hitsByPath.set(pathname, (hitsByPath.get(pathname) ?? 0) + 1);
+            const text = Buffer.concat(chunks).toString("utf8");
+            let body = null;
+            if (text !== "") {
+                try {
+                    body = JSON.parse(text);
+                } catch {
+                    body = text;
+                }
+            }
+            received.push({ method: req.method, path: pathname, headers: req.headers, body });
+
+            let status = 200;
+            let out;
+            let headers = {};
+            try {
+                const result = await handler(body, req);
+                if (
+                    result !== null &&
+                    typeof result === "object" &&
+                    typeof result.status === "number" &&
+                    "body" in result
+                ) {
+                    status = result.status;
+                    out = result.body;
+                    headers = result.headers ?? {};
+                } else {
+                    out = result;
+                }
+            } catch (err) {
+                status = 500;
+                out = { success: false, error: String(err?.message ?? err) };
+            }
+            const payload = typeof out === "string" ? out : JSON.stringify(out ?? null);
+            res.writeHead(status, {
+                "content-type": typeof out === "string" ? "text/plain" : "application/json",
+                ...headers,
+            });
+            res.end(payload);
+        });
+    });
+    await new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, "127.0.0.1", resolve);
+    });
+    const url = `http://127.0.0.1:${server.address().port}`;
+
+    return {
+        url,
+        /** Hits on one path, or on all paths when none is given. */
+        hits(p) {
+            if (p === undefined) return [...hitsByPath.values()].reduce((a, b) => a + b, 0);
+            return hitsByPath.get(p) ?? 0;
+        },
+        /** Every request received so far: {method, path, headers, body}. */
+        requests() {
+            return received.slice();
+        },
+        close() {
+            return new Promise((resolve) => {
+                server.close(() => resolve());
+                server.closeAllConnections();
+            });
+        },
+    };
+}
