@@ -20,8 +20,9 @@ if worker-build --release 2>&1 | tee "$log"; then
 fi
 
 # The wasm-opt shipped by the binaryen npm package is itself compiled to JS/wasm; if it
-# cannot handle the module, an unoptimised build still works, only larger.
-if grep -qi 'wasm-opt' "$log"; then
+# cannot handle the module, an unoptimised build still works, only larger. worker-build
+# ends every failure of its wasm-opt step (and only those) with "To disable `wasm-opt`".
+if grep -q 'To disable `wasm-opt`' "$log"; then
     echo "[build] WARNING: the wasm-opt step failed (WASM_OPT_BIN=$WASM_OPT_BIN);" \
         "rebuilding with --no-opt, so build/index_bg.wasm is NOT optimised" >&2
     worker-build --release --no-opt

@@ -33,6 +33,11 @@ _toolchain_main() {
     if [[ "$have_wb" != "$want_worker_build" ]]; then
         echo "[toolchain] installing worker-build $want_worker_build (found: ${have_wb:-none}); takes ~5 min on 2 cores"
         cargo install worker-build --version "$want_worker_build" || return 1
+        have_wb="$(worker-build --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n1 || true)"
+        if [[ "$have_wb" != "$want_worker_build" ]]; then
+            echo "[toolchain] worker-build on PATH is ${have_wb:-missing}, wanted $want_worker_build" >&2
+            return 1
+        fi
     fi
 
     # --- wasm-bindgen CLI, exactly the library version in Cargo.lock ----------------------
@@ -59,6 +64,11 @@ _toolchain_main() {
             echo "[toolchain] installing wasm-bindgen-cli $want_bindgen (found: ${have_bindgen:-none}); takes ~2.5 min"
             # No --locked: the CLI's own lockfile names a crate version the index lacks.
             cargo install wasm-bindgen-cli --version "$want_bindgen" || return 1
+            have_bindgen="$(wasm-bindgen --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n1 || true)"
+            if [[ "$have_bindgen" != "$want_bindgen" ]]; then
+                echo "[toolchain] wasm-bindgen on PATH is ${have_bindgen:-missing}, wanted $want_bindgen" >&2
+                return 1
+            fi
         fi
     fi
     if command -v wasm-bindgen >/dev/null 2>&1; then

@@ -39,16 +39,9 @@ impl Builtin {
             }
             Self::Switch => {
                 let value = input.get("value").cloned().unwrap_or(Value::Null);
-                let text = match &value {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                };
+                let text = as_branch(&value);
                 let known = match input.get("cases") {
-                    Some(Value::Array(cases)) => cases.iter().any(|c| match c {
-                        Value::String(s) => *s == text,
-                        other => other.to_string() == text,
-                    }),
+                    Some(Value::Array(cases)) => cases.iter().any(|c| as_branch(c) == text),
                     _ => !text.is_empty(),
                 };
                 let branch = if known {
@@ -63,6 +56,15 @@ impl Builtin {
                 json!({ "success": true, "branch": branch, "value": value })
             }
         }
+    }
+}
+
+/// Branch labels are text: strings as written, other values as JSON.
+fn as_branch(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 

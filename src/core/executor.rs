@@ -321,7 +321,7 @@ impl Run {
         }
         let input = match self.node_input(n, &ctx, settings) {
             Ok(input) => input,
-            Err(out) => return self.complete_node(n, ctx, out, None, false, now),
+            Err(out) => return self.complete_node(n, ctx, out, true, None, false, now),
         };
         let key = CallKey {
             node: n,
@@ -333,14 +333,14 @@ impl Run {
         ) {
             (NodeKind::Component, Some(ComponentRef::Builtin(b))) => {
                 let out = b.run(input);
-                self.complete_node(n, ctx, out, Some(now), false, now);
+                self.complete_node(n, ctx, out, false, Some(now), false, now);
             }
             (NodeKind::Component, Some(ComponentRef::Http(url))) => {
                 self.record.nodes[n] = NodeState::Calling { ctx };
                 self.queue_call(key, url, input, now, settings);
             }
             // Input and Output nodes pass their merged context and data on.
-            _ => self.complete_node(n, ctx, Value::Object(input), Some(now), false, now),
+            _ => self.complete_node(n, ctx, Value::Object(input), false, Some(now), false, now),
         }
     }
 
@@ -405,7 +405,7 @@ impl Run {
                 items.len(),
                 settings.max_foreach_items
             );
-            return self.complete_node(n, ctx, failure(None, &msg), None, false, now);
+            return self.complete_node(n, ctx, failure(None, &msg), true, None, false, now);
         }
         let count = items.len();
         self.record.nodes[n] = NodeState::Mapping {
@@ -498,7 +498,8 @@ impl Run {
                     return;
                 }
             };
-            return self.complete_node(n, ctx, output, started, resumed, now);
+            let failed = is_failure(&output);
+            return self.complete_node(n, ctx, output, failed, started, resumed, now);
         };
         let task_id = resumed
             .then(|| {
@@ -554,20 +555,25 @@ impl Run {
             output["success"] = json!(false);
             output["error"] = json!(format!("{failed} of {count} items failed"));
         }
-        self.complete_node(n, ctx, output, None, false, now);
+        self.complete_node(n, ctx, output, failed > 0, None, false, now);
     }
 
     /// Records a node's output and resolves each of its outgoing edges.
+    /// `failed` is the verdict on this node's own result: remote answers are
+    /// judged by `is_failure`, while in-process nodes succeed unless the engine
+    /// itself failed them — their output echoes upstream context, which may
+    /// legitimately carry an `error` routed here by `ON_FAIL`.
+    #[allow(clippy::too_many_arguments)]
     fn complete_node(
         &mut self,
         n: usize,
         ctx: Map<String, Value>,
         output: Value,
+        failed: bool,
         started: Option<u64>,
         resumed: bool,
         now: u64,
     ) {
-        let failed = is_failure(&output);
         let node_id = self.plan.graph.nodes[n].id.clone();
         self.record.trace.push(TraceEntry {
             node_id: node_id.clone(),
@@ -588,7 +594,7 @@ impl Run {
                 })
                 .flatten(),
             resumed,
-            error: error_text(&output),
+            error: failed.then(|| error_text(&output)).flatten(),
         });
         let edges = self.plan.outgoing[n].clone();
         let routed = edges

@@ -61,43 +61,62 @@ async function decodeResponse(res) {
  *                                    `script` here replaces scriptPath)
  */
 export async function startWorker({ port, persistDir, bindings = {}, scriptPath, miniflare = {} } = {}) {
-    const listenPort = port ?? (await freePort());
-    const baseUrl = `http://127.0.0.1:${listenPort}`;
-    const options = {
-        scriptPath: path.resolve(REPO_ROOT, scriptPath ?? "build/index.js"),
-        modules: true,
-        modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
-        compatibilityDate: COMPATIBILITY_DATE,
-        kvNamespaces: ["RUNS"],
-        durableObjects: { RUN_GATE: "RunGate" },
-        host: "127.0.0.1",
-        port: listenPort,
-        bindings: {
-            PUBLIC_BASE_URL: baseUrl,
-            CALLBACK_SECRET: "test-secret",
-            API_KEYS: "test-key",
-            ...bindings,
-        },
-        ...(process.env.E2E_LOG ? { log: new Log(LogLevel.DEBUG) } : {}),
-        ...(persistDir
-            ? {
-                  kvPersist: path.join(persistDir, "kv"),
-                  durableObjectsPersist: path.join(persistDir, "do"),
-              }
-            : {}),
-        ...miniflare,
+    const buildOptions = (listenPort) => {
+        const script = path.resolve(REPO_ROOT, scriptPath ?? "build/index.js");
+        const options = {
+            scriptPath: script,
+            // Module names are taken relative to modulesRoot (by default the current
+            // directory); workerd refuses names that climb out with "..", so anchor them at
+            // the script's own directory and tests can be run from anywhere.
+            modulesRoot: path.dirname(script),
+            modules: true,
+            modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
+            compatibilityDate: COMPATIBILITY_DATE,
+            kvNamespaces: ["RUNS"],
+            durableObjects: { RUN_GATE: "RunGate" },
+            host: "127.0.0.1",
+            port: listenPort,
+            bindings: {
+                PUBLIC_BASE_URL: `http://127.0.0.1:${listenPort}`,
+                CALLBACK_SECRET: "test-secret",
+                API_KEYS: "test-key",
+                ...bindings,
+            },
+            ...(process.env.E2E_LOG ? { log: new Log(LogLevel.DEBUG) } : {}),
+            ...(persistDir
+                ? {
+                      kvPersist: path.join(persistDir, "kv"),
+                      durableObjectsPersist: path.join(persistDir, "do"),
+                  }
+                : {}),
+            ...miniflare,
+        };
+        // An inline `script` (used by the harness's own test) replaces the built Worker.
+        if (miniflare.script !== undefined) {
+            delete options.scriptPath;
+            delete options.modulesRoot;
+        }
+        return options;
     };
 
-    // An inline `script` (used by the harness's own test) replaces the built Worker.
-    if (miniflare.script !== undefined) delete options.scriptPath;
-
-    const mf = new Miniflare(options);
+    // A port picked by freePort() can be taken by someone else before workerd binds it;
+    // that alone is worth another try with a fresh port.
+    const maxAttempts = 3;
+    let mf;
     let url;
-    try {
-        url = (await mf.ready).href.replace(/\/$/, "");
-    } catch (err) {
-        await mf.dispose().catch(() => {});
-        throw err;
+    let listenPort;
+    for (let attempt = 1; ; attempt++) {
+        listenPort = port ?? (await freePort());
+        mf = new Miniflare(buildOptions(listenPort));
+        try {
+            url = (await mf.ready).href.replace(/\/$/, "");
+            break;
+        } catch (err) {
+            await mf.dispose().catch(() => {});
+            const retryable = err?.code === "ERR_ADDRESS_IN_USE" && port === undefined;
+            if (!retryable || attempt >= maxAttempts) throw err;
+            console.error(`[harness] port ${listenPort} was taken; retrying on another (${attempt}/${maxAttempts})`);
+        }
     }
 
     /** Calls the Worker over real HTTP; a non-string `body` is sent as JSON. */
