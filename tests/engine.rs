@@ -90,7 +90,7 @@ fn transport_failures_become_failed_results_that_on_fail_routes() {
     let graph = json!({
         "nodes": [
             {"id": "c", "type": "Component", "componentId": "http://c/x"},
-            {"id": "recover", "type": "Output", "data": {"why": "{{error}}", "status": "{{c.status}}"}}
+            {"id": "recover", "type": "Output", "data": {"why": "{{c.error}}", "status": "{{c.status}}"}}
         ],
         "edges": [{"from": "c", "to": "recover", "type": "ON_FAIL"}]
     });
@@ -383,7 +383,7 @@ fn pending_without_task_id_is_a_failure() {
     let net = Network::new(|_| CallOutcome::Answered(json!({"pending": true, "task_id": ""})));
     let graph = json!({
         "nodes": [{"id": "c", "type": "Component", "componentId": "http://c/x"},
-                  {"id": "f", "type": "Output", "data": {"why": "{{error}}"}}],
+                  {"id": "f", "type": "Output", "data": {"why": "{{c.error}}"}}],
         "edges": [{"from": "c", "to": "f", "type": "ON_FAIL"}]
     });
     let run = run_graph(graph, json!({}), &net, &clock);

@@ -20,7 +20,7 @@ fn async_chain() -> Value {
             {"id": "b", "type": "Component", "componentId": "comp_passthrough", "data": {"got": "{{slow.data.answer}}"}},
             {"id": "slow2", "type": "Component", "componentId": "http://c/async2"},
             {"id": "out", "type": "Output", "data": {"first": "{{slow.data.answer}}", "second": "{{slow2.data.answer}}"}},
-            {"id": "failed", "type": "Output", "data": {"failed": true, "why": "{{error}}"}}
+            {"id": "failed", "type": "Output", "data": {"failed": true, "why": "{{slow.error}}"}}
         ],
         "edges": [
             {"from": "in", "to": "a", "type": "PIPE"},

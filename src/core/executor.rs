@@ -22,6 +22,12 @@ use super::record::{
 use super::scope::NodeScope;
 use super::template::{render_map, Scope};
 
+/// A result's status fields describe that one node's outcome. They stay out
+/// of the context that flows downstream (read them by node id, e.g.
+/// `{{fetch.error}}`), or one failure would make every later node that echoes
+/// its input look failed too.
+const RESULT_STATUS_KEYS: [&str; 3] = ["success", "error", "pending"];
+
 /// Knobs the executor needs; the adapter fills them from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -615,7 +621,12 @@ impl Run {
         }
         let mut out_ctx = ctx;
         if let Value::Object(fields) = &output {
-            out_ctx.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+            out_ctx.extend(
+                fields
+                    .iter()
+                    .filter(|(k, _)| !RESULT_STATUS_KEYS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
         }
         self.record.nodes[n] = NodeState::Done { output };
         for e in edges {
@@ -732,24 +743,25 @@ impl Run {
         };
     }
 
-    /// The run's result: the Output node's output; several Output nodes give a
-    /// map by id; without Output nodes, the same rule over the sink nodes.
+    /// The run's result: the completed Output node's output, or a map by id
+    /// when several completed. When no Output node completed (there are none,
+    /// or a branch skipped them), the same rule over the completed sink nodes.
     fn final_output(&self) -> Value {
         let nodes = &self.plan.graph.nodes;
-        let has_outputs = nodes.iter().any(|n| n.kind == NodeKind::Output);
+        let done = |i: usize| match &self.record.nodes[i] {
+            NodeState::Done { output } => Some((i, output)),
+            _ => None,
+        };
         let mut chosen: Vec<(usize, &Value)> = (0..nodes.len())
-            .filter(|&i| {
-                if has_outputs {
-                    nodes[i].kind == NodeKind::Output
-                } else {
-                    self.plan.outgoing[i].is_empty()
-                }
-            })
-            .filter_map(|i| match &self.record.nodes[i] {
-                NodeState::Done { output } => Some((i, output)),
-                _ => None,
-            })
+            .filter(|&i| nodes[i].kind == NodeKind::Output)
+            .filter_map(done)
             .collect();
+        if chosen.is_empty() {
+            chosen = (0..nodes.len())
+                .filter(|&i| self.plan.outgoing[i].is_empty())
+                .filter_map(done)
+                .collect();
+        }
         match chosen.len() {
             0 => Value::Null,
             1 => chosen.remove(0).1.clone(),

@@ -1,0 +1,368 @@
+// The product end to end: the built wasm in workerd (Miniflare) with its local KV and the
+// per-run Durable Object, real loopback components, and the reference daemon calling back.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+
+import { startWorker, startComponent, freePort } from "./harness.mjs";
+import { startDaemon } from "../../daemon/daemon.mjs";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+let worker;
+let daemon;
+let echo;
+
+before(async () => {
+    worker = await startWorker({ bindings: { ALLOW_BARE_RESUME: "true", COMPONENT_TIMEOUT_SECONDS: "2" } });
+    daemon = await startDaemon({ delayMs: 200, retryDelaysMs: [0, 200, 500], log: () => {} });
+    echo = await startComponent((body) => {
+        const { callback_url, ...rest } = body;
+        return { ...rest, echoed: true };
+    });
+});
+
+after(async () => {
+    await worker?.stop();
+    await daemon?.close();
+    await echo?.close();
+});
+
+/** Waits until the daemon has delivered the callback for `taskId`; returns its record. */
+async function delivered(d, taskId, timeoutMs = 15000) {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+        const task = d.stats().tasks.find((t) => t.task_id === taskId);
+        if (task?.delivered) return task;
+        await sleep(50);
+    }
+    throw new Error(`callback for ${taskId} was not delivered in ${timeoutMs} ms`);
+}
+
+function asyncChain(n, extraNodes = [], extraEdges = []) {
+    const nodes = [{ id: "in", type: "Input" }];
+    const edges = [];
+    let prev = "in";
+    for (let i = 1; i <= n; i++) {
+        nodes.push({ id: `slow${i}`, type: "Component", componentId: daemon.url, data: { result: i * 10 } });
+        edges.push({ from: prev, to: `slow${i}`, type: "PIPE" });
+        prev = `slow${i}`;
+    }
+    nodes.push({ id: "after", type: "Component", componentId: `${echo.url}/after` });
+    nodes.push({ id: "out", type: "Output", data: { last: `{{slow${n}.data.result}}` } });
+    edges.push({ from: prev, to: "after", type: "ON_SUCCESS" });
+    edges.push({ from: "after", to: "out", type: "PIPE" });
+    return { id: "chain", name: "async chain", nodes: [...nodes, ...extraNodes], edges: [...edges, ...extraEdges] };
+}
+
+test("trigger → paused → daemon callback → completed, readable in each state", async () => {
+    const trigger = await worker.fetchJson("/execute", { body: { graph: asyncChain(1), context: { topic: "x" } } });
+    assert.equal(trigger.status, 200);
+    const t = trigger.body;
+    assert.equal(t.success, true);
+    assert.equal(t.paused, true);
+    assert.equal(t.status, "paused");
+    assert.equal(t.paused_node_id, "slow1");
+    assert.match(t.run_id, /^[0-9a-f]{32}$/);
+    assert.ok(t.task_id.startsWith("task-"));
+    assert.deepEqual(t.trace.map((e) => `${e.node_id}:${e.status}`), ["in:succeeded", "slow1:paused"]);
+
+    const paused = await worker.fetchJson(`/runs/${t.run_id}`);
+    assert.equal(paused.status, 200);
+    assert.equal(paused.body.status, "paused");
+    assert.equal(paused.body.waits.length, 1);
+    const wait = paused.body.waits[0];
+    assert.equal(wait.task_id, t.task_id);
+    assert.equal(wait.node_id, "slow1");
+    assert.ok(wait.expires_at - wait.since >= 86_000_000, "default TTL is 24 h");
+
+    // The paused record is in KV, once, with an expiry.
+    const kv = await worker.mf.getKVNamespace("RUNS");
+    const listed = await kv.list({ prefix: `run:${t.run_id}` });
+    assert.equal(listed.keys.length, 1);
+    assert.ok(listed.keys[0].expiration > Date.now() / 1000 + 80_000, "paused run stored with expiration_ttl");
+
+    const task = await delivered(daemon, t.task_id);
+    assert.equal(task.last_status, 200);
+    const resumed = task.response;
+    assert.equal(resumed.success, true);
+    assert.equal(resumed.resumed, true);
+    assert.equal(resumed.status, "completed");
+    assert.equal(resumed.run_id, t.run_id);
+    assert.equal(resumed.data.last, 10);
+    assert.deepEqual(
+        resumed.trace.map((e) => `${e.node_id}:${e.status}`),
+        ["in:succeeded", "slow1:paused", "slow1:succeeded", "after:succeeded", "out:succeeded"],
+    );
+
+    const done = await worker.fetchJson(`/runs/${t.run_id}`);
+    assert.equal(done.body.status, "completed");
+    assert.equal(done.body.data.last, 10);
+    assert.deepEqual(done.body.waits, []);
+    const finished = (await kv.list({ prefix: `run:${t.run_id}` })).keys[0];
+    assert.ok(finished.expiration > Date.now() / 1000 + 7 * 86400 - 120, "finished run kept for the retention period");
+});
+
+test("callback with success:false takes the ON_FAIL path, not ON_SUCCESS", async () => {
+    const graph = asyncChain(
+        1,
+        [{ id: "recover", type: "Component", componentId: `${echo.url}/recover`, data: { why: "{{slow1.error}}" } }],
+        [{ from: "slow1", to: "recover", type: "ON_FAIL" }],
+    );
+    graph.nodes[1].data = { fail: true, fail_message: "model overloaded" };
+    const hitsAfter = echo.hits("/after");
+    const t = (await worker.fetchJson("/execute", { body: { graph } })).body;
+    assert.equal(t.status, "paused");
+    const task = await delivered(daemon, t.task_id);
+    assert.equal(task.response.status, "completed");
+    assert.equal(task.response.data.why, "model overloaded", "the completed sink is the result when the Output was skipped");
+    assert.equal(echo.hits("/after"), hitsAfter, "ON_SUCCESS branch did not run");
+    const statuses = task.response.trace.map((e) => `${e.node_id}:${e.status}`);
+    assert.ok(statuses.includes("slow1:failed"));
+    assert.ok(statuses.includes("after:skipped"));
+});
+
+test("three async nodes in a chain: pause, resume, pause again, … complete", async () => {
+    const t = (await worker.fetchJson("/execute", { body: { graph: asyncChain(3) } })).body;
+    assert.equal(t.paused_node_id, "slow1");
+    const first = await delivered(daemon, t.task_id);
+    assert.equal(first.response.status, "paused");
+    assert.equal(first.response.paused_node_id, "slow2");
+    const second = await delivered(daemon, first.response.task_id);
+    assert.equal(second.response.paused_node_id, "slow3");
+    const third = await delivered(daemon, second.response.task_id);
+    assert.equal(third.response.status, "completed");
+    assert.equal(third.response.data.last, 30);
+    const order = third.response.trace.map((e) => `${e.node_id}:${e.status}`);
+    assert.deepEqual(order, [
+        "in:succeeded",
+        "slow1:paused",
+        "slow1:succeeded",
+        "slow2:paused",
+        "slow2:succeeded",
+        "slow3:paused",
+        "slow3:succeeded",
+        "after:succeeded",
+        "out:succeeded",
+    ]);
+});
+
+test("a duplicate callback is a noop and nothing runs twice", async () => {
+    // A manual daemon: answer pending, keep the callback URL, call back twice.
+    let callbackUrl;
+    const manual = await startComponent((body) => {
+        callbackUrl = body.callback_url;
+        return { pending: true, task_id: "dup-task" };
+    });
+    const counter = await startComponent(() => ({ counted: true }));
+    try {
+        const graph = {
+            nodes: [
+                { id: "slow", type: "Component", componentId: manual.url },
+                { id: "count", type: "Component", componentId: counter.url },
+            ],
+            edges: [{ from: "slow", to: "count", type: "PIPE" }],
+        };
+        const t = (await worker.fetchJson("/execute", { body: { graph } })).body;
+        assert.equal(t.task_id, "dup-task");
+        const body = { task_id: "dup-task", success: true, data: { v: 1 } };
+        // Fire two at once: the run's Durable Object serialises them.
+        const [a, b] = await Promise.all([
+            fetch(callbackUrl, { method: "POST", body: JSON.stringify(body) }).then((r) => r.json()),
+            fetch(callbackUrl, { method: "POST", body: JSON.stringify(body) }).then((r) => r.json()),
+        ]);
+        const [done, dup] = a.noop ? [b, a] : [a, b];
+        assert.equal(done.status, "completed");
+        assert.deepEqual(dup, { success: true, noop: true, reason: "already_resumed" });
+        const third = await fetch(callbackUrl, { method: "POST", body: JSON.stringify(body) }).then((r) => r.json());
+        assert.equal(third.reason, "already_resumed");
+        assert.equal(counter.hits(), 1, "the downstream component ran exactly once");
+    } finally {
+        await manual.close();
+        await counter.close();
+    }
+});
+
+test("bare /workflows/resume resumes by task_id; unknown task is a noop", async () => {
+    const manual = await startComponent(() => ({ pending: true, task_id: "bare-task-1" }));
+    try {
+        const graph = { nodes: [{ id: "slow", type: "Component", componentId: manual.url }, { id: "out", type: "Output" }], edges: [{ from: "slow", to: "out" }] };
+        const t = (await worker.fetchJson("/execute", { body: { graph } })).body;
+        assert.equal(t.status, "paused");
+        const r = await worker.fetchJson("/workflows/resume", { body: { task_id: "bare-task-1", success: true, data: { ok: 1 } } });
+        assert.equal(r.status, 200);
+        assert.equal(r.body.status, "completed");
+        assert.equal(r.body.run_id, t.run_id);
+        const again = await worker.fetchJson("/workflows/resume", { body: { task_id: "bare-task-1", success: true } });
+        assert.equal(again.body.reason, "already_resumed");
+        const unknown = await worker.fetchJson("/workflows/resume", { body: { task_id: "never-issued" } });
+        assert.deepEqual(unknown.body, { success: true, noop: true, reason: "unknown_task" });
+    } finally {
+        await manual.close();
+    }
+});
+
+test("an invalid graph is a 400 listing every problem, and stores nothing", async () => {
+    const before = await worker.kvSnapshot();
+    const r = await worker.fetchJson("/execute", {
+        body: {
+            graph: {
+                nodes: [
+                    { id: "a", type: "Component", componentId: "comp_passthrough" },
+                    { id: "a", type: "Component", componentId: "comp_passthrough" },
+                    { id: "b", type: "Component" },
+                ],
+                edges: [{ from: "a", to: "ghost", type: "PIPE" }],
+            },
+        },
+    });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.success, false);
+    assert.equal(r.body.error.code, "invalid_graph");
+    const text = JSON.stringify(r.body.error.problems);
+    assert.match(text, /duplicate node id/);
+    assert.match(text, /no componentId/);
+    assert.match(text, /unknown node 'ghost'/);
+    const cyc = await worker.fetchJson("/execute", {
+        body: { graph: { nodes: [{ id: "x", type: "Input" }], edges: [{ from: "x", to: "x", type: "PIPE" }] } },
+    });
+    assert.equal(cyc.status, 400);
+    assert.match(cyc.body.error.message, /cycle/);
+    assert.deepEqual(await worker.kvSnapshot(), before);
+});
+
+test("component failures (non-2xx, non-JSON, refused, timeout) become ON_FAIL routes", async () => {
+    const bad = await startComponent(async (body, req) => {
+        if (req.url === "/500") return { status: 500, body: { oops: true } };
+        if (req.url === "/text") return "not json at all";
+        if (req.url === "/slow") {
+            await sleep(4000);
+            return { late: true };
+        }
+        return {};
+    });
+    const refused = `http://127.0.0.1:${await freePort()}/`;
+    try {
+        for (const [target, pattern] of [
+            [`${bad.url}/500`, /HTTP 500/],
+            [`${bad.url}/text`, /other than JSON/],
+            [refused, /failed/],
+            [`${bad.url}/slow`, /timed out/],
+        ]) {
+            const graph = {
+                nodes: [
+                    { id: "c", type: "Component", componentId: target },
+                    { id: "fallback", type: "Output", data: { why: "{{c.error}}" } },
+                ],
+                edges: [{ from: "c", to: "fallback", type: "ON_FAIL" }],
+            };
+            const r = await worker.fetchJson("/execute", { body: { graph } });
+            assert.equal(r.status, 200, target);
+            assert.equal(r.body.status, "completed", `${target}: ${JSON.stringify(r.body)}`);
+            assert.match(r.body.data.why, pattern, target);
+        }
+        // Unrouted, the failure fails the run and is recorded with its trace.
+        const r = await worker.fetchJson("/execute", {
+            body: { graph: { nodes: [{ id: "c", type: "Component", componentId: `${bad.url}/500` }], edges: [] } },
+        });
+        assert.equal(r.body.status, "failed");
+        assert.equal(r.body.success, false);
+        assert.equal(r.body.error.node_id, "c");
+        const read = await worker.fetchJson(`/runs/${r.body.run_id}`);
+        assert.equal(read.body.status, "failed");
+        assert.equal(read.body.trace[0].status, "failed");
+    } finally {
+        await bad.close();
+    }
+});
+
+test("GET /runs/{id} while running, and 404 for a run that does not exist", async () => {
+    let seenRunId;
+    let release;
+    const gate = new Promise((r) => (release = r));
+    const slow = await startComponent(async (body) => {
+        seenRunId = new URL(body.callback_url).pathname.split("/")[2];
+        await gate;
+        return { fine: true };
+    });
+    try {
+        const graph = { nodes: [{ id: "hold", type: "Component", componentId: slow.url }], edges: [] };
+        const pending = worker.fetchJson("/execute", { body: { graph } });
+        while (!seenRunId) await sleep(20);
+        const during = await worker.fetchJson(`/runs/${seenRunId}`);
+        assert.equal(during.status, 200);
+        assert.equal(during.body.status, "running");
+        release();
+        const r = await pending;
+        assert.equal(r.body.status, "completed");
+        assert.equal(r.body.run_id, seenRunId);
+        const missing = await worker.fetchJson(`/runs/${"0".repeat(32)}`);
+        assert.equal(missing.status, 404);
+        assert.equal(missing.body.success, false);
+        assert.equal(missing.body.error.code, "not_found");
+    } finally {
+        await slow.close();
+    }
+});
+
+test("a tampered callback token is refused and changes nothing", async () => {
+    let callbackUrl;
+    const manual = await startComponent((body) => {
+        callbackUrl = body.callback_url;
+        return { pending: true, task_id: "tamper-task" };
+    });
+    try {
+        const graph = { nodes: [{ id: "slow", type: "Component", componentId: manual.url }], edges: [] };
+        const t = (await worker.fetchJson("/execute", { body: { graph } })).body;
+        const before = await worker.kvSnapshot();
+        const url = new URL(callbackUrl);
+        const token = url.searchParams.get("token");
+        const forged = token.slice(0, -2) + (token.endsWith("AA") ? "BB" : "AA");
+        for (const variant of [`${url.origin}${url.pathname}`, `${url.origin}${url.pathname}?token=${forged}`]) {
+            const r = await fetch(variant, { method: "POST", body: JSON.stringify({ task_id: "tamper-task", success: true }) });
+            assert.equal(r.status, 401, variant);
+            assert.equal((await r.json()).error.code, "unauthorized");
+        }
+        assert.deepEqual(await worker.kvSnapshot(), before);
+        assert.equal((await worker.fetchJson(`/runs/${t.run_id}`)).body.status, "paused");
+    } finally {
+        await manual.close();
+    }
+});
+
+test("the daemon's retries recover from a Worker that was not listening at first", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "arcrun-e2e-"));
+    const port = await freePort();
+    const slowDaemon = await startDaemon({ delayMs: 300, retryDelaysMs: [0, 1000, 3000, 10000], log: () => {} });
+    let w = await startWorker({ port, persistDir: dir });
+    try {
+        const graph = {
+            nodes: [
+                { id: "slow", type: "Component", componentId: slowDaemon.url, data: { result: "late" } },
+                { id: "out", type: "Output", data: { got: "{{slow.data.result}}" } },
+            ],
+            edges: [{ from: "slow", to: "out", type: "PIPE" }],
+        };
+        const t = (await w.fetchJson("/execute", { body: { graph } })).body;
+        assert.equal(t.status, "paused");
+        await w.stop();
+        // The first attempts hit a closed port; bring the Worker back with the same state.
+        await sleep(800);
+        const early = slowDaemon.stats().tasks.find((x) => x.task_id === t.task_id);
+        assert.ok(early.attempts >= 1 && !early.delivered, "first attempt failed while the Worker was down");
+        w = await startWorker({ port, persistDir: dir });
+        const task = await delivered(slowDaemon, t.task_id, 20000);
+        assert.ok(task.attempts >= 2);
+        assert.equal(task.response.status, "completed");
+        const read = await w.fetchJson(`/runs/${t.run_id}`);
+        assert.equal(read.body.status, "completed");
+        assert.equal(read.body.data.got, "late");
+    } finally {
+        await w.stop();
+        await slowDaemon.close();
+        await rm(dir, { recursive: true, force: true });
+    }
+});
