@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 use worker::Env;
 
+use crate::core::auth::{parse_key_hashes, KeyHash};
 use crate::core::executor::Settings;
 use crate::core::plan::{Directory, GraphLimits};
+use crate::core::redact::Redactor;
 
 pub const RUNS_KV: &str = "RUNS";
 pub const RUN_GATE: &str = "RUN_GATE";
@@ -25,6 +27,9 @@ pub struct Config {
     /// The current callback secret first, then the previous one if rotating.
     pub callback_secrets: Vec<String>,
     pub bare_resume: bool,
+    /// SHA-256 hashes of the API keys; empty means none configured (fail closed).
+    pub api_key_hashes: Vec<KeyHash>,
+    pub redactor: Redactor,
 }
 
 impl Config {
@@ -93,6 +98,17 @@ impl Config {
             directory,
             callback_secrets,
             bare_resume: var("ALLOW_BARE_RESUME").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            api_key_hashes: match secret("API_KEY_HASHES") {
+                Some(text) => parse_key_hashes(&text)?,
+                None => Vec::new(),
+            },
+            redactor: Redactor::with_extra(
+                var("REDACT_FIELDS")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty()),
+            ),
         })
     }
 }

@@ -16,7 +16,7 @@ use super::components::HttpComponents;
 use super::config::Config;
 use super::http::{json_response, ApiError};
 use super::now_ms;
-use super::store::RunStore;
+use super::store::{KvOps, RunStore};
 use crate::core::driver::drive;
 use crate::core::executor::Run;
 use crate::core::graph::Graph;
@@ -54,8 +54,8 @@ pub struct RunGate {
     /// The record this object last wrote to KV, so it never depends on KV
     /// having caught up with its own write.
     saved: RefCell<Option<RunRecord>>,
-    /// Set while a segment of the run is executing.
-    running: RefCell<Option<String>>,
+    /// Set while a segment of the run is executing: the run id and its owner.
+    running: RefCell<Option<(String, Option<String>)>>,
 }
 
 impl DurableObject for RunGate {
@@ -75,18 +75,32 @@ impl DurableObject for RunGate {
                 return Ok(ApiError::Internal(format!("bad gate request: {e}")).into_response())
             }
         };
-        Ok(self
-            .handle(message)
+        let store = match RunStore::new(&self.env) {
+            Ok(s) => s,
+            Err(e) => return Ok(e.into_response()),
+        };
+        let response = self
+            .handle(message, &store)
             .await
-            .unwrap_or_else(ApiError::into_response))
+            .unwrap_or_else(ApiError::into_response);
+        let _ = response
+            .headers()
+            .set(KvOps::HEADER, &store.ops().header_value());
+        Ok(response)
     }
 }
 
 impl RunGate {
-    async fn handle(&self, message: GateRequest) -> std::result::Result<Response, ApiError> {
+    async fn handle(
+        &self,
+        message: GateRequest,
+        store: &RunStore,
+    ) -> std::result::Result<Response, ApiError> {
         let config = Config::from_env(&self.env).map_err(ApiError::Misconfigured)?;
         match message {
-            GateRequest::Read { run_id, owner } => self.read(&run_id, owner.as_deref()).await,
+            GateRequest::Read { run_id, owner } => {
+                self.read(&run_id, owner.as_deref(), &config, store).await
+            }
             GateRequest::Start {
                 run_id,
                 graph,
@@ -98,7 +112,7 @@ impl RunGate {
                 let plan = build_plan(graph, &config.directory, config.limits)?;
                 let mut run = Run::start(plan, run_id, context, now_ms());
                 run.record.owner = owner;
-                self.execute(run, &config, &base_url, false).await
+                self.execute(run, &config, &base_url, false, store).await
             }
             GateRequest::Callback {
                 run_id,
@@ -107,7 +121,7 @@ impl RunGate {
                 base_url,
             } => {
                 let _turn = self.lock.lock().await;
-                let Some(record) = self.take_record(&run_id).await? else {
+                let Some(record) = self.take_record(&run_id, store).await? else {
                     return Ok(json_response(
                         200,
                         &json!({
@@ -118,7 +132,7 @@ impl RunGate {
                 let mut run = Run::load(record, &config.directory)?;
                 let outcome = run.resume(&wait_id, body, now_ms());
                 match outcome {
-                    Ok(Ok(())) => self.execute(run, &config, &base_url, true).await,
+                    Ok(Ok(())) => self.execute(run, &config, &base_url, true, store).await,
                     Ok(Err(reason)) => {
                         self.keep(run.record);
                         Ok(json_response(200, &noop(reason)))
@@ -139,13 +153,14 @@ impl RunGate {
         config: &Config,
         base_url: &str,
         resumed: bool,
+        store: &RunStore,
     ) -> std::result::Result<Response, ApiError> {
         let secret = config
             .callback_secrets
             .first()
             .ok_or_else(|| ApiError::Misconfigured(missing_secret()))?;
         let segment_start = now_ms();
-        *self.running.borrow_mut() = Some(run.record.run_id.clone());
+        *self.running.borrow_mut() = Some((run.record.run_id.clone(), run.record.owner.clone()));
         let components = HttpComponents {
             run_id: &run.record.run_id.clone(),
             base_url,
@@ -153,13 +168,12 @@ impl RunGate {
             timeout_ms: config.component_timeout_ms,
         };
         drive(&mut run, &components, &now_ms, &config.settings).await;
-        let store = RunStore::new(&self.env)?;
         let saved = store
             .save(&mut run.record, config, now_ms(), segment_start)
             .await;
         *self.running.borrow_mut() = None;
         saved?;
-        let body = run_outcome(&run.record, resumed);
+        let body = run_outcome(&run.record, resumed, &config.redactor);
         self.keep(run.record);
         Ok(json_response(200, &body))
     }
@@ -168,8 +182,13 @@ impl RunGate {
         &self,
         run_id: &str,
         owner: Option<&str>,
+        config: &Config,
+        store: &RunStore,
     ) -> std::result::Result<Response, ApiError> {
-        let running = self.running.borrow().as_deref() == Some(run_id);
+        let running =
+            self.running.borrow().as_ref().is_some_and(|(id, who)| {
+                id == run_id && (owner.is_none() || who.as_deref() == owner)
+            });
         // Another key's run reads as absent, exactly like a run that never was.
         let visible = |r: &RunRecord| owner.is_none() || r.owner.as_deref() == owner;
         let cached = self
@@ -177,13 +196,13 @@ impl RunGate {
             .borrow()
             .as_ref()
             .filter(|r| r.run_id == run_id)
-            .map(|r| visible(r).then(|| run_details(r)));
+            .map(|r| visible(r).then(|| run_details(r, &config.redactor)));
         let details = match cached {
             Some(d) => d,
-            None => RunStore::new(&self.env)?
+            None => store
                 .load(run_id)
                 .await?
-                .and_then(|r| visible(&r).then(|| run_details(&r))),
+                .and_then(|r| visible(&r).then(|| run_details(&r, &config.redactor))),
         };
         match (details, running) {
             (Some(mut d), true) => {
@@ -204,7 +223,11 @@ impl RunGate {
     /// The run's latest record: the one this object wrote, else KV's. Taken
     /// out of the cache so that a failed segment cannot leave a half-applied
     /// record behind; `keep` puts the settled one back.
-    async fn take_record(&self, run_id: &str) -> std::result::Result<Option<RunRecord>, ApiError> {
+    async fn take_record(
+        &self,
+        run_id: &str,
+        store: &RunStore,
+    ) -> std::result::Result<Option<RunRecord>, ApiError> {
         let cached = self
             .saved
             .borrow_mut()
@@ -212,7 +235,7 @@ impl RunGate {
             .filter(|r| r.run_id == run_id);
         match cached {
             Some(r) => Ok(Some(r)),
-            None => RunStore::new(&self.env)?.load(run_id).await,
+            None => store.load(run_id).await,
         }
     }
 

@@ -2,13 +2,14 @@
 //! callback token) before anything reaches a run's gate or storage.
 
 use serde_json::{json, Map, Value};
-use worker::{Env, Method, Request, Response};
+use worker::{Env, Headers, Method, Request, Response};
 
 use super::config::{Config, RUN_GATE};
 use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
-use super::store::RunStore;
+use super::store::{KvOps, RunStore};
 use super::{now_ms, random_id};
+use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
 use crate::core::plan::plan_from_json;
@@ -36,18 +37,21 @@ async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
         ["execute"] => {
             require(&method, Method::Post)?;
             let config = config(env)?;
+            let owner = authenticate(&req, &config)?;
             let body = read_json(&mut req, &config).await?;
-            execute(body, &url, &config, env).await
+            execute(body, &url, &config, env, owner).await
         }
         ["runs", run_id] => {
             require(&method, Method::Get)?;
+            let config = config(env)?;
+            let owner = authenticate(&req, &config)?;
             valid_id(run_id)?;
             gate(
                 env,
                 run_id,
                 &GateRequest::Read {
                     run_id: run_id.to_string(),
-                    owner: None,
+                    owner: Some(owner),
                 },
             )
             .await
@@ -117,14 +121,16 @@ async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
                     ))
                 }
             };
-            let Some(task) = RunStore::new(env)?.find_task(&task_id).await? else {
-                return Ok(json_response(
+            let store = RunStore::new(env)?;
+            let Some(task) = store.find_task(&task_id).await? else {
+                let response = json_response(
                     200,
                     &json!({ "success": true, "noop": true, "reason": "unknown_task" }),
-                ));
+                );
+                return with_kv_ops(response, store.ops()).await;
             };
             let base_url = base_url(&config, &url);
-            gate(
+            let response = gate(
                 env,
                 &task.run_id.clone(),
                 &GateRequest::Callback {
@@ -134,7 +140,13 @@ async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
                     base_url,
                 },
             )
-            .await
+            .await?;
+            // Report this route's own lookup together with the gate's operations.
+            let mut ops = store.ops();
+            if let Ok(Some(inner)) = response.headers().get(KvOps::HEADER) {
+                ops.absorb(&inner);
+            }
+            with_kv_ops(response, ops).await
         }
         _ => Err(ApiError::NotFound(format!("no route for {path}"))),
     }
@@ -145,6 +157,7 @@ async fn execute(
     url: &worker::Url,
     config: &Config,
     env: &Env,
+    owner: String,
 ) -> Result<Response, ApiError> {
     let Value::Object(mut body) = body else {
         return Err(ApiError::BadRequest(
@@ -181,7 +194,7 @@ async fn execute(
             graph: plan.graph,
             context,
             base_url: base_url(config, url),
-            owner: None,
+            owner: Some(owner),
         },
     )
     .await
@@ -198,6 +211,19 @@ async fn gate(env: &Env, run_id: &str, message: &GateRequest) -> Result<Response
     init.with_method(Method::Post).with_body(Some(body.into()));
     let request = Request::new_with_init("https://gate.internal/", &init)?;
     Ok(stub.fetch_with_request(request).await?)
+}
+
+/// Answers with `ops` in the KV-operations header. A response relayed from
+/// the gate has immutable headers, so it is rebuilt rather than edited.
+async fn with_kv_ops(mut response: Response, ops: KvOps) -> Result<Response, ApiError> {
+    let status = response.status_code();
+    let text = response.text().await?;
+    let headers = Headers::new();
+    headers.set("content-type", "application/json; charset=utf-8")?;
+    headers.set(KvOps::HEADER, &ops.header_value())?;
+    Ok(Response::ok(text)?
+        .with_status(status)
+        .with_headers(headers))
 }
 
 fn config(env: &Env) -> Result<Config, ApiError> {
@@ -234,6 +260,35 @@ fn valid_id(id: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::NotFound("no such run or wait".into()))
     }
+}
+
+/// The owner id of the request's API key (`Authorization: Bearer <key>` or
+/// `X-Arcrun-API-Key: <key>`). Fails closed when no keys are configured.
+fn authenticate(req: &Request, config: &Config) -> Result<String, ApiError> {
+    if config.api_key_hashes.is_empty() {
+        return Err(ApiError::Misconfigured(
+            "no API keys are configured, so runs cannot be triggered or read: set the \
+             API_KEY_HASHES secret to the SHA-256 hex of each key \
+             (`npm run hash-key -- <key>`, then `wrangler secret put API_KEY_HASHES`)"
+                .into(),
+        ));
+    }
+    let headers = req.headers();
+    let bearer = headers
+        .get("authorization")
+        .ok()
+        .flatten()
+        .and_then(|h| h.strip_prefix("Bearer ").map(|k| k.trim().to_string()));
+    let key = bearer
+        .or_else(|| headers.get("x-arcrun-api-key").ok().flatten().map(|k| k.trim().to_string()))
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "an API key is required: send `Authorization: Bearer <key>` or `X-Arcrun-API-Key: <key>`".into(),
+            )
+        })?;
+    owner_of(&key, &config.api_key_hashes)
+        .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))
 }
 
 fn unauthorized(e: TokenError) -> ApiError {

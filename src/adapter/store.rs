@@ -4,6 +4,8 @@
 //! - `task:{task_id}` → `{run_id, wait_id}`, written only when the legacy bare
 //!   `POST /workflows/resume` route is enabled, expiring with the wait.
 
+use std::cell::Cell;
+
 use serde::{Deserialize, Serialize};
 use worker::kv::KvStore;
 use worker::Env;
@@ -22,18 +24,67 @@ pub struct TaskRef {
     pub wait_id: String,
 }
 
+/// KV operations performed for one request, reported in the
+/// `x-arcrun-kv-ops` response header so cost is measured, not estimated.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KvOps {
+    pub reads: u32,
+    pub writes: u32,
+    pub lists: u32,
+}
+
+impl KvOps {
+    pub const HEADER: &'static str = "x-arcrun-kv-ops";
+
+    pub fn header_value(self) -> String {
+        format!(
+            "reads={};writes={};lists={}",
+            self.reads, self.writes, self.lists
+        )
+    }
+
+    /// Adds the counts found in another response's header.
+    pub fn absorb(&mut self, header: &str) {
+        for part in header.split(';') {
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
+            let n: u32 = v.trim().parse().unwrap_or(0);
+            match k.trim() {
+                "reads" => self.reads += n,
+                "writes" => self.writes += n,
+                "lists" => self.lists += n,
+                _ => {}
+            }
+        }
+    }
+}
+
 pub struct RunStore {
     kv: KvStore,
+    ops: Cell<KvOps>,
 }
 
 impl RunStore {
     pub fn new(env: &Env) -> Result<Self, ApiError> {
         Ok(Self {
             kv: env.kv(RUNS_KV)?,
+            ops: Cell::new(KvOps::default()),
         })
     }
 
+    pub fn ops(&self) -> KvOps {
+        self.ops.get()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut KvOps)) {
+        let mut ops = self.ops.get();
+        f(&mut ops);
+        self.ops.set(ops);
+    }
+
     pub async fn load(&self, run_id: &str) -> Result<Option<RunRecord>, ApiError> {
+        self.count(|o| o.reads += 1);
         let Some(text) = self.kv.get(&run_key(run_id)).text().await? else {
             return Ok(None);
         };
@@ -67,6 +118,7 @@ impl RunStore {
                     wait_id: wait.wait_id.clone(),
                 };
                 let ttl = (wait.expires_at.saturating_sub(now) / 1000).max(MIN_TTL_SECS);
+                self.count(|o| o.writes += 1);
                 self.kv
                     .put(
                         &task_key(&wait.task_id),
@@ -81,6 +133,7 @@ impl RunStore {
     }
 
     pub async fn find_task(&self, task_id: &str) -> Result<Option<TaskRef>, ApiError> {
+        self.count(|o| o.reads += 1);
         let Some(text) = self.kv.get(&task_key(task_id)).text().await? else {
             return Ok(None);
         };

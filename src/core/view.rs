@@ -4,9 +4,10 @@ use serde_json::{json, Map, Value};
 
 use super::executor::Noop;
 use super::record::{RunRecord, RunStatus};
+use super::redact::Redactor;
 
 /// The answer to a trigger (`resumed == false`) or to a callback (`true`).
-pub fn run_outcome(record: &RunRecord, resumed: bool) -> Value {
+pub fn run_outcome(record: &RunRecord, resumed: bool, redactor: &Redactor) -> Value {
     let mut body = Map::new();
     match &record.status {
         RunStatus::Completed { output, .. } => {
@@ -41,11 +42,13 @@ pub fn run_outcome(record: &RunRecord, resumed: bool) -> Value {
     body.insert("status".into(), json!(record.status.name()));
     body.insert("run_id".into(), json!(record.run_id));
     insert_trace(&mut body, record);
-    Value::Object(body)
+    let mut body = Value::Object(body);
+    redactor.redact(&mut body);
+    body
 }
 
 /// `GET /runs/{id}`.
-pub fn run_details(record: &RunRecord) -> Value {
+pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
     let mut body = Map::new();
     body.insert("success".into(), json!(true));
     body.insert("run_id".into(), json!(record.run_id));
@@ -77,7 +80,9 @@ pub fn run_details(record: &RunRecord) -> Value {
     body.insert("created_at".into(), json!(record.created_at));
     body.insert("updated_at".into(), json!(record.updated_at));
     insert_trace(&mut body, record);
-    Value::Object(body)
+    let mut body = Value::Object(body);
+    redactor.redact(&mut body);
+    body
 }
 
 pub fn noop(reason: Noop) -> Value {

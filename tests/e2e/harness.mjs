@@ -4,6 +4,7 @@
 //
 // Set E2E_LOG=1 to see workerd's and the Worker's own logs while debugging.
 
+import { createHash } from "node:crypto";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,6 +12,8 @@ import { Miniflare, Log, LogLevel } from "miniflare";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const COMPATIBILITY_DATE = "2026-04-01";
+export const TEST_API_KEY = "test-key";
+export const TEST_API_KEY_HASH = createHash("sha256").update(TEST_API_KEY).digest("hex");
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
 export async function freePort() {
@@ -79,7 +82,8 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
             bindings: {
                 PUBLIC_BASE_URL: `http://127.0.0.1:${listenPort}`,
                 CALLBACK_SECRET: "test-secret",
-                API_KEYS: "test-key",
+                // SHA-256 of TEST_API_KEY; the deployment holds hashes only.
+            API_KEY_HASHES: TEST_API_KEY_HASH,
                 ...bindings,
             },
             ...(process.env.E2E_LOG ? { log: new Log(LogLevel.DEBUG) } : {}),
@@ -119,9 +123,10 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
         }
     }
 
-    /** Calls the Worker over real HTTP; a non-string `body` is sent as JSON. */
-    async function fetchJson(p, { method, body, headers = {} } = {}) {
-        const hdrs = { ...headers };
+    /** Calls the Worker over real HTTP; a non-string `body` is sent as JSON, with the test API key. */
+    async function fetchJson(p, { method, body, headers = {}, apiKey = TEST_API_KEY } = {}) {
+        // Sends the test API key unless told otherwise (apiKey: null sends none).
+        const hdrs = apiKey ? { authorization: `Bearer ${apiKey}`, ...headers } : { ...headers };
         const payload = encodeBody(body, hdrs);
         const res = await fetch(url + (p.startsWith("/") ? p : `/${p}`), {
             method: method ?? (payload === undefined ? "GET" : "POST"),
