@@ -1,0 +1,175 @@
+// Who may trigger, read and resume runs; secret rotation; redaction; configurable limits —
+// end to end in workerd.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+
+import { startWorker, startComponent, freePort, TEST_API_KEY_HASH } from "./harness.mjs";
+
+const sha256 = (s) => createHash("sha256").update(s).digest("hex");
+
+/** A component that answers pending and remembers the callback URL it was given. */
+async function pendingComponent(taskId) {
+    const seen = [];
+    const c = await startComponent((body) => {
+        seen.push(body);
+        return { pending: true, task_id: taskId };
+    });
+    return { ...c, seen, callbackUrl: () => seen.at(-1).callback_url };
+}
+
+const graphOf = (componentId, data = {}) => ({
+    nodes: [
+        { id: "work", type: "Component", componentId, data },
+        { id: "out", type: "Output" },
+    ],
+    edges: [{ from: "work", to: "out", type: "PIPE" }],
+});
+
+test("a run belongs to the key that started it; other keys see 404", async () => {
+    const w = await startWorker({ bindings: { API_KEY_HASHES: `${TEST_API_KEY_HASH},${sha256("key-b")}` } });
+    try {
+        const r = await w.fetchJson("/execute", { body: { graph: graphOf("comp_passthrough") } });
+        assert.equal(r.status, 200);
+        const id = r.body.run_id;
+        assert.equal((await w.fetchJson(`/runs/${id}`)).status, 200);
+        const other = await w.fetchJson(`/runs/${id}`, { apiKey: "key-b" });
+        assert.equal(other.status, 404);
+        assert.equal(other.body.error.code, "not_found");
+        // The header existing clients send works as well as Bearer.
+        const viaHeader = await w.fetchJson(`/runs/${id}`, { apiKey: null, headers: { "X-Arcrun-API-Key": "test-key" } });
+        assert.equal(viaHeader.status, 200);
+        for (const apiKey of [null, "wrong-key"]) {
+            const denied = await w.fetchJson(`/runs/${id}`, { apiKey });
+            assert.equal(denied.status, 401);
+            assert.equal(denied.body.error.code, "unauthorized");
+        }
+        // The stored owner is a hash, never the key itself.
+        const stored = [...(await w.kvSnapshot()).values()].join("");
+        assert.ok(!stored.includes("test-key"));
+    } finally {
+        await w.stop();
+    }
+});
+
+test("with no API keys configured the deployment fails closed and says how to fix it", async () => {
+    const w = await startWorker({ bindings: { API_KEY_HASHES: "" } });
+    try {
+        const r = await w.fetchJson("/execute", { body: { graph: graphOf("comp_passthrough") } });
+        assert.equal(r.status, 503);
+        assert.equal(r.body.error.code, "misconfigured");
+        assert.match(r.body.error.message, /API_KEY_HASHES/);
+        assert.equal((await w.fetchJson(`/runs/${"a".repeat(32)}`)).status, 503);
+        assert.equal((await w.kvSnapshot()).size, 0);
+    } finally {
+        await w.stop();
+    }
+});
+
+test("the bare /workflows/resume route is refused unless explicitly enabled", async () => {
+    const w = await startWorker();
+    try {
+        const r = await w.fetchJson("/workflows/resume", { body: { task_id: "t", success: true } });
+        assert.equal(r.status, 401);
+        assert.match(r.body.error.message, /ALLOW_BARE_RESUME/);
+    } finally {
+        await w.stop();
+    }
+});
+
+test("rotating CALLBACK_SECRET keeps paused runs resumable through CALLBACK_SECRET_PREVIOUS", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "arcrun-rotate-"));
+    const port = await freePort();
+    const comp = await pendingComponent("rotate-task");
+    let w = await startWorker({ port, persistDir: dir, bindings: { CALLBACK_SECRET: "old-secret" } });
+    try {
+        const t = (await w.fetchJson("/execute", { body: { graph: graphOf(comp.url) } })).body;
+        assert.equal(t.status, "paused");
+        const cb = comp.callbackUrl();
+        await w.stop();
+        const body = JSON.stringify({ task_id: "rotate-task", success: true, data: { ok: 1 } });
+
+        // Rotated without keeping the old secret: the outstanding URL no longer verifies.
+        w = await startWorker({ port, persistDir: dir, bindings: { CALLBACK_SECRET: "new-secret" } });
+        let r = await fetch(cb, { method: "POST", body });
+        assert.equal(r.status, 401);
+        await w.stop();
+
+        w = await startWorker({
+            port,
+            persistDir: dir,
+            bindings: { CALLBACK_SECRET: "new-secret", CALLBACK_SECRET_PREVIOUS: "old-secret" },
+        });
+        r = await fetch(cb, { method: "POST", body });
+        assert.equal(r.status, 200);
+        assert.equal((await r.json()).status, "completed");
+    } finally {
+        await w.stop();
+        await comp.close();
+        await rm(dir, { recursive: true, force: true });
+    }
+});
+
+test("credentials are redacted in responses but reach components intact", async () => {
+    const comp = await startComponent((body) => ({ ok: true, echo_token: body.access_token }));
+    const w = await startWorker({ bindings: { REDACT_FIELDS: "ssn" } });
+    try {
+        const context = { api_key: "sk-live-123", nested: { password: "hunter2" }, ssn: "078-05-1120", max_tokens: 50 };
+        const graph = graphOf(comp.url, { access_token: "tok-456" });
+        const r = await w.fetchJson("/execute", { body: { graph, context } });
+        assert.equal(r.body.status, "completed");
+        const sent = comp.requests()[0].body;
+        assert.equal(sent.api_key, "sk-live-123");
+        assert.equal(sent.nested.password, "hunter2");
+        assert.equal(sent.access_token, "tok-456");
+        const read = await w.fetchJson(`/runs/${r.body.run_id}`);
+        for (const shown of [r.text, read.text]) {
+            for (const secret of ["sk-live-123", "hunter2", "078-05-1120", "tok-456", "?token="]) {
+                assert.ok(!shown.includes(secret), `${secret} leaked`);
+            }
+        }
+        assert.equal(r.body.data.api_key, "[redacted]");
+        assert.equal(r.body.data.max_tokens, 50, "look-alike fields are kept");
+        assert.equal(r.body.data.ok, true);
+    } finally {
+        await w.stop();
+        await comp.close();
+    }
+});
+
+test("limits are configurable and each gives a clear error", async () => {
+    const w = await startWorker({
+        bindings: { MAX_BODY_BYTES: "4000", MAX_NODES: "3", MAX_EDGES: "2", MAX_FOREACH_ITEMS: "5", MAX_TEMPLATE_BYTES: "100" },
+    });
+    try {
+        let r = await w.fetchJson("/execute", { body: { graph: graphOf("comp_passthrough"), context: { pad: "x".repeat(5000) } } });
+        assert.equal(r.status, 413);
+        assert.match(r.body.error.message, /4000 bytes/);
+
+        const many = { nodes: ["a", "b", "c", "d"].map((id) => ({ id, type: "Input" })), edges: [] };
+        r = await w.fetchJson("/execute", { body: { graph: many } });
+        assert.equal(r.status, 400);
+        assert.match(r.body.error.message, /limit is 3/);
+
+        const foreach = {
+            nodes: [{ id: "list", type: "Input" }, { id: "each", type: "Component", componentId: "comp_passthrough" }],
+            edges: [{ from: "list", to: "each", type: "FOREACH" }],
+        };
+        r = await w.fetchJson("/execute", { body: { graph: foreach, context: { items: [1, 2, 3, 4, 5, 6] } } });
+        assert.equal(r.body.status, "failed");
+        assert.match(r.body.error.message, /6 items exceeds the limit of 5/);
+        r = await w.fetchJson("/execute", { body: { graph: foreach, context: { items: [1, 2, 3] } } });
+        assert.equal(r.body.status, "completed");
+
+        const explode = graphOf("comp_passthrough", { boom: "{{s}}{{s}}{{s}}{{s}}" });
+        r = await w.fetchJson("/execute", { body: { graph: explode, context: { s: "y".repeat(40) } } });
+        assert.equal(r.body.status, "failed");
+        assert.match(r.body.error.message, /more than 100 bytes/);
+    } finally {
+        await w.stop();
+    }
+});
