@@ -247,3 +247,25 @@ fn foreach_items_pause_independently() {
         assert_eq!(r["data"]["n"], json!(i), "results stay in item order");
     }
 }
+
+#[test]
+fn oversized_records_drop_old_trace_first_then_fail_visibly() {
+    let net = Network::echo_with_async();
+    let clock = Clock::new();
+    let mut run = run_graph(chain(50, "comp_passthrough"), json!({"v": 1}), &net, &clock);
+    let full = serde_json::to_string(&run.record).unwrap().len();
+    let trace_len = run.record.trace.len();
+    let text = run.record.to_json_within(full - 500, clock.now());
+    assert!(text.len() <= full - 500);
+    assert!(run.record.trace_dropped > 0);
+    assert_eq!(run.record.trace.len() + run.record.trace_dropped, trace_len);
+    assert!(matches!(run.status(), RunStatus::Completed { .. }));
+
+    let text = run.record.to_json_within(500, clock.now());
+    let RunStatus::Failed { error, .. } = run.status() else {
+        panic!("expected a visible failure");
+    };
+    assert_eq!(error.code, "record_too_large");
+    let reread: RunRecord = serde_json::from_str(&text).unwrap();
+    assert_eq!(reread.status, run.record.status);
+}

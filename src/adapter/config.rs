@@ -21,6 +21,8 @@ pub struct Config {
     pub retention_secs: u64,
     pub component_timeout_ms: u64,
     pub max_body_bytes: usize,
+    /// Largest run record written to KV (whose own limit is 25 MiB).
+    pub max_record_bytes: usize,
     pub limits: GraphLimits,
     pub settings: Settings,
     pub directory: Directory,
@@ -80,6 +82,7 @@ impl Config {
             retention_secs,
             component_timeout_ms,
             max_body_bytes: number("MAX_BODY_BYTES", 1 << 20)? as usize,
+            max_record_bytes: number("MAX_RUN_RECORD_BYTES", 24 << 20)?.min(25 << 20) as usize,
             limits: GraphLimits {
                 max_nodes: number("MAX_NODES", defaults.max_nodes as u64)? as usize,
                 max_edges: number("MAX_EDGES", defaults.max_edges as u64)? as usize,

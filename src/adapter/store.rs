@@ -14,8 +14,6 @@ use super::config::{Config, RUNS_KV};
 use super::http::ApiError;
 use crate::core::record::{RunRecord, RunStatus};
 
-/// KV refuses values over 25 MiB; stay under it with room for the envelope.
-const MAX_RECORD_BYTES: usize = 24 * 1024 * 1024;
 const MIN_TTL_SECS: u64 = 60;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -104,7 +102,7 @@ impl RunStore {
         now: u64,
         segment_start: u64,
     ) -> Result<(), ApiError> {
-        let text = serialize_within_limit(record)?;
+        let text = record.to_json_within(config.max_record_bytes, now);
         let ttl = record_ttl(record, config, now);
         self.kv
             .put(&run_key(&record.run_id), text)?
@@ -163,24 +161,4 @@ fn record_ttl(record: &RunRecord, config: &Config, now: u64) -> u64 {
         }
     };
     secs.max(MIN_TTL_SECS)
-}
-
-/// Serializes the record; if it would exceed KV's value limit, drops the
-/// oldest trace entries (counted in `trace_dropped`) rather than fail the write.
-fn serialize_within_limit(record: &mut RunRecord) -> Result<String, ApiError> {
-    loop {
-        let text = serde_json::to_string(record).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if text.len() <= MAX_RECORD_BYTES || record.trace.is_empty() {
-            if text.len() > MAX_RECORD_BYTES {
-                return Err(ApiError::Internal(format!(
-                    "the run record is {} bytes even without its trace; KV's limit is 25 MiB",
-                    text.len()
-                )));
-            }
-            return Ok(text);
-        }
-        let drop = (record.trace.len() / 2).max(1);
-        record.trace.drain(..drop);
-        record.trace_dropped += drop;
-    }
 }

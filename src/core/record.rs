@@ -170,3 +170,42 @@ pub struct TraceEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+impl RunRecord {
+    /// Serializes the record within `max_bytes` (KV refuses values over
+    /// 25 MiB). Oldest trace entries go first, counted in `trace_dropped` so
+    /// readers see the truncation. If the record is still too large, the run
+    /// is failed with `record_too_large` and its node state dropped: a clear,
+    /// stored failure instead of a write that KV would refuse.
+    pub fn to_json_within(&mut self, max_bytes: usize, now: u64) -> String {
+        let mut text = self.to_json();
+        while text.len() > max_bytes && !self.trace.is_empty() {
+            let drop = self.trace.len().div_ceil(2);
+            self.trace.drain(..drop);
+            self.trace_dropped += drop;
+            text = self.to_json();
+        }
+        if text.len() > max_bytes {
+            let size = text.len();
+            self.nodes.iter_mut().for_each(|n| *n = NodeState::Idle);
+            self.waits.clear();
+            self.status = RunStatus::Failed {
+                error: RunError {
+                    code: "record_too_large".into(),
+                    message: format!(
+                        "the run's state grew to {size} bytes, over the {max_bytes}-byte limit for a stored run"
+                    ),
+                    node_id: None,
+                },
+                finished_at: now,
+            };
+            text = self.to_json();
+        }
+        text
+    }
+
+    fn to_json(&self) -> String {
+        // A record holds only JSON values and plain fields; serializing it cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

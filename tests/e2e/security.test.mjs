@@ -173,3 +173,34 @@ test("limits are configurable and each gives a clear error", async () => {
         await w.stop();
     }
 });
+
+test("a run record over MAX_RUN_RECORD_BYTES keeps its newest trace, with a visible marker", async () => {
+    const nodes = [{ id: "in", type: "Input" }];
+    const edges = [];
+    for (let i = 0; i < 60; i++) {
+        nodes.push({ id: `n${i}`, type: "Component", componentId: "comp_passthrough" });
+        edges.push({ from: i === 0 ? "in" : `n${i - 1}`, to: `n${i}`, type: "PIPE" });
+    }
+    const graph = { nodes, edges };
+    let w = await startWorker();
+    let size;
+    try {
+        const r = await w.fetchJson("/execute", { body: { graph } });
+        size = (await w.kvSnapshot()).get(`run:${r.body.run_id}`).length;
+        assert.equal(r.body.trace.length, 61);
+    } finally {
+        await w.stop();
+    }
+    w = await startWorker({ bindings: { MAX_RUN_RECORD_BYTES: String(size - 1500) } });
+    try {
+        const r = await w.fetchJson("/execute", { body: { graph } });
+        assert.equal(r.body.status, "completed");
+        assert.ok(r.body.trace_truncated.dropped_entries > 0);
+        assert.equal(r.body.trace.length + r.body.trace_truncated.dropped_entries, 61);
+        assert.equal(r.body.trace.at(-1).node_id, "n59", "the newest entries are kept");
+        const stored = (await w.kvSnapshot()).get(`run:${r.body.run_id}`);
+        assert.ok(stored.length <= size - 1500);
+    } finally {
+        await w.stop();
+    }
+});
