@@ -11,6 +11,6 @@ if [[ ! -f .dev.vars ]]; then
     echo "[start] created .dev.vars from .dev.vars.example (local development values only)"
 fi
 
-bash scripts/build.sh
-
+# wrangler runs the [build] command of wrangler.toml (scripts/build.sh) before serving, and
+# again whenever src/ changes.
 exec npx wrangler dev --ip 127.0.0.1 --port "${PORT:-8787}" "$@"
