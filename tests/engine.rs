@@ -422,3 +422,32 @@ fn without_output_nodes_the_sinks_are_the_result() {
     assert_eq!(output(&run)["a"]["x"], json!(1));
     assert_eq!(output(&run)["b"]["y"], json!(2));
 }
+
+#[test]
+fn foreach_without_an_array_fails_the_target_clearly() {
+    let net = Network::echo_with_async();
+    let clock = Clock::new();
+    let graph = json!({
+        "nodes": [
+            {"id": "src", "type": "Input"},
+            {"id": "each", "type": "Component", "componentId": "comp_passthrough"},
+            {"id": "why", "type": "Output", "data": {"reason": "{{each.error}}"}}
+        ],
+        "edges": [
+            {"from": "src", "to": "each", "type": "FOREACH", "items": "links"},
+            {"from": "each", "to": "why", "type": "ON_FAIL"}
+        ]
+    });
+    let run = run_graph(
+        graph.clone(),
+        json!({"links": "not an array"}),
+        &net,
+        &clock,
+    );
+    assert_eq!(
+        output(&run)["reason"],
+        json!("FOREACH found no array at 'links'")
+    );
+    let run = run_graph(graph, json!({"links": ["a", "b"]}), &net, &clock);
+    assert!(executed(&run).contains(&"each:ok".to_string()));
+}

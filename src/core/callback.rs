@@ -62,7 +62,12 @@ pub fn verify(
         return Err(TokenError::Malformed);
     }
     let (exp, tag) = token.split_once('.').ok_or(TokenError::Malformed)?;
-    if exp.is_empty() || !exp.bytes().all(|b| b.is_ascii_digit()) {
+    // Only the spelling `sign` writes: digits, no leading zero, so that a
+    // token has exactly one accepted text.
+    if exp.is_empty()
+        || !exp.bytes().all(|b| b.is_ascii_digit())
+        || (exp.len() > 1 && exp.starts_with('0'))
+    {
         return Err(TokenError::Malformed);
     }
     let expires_at: u64 = exp.parse().map_err(|_| TokenError::Malformed)?;
@@ -115,6 +120,27 @@ mod tests {
     fn rotation_accepts_previous_secret() {
         let t = sign(b"old", "r", "w", 5);
         assert_eq!(verify(&[b"new", b"old"], "r", "w", Some(&t)), Ok(5));
+    }
+
+    #[test]
+    fn only_the_signed_spelling_verifies() {
+        // Found by fuzzing: a zero-padded expiry parsed to the same number and
+        // verified, so one token had many accepted spellings.
+        let t = sign(b"k", "r", "w", 196_607);
+        for padded in [format!("0{t}"), format!("000{t}")] {
+            assert_eq!(
+                verify(&[b"k"], "r", "w", Some(&padded)),
+                Err(TokenError::Malformed),
+                "{padded}"
+            );
+        }
+        let zero = sign(b"k", "r", "w", 0);
+        assert!(zero.starts_with("0."));
+        assert_eq!(verify(&[b"k"], "r", "w", Some(&zero)), Ok(0));
+        assert_eq!(
+            verify(&[b"k"], "r", "w", Some(&format!("0{zero}"))),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]

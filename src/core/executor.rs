@@ -310,9 +310,10 @@ impl Run {
                     base,
                     iterator,
                     items,
+                    missing,
                 } => {
                     merge_into(&mut ctx, c);
-                    foreach = Some((base, iterator, items));
+                    foreach = Some((base, iterator, items, missing));
                 }
                 Arrival::Pending | Arrival::Skipped => {}
             }
@@ -321,7 +322,10 @@ impl Run {
             self.skip(n, now);
             return;
         };
-        if let Some((base, iterator, items)) = foreach {
+        if let Some((base, iterator, items, missing)) = foreach {
+            if let Some(why) = missing {
+                return self.complete_node(n, ctx, failure(None, &why), true, None, false, now);
+            }
             self.start_mapping(n, ctx, base, iterator, items, now, settings);
             return;
         }
@@ -669,7 +673,10 @@ impl Run {
         }
         let iterator = edge.iterator.clone().unwrap_or_else(|| "item".into());
         let scope = NodeScope::new(out_ctx, &self.plan, &self.record.nodes);
-        let (items, path) = foreach_items(output, edge.items.as_deref(), &scope);
+        let (items, path, missing) = match foreach_items(output, edge.items.as_deref(), &scope) {
+            Ok((items, path)) => (items, path, None),
+            Err(why) => (Vec::new(), None, Some(why)),
+        };
         let mut base = out_ctx.clone();
         if let Some(path) = path {
             remove_path(&mut base, &path);
@@ -679,6 +686,7 @@ impl Run {
             base,
             iterator,
             items,
+            missing,
         }
     }
 
@@ -825,11 +833,9 @@ fn pending_task(output: &Value) -> Option<Result<String, ()>> {
 
 /// The array a FOREACH iterates, and the context path it came from (removed
 /// from each item's context so items do not each carry the whole array).
-fn foreach_items(
-    output: &Value,
-    path: Option<&str>,
-    scope: &dyn Scope,
-) -> (Vec<Value>, Option<String>) {
+type ForeachItems = Result<(Vec<Value>, Option<String>), String>;
+
+fn foreach_items(output: &Value, path: Option<&str>, scope: &dyn Scope) -> ForeachItems {
     if let Some(p) = path {
         let p = p
             .trim()
@@ -837,19 +843,23 @@ fn foreach_items(
             .trim_end_matches("}}")
             .trim();
         return match scope.lookup(p) {
-            Some(Value::Array(a)) => (a.clone(), Some(p.to_string())),
-            _ => (Vec::new(), None),
+            Some(Value::Array(a)) => Ok((a.clone(), Some(p.to_string()))),
+            _ => Err(format!("FOREACH found no array at '{p}'")),
         };
     }
     if let Value::Array(a) = output {
-        return (a.clone(), None);
+        return Ok((a.clone(), None));
     }
     for p in ["items", "data.items", "results", "data"] {
         if let Some(Value::Array(a)) = super::template::walk(output, p.split('.')) {
-            return (a.clone(), Some(p.to_string()));
+            return Ok((a.clone(), Some(p.to_string())));
         }
     }
-    (Vec::new(), None)
+    Err(
+        "FOREACH found no array to iterate: the source's output is not an array and has no \
+         items, data.items, results or data array (name one with the edge's \"items\")"
+            .into(),
+    )
 }
 
 fn remove_path(map: &mut Map<String, Value>, path: &str) {

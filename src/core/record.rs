@@ -141,6 +141,9 @@ pub enum Arrival {
         base: Map<String, Value>,
         iterator: String,
         items: Vec<Value>,
+        /// Set when no array was found to iterate: the target fails with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        missing: Option<String>,
     },
 }
 
