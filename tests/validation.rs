@@ -94,3 +94,20 @@ fn named_urls_and_builtins_resolve() {
     ], "edges": [{"from": "i", "to": "a"}, {"from": "a", "to": "b", "type": "on_success"}]}))
     .is_empty());
 }
+
+#[test]
+fn shape_and_structure_problems_are_reported_in_one_answer() {
+    let found = problems(json!({
+        "nodes": [node("a"), node("a"), {"id": "b", "type": "Gadget"}],
+        "edges": [{"from": "a", "to": "b", "type": "TELEPORT"}, {"from": "b", "to": "nowhere"}]
+    }))
+    .join("\n");
+    for needle in [
+        "unknown node type 'Gadget'",
+        "unknown edge type 'TELEPORT'",
+        "duplicate node id",
+        "edges[1].to: unknown node 'nowhere'",
+    ] {
+        assert!(found.contains(needle), "missing '{needle}' in:\n{found}");
+    }
+}

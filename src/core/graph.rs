@@ -136,7 +136,6 @@ fn parse_node(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<No
         problems.push(Problem::new(at, "must be an object"));
         return None;
     };
-    let before = problems.len();
     let id = required_string(obj, "id", at, problems);
     let kind = match obj.get("type").and_then(Value::as_str) {
         Some(t) if t.eq_ignore_ascii_case("input") => Some(NodeKind::Input),
@@ -164,12 +163,12 @@ fn parse_node(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<No
             Map::new()
         }
     };
-    if problems.len() > before {
-        return None;
-    }
+    // Keep a node that has an id even when other fields are wrong, so that
+    // validation can still report the graph's structural problems with it.
+    // Its problems are already recorded; the stand-in kind adds none.
     Some(Node {
         id: id?,
-        kind: kind?,
+        kind: kind.unwrap_or(NodeKind::Input),
         component_id,
         data,
         label,
@@ -181,7 +180,6 @@ fn parse_edge(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<Ed
         problems.push(Problem::new(at, "must be an object"));
         return None;
     };
-    let before = problems.len();
     let from = required_string(obj, "from", at, problems);
     let to = required_string(obj, "to", at, problems);
     let kind = match obj.get("type") {
@@ -211,13 +209,10 @@ fn parse_edge(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<Ed
     };
     let iterator = optional_string(obj, "iterator", &format!("{at}.iterator"), problems);
     let items = optional_string(obj, "items", &format!("{at}.items"), problems);
-    if problems.len() > before {
-        return None;
-    }
     Some(Edge {
         from: from?,
         to: to?,
-        kind: kind?,
+        kind: kind.unwrap_or(EdgeKind::Pipe),
         condition,
         branch,
         iterator,

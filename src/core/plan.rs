@@ -115,10 +115,18 @@ pub fn plan_from_json(
     limits: GraphLimits,
 ) -> Result<Plan, EngineError> {
     let mut problems = Vec::new();
-    let graph = parse_graph(value, &mut problems);
-    match graph {
-        Some(g) if problems.is_empty() => build_plan(g, directory, limits),
-        _ => Err(EngineError::InvalidGraph(cap(problems))),
+    let Some(graph) = parse_graph(value, &mut problems) else {
+        return Err(EngineError::InvalidGraph(problems));
+    };
+    // Structural checks run even after shape problems, so one answer lists everything.
+    match (build_plan(graph, directory, limits), problems.is_empty()) {
+        (Ok(plan), true) => Ok(plan),
+        (Ok(_), false) => Err(EngineError::InvalidGraph(cap(problems))),
+        (Err(EngineError::InvalidGraph(more)), _) => {
+            problems.extend(more);
+            Err(EngineError::InvalidGraph(cap(problems)))
+        }
+        (Err(other), _) => Err(other),
     }
 }
 
