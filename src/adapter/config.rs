@@ -77,12 +77,13 @@ impl Config {
             }
         }
         let defaults = GraphLimits::default();
+        let max_record_bytes = number("MAX_RUN_RECORD_BYTES", 24 << 20)?.min(25 << 20) as usize;
         Ok(Self {
             public_base_url: var("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
             retention_secs,
             component_timeout_ms,
             max_body_bytes: number("MAX_BODY_BYTES", 1 << 20)? as usize,
-            max_record_bytes: number("MAX_RUN_RECORD_BYTES", 24 << 20)?.min(25 << 20) as usize,
+            max_record_bytes,
             limits: GraphLimits {
                 max_nodes: number("MAX_NODES", defaults.max_nodes as u64)? as usize,
                 max_edges: number("MAX_EDGES", defaults.max_edges as u64)? as usize,
@@ -97,6 +98,8 @@ impl Config {
                     "MAX_FOREACH_ITEMS",
                     Settings::default().max_foreach_items as u64,
                 )? as usize,
+                // Everything a run holds is stored, so it may hold no more than a record.
+                max_run_bytes: max_record_bytes,
             },
             directory,
             callback_secrets,

@@ -1,6 +1,7 @@
 //! The public HTTP surface. Requests are checked here (size, JSON shape,
 //! callback token) before anything reaches a run's gate or storage.
 
+use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use worker::{Env, Headers, Method, Request, Response};
 
@@ -25,24 +26,25 @@ async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
     let url = req.url()?;
     let path = url.path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let method = req.method();
+    // The raw method: workers-rs maps methods it does not know to GET.
+    let method = req.inner().method();
     match segments.as_slice() {
-        [] | ["health"] => match method {
-            Method::Get | Method::Head => Ok(json_response(
+        [] | ["health"] => {
+            require(&method, "GET")?;
+            Ok(json_response(
                 200,
                 &json!({ "success": true, "service": "arcrun", "version": env!("CARGO_PKG_VERSION") }),
-            )),
-            _ => Err(ApiError::MethodNotAllowed("GET")),
-        },
+            ))
+        }
         ["execute"] => {
-            require(&method, Method::Post)?;
+            require(&method, "POST")?;
             let config = config(env)?;
             let owner = authenticate(&req, &config)?;
             let body = read_json(&mut req, &config).await?;
             execute(body, &url, &config, env, owner).await
         }
         ["runs", run_id] => {
-            require(&method, Method::Get)?;
+            require(&method, "GET")?;
             let config = config(env)?;
             let owner = authenticate(&req, &config)?;
             valid_id(run_id)?;
@@ -57,7 +59,7 @@ async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             .await
         }
         ["callbacks", run_id, wait_id] => {
-            require(&method, Method::Post)?;
+            require(&method, "POST")?;
             let config = config(env)?;
             valid_id(run_id)?;
             valid_id(wait_id)?;
@@ -102,7 +104,7 @@ async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             .await
         }
         ["workflows", "resume"] => {
-            require(&method, Method::Post)?;
+            require(&method, "POST")?;
             let config = config(env)?;
             if !config.bare_resume {
                 return Err(ApiError::Unauthorized(
@@ -148,7 +150,10 @@ async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             }
             with_kv_ops(response, ops).await
         }
-        _ => Err(ApiError::NotFound(format!("no route for {path}"))),
+        _ => Err(ApiError::NotFound(format!(
+            "no route for {}",
+            excerpt(&path, 100)
+        ))),
     }
 }
 
@@ -237,14 +242,12 @@ fn base_url(config: &Config, url: &worker::Url) -> String {
         .unwrap_or_else(|| url.origin().ascii_serialization())
 }
 
-fn require(method: &Method, expected: Method) -> Result<(), ApiError> {
-    if *method == expected {
+/// `HEAD` is accepted wherever `GET` is.
+fn require(method: &str, expected: &'static str) -> Result<(), ApiError> {
+    if method == expected || (expected == "GET" && method == "HEAD") {
         Ok(())
     } else {
-        Err(ApiError::MethodNotAllowed(match expected {
-            Method::Post => "POST",
-            _ => "GET",
-        }))
+        Err(ApiError::MethodNotAllowed(expected))
     }
 }
 
@@ -274,11 +277,12 @@ fn authenticate(req: &Request, config: &Config) -> Result<String, ApiError> {
         ));
     }
     let headers = req.headers();
-    let bearer = headers
-        .get("authorization")
-        .ok()
-        .flatten()
-        .and_then(|h| h.strip_prefix("Bearer ").map(|k| k.trim().to_string()));
+    let bearer = headers.get("authorization").ok().flatten().and_then(|h| {
+        let (scheme, key) = h.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| key.trim().to_string())
+    });
     let key = bearer
         .or_else(|| headers.get("x-arcrun-api-key").ok().flatten().map(|k| k.trim().to_string()))
         .filter(|k| !k.is_empty())
@@ -295,19 +299,29 @@ fn unauthorized(e: TokenError) -> ApiError {
     ApiError::Unauthorized(e.message().into())
 }
 
+/// Reads the body as JSON, never holding more than `MAX_BODY_BYTES` of it:
+/// a declared length over the limit is refused unread, and an undeclared one
+/// is read in chunks only until it passes the limit.
 async fn read_json(req: &mut Request, config: &Config) -> Result<Value, ApiError> {
     let limit = config.max_body_bytes;
     if let Ok(Some(len)) = req.headers().get("content-length") {
-        if len.trim().parse::<usize>().is_ok_and(|n| n > limit) {
+        if len.trim().parse::<u64>().is_ok_and(|n| n > limit as u64) {
             return Err(ApiError::PayloadTooLarge(limit));
         }
     }
-    let bytes = req
-        .bytes()
-        .await
-        .map_err(|e| ApiError::BadRequest("invalid_request", e.to_string()))?;
-    if bytes.len() > limit {
-        return Err(ApiError::PayloadTooLarge(limit));
+    let mut bytes = Vec::new();
+    if req.inner().body().is_some() {
+        let mut stream = req
+            .stream()
+            .map_err(|e| ApiError::BadRequest("invalid_request", e.to_string()))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest("invalid_request", e.to_string()))?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
     }
     if bytes.is_empty() {
         return Err(ApiError::BadRequest(
@@ -320,4 +334,11 @@ async fn read_json(req: &mut Request, config: &Config) -> Result<Value, ApiError
             "the body is not valid JSON: {e}"
         )))
     })
+}
+
+fn excerpt(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
 }

@@ -8,6 +8,7 @@
 //! did not fire — which is what keeps joins from stalling or firing twice.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
 
 use serde_json::{json, Map, Value};
 
@@ -20,7 +21,7 @@ use super::record::{
     RECORD_VERSION,
 };
 use super::scope::NodeScope;
-use super::template::{render_map, Scope};
+use super::template::{json_map_size, json_size, render_map, Scope};
 
 /// A result's status fields describe that one node's outcome. They stay out
 /// of the context that flows downstream (read them by node id, e.g.
@@ -37,7 +38,16 @@ pub struct Settings {
     pub max_template_bytes: usize,
     /// Upper bound on the items one FOREACH may iterate.
     pub max_foreach_items: usize,
+    /// Upper bound on the node outputs one run may hold (they are all stored,
+    /// so this is at most the stored record's limit). Keeps a hostile graph
+    /// from growing memory without bound before the write would fail anyway.
+    pub max_run_bytes: usize,
 }
+
+/// Calls queued by one `step` stop growing past this many input bytes; the
+/// rest of the ready nodes fire in the next step. Bounds the memory held by
+/// in-flight inputs without limiting what a run may do.
+const MAX_BATCH_BYTES: usize = 8 << 20;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -45,6 +55,7 @@ impl Default for Settings {
             wait_ttl_ms: 24 * 3600 * 1000,
             max_template_bytes: 1 << 20,
             max_foreach_items: 10_000,
+            max_run_bytes: 24 << 20,
         }
     }
 }
@@ -113,7 +124,13 @@ pub struct Run {
     ready: VecDeque<usize>,
     /// Calls queued by the current `step`, handed to the driver at its end.
     calls: Vec<Call>,
+    /// Input bytes of `calls`.
+    batch_bytes: usize,
     in_flight: HashMap<CallKey, InFlight>,
+    /// Approximate JSON size of all outputs held by the run, and its limit
+    /// (`Settings::max_run_bytes`, taken at each `step`).
+    output_bytes: usize,
+    max_run_bytes: usize,
 }
 
 impl Run {
@@ -142,13 +159,17 @@ impl Run {
             record,
             ready: VecDeque::new(),
             calls: Vec::new(),
+            batch_bytes: 0,
             in_flight: HashMap::new(),
+            output_bytes: 0,
+            max_run_bytes: Settings::default().max_run_bytes,
         };
         // Start nodes get a single synthetic arrival carrying the trigger context.
+        let shared = Rc::new(context);
         for s in starts {
             run.record.nodes[s] = NodeState::Waiting {
                 arrivals: vec![Arrival::Delivered {
-                    ctx: context.clone(),
+                    ctx: Rc::clone(&shared),
                 }],
             };
             run.ready.push_back(s);
@@ -169,12 +190,24 @@ impl Run {
         if plan.graph.nodes.len() != record.nodes.len() {
             return Err(EngineError::CorruptRecord("node count mismatch".into()));
         }
+        let output_bytes = record
+            .nodes
+            .iter()
+            .map(|n| match n {
+                NodeState::Done { output } => json_size(output),
+                NodeState::Mapping { slots, .. } => slots.iter().flatten().map(json_size).sum(),
+                _ => 0,
+            })
+            .sum();
         Ok(Self {
             plan,
             record,
             ready: VecDeque::new(),
             calls: Vec::new(),
+            batch_bytes: 0,
             in_flight: HashMap::new(),
+            output_bytes,
+            max_run_bytes: Settings::default().max_run_bytes,
         })
     }
 
@@ -186,7 +219,12 @@ impl Run {
     /// now needed. An empty answer means the run has settled: it is paused,
     /// completed or failed.
     pub fn step(&mut self, now: u64, settings: &Settings) -> Vec<Call> {
-        while let Some(n) = self.ready.pop_front() {
+        self.batch_bytes = 0;
+        self.max_run_bytes = settings.max_run_bytes;
+        while self.batch_bytes < MAX_BATCH_BYTES {
+            let Some(n) = self.ready.pop_front() else {
+                break;
+            };
             if self.record.status.is_finished() {
                 self.ready.clear();
                 break;
@@ -380,6 +418,7 @@ impl Run {
     ) {
         let wait_id = self.next_wait_id();
         let expires_at = now.saturating_add(settings.wait_ttl_ms);
+        self.batch_bytes += json_map_size(&input);
         self.in_flight.insert(
             key,
             InFlight {
@@ -418,6 +457,16 @@ impl Run {
             return self.complete_node(n, ctx, failure(None, &msg), true, None, false, now);
         }
         let count = items.len();
+        // Every item's input carries the context: refuse what cannot fit in a run.
+        let inputs = json_map_size(&base).saturating_mul(count);
+        if inputs > settings.max_run_bytes {
+            let msg = format!(
+                "FOREACH over {count} items would build about {inputs} bytes of item inputs \
+                 (each carries the context), over the run limit of {} bytes",
+                settings.max_run_bytes
+            );
+            return self.complete_node(n, ctx, failure(None, &msg), true, None, false, now);
+        }
         self.record.nodes[n] = NodeState::Mapping {
             ctx,
             slots: vec![None; count],
@@ -542,9 +591,13 @@ impl Run {
         let Some(slot) = slots.get_mut(i).filter(|s| s.is_none()) else {
             return;
         };
+        let size = json_size(&output);
         *slot = Some(output);
         *remaining -= 1;
         let done = *remaining == 0;
+        if !self.account_bytes(size, now) {
+            return;
+        }
         self.record.trace.push(entry);
         if done {
             self.finish_mapping(n, now);
@@ -584,6 +637,9 @@ impl Run {
         resumed: bool,
         now: u64,
     ) {
+        if !self.account(&output, now) {
+            return;
+        }
         let node_id = self.plan.graph.nodes[n].id.clone();
         self.record.trace.push(TraceEntry {
             node_id: node_id.clone(),
@@ -633,6 +689,7 @@ impl Run {
             );
         }
         self.record.nodes[n] = NodeState::Done { output };
+        let out_ctx = Rc::new(out_ctx);
         for e in edges {
             let arrival = self.resolve_edge(e, n, &out_ctx, failed);
             self.deliver(e, arrival);
@@ -644,7 +701,7 @@ impl Run {
         &self,
         e: usize,
         n: usize,
-        out_ctx: &Map<String, Value>,
+        out_ctx: &Rc<Map<String, Value>>,
         failed: bool,
     ) -> Arrival {
         let edge = &self.plan.graph.edges[e];
@@ -668,7 +725,7 @@ impl Run {
         }
         if edge.kind != EdgeKind::Foreach {
             return Arrival::Delivered {
-                ctx: out_ctx.clone(),
+                ctx: Rc::clone(out_ctx),
             };
         }
         let iterator = edge.iterator.clone().unwrap_or_else(|| "item".into());
@@ -677,12 +734,12 @@ impl Run {
             Ok((items, path)) => (items, path, None),
             Err(why) => (Vec::new(), None, Some(why)),
         };
-        let mut base = out_ctx.clone();
+        let mut base = Map::clone(out_ctx);
         if let Some(path) = path {
             remove_path(&mut base, &path);
         }
         Arrival::Items {
-            ctx: out_ctx.clone(),
+            ctx: Rc::clone(out_ctx),
             base,
             iterator,
             items,
@@ -723,6 +780,31 @@ impl Run {
         for e in self.plan.outgoing[n].clone() {
             self.deliver(e, Arrival::Skipped);
         }
+    }
+
+    /// Counts a new output against `max_run_bytes`; fails the run past it.
+    fn account(&mut self, output: &Value, now: u64) -> bool {
+        self.account_bytes(json_size(output), now)
+    }
+
+    fn account_bytes(&mut self, size: usize, now: u64) -> bool {
+        self.output_bytes += size;
+        if self.output_bytes <= self.max_run_bytes {
+            return true;
+        }
+        let message = format!(
+            "the run's node outputs grew past {} bytes, the most one run may hold and store",
+            self.max_run_bytes
+        );
+        self.fail(
+            RunError {
+                code: "run_too_large".into(),
+                message,
+                node_id: None,
+            },
+            now,
+        );
+        false
     }
 
     fn fail(&mut self, error: RunError, now: u64) {
@@ -783,10 +865,11 @@ impl Run {
     }
 }
 
-fn merge_into(acc: &mut Option<Map<String, Value>>, ctx: Map<String, Value>) {
+fn merge_into(acc: &mut Option<Map<String, Value>>, ctx: Rc<Map<String, Value>>) {
     match acc {
-        None => *acc = Some(ctx),
-        Some(existing) => existing.extend(ctx),
+        // The last holder of a context takes it without copying.
+        None => *acc = Some(Rc::unwrap_or_clone(ctx)),
+        Some(existing) => existing.extend(ctx.iter().map(|(k, v)| (k.clone(), v.clone()))),
     }
 }
 

@@ -2,6 +2,7 @@
 //! reader is shown. One record per run, stored as one KV value.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -131,12 +132,13 @@ pub enum NodeState {
 pub enum Arrival {
     Pending,
     Skipped,
+    /// Shared: fanning out to many edges does not copy the context per edge.
     Delivered {
-        ctx: Map<String, Value>,
+        ctx: Rc<Map<String, Value>>,
     },
     /// A FOREACH edge fired: run the target once per item.
     Items {
-        ctx: Map<String, Value>,
+        ctx: Rc<Map<String, Value>>,
         /// The context each item starts from (the iterated array removed).
         base: Map<String, Value>,
         iterator: String,

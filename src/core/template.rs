@@ -40,48 +40,93 @@ pub struct ExpansionTooLarge {
 
 impl std::fmt::Display for ExpansionTooLarge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a template expanded to more than {} bytes", self.limit)
+        write!(
+            f,
+            "templates expanded to more than {} bytes (MAX_TEMPLATE_BYTES)",
+            self.limit
+        )
+    }
+}
+
+/// How many bytes substitutions may still produce. Counted before anything
+/// is copied, so an oversized expansion allocates nothing.
+struct Budget {
+    limit: usize,
+    left: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Self {
+        Self { limit, left: limit }
+    }
+
+    fn spend(&mut self, bytes: usize) -> Result<(), ExpansionTooLarge> {
+        self.left = self
+            .left
+            .checked_sub(bytes)
+            .ok_or(ExpansionTooLarge { limit: self.limit })?;
+        Ok(())
     }
 }
 
 /// Resolves every placeholder in `value`. A string that is exactly one
 /// placeholder takes the referenced value with its JSON type; placeholders
 /// inside longer strings are rendered as text. Unresolved placeholders stay as
-/// written. `max_bytes` bounds the text produced by any single string.
+/// written. Everything substituted — text and whole values alike — counts
+/// against one budget of `max_bytes`.
 pub fn render(
     value: &Value,
     scope: &dyn Scope,
     max_bytes: usize,
 ) -> Result<Value, ExpansionTooLarge> {
-    Ok(match value {
-        Value::String(s) => render_str(s, scope, max_bytes)?,
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| render(v, scope, max_bytes))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(render_map(map, scope, max_bytes)?),
-        other => other.clone(),
-    })
+    render_value(value, scope, &mut Budget::new(max_bytes))
 }
 
+/// Renders a node's `data` under one shared budget.
 pub fn render_map(
     map: &Map<String, Value>,
     scope: &dyn Scope,
     max_bytes: usize,
 ) -> Result<Map<String, Value>, ExpansionTooLarge> {
+    let mut budget = Budget::new(max_bytes);
+    render_entries(map, scope, &mut budget)
+}
+
+fn render_entries(
+    map: &Map<String, Value>,
+    scope: &dyn Scope,
+    budget: &mut Budget,
+) -> Result<Map<String, Value>, ExpansionTooLarge> {
     map.iter()
-        .map(|(k, v)| Ok((k.clone(), render(v, scope, max_bytes)?)))
+        .map(|(k, v)| Ok((k.clone(), render_value(v, scope, budget)?)))
         .collect()
 }
 
-fn render_str(s: &str, scope: &dyn Scope, max_bytes: usize) -> Result<Value, ExpansionTooLarge> {
+fn render_value(
+    value: &Value,
+    scope: &dyn Scope,
+    budget: &mut Budget,
+) -> Result<Value, ExpansionTooLarge> {
+    Ok(match value {
+        Value::String(s) => render_str(s, scope, budget)?,
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render_value(v, scope, budget))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(render_entries(map, scope, budget)?),
+        other => other.clone(),
+    })
+}
+
+fn render_str(s: &str, scope: &dyn Scope, budget: &mut Budget) -> Result<Value, ExpansionTooLarge> {
     if !s.contains("{{") {
         return Ok(Value::String(s.to_string()));
     }
     if let Some(path) = whole_placeholder(s) {
         if let Some(v) = scope.lookup(path) {
+            budget.spend(json_size(v))?;
             return Ok(v.clone());
         }
         return Ok(Value::String(s.to_string()));
@@ -99,24 +144,60 @@ fn render_str(s: &str, scope: &dyn Scope, max_bytes: usize) -> Result<Value, Exp
         let inner = &after[..close];
         let path = inner.trim();
         match (is_path(path), scope.lookup(path)) {
-            (true, Some(Value::String(v))) => out.push_str(v),
-            (true, Some(v)) => out.push_str(&v.to_string()),
+            (true, Some(Value::String(v))) => {
+                budget.spend(v.len())?;
+                out.push_str(v);
+            }
+            (true, Some(v)) => {
+                budget.spend(json_size(v))?;
+                out.push_str(&v.to_string());
+            }
             _ => {
                 out.push_str("{{");
                 out.push_str(inner);
                 out.push_str("}}");
             }
         }
-        if out.len() > max_bytes {
-            return Err(ExpansionTooLarge { limit: max_bytes });
-        }
         rest = &after[close + 2..];
     }
     out.push_str(rest);
-    if out.len() > max_bytes {
-        return Err(ExpansionTooLarge { limit: max_bytes });
-    }
     Ok(Value::String(out))
+}
+
+/// The size of `v` as compact JSON, give or take escapes; walked without
+/// recursion or allocation beyond a stack of references.
+pub fn json_size(v: &Value) -> usize {
+    let mut size = 0;
+    let mut stack = vec![v];
+    walk_sizes(&mut size, &mut stack);
+    size
+}
+
+/// `json_size` of an object given as its map.
+pub fn json_map_size(map: &Map<String, Value>) -> usize {
+    let mut size = 2 + map.keys().map(|k| k.len() + 4).sum::<usize>();
+    let mut stack: Vec<&Value> = map.values().collect();
+    walk_sizes(&mut size, &mut stack);
+    size
+}
+
+fn walk_sizes(size: &mut usize, stack: &mut Vec<&Value>) {
+    while let Some(v) = stack.pop() {
+        *size += match v {
+            Value::Null => 4,
+            Value::Bool(_) => 5,
+            Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(items) => {
+                stack.extend(items.iter());
+                2 + items.len()
+            }
+            Value::Object(map) => {
+                stack.extend(map.values());
+                2 + map.keys().map(|k| k.len() + 4).sum::<usize>()
+            }
+        };
+    }
 }
 
 /// `"{{ a.b }}"` → `Some("a.b")`; anything else → `None`.
@@ -195,5 +276,14 @@ mod tests {
         let err = render(&json!("{{big}}{{big}}{{big}}"), &s, 2500).unwrap_err();
         assert_eq!(err.limit, 2500);
         assert!(render(&json!("{{big}}{{big}}"), &s, 2500).is_ok());
+    }
+
+    #[test]
+    fn whole_value_copies_share_one_budget_per_node() {
+        let s = scope(json!({"big": "x".repeat(1000)}));
+        let data = json!({"a": "{{big}}", "b": "{{big}}", "c": ["{{big}}"]});
+        let data = data.as_object().unwrap();
+        assert!(render_map(data, &s, 2500).is_err());
+        assert!(render_map(data, &s, 3100).is_ok());
     }
 }

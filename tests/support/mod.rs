@@ -87,8 +87,25 @@ pub fn run_graph(graph: Value, context: Value, net: &Network, clock: &Clock) -> 
 }
 
 pub fn continue_run(run: &mut Run, net: &Network, clock: &Clock) {
+    continue_run_with(run, net, clock, &settings());
+}
+
+pub fn continue_run_with(run: &mut Run, net: &Network, clock: &Clock, settings: &Settings) {
     let now = || clock.now();
-    block_on(drive(run, net, &now, &settings()));
+    block_on(drive(run, net, &now, settings));
+}
+
+pub fn run_graph_with(
+    graph: Value,
+    context: Value,
+    net: &Network,
+    clock: &Clock,
+    settings: &Settings,
+) -> Run {
+    let ctx: Map<String, Value> = context.as_object().cloned().unwrap_or_default();
+    let mut run = Run::start(plan(graph), "run-1".into(), ctx, clock.now());
+    continue_run_with(&mut run, net, clock, settings);
+    run
 }
 
 pub fn output(run: &Run) -> &Value {

@@ -1,0 +1,124 @@
+//! Memory stays bounded whatever the graph: hostile fan-outs, FOREACH over a
+//! large context, and many large calls at once fail clearly or are batched.
+
+mod support;
+
+use arcrun::core::executor::{Run, Settings};
+use arcrun::core::record::RunStatus;
+use serde_json::{json, Map, Value};
+use support::*;
+
+fn fan_out(width: usize, component: &str) -> Value {
+    let mut nodes = vec![json!({"id": "in", "type": "Input"})];
+    let mut edges = Vec::new();
+    for i in 0..width {
+        nodes.push(json!({"id": format!("b{i}"), "type": "Component", "componentId": component}));
+        edges.push(json!({"from": "in", "to": format!("b{i}"), "type": "PIPE"}));
+    }
+    json!({"nodes": nodes, "edges": edges})
+}
+
+fn failure_code(run: &Run) -> String {
+    match run.status() {
+        RunStatus::Failed { error, .. } => error.code.clone(),
+        other => panic!("expected a failed run, got {other:?}"),
+    }
+}
+
+#[test]
+fn outputs_past_the_run_limit_fail_the_run_instead_of_growing() {
+    let net = Network::echo_with_async();
+    let clock = Clock::new();
+    let settings = Settings {
+        max_run_bytes: 2 << 20,
+        ..Settings::default()
+    };
+    // 5,000 pass-through branches each echoing a 100 KB context would hold ~500 MB.
+    let run = run_graph_with(
+        fan_out(5_000, "comp_passthrough"),
+        json!({"pad": "x".repeat(100_000)}),
+        &net,
+        &clock,
+        &settings,
+    );
+    assert_eq!(failure_code(&run), "run_too_large");
+    let done = run
+        .record
+        .trace
+        .iter()
+        .filter(|t| t.node_id.starts_with('b'))
+        .count();
+    assert!(done < 30, "stopped early, after {done} branches");
+}
+
+#[test]
+fn foreach_over_a_large_context_is_refused_before_building_inputs() {
+    let net = Network::echo_with_async();
+    let clock = Clock::new();
+    let settings = Settings {
+        max_run_bytes: 1 << 20,
+        ..Settings::default()
+    };
+    let graph = json!({
+        "nodes": [{"id": "list", "type": "Input"}, {"id": "each", "type": "Component", "componentId": "http://c/each"}],
+        "edges": [{"from": "list", "to": "each", "type": "FOREACH"}]
+    });
+    let items: Vec<Value> = (0..1000).map(|i| json!(i)).collect();
+    let run = run_graph_with(
+        graph,
+        json!({"items": items, "pad": "x".repeat(50_000)}),
+        &net,
+        &clock,
+        &settings,
+    );
+    assert_eq!(net.hits("http://c/each"), 0);
+    assert_eq!(failure_code(&run), "node_failed");
+    let RunStatus::Failed { error, .. } = run.status() else {
+        unreachable!()
+    };
+    assert!(
+        error.message.contains("FOREACH over 1000 items"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn large_calls_are_issued_in_bounded_batches() {
+    let clock = Clock::new();
+    let ctx: Map<String, Value> = json!({"pad": "x".repeat(200_000)})
+        .as_object()
+        .unwrap()
+        .clone();
+    let mut run = Run::start(
+        plan(fan_out(100, "http://c/echo")),
+        "r".into(),
+        ctx,
+        clock.now(),
+    );
+    let first = run.step(clock.now(), &Settings::default());
+    assert!(
+        !first.is_empty() && first.len() < 100,
+        "first batch has {} calls",
+        first.len()
+    );
+    // Every call still happens, batch after batch.
+    let net = Network::echo_with_async();
+    for call in first {
+        run.complete_call(
+            call.key,
+            arcrun::core::executor::CallOutcome::Answered(json!({"ok": true})),
+            clock.now(),
+        );
+    }
+    continue_run(&mut run, &net, &clock);
+    assert!(matches!(run.status(), RunStatus::Completed { .. }));
+    assert!(net.hits("http://c/echo") > 0);
+    let succeeded = run
+        .record
+        .trace
+        .iter()
+        .filter(|t| t.node_id.starts_with('b'))
+        .count();
+    assert_eq!(succeeded, 100);
+}

@@ -1,0 +1,872 @@
+// Hostile and malformed requests against the built Worker, over real HTTP.
+//
+// The corpus below is a data table: each case says what is sent (method, path, headers, a
+// raw body or a body builder, or the complete raw HTTP request for what `fetch` will not
+// send) and what must come back (status and error code). For every case the test checks:
+//   - the status is the expected one, and never a 5xx;
+//   - every 4xx is JSON `{"success": false, "error": {"code": <string>, "message": <string>}}`
+//     with the expected code;
+//   - KV holds exactly what it held before the request (snapshots before and after).
+// A few cases expect a 200 "noop" (replayed and expired callbacks, tokens for waits or
+// runs that do not exist); they are in the table because they, too, must change nothing.
+//
+// Requests that succeed on purpose (valid JSON sent as text/plain, template expansion that
+// fails the run, the fail-closed 503 without API keys) change KV or are 5xx by design, so
+// they are separate tests after the corpus.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import { createHash, createHmac } from "node:crypto";
+import { gzipSync } from "node:zlib";
+
+import { startWorker, startComponent, TEST_API_KEY, TEST_API_KEY_HASH } from "./harness.mjs";
+
+const OTHER_KEY = "other-key";
+const sha256hex = (s) => createHash("sha256").update(s).digest("hex");
+const OTHER_KEY_HASH = sha256hex(OTHER_KEY);
+const CALLBACK_SECRET = "test-secret"; // the harness's default
+const MAX_BODY = 1 << 20; // MAX_BODY_BYTES default
+const TEMPLATE_LIMIT = 64 * 1024; // MAX_TEMPLATE_BYTES for the main Worker
+/** A 4xx answer larger than this is suspicious (problem lists must be capped). */
+const SMALL_RESPONSE = 32 * 1024;
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/** A callback token as the Worker mints it (see src/core/callback.rs). */
+function mintToken(secret, runId, waitId, expiresAt) {
+    const mac = createHmac("sha256", secret);
+    for (const field of [Buffer.from("arcrun-callback-v1"), Buffer.from(runId), Buffer.from(waitId)]) {
+        const len = Buffer.alloc(8);
+        len.writeBigUInt64BE(BigInt(field.length));
+        mac.update(len);
+        mac.update(field);
+    }
+    const exp = Buffer.alloc(8);
+    exp.writeBigUInt64BE(BigInt(expiresAt));
+    mac.update(exp);
+    return `${expiresAt}.${mac.digest("base64url")}`;
+}
+
+/** `{url, runId, waitId, token, exp, path}` from a callback_url the Worker handed out. */
+function parseCallbackUrl(callbackUrl, taskId) {
+    const u = new URL(callbackUrl);
+    const [, callbacks, runId, waitId] = u.pathname.split("/");
+    assert.equal(callbacks, "callbacks", callbackUrl);
+    const token = u.searchParams.get("token");
+    return { url: callbackUrl, runId, waitId, token, exp: Number(token.split(".")[0]), taskId };
+}
+
+const cbPath = (runId, waitId, token) =>
+    `/callbacks/${runId}/${waitId}` + (token === undefined ? "" : `?token=${encodeURIComponent(token)}`);
+
+const json = (v) => JSON.stringify(v);
+const body = (graph, extra = {}) => json({ graph, ...extra });
+const passthrough = (id) => ({ id, type: "Component", componentId: "comp_passthrough" });
+/** A graph that is valid and would run (used where something else must be rejected first). */
+const VALID_GRAPH = {
+    id: "ok",
+    nodes: [{ id: "in", type: "Input" }, passthrough("p"), { id: "out", type: "Output" }],
+    edges: [
+        { from: "in", to: "p", type: "PIPE" },
+        { from: "p", to: "out", type: "PIPE" },
+    ],
+};
+/** A graph with one obvious problem: proves the body was parsed, and runs nothing. */
+const INVALID_GRAPH = { nodes: [{ id: "a", type: "Banana" }], edges: [] };
+
+const deepArrays = (n) => "[".repeat(n) + "]".repeat(n);
+const deepObjects = (n) => '{"a":'.repeat(n) + "1" + "}".repeat(n);
+
+/** A body of exactly `size` bytes: an invalid graph padded with spaces. */
+function paddedBody(size) {
+    const core = body(INVALID_GRAPH);
+    assert.ok(core.length < size);
+    return core + " ".repeat(size - core.length);
+}
+
+/** A chunked request body (a stream, so fetch sends no Content-Length). */
+function chunkedStream(total, chunk = 64 * 1024) {
+    const piece = new TextEncoder().encode(" ".repeat(chunk));
+    const head = new TextEncoder().encode('{"graph": {"nodes": []}, "pad": "');
+    let sent = 0;
+    return new ReadableStream({
+        pull(controller) {
+            if (sent === 0) {
+                controller.enqueue(head);
+                sent += head.length;
+            } else if (sent < total) {
+                controller.enqueue(piece);
+                sent += piece.length;
+            } else {
+                controller.enqueue(new TextEncoder().encode('"}'));
+                controller.close();
+            }
+        },
+    });
+}
+
+/**
+ * Sends bytes on a fresh TCP connection and parses one HTTP/1.1 response (Content-Length
+ * or chunked). `halfClose` ends the write side after sending, like a client that lied
+ * about Content-Length and then stopped.
+ */
+function rawRequest(port, data, { halfClose = false, timeoutMs = 10000 } = {}) {
+    return new Promise((resolve, reject) => {
+        const socket = net.connect(port, "127.0.0.1");
+        let buf = Buffer.alloc(0);
+        let settled = false;
+        const done = (err, value) => {
+            if (settled) return;
+            settled = true;
+            socket.destroy();
+            err ? reject(err) : resolve(value);
+        };
+        const tryParse = (eof) => {
+            const end = buf.indexOf("\r\n\r\n");
+            if (end < 0) return eof ? done(new Error(`no HTTP response: ${JSON.stringify(buf.toString("latin1"))}`)) : undefined;
+            const lines = buf.subarray(0, end).toString("latin1").split("\r\n");
+            const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]);
+            if (!m) return done(new Error(`bad status line: ${lines[0]}`));
+            const headers = new Map();
+            for (const line of lines.slice(1)) {
+                const i = line.indexOf(":");
+                headers.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
+            }
+            const rest = buf.subarray(end + 4);
+            let bodyBuf;
+            if (headers.has("content-length")) {
+                const n = Number(headers.get("content-length"));
+                if (rest.length < n) return eof ? done(new Error("truncated response")) : undefined;
+                bodyBuf = rest.subarray(0, n);
+            } else if (/chunked/i.test(headers.get("transfer-encoding") ?? "")) {
+                const parts = [];
+                let off = 0;
+                for (;;) {
+                    const nl = rest.indexOf("\r\n", off);
+                    if (nl < 0) return eof ? done(new Error("truncated chunked response")) : undefined;
+                    const size = parseInt(rest.subarray(off, nl).toString("latin1"), 16);
+                    if (size === 0) break;
+                    if (rest.length < nl + 2 + size + 2) return eof ? done(new Error("truncated chunk")) : undefined;
+                    parts.push(rest.subarray(nl + 2, nl + 2 + size));
+                    off = nl + 2 + size + 2;
+                }
+                bodyBuf = Buffer.concat(parts);
+            } else {
+                if (!eof) return undefined; // body runs to the end of the connection
+                bodyBuf = rest;
+            }
+            done(null, { status: Number(m[1]), headers, text: bodyBuf.toString("utf8") });
+        };
+        socket.on("data", (c) => {
+            buf = Buffer.concat([buf, c]);
+            tryParse(false);
+        });
+        socket.on("end", () => tryParse(true));
+        socket.on("error", (e) => (buf.length ? tryParse(true) : done(e)));
+        socket.setTimeout(timeoutMs, () => done(new Error(`raw request timed out after ${timeoutMs} ms`)));
+        socket.write(data, () => {
+            if (halfClose) socket.end();
+        });
+    });
+}
+
+/**
+ * Uploads a chunked body over a raw socket, one piece at a time, and stops as soon as the
+ * response arrives. Unlike fetch, a server that answers early and closes its side cannot make
+ * this fail: the response is read whatever happens to the rest of the upload. Returns the
+ * response and how many pieces were written before it came.
+ */
+function rawChunkedUpload(port, path, { prefix, pieceBytes, pieces, suffix = "" }) {
+    return new Promise((resolve, reject) => {
+        const socket = net.connect(port, "127.0.0.1");
+        const head = [`POST ${path} HTTP/1.1`, "Host: 127.0.0.1", "Connection: close", AUTH,
+            "Content-Type: application/json", "Transfer-Encoding: chunked"].join("\r\n") + "\r\n\r\n";
+        const chunk = (bytes) => Buffer.concat([Buffer.from(`${bytes.length.toString(16)}\r\n`), bytes, Buffer.from("\r\n")]);
+        const piece = chunk(Buffer.alloc(pieceBytes, 0x20));
+        let buf = Buffer.alloc(0);
+        let sent = 0;
+        let answered = false;
+        const finish = () => {
+            const end = buf.indexOf("\r\n\r\n");
+            const m = /^HTTP\/1\.[01] (\d{3})/.exec(buf.toString("latin1"));
+            if (end < 0 || !m) return reject(new Error(`no HTTP response after ${sent} pieces`));
+            const headers = new Map();
+            for (const line of buf.subarray(0, end).toString("latin1").split("\r\n").slice(1)) {
+                const i = line.indexOf(":");
+                headers.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
+            }
+            const rest = buf.subarray(end + 4);
+            const length = headers.get("content-length");
+            const text = (length ? rest.subarray(0, Number(length)) : rest).toString("utf8");
+            socket.destroy();
+            resolve({ status: Number(m[1]), text, headers, sent });
+        };
+        socket.on("data", (c) => {
+            answered = true;
+            buf = Buffer.concat([buf, c]);
+        });
+        socket.on("end", finish);
+        socket.on("close", () => (buf.length ? finish() : reject(new Error(`closed without a response after ${sent} pieces`))));
+        socket.on("error", () => {}); // writes after the server answered may fail; the answer is what counts
+        socket.setTimeout(20000, () => socket.destroy());
+        const pump = async () => {
+            socket.write(head + (prefix ? chunk(Buffer.from(prefix)).toString("latin1") : ""), "latin1");
+            while (!answered && sent < pieces && !socket.destroyed) {
+                sent++;
+                if (!socket.write(piece)) await new Promise((r) => socket.once("drain", r).once("close", r));
+            }
+            if (!answered && !socket.destroyed) socket.write(Buffer.concat([suffix ? chunk(Buffer.from(suffix)) : Buffer.alloc(0), Buffer.from("0\r\n\r\n")]));
+        };
+        socket.on("connect", () => pump().catch(() => {}));
+    });
+}
+
+/** A complete HTTP/1.1 request as bytes; `head` lines go between the request line and the blank line. */
+function rawHttp(method, path, head = [], payload = "") {
+    const lines = [`${method} ${path} HTTP/1.1`, "Host: 127.0.0.1", "Connection: close", ...head];
+    return Buffer.concat([Buffer.from(lines.join("\r\n") + "\r\n\r\n", "latin1"), Buffer.from(payload)]);
+}
+const AUTH = `Authorization: Bearer ${TEST_API_KEY}`;
+
+// ---------------------------------------------------------------------------------------
+// The Worker, and the runs the token cases need
+
+/** Everything cases may refer to; filled in by `before`. */
+const ctx = {};
+let worker;
+let pending; // a component that answers {pending: true} and remembers its callback_url
+
+before(async () => {
+    worker = await startWorker({
+        bindings: {
+            API_KEY_HASHES: `${TEST_API_KEY_HASH},${OTHER_KEY_HASH}`,
+            MAX_TEMPLATE_BYTES: String(TEMPLATE_LIMIT),
+        },
+    });
+    ctx.port = worker.port;
+
+    const callbacks = new Map(); // component path → callback_url
+    pending = await startComponent((b, req) => {
+        const p = new URL(req.url, "http://x").pathname;
+        callbacks.set(p, b.callback_url);
+        return { pending: true, task_id: `task${p.replaceAll("/", "-")}` };
+    });
+    const start = async (graph, apiKey) => {
+        const r = await worker.fetchJson("/execute", { body: { graph }, apiKey });
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        assert.equal(r.body.status, "paused", JSON.stringify(r.body));
+        return r.body;
+    };
+    const waitOf = (p) => parseCallbackUrl(callbacks.get(p), `task${p.replaceAll("/", "-")}`);
+
+    // Run A (test key): two parallel waits.
+    const a = await start(
+        {
+            nodes: [
+                { id: "in", type: "Input" },
+                { id: "a1", type: "Component", componentId: `${pending.url}/a1` },
+                { id: "a2", type: "Component", componentId: `${pending.url}/a2` },
+            ],
+            edges: [
+                { from: "in", to: "a1", type: "PIPE" },
+                { from: "in", to: "a2", type: "PIPE" },
+            ],
+        },
+        TEST_API_KEY,
+    );
+    ctx.A = { id: a.run_id, w1: waitOf("/a1"), w2: waitOf("/a2") };
+    assert.equal(a.waits.length, 2);
+    assert.equal(ctx.A.w1.runId, ctx.A.id);
+    assert.notEqual(ctx.A.w1.waitId, ctx.A.w2.waitId);
+
+    // Run B (the other key): one wait.
+    const b = await start({ nodes: [{ id: "b1", type: "Component", componentId: `${pending.url}/b1` }], edges: [] }, OTHER_KEY);
+    ctx.B = { id: b.run_id, w1: waitOf("/b1") };
+
+    // Run C (test key): one wait, resumed once, so its callback URL is spent.
+    const c = await start(
+        {
+            nodes: [
+                { id: "c1", type: "Component", componentId: `${pending.url}/c1` },
+                { id: "out", type: "Output" },
+            ],
+            edges: [{ from: "c1", to: "out", type: "PIPE" }],
+        },
+        TEST_API_KEY,
+    );
+    ctx.C = { id: c.run_id, w1: waitOf("/c1") };
+    const done = await fetch(ctx.C.w1.url, { method: "POST", body: json({ task_id: ctx.C.w1.taskId, success: true, data: { v: 1 } }) });
+    assert.equal(done.status, 200);
+    assert.equal((await done.json()).status, "completed");
+
+    // The test's token minting agrees with the Worker's, so minted tokens below mean something.
+    assert.equal(mintToken(CALLBACK_SECRET, ctx.A.id, ctx.A.w1.waitId, ctx.A.w1.exp), ctx.A.w1.token);
+    assert.equal(mintToken(CALLBACK_SECRET, ctx.B.id, ctx.B.w1.waitId, ctx.B.w1.exp), ctx.B.w1.token);
+    // Run A's and B's first waits share a wait id, so cross-run tokens differ only in the run.
+    ctx.sameWaitId = ctx.A.w1.waitId === ctx.B.w1.waitId;
+
+    ctx.kvAtStart = await worker.kvSnapshot();
+    assert.equal(ctx.kvAtStart.size, 3, "three run records, nothing else");
+});
+
+after(async () => {
+    await worker?.stop();
+    await pending?.close();
+});
+
+// ---------------------------------------------------------------------------------------
+// The corpus
+
+const exec = (name, payload, status, code, more = {}) => ({ name, method: "POST", path: "/execute", body: payload, status, code, ...more });
+const graphCase = (name, graph, more = {}) => exec(name, body(graph), 400, "invalid_graph", more);
+/** The problems of an invalid_graph answer must mention each pattern. */
+const problemsMatch = (...patterns) => (res) => {
+    const problems = JSON.stringify(res.json.error.problems);
+    assert.ok(Array.isArray(res.json.error.problems), "error.problems is a list");
+    for (const p of patterns) assert.match(problems, p);
+};
+const callback = (name, pathFn, payload, status, code, more = {}) => ({ name, method: "POST", path: pathFn, body: payload, status, code, ...more });
+const A1 = (c) => c.A.w1;
+const validA1 = (c) => cbPath(c.A.id, c.A.w1.waitId, c.A.w1.token);
+const noopBody = (reason) => (res) => assert.deepEqual(res.json, { success: true, noop: true, reason });
+const pastMs = () => Date.now() - 60_000;
+
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+const CASES = [
+    // --- Broken JSON ------------------------------------------------------------------
+    exec("truncated JSON", '{"graph": {"nodes": [{"id": "a", "type": "Inp', 400, "invalid_request"),
+    exec("truncated after a key", '{"graph"', 400, "invalid_request"),
+    exec("trailing garbage", '{"graph": {"nodes": []}} garbage', 400, "invalid_request"),
+    exec("two JSON documents", '{"graph": {}}{"graph": {}}', 400, "invalid_request"),
+    exec("NaN", '{"graph": NaN}', 400, "invalid_request"),
+    exec("Infinity", '{"graph": {"nodes": [], "x": -Infinity}}', 400, "invalid_request"),
+    exec("single quotes", "{'graph': {'nodes': []}}", 400, "invalid_request"),
+    exec("unquoted keys", "{graph: {nodes: []}}", 400, "invalid_request"),
+    exec("UTF-8 BOM before a valid body", () => Buffer.concat([BOM, Buffer.from(body(VALID_GRAPH))]), 400, "invalid_request"),
+    exec("invalid UTF-8 bytes in a string", () => Buffer.concat([Buffer.from('{"graph": {"id": "'), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('", "nodes": []}}')]), 400, "invalid_request"),
+    exec("overlong UTF-8 encoding of '/'", () => Buffer.concat([Buffer.from('{"graph": {"id": "'), Buffer.from([0xc0, 0xaf]), Buffer.from('"}}')]), 400, "invalid_request"),
+    exec("invalid UTF-8 outside strings", () => Buffer.concat([Buffer.from('{"graph": '), Buffer.from([0xfe, 0xff]), Buffer.from("}")]), 400, "invalid_request"),
+    exec("lone surrogate escape", '{"graph": {"id": "\\ud800", "nodes": []}}', 400, "invalid_request"),
+    exec("comment", '{"graph": {"nodes": []} /* hi */}', 400, "invalid_request"),
+    exec("trailing commas", '{"graph": {"nodes": [],},}', 400, "invalid_request"),
+    exec("raw control character in a string", '{"graph": {"id": "a\nb", "nodes": []}}', 400, "invalid_request"),
+    exec("number out of range", '{"graph": {"nodes": [], "id": 1e999}}', 400, "invalid_request"),
+    exec("hex number", '{"graph": 0x10}', 400, "invalid_request"),
+    exec("undefined", '{"graph": undefined}', 400, "invalid_request"),
+    exec("empty body", "", 400, "invalid_json"),
+    exec("whitespace-only body", " \n\t\r ", 400, "invalid_request"),
+    exec("gzip-compressed body (not decoded)", () => gzipSync(body(INVALID_GRAPH)), 400, "invalid_request", { headers: { "content-encoding": "gzip" } }),
+    exec("UTF-16 body", () => Buffer.from(body(INVALID_GRAPH), "utf16le"), 400, "invalid_request", { headers: { "content-type": "application/json; charset=utf-16le" } }),
+    exec("NUL byte before the JSON", () => Buffer.from("\u0000" + body(VALID_GRAPH)), 400, "invalid_request"),
+    exec("form-encoded body", "graph=%7B%7D", 400, "invalid_request", { headers: { "content-type": "application/x-www-form-urlencoded" } }),
+
+    // --- Not an object / no graph --------------------------------------------------------
+    exec("body is null", "null", 400, "invalid_request"),
+    exec("body is an array", "[]", 400, "invalid_request"),
+    exec("body is a string", '"graph"', 400, "invalid_request"),
+    exec("body is a number", "42", 400, "invalid_request"),
+    exec("body is true", "true", 400, "invalid_request"),
+    exec("body without graph", "{}", 400, "invalid_request"),
+    exec("graph under the wrong case", json({ Graph: VALID_GRAPH }), 400, "invalid_request"),
+    exec("context is an array", body(VALID_GRAPH, { context: [1, 2] }), 400, "invalid_request"),
+    exec("context is a string", body(VALID_GRAPH, { context: "ctx" }), 400, "invalid_request"),
+    exec("context is a number", body(VALID_GRAPH, { context: 7 }), 400, "invalid_request"),
+    exec("context is true", body(VALID_GRAPH, { context: true }), 400, "invalid_request"),
+    exec("text/plain with a JSON body is parsed (invalid graph → 400 invalid_graph)", body(INVALID_GRAPH), 400, "invalid_graph", { headers: { "content-type": "text/plain" } }),
+    exec("no content-type with a JSON body is parsed", body(INVALID_GRAPH), 400, "invalid_graph", { headers: { "content-type": "" } }),
+
+    // --- Wrong types in the graph -----------------------------------------------------------
+    graphCase("graph is a string", "nodes", { check: problemsMatch(/must be a JSON object/) }),
+    graphCase("graph is an array", [VALID_GRAPH]),
+    graphCase("graph is a number", 12),
+    graphCase("graph is null", null),
+    graphCase("graph is true", true),
+    graphCase("nodes is an object", { nodes: { a: { id: "a", type: "Input" } } }, { check: problemsMatch(/graph\.nodes.*must be an array/) }),
+    graphCase("nodes is a string", { nodes: "a,b" }),
+    graphCase("nodes is missing", { edges: [] }, { check: problemsMatch(/is required/) }),
+    graphCase("nodes is empty", { nodes: [], edges: [] }, { check: problemsMatch(/at least one node/) }),
+    graphCase("nodes are a number, a string and null", { nodes: [1, "a", null] }, {
+        check: (res) => {
+            // One problem per bad node, plus the graph-level one: no usable node is left.
+            assert.equal(res.json.error.problems.length, 4);
+            problemsMatch(/nodes\[0\]/, /nodes\[1\]/, /nodes\[2\]/, /at least one node/)(res);
+        },
+    }),
+    graphCase("node id is a number", { nodes: [{ id: 1, type: "Input" }] }, { check: problemsMatch(/nodes\[0\]\.id.*must be a string/) }),
+    graphCase("node id is empty", { nodes: [{ id: "", type: "Input" }] }, { check: problemsMatch(/must not be empty/) }),
+    graphCase("node id is null", { nodes: [{ id: null, type: "Input" }] }),
+    graphCase("node id is missing", { nodes: [{ type: "Input" }] }),
+    graphCase("node id is an object", { nodes: [{ id: { toString: "x" }, type: "Input" }] }),
+    graphCase("node type is unknown", { nodes: [{ id: "a", type: "Banana" }] }, { check: problemsMatch(/unknown node type 'Banana'/) }),
+    graphCase("node type is missing", { nodes: [{ id: "a" }] }),
+    graphCase("node type is a number", { nodes: [{ id: "a", type: 1 }] }),
+    graphCase("componentId is a number", { nodes: [{ id: "a", type: "Component", componentId: 42 }] }, { check: problemsMatch(/componentId.*must be a string/) }),
+    graphCase("componentId is an unknown name", { nodes: [{ id: "a", type: "Component", componentId: "evil" }] }, { check: problemsMatch(/unknown component 'evil'/) }),
+    graphCase("componentId is a file: URL", { nodes: [{ id: "a", type: "Component", componentId: "file:///etc/passwd" }] }),
+    graphCase("componentId is http:// without a host", { nodes: [{ id: "a", type: "Component", componentId: "http:///etc/passwd" }] }),
+    graphCase("componentId is a javascript: URL", { nodes: [{ id: "a", type: "Component", componentId: "javascript:alert(1)" }] }),
+    graphCase("Component without componentId", { nodes: [{ id: "a", type: "Component" }] }, { check: problemsMatch(/no componentId/) }),
+    graphCase("data is an array", { nodes: [{ ...passthrough("a"), data: [1, 2] }] }, { check: problemsMatch(/data.*must be an object/) }),
+    graphCase("data is a string", { nodes: [{ ...passthrough("a"), data: "{{x}}" }] }),
+    graphCase("label is an object", { nodes: [{ ...passthrough("a"), label: { x: 1 } }] }),
+    graphCase("graph id and name of wrong types", { id: 5, name: { n: 1 }, nodes: [passthrough("a")] }, { check: problemsMatch(/graph\.id/, /graph\.name/) }),
+    graphCase("edges is an object", { nodes: [passthrough("a")], edges: { from: "a", to: "a" } }, { check: problemsMatch(/graph\.edges.*must be an array/) }),
+    graphCase("edges is a string", { nodes: [passthrough("a")], edges: "a->a" }),
+    graphCase("edges are a number and null", { nodes: [passthrough("a")], edges: [3, null] }),
+    graphCase("edge from is a number", { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: 0, to: "b" }] }, { check: problemsMatch(/edges\[0\]\.from.*must be a string/) }),
+    graphCase("edge to is a number", { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: 1 }] }),
+    graphCase("edge without from", { nodes: [passthrough("a"), passthrough("b")], edges: [{ to: "b" }] }),
+    graphCase("edge to an unknown node", { nodes: [passthrough("a")], edges: [{ from: "a", to: "ghost" }] }, { check: problemsMatch(/unknown node 'ghost'/) }),
+    graphCase("edge type is unknown", { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: "b", type: "TELEPORT" }] }, { check: problemsMatch(/unknown edge type 'TELEPORT'/) }),
+    graphCase("edge type is a number", { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: "b", type: 3 }] }),
+    graphCase("IF condition is an object", { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: "b", type: "IF", condition: { op: "==" } }] }, { check: problemsMatch(/condition/) }),
+    graphCase("IF edge without a condition", { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: "b", type: "IF" }] }, { check: problemsMatch(/needs a condition/) }),
+    graphCase("ON_BRANCH without a branch", { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: "b", type: "ON_BRANCH" }] }, { check: problemsMatch(/needs a branch/) }),
+    graphCase("ON_BRANCH branch is an object", { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: "b", type: "ON_BRANCH", branch: { b: 1 } }] }),
+    graphCase("FOREACH iterator is a number and items an array", { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: "b", type: "FOREACH", iterator: 1, items: ["x"] }] }, { check: problemsMatch(/iterator/, /items/) }),
+    graphCase("FOREACH target with another incoming edge", {
+        nodes: [passthrough("a"), passthrough("b"), passthrough("c")],
+        edges: [{ from: "a", to: "c", type: "FOREACH" }, { from: "b", to: "c" }],
+    }, { check: problemsMatch(/FOREACH edge and must have no other incoming edge/) }),
+
+    // --- Cycles ---------------------------------------------------------------------------
+    graphCase("self-loop", { nodes: [passthrough("a")], edges: [{ from: "a", to: "a", type: "PIPE" }] }, { check: (r) => assert.match(r.json.error.message, /cycle/) }),
+    graphCase("two-node cycle", { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: "b" }, { from: "b", to: "a", type: "ON_SUCCESS" }] }),
+    graphCase("cycle behind a valid start", {
+        nodes: [{ id: "in", type: "Input" }, passthrough("a"), passthrough("b")],
+        edges: [{ from: "in", to: "a" }, { from: "a", to: "b" }, { from: "b", to: "a" }],
+    }, { check: (r) => assert.match(r.json.error.message, /cycle through these nodes: a, b/) }),
+    graphCase("2,000-node ring", (() => {
+        const n = 2000;
+        const nodes = Array.from({ length: n }, (_, i) => passthrough(`r${i}`));
+        const edges = nodes.map((_, i) => ({ from: `r${i}`, to: `r${(i + 1) % n}` }));
+        return { nodes, edges };
+    })(), {
+        check: (r) => {
+            assert.ok(r.text.length < 4096, `cycle report is short (${r.text.length} bytes)`);
+            const listed = r.json.error.problems[0].message.split(": ")[1].split(", ");
+            assert.ok(listed.length <= 20, `at most 20 nodes named, got ${listed.length}`);
+        },
+    }),
+
+    // --- Sizes ----------------------------------------------------------------------------
+    graphCase("10,000 duplicate node ids", { nodes: Array.from({ length: 10_000 }, () => ({ id: "dup", type: "Input" })) }, {
+        check: (r) => {
+            assert.ok(r.text.length < 2048, `the answer is small (${r.text.length} bytes)`);
+            const dups = r.json.error.problems.filter((p) => /duplicate/.test(p.message));
+            assert.equal(dups.length, 1, "the duplicate is listed once");
+            assert.match(dups[0].message, /used 10000 times/);
+        },
+    }),
+    graphCase("5,000 distinct problems are capped", { nodes: Array.from({ length: 5000 }, (_, i) => ({ id: i, type: "Input" })) }, {
+        check: (r) => {
+            assert.ok(r.text.length < SMALL_RESPONSE, `the answer is small (${r.text.length} bytes)`);
+            assert.ok(r.json.error.problems.length <= 101, `${r.json.error.problems.length} problems listed`);
+            assert.match(JSON.stringify(r.json.error.problems), /and 490\d more problems/);
+        },
+    }),
+    graphCase("20,001 nodes (MAX_NODES is 20,000)", { nodes: Array.from({ length: 20_001 }, (_, i) => ({ id: `n${i}`, type: "Input" })) }, {
+        check: (r) => {
+            problemsMatch(/20001 nodes; the limit is 20000/)(r);
+            assert.ok(r.text.length < 2048);
+        },
+    }),
+    graphCase("40,001 edges (MAX_EDGES is 40,000)", { nodes: [passthrough("a")], edges: Array.from({ length: 40_001 }, () => ({ from: "a", to: "a" })) }, {
+        check: problemsMatch(/40001 edges; the limit is 40000/),
+    }),
+    exec("body of exactly MAX_BODY_BYTES is read (400 invalid_graph, not 413)", () => paddedBody(MAX_BODY), 400, "invalid_graph"),
+    exec("body one byte over MAX_BODY_BYTES", () => paddedBody(MAX_BODY + 1), 413, "payload_too_large"),
+    exec("2 MiB body with an honest Content-Length", () => paddedBody(2 * MAX_BODY), 413, "payload_too_large"),
+    {
+        name: "2 MiB chunked body without Content-Length",
+        upload: { prefix: '{"graph": {"nodes": []}, "pad": "', pieceBytes: 64 * 1024, pieces: 32, suffix: '"}' },
+        status: 413,
+        code: "payload_too_large",
+    },
+    {
+        name: "64 MiB chunked body: answered once the limit is passed, not after reading it all",
+        upload: { prefix: '{"pad": "', pieceBytes: 1 << 20, pieces: 64, suffix: '"}' },
+        status: 413,
+        code: "payload_too_large",
+        // Socket buffers hold a few MiB; a Worker that stops at MAX_BODY_BYTES answers long
+        // before the client has pushed 32 of the 64 MiB.
+        check: (r) => assert.ok(r.sent < 32, `the client had sent ${r.sent} MiB before the 413: the whole body was buffered before the limit was checked`),
+    },
+    exec("small chunked body with broken JSON", () => new Blob(['{"graph": ']).stream(), 400, "invalid_request", { chunked: true }),
+    exec("big body without an API key is refused before it is read", () => paddedBody(2 * MAX_BODY), 401, "unauthorized", { auth: null }),
+    {
+        name: "lying Content-Length: 5 MB declared, 2 bytes sent",
+        raw: () => rawHttp("POST", "/execute", [AUTH, "Content-Length: 5000000"], "{}"),
+        status: 413,
+        code: "payload_too_large",
+    },
+    {
+        name: "lying Content-Length: 5 GB declared (over 32 bits), 2 bytes sent",
+        raw: () => rawHttp("POST", "/execute", [AUTH, "Content-Length: 5000000000"], "{}"),
+        halfClose: true,
+        status: 413,
+        code: "payload_too_large",
+    },
+    {
+        name: "lying Content-Length: shorter than the body cuts the JSON",
+        raw: () => rawHttp("POST", "/execute", [AUTH, "Content-Length: 10"], body(VALID_GRAPH)),
+        status: 400,
+        code: "invalid_request",
+    },
+    {
+        name: "lying Content-Length: longer than the body, then the client stops",
+        raw: () => rawHttp("POST", "/execute", [AUTH, "Content-Length: 100"], '{"graph": 1}'),
+        halfClose: true,
+        status: 400,
+        code: "invalid_request",
+    },
+    {
+        name: "Transfer-Encoding chunked and Content-Length together (chunked wins)",
+        raw: () => rawHttp("POST", "/execute", [AUTH, "Content-Length: 3", "Transfer-Encoding: chunked"], 'c\r\n{"graph": 1}\r\n0\r\n\r\n'),
+        status: 400,
+        code: "invalid_graph",
+    },
+    {
+        name: "malformed chunk size",
+        raw: () => rawHttp("POST", "/execute", [AUTH, "Transfer-Encoding: chunked"], 'zz\r\n{"graph": 1}\r\n0\r\n\r\n'),
+        status: 400,
+        code: "invalid_request",
+    },
+
+    // --- Template bombs in requests rejected for another reason: nothing is expanded
+    exec("template bomb in a graph with a cycle", () => body({
+        nodes: [{ id: "in", type: "Input" }, { ...passthrough("boom"), data: { t: "{{big}}".repeat(10_000) } }],
+        edges: [{ from: "in", to: "boom" }, { from: "boom", to: "boom" }],
+    }, { context: { big: "z".repeat(500_000) } }), 400, "invalid_graph", { check: (r) => assert.ok(r.text.length < 2048, `small answer (${r.text.length} bytes)`) }),
+    exec("template bomb without an API key", () => body({
+        nodes: [{ ...passthrough("boom"), data: { t: "{{big}}".repeat(10_000) } }],
+    }, { context: { big: "z".repeat(500_000) } }), 401, "unauthorized", { auth: null }),
+    exec("template bomb with context as an array", () => body({
+        nodes: [{ ...passthrough("boom"), data: { t: "{{0}}".repeat(10_000) } }],
+    }, { context: ["z".repeat(500_000)] }), 400, "invalid_request"),
+
+    // --- Deep nesting -------------------------------------------------------------------------
+    exec("10,000 nested arrays", deepArrays(10_000), 400, "invalid_request"),
+    exec("10,000 nested objects", deepObjects(10_000), 400, "invalid_request"),
+    exec("10,000 nested arrays in node data", () => `{"graph": {"nodes": [{"id": "a", "type": "Input", "data": {"x": ${deepArrays(10_000)}}}]}}`, 400, "invalid_request"),
+    exec("200 nested objects in context", () => body(VALID_GRAPH).replace(/}$/, `, "context": ${deepObjects(200)}}`), 400, "invalid_request"),
+
+    // --- API keys -----------------------------------------------------------------------------
+    exec("execute without an API key", body(VALID_GRAPH), 401, "unauthorized", { auth: null }),
+    exec("execute with an unknown key", body(VALID_GRAPH), 401, "unauthorized", { auth: "not-a-key" }),
+    exec("execute with an empty Bearer", body(VALID_GRAPH), 401, "unauthorized", { auth: null, headers: { authorization: "Bearer " } }),
+    exec("execute with 'Bearer' and no key", body(VALID_GRAPH), 401, "unauthorized", { auth: null, headers: { authorization: "Bearer" } }),
+    exec("execute with Basic auth of the key", body(VALID_GRAPH), 401, "unauthorized", { auth: null, headers: { authorization: `Basic ${Buffer.from(`${TEST_API_KEY}:`).toString("base64")}` } }),
+    exec("execute with the bare key as Authorization", body(VALID_GRAPH), 401, "unauthorized", { auth: null, headers: { authorization: TEST_API_KEY } }),
+    exec("execute with an empty X-Arcrun-API-Key", body(VALID_GRAPH), 401, "unauthorized", { auth: null, headers: { "x-arcrun-api-key": "" } }),
+    exec("execute with X-Arcrun-API-Key in the wrong case", body(VALID_GRAPH), 401, "unauthorized", { auth: null, headers: { "x-arcrun-api-key": TEST_API_KEY.toUpperCase() } }),
+    exec("execute presenting the key's hash as the key", body(VALID_GRAPH), 401, "unauthorized", { auth: TEST_API_KEY_HASH }),
+    exec("execute with an 8 KiB key", body(VALID_GRAPH), 401, "unauthorized", { auth: "k".repeat(8192) }),
+    exec("a wrong Bearer is not rescued by a right X-Arcrun-API-Key", body(VALID_GRAPH), 401, "unauthorized", { auth: "wrong", headers: { "x-arcrun-api-key": TEST_API_KEY } }),
+    exec("broken JSON without a key is 401, not 400", "{{{", 401, "unauthorized", { auth: null }),
+    { name: "read a run without an API key", path: (c) => `/runs/${c.A.id}`, auth: null, status: 401, code: "unauthorized" },
+    { name: "read a run with an unknown key", path: (c) => `/runs/${c.A.id}`, auth: "nope", status: 401, code: "unauthorized" },
+    { name: "read another key's run (B, started by the other key)", path: (c) => `/runs/${c.B.id}`, status: 404, code: "not_found" },
+    { name: "the other key reads run A", path: (c) => `/runs/${c.A.id}`, auth: OTHER_KEY, status: 404, code: "not_found" },
+    { name: "the other key reads run A via X-Arcrun-API-Key", path: (c) => `/runs/${c.A.id}`, auth: null, headers: { "x-arcrun-api-key": OTHER_KEY }, status: 404, code: "not_found" },
+    { name: "the other key reads finished run C", path: (c) => `/runs/${c.C.id}`, auth: OTHER_KEY, status: 404, code: "not_found" },
+    { name: "read a run that does not exist", path: `/runs/${"0".repeat(32)}`, status: 404, code: "not_found" },
+    { name: "run id of 65 characters", path: `/runs/${"a".repeat(65)}`, status: 404, code: "not_found" },
+    { name: "run id with a dot", path: "/runs/a.b", status: 404, code: "not_found" },
+    { name: "run id that is an emoji", path: "/runs/%F0%9F%98%80", status: 404, code: "not_found" },
+    { name: "run id with encoded traversal", path: "/runs/..%2F..%2Fetc%2Fpasswd", status: 404, code: "not_found" },
+    { name: "run id with an encoded NUL", path: "/runs/abc%00def", status: 404, code: "not_found" },
+
+    // --- Callback tokens ------------------------------------------------------------------------
+    callback("callback without a token", (c) => cbPath(c.A.id, c.A.w1.waitId), (c) => json({ task_id: A1(c).taskId, success: true }), 401, "unauthorized"),
+    callback("callback with an empty token", (c) => cbPath(c.A.id, c.A.w1.waitId, ""), (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
+    callback("callback with token 'x'", (c) => cbPath(c.A.id, c.A.w1.waitId, "x"), (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
+    callback("tampered signature", (c) => {
+        const t = c.A.w1.token;
+        return cbPath(c.A.id, c.A.w1.waitId, t.slice(0, -2) + (t.endsWith("AA") ? "BB" : "AA"));
+    }, (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
+    callback("stretched expiry with the original signature", (c) => {
+        const [exp, mac] = c.A.w1.token.split(".");
+        return cbPath(c.A.id, c.A.w1.waitId, `${BigInt(exp) + 86_400_000n}.${mac}`);
+    }, (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
+    callback("token longer than 128 characters", (c) => cbPath(c.A.id, c.A.w1.waitId, c.A.w1.token + "A".repeat(100)), (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
+    callback("token with base64 padding", (c) => cbPath(c.A.id, c.A.w1.waitId, c.A.w1.token + "="), (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
+    callback("token with standard-base64 characters", (c) => {
+        const [exp, mac] = c.A.w1.token.split(".");
+        return cbPath(c.A.id, c.A.w1.waitId, `${exp}.+/${mac.slice(2)}`);
+    }, (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
+    callback("token with a negative expiry", (c) => cbPath(c.A.id, c.A.w1.waitId, `-1.${c.A.w1.token.split(".")[1]}`), (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
+    callback("token with an expiry beyond u64", (c) => cbPath(c.A.id, c.A.w1.waitId, `99999999999999999999.${c.A.w1.token.split(".")[1]}`), (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
+    callback("well-formed token signed with the wrong secret", (c) => cbPath(c.A.id, c.A.w1.waitId, mintToken("wrong-secret", c.A.id, c.A.w1.waitId, c.A.w1.exp)), (c) => json({ task_id: A1(c).taskId, success: true }), 401, "unauthorized"),
+    callback("token of another wait of the same run", (c) => cbPath(c.A.id, c.A.w2.waitId, c.A.w1.token), (c) => json({ task_id: c.A.w2.taskId, success: true }), 401, "unauthorized"),
+    callback("token of run A on run B's path (cross-run)", (c) => cbPath(c.B.id, c.B.w1.waitId, c.A.w1.token), (c) => json({ task_id: c.B.w1.taskId, success: true }), 401, "unauthorized", {
+        check: (_r, c) => assert.ok(c.sameWaitId, "A and B have the same wait id, so only the run differs"),
+    }),
+    callback("token of run B (other key) on run A's path", (c) => cbPath(c.A.id, c.A.w1.waitId, c.B.w1.token), (c) => json({ task_id: A1(c).taskId, success: true }), 401, "unauthorized"),
+    callback("callback to the other key's run without a token", (c) => cbPath(c.B.id, c.B.w1.waitId), (c) => json({ task_id: c.B.w1.taskId, success: true }), 401, "unauthorized"),
+    callback("callback to the other key's run with the test key but a forged token", (c) => cbPath(c.B.id, c.B.w1.waitId, mintToken("guess", c.B.id, c.B.w1.waitId, c.B.w1.exp)), (c) => json({ task_id: c.B.w1.taskId, success: true }), 401, "unauthorized"),
+    callback("two token parameters, the bad one first", (c) => `${cbPath(c.A.id, c.A.w1.waitId, "1.AAAA")}&token=${encodeURIComponent(c.A.w1.token)}`, (c) => json({ task_id: A1(c).taskId, success: true }), 401, "unauthorized"),
+    callback("token sent in Authorization instead of the URL", (c) => cbPath(c.A.id, c.A.w1.waitId), (c) => json({ task_id: A1(c).taskId, success: true }), 401, "unauthorized", { auth: null, headers: (c) => ({ authorization: `Bearer ${c.A.w1.token}` }) }),
+    callback("valid token, body is an array", validA1, "[]", 400, "invalid_callback"),
+    callback("valid token, body is null", validA1, "null", 400, "invalid_callback"),
+    callback("valid token, body is a string", validA1, (c) => json(A1(c).taskId), 400, "invalid_callback"),
+    callback("valid token, empty body", validA1, "", 400, "invalid_json"),
+    callback("valid token, broken JSON", validA1, (c) => `{"task_id": "${A1(c).taskId}", "success": tru`, 400, "invalid_request"),
+    callback("valid token, 10,000 nested arrays in data", validA1, (c) => `{"task_id": "${A1(c).taskId}", "data": ${deepArrays(10_000)}}`, 400, "invalid_request"),
+    callback("valid token, 2 MiB body", validA1, (c) => json({ task_id: A1(c).taskId, data: { pad: "x".repeat(2 * MAX_BODY) } }), 413, "payload_too_large"),
+    callback("valid token, task_id of no task", validA1, json({ task_id: "someone-else", success: true }), 409, "task_mismatch"),
+    callback("valid token, task_id is a number", validA1, json({ task_id: 12345, success: true }), 409, "task_mismatch"),
+    callback("valid token, task_id of the run's other wait", validA1, (c) => json({ task_id: c.A.w2.taskId, success: true }), 409, "task_mismatch"),
+    callback("the other key's run, its own valid token, wrong task_id", (c) => cbPath(c.B.id, c.B.w1.waitId, c.B.w1.token), (c) => json({ task_id: A1(c).taskId, success: true }), 409, "task_mismatch"),
+    callback("expired token (valid signature) with a correct body", (c) => cbPath(c.A.id, c.A.w1.waitId, c.expiredA1 ??= mintToken(CALLBACK_SECRET, c.A.id, c.A.w1.waitId, pastMs())), (c) => json({ task_id: A1(c).taskId, success: true, data: { late: true } }), 200, null, {
+        check: noopBody("expired"),
+    }),
+    callback("expired token, body not an object", (c) => cbPath(c.A.id, c.A.w1.waitId, mintToken(CALLBACK_SECRET, c.A.id, c.A.w1.waitId, pastMs())), "[1]", 400, "invalid_callback"),
+    callback("expired token signed with the wrong secret", (c) => cbPath(c.A.id, c.A.w1.waitId, mintToken("wrong-secret", c.A.id, c.A.w1.waitId, pastMs())), (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
+    callback("replayed callback (already applied)", (c) => cbPath(c.C.id, c.C.w1.waitId, c.C.w1.token), (c) => json({ task_id: c.C.w1.taskId, success: true, data: { v: 2 } }), 200, null, {
+        check: noopBody("already_resumed"),
+    }),
+    callback("replayed callback with another task_id", (c) => cbPath(c.C.id, c.C.w1.waitId, c.C.w1.token), json({ task_id: "other", success: false }), 200, null, {
+        check: noopBody("already_resumed"),
+    }),
+    callback("replayed callback, body not an object", (c) => cbPath(c.C.id, c.C.w1.waitId, c.C.w1.token), '"again"', 400, "invalid_callback"),
+    callback("validly signed token for a run that does not exist", (c) => cbPath("f".repeat(32), "w1", mintToken(CALLBACK_SECRET, "f".repeat(32), "w1", Date.now() + 3_600_000)), json({ task_id: "t", success: true }), 200, null, {
+        check: noopBody("unknown_run"),
+    }),
+    callback("validly signed token for a wait run A never had", (c) => cbPath(c.A.id, "w99", mintToken(CALLBACK_SECRET, c.A.id, "w99", Date.now() + 3_600_000)), json({ task_id: "t", success: true }), 200, null, {
+        check: noopBody("unknown_wait"),
+    }),
+    callback("run id with characters outside [A-Za-z0-9_-]", (c) => `/callbacks/${c.A.id}.x/${c.A.w1.waitId}?token=${encodeURIComponent(c.A.w1.token)}`, (c) => json({ task_id: A1(c).taskId }), 404, "not_found"),
+    callback("wait id of 65 characters", (c) => cbPath(c.A.id, "w".repeat(65), c.A.w1.token), (c) => json({ task_id: A1(c).taskId }), 404, "not_found"),
+    callback("percent-encoded junk as run and wait ids", "/callbacks/%00%ff/%2e%2e%2f?token=1.AAAA", "{}", 404, "not_found"),
+    callback("callback path with one id", "/callbacks/x", "{}", 404, "not_found"),
+    callback("callback path with three ids", (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/extra?token=${encodeURIComponent(c.A.w1.token)}`, (c) => json({ task_id: A1(c).taskId }), 404, "not_found"),
+
+    // --- The legacy bare resume route (disabled) --------------------------------------------------------
+    callback("bare /workflows/resume with a real task_id", "/workflows/resume", (c) => json({ task_id: A1(c).taskId, success: true }), 401, "unauthorized"),
+    callback("bare /workflows/resume with no body", "/workflows/resume", "", 401, "unauthorized"),
+
+    // --- Methods ----------------------------------------------------------------------------
+    ...["GET", "PUT", "DELETE", "PATCH", "OPTIONS"].map((method) => ({ name: `${method} /execute`, method, path: "/execute", status: 405, code: "method_not_allowed" })),
+    { name: "TRACE /execute", raw: () => rawHttp("TRACE", "/execute", [AUTH]), status: 405, code: "method_not_allowed" },
+    ...["POST", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} /runs/{id}`, method, path: (c) => `/runs/${c.A.id}`, status: 405, code: "method_not_allowed" })),
+    ...["GET", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} on a valid callback URL`, method, path: validA1, status: 405, code: "method_not_allowed" })),
+    ...["GET", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} /workflows/resume`, method, path: "/workflows/resume", status: 405, code: "method_not_allowed" })),
+    { name: "POST /", method: "POST", path: "/", body: "{}", status: 405, code: "method_not_allowed" },
+    { name: "PATCH /", method: "PATCH", path: "/", body: "{}", status: 405, code: "method_not_allowed" },
+    { name: "DELETE /", method: "DELETE", path: "/", status: 405, code: "method_not_allowed" },
+    { name: "DELETE /health", method: "DELETE", path: "/health", status: 405, code: "method_not_allowed" },
+    { name: "PUT /health", method: "PUT", path: "/health", body: "{}", status: 405, code: "method_not_allowed" },
+    { name: "PROPFIND /runs/{id} (a WebDAV method is not GET)", method: "PROPFIND", path: (c) => `/runs/${c.A.id}`, status: 405, code: "method_not_allowed" },
+
+    // --- Paths ----------------------------------------------------------------------------
+    { name: "GET /runs", path: "/runs", status: 404, code: "not_found" },
+    { name: "GET /runs/", path: "/runs/", status: 404, code: "not_found" },
+    { name: "GET /runs/a/b", path: "/runs/a/b", status: 404, code: "not_found" },
+    { name: "GET /callbacks/x", path: "/callbacks/x", status: 404, code: "not_found" },
+    { name: "GET /../etc/passwd (raw, not normalised by the client)", raw: () => rawHttp("GET", "/../etc/passwd"), status: 404, code: "not_found" },
+    { name: "GET /%2e%2e/%2e%2e/etc/passwd", path: "/%2e%2e/%2e%2e/etc/passwd", status: 404, code: "not_found" },
+    { name: "GET a 60,000-character path", path: "/" + "a".repeat(60_000), status: 404, code: "not_found" },
+    { name: "POST /execute%00", method: "POST", path: "/execute%00", body: body(VALID_GRAPH), status: 404, code: "not_found" },
+    { name: "POST /%65xecute (encoded 'e')", method: "POST", path: "/%65xecute", body: body(VALID_GRAPH), status: 404, code: "not_found" },
+    { name: "POST /EXECUTE", method: "POST", path: "/EXECUTE", body: body(VALID_GRAPH), status: 404, code: "not_found" },
+    { name: "POST /execute.json", method: "POST", path: "/execute.json", body: body(VALID_GRAPH), status: 404, code: "not_found" },
+    { name: "GET /workflows", path: "/workflows", status: 404, code: "not_found" },
+    { name: "POST /workflows/resume/extra", method: "POST", path: "/workflows/resume/extra", body: "{}", status: 404, code: "not_found" },
+    { name: "percent-encoded junk path (raw)", raw: () => rawHttp("GET", "/%ff%fe%00/%%41/%zz"), status: 404, code: "not_found" },
+    { name: "GET /favicon.ico", path: "/favicon.ico", status: 404, code: "not_found" },
+];
+
+// ---------------------------------------------------------------------------------------
+// Running one case
+
+const resolve = (v) => (typeof v === "function" ? v(ctx) : v);
+
+async function send(c) {
+    if (c.upload) return rawChunkedUpload(ctx.port, "/execute", c.upload);
+    if (c.raw) {
+        const r = await rawRequest(ctx.port, resolve(c.raw), { halfClose: c.halfClose });
+        return { status: r.status, text: r.text, headers: r.headers };
+    }
+    const headers = {};
+    const auth = c.auth === undefined ? TEST_API_KEY : c.auth;
+    if (auth) headers.authorization = `Bearer ${auth}`;
+    const payload = resolve(c.body);
+    if (payload !== undefined) headers["content-type"] = "application/json";
+    Object.assign(headers, resolve(c.headers) ?? {});
+    let sendBody = payload;
+    if (headers["content-type"] === "") {
+        // No content-type at all: fetch adds text/plain to a string body, but not to bytes.
+        delete headers["content-type"];
+        sendBody = Buffer.from(payload);
+    }
+    const method = c.method ?? (payload === undefined ? "GET" : "POST");
+    const res = await fetch(worker.url + resolve(c.path), {
+        method,
+        headers,
+        body: sendBody,
+        ...(c.chunked ? { duplex: "half" } : {}),
+    });
+    return { status: res.status, text: await res.text(), headers: res.headers };
+}
+
+test("the corpus is large enough", (t) => {
+    const fourXX = CASES.filter((c) => c.status >= 400 && c.status < 500).length;
+    t.diagnostic(`${CASES.length} cases: ${fourXX} expect a 4xx, ${CASES.length - fourXX} a 200 noop`);
+    assert.ok(fourXX >= 60, `${fourXX} 4xx cases`);
+    const names = new Set(CASES.map((c) => c.name));
+    assert.equal(names.size, CASES.length, "case names are unique");
+});
+
+for (const c of CASES) {
+    test(`hostile: ${c.name} → ${c.status}${c.code ? ` ${c.code}` : ""}`, async () => {
+        const kvBefore = await worker.kvSnapshot();
+        const res = await send(c);
+        const detail = `${c.name}: ${res.status} ${res.text.slice(0, 300)}`;
+        assert.ok(res.status < 500, `never a 5xx — ${detail}`);
+        assert.equal(res.status, c.status, detail);
+        try {
+            res.json = JSON.parse(res.text);
+        } catch {
+            assert.fail(`the answer is not JSON — ${detail}`);
+        }
+        if (res.status >= 400) {
+            assert.equal(res.json.success, false, detail);
+            assert.equal(typeof res.json.error, "object", detail);
+            assert.equal(typeof res.json.error.code, "string", detail);
+            assert.equal(typeof res.json.error.message, "string", detail);
+            assert.ok(res.json.error.message.length > 0, detail);
+            assert.equal(res.json.error.code, c.code, detail);
+            assert.match(res.headers.get("content-type") ?? "", /application\/json/, detail);
+        }
+        if (c.check) await c.check(res, ctx);
+        const kvAfter = await worker.kvSnapshot();
+        assert.deepEqual(kvAfter, kvBefore, `KV changed — ${c.name}`);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// After the corpus: the runs it aimed at are intact, and still work for their owner.
+
+test("after the corpus, KV is as it was and the paused runs still resume with their real tokens", async () => {
+    assert.deepEqual(await worker.kvSnapshot(), ctx.kvAtStart);
+    const a = await worker.fetchJson(`/runs/${ctx.A.id}`);
+    assert.equal(a.body.status, "paused");
+    assert.deepEqual(a.body.waits.map((w) => w.task_id).sort(), [ctx.A.w1.taskId, ctx.A.w2.taskId].sort());
+    const b = await worker.fetchJson(`/runs/${ctx.B.id}`, { apiKey: OTHER_KEY });
+    assert.equal(b.body.status, "paused");
+
+    const r1 = await fetch(ctx.A.w1.url, { method: "POST", body: json({ task_id: ctx.A.w1.taskId, success: true, data: { one: 1 } }) });
+    assert.equal(r1.status, 200);
+    assert.equal((await r1.json()).status, "paused", "one wait left");
+    const r2 = await fetch(ctx.A.w2.url, { method: "POST", body: json({ task_id: ctx.A.w2.taskId, success: true, data: { two: 2 } }) });
+    assert.equal(r2.status, 200);
+    assert.equal((await r2.json()).status, "completed");
+    // The callback route is token-gated, not key-gated: B's owner need not be the caller.
+    const r3 = await fetch(ctx.B.w1.url, { method: "POST", body: json({ task_id: ctx.B.w1.taskId, success: true }) });
+    assert.equal(r3.status, 200);
+    assert.equal((await r3.json()).status, "completed");
+});
+
+// ---------------------------------------------------------------------------------------
+// Requests that are fine on purpose, or 5xx by design: not in the corpus.
+
+test("valid JSON sent as text/plain (or with no content-type) is accepted and runs", async () => {
+    const before = await worker.kvSnapshot();
+    for (const contentType of ["text/plain", undefined]) {
+        const headers = { authorization: `Bearer ${TEST_API_KEY}` };
+        if (contentType) headers["content-type"] = contentType;
+        // A Buffer body, so that fetch adds no content-type of its own.
+        const res = await fetch(`${worker.url}/execute`, { method: "POST", headers, body: Buffer.from(body(VALID_GRAPH, { context: { x: 1 } })) });
+        assert.equal(res.status, 200);
+        const out = await res.json();
+        assert.equal(out.status, "completed");
+        assert.ok(before.size < (await worker.kvSnapshot()).size, "the run was stored");
+    }
+    assert.equal((await worker.kvSnapshot()).size, before.size + 2);
+});
+
+test("a template that expands past MAX_TEMPLATE_BYTES fails the run (200, small answer), not the request", async () => {
+    // 1,000 placeholders in one string, each expanding to 50 KB: 50 MB if unbounded.
+    const big = "x".repeat(50_000);
+    const graph = {
+        nodes: [
+            { id: "in", type: "Input" },
+            { id: "boom", type: "Component", componentId: "comp_passthrough", data: { text: "{{big}}".repeat(1000) } },
+        ],
+        edges: [{ from: "in", to: "boom", type: "PIPE" }],
+    };
+    const before = await worker.kvSnapshot();
+    const started = Date.now();
+    const r = await worker.fetchJson("/execute", { body: { graph, context: { big } } });
+    assert.ok(r.status < 500, `${r.status} ${r.text.slice(0, 300)}`);
+    assert.equal(r.status, 200);
+    assert.equal(r.body.status, "failed");
+    assert.equal(r.body.success, false);
+    assert.match(JSON.stringify(r.body.error), new RegExp(`more than ${TEMPLATE_LIMIT} bytes`));
+    assert.ok(r.text.length < 4 * big.length, `the failure answer is small (${r.text.length} bytes)`);
+    assert.ok(Date.now() - started < 5000, "and quick");
+    const after = await worker.kvSnapshot();
+    assert.equal(after.size, before.size + 1, "exactly one (failed) run record is stored");
+    const record = after.get(`run:${r.body.run_id}`);
+    assert.ok(record.length < 4 * big.length, `the stored record is not inflated (${record.length} bytes)`);
+});
+
+test("MAX_TEMPLATE_BYTES also bounds many whole-value placeholders in one node's data", async () => {
+    // Each "{{big}}" that is a whole string takes the value itself (no text is rendered),
+    // so 400 of them copy a 100 KB string 400 times: 40 MB from a 100 KB request. With a
+    // 64 KiB template limit this must fail the run like the case above, not be accepted
+    // (nor blow up the Worker). Run on a Worker of its own so a crash cannot spill over.
+    const w = await startWorker({ bindings: { MAX_TEMPLATE_BYTES: String(TEMPLATE_LIMIT) } });
+    try {
+        const big = "y".repeat(100_000);
+        const data = Object.fromEntries(Array.from({ length: 400 }, (_, i) => [`k${i}`, "{{big}}"]));
+        const graph = {
+            nodes: [
+                { id: "in", type: "Input" },
+                { id: "boom", type: "Component", componentId: "comp_passthrough", data },
+            ],
+            edges: [{ from: "in", to: "boom", type: "PIPE" }],
+        };
+        const r = await w.fetchJson("/execute", { body: { graph, context: { big } } });
+        assert.ok(r.status < 500, `never a 5xx: ${r.status} ${r.text.slice(0, 300)}`);
+        assert.equal(r.status, 200, r.text.slice(0, 300));
+        assert.ok(r.text.length < 10 * big.length, `the answer is not amplified (${r.text.length} bytes)`);
+        assert.equal(r.body.status, "failed", "the expansion exceeds MAX_TEMPLATE_BYTES");
+        assert.match(
+            JSON.stringify(r.body.error),
+            /more than \d+ bytes/,
+            "the run must fail on the template limit, before 400 copies of the value are made " +
+                `(got ${JSON.stringify(r.body.error)})`,
+        );
+    } finally {
+        await w.stop();
+    }
+});
+
+test("no API keys configured: 503 misconfigured (fail closed), KV untouched", async () => {
+    const w = await startWorker({ bindings: { API_KEY_HASHES: "" } });
+    try {
+        const before = await w.kvSnapshot();
+        for (const [p, init] of [
+            ["/execute", { method: "POST", body: body(VALID_GRAPH) }],
+            [`/runs/${"0".repeat(32)}`, {}],
+        ]) {
+            for (const headers of [{ authorization: `Bearer ${TEST_API_KEY}` }, {}]) {
+                const res = await fetch(w.url + p, { ...init, headers });
+                assert.equal(res.status, 503, p);
+                const out = await res.json();
+                assert.equal(out.success, false);
+                assert.equal(out.error.code, "misconfigured");
+                assert.match(out.error.message, /API_KEY_HASHES/);
+            }
+        }
+        assert.deepEqual(await w.kvSnapshot(), before);
+        assert.equal(before.size, 0);
+    } finally {
+        await w.stop();
+    }
+});
