@@ -33,8 +33,9 @@ fn async_chain() -> Value {
     })
 }
 
+/// Stores the run exactly as the Worker does (contexts compacted) and loads it back.
 fn reload(run: &Run) -> Run {
-    let text = serde_json::to_string(&run.record).unwrap();
+    let text = run.clone().to_stored_json(usize::MAX, 0);
     let record: RunRecord = serde_json::from_str(&text).unwrap();
     Run::load(record, &Directory::default()).unwrap()
 }
@@ -268,4 +269,60 @@ fn oversized_records_drop_old_trace_first_then_fail_visibly() {
     assert_eq!(error.code, "record_too_large");
     let reread: RunRecord = serde_json::from_str(&text).unwrap();
     assert_eq!(reread.status, run.record.status);
+}
+
+#[test]
+fn a_paused_run_is_stored_at_about_its_context_plus_outputs() {
+    let net = Network::new(|call| {
+        if call.url.ends_with("/async") {
+            return arcrun::core::executor::CallOutcome::Answered(
+                json!({"pending": true, "task_id": "t"}),
+            );
+        }
+        // Each step adds a sizable field of its own.
+        arcrun::core::executor::CallOutcome::Answered(
+            json!({format!("from_{}", call.node_id): "o".repeat(2000)}),
+        )
+    });
+    let clock = Clock::new();
+    let mut nodes = vec![json!({"id": "in", "type": "Input"})];
+    let mut edges = Vec::new();
+    for i in 0..10 {
+        nodes.push(
+            json!({"id": format!("s{i}"), "type": "Component", "componentId": "http://c/step"}),
+        );
+        edges.push(json!({"from": if i == 0 { "in".to_string() } else { format!("s{}", i - 1) }, "to": format!("s{i}")}));
+    }
+    nodes.push(json!({"id": "wait", "type": "Component", "componentId": "http://c/async"}));
+    edges.push(json!({"from": "s9", "to": "wait"}));
+    let run = run_graph(
+        json!({"nodes": nodes, "edges": edges}),
+        json!({"doc": "d".repeat(5000)}),
+        &net,
+        &clock,
+    );
+    assert!(matches!(run.status(), RunStatus::Paused { .. }));
+    let stored = run.clone().to_stored_json(usize::MAX, 0).len();
+    let plain = serde_json::to_string(&run.record).unwrap().len();
+    let payload = serde_json::to_string(&run.record.context).unwrap().len()
+        + run
+            .record
+            .nodes
+            .iter()
+            .map(|n| match n {
+                arcrun::core::record::NodeState::Done { output } => {
+                    serde_json::to_string(output).unwrap().len()
+                }
+                _ => 0,
+            })
+            .sum::<usize>();
+    let ratio = stored as f64 / payload as f64;
+    assert!(
+        ratio <= 1.2,
+        "stored {stored} B for {payload} B of context and outputs ({ratio:.2}×)"
+    );
+    assert!(
+        stored * 10 < plain * 7,
+        "compaction saves the paused node's copy of the context ({stored} vs {plain})"
+    );
 }

@@ -168,9 +168,7 @@ impl RunGate {
             timeout_ms: config.component_timeout_ms,
         };
         drive(&mut run, &components, &now_ms, &config.settings).await;
-        let saved = store
-            .save(&mut run.record, config, now_ms(), segment_start)
-            .await;
+        let saved = store.save(&mut run, config, now_ms(), segment_start).await;
         *self.running.borrow_mut() = None;
         saved?;
         let body = run_outcome(&run.record, resumed, &config.redactor);

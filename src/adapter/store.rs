@@ -12,6 +12,7 @@ use worker::Env;
 
 use super::config::{Config, RUNS_KV};
 use super::http::ApiError;
+use crate::core::executor::Run;
 use crate::core::record::{RunRecord, RunStatus};
 
 const MIN_TTL_SECS: u64 = 60;
@@ -97,13 +98,15 @@ impl RunStore {
     /// at or after `segment_start` are new and get their task index entry.
     pub async fn save(
         &self,
-        record: &mut RunRecord,
+        run: &mut Run,
         config: &Config,
         now: u64,
         segment_start: u64,
     ) -> Result<(), ApiError> {
-        let text = record.to_json_within(config.max_record_bytes, now);
+        let text = run.to_stored_json(config.max_record_bytes, now);
+        let record = &run.record;
         let ttl = record_ttl(record, config, now);
+        self.count(|o| o.writes += 1);
         self.kv
             .put(&run_key(&record.run_id), text)?
             .expiration_ttl(ttl)

@@ -27,7 +27,7 @@ use super::template::{json_map_size, json_size, render_map, Scope};
 /// of the context that flows downstream (read them by node id, e.g.
 /// `{{fetch.error}}`), or one failure would make every later node that echoes
 /// its input look failed too.
-const RESULT_STATUS_KEYS: [&str; 3] = ["success", "error", "pending"];
+pub(crate) const RESULT_STATUS_KEYS: [&str; 3] = ["success", "error", "pending"];
 
 /// Knobs the executor needs; the adapter fills them from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -151,6 +151,8 @@ impl Run {
             trace: Vec::new(),
             trace_dropped: 0,
             next_wait: 1,
+            contexts_compacted: false,
+            ctx_unset: BTreeMap::new(),
             created_at: now,
             updated_at: now,
         };
@@ -190,6 +192,8 @@ impl Run {
         if plan.graph.nodes.len() != record.nodes.len() {
             return Err(EngineError::CorruptRecord("node count mismatch".into()));
         }
+        let mut record = record;
+        super::compact::expand(&mut record, &plan);
         let output_bytes = record
             .nodes
             .iter()
@@ -213,6 +217,16 @@ impl Run {
 
     pub fn status(&self) -> &RunStatus {
         &self.record.status
+    }
+
+    /// The record as stored: contexts compacted to deltas (see `compact`),
+    /// within `max_bytes` (see `RunRecord::to_json_within`). The run in
+    /// memory is left as it was.
+    pub fn to_stored_json(&mut self, max_bytes: usize, now: u64) -> String {
+        super::compact::compact(&mut self.record, &self.plan);
+        let text = self.record.to_json_within(max_bytes, now);
+        super::compact::expand(&mut self.record, &self.plan);
+        text
     }
 
     /// Runs all in-process work that is ready and returns the component calls

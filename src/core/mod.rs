@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod builtins;
 pub mod callback;
+pub mod compact;
 pub mod condition;
 pub mod driver;
 pub mod error;

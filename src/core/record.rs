@@ -36,6 +36,12 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub trace_dropped: usize,
     pub next_wait: u64,
+    /// Whether stored contexts are deltas (see `compact.rs`), and the keys
+    /// each delta removes, by location (`"{node}"` or `"{node}.{arrival}"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub contexts_compacted: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ctx_unset: BTreeMap<String, Vec<String>>,
     pub created_at: u64,
     pub updated_at: u64,
 }
