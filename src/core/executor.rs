@@ -156,16 +156,7 @@ impl Run {
             created_at: now,
             updated_at: now,
         };
-        let mut run = Self {
-            plan,
-            record,
-            ready: VecDeque::new(),
-            calls: Vec::new(),
-            batch_bytes: 0,
-            in_flight: HashMap::new(),
-            output_bytes: 0,
-            max_run_bytes: Settings::default().max_run_bytes,
-        };
+        let mut run = Self::assemble(plan, record, 0);
         // Start nodes get a single synthetic arrival carrying the trigger context.
         let shared = Rc::new(context);
         for s in starts {
@@ -203,7 +194,11 @@ impl Run {
                 _ => 0,
             })
             .sum();
-        Ok(Self {
+        Ok(Self::assemble(plan, record, output_bytes))
+    }
+
+    fn assemble(plan: Plan, record: RunRecord, output_bytes: usize) -> Self {
+        Self {
             plan,
             record,
             ready: VecDeque::new(),
@@ -212,7 +207,7 @@ impl Run {
             in_flight: HashMap::new(),
             output_bytes,
             max_run_bytes: Settings::default().max_run_bytes,
-        })
+        }
     }
 
     pub fn status(&self) -> &RunStatus {

@@ -96,39 +96,41 @@ pub fn parse_graph(value: &Value, problems: &mut Vec<Problem>) -> Option<Graph> 
     };
     let id = optional_string(obj, "id", "graph.id", problems);
     let name = optional_string(obj, "name", "graph.name", problems);
-    let nodes = match obj.get("nodes") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| parse_node(v, &format!("nodes[{i}]"), problems))
-            .collect(),
-        Some(_) => {
-            problems.push(Problem::new("graph.nodes", "must be an array"));
-            Vec::new()
-        }
-        None => {
-            problems.push(Problem::new("graph.nodes", "is required"));
-            Vec::new()
-        }
-    };
-    let edges = match obj.get("edges") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| parse_edge(v, &format!("edges[{i}]"), problems))
-            .collect(),
-        Some(Value::Null) | None => Vec::new(),
-        Some(_) => {
-            problems.push(Problem::new("graph.edges", "must be an array"));
-            Vec::new()
-        }
-    };
+    let nodes = parse_list(obj, "nodes", true, problems, parse_node);
+    // Existing workflows omit `edges` on single-node graphs.
+    let edges = parse_list(obj, "edges", false, problems, parse_edge);
     Some(Graph {
         id,
         name,
         nodes,
         edges,
     })
+}
+
+/// Parses the array under `key`, item by item, reporting each bad item at `key[i]`.
+fn parse_list<T>(
+    obj: &Map<String, Value>,
+    key: &str,
+    required: bool,
+    problems: &mut Vec<Problem>,
+    parse: fn(&Value, &str, &mut Vec<Problem>) -> Option<T>,
+) -> Vec<T> {
+    match obj.get(key) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| parse(v, &format!("{key}[{i}]"), problems))
+            .collect(),
+        None | Some(Value::Null) if !required => Vec::new(),
+        None => {
+            problems.push(Problem::new(format!("graph.{key}"), "is required"));
+            Vec::new()
+        }
+        Some(_) => {
+            problems.push(Problem::new(format!("graph.{key}"), "must be an array"));
+            Vec::new()
+        }
+    }
 }
 
 fn parse_node(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<Node> {
