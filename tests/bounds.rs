@@ -122,3 +122,32 @@ fn large_calls_are_issued_in_bounded_batches() {
         .count();
     assert_eq!(succeeded, 100);
 }
+
+#[test]
+fn consecutive_foreach_stages_do_not_multiply_in_size() {
+    // list → each0 → pass0 → each1 → pass1 → …: every stage iterates the same
+    // `items` again, and must not carry the previous stage's results into each item.
+    let size_after = |stages: usize| {
+        let net = Network::echo_with_async();
+        let clock = Clock::new();
+        let mut nodes = vec![json!({"id": "list", "type": "Input"})];
+        let mut edges = Vec::new();
+        let mut prev = "list".to_string();
+        for s in 0..stages {
+            let (each, pass) = (format!("each{s}"), format!("pass{s}"));
+            nodes.push(json!({"id": each, "type": "Component", "componentId": "comp_passthrough"}));
+            nodes.push(json!({"id": pass, "type": "Component", "componentId": "comp_passthrough"}));
+            edges.push(json!({"from": prev, "to": each, "type": "FOREACH", "items": "items"}));
+            edges.push(json!({"from": each, "to": pass, "type": "PIPE"}));
+            prev = pass;
+        }
+        let run = run_graph(json!({"nodes": nodes, "edges": edges}), json!({"items": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}), &net, &clock);
+        assert!(matches!(run.status(), RunStatus::Completed { .. }), "{:?}", run.status());
+        match run.status() {
+            RunStatus::Completed { output, .. } => serde_json::to_string(output).unwrap().len(),
+            _ => unreachable!(),
+        }
+    };
+    let (two, eight) = (size_after(2), size_after(8));
+    assert!(eight < two * 8, "8 stages answer {eight} bytes against {two} for 2");
+}

@@ -52,7 +52,7 @@ fn baseline<'a>(record: &'a RunRecord, plan: &Plan) -> Baseline<'a> {
 
 /// Replaces every stored context by its delta from the baseline.
 pub fn compact(record: &mut RunRecord, plan: &Plan) {
-    if record.contexts_compacted {
+    if record.contexts_compacted || !holds_contexts(record) {
         return;
     }
     // The baseline borrows the record; deltas are computed first, applied after.
@@ -151,6 +151,18 @@ fn replace_ctx(
         }
         _ => {}
     }
+}
+
+/// Whether any node keeps a context; finished and never-paused runs do not,
+/// and skip building the baseline altogether.
+fn holds_contexts(record: &RunRecord) -> bool {
+    record.nodes.iter().any(|n| match n {
+        NodeState::Paused { .. } | NodeState::Mapping { .. } => true,
+        NodeState::Waiting { arrivals } => arrivals
+            .iter()
+            .any(|a| matches!(a, Arrival::Delivered { .. })),
+        _ => false,
+    })
 }
 
 fn location(n: usize, slot: Option<usize>) -> String {

@@ -622,12 +622,19 @@ impl Run {
         let results: Vec<Value> = slots.into_iter().map(Option::unwrap_or_default).collect();
         let failed = results.iter().filter(|r| is_failure(r)).count();
         let count = results.len();
-        let mut output = json!({ "results": results, "count": count, "failed": failed });
+        // Built as a map so the results move in rather than being copied by `json!`.
+        let mut output = Map::new();
+        output.insert("results".into(), Value::Array(results));
+        output.insert("count".into(), json!(count));
+        output.insert("failed".into(), json!(failed));
         if failed > 0 {
-            output["success"] = json!(false);
-            output["error"] = json!(format!("{failed} of {count} items failed"));
+            output.insert("success".into(), json!(false));
+            output.insert(
+                "error".into(),
+                json!(format!("{failed} of {count} items failed")),
+            );
         }
-        self.complete_node(n, ctx, output, failed > 0, None, false, now);
+        self.complete_node(n, ctx, Value::Object(output), failed > 0, None, false, now);
     }
 
     /// Records a node's output and resolves each of its outgoing edges.
@@ -685,6 +692,10 @@ impl Run {
                 },
                 now,
             );
+            self.record.nodes[n] = NodeState::Done { output };
+            return;
+        }
+        if edges.is_empty() {
             self.record.nodes[n] = NodeState::Done { output };
             return;
         }
@@ -747,6 +758,10 @@ impl Run {
         if let Some(path) = path {
             remove_path(&mut base, &path);
         }
+        // An upstream FOREACH's results stay out of each item's context (they
+        // remain readable by node id): carried into every item, stages of
+        // FOREACH would each multiply the size of the last.
+        base.remove("results");
         Arrival::Items {
             ctx: Rc::clone(out_ctx),
             base,
@@ -829,45 +844,52 @@ impl Run {
 
     fn settle(&mut self, now: u64) {
         self.record.updated_at = now;
-        if self.record.status.is_finished() {
-            return;
-        }
-        self.record.status = if self.record.waits.is_empty() {
-            RunStatus::Completed {
-                output: self.final_output(),
-                finished_at: now,
+        if !self.record.status.is_finished() {
+            if !self.record.waits.is_empty() {
+                self.record.status = RunStatus::Paused { since: now };
+                return;
             }
-        } else {
-            RunStatus::Paused { since: now }
-        };
+            self.record.status = RunStatus::Completed {
+                output: self.take_final_output(),
+                finished_at: now,
+            };
+        }
+        // A finished run never resumes: its node states are released, so
+        // the stored record holds the result once, plus the trace.
+        for state in &mut self.record.nodes {
+            *state = NodeState::Idle;
+        }
+        self.output_bytes = 0;
     }
 
-    /// The run's result: the completed Output node's output, or a map by id
-    /// when several completed. When no Output node completed (there are none,
-    /// or a branch skipped them), the same rule over the completed sink nodes.
-    fn final_output(&self) -> Value {
+    /// The run's result, moved out of the node states: the completed Output
+    /// node's output, or a map by id when several completed. When no Output
+    /// node completed (there are none, or a branch skipped them), the same
+    /// rule over the completed sink nodes.
+    fn take_final_output(&mut self) -> Value {
         let nodes = &self.plan.graph.nodes;
-        let done = |i: usize| match &self.record.nodes[i] {
-            NodeState::Done { output } => Some((i, output)),
-            _ => None,
-        };
-        let mut chosen: Vec<(usize, &Value)> = (0..nodes.len())
+        let done = |i: &usize| matches!(self.record.nodes[*i], NodeState::Done { .. });
+        let mut chosen: Vec<usize> = (0..nodes.len())
             .filter(|&i| nodes[i].kind == NodeKind::Output)
-            .filter_map(done)
+            .filter(done)
             .collect();
         if chosen.is_empty() {
             chosen = (0..nodes.len())
                 .filter(|&i| self.plan.outgoing[i].is_empty())
-                .filter_map(done)
+                .filter(done)
                 .collect();
         }
-        match chosen.len() {
-            0 => Value::Null,
-            1 => chosen.remove(0).1.clone(),
-            _ => Value::Object(
-                chosen
-                    .into_iter()
-                    .map(|(i, v)| (nodes[i].id.clone(), v.clone()))
+        let mut take =
+            |i: usize| match std::mem::replace(&mut self.record.nodes[i], NodeState::Idle) {
+                NodeState::Done { output } => output,
+                _ => Value::Null,
+            };
+        match chosen.as_slice() {
+            [] => Value::Null,
+            [only] => take(*only),
+            many => Value::Object(
+                many.iter()
+                    .map(|&i| (self.plan.graph.nodes[i].id.clone(), take(i)))
                     .collect(),
             ),
         }

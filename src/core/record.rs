@@ -106,7 +106,8 @@ pub struct ResumedWait {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeState {
-    /// Nothing has reached the node yet.
+    /// Nothing has reached the node yet — or the run has finished and its
+    /// node states were released.
     Idle,
     /// Some incoming edges have resolved; one slot per incoming edge.
     Waiting {
