@@ -1,4 +1,177 @@
 #!/usr/bin/env bash
-# Placeholder: the benchmark is not written yet.
-echo "[bench] no benchmark yet (placeholder); nothing to run"
-exit 0
+# Benchmarks: the engine core natively (`cargo bench --bench core`) and the built Worker end
+# to end in workerd (`node bench/e2e.mjs`), then BENCHMARKS.md with the machine, the commit,
+# the command, and every figure against its budget.
+#
+#   npm run bench                     rebuild the Worker (with wasm-opt), run both, write BENCHMARKS.md
+#   npm run bench -- --smoke          tiny versions of both; BENCHMARKS.md is left as it is
+#   npm run bench -- --no-build       measure build/ as it is instead of rebuilding it
+#
+# Raw results go to target/bench/{core,e2e}.json. Exits 1 when a budget is missed (after
+# writing the report), 2 on bad arguments.
+set -euo pipefail
+
+usage() {
+    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+smoke=0
+build=1
+for arg in "$@"; do
+    case "$arg" in
+        --smoke) smoke=1 ;;
+        --no-build) build=0 ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            echo "[bench] unknown argument: $arg" >&2
+            usage >&2
+            exit 2
+            ;;
+    esac
+done
+
+if [[ "${npm_lifecycle_event:-}" == "bench" ]]; then
+    command_line="npm run bench${*:+ -- $*}"
+else
+    command_line="bash scripts/bench.sh${*:+ $*}"
+fi
+
+section() {
+    printf '\n==================== %s ====================\n' "$*"
+}
+
+source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
+cd "$REPO_ROOT"
+
+out_dir="$REPO_ROOT/target/bench"
+mkdir -p "$out_dir"
+core_json="$out_dir/core.json"
+e2e_json="$out_dir/e2e.json"
+rm -f "$core_json" "$e2e_json"
+load_at_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+if [[ $build -eq 1 ]]; then
+    section "build the Worker (worker-build --release, with wasm-opt)"
+    build_log="$out_dir/build.log"
+    SKIP_WASM_OPT=0 bash scripts/build.sh 2>&1 | tee "$build_log"
+    if grep -q 'the wasm-opt step failed' "$build_log"; then
+        build_note="rebuilt with \`bash scripts/build.sh\`; wasm-opt FAILED, so the wasm is NOT optimised (--no-opt fallback)"
+    else
+        build_note="rebuilt with \`bash scripts/build.sh\` (worker-build --release, wasm-opt applied)"
+    fi
+else
+    built_at="$(date -u -r build/index_bg.wasm '+%Y-%m-%d %H:%M UTC' 2>/dev/null || echo 'unknown')"
+    build_note="not rebuilt (--no-build): build/ as found, last built $built_at"
+fi
+
+# Other work on this machine may rebuild build/ while the benchmark runs; note it if so.
+wasm_hash() {
+    sha256sum build/index_bg.wasm 2>/dev/null | cut -d' ' -f1
+}
+measured_wasm="$(wasm_hash)"
+
+section "engine core, native (cargo bench --bench core)"
+BENCH_SMOKE=$smoke BENCH_JSON="$core_json" cargo bench --bench core
+
+section "end to end, built Worker in workerd (bench/e2e.mjs)"
+e2e_args=(--json "$e2e_json")
+[[ $smoke -eq 1 ]] && e2e_args+=(--smoke)
+node bench/e2e.mjs "${e2e_args[@]}"
+
+if [[ "$(wasm_hash)" != "$measured_wasm" ]]; then
+    build_note="$build_note. WARNING: build/index_bg.wasm was replaced while the benchmark ran, so some figures may be of another build"
+    echo "[bench] WARNING: build/index_bg.wasm changed during the run" >&2
+fi
+
+# Prints one field of a results file: a string as it is, anything else as JSON.
+field() {
+    node -e '
+        const v = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))[process.argv[2]];
+        process.stdout.write(typeof v === "string" ? v : JSON.stringify(v));
+    ' "$1" "$2"
+}
+
+# Every missed budget of both suites, one per line.
+failures="$(node -e '
+    const fs = require("fs");
+    for (const file of process.argv.slice(1)) {
+        for (const f of JSON.parse(fs.readFileSync(file, "utf8")).failures) console.log(f);
+    }
+' "$core_json" "$e2e_json")"
+
+section "summary"
+if [[ -n "$failures" ]]; then
+    echo "budgets missed:"
+    sed 's/^/  - /' <<<"$failures"
+else
+    echo "all budgets met"
+fi
+
+if [[ $smoke -eq 1 ]]; then
+    echo "[bench] --smoke: BENCHMARKS.md not rewritten (results in target/bench/)"
+else
+    cpu_model="$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    cpu_count="$(grep -c '^processor' /proc/cpuinfo)"
+    mem_gib="$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)"
+    commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then
+        commit="$commit (plus uncommitted changes in the working tree)"
+    fi
+    miniflare_version="$(node -p 'require("miniflare/package.json").version')"
+    {
+        echo "# Benchmarks"
+        echo
+        echo "Written by \`scripts/bench.sh\`; rerun it rather than editing this file."
+        echo
+        echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo "- Commit: $commit"
+        echo "- Command: \`$command_line\`"
+        echo "- Machine: $cpu_model, $cpu_count logical CPUs, $mem_gib GiB RAM ($(uname -sr));" \
+            "load average when the run started: $load_at_start"
+        echo "- Toolchain: $(rustc --version), node $(node --version), miniflare $miniflare_version"
+        echo "- Worker: $build_note"
+        echo
+        echo "## Budgets"
+        echo
+        if [[ -n "$failures" ]]; then
+            echo "Missed:"
+            echo
+            sed 's/^/- /' <<<"$failures"
+        else
+            echo "All met."
+        fi
+        echo
+        echo "## Engine core, native"
+        echo
+        echo "\`cargo bench --bench core\`, $(field "$core_json" profile). Each repetition builds the"
+        echo "plan from graph JSON (\"plan\": parse + validate), runs it to completion through the executor"
+        echo "and driver (\"run\"; remote components are answered in-process), serializes the run record as"
+        echo "it is stored in KV and loads it back as a callback would; each case's runs are spread over"
+        echo "three passes through the suite. Times are wall clock (\`Instant\`) medians and p95s;"
+        echo "\"per unit\" is the plan+run median per node (per item for FOREACH); \"on CPU\""
+        echo "is the benchmark thread's CPU time over wall time for plan+run, so below 100 % other work on"
+        echo "the machine took part of the samples. Growth ratios compare medians at 10× the size (linear"
+        echo "growth is 10) in CPU time, which that other work inflates far less than wall time; the"
+        echo "wall-clock ratio of plan+run is shown for reference."
+        echo
+        field "$core_json" markdown
+        echo
+        echo "## End to end, built Worker in workerd"
+        echo
+        echo "\`node bench/e2e.mjs\`: build/index.js + build/index_bg.wasm in workerd through Miniflare,"
+        echo "local KV and Durable Objects, loopback components and the reference daemon (delayMs 0), all"
+        echo "on this machine. Latencies are measured by the client from request to fully read response;"
+        echo "in (b) the daemon's callback request is timed as the daemon makes it. KV operations are"
+        echo "counted at the RUNS binding (bench/kv-probe.mjs wraps it) and compared with what the Worker"
+        echo "reports in \`x-arcrun-kv-ops\`; \"gate cold\" means workerd was restarted on the same state,"
+        echo "so the run's Durable Object no longer holds the record in memory."
+        echo
+        field "$e2e_json" markdown
+    } >BENCHMARKS.md
+    echo "[bench] wrote BENCHMARKS.md"
+fi
+
+[[ -z "$failures" ]]

@@ -141,13 +141,25 @@ fn consecutive_foreach_stages_do_not_multiply_in_size() {
             edges.push(json!({"from": each, "to": pass, "type": "PIPE"}));
             prev = pass;
         }
-        let run = run_graph(json!({"nodes": nodes, "edges": edges}), json!({"items": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}), &net, &clock);
-        assert!(matches!(run.status(), RunStatus::Completed { .. }), "{:?}", run.status());
+        let run = run_graph(
+            json!({"nodes": nodes, "edges": edges}),
+            json!({"items": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}),
+            &net,
+            &clock,
+        );
+        assert!(
+            matches!(run.status(), RunStatus::Completed { .. }),
+            "{:?}",
+            run.status()
+        );
         match run.status() {
             RunStatus::Completed { output, .. } => serde_json::to_string(output).unwrap().len(),
             _ => unreachable!(),
         }
     };
     let (two, eight) = (size_after(2), size_after(8));
-    assert!(eight < two * 8, "8 stages answer {eight} bytes against {two} for 2");
+    assert!(
+        eight < two * 8,
+        "8 stages answer {eight} bytes against {two} for 2"
+    );
 }
