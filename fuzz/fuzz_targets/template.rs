@@ -7,9 +7,12 @@
 //! Checked against a plain reference expansion written here, which has no
 //! limit: the result keeps the template's shape; strings without `{{` pass
 //! through; a string that is exactly one resolvable placeholder takes the
-//! value; every other string is expanded exactly as the reference expands it
-//! and is never longer than the limit; and `render` fails exactly when some
-//! string's full expansion exceeds the limit. Conditions are also evaluated on
+//! value; every other string is expanded exactly as the reference expands it.
+//! Everything substituted counts against one budget (text by its length,
+//! values by their estimated JSON size): `render` fails exactly when the
+//! reference's total exceeds the limit, and when it succeeds the output is
+//! never more than the template plus a constant factor of the limit (so memory
+//! stays bounded whatever the scope holds). Conditions are also evaluated on
 //! every template string (they must not panic).
 
 #![no_main]
@@ -103,17 +106,56 @@ fn ref_string(s: &str, scope: &Map<String, Value>) -> Expected {
     Expected::Text(out)
 }
 
-/// Does any interpolated string of `t` expand past `max`?
-fn ref_overflows(t: &Value, scope: &Map<String, Value>, max: usize) -> bool {
-    match t {
-        Value::String(s) => matches!(ref_string(s, scope), Expected::Text(o) if o.len() > max),
-        Value::Array(a) => a.iter().any(|v| ref_overflows(v, scope, max)),
-        Value::Object(m) => m.values().any(|v| ref_overflows(v, scope, max)),
-        _ => false,
+/// The budget a substituted value costs: its compact JSON size, counting
+/// every string by its raw length plus quotes and every number as 8 bytes.
+fn ref_cost(v: &Value) -> usize {
+    match v {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.len() + a.iter().map(ref_cost).sum::<usize>(),
+        Value::Object(m) => 2 + m.iter().map(|(k, v)| k.len() + 4 + ref_cost(v)).sum::<usize>(),
     }
 }
 
-fn check(t: &Value, out: &Value, scope: &Map<String, Value>, max: usize) {
+/// What rendering `s` spends from the budget.
+fn ref_string_cost(s: &str, scope: &Map<String, Value>) -> usize {
+    if !s.contains("{{") {
+        return 0;
+    }
+    if let Some(path) = ref_whole(s) {
+        return ref_lookup(scope, path).map_or(0, ref_cost);
+    }
+    let mut cost = 0;
+    let mut rest = s;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else { break };
+        let path = after[..close].trim();
+        if ref_is_path(path) {
+            cost += match ref_lookup(scope, path) {
+                Some(Value::String(v)) => v.len(),
+                Some(v) => ref_cost(v),
+                None => 0,
+            };
+        }
+        rest = &after[close + 2..];
+    }
+    cost
+}
+
+/// Total budget spent rendering every string of `t`.
+fn ref_spend(t: &Value, scope: &Map<String, Value>) -> usize {
+    match t {
+        Value::String(s) => ref_string_cost(s, scope),
+        Value::Array(a) => a.iter().map(|v| ref_spend(v, scope)).sum(),
+        Value::Object(m) => m.values().map(|v| ref_spend(v, scope)).sum(),
+        _ => 0,
+    }
+}
+
+fn check(t: &Value, out: &Value, scope: &Map<String, Value>) {
     match (t, out) {
         (Value::String(s), _) => match ref_string(s, scope) {
             Expected::Same => assert_eq!(out, t, "string changed though nothing resolved"),
@@ -122,21 +164,20 @@ fn check(t: &Value, out: &Value, scope: &Map<String, Value>, max: usize) {
                 let Value::String(got) = out else {
                     panic!("interpolated {s:?} rendered as non-string {out}");
                 };
-                assert!(got.len() <= max, "{} bytes rendered; limit {max}", got.len());
                 assert_eq!(got, &o, "interpolation of {s:?}");
             }
         },
         (Value::Array(a), Value::Array(b)) => {
             assert_eq!(a.len(), b.len());
             for (x, y) in a.iter().zip(b) {
-                check(x, y, scope, max);
+                check(x, y, scope);
             }
         }
         (Value::Object(a), Value::Object(b)) => {
             assert_eq!(a.len(), b.len());
             for (k, x) in a {
                 let y = b.get(k).unwrap_or_else(|| panic!("key {k:?} lost"));
-                check(x, y, scope, max);
+                check(x, y, scope);
             }
         }
         _ => assert_eq!(out, t, "a non-string scalar changed"),
@@ -175,15 +216,24 @@ fuzz_target!(|data: &[u8]| {
         let _ = evaluate(s, &scope);
     });
 
+    let spend = ref_spend(&template, &scope);
     match render(&template, &scope, max) {
-        Ok(out) => check(&template, &out, &scope, max),
+        Ok(out) => {
+            assert!(spend <= max, "render accepted {spend} bytes of substitutions; limit {max}");
+            check(&template, &out, &scope);
+            // The estimate undercounts escapes (a control character is 1 byte
+            // but `\u0001` in JSON) and long numbers (8 vs. up to 24), never
+            // by more than 6x: output stays within template + 6 x budget.
+            let (tlen, olen) = (template.to_string().len(), out.to_string().len());
+            assert!(
+                olen <= tlen + 6 * spend,
+                "output {olen} bytes from a {tlen}-byte template and {spend} bytes of budget"
+            );
+        }
         Err(e) => {
             assert_eq!(e.limit, max);
             assert!(!e.to_string().is_empty());
-            assert!(
-                ref_overflows(&template, &scope, max),
-                "render refused though no string expands past {max} bytes"
-            );
+            assert!(spend > max, "render refused {spend} bytes of substitutions; limit {max}");
         }
     }
 });

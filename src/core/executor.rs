@@ -408,13 +408,25 @@ impl Run {
         ctx: &Map<String, Value>,
         settings: &Settings,
     ) -> Result<Map<String, Value>, Value> {
+        self.input_from(n, ctx.clone(), settings)
+    }
+
+    /// `node_input` for a context the caller no longer needs: no copy.
+    fn input_from(
+        &self,
+        n: usize,
+        mut ctx: Map<String, Value>,
+        settings: &Settings,
+    ) -> Result<Map<String, Value>, Value> {
         let data = &self.plan.graph.nodes[n].data;
-        let scope = NodeScope::new(ctx, &self.plan, &self.record.nodes);
+        if data.is_empty() {
+            return Ok(ctx);
+        }
+        let scope = NodeScope::new(&ctx, &self.plan, &self.record.nodes);
         let rendered = render_map(data, &scope as &dyn Scope, settings.max_template_bytes)
             .map_err(|e| failure(None, &e.to_string()))?;
-        let mut input = ctx.clone();
-        input.extend(rendered);
-        Ok(input)
+        ctx.extend(rendered);
+        Ok(ctx)
     }
 
     fn queue_call(
@@ -493,7 +505,7 @@ impl Run {
                 node: n,
                 item: Some(i),
             };
-            let input = match self.node_input(n, &item_ctx, settings) {
+            let input = match self.input_from(n, item_ctx, settings) {
                 Ok(input) => input,
                 Err(out) => {
                     self.finish_instance(key, out, None, false, now);
