@@ -1,9 +1,12 @@
 //! The public HTTP surface. Requests are checked here (size, JSON shape,
 //! callback token) before anything reaches a run's gate or storage.
 
+use std::time::Duration;
+
+use futures::future::select;
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
-use worker::{Env, Headers, Method, Request, Response};
+use worker::{ByteStream, Delay, Env, Headers, Method, Request, Response};
 
 use super::config::{Config, RUN_GATE};
 use super::gate::GateRequest;
@@ -15,14 +18,48 @@ use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
 use crate::core::plan::plan_from_json;
 
-pub async fn handle(req: Request, env: Env) -> Response {
-    match route(req, &env).await {
+/// A refused body is still read and thrown away — up to this many bytes and
+/// this long — before answering: a client that is still uploading when the
+/// answer comes would otherwise see its connection reset, not the error.
+const DRAIN_BYTES: usize = 4 << 20;
+const DRAIN_MS: u64 = 2_000;
+
+pub async fn handle(mut req: Request, env: Env) -> Response {
+    let response = match route(&mut req, &env).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    if !req.inner().body_used() && declared_length(&req).is_none_or(|n| n <= DRAIN_BYTES as u64) {
+        if let Ok(mut stream) = req.stream() {
+            drain(&mut stream, DRAIN_BYTES).await;
+        }
     }
+    response
 }
 
-async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|len| len.trim().parse::<u64>().ok())
+}
+
+/// Reads and discards up to `budget` bytes, for at most `DRAIN_MS`.
+async fn drain(stream: &mut ByteStream, mut budget: usize) {
+    let reading = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            if chunk.len() >= budget {
+                break;
+            }
+            budget -= chunk.len();
+        }
+    };
+    let timeout = Delay::from(Duration::from_millis(DRAIN_MS));
+    let _ = select(Box::pin(reading), Box::pin(timeout)).await;
+}
+
+async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
     let url = req.url()?;
     let path = url.path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -39,14 +76,14 @@ async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
         ["execute"] => {
             require(&method, "POST")?;
             let config = config(env)?;
-            let owner = authenticate(&req, &config)?;
-            let body = read_json(&mut req, &config).await?;
+            let owner = authenticate(req, &config)?;
+            let body = read_json(req, &config).await?;
             execute(body, &url, &config, env, owner).await
         }
         ["runs", run_id] => {
             require(&method, "GET")?;
             let config = config(env)?;
-            let owner = authenticate(&req, &config)?;
+            let owner = authenticate(req, &config)?;
             valid_id(run_id)?;
             gate(
                 env,
@@ -77,7 +114,7 @@ async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             }
             let expires_at =
                 verify(&secrets, run_id, wait_id, token.as_deref()).map_err(unauthorized)?;
-            let body = read_json(&mut req, &config).await?;
+            let body = read_json(req, &config).await?;
             if !body.is_object() {
                 return Err(ApiError::BadRequest(
                     "invalid_callback",
@@ -113,7 +150,7 @@ async fn route(mut req: Request, env: &Env) -> Result<Response, ApiError> {
                         .into(),
                 ));
             }
-            let body = read_json(&mut req, &config).await?;
+            let body = read_json(req, &config).await?;
             let task_id = match body.get("task_id") {
                 Some(Value::String(t)) if !t.is_empty() && t.len() <= 512 => t.clone(),
                 _ => {
@@ -304,10 +341,8 @@ fn unauthorized(e: TokenError) -> ApiError {
 /// is read in chunks only until it passes the limit.
 async fn read_json(req: &mut Request, config: &Config) -> Result<Value, ApiError> {
     let limit = config.max_body_bytes;
-    if let Ok(Some(len)) = req.headers().get("content-length") {
-        if len.trim().parse::<u64>().is_ok_and(|n| n > limit as u64) {
-            return Err(ApiError::PayloadTooLarge(limit));
-        }
+    if declared_length(req).is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit));
     }
     let mut bytes = Vec::new();
     if req.inner().body().is_some() {
@@ -318,6 +353,7 @@ async fn read_json(req: &mut Request, config: &Config) -> Result<Value, ApiError
             let chunk =
                 chunk.map_err(|e| ApiError::BadRequest("invalid_request", e.to_string()))?;
             if bytes.len() + chunk.len() > limit {
+                drain(&mut stream, DRAIN_BYTES).await;
                 return Err(ApiError::PayloadTooLarge(limit));
             }
             bytes.extend_from_slice(&chunk);

@@ -178,12 +178,14 @@ function rawRequest(port, data, { halfClose = false, timeoutMs = 10000 } = {}) {
  * this fail: the response is read whatever happens to the rest of the upload. Returns the
  * response and how many pieces were written before it came.
  */
-function rawChunkedUpload(port, path, { prefix, pieceBytes, pieces, suffix = "" }) {
+function rawChunkedUpload(port, path, { prefix, pieceBytes, pieces, suffix = "", declared = false, auth = true }) {
     return new Promise((resolve, reject) => {
         const socket = net.connect(port, "127.0.0.1");
-        const head = [`POST ${path} HTTP/1.1`, "Host: 127.0.0.1", "Connection: close", AUTH,
-            "Content-Type: application/json", "Transfer-Encoding: chunked"].join("\r\n") + "\r\n\r\n";
-        const chunk = (bytes) => Buffer.concat([Buffer.from(`${bytes.length.toString(16)}\r\n`), bytes, Buffer.from("\r\n")]);
+        // `declared`: an honest Content-Length and a plain body instead of chunked framing.
+        const length = Buffer.byteLength(prefix ?? "") + pieceBytes * pieces + Buffer.byteLength(suffix);
+        const head = [`POST ${path} HTTP/1.1`, "Host: 127.0.0.1", "Connection: close", ...(auth ? [AUTH] : []),
+            "Content-Type: application/json", declared ? `Content-Length: ${length}` : "Transfer-Encoding: chunked"].join("\r\n") + "\r\n\r\n";
+        const chunk = (bytes) => declared ? bytes : Buffer.concat([Buffer.from(`${bytes.length.toString(16)}\r\n`), bytes, Buffer.from("\r\n")]);
         const piece = chunk(Buffer.alloc(pieceBytes, 0x20));
         let buf = Buffer.alloc(0);
         let sent = 0;
@@ -217,7 +219,7 @@ function rawChunkedUpload(port, path, { prefix, pieceBytes, pieces, suffix = "" 
                 sent++;
                 if (!socket.write(piece)) await new Promise((r) => socket.once("drain", r).once("close", r));
             }
-            if (!answered && !socket.destroyed) socket.write(Buffer.concat([suffix ? chunk(Buffer.from(suffix)) : Buffer.alloc(0), Buffer.from("0\r\n\r\n")]));
+            if (!answered && !socket.destroyed) socket.write(Buffer.concat([suffix ? chunk(Buffer.from(suffix)) : Buffer.alloc(0), Buffer.from(declared ? "" : "0\r\n\r\n")]));
         };
         socket.on("connect", () => pump().catch(() => {}));
     });
@@ -478,8 +480,20 @@ const CASES = [
         check: problemsMatch(/40001 edges; the limit is 40000/),
     }),
     exec("body of exactly MAX_BODY_BYTES is read (400 invalid_graph, not 413)", () => paddedBody(MAX_BODY), 400, "invalid_graph"),
-    exec("body one byte over MAX_BODY_BYTES", () => paddedBody(MAX_BODY + 1), 413, "payload_too_large"),
-    exec("2 MiB body with an honest Content-Length", () => paddedBody(2 * MAX_BODY), 413, "payload_too_large"),
+    // Bodies the Worker refuses before reading go over a raw socket: fetch may report a failure
+    // when the answer comes before its upload has finished.
+    {
+        name: "body one byte over MAX_BODY_BYTES",
+        upload: { prefix: '{"pad": "', pieceBytes: MAX_BODY - 10, pieces: 1, suffix: '"}', declared: true },
+        status: 413,
+        code: "payload_too_large",
+    },
+    {
+        name: "2 MiB body with an honest Content-Length",
+        upload: { prefix: '{"pad": "', pieceBytes: 64 * 1024, pieces: 32, suffix: '"}', declared: true },
+        status: 413,
+        code: "payload_too_large",
+    },
     {
         name: "2 MiB chunked body without Content-Length",
         upload: { prefix: '{"graph": {"nodes": []}, "pad": "', pieceBytes: 64 * 1024, pieces: 32, suffix: '"}' },
@@ -496,7 +510,12 @@ const CASES = [
         check: (r) => assert.ok(r.sent < 32, `the client had sent ${r.sent} MiB before the 413: the whole body was buffered before the limit was checked`),
     },
     exec("small chunked body with broken JSON", () => new Blob(['{"graph": ']).stream(), 400, "invalid_request", { chunked: true }),
-    exec("big body without an API key is refused before it is read", () => paddedBody(2 * MAX_BODY), 401, "unauthorized", { auth: null }),
+    {
+        name: "big body without an API key is refused before it is read",
+        upload: { prefix: '{"pad": "', pieceBytes: 64 * 1024, pieces: 32, suffix: '"}', declared: true, auth: false },
+        status: 401,
+        code: "unauthorized",
+    },
     {
         name: "lying Content-Length: 5 MB declared, 2 bytes sent",
         raw: () => rawHttp("POST", "/execute", [AUTH, "Content-Length: 5000000"], "{}"),
