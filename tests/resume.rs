@@ -295,6 +295,9 @@ fn a_paused_run_is_stored_at_about_its_context_plus_outputs() {
     }
     nodes.push(json!({"id": "wait", "type": "Component", "componentId": "http://c/async"}));
     edges.push(json!({"from": "s9", "to": "wait"}));
+    // An edge out of the paused node, so that it must keep its context.
+    nodes.push(json!({"id": "out", "type": "Output"}));
+    edges.push(json!({"from": "wait", "to": "out"}));
     let run = run_graph(
         json!({"nodes": nodes, "edges": edges}),
         json!({"doc": "d".repeat(5000)}),

@@ -376,7 +376,14 @@ impl Run {
             self.start_mapping(n, ctx, base, iterator, items, now, settings);
             return;
         }
-        let input = match self.node_input(n, &ctx, settings) {
+        // Only outgoing edges need the incoming context once the input is
+        // built; a sink's (an Output node's, typically) is taken, not copied.
+        let (input, ctx) = if self.plan.outgoing[n].is_empty() {
+            (self.input_from(n, ctx, settings), Map::new())
+        } else {
+            (self.node_input(n, &ctx, settings), ctx)
+        };
+        let input = match input {
             Ok(input) => input,
             Err(out) => return self.complete_node(n, ctx, out, true, None, false, now),
         };
