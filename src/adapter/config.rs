@@ -35,6 +35,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// The current callback secret, or the error that says how to set one.
+    pub fn signing_secret(&self) -> Result<&str, super::http::ApiError> {
+        self.callback_secrets
+            .first()
+            .map(String::as_str)
+            .ok_or_else(|| {
+                super::http::ApiError::Misconfigured(
+                    "CALLBACK_SECRET is not set: run `wrangler secret put CALLBACK_SECRET` \
+                 (locally, put it in .dev.vars)"
+                        .into(),
+                )
+            })
+    }
+
     pub fn from_env(env: &Env) -> Result<Self, String> {
         let var = |name: &str| {
             env.var(name)

@@ -18,7 +18,7 @@ use super::http::{json_response, ApiError};
 use super::now_ms;
 use super::store::{KvOps, RunStore};
 use crate::core::driver::drive;
-use crate::core::executor::Run;
+use crate::core::executor::{Noop, Run};
 use crate::core::graph::Graph;
 use crate::core::plan::build_plan;
 use crate::core::record::RunRecord;
@@ -122,12 +122,7 @@ impl RunGate {
             } => {
                 let _turn = self.lock.lock().await;
                 let Some(record) = self.take_record(&run_id, store).await? else {
-                    return Ok(json_response(
-                        200,
-                        &json!({
-                            "success": true, "noop": true, "reason": "unknown_run"
-                        }),
-                    ));
+                    return Ok(json_response(200, &noop(Noop::UnknownRun)));
                 };
                 let mut run = Run::load(record, &config.directory)?;
                 let outcome = run.resume(&wait_id, body, now_ms());
@@ -155,10 +150,7 @@ impl RunGate {
         resumed: bool,
         store: &RunStore,
     ) -> std::result::Result<Response, ApiError> {
-        let secret = config
-            .callback_secrets
-            .first()
-            .ok_or_else(|| ApiError::Misconfigured(missing_secret()))?;
+        let secret = config.signing_secret()?;
         let segment_start = now_ms();
         *self.running.borrow_mut() = Some((run.record.run_id.clone(), run.record.owner.clone()));
         let components = HttpComponents {
@@ -240,10 +232,4 @@ impl RunGate {
     fn keep(&self, record: RunRecord) {
         *self.saved.borrow_mut() = Some(record);
     }
-}
-
-fn missing_secret() -> String {
-    "CALLBACK_SECRET is not set: run `wrangler secret put CALLBACK_SECRET` \
-     (locally, put it in .dev.vars)"
-        .to_string()
 }

@@ -16,7 +16,9 @@ use super::{now_ms, random_id};
 use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
+use crate::core::executor::Noop;
 use crate::core::plan::plan_from_json;
+use crate::core::view::noop;
 
 /// A refused body is still read and thrown away — up to this many bytes and
 /// this long — before answering: a client that is still uploading when the
@@ -109,9 +111,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                 .iter()
                 .map(|s| s.as_bytes())
                 .collect();
-            if secrets.is_empty() {
-                return Err(ApiError::Misconfigured("CALLBACK_SECRET is not set".into()));
-            }
+            config.signing_secret()?;
             let expires_at =
                 verify(&secrets, run_id, wait_id, token.as_deref()).map_err(unauthorized)?;
             let body = read_json(req, &config).await?;
@@ -122,10 +122,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                 ));
             }
             if now_ms() >= expires_at {
-                return Ok(json_response(
-                    200,
-                    &json!({ "success": true, "noop": true, "reason": "expired" }),
-                ));
+                return Ok(json_response(200, &noop(Noop::Expired)));
             }
             let base_url = base_url(&config, &url);
             gate(
@@ -162,10 +159,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             };
             let store = RunStore::new(env)?;
             let Some(task) = store.find_task(&task_id).await? else {
-                let response = json_response(
-                    200,
-                    &json!({ "success": true, "noop": true, "reason": "unknown_task" }),
-                );
+                let response = json_response(200, &noop(Noop::UnknownTask));
                 return with_kv_ops(response, store.ops()).await;
             };
             let base_url = base_url(&config, &url);
@@ -221,11 +215,7 @@ async fn execute(
         }
     };
     let plan = plan_from_json(&graph, &config.directory, config.limits)?;
-    if config.callback_secrets.is_empty() {
-        return Err(ApiError::Misconfigured(
-            "CALLBACK_SECRET is not set: run `wrangler secret put CALLBACK_SECRET` (locally, put it in .dev.vars)".into(),
-        ));
-    }
+    config.signing_secret()?;
     let run_id =
         random_id().map_err(|e| ApiError::Internal(format!("randomness unavailable: {e}")))?;
     gate(

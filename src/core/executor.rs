@@ -96,6 +96,10 @@ pub enum Noop {
     UnknownWait,
     RunFinished,
     Expired,
+    /// No stored run: it expired from KV, or never existed.
+    UnknownRun,
+    /// The legacy route found no wait for the task id.
+    UnknownTask,
 }
 
 impl Noop {
@@ -105,6 +109,8 @@ impl Noop {
             Self::UnknownWait => "unknown_wait",
             Self::RunFinished => "run_finished",
             Self::Expired => "expired",
+            Self::UnknownRun => "unknown_run",
+            Self::UnknownTask => "unknown_task",
         }
     }
 }
