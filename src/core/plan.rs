@@ -86,7 +86,6 @@ pub struct Plan {
     pub outgoing: Vec<Vec<usize>>,
     /// Edge indices entering each node, in graph order.
     pub incoming: Vec<Vec<usize>>,
-    pub edge_from: Vec<usize>,
     pub edge_to: Vec<usize>,
     /// Position of each edge among its target's incoming edges.
     pub edge_slot: Vec<usize>,
@@ -212,7 +211,6 @@ pub fn build_plan(
     let n = graph.nodes.len();
     let mut outgoing = vec![Vec::new(); n];
     let mut incoming = vec![Vec::new(); n];
-    let mut edge_from = Vec::with_capacity(graph.edges.len());
     let mut edge_to = Vec::with_capacity(graph.edges.len());
     let mut edge_slot = Vec::with_capacity(graph.edges.len());
     for (e, edge) in graph.edges.iter().enumerate() {
@@ -249,10 +247,8 @@ pub fn build_plan(
             outgoing[f].push(e);
             edge_slot.push(incoming[t].len());
             incoming[t].push(e);
-            edge_from.push(f);
             edge_to.push(t);
         } else {
-            edge_from.push(usize::MAX);
             edge_to.push(usize::MAX);
             edge_slot.push(usize::MAX);
         }
@@ -301,7 +297,6 @@ pub fn build_plan(
         components,
         outgoing,
         incoming,
-        edge_from,
         edge_to,
         edge_slot,
         order,
