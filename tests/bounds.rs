@@ -3,7 +3,7 @@
 
 mod support;
 
-use arcrun::core::executor::{Run, Settings};
+use arcrun::core::run::{Run, Settings};
 use arcrun::core::record::RunStatus;
 use serde_json::{json, Map, Value};
 use support::*;
@@ -90,13 +90,23 @@ fn large_calls_are_issued_in_bounded_batches() {
         .as_object()
         .unwrap()
         .clone();
+    // A budget that does not bind, so only the batch bound can split the calls.
+    let settings = Settings {
+        max_calls_per_segment: 1000,
+        ..Settings::default()
+    };
     let mut run = Run::start(
         plan(fan_out(100, "http://c/echo")),
         "r".into(),
         ctx,
         clock.now(),
+        settings,
     );
-    let first = run.step(clock.now(), &Settings::default());
+    let first: Vec<_> = run
+        .step(clock.now())
+        .into_iter()
+        .filter_map(|e| e.as_call().cloned())
+        .collect();
     assert!(
         !first.is_empty() && first.len() < 100,
         "first batch has {} calls",
@@ -107,7 +117,7 @@ fn large_calls_are_issued_in_bounded_batches() {
     for call in first {
         run.complete_call(
             call.key,
-            arcrun::core::executor::CallOutcome::Answered(json!({"ok": true})),
+            arcrun::core::run::CallOutcome::Answered(json!({"ok": true})),
             clock.now(),
         );
     }

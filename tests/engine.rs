@@ -3,7 +3,7 @@
 
 mod support;
 
-use arcrun::core::executor::CallOutcome;
+use arcrun::core::run::CallOutcome;
 use arcrun::core::record::RunStatus;
 use serde_json::{json, Value};
 use support::*;
@@ -333,7 +333,7 @@ fn thousand_node_chain_grows_linearly() {
             &clock,
         );
         assert!(matches!(run.status(), RunStatus::Completed { .. }));
-        serde_json::to_string(&run.record).unwrap().len()
+        stored_len(&run)
     };
     let small = size(100);
     let large = size(1000);

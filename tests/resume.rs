@@ -4,9 +4,11 @@
 mod support;
 
 use arcrun::core::error::EngineError;
-use arcrun::core::executor::{Noop, Run};
+use arcrun::core::run::{Noop, Run};
 use arcrun::core::plan::Directory;
-use arcrun::core::record::{RunRecord, RunStatus};
+use arcrun::core::record::RunStatus;
+use arcrun::core::run::Settings;
+use arcrun::core::stored::{decode, encode};
 use serde_json::{json, Value};
 use support::*;
 
@@ -33,12 +35,6 @@ fn async_chain() -> Value {
     })
 }
 
-/// Stores the run exactly as the Worker does (contexts compacted) and loads it back.
-fn reload(run: &Run) -> Run {
-    let text = run.clone().to_stored_json(usize::MAX, 0);
-    let record: RunRecord = serde_json::from_str(&text).unwrap();
-    Run::load(record, &Directory::default()).unwrap()
-}
 
 fn open_wait(run: &Run) -> (String, String) {
     let w = run.record.waits.values().next().expect("an open wait");
@@ -171,8 +167,9 @@ fn terminal_runs_ignore_late_callbacks() {
     let mut run = reload(&run);
     assert!(matches!(run.status(), RunStatus::Completed { .. }));
     let before = run.record.clone();
+    let resumed = run.record.closed.keys().last().unwrap().clone();
     assert_eq!(
-        run.resume("w2", json!({}), 0).unwrap(),
+        run.resume(&resumed, json!({}), 0).unwrap(),
         Err(Noop::AlreadyResumed)
     );
     assert_eq!(
@@ -254,33 +251,33 @@ fn oversized_records_drop_old_trace_first_then_fail_visibly() {
     let net = Network::echo_with_async();
     let clock = Clock::new();
     let mut run = run_graph(chain(50, "comp_passthrough"), json!({"v": 1}), &net, &clock);
-    let full = serde_json::to_string(&run.record).unwrap().len();
+    let full = stored_len(&run);
     let trace_len = run.record.trace.len();
-    let text = run.record.to_json_within(full - 500, clock.now());
+    let text = encode(&mut run, full - 500, clock.now());
     assert!(text.len() <= full - 500);
     assert!(run.record.trace_dropped > 0);
     assert_eq!(run.record.trace.len() + run.record.trace_dropped, trace_len);
     assert!(matches!(run.status(), RunStatus::Completed { .. }));
 
-    let text = run.record.to_json_within(500, clock.now());
+    let text = encode(&mut run, 500, clock.now());
     let RunStatus::Failed { error, .. } = run.status() else {
         panic!("expected a visible failure");
     };
     assert_eq!(error.code, "record_too_large");
-    let reread: RunRecord = serde_json::from_str(&text).unwrap();
-    assert_eq!(reread.status, run.record.status);
+    let reread = decode(&text, &Directory::default(), Settings::default()).unwrap();
+    assert_eq!(reread.record.status, run.record.status);
 }
 
 #[test]
 fn a_paused_run_is_stored_at_about_its_context_plus_outputs() {
     let net = Network::new(|call| {
         if call.url.ends_with("/async") {
-            return arcrun::core::executor::CallOutcome::Answered(
+            return arcrun::core::run::CallOutcome::Answered(
                 json!({"pending": true, "task_id": "t"}),
             );
         }
         // Each step adds a sizable field of its own.
-        arcrun::core::executor::CallOutcome::Answered(
+        arcrun::core::run::CallOutcome::Answered(
             json!({format!("from_{}", call.node_id): "o".repeat(2000)}),
         )
     });
@@ -305,8 +302,20 @@ fn a_paused_run_is_stored_at_about_its_context_plus_outputs() {
         &clock,
     );
     assert!(matches!(run.status(), RunStatus::Paused { .. }));
-    let stored = run.clone().to_stored_json(usize::MAX, 0).len();
-    let plain = serde_json::to_string(&run.record).unwrap().len();
+    let stored = stored_len(&run);
+    // Without deltas the paused node would store its whole context again.
+    let paused_ctx = run
+        .record
+        .nodes
+        .iter()
+        .find_map(|n| match n {
+            arcrun::core::record::NodeState::Paused { ctx, .. } => {
+                Some(serde_json::to_string(ctx).unwrap().len())
+            }
+            _ => None,
+        })
+        .unwrap();
+    let plain = stored + paused_ctx;
     let payload = serde_json::to_string(&run.record.context).unwrap().len()
         + run
             .record

@@ -1,60 +1,71 @@
-//! Component calls over `fetch`, each with a signed callback URL and a timeout.
+//! Component calls over `fetch`: the input plus its signed `callback_url`,
+//! an `Idempotency-Key` stable across re-issues of the same call, a timeout,
+//! and a bound on how much of the answer is read.
 
 use std::time::Duration;
 
 use futures::future::{select, Either};
+use futures::StreamExt;
 use serde_json::Value;
 use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
 
-use crate::core::callback::sign;
 use crate::core::driver::Components;
-use crate::core::executor::{Call, CallOutcome};
+use crate::core::run::{Call, CallOutcome};
 
 /// Longest excerpt of a failing component's body kept in the error.
 const ERROR_EXCERPT: usize = 200;
 
-pub struct HttpComponents<'a> {
-    pub run_id: &'a str,
-    pub base_url: &'a str,
-    pub secret: &'a str,
+pub struct HttpComponents {
     pub timeout_ms: u64,
+    pub max_response_bytes: usize,
 }
 
-impl HttpComponents<'_> {
-    pub fn callback_url(&self, wait_id: &str, expires_at: u64) -> String {
-        let token = sign(self.secret.as_bytes(), self.run_id, wait_id, expires_at);
-        format!(
-            "{}/callbacks/{}/{}?token={}",
-            self.base_url, self.run_id, wait_id, token
-        )
-    }
+/// Why no JSON answer was had.
+enum Trouble {
+    Failed(CallOutcome),
+    Error(String),
+}
 
-    async fn post(&self, call: &Call) -> Result<CallOutcome, String> {
-        let mut input = call.input.clone();
-        input.insert(
-            "callback_url".into(),
-            Value::String(self.callback_url(&call.wait_id, call.expires_at)),
-        );
-        let body = serde_json::to_string(&input).map_err(|e| e.to_string())?;
+impl From<worker::Error> for Trouble {
+    fn from(e: worker::Error) -> Self {
+        Self::Error(e.to_string())
+    }
+}
+
+impl HttpComponents {
+    async fn post(&self, call: &Call) -> Result<CallOutcome, Trouble> {
+        let body = if let Some(url) = &call.callback_url {
+            let mut input = call.input.clone();
+            input.insert("callback_url".into(), Value::String(url.clone()));
+            serde_json::to_string(&input)
+        } else {
+            serde_json::to_string(&call.input)
+        }
+        .map_err(|e| Trouble::Error(e.to_string()))?;
         let headers = Headers::new();
-        headers
-            .set("content-type", "application/json")
-            .map_err(|e| e.to_string())?;
-        headers
-            .set("accept", "application/json")
-            .map_err(|e| e.to_string())?;
+        headers.set("content-type", "application/json")?;
+        headers.set("accept", "application/json")?;
+        headers.set("idempotency-key", &call.idempotency_key)?;
+        headers.set("x-arcrun-segment", &call.segment.to_string())?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post)
             .with_headers(headers)
             .with_body(Some(body.into()));
-        let request = Request::new_with_init(&call.url, &init).map_err(|e| e.to_string())?;
+        let request = Request::new_with_init(&call.url, &init)?;
         let controller = AbortController::default();
         let signal = controller.signal();
-        let fetch = Fetch::Request(request);
-        let sending = Box::pin(fetch.send_with_signal(&signal));
-        let timeout = Box::pin(Delay::from(Duration::from_millis(self.timeout_ms)));
-        let mut response = match select(sending, timeout).await {
-            Either::Left((result, _)) => result.map_err(|e| format!("request failed: {e}"))?,
+        let exchange = async {
+            let mut response = Fetch::Request(request)
+                .send_with_signal(&signal)
+                .await
+                .map_err(|e| Trouble::Error(format!("request failed: {e}")))?;
+            let status = response.status_code();
+            let bytes = self.read_bounded(&mut response).await?;
+            Ok::<_, Trouble>((status, bytes))
+        };
+        let timeout = Delay::from(Duration::from_millis(self.timeout_ms));
+        let (status, bytes) = match select(Box::pin(exchange), Box::pin(timeout)).await {
+            Either::Left((result, _)) => result?,
             Either::Right(_) => {
                 controller.abort();
                 return Ok(CallOutcome::Failed {
@@ -63,18 +74,14 @@ impl HttpComponents<'_> {
                 });
             }
         };
-        let status = response.status_code();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| format!("reading the response failed: {e}"))?;
+        let text = String::from_utf8_lossy(&bytes);
         if !(200..300).contains(&status) {
             return Ok(CallOutcome::Failed {
                 status: Some(status),
                 error: format!("component answered HTTP {status}: {}", excerpt(&text)),
             });
         }
-        match serde_json::from_str::<Value>(&text) {
+        match serde_json::from_slice::<Value>(&bytes) {
             Ok(v) => Ok(CallOutcome::Answered(v)),
             Err(_) => Ok(CallOutcome::Failed {
                 status: Some(status),
@@ -85,16 +92,54 @@ impl HttpComponents<'_> {
             }),
         }
     }
+
+    /// The response body, refused past `max_response_bytes` without reading
+    /// the rest: a component cannot make a run hold an unbounded answer.
+    async fn read_bounded(&self, response: &mut worker::Response) -> Result<Vec<u8>, Trouble> {
+        let limit = self.max_response_bytes;
+        let too_large = |status: u16| {
+            Trouble::Failed(CallOutcome::Failed {
+                status: Some(status),
+                error: format!(
+                    "component response exceeds MAX_COMPONENT_RESPONSE_BYTES ({limit} bytes)"
+                ),
+            })
+        };
+        let status = response.status_code();
+        let declared = response
+            .headers()
+            .get("content-length")
+            .ok()
+            .flatten()
+            .and_then(|l| l.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(status));
+        }
+        let mut bytes = Vec::new();
+        let Ok(mut stream) = response.stream() else {
+            return Ok(bytes);
+        };
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| Trouble::Error(format!("reading the response failed: {e}")))?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large(status));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
 }
 
-impl Components for HttpComponents<'_> {
+impl Components for HttpComponents {
     async fn call(&self, call: &Call) -> CallOutcome {
-        self.post(call)
-            .await
-            .unwrap_or_else(|error| CallOutcome::Failed {
+        match self.post(call).await {
+            Ok(outcome) | Err(Trouble::Failed(outcome)) => outcome,
+            Err(Trouble::Error(error)) => CallOutcome::Failed {
                 status: None,
                 error,
-            })
+            },
+        }
     }
 }
 

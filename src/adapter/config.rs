@@ -1,11 +1,15 @@
-//! Deployment configuration, read from vars and secrets once per request.
+//! Deployment configuration, read from vars and secrets: once per request in
+//! the front Worker, once per object in a run's gate.
 
 use std::collections::BTreeMap;
 
 use worker::Env;
 
 use crate::core::auth::{parse_key_hashes, KeyHash};
-use crate::core::executor::Settings;
+use std::rc::Rc;
+
+use crate::core::run::Settings;
+use crate::core::segment::GateConfig;
 use crate::core::plan::{Directory, GraphLimits};
 use crate::core::redact::Redactor;
 
@@ -20,6 +24,8 @@ pub struct Config {
     pub public_base_url: Option<String>,
     pub retention_secs: u64,
     pub component_timeout_ms: u64,
+    /// Largest component response read; a larger one fails the call.
+    pub max_component_response_bytes: usize,
     pub max_body_bytes: usize,
     /// Largest run record written to KV (whose own limit is 25 MiB).
     pub max_record_bytes: usize,
@@ -76,6 +82,10 @@ impl Config {
         let retention_secs =
             number("FINISHED_RUN_RETENTION_SECONDS", 7 * 24 * 3600)?.max(MIN_TTL_SECS);
         let component_timeout_ms = number("COMPONENT_TIMEOUT_SECONDS", 120)?.max(1) * 1000;
+        let max_component_response_bytes =
+            number("MAX_COMPONENT_RESPONSE_BYTES", 4 << 20)?.max(1) as usize;
+        // The free plan allows 50 subrequests per invocation; 45 leaves room.
+        let max_calls_per_segment = number("MAX_SUBREQUESTS_PER_INVOCATION", 45)?.max(1) as usize;
         let directory = match var("COMPONENTS") {
             None => Directory::default(),
             Some(json) => Directory::new(
@@ -96,6 +106,7 @@ impl Config {
             public_base_url: var("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
             retention_secs,
             component_timeout_ms,
+            max_component_response_bytes,
             max_body_bytes: number("MAX_BODY_BYTES", 1 << 20)? as usize,
             max_record_bytes,
             limits: GraphLimits {
@@ -114,6 +125,7 @@ impl Config {
                 )? as usize,
                 // Everything a run holds is stored, so it may hold no more than a record.
                 max_run_bytes: max_record_bytes,
+                max_calls_per_segment,
             },
             directory,
             callback_secrets,
@@ -130,5 +142,21 @@ impl Config {
                     .filter(|s| !s.is_empty()),
             ),
         })
+    }
+}
+
+impl Config {
+    /// What a run's gate needs from the configuration.
+    pub fn gate_config(&self) -> GateConfig {
+        GateConfig {
+            settings: self.settings,
+            directory: self.directory.clone(),
+            limits: self.limits,
+            max_record_bytes: self.max_record_bytes,
+            retention_secs: self.retention_secs,
+            index_tasks: self.bare_resume,
+            callback_secret: self.callback_secrets.first().map(|s| Rc::from(s.as_str())),
+            redactor: self.redactor.clone(),
+        }
     }
 }

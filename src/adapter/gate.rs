@@ -1,28 +1,35 @@
-//! `RunGate`: one Durable Object per run, through which every execution of
-//! that run passes. It serialises a run's segments — the first one and every
-//! resume — so two callbacks can never resume the same wait twice, a callback
-//! that arrives before the pause is stored waits for it instead of missing
-//! it, and parallel waits cannot overwrite each other's record. The record
-//! itself lives in KV; the object keeps only the last one it wrote, in memory.
+//! `RunGate`: one Durable Object per run, through which every segment and
+//! read of that run passes. It holds what the core's segment logic cannot:
+//! the lock that serialises segments (so two callbacks never resume one wait
+//! twice, and an early callback waits for the pause to be stored), the run
+//! as it last left it (so it never depends on KV catching up with its own
+//! write), the journal of call outcomes in its storage, and the alarm that
+//! makes the run act with no request arriving: deadlines, continuation after
+//! a yield. Everything else is `core::segment`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use futures::lock::Mutex;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+use serde_json::{Map, Value};
+use worker::{durable_object, js_sys, DurableObject, Env, Request, Response, Result, State};
 
 use super::components::HttpComponents;
 use super::config::Config;
 use super::http::{json_response, ApiError};
 use super::now_ms;
-use super::store::{KvOps, RunStore};
-use crate::core::driver::drive;
-use crate::core::executor::{Noop, Run};
-use crate::core::graph::Graph;
-use crate::core::plan::build_plan;
-use crate::core::record::RunRecord;
-use crate::core::view::{noop, run_details, run_outcome};
+use super::store::{GateStore, Ops, RunStore};
+use crate::core::run::Run;
+use crate::core::error::EngineError;
+use crate::core::segment::{
+    details, read, run_segment, Clock, Command, GateConfig, Host, Reply,
+};
+use crate::core::view::noop;
+
+/// The gate's own record of its run, kept beside the alarm so an alarm
+/// knows which run it is for and whether anything is due — without a KV read.
+const META_KEY: &str = "gate";
 
 /// What the front Worker asks of a run's gate.
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,7 +37,7 @@ use crate::core::view::{noop, run_details, run_outcome};
 pub enum GateRequest {
     Start {
         run_id: String,
-        graph: Graph,
+        graph: Value,
         context: Map<String, Value>,
         base_url: String,
         owner: Option<String>,
@@ -45,26 +52,52 @@ pub enum GateRequest {
         run_id: String,
         owner: Option<String>,
     },
+    Cancel {
+        run_id: String,
+        owner: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct GateMeta {
+    run_id: String,
+    wake_at: u64,
+}
+
+struct WorkerClock;
+
+impl Clock for WorkerClock {
+    fn now(&self) -> u64 {
+        now_ms()
+    }
 }
 
 #[durable_object]
 pub struct RunGate {
+    state: State,
     env: Env,
     lock: Mutex<()>,
-    /// The record this object last wrote to KV, so it never depends on KV
-    /// having caught up with its own write.
-    saved: RefCell<Option<RunRecord>>,
-    /// Set while a segment of the run is executing: the run id and its owner.
-    running: RefCell<Option<(String, Option<String>)>>,
+    /// Parsed on first use; vars and secrets do not change under a live object.
+    config: RefCell<Option<Rc<(Config, GateConfig)>>>,
+    /// The run as the last segment left it (what KV holds), taken out while
+    /// a segment executes.
+    cached: RefCell<Option<Run>>,
+    /// The run id and owner of the segment executing now, if any.
+    active: RefCell<Option<(String, Option<String>)>>,
+    /// The alarm as this object last set it: `None` until known.
+    alarm: Cell<Option<Option<u64>>>,
 }
 
 impl DurableObject for RunGate {
-    fn new(_state: State, env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         Self {
+            state,
             env,
             lock: Mutex::new(()),
-            saved: RefCell::new(None),
-            running: RefCell::new(None),
+            config: RefCell::new(None),
+            cached: RefCell::new(None),
+            active: RefCell::new(None),
+            alarm: Cell::new(None),
         }
     }
 
@@ -75,7 +108,7 @@ impl DurableObject for RunGate {
                 return Ok(ApiError::Internal(format!("bad gate request: {e}")).into_response())
             }
         };
-        let store = match RunStore::new(&self.env) {
+        let store = match self.store() {
             Ok(s) => s,
             Err(e) => return Ok(e.into_response()),
         };
@@ -85,21 +118,85 @@ impl DurableObject for RunGate {
             .unwrap_or_else(ApiError::into_response);
         let _ = response
             .headers()
-            .set(KvOps::HEADER, &store.ops().header_value());
+            .set(Ops::HEADER, &store.kv.ops().header_value());
+        let _ = response
+            .headers()
+            .set(Ops::DO_HEADER, &store.do_ops.get().do_header_value());
         Ok(response)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let store = match self.store() {
+            Ok(s) => s,
+            Err(e) => return Err(worker::Error::RustError(format!("{e:?}"))),
+        };
+        match self.wake(&store).await {
+            Ok(()) => Response::ok("ok"),
+            // Failing the handler makes the platform retry the alarm.
+            Err(e) => Err(worker::Error::RustError(format!("{e:?}"))),
+        }
     }
 }
 
 impl RunGate {
+    fn store(&self) -> std::result::Result<GateStore, ApiError> {
+        Ok(GateStore {
+            kv: RunStore::new(&self.env)?,
+            storage: self.state.storage(),
+            do_ops: Cell::new(Ops::default()),
+        })
+    }
+
+    fn config(&self) -> std::result::Result<Rc<(Config, GateConfig)>, ApiError> {
+        if let Some(c) = self.config.borrow().as_ref() {
+            return Ok(Rc::clone(c));
+        }
+        let config = Config::from_env(&self.env).map_err(ApiError::Misconfigured)?;
+        let gate = config.gate_config();
+        let both = Rc::new((config, gate));
+        *self.config.borrow_mut() = Some(Rc::clone(&both));
+        Ok(both)
+    }
+
     async fn handle(
         &self,
         message: GateRequest,
-        store: &RunStore,
+        store: &GateStore,
     ) -> std::result::Result<Response, ApiError> {
-        let config = Config::from_env(&self.env).map_err(ApiError::Misconfigured)?;
-        match message {
+        let config = self.config()?;
+        let (config, gate) = (&config.0, &config.1);
+        let components = HttpComponents {
+            timeout_ms: config.component_timeout_ms,
+            max_response_bytes: config.max_component_response_bytes,
+        };
+        let host = Host {
+            store,
+            components: &components,
+            clock: &WorkerClock,
+            config: gate,
+        };
+        let (command, owner, is_start) = match message {
             GateRequest::Read { run_id, owner } => {
-                self.read(&run_id, owner.as_deref(), &config, store).await
+                let active = self.active.borrow().as_ref().is_some_and(|(id, who)| {
+                    *id == run_id && (owner.is_none() || *who == owner)
+                });
+                // The kept run is read in place (no await while borrowed);
+                // otherwise the stored record is.
+                let kept = self.cached.borrow().as_ref().and_then(|run| {
+                    (run.record.run_id == run_id)
+                        .then(|| details(run, owner.as_deref(), active, &gate.redactor, now_ms()))
+                });
+                let (details, wake) = match kept {
+                    Some(Some(found)) => found,
+                    Some(None) => return Err(not_found(&run_id)),
+                    None => read(&host, &run_id, owner.as_deref(), active).await?,
+                };
+                // A cold object learns whether its alarm survived (a restart
+                // of a local runtime may lose it) and re-arms it.
+                if !active && self.alarm.get().is_none() {
+                    self.ensure_alarm(&run_id, wake).await;
+                }
+                return Ok(json_response(200, &details));
             }
             GateRequest::Start {
                 run_id,
@@ -107,129 +204,152 @@ impl RunGate {
                 context,
                 base_url,
                 owner,
-            } => {
-                let _turn = self.lock.lock().await;
-                let plan = build_plan(graph, &config.directory, config.limits)?;
-                let mut run = Run::start(plan, run_id, context, now_ms());
-                run.record.owner = owner;
-                self.execute(run, &config, &base_url, false, store).await
-            }
+            } => (
+                Command::Start {
+                    run_id,
+                    graph,
+                    context,
+                    owner: owner.clone(),
+                    callback_base: base_url,
+                },
+                owner,
+                true,
+            ),
             GateRequest::Callback {
                 run_id,
                 wait_id,
                 body,
                 base_url,
-            } => {
-                let _turn = self.lock.lock().await;
-                let Some(record) = self.take_record(&run_id, store).await? else {
-                    return Ok(json_response(200, &noop(Noop::UnknownRun)));
+            } => (
+                Command::Callback {
+                    run_id,
+                    wait_id,
+                    body,
+                    callback_base: base_url,
+                },
+                None,
+                false,
+            ),
+            GateRequest::Cancel { run_id, owner } => (
+                Command::Cancel {
+                    run_id,
+                    owner: owner.clone(),
+                },
+                owner,
+                false,
+            ),
+        };
+        let _turn = self.lock.lock().await;
+        let run_id = command_run_id(&command).to_string();
+        *self.active.borrow_mut() = Some((run_id.clone(), owner));
+        let cached = self.cached.borrow_mut().take();
+        let (kept, result) = run_segment(&host, cached, command).await;
+        *self.cached.borrow_mut() = kept;
+        *self.active.borrow_mut() = None;
+        let segment = result?;
+        self.ensure_alarm(&run_id, segment.wake).await;
+        Ok(match segment.reply {
+            Reply::Outcome { body, running } => {
+                json_response(if running && is_start { 202 } else { 200 }, &body)
+            }
+            Reply::Noop(reason) => json_response(200, &noop(reason)),
+            Reply::Details(body) => json_response(200, &body),
+            Reply::Idle => json_response(200, &serde_json::json!({"success": true})),
+        })
+    }
+
+    /// The alarm fired: take due deadlines and continue a yielded run. An
+    /// alarm with nothing due re-arms from the gate's own storage and costs
+    /// no KV operation.
+    async fn wake(&self, store: &GateStore) -> std::result::Result<(), ApiError> {
+        let _turn = self.lock.lock().await;
+        // Whatever is decided below sets the alarm again if needed.
+        self.alarm.set(Some(None));
+        let Some(meta) = self
+            .state
+            .storage()
+            .get::<GateMeta>(META_KEY)
+            .await
+            .map_err(ApiError::from)?
+        else {
+            return Ok(());
+        };
+        let now = now_ms();
+        if self.cached.borrow().is_none() && meta.wake_at > now {
+            self.ensure_alarm(&meta.run_id, Some(meta.wake_at)).await;
+            return Ok(());
+        }
+        let config = self.config()?;
+        let components = HttpComponents {
+            timeout_ms: config.0.component_timeout_ms,
+            max_response_bytes: config.0.max_component_response_bytes,
+        };
+        let host = Host {
+            store,
+            components: &components,
+            clock: &WorkerClock,
+            config: &config.1,
+        };
+        *self.active.borrow_mut() = Some((meta.run_id.clone(), None));
+        let cached = self.cached.borrow_mut().take();
+        let command = Command::Wake {
+            run_id: meta.run_id.clone(),
+        };
+        let (kept, result) = run_segment(&host, cached, command).await;
+        *self.cached.borrow_mut() = kept;
+        *self.active.borrow_mut() = None;
+        match result {
+            Ok(segment) => {
+                self.ensure_alarm(&meta.run_id, segment.wake).await;
+                Ok(())
+            }
+            Err(e) => {
+                // Try again shortly; the platform also retries a failed handler.
+                self.ensure_alarm(&meta.run_id, Some(now + 5_000)).await;
+                Err(ApiError::Engine(e))
+            }
+        }
+    }
+
+    /// Sets (or clears) the alarm to `wake`, unless it is already so.
+    async fn ensure_alarm(&self, run_id: &str, wake: Option<u64>) {
+        if self.alarm.get() == Some(wake) {
+            return;
+        }
+        let storage = self.state.storage();
+        let set = match wake {
+            Some(at) => {
+                let meta = GateMeta {
+                    run_id: run_id.to_string(),
+                    wake_at: at,
                 };
-                let mut run = Run::load(record, &config.directory)?;
-                let outcome = run.resume(&wait_id, body, now_ms());
-                match outcome {
-                    Ok(Ok(())) => self.execute(run, &config, &base_url, true, store).await,
-                    Ok(Err(reason)) => {
-                        self.keep(run.record);
-                        Ok(json_response(200, &noop(reason)))
-                    }
-                    Err(e) => {
-                        self.keep(run.record);
-                        Err(e.into())
-                    }
+                let when = js_sys::Date::new(&js_sys::Number::from(at as f64));
+                match storage.put(META_KEY, &meta).await {
+                    Ok(()) => storage
+                        .set_alarm(worker::ScheduledTime::new(when))
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
                 }
             }
-        }
-    }
-
-    /// Runs one segment to its end, then writes the record once.
-    async fn execute(
-        &self,
-        mut run: Run,
-        config: &Config,
-        base_url: &str,
-        resumed: bool,
-        store: &RunStore,
-    ) -> std::result::Result<Response, ApiError> {
-        let secret = config.signing_secret()?;
-        let segment_start = now_ms();
-        *self.running.borrow_mut() = Some((run.record.run_id.clone(), run.record.owner.clone()));
-        let components = HttpComponents {
-            run_id: &run.record.run_id.clone(),
-            base_url,
-            secret,
-            timeout_ms: config.component_timeout_ms,
-        };
-        drive(&mut run, &components, &now_ms, &config.settings).await;
-        let saved = store.save(&mut run, config, now_ms(), segment_start).await;
-        *self.running.borrow_mut() = None;
-        saved?;
-        let body = run_outcome(&run.record, resumed, &config.redactor);
-        self.keep(run.record);
-        Ok(json_response(200, &body))
-    }
-
-    async fn read(
-        &self,
-        run_id: &str,
-        owner: Option<&str>,
-        config: &Config,
-        store: &RunStore,
-    ) -> std::result::Result<Response, ApiError> {
-        let running =
-            self.running.borrow().as_ref().is_some_and(|(id, who)| {
-                id == run_id && (owner.is_none() || who.as_deref() == owner)
-            });
-        // Another key's run reads as absent, exactly like a run that never was.
-        let visible = |r: &RunRecord| owner.is_none() || r.owner.as_deref() == owner;
-        let cached = self
-            .saved
-            .borrow()
-            .as_ref()
-            .filter(|r| r.run_id == run_id)
-            .map(|r| visible(r).then(|| run_details(r, &config.redactor)));
-        let details = match cached {
-            Some(d) => d,
-            None => store
-                .load(run_id)
-                .await?
-                .and_then(|r| visible(&r).then(|| run_details(&r, &config.redactor))),
-        };
-        match (details, running) {
-            (Some(mut d), true) => {
-                d["status"] = json!("running");
-                Ok(json_response(200, &d))
+            None => {
+                storage.delete_alarm().await.is_ok() && storage.delete(META_KEY).await.is_ok()
             }
-            (Some(d), false) => Ok(json_response(200, &d)),
-            (None, true) => Ok(json_response(
-                200,
-                &json!({
-                    "success": true, "run_id": run_id, "status": "running", "waits": [], "trace": []
-                }),
-            )),
-            (None, false) => Err(ApiError::NotFound(format!("no run '{run_id}'"))),
-        }
+        };
+        // Unknown after a failure, so the next request tries again.
+        self.alarm.set(set.then_some(wake));
     }
+}
 
-    /// The run's latest record: the one this object wrote, else KV's. Taken
-    /// out of the cache so that a failed segment cannot leave a half-applied
-    /// record behind; `keep` puts the settled one back.
-    async fn take_record(
-        &self,
-        run_id: &str,
-        store: &RunStore,
-    ) -> std::result::Result<Option<RunRecord>, ApiError> {
-        let cached = self
-            .saved
-            .borrow_mut()
-            .take()
-            .filter(|r| r.run_id == run_id);
-        match cached {
-            Some(r) => Ok(Some(r)),
-            None => store.load(run_id).await,
-        }
+fn command_run_id(command: &Command) -> &str {
+    match command {
+        Command::Start { run_id, .. }
+        | Command::Callback { run_id, .. }
+        | Command::Wake { run_id }
+        | Command::Cancel { run_id, .. } => run_id,
     }
+}
 
-    fn keep(&self, record: RunRecord) {
-        *self.saved.borrow_mut() = Some(record);
-    }
+fn not_found(run_id: &str) -> ApiError {
+    ApiError::Engine(EngineError::NotFound(format!("no run '{run_id}'")))
 }

@@ -53,6 +53,14 @@ impl ApiError {
             Self::Engine(e @ EngineError::TaskMismatch { .. }) => {
                 (409, e.code(), e.to_string(), None)
             }
+            Self::Engine(e @ EngineError::RunFinished { status }) => (
+                409,
+                e.code(),
+                e.to_string(),
+                Some(json!({ "status": status })),
+            ),
+            Self::Engine(e @ EngineError::NotFound(_)) => (404, e.code(), e.to_string(), None),
+            Self::Engine(e @ EngineError::Storage(_)) => (500, e.code(), e.to_string(), None),
             Self::Engine(e) => (400, e.code(), e.to_string(), None),
             Self::BadRequest(code, m) => (400, code, m, None),
             Self::Unauthorized(m) => (401, "unauthorized", m, None),

@@ -16,8 +16,7 @@ use super::{now_ms, random_id};
 use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
-use crate::core::executor::Noop;
-use crate::core::plan::plan_from_json;
+use crate::core::run::Noop;
 use crate::core::view::noop;
 
 /// A refused body is still read and thrown away — up to this many bytes and
@@ -91,6 +90,21 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                 env,
                 run_id,
                 &GateRequest::Read {
+                    run_id: run_id.to_string(),
+                    owner: Some(owner),
+                },
+            )
+            .await
+        }
+        ["runs", run_id, "cancel"] => {
+            require(&method, "POST")?;
+            let config = config(env)?;
+            let owner = authenticate(req, &config)?;
+            valid_id(run_id)?;
+            gate(
+                env,
+                run_id,
+                &GateRequest::Cancel {
                     run_id: run_id.to_string(),
                     owner: Some(owner),
                 },
@@ -214,7 +228,7 @@ async fn execute(
             ))
         }
     };
-    let plan = plan_from_json(&graph, &config.directory, config.limits)?;
+    // The graph is validated once, by the gate that plans and runs it.
     config.signing_secret()?;
     let run_id =
         random_id().map_err(|e| ApiError::Internal(format!("randomness unavailable: {e}")))?;
@@ -223,7 +237,7 @@ async fn execute(
         &run_id.clone(),
         &GateRequest::Start {
             run_id,
-            graph: plan.graph,
+            graph,
             context,
             base_url: base_url(config, url),
             owner: Some(owner),

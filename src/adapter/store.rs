@@ -1,21 +1,28 @@
-//! Run records in Workers KV. Keys:
-//! - `run:{run_id}` → the run record (JSON), expiring with its last open wait
-//!   while paused, or after the retention period once finished.
+//! Storage on Workers: run records in KV (the store of record), and the
+//! gate's journal of call outcomes in its Durable Object storage. KV keys:
+//! - `run:{run_id}` → the stored run record (`core::stored`), expiring as
+//!   `core::segment::record_ttl` says.
 //! - `task:{task_id}` → `{run_id, wait_id}`, written only when the legacy bare
 //!   `POST /workflows/resume` route is enabled, expiring with the wait.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use worker::kv::KvStore;
-use worker::Env;
+use worker::{js_sys, wasm_bindgen::JsCast, Env, ListOptions, Storage};
 
-use super::config::{Config, RUNS_KV};
+use super::config::RUNS_KV;
 use super::http::ApiError;
-use crate::core::executor::Run;
-use crate::core::record::{RunRecord, RunStatus};
+use crate::core::error::EngineError;
+use crate::core::run::CallOutcome;
+use crate::core::segment::Store;
 
-const MIN_TTL_SECS: u64 = 60;
+/// Journal entries live under this prefix in the gate's storage.
+const OUTCOME_PREFIX: &str = "outcome:";
+/// Outcomes larger than this are not journaled (Durable Object values are
+/// limited); such a call is made again if its segment dies.
+const MAX_JOURNALED_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TaskRef {
@@ -23,22 +30,34 @@ pub struct TaskRef {
     pub wait_id: String,
 }
 
-/// KV operations performed for one request, reported in the
-/// `x-arcrun-kv-ops` response header so cost is measured, not estimated.
+/// Storage operations performed for one request, reported in response
+/// headers (`x-arcrun-kv-ops`, `x-arcrun-do-ops`) so cost is measured, not
+/// estimated. For Durable Object storage, `reads` counts list calls.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct KvOps {
+pub struct Ops {
     pub reads: u32,
     pub writes: u32,
     pub lists: u32,
+    pub deletes: u32,
 }
 
-impl KvOps {
+pub type KvOps = Ops;
+
+impl Ops {
     pub const HEADER: &'static str = "x-arcrun-kv-ops";
+    pub const DO_HEADER: &'static str = "x-arcrun-do-ops";
 
     pub fn header_value(self) -> String {
         format!(
             "reads={};writes={};lists={}",
             self.reads, self.writes, self.lists
+        )
+    }
+
+    pub fn do_header_value(self) -> String {
+        format!(
+            "reads={};writes={};deletes={}",
+            self.reads, self.writes, self.deletes
         )
     }
 
@@ -53,92 +72,161 @@ impl KvOps {
                 "reads" => self.reads += n,
                 "writes" => self.writes += n,
                 "lists" => self.lists += n,
+                "deletes" => self.deletes += n,
                 _ => {}
             }
         }
     }
 }
 
+fn count(ops: &Cell<Ops>, f: impl FnOnce(&mut Ops)) {
+    let mut o = ops.get();
+    f(&mut o);
+    ops.set(o);
+}
+
+fn storage_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Storage(e.to_string())
+}
+
+/// Run records in KV.
 pub struct RunStore {
     kv: KvStore,
-    ops: Cell<KvOps>,
+    ops: Cell<Ops>,
 }
 
 impl RunStore {
     pub fn new(env: &Env) -> Result<Self, ApiError> {
         Ok(Self {
             kv: env.kv(RUNS_KV)?,
-            ops: Cell::new(KvOps::default()),
+            ops: Cell::new(Ops::default()),
         })
     }
 
-    pub fn ops(&self) -> KvOps {
+    pub fn ops(&self) -> Ops {
         self.ops.get()
     }
 
-    fn count(&self, f: impl FnOnce(&mut KvOps)) {
-        let mut ops = self.ops.get();
-        f(&mut ops);
-        self.ops.set(ops);
-    }
-
-    pub async fn load(&self, run_id: &str) -> Result<Option<RunRecord>, ApiError> {
-        self.count(|o| o.reads += 1);
-        let Some(text) = self.kv.get(&run_key(run_id)).text().await? else {
-            return Ok(None);
-        };
-        serde_json::from_str(&text).map(Some).map_err(|e| {
-            ApiError::Engine(crate::core::error::EngineError::CorruptRecord(
-                e.to_string(),
-            ))
-        })
-    }
-
-    /// Writes the record once, with a TTL that fits its status. Waits opened
-    /// at or after `segment_start` are new and get their task index entry.
-    pub async fn save(
-        &self,
-        run: &mut Run,
-        config: &Config,
-        now: u64,
-        segment_start: u64,
-    ) -> Result<(), ApiError> {
-        let text = run.to_stored_json(config.max_record_bytes, now);
-        let record = &run.record;
-        let ttl = record_ttl(record, config, now);
-        self.count(|o| o.writes += 1);
-        self.kv
-            .put(&run_key(&record.run_id), text)?
-            .expiration_ttl(ttl)
-            .execute()
-            .await?;
-        if config.bare_resume {
-            for wait in record.waits.values().filter(|w| w.since >= segment_start) {
-                let task = TaskRef {
-                    run_id: record.run_id.clone(),
-                    wait_id: wait.wait_id.clone(),
-                };
-                let ttl = (wait.expires_at.saturating_sub(now) / 1000).max(MIN_TTL_SECS);
-                self.count(|o| o.writes += 1);
-                self.kv
-                    .put(
-                        &task_key(&wait.task_id),
-                        serde_json::to_string(&task).unwrap_or_default(),
-                    )?
-                    .expiration_ttl(ttl)
-                    .execute()
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
     pub async fn find_task(&self, task_id: &str) -> Result<Option<TaskRef>, ApiError> {
-        self.count(|o| o.reads += 1);
+        count(&self.ops, |o| o.reads += 1);
         let Some(text) = self.kv.get(&task_key(task_id)).text().await? else {
             return Ok(None);
         };
         Ok(serde_json::from_str(&text).ok())
+    }
+}
+
+/// What a gate stores through: KV for records, its own storage for the journal.
+pub struct GateStore {
+    pub kv: RunStore,
+    pub storage: Storage,
+    pub do_ops: Cell<Ops>,
+}
+
+impl Store for GateStore {
+    async fn load(&self, run_id: &str) -> Result<Option<String>, EngineError> {
+        count(&self.kv.ops, |o| o.reads += 1);
+        self.kv
+            .kv
+            .get(&run_key(run_id))
+            .text()
+            .await
+            .map_err(storage_error)
+    }
+
+    async fn save(&self, run_id: &str, text: String, ttl_secs: u64) -> Result<(), EngineError> {
+        count(&self.kv.ops, |o| o.writes += 1);
+        self.kv
+            .kv
+            .put(&run_key(run_id), text)
+            .map_err(storage_error)?
+            .expiration_ttl(ttl_secs)
+            .execute()
+            .await
+            .map_err(storage_error)
+    }
+
+    async fn index_task(
+        &self,
+        task_id: &str,
+        run_id: &str,
+        wait_id: &str,
+        ttl_secs: u64,
+    ) -> Result<(), EngineError> {
+        let task = TaskRef {
+            run_id: run_id.to_string(),
+            wait_id: wait_id.to_string(),
+        };
+        count(&self.kv.ops, |o| o.writes += 1);
+        self.kv
+            .kv
+            .put(
+                &task_key(task_id),
+                serde_json::to_string(&task).unwrap_or_default(),
+            )
+            .map_err(storage_error)?
+            .expiration_ttl(ttl_secs)
+            .execute()
+            .await
+            .map_err(storage_error)
+    }
+
+    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
+        count(&self.do_ops, |o| o.reads += 1);
+        let listed = self
+            .storage
+            .list_with_options(ListOptions::new().prefix(OUTCOME_PREFIX))
+            .await
+            .map_err(storage_error)?;
+        let mut outcomes = BTreeMap::new();
+        let entries = js_sys::try_iter(&listed.entries())
+            .ok()
+            .flatten()
+            .into_iter()
+            .flatten();
+        for entry in entries.flatten() {
+            let Ok(pair) = entry.dyn_into::<js_sys::Array>() else {
+                continue;
+            };
+            let (Some(key), Some(text)) = (pair.get(0).as_string(), pair.get(1).as_string())
+            else {
+                continue;
+            };
+            // An entry that does not parse is skipped: the call is made again.
+            if let Ok(outcome) = serde_json::from_str(&text) {
+                let key = key.strip_prefix(OUTCOME_PREFIX).unwrap_or(&key).to_string();
+                outcomes.insert(key, outcome);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError> {
+        let text = serde_json::to_string(outcome).map_err(storage_error)?;
+        if text.len() > MAX_JOURNALED_BYTES {
+            return Err(EngineError::Storage("outcome too large to journal".into()));
+        }
+        count(&self.do_ops, |o| o.writes += 1);
+        self.storage
+            .put(&format!("{OUTCOME_PREFIX}{key}"), text)
+            .await
+            .map_err(storage_error)
+    }
+
+    async fn forget_outcomes(&self, keys: Vec<String>) -> Result<(), EngineError> {
+        count(&self.do_ops, |o| o.deletes += keys.len() as u32);
+        // The storage API deletes at most 128 keys per call.
+        for chunk in keys.chunks(128) {
+            let chunk: Vec<String> = chunk
+                .iter()
+                .map(|k| format!("{OUTCOME_PREFIX}{k}"))
+                .collect();
+            self.storage
+                .delete_multiple(chunk)
+                .await
+                .map_err(storage_error)?;
+        }
+        Ok(())
     }
 }
 
@@ -148,20 +236,4 @@ fn run_key(run_id: &str) -> String {
 
 fn task_key(task_id: &str) -> String {
     format!("task:{task_id}")
-}
-
-fn record_ttl(record: &RunRecord, config: &Config, now: u64) -> u64 {
-    let secs = match record.status {
-        RunStatus::Completed { .. } | RunStatus::Failed { .. } => config.retention_secs,
-        RunStatus::Paused { .. } | RunStatus::Running => {
-            let last = record
-                .waits
-                .values()
-                .map(|w| w.expires_at)
-                .max()
-                .unwrap_or(now);
-            last.saturating_sub(now).div_ceil(1000)
-        }
-    };
-    secs.max(MIN_TTL_SECS)
 }

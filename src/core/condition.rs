@@ -31,6 +31,48 @@ pub fn evaluate(condition: &str, scope: &dyn Scope) -> bool {
     scope.lookup(strip_braces(condition)).is_some_and(truthy)
 }
 
+/// Checks that a condition is one the language can evaluate, so a typo is a
+/// validation error instead of an edge that silently never fires.
+pub fn check(condition: &str) -> Result<(), String> {
+    let condition = condition.trim();
+    if condition.is_empty() {
+        return Err("the condition is empty".into());
+    }
+    for op in OPERATORS {
+        if let Some(pos) = condition.find(op) {
+            check_key(condition[..pos].trim())?;
+            let literal = condition[pos + op.len()..].trim();
+            if literal.is_empty() {
+                return Err(format!("nothing to compare with after '{op}'"));
+            }
+            if OPERATORS.iter().any(|o| literal.starts_with(o)) {
+                return Err(format!("'{condition}' is not a comparison the language knows"));
+            }
+            let opens = ['\'', '"', '`'].contains(&literal.chars().next().unwrap_or(' '));
+            if opens && parse_literal(literal) == Value::String(literal.to_string()) {
+                return Err(format!("unterminated quoted value {literal}"));
+            }
+            return Ok(());
+        }
+    }
+    check_key(condition.strip_prefix('!').unwrap_or(condition).trim())
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    let bare = key.starts_with("{{") == key.ends_with("}}") || key.len() < 4;
+    let inner = strip_braces(key);
+    if !bare || inner.contains("{{") || inner.contains("}}") {
+        return Err(format!("unbalanced braces in '{key}'"));
+    }
+    if inner.is_empty() {
+        return Err("the condition names no key to test".into());
+    }
+    if inner.chars().any(char::is_whitespace) || inner.split('.').any(str::is_empty) {
+        return Err(format!("'{inner}' is not a key path (dotted names, no spaces)"));
+    }
+    Ok(())
+}
+
 fn strip_braces(key: &str) -> &str {
     key.strip_prefix("{{")
         .and_then(|k| k.strip_suffix("}}"))
@@ -145,6 +187,19 @@ mod tests {
         assert!(!evaluate("flag", &sc));
         assert!(evaluate("!flag", &sc));
         assert!(evaluate("score", &sc));
+    }
+
+    #[test]
+    fn malformed_conditions_are_refused() {
+        for good in ["a === 1", "{{a.b}} > 2", "!flag", "flag", "s == 'x y'", "n <= -1"] {
+            assert_eq!(check(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "", "score >", "=== 3", "a b === 1", "{{a === 1", "a. === 1", "x === 'open",
+            "a === === b", "!", "{{}}",
+        ] {
+            assert!(check(bad).is_err(), "{bad} should be refused");
+        }
     }
 
     #[test]

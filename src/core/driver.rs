@@ -1,10 +1,12 @@
-//! Performs the calls a run asks for and feeds the outcomes back, until the
-//! run settles. Generic over how components are reached and how time is read,
-//! so the same loop runs natively in tests and on Workers.
+//! Performs the effects a run asks for and feeds the outcomes back, until
+//! the segment ends. Generic over how components are reached, how outcomes
+//! are journaled and how time is read, so the same loop runs natively in
+//! tests and on Workers.
 
 use futures::future::join_all;
 
-use super::executor::{Call, CallOutcome, Run, Settings};
+use super::effect::Effect;
+use super::run::{Call, CallOutcome, Run};
 
 /// Reaches components over the network (or a test double of the network).
 // Workers run single-threaded, so the returned futures need not be `Send`.
@@ -13,22 +15,54 @@ pub trait Components {
     async fn call(&self, call: &Call) -> CallOutcome;
 }
 
-/// Steps `run` until it is paused, completed or failed. Calls that become
-/// ready together are performed concurrently, and their outcomes applied in
-/// the order the calls were issued so the trace is deterministic.
-pub async fn drive<C: Components>(
+/// Where call outcomes are written as they arrive, so that a segment that
+/// dies before its record is saved can be run again without calling the
+/// components that already answered.
+#[allow(async_fn_in_trait)]
+pub trait Journal {
+    /// The outcome recorded for this call by an earlier, unfinished attempt.
+    fn replay(&self, idempotency_key: &str) -> Option<CallOutcome>;
+    /// Records an outcome. Best effort: a failure here only means the call
+    /// may be made again if the segment dies.
+    async fn record(&self, idempotency_key: &str, outcome: &CallOutcome);
+}
+
+/// No journal: every call is made.
+pub struct NoJournal;
+
+impl Journal for NoJournal {
+    fn replay(&self, _: &str) -> Option<CallOutcome> {
+        None
+    }
+    async fn record(&self, _: &str, _: &CallOutcome) {}
+}
+
+/// Steps `run` until the segment ends and returns the effects that ended it
+/// (`WakeAt`, `Yield`, or none when the run finished). Calls that become due
+/// together are performed concurrently, and their outcomes applied in the
+/// order the calls were issued so the trace is deterministic.
+pub async fn drive<C: Components, J: Journal>(
     run: &mut Run,
     components: &C,
+    journal: &J,
     now: &dyn Fn() -> u64,
-    settings: &Settings,
-) {
+) -> Vec<Effect> {
     loop {
-        let calls = run.step(now(), settings);
+        let effects = run.step(now());
+        let calls: Vec<&Call> = effects.iter().filter_map(Effect::as_call).collect();
         if calls.is_empty() {
-            return;
+            return effects;
         }
-        let outcomes = join_all(calls.iter().map(|c| components.call(c))).await;
-        for (call, outcome) in calls.iter().zip(outcomes) {
+        let outcomes = join_all(calls.iter().map(|call| async move {
+            if let Some(outcome) = journal.replay(&call.idempotency_key) {
+                return outcome;
+            }
+            let outcome = components.call(call).await;
+            journal.record(&call.idempotency_key, &outcome).await;
+            outcome
+        }))
+        .await;
+        for (call, outcome) in calls.into_iter().zip(outcomes) {
             run.complete_call(call.key, outcome, now());
         }
     }

@@ -37,6 +37,12 @@ pub enum EngineError {
     /// A stored run record could not be read back (corrupt or from an
     /// incompatible version); never a client's fault.
     CorruptRecord(String),
+    /// No run (or none visible to this caller) by that id.
+    NotFound(String),
+    /// The run has already finished (completed, failed or cancelled).
+    RunFinished { status: &'static str },
+    /// The store of record or the gate's own storage failed; the caller may retry.
+    Storage(String),
 }
 
 impl EngineError {
@@ -47,6 +53,9 @@ impl EngineError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::TaskMismatch { .. } => "task_mismatch",
             Self::CorruptRecord(_) => "corrupt_record",
+            Self::NotFound(_) => "not_found",
+            Self::RunFinished { .. } => "run_finished",
+            Self::Storage(_) => "storage_unavailable",
         }
     }
 }
@@ -73,6 +82,9 @@ impl fmt::Display for EngineError {
                 "this callback URL is for task '{expected}', but the body names task '{got}'"
             ),
             Self::CorruptRecord(m) => write!(f, "stored run record is unreadable: {m}"),
+            Self::NotFound(m) => f.write_str(m),
+            Self::RunFinished { status } => write!(f, "the run has already finished: it is {status}"),
+            Self::Storage(m) => write!(f, "storage failed: {m}"),
         }
     }
 }

@@ -6,6 +6,10 @@ use serde_json::{Map, Value};
 
 use super::error::Problem;
 
+/// The longest wait a node may ask for (one year): deadlines are alarm times
+/// and KV TTLs, both of which want sane bounds.
+pub const MAX_WAIT_SECONDS: u64 = 365 * 24 * 3600;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeKind {
     Input,
@@ -57,6 +61,10 @@ pub struct Node {
     pub data: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// How long a pending answer may wait for its callback before the node
+    /// fails with `wait_timeout`; the deployment's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +173,19 @@ fn parse_node(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<No
             Map::new()
         }
     };
+    let wait_timeout_seconds = match obj.get("wait_timeout_seconds") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|s| (1..=MAX_WAIT_SECONDS).contains(&s)) => {
+            n.as_u64()
+        }
+        Some(_) => {
+            problems.push(Problem::new(
+                format!("{at}.wait_timeout_seconds"),
+                format!("must be a whole number of seconds from 1 to {MAX_WAIT_SECONDS}"),
+            ));
+            None
+        }
+    };
     // Keep a node that has an id even when other fields are wrong, so that
     // validation can still report the graph's structural problems with it.
     // Its problems are already recorded; the stand-in kind adds none.
@@ -174,6 +195,7 @@ fn parse_node(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<No
         component_id,
         data,
         label,
+        wait_timeout_seconds,
     })
 }
 

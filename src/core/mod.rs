@@ -1,18 +1,23 @@
-//! The engine's core: graph model, validation, templating and the run state
-//! machine. It knows nothing of Cloudflare; time and ids are passed in.
+//! The engine's core: graph model, validation, templating, the run state
+//! machine, its stored format and the segment logic. It knows nothing of
+//! Cloudflare; time, ids and storage are passed in.
 
 pub mod auth;
 pub mod builtins;
 pub mod callback;
-pub mod compact;
 pub mod condition;
 pub mod driver;
+pub mod effect;
 pub mod error;
-pub mod executor;
 pub mod graph;
+pub mod memory;
 pub mod plan;
+pub mod protocol;
 pub mod record;
 pub mod redact;
+pub mod run;
 pub mod scope;
+pub mod segment;
+pub mod stored;
 pub mod template;
 pub mod view;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde_json::Value;
 
 use super::builtins::Builtin;
+use super::condition::check as check_condition;
 use super::error::{EngineError, Problem};
 use super::graph::{parse_graph, EdgeKind, Graph, NodeKind};
 
@@ -97,6 +98,23 @@ pub struct Plan {
 impl Plan {
     pub fn node_index(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()
+    }
+
+    /// Named components as they resolved for this run (`componentId` → URL).
+    /// Stored with the run, so a change to `COMPONENTS` neither breaks nor
+    /// redirects a run that has already started.
+    pub fn pinned_components(&self) -> BTreeMap<String, String> {
+        self.graph
+            .nodes
+            .iter()
+            .zip(&self.components)
+            .filter_map(|(node, resolved)| match (&node.component_id, resolved) {
+                (Some(cid), Some(ComponentRef::Http(url))) if cid != url => {
+                    Some((cid.clone(), url.clone()))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn starts(&self) -> impl Iterator<Item = usize> + '_ {
@@ -234,6 +252,11 @@ pub fn build_plan(
                     format!("edges[{e}].condition"),
                     "an IF edge needs a condition",
                 ));
+            }
+            EdgeKind::If => {
+                if let Err(why) = check_condition(edge.condition.as_deref().unwrap_or_default()) {
+                    problems.push(Problem::new(format!("edges[{e}].condition"), why));
+                }
             }
             EdgeKind::OnBranch if edge.branch.as_deref().is_none_or(str::is_empty) => {
                 problems.push(Problem::new(

@@ -1,5 +1,6 @@
-//! The run record: everything needed to continue a run, and everything a
-//! reader is shown. One record per run, stored as one KV value.
+//! The run record as held in memory while a run executes: status, node
+//! states with their contexts, waits and trace. What is written to KV is a
+//! separate, versioned type (`stored`), converted on save and load.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -9,54 +10,56 @@ use serde_json::{Map, Value};
 
 use super::graph::Graph;
 
-/// Bumped when the stored shape changes incompatibly.
-pub const RECORD_VERSION: u32 = 1;
+pub type Context = Map<String, Value>;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
-    pub version: u32,
     pub run_id: String,
     /// Who started the run (a hash of their API key), when keys are in use.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     pub graph: Graph,
     /// The context the run was triggered with.
-    pub context: Map<String, Value>,
+    pub context: Context,
+    /// Origin of the callback URLs handed to this run's components, fixed when
+    /// the run starts so that alarms (which have no request) can sign them.
+    pub callback_base: Option<String>,
     pub status: RunStatus,
     /// Per node, aligned with `graph.nodes`. Outputs live here, once each.
     pub nodes: Vec<NodeState>,
     /// Open waits by wait id.
-    #[serde(default)]
     pub waits: BTreeMap<String, Wait>,
-    /// Waits already resumed, so that a repeated callback is recognised.
-    #[serde(default)]
-    pub resumed: BTreeMap<String, ResumedWait>,
+    /// Waits that are closed — resumed, timed out or cancelled — so a late or
+    /// repeated callback is answered with the reason.
+    pub closed: BTreeMap<String, ClosedWait>,
     pub trace: Vec<TraceEntry>,
     /// Entries dropped from the front of `trace` to respect the size limit.
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub trace_dropped: usize,
-    pub next_wait: u64,
-    /// Whether stored contexts are deltas (see `compact.rs`), and the keys
-    /// each delta removes, by location (`"{node}"` or `"{node}.{arrival}"`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub contexts_compacted: bool,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub ctx_unset: BTreeMap<String, Vec<String>>,
+    /// Segments begun so far; the current one's number is sent to components.
+    pub segments: u64,
     pub created_at: u64,
     pub updated_at: u64,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Executing now, or stopped at the end of an invocation's call budget
+    /// and due to continue in the next.
     Running,
-    Paused { since: u64 },
-    Completed { output: Value, finished_at: u64 },
-    Failed { error: RunError, finished_at: u64 },
+    Paused {
+        since: u64,
+    },
+    Completed {
+        output: Value,
+        finished_at: u64,
+    },
+    Failed {
+        error: RunError,
+        finished_at: u64,
+    },
+    Cancelled {
+        finished_at: u64,
+    },
 }
 
 impl RunStatus {
@@ -66,11 +69,24 @@ impl RunStatus {
             Self::Paused { .. } => "paused",
             Self::Completed { .. } => "completed",
             Self::Failed { .. } => "failed",
+            Self::Cancelled { .. } => "cancelled",
         }
     }
 
     pub fn is_finished(&self) -> bool {
-        matches!(self, Self::Completed { .. } | Self::Failed { .. })
+        matches!(
+            self,
+            Self::Completed { .. } | Self::Failed { .. } | Self::Cancelled { .. }
+        )
+    }
+
+    pub fn finished_at(&self) -> Option<u64> {
+        match self {
+            Self::Completed { finished_at, .. }
+            | Self::Failed { finished_at, .. }
+            | Self::Cancelled { finished_at } => Some(*finished_at),
+            Self::Running | Self::Paused { .. } => None,
+        }
     }
 }
 
@@ -91,67 +107,82 @@ pub struct Wait {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<usize>,
     pub since: u64,
+    /// The deadline: past it the wait closes and the node takes its timeout path.
     pub expires_at: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitClosed {
+    Resumed,
+    TimedOut,
+    Cancelled,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResumedWait {
+pub struct ClosedWait {
     pub task_id: String,
     pub node_id: String,
     pub at: u64,
+    pub how: WaitClosed,
 }
 
 /// Where a node stands. Contexts are kept only while a node still needs one
 /// (waiting to fire, calling, paused, mapping); finished nodes keep just their output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NodeState {
     /// Nothing has reached the node yet — or the run has finished and its
     /// node states were released.
     Idle,
     /// Some incoming edges have resolved; one slot per incoming edge.
-    Waiting {
-        arrivals: Vec<Arrival>,
-    },
-    /// A component call is in flight; `ctx` is the node's incoming context.
-    Calling {
-        ctx: Map<String, Value>,
-    },
+    Waiting { arrivals: Vec<Arrival> },
+    /// The node's component call is issued, or due to be (after a yield or a
+    /// crash the call is issued again); `ctx` is the node's incoming context.
+    Calling { ctx: Context },
     /// The component answered pending; the run waits for `wait_id`.
-    Paused {
-        ctx: Map<String, Value>,
-        wait_id: String,
-    },
-    /// A FOREACH target running once per item; `slots` fill as items finish.
-    Mapping {
-        ctx: Map<String, Value>,
-        slots: Vec<Option<Value>>,
-        remaining: usize,
-    },
-    Done {
-        output: Value,
-    },
+    Paused { ctx: Context, wait_id: String },
+    /// A FOREACH target running once per item.
+    Mapping(Box<Mapping>),
+    Done { output: Value },
     Skipped,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    /// The node's incoming context (flows on once every item is done).
+    pub ctx: Context,
+    /// What each item's context starts from: `ctx` without the iterated array.
+    pub base: Context,
+    /// The name each item is bound to.
+    pub iterator: String,
+    pub items: Vec<ItemState>,
+    /// Items not yet `Done`.
+    pub remaining: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemState {
+    /// Not finished: its call is issued or due to be. Holds the item value
+    /// so the call can be built (again).
+    Todo(Value),
+    Paused { wait_id: String },
+    Done(Value),
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum Arrival {
     Pending,
     Skipped,
     /// Shared: fanning out to many edges does not copy the context per edge.
-    Delivered {
-        ctx: Rc<Map<String, Value>>,
-    },
+    Delivered { ctx: Rc<Context> },
     /// A FOREACH edge fired: run the target once per item.
     Items {
-        ctx: Rc<Map<String, Value>>,
+        ctx: Rc<Context>,
         /// The context each item starts from (the iterated array removed).
-        base: Map<String, Value>,
+        base: Context,
         iterator: String,
         items: Vec<Value>,
         /// Set when no array was found to iterate: the target fails with it.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         missing: Option<String>,
     },
 }
@@ -184,40 +215,13 @@ pub struct TraceEntry {
 }
 
 impl RunRecord {
-    /// Serializes the record within `max_bytes` (KV refuses values over
-    /// 25 MiB). Oldest trace entries go first, counted in `trace_dropped` so
-    /// readers see the truncation. If the record is still too large, the run
-    /// is failed with `record_too_large` and its node state dropped: a clear,
-    /// stored failure instead of a write that KV would refuse.
-    pub fn to_json_within(&mut self, max_bytes: usize, now: u64) -> String {
-        let mut text = self.to_json();
-        while text.len() > max_bytes && !self.trace.is_empty() {
-            let drop = self.trace.len().div_ceil(2);
-            self.trace.drain(..drop);
-            self.trace_dropped += drop;
-            text = self.to_json();
-        }
-        if text.len() > max_bytes {
-            let size = text.len();
-            self.nodes.iter_mut().for_each(|n| *n = NodeState::Idle);
-            self.waits.clear();
-            self.status = RunStatus::Failed {
-                error: RunError {
-                    code: "record_too_large".into(),
-                    message: format!(
-                        "the run's state grew to {size} bytes, over the {max_bytes}-byte limit for a stored run"
-                    ),
-                    node_id: None,
-                },
-                finished_at: now,
-            };
-            text = self.to_json();
-        }
-        text
+    /// The earliest deadline among open waits.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.waits.values().map(|w| w.expires_at).min()
     }
 
-    fn to_json(&self) -> String {
-        // A record holds only JSON values and plain fields; serializing it cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+    /// The latest deadline among open waits.
+    pub fn last_deadline(&self) -> Option<u64> {
+        self.waits.values().map(|w| w.expires_at).max()
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::executor::Noop;
+use super::run::Noop;
 use super::record::{RunRecord, RunStatus};
 use super::redact::Redactor;
 
@@ -18,7 +18,14 @@ pub fn run_outcome(record: &RunRecord, resumed: bool, redactor: &Redactor) -> Va
             body.insert("success".into(), json!(false));
             body.insert("error".into(), json!(error));
         }
-        RunStatus::Paused { .. } | RunStatus::Running => {
+        RunStatus::Cancelled { .. } => {
+            body.insert("success".into(), json!(false));
+        }
+        // Continuing in the background (it yielded): read it with GET /runs/{id}.
+        RunStatus::Running => {
+            body.insert("success".into(), json!(true));
+        }
+        RunStatus::Paused { .. } => {
             body.insert("success".into(), json!(true));
             body.insert("paused".into(), json!(true));
             // The most recent wait first: that is the one this request caused.
@@ -70,6 +77,9 @@ pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
         }
         RunStatus::Failed { error, finished_at } => {
             body.insert("error".into(), json!(error));
+            body.insert("finished_at".into(), json!(finished_at));
+        }
+        RunStatus::Cancelled { finished_at } => {
             body.insert("finished_at".into(), json!(finished_at));
         }
         RunStatus::Paused { since } => {

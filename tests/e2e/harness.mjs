@@ -249,3 +249,48 @@ export async function startComponent(handler) {
         },
     };
 }
+
+/** Polls `fn` until it returns something truthy and returns that; throws naming `what` after `timeoutMs`. */
+export async function waitUntil(what, fn, { timeoutMs = 10000, everyMs = 100 } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+        const v = await fn();
+        if (v) return v;
+        if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, everyMs));
+    }
+}
+
+/** `{reads, writes, lists}` from a response's x-arcrun-kv-ops header (null when absent). */
+export function kvOpsOf(res) {
+    const h = res.headers.get("x-arcrun-kv-ops");
+    if (!h) return null;
+    return Object.fromEntries(h.split(";").map((p) => p.split("=")).map(([k, v]) => [k.trim(), Number(v)]));
+}
+
+/**
+ * A daemon stand-in: every call answers pending with a fresh task id (after `delayMs`) and is
+ * kept in `calls` as `{path, body, taskId, callbackUrl}`, so a test decides when to call back.
+ */
+export async function pendingComponent({ delayMs = 0 } = {}) {
+    const calls = [];
+    let n = 0;
+    const c = await startComponent(async (body, req) => {
+        const p = new URL(req.url, "http://component").pathname;
+        const taskId = `task${p.replace(/\//g, "-")}-${body?.index ?? "x"}-${++n}`;
+        calls.push({ path: p, body, taskId, callbackUrl: body?.callback_url });
+        if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+        return { pending: true, task_id: taskId };
+    });
+    return { ...c, calls, on: (p) => calls.filter((x) => x.path === p) };
+}
+
+/** POSTs `{task_id, ...extra}` to a callback URL as a daemon would; `{status, headers, body, text}`. */
+export async function postCallback(callbackUrl, taskId, extra = { success: true }) {
+    const res = await fetch(callbackUrl, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ task_id: taskId, ...extra }),
+    });
+    return decodeResponse(res);
+}

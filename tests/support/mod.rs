@@ -5,8 +5,11 @@
 
 use std::cell::{Cell, RefCell};
 
-use arcrun::core::driver::{drive, Components};
-use arcrun::core::executor::{Call, CallOutcome, Run, Settings};
+use arcrun::core::driver::{drive, Components, NoJournal};
+use arcrun::core::effect::Effect;
+use arcrun::core::plan::Directory as Dir;
+use arcrun::core::run::{Call, CallOutcome, Run, Settings};
+use arcrun::core::stored::{decode, encode};
 use arcrun::core::plan::{plan_from_json, Directory, GraphLimits, Plan};
 use arcrun::core::record::{RunStatus, TraceStatus};
 use futures::executor::block_on;
@@ -80,19 +83,33 @@ pub fn settings() -> Settings {
 
 /// Starts a run of `graph` and drives it until it settles.
 pub fn run_graph(graph: Value, context: Value, net: &Network, clock: &Clock) -> Run {
-    let ctx: Map<String, Value> = context.as_object().cloned().unwrap_or_default();
-    let mut run = Run::start(plan(graph), "run-1".into(), ctx, clock.now());
-    continue_run(&mut run, net, clock);
-    run
+    run_graph_with(graph, context, net, clock, &settings())
 }
 
-pub fn continue_run(run: &mut Run, net: &Network, clock: &Clock) {
-    continue_run_with(run, net, clock, &settings());
-}
-
-pub fn continue_run_with(run: &mut Run, net: &Network, clock: &Clock, settings: &Settings) {
+/// Drives the run until it pauses or finishes, starting a fresh segment
+/// whenever it yields (as the gate's alarm does). Returns how many segments ran.
+pub fn continue_run(run: &mut Run, net: &Network, clock: &Clock) -> usize {
     let now = || clock.now();
-    block_on(drive(run, net, &now, settings));
+    let mut segments = 0;
+    loop {
+        run.begin_segment(None);
+        segments += 1;
+        let effects = block_on(drive(run, net, &NoJournal, &now));
+        if !effects.contains(&Effect::Yield) {
+            return segments;
+        }
+    }
+}
+
+/// Stores the run exactly as the Worker does and loads it back.
+pub fn reload(run: &Run) -> Run {
+    let text = encode(&mut run.clone(), usize::MAX, 0);
+    decode(&text, &Dir::default(), *run.settings()).expect("a stored run loads back")
+}
+
+/// The size of the run as stored.
+pub fn stored_len(run: &Run) -> usize {
+    encode(&mut run.clone(), usize::MAX, 0).len()
 }
 
 pub fn run_graph_with(
@@ -103,8 +120,8 @@ pub fn run_graph_with(
     settings: &Settings,
 ) -> Run {
     let ctx: Map<String, Value> = context.as_object().cloned().unwrap_or_default();
-    let mut run = Run::start(plan(graph), "run-1".into(), ctx, clock.now());
-    continue_run_with(&mut run, net, clock, settings);
+    let mut run = Run::start(plan(graph), "run-1".into(), ctx, clock.now(), *settings);
+    continue_run(&mut run, net, clock);
     run
 }
 

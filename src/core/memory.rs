@@ -1,0 +1,148 @@
+//! In-memory implementations of the segment's platform traits, for native
+//! tests and benchmarks: a store that counts its operations and fails on
+//! request (the way a Worker dies between driving a run and saving it), and
+//! a manual clock.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use super::error::EngineError;
+use super::run::CallOutcome;
+use super::segment::{Clock, Store};
+
+/// Operations performed, by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOps {
+    pub loads: u32,
+    pub saves: u32,
+    pub journal_writes: u32,
+    pub journal_reads: u32,
+    pub journal_deletes: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    /// KV: run id → (record text, TTL in seconds).
+    pub records: RefCell<BTreeMap<String, (String, u64)>>,
+    pub tasks: RefCell<BTreeMap<String, (String, String)>>,
+    /// The gate's Durable Object storage: the outcome journal.
+    pub journal: RefCell<BTreeMap<String, CallOutcome>>,
+    pub ops: Cell<StoreOps>,
+    /// The next this-many saves fail, as if the Worker died before writing.
+    pub fail_saves: Cell<u32>,
+    /// The next this-many loads fail, as if KV were unreachable.
+    pub fail_loads: Cell<u32>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn record(&self, run_id: &str) -> Option<String> {
+        self.records.borrow().get(run_id).map(|(t, _)| t.clone())
+    }
+
+    pub fn ttl(&self, run_id: &str) -> Option<u64> {
+        self.records.borrow().get(run_id).map(|(_, ttl)| *ttl)
+    }
+
+    pub fn put_record(&self, run_id: &str, text: String) {
+        self.records
+            .borrow_mut()
+            .insert(run_id.to_string(), (text, 0));
+    }
+
+    fn count(&self, f: impl FnOnce(&mut StoreOps)) {
+        let mut ops = self.ops.get();
+        f(&mut ops);
+        self.ops.set(ops);
+    }
+
+    fn injected(counter: &Cell<u32>) -> bool {
+        let left = counter.get();
+        if left > 0 {
+            counter.set(left - 1);
+        }
+        left > 0
+    }
+}
+
+impl Store for MemoryStore {
+    async fn load(&self, run_id: &str) -> Result<Option<String>, EngineError> {
+        self.count(|o| o.loads += 1);
+        if Self::injected(&self.fail_loads) {
+            return Err(EngineError::Storage("injected load failure".into()));
+        }
+        Ok(self.record(run_id))
+    }
+
+    async fn save(&self, run_id: &str, text: String, ttl_secs: u64) -> Result<(), EngineError> {
+        if Self::injected(&self.fail_saves) {
+            return Err(EngineError::Storage("injected save failure".into()));
+        }
+        self.count(|o| o.saves += 1);
+        self.records
+            .borrow_mut()
+            .insert(run_id.to_string(), (text, ttl_secs));
+        Ok(())
+    }
+
+    async fn index_task(
+        &self,
+        task_id: &str,
+        run_id: &str,
+        wait_id: &str,
+        _ttl_secs: u64,
+    ) -> Result<(), EngineError> {
+        self.tasks.borrow_mut().insert(
+            task_id.to_string(),
+            (run_id.to_string(), wait_id.to_string()),
+        );
+        Ok(())
+    }
+
+    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
+        self.count(|o| o.journal_reads += 1);
+        Ok(self.journal.borrow().clone())
+    }
+
+    async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError> {
+        self.count(|o| o.journal_writes += 1);
+        self.journal
+            .borrow_mut()
+            .insert(key.to_string(), outcome.clone());
+        Ok(())
+    }
+
+    async fn forget_outcomes(&self, keys: Vec<String>) -> Result<(), EngineError> {
+        self.count(|o| o.journal_deletes += keys.len() as u32);
+        let mut journal = self.journal.borrow_mut();
+        for k in keys {
+            journal.remove(&k);
+        }
+        Ok(())
+    }
+}
+
+/// A clock that moves only when told.
+#[derive(Debug)]
+pub struct ManualClock(pub Cell<u64>);
+
+impl ManualClock {
+    pub fn at(ms: u64) -> Self {
+        Self(Cell::new(ms))
+    }
+    pub fn advance(&self, ms: u64) {
+        self.0.set(self.0.get() + ms);
+    }
+    pub fn set(&self, ms: u64) {
+        self.0.set(ms);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u64 {
+        self.0.get()
+    }
+}

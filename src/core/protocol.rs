@@ -1,0 +1,110 @@
+//! The component result protocol: how an answer says it failed or is still
+//! pending, and the failure values the engine itself produces. Shared by the
+//! run state machine and the stored format, which both need to know which
+//! fields describe a node's own outcome rather than data flowing on.
+
+use serde_json::{json, Value};
+
+/// A result's status fields describe that one node's outcome. They stay out
+/// of the context that flows downstream (read them by node id, e.g.
+/// `{{fetch.error}}`), or one failure would make every later node that echoes
+/// its input look failed too.
+pub const RESULT_STATUS_KEYS: [&str; 3] = ["success", "error", "pending"];
+
+/// A result is a failure when `success === false`, or `error` is present and not null.
+pub fn is_failure(output: &Value) -> bool {
+    output.get("success") == Some(&Value::Bool(false))
+        || output.get("error").is_some_and(|e| !e.is_null())
+}
+
+/// The human-readable reason of a failed result, `None` for a success.
+pub fn error_text(output: &Value) -> Option<String> {
+    if !is_failure(output) {
+        return None;
+    }
+    Some(match output.get("error") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(o)) => o
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| Value::Object(o.clone()).to_string(), str::to_string),
+        Some(v) if !v.is_null() => v.to_string(),
+        _ => "the component reported success: false".into(),
+    })
+}
+
+/// The machine-readable code of a failed result, when its `error` carries one.
+pub fn error_code(output: &Value) -> Option<&str> {
+    output.get("error")?.get("code")?.as_str()
+}
+
+/// A failure the engine reports for a node: `{"success": false, "error"}`,
+/// plus the HTTP status when there was one.
+pub fn failure(status: Option<u16>, error: &str) -> Value {
+    let mut out = json!({ "success": false, "error": error });
+    if let Some(s) = status {
+        out["status"] = json!(s);
+    }
+    out
+}
+
+/// The output of a node whose wait passed its deadline with no callback.
+pub fn wait_timeout(task_id: &str, waited_ms: u64) -> Value {
+    json!({
+        "success": false,
+        "task_id": task_id,
+        "error": {
+            "code": "wait_timeout",
+            "message": format!(
+                "no callback for task '{task_id}' within its deadline ({} s)",
+                waited_ms.div_ceil(1000)
+            ),
+        },
+    })
+}
+
+/// How an answer asks the run to wait.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// A valid pending answer: wait for this task's callback.
+    Task(String),
+    /// `pending: true` without a usable task id: a failure.
+    NoTaskId,
+}
+
+/// `None` when the answer is not pending.
+pub fn pending(output: &Value) -> Option<Pending> {
+    if output.get("pending") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    Some(match output.get("task_id") {
+        Some(Value::String(t)) if !t.trim().is_empty() => Pending::Task(t.clone()),
+        _ => Pending::NoTaskId,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_and_pending_detection() {
+        assert!(is_failure(&json!({"success": false})));
+        assert!(is_failure(&json!({"error": "x"})));
+        assert!(!is_failure(&json!({"error": null})));
+        assert!(!is_failure(&json!({"success": true})));
+        assert_eq!(
+            pending(&json!({"pending": true, "task_id": "t"})),
+            Some(Pending::Task("t".into()))
+        );
+        assert_eq!(
+            pending(&json!({"pending": true, "task_id": " "})),
+            Some(Pending::NoTaskId)
+        );
+        assert_eq!(pending(&json!({"pending": "yes"})), None);
+        let timeout = wait_timeout("t1", 2_000);
+        assert!(is_failure(&timeout));
+        assert_eq!(error_code(&timeout), Some("wait_timeout"));
+        assert!(error_text(&timeout).unwrap().contains("t1"));
+    }
+}

@@ -1,0 +1,353 @@
+//! A node's (or a FOREACH item's) result arrives: judge it, record it in the
+//! trace, and resolve the node's outgoing edges, delivering to joins.
+
+use std::rc::Rc;
+
+use serde_json::Value;
+
+use super::super::condition::{boolean_result, chosen_branch, evaluate};
+use super::super::graph::EdgeKind;
+use super::super::protocol::{
+    error_text, failure, is_failure, pending, Pending, RESULT_STATUS_KEYS,
+};
+use super::super::record::{
+    Arrival, Context, ItemState, NodeState, RunError, RunStatus, TraceEntry, TraceStatus, Wait,
+};
+use super::super::scope::NodeScope;
+use super::super::template::json_size;
+use super::foreach::foreach_arrival;
+use super::{CallKey, CallOutcome, InFlight, Run};
+
+/// Whether a node's result counts as success. Remote answers are judged by
+/// the result protocol; in-process nodes succeed unless the engine itself
+/// failed them — their output echoes upstream context, which may legitimately
+/// carry an `error` routed to them by `ON_FAIL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Success,
+    Failure,
+}
+
+impl Verdict {
+    pub(super) fn judge(output: &Value) -> Self {
+        if is_failure(output) {
+            Self::Failure
+        } else {
+            Self::Success
+        }
+    }
+}
+
+/// How a result came to be, for the trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    /// Computed in-process (a built-in, an Input or Output node).
+    InProcess,
+    /// The engine failed the node before or instead of calling it.
+    Engine,
+    /// A component's answer to a call started at this time.
+    Call { started: u64 },
+    /// A callback for a wait open since this time.
+    Callback { since: u64 },
+    /// A wait open since this time passed its deadline.
+    Deadline { since: u64 },
+}
+
+impl Via {
+    fn duration(self, now: u64) -> Option<u64> {
+        match self {
+            Self::InProcess => Some(0),
+            Self::Engine => None,
+            Self::Call { started: t } | Self::Callback { since: t } | Self::Deadline { since: t } => {
+                Some(now.saturating_sub(t))
+            }
+        }
+    }
+}
+
+impl Run {
+    /// Feeds back the outcome of a call returned by `step`.
+    pub fn complete_call(&mut self, key: CallKey, outcome: CallOutcome, now: u64) {
+        let Some(flight) = self.in_flight.remove(&key) else {
+            return;
+        };
+        if self.record.status.is_finished() {
+            return;
+        }
+        let output = match outcome {
+            CallOutcome::Answered(v) => v,
+            CallOutcome::Failed { status, error } => failure(status, &error),
+        };
+        let via = Via::Call {
+            started: flight.started_at,
+        };
+        match pending(&output) {
+            Some(Pending::Task(task_id)) => self.pause(key, flight, task_id, now),
+            Some(Pending::NoTaskId) => {
+                let out = failure(
+                    None,
+                    "component answered pending without a non-empty task_id",
+                );
+                self.finish_instance(key, out, via, now);
+            }
+            None => self.finish_instance(key, output, via, now),
+        }
+    }
+
+    fn pause(&mut self, key: CallKey, flight: InFlight, task_id: String, now: u64) {
+        let n = key.node;
+        let node_id = self.plan.graph.nodes[n].id.clone();
+        let wait_id = key.wait_id();
+        match (&mut self.record.nodes[n], key.item) {
+            (state @ NodeState::Calling { .. }, None) => {
+                let NodeState::Calling { ctx } = std::mem::replace(state, NodeState::Idle) else {
+                    return;
+                };
+                *state = NodeState::Paused {
+                    ctx,
+                    wait_id: wait_id.clone(),
+                };
+            }
+            (NodeState::Mapping(m), Some(i)) => match m.items.get_mut(i) {
+                Some(item @ ItemState::Todo(_)) => {
+                    *item = ItemState::Paused {
+                        wait_id: wait_id.clone(),
+                    }
+                }
+                _ => return,
+            },
+            _ => return,
+        }
+        self.record.trace.push(TraceEntry {
+            node_id: node_id.clone(),
+            item: key.item,
+            status: TraceStatus::Paused,
+            at: now,
+            duration_ms: Some(now.saturating_sub(flight.started_at)),
+            task_id: Some(task_id.clone()),
+            resumed: false,
+            error: None,
+        });
+        self.record.waits.insert(
+            wait_id.clone(),
+            Wait {
+                wait_id,
+                task_id,
+                node_id,
+                item: key.item,
+                since: now,
+                expires_at: flight.expires_at,
+            },
+        );
+    }
+
+    /// A node (or one FOREACH item) has its output.
+    pub(super) fn finish_instance(&mut self, key: CallKey, output: Value, via: Via, now: u64) {
+        let n = key.node;
+        if let Some(i) = key.item {
+            return self.finish_item(n, i, output, via, now);
+        }
+        let ctx = match std::mem::replace(&mut self.record.nodes[n], NodeState::Idle) {
+            NodeState::Calling { ctx } | NodeState::Paused { ctx, .. } => ctx,
+            other => {
+                self.record.nodes[n] = other;
+                return;
+            }
+        };
+        let verdict = match via {
+            Via::Engine => Verdict::Failure,
+            _ => Verdict::judge(&output),
+        };
+        self.complete_node(n, ctx, output, verdict, via, now);
+    }
+
+    /// The trace entry for a result.
+    pub(super) fn trace_entry(
+        &self,
+        n: usize,
+        item: Option<usize>,
+        output: &Value,
+        verdict: Verdict,
+        via: Via,
+        now: u64,
+    ) -> TraceEntry {
+        let task_id = match via {
+            Via::Callback { .. } | Via::Deadline { .. } => output
+                .get("task_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            _ => None,
+        };
+        TraceEntry {
+            node_id: self.plan.graph.nodes[n].id.clone(),
+            item,
+            status: match verdict {
+                Verdict::Success => TraceStatus::Succeeded,
+                Verdict::Failure => TraceStatus::Failed,
+            },
+            at: now,
+            duration_ms: via.duration(now),
+            task_id,
+            resumed: matches!(via, Via::Callback { .. }),
+            error: match verdict {
+                Verdict::Failure => error_text(output),
+                Verdict::Success => None,
+            },
+        }
+    }
+
+    /// Records a node's output and resolves each of its outgoing edges.
+    pub(super) fn complete_node(
+        &mut self,
+        n: usize,
+        ctx: Context,
+        output: Value,
+        verdict: Verdict,
+        via: Via,
+        now: u64,
+    ) {
+        if !self.account_bytes(json_size(&output), now) {
+            return;
+        }
+        let entry = self.trace_entry(n, None, &output, verdict, via, now);
+        self.record.trace.push(entry);
+        let failed = verdict == Verdict::Failure;
+        let edges = self.plan.outgoing[n].clone();
+        let routed = edges
+            .iter()
+            .any(|&e| self.plan.graph.edges[e].kind == EdgeKind::OnFail);
+        if failed && !routed {
+            let code = super::super::protocol::error_code(&output)
+                .filter(|c| *c == "wait_timeout")
+                .unwrap_or("node_failed");
+            self.fail(
+                RunError {
+                    code: code.into(),
+                    message: error_text(&output)
+                        .unwrap_or_else(|| "the component reported failure".into()),
+                    node_id: Some(self.plan.graph.nodes[n].id.clone()),
+                },
+                now,
+            );
+            self.record.nodes[n] = NodeState::Done { output };
+            return;
+        }
+        if edges.is_empty() {
+            self.record.nodes[n] = NodeState::Done { output };
+            return;
+        }
+        let mut out_ctx = ctx;
+        if let Value::Object(fields) = &output {
+            out_ctx.extend(
+                fields
+                    .iter()
+                    .filter(|(k, _)| !RESULT_STATUS_KEYS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        self.record.nodes[n] = NodeState::Done { output };
+        let out_ctx = Rc::new(out_ctx);
+        for e in edges {
+            let arrival = self.resolve_edge(e, n, &out_ctx, failed);
+            self.deliver(e, arrival);
+        }
+    }
+
+    /// Decides whether edge `e` fires for the finished node `n`.
+    fn resolve_edge(&self, e: usize, n: usize, out_ctx: &Rc<Context>, failed: bool) -> Arrival {
+        let edge = &self.plan.graph.edges[e];
+        let NodeState::Done { output } = &self.record.nodes[n] else {
+            return Arrival::Skipped;
+        };
+        let fires = match edge.kind {
+            EdgeKind::OnFail => failed,
+            _ if failed => false,
+            EdgeKind::Pipe | EdgeKind::OnSuccess | EdgeKind::Foreach => true,
+            EdgeKind::If => {
+                let scope = NodeScope::new(out_ctx, &self.plan, &self.record.nodes);
+                evaluate(edge.condition.as_deref().unwrap_or_default(), &scope)
+            }
+            EdgeKind::OnTrue => boolean_result(output) == Some(true),
+            EdgeKind::OnFalse => boolean_result(output) == Some(false),
+            EdgeKind::OnBranch => chosen_branch(output).as_deref() == edge.branch.as_deref(),
+        };
+        if !fires {
+            return Arrival::Skipped;
+        }
+        if edge.kind != EdgeKind::Foreach {
+            return Arrival::Delivered {
+                ctx: Rc::clone(out_ctx),
+            };
+        }
+        foreach_arrival(self, edge, output, out_ctx)
+    }
+
+    fn deliver(&mut self, e: usize, arrival: Arrival) {
+        let target = self.plan.edge_to[e];
+        let slot = self.plan.edge_slot[e];
+        let width = self.plan.incoming[target].len();
+        if let NodeState::Idle = self.record.nodes[target] {
+            self.record.nodes[target] = NodeState::Waiting {
+                arrivals: vec![Arrival::Pending; width],
+            };
+        }
+        let NodeState::Waiting { arrivals } = &mut self.record.nodes[target] else {
+            return;
+        };
+        arrivals[slot] = arrival;
+        if arrivals.iter().all(|a| !matches!(a, Arrival::Pending)) {
+            self.ready.push_back(target);
+        }
+    }
+
+    pub(super) fn skip(&mut self, n: usize, now: u64) {
+        self.record.nodes[n] = NodeState::Skipped;
+        self.record.trace.push(TraceEntry {
+            node_id: self.plan.graph.nodes[n].id.clone(),
+            item: None,
+            status: TraceStatus::Skipped,
+            at: now,
+            duration_ms: None,
+            task_id: None,
+            resumed: false,
+            error: None,
+        });
+        for e in self.plan.outgoing[n].clone() {
+            self.deliver(e, Arrival::Skipped);
+        }
+    }
+
+    /// Counts a new output against `max_run_bytes`; fails the run past it.
+    pub(super) fn account_bytes(&mut self, size: usize, now: u64) -> bool {
+        self.output_bytes += size;
+        if self.output_bytes <= self.settings.max_run_bytes {
+            return true;
+        }
+        let message = format!(
+            "the run's node outputs grew past {} bytes, the most one run may hold and store",
+            self.settings.max_run_bytes
+        );
+        self.fail(
+            RunError {
+                code: "run_too_large".into(),
+                message,
+                node_id: None,
+            },
+            now,
+        );
+        false
+    }
+
+    /// Fails the run. Open waits are dropped: a later callback for one finds
+    /// the run finished.
+    pub(super) fn fail(&mut self, error: RunError, now: u64) {
+        self.record.status = RunStatus::Failed {
+            error,
+            finished_at: now,
+        };
+        self.record.waits.clear();
+        self.ready.clear();
+        self.to_call.clear();
+        self.in_flight.clear();
+    }
+}

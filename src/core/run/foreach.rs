@@ -1,0 +1,245 @@
+//! FOREACH: the edge that runs its target once per item of an array. Items
+//! are called independently (each may pause on its own wait and time out on
+//! its own deadline) and the target finishes when every item has.
+
+use serde_json::{json, Map, Value};
+
+use super::super::graph::{Edge, EdgeKind};
+use super::super::plan::ComponentRef;
+use super::super::protocol::{failure, is_failure};
+use super::super::record::{Arrival, Context, ItemState, Mapping, NodeState};
+use super::super::scope::NodeScope;
+use super::super::template::{json_map_size, json_size, walk, Scope};
+use super::complete::{Verdict, Via};
+use super::{CallKey, Run};
+use std::rc::Rc;
+
+impl Run {
+    pub(super) fn start_mapping(
+        &mut self,
+        n: usize,
+        ctx: Context,
+        base: Context,
+        iterator: String,
+        items: Vec<Value>,
+        now: u64,
+    ) {
+        let limit = self.settings.max_foreach_items;
+        if items.len() > limit {
+            let msg = format!(
+                "FOREACH over {} items exceeds the limit of {limit}",
+                items.len()
+            );
+            let out = failure(None, &msg);
+            return self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now);
+        }
+        let count = items.len();
+        // Every item's input carries the context: refuse what cannot fit in a run.
+        let inputs = json_map_size(&base).saturating_mul(count);
+        if inputs > self.settings.max_run_bytes {
+            let msg = format!(
+                "FOREACH over {count} items would build about {inputs} bytes of item inputs \
+                 (each carries the context), over the run limit of {} bytes",
+                self.settings.max_run_bytes
+            );
+            let out = failure(None, &msg);
+            return self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now);
+        }
+        let component = self.plan.components[n].clone();
+        let remote = matches!(component, Some(ComponentRef::Http(_)));
+        // Remote items keep their value until called; in-process ones run now.
+        let (states, in_process) = if remote {
+            (items.into_iter().map(ItemState::Todo).collect(), Vec::new())
+        } else {
+            (vec![ItemState::Todo(Value::Null); count], items)
+        };
+        self.record.nodes[n] = NodeState::Mapping(Box::new(Mapping {
+            ctx,
+            base,
+            iterator,
+            items: states,
+            remaining: count,
+        }));
+        if count == 0 {
+            return self.finish_mapping(n, now);
+        }
+        if remote {
+            // Item calls are issued as the budget allows, in item order.
+            self.to_call
+                .extend((0..count).map(|i| CallKey { node: n, item: Some(i) }));
+            return;
+        }
+        for (i, item) in in_process.into_iter().enumerate() {
+            let NodeState::Mapping(m) = &self.record.nodes[n] else {
+                return;
+            };
+            let mut item_ctx = m.base.clone();
+            item_ctx.insert(m.iterator.clone(), item);
+            item_ctx.insert("index".into(), json!(i));
+            let (out, via) = match self.input_from(n, item_ctx) {
+                Ok(input) => match &component {
+                    Some(ComponentRef::Builtin(b)) => (b.run(input), Via::InProcess),
+                    _ => (Value::Object(input), Via::InProcess),
+                },
+                Err(out) => (out, Via::Engine),
+            };
+            self.finish_item(n, i, out, via, now);
+            if self.record.status.is_finished() {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn finish_item(&mut self, n: usize, i: usize, output: Value, via: Via, now: u64) {
+        let verdict = match via {
+            Via::Engine => Verdict::Failure,
+            _ => Verdict::judge(&output),
+        };
+        let entry = self.trace_entry(n, Some(i), &output, verdict, via, now);
+        let NodeState::Mapping(m) = &mut self.record.nodes[n] else {
+            return;
+        };
+        let Some(slot) = m
+            .items
+            .get_mut(i)
+            .filter(|s| !matches!(s, ItemState::Done(_)))
+        else {
+            return;
+        };
+        let size = json_size(&output);
+        *slot = ItemState::Done(output);
+        m.remaining -= 1;
+        let done = m.remaining == 0;
+        if !self.account_bytes(size, now) {
+            return;
+        }
+        self.record.trace.push(entry);
+        if done {
+            self.finish_mapping(n, now);
+        }
+    }
+
+    fn finish_mapping(&mut self, n: usize, now: u64) {
+        let NodeState::Mapping(m) = std::mem::replace(&mut self.record.nodes[n], NodeState::Idle)
+        else {
+            return;
+        };
+        let results: Vec<Value> = m
+            .items
+            .into_iter()
+            .map(|s| match s {
+                ItemState::Done(v) => v,
+                _ => Value::Null,
+            })
+            .collect();
+        let failed = results.iter().filter(|r| is_failure(r)).count();
+        let count = results.len();
+        // Built as a map so the results move in rather than being copied by `json!`.
+        let mut output = Map::new();
+        output.insert("results".into(), Value::Array(results));
+        output.insert("count".into(), json!(count));
+        output.insert("failed".into(), json!(failed));
+        let verdict = if failed > 0 {
+            output.insert("success".into(), json!(false));
+            output.insert(
+                "error".into(),
+                json!(format!("{failed} of {count} items failed")),
+            );
+            Verdict::Failure
+        } else {
+            Verdict::Success
+        };
+        self.complete_node(n, m.ctx, Value::Object(output), verdict, Via::InProcess, now);
+    }
+
+    /// Whether `ctx["results"]` is an upstream FOREACH target's results (as
+    /// opposed to a key of the user's own), found by value among the
+    /// finished FOREACH targets.
+    fn holds_foreach_results(&self, ctx: &Context) -> bool {
+        let Some(results) = ctx.get("results") else {
+            return false;
+        };
+        (0..self.record.nodes.len()).any(|m| {
+            let is_target = self.plan.incoming[m]
+                .iter()
+                .any(|&e| self.plan.graph.edges[e].kind == EdgeKind::Foreach);
+            is_target
+                && matches!(&self.record.nodes[m],
+                    NodeState::Done { output } if output.get("results") == Some(results))
+        })
+    }
+}
+
+/// The arrival a fired FOREACH edge delivers: the items, and the context
+/// each item starts from.
+pub(super) fn foreach_arrival(run: &Run, edge: &Edge, output: &Value, out_ctx: &Rc<Context>) -> Arrival {
+    let iterator = edge.iterator.clone().unwrap_or_else(|| "item".into());
+    let scope = NodeScope::new(out_ctx, &run.plan, &run.record.nodes);
+    let (items, path, missing) = match foreach_items(output, edge.items.as_deref(), &scope) {
+        Ok((items, path)) => (items, path, None),
+        Err(why) => (Vec::new(), None, Some(why)),
+    };
+    let mut base = Map::clone(out_ctx);
+    if let Some(path) = path {
+        remove_path(&mut base, &path);
+    }
+    // An upstream FOREACH's results stay out of each item's context (they
+    // remain readable by node id): carried into every item, stages of
+    // FOREACH would each multiply the size of the last. A `results` key of
+    // the user's own is theirs and stays.
+    if run.holds_foreach_results(&base) {
+        base.remove("results");
+    }
+    Arrival::Items {
+        ctx: Rc::clone(out_ctx),
+        base,
+        iterator,
+        items,
+        missing,
+    }
+}
+
+/// The array a FOREACH iterates, and the context path it came from (removed
+/// from each item's context so items do not each carry the whole array).
+type ForeachItems = Result<(Vec<Value>, Option<String>), String>;
+
+fn foreach_items(output: &Value, path: Option<&str>, scope: &dyn Scope) -> ForeachItems {
+    if let Some(p) = path {
+        let p = p
+            .trim()
+            .trim_start_matches("{{")
+            .trim_end_matches("}}")
+            .trim();
+        return match scope.lookup(p) {
+            Some(Value::Array(a)) => Ok((a.clone(), Some(p.to_string()))),
+            _ => Err(format!("FOREACH found no array at '{p}'")),
+        };
+    }
+    if let Value::Array(a) = output {
+        return Ok((a.clone(), None));
+    }
+    for p in ["items", "data.items", "results", "data"] {
+        if let Some(Value::Array(a)) = walk(output, p.split('.')) {
+            return Ok((a.clone(), Some(p.to_string())));
+        }
+    }
+    Err(
+        "FOREACH found no array to iterate: the source's output is not an array and has no \
+         items, data.items, results or data array (name one with the edge's \"items\")"
+            .into(),
+    )
+}
+
+fn remove_path(map: &mut Context, path: &str) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut cur = map;
+    for part in parts {
+        match cur.get_mut(part) {
+            Some(Value::Object(m)) => cur = m,
+            _ => return,
+        }
+    }
+    cur.remove(last);
+}
+

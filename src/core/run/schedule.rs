@@ -1,0 +1,290 @@
+//! The ready queue: firing nodes whose edges have resolved, issuing the
+//! calls that are due within the segment's budget, and settling the run when
+//! nothing is left to do in this invocation.
+
+use serde_json::{json, Map, Value};
+
+use super::super::effect::Effect;
+use super::super::graph::NodeKind;
+use super::super::plan::ComponentRef;
+use super::super::protocol::failure;
+use super::super::record::{Arrival, Context, ItemState, NodeState, RunStatus};
+use super::super::scope::NodeScope;
+use super::super::template::{json_map_size, render_map, Scope};
+use super::complete::{Verdict, Via};
+use super::{Call, CallKey, InFlight, Run};
+use std::rc::Rc;
+
+/// Calls issued by one `step` stop growing past this many input bytes; the
+/// rest are issued in the next step. Bounds the memory held by in-flight
+/// inputs without limiting what a run may do.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+
+impl Run {
+    /// Runs all in-process work that is ready and returns what the driver
+    /// must do next: the component calls now due, or — when none are — the
+    /// effects that end the segment (`WakeAt` for a paused run, `Yield` when
+    /// the call budget is spent, nothing for a finished run).
+    pub fn step(&mut self, now: u64) -> Vec<Effect> {
+        loop {
+            while let Some(n) = self.ready.pop_front() {
+                if self.record.status.is_finished() {
+                    break;
+                }
+                self.fire(n, now);
+            }
+            if self.record.status.is_finished() {
+                break;
+            }
+            let mut calls = Vec::new();
+            let mut batch_bytes = 0;
+            while self.calls_left > 0 && batch_bytes < MAX_BATCH_BYTES {
+                let Some(key) = self.to_call.pop_front() else {
+                    break;
+                };
+                if let Some(call) = self.issue(key, now) {
+                    batch_bytes += json_map_size(&call.input);
+                    self.calls_left -= 1;
+                    calls.push(Effect::Call(call));
+                }
+                if self.record.status.is_finished() {
+                    return Vec::new();
+                }
+            }
+            if !calls.is_empty() {
+                return calls;
+            }
+            // A call that failed before it was sent (its templates) may have
+            // made more nodes ready.
+            if self.ready.is_empty() {
+                break;
+            }
+        }
+        if !self.in_flight.is_empty() {
+            return Vec::new();
+        }
+        self.settle(now)
+    }
+
+    fn fire(&mut self, n: usize, now: u64) {
+        let arrivals = match std::mem::replace(&mut self.record.nodes[n], NodeState::Idle) {
+            NodeState::Waiting { arrivals } => arrivals,
+            other => {
+                // Queued twice would be a scheduling bug; keep the state and move on.
+                self.record.nodes[n] = other;
+                return;
+            }
+        };
+        let mut ctx: Option<Context> = None;
+        let mut foreach = None;
+        for arrival in arrivals {
+            match arrival {
+                Arrival::Delivered { ctx: c } => merge_into(&mut ctx, c),
+                Arrival::Items {
+                    ctx: c,
+                    base,
+                    iterator,
+                    items,
+                    missing,
+                } => {
+                    merge_into(&mut ctx, c);
+                    foreach = Some((base, iterator, items, missing));
+                }
+                Arrival::Pending | Arrival::Skipped => {}
+            }
+        }
+        let Some(ctx) = ctx else {
+            self.skip(n, now);
+            return;
+        };
+        if let Some((base, iterator, items, missing)) = foreach {
+            if let Some(why) = missing {
+                let out = failure(None, &why);
+                return self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now);
+            }
+            return self.start_mapping(n, ctx, base, iterator, items, now);
+        }
+        let component = self.plan.components[n].clone();
+        if let (NodeKind::Component, Some(ComponentRef::Http(_))) =
+            (self.plan.graph.nodes[n].kind, &component)
+        {
+            // The input is built when the call is issued, which may be in a
+            // later invocation; until then the node holds its context.
+            self.record.nodes[n] = NodeState::Calling { ctx };
+            self.to_call.push_back(CallKey {
+                node: n,
+                item: None,
+            });
+            return;
+        }
+        // Only outgoing edges need the incoming context once the input is
+        // built; a sink's (an Output node's, typically) is taken, not copied.
+        let (input, ctx) = if self.plan.outgoing[n].is_empty() {
+            (self.input_from(n, ctx), Map::new())
+        } else {
+            (self.input_from(n, ctx.clone()), ctx)
+        };
+        let input = match input {
+            Ok(input) => input,
+            Err(out) => return self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now),
+        };
+        let out = match component {
+            Some(ComponentRef::Builtin(b)) => b.run(input),
+            // Input and Output nodes pass their merged context and data on.
+            _ => Value::Object(input),
+        };
+        self.complete_node(n, ctx, out, Verdict::Success, Via::InProcess, now);
+    }
+
+    /// Builds the call for `key` from the state that holds it. `None` when
+    /// the call is not needed after all (its input failed to render: the
+    /// node or item is then finished with that failure).
+    fn issue(&mut self, key: CallKey, now: u64) -> Option<Call> {
+        let url = match &self.plan.components[key.node] {
+            Some(ComponentRef::Http(url)) => url.clone(),
+            _ => return None,
+        };
+        let input = match (&self.record.nodes[key.node], key.item) {
+            (NodeState::Calling { ctx }, None) => self.input_from(key.node, ctx.clone()),
+            (NodeState::Mapping(m), Some(i)) => {
+                let ItemState::Todo(item) = m.items.get(i)? else {
+                    return None;
+                };
+                let mut item_ctx = m.base.clone();
+                item_ctx.insert(m.iterator.clone(), item.clone());
+                item_ctx.insert("index".into(), json!(i));
+                self.input_from(key.node, item_ctx)
+            }
+            _ => return None,
+        };
+        let input = match input {
+            Ok(input) => input,
+            Err(out) => {
+                self.finish_instance(key, out, Via::Engine, now);
+                return None;
+            }
+        };
+        let node = &self.plan.graph.nodes[key.node];
+        let wait_ms = node
+            .wait_timeout_seconds
+            .map_or(self.settings.wait_ttl_ms, |s| s.saturating_mul(1000));
+        let expires_at = now.saturating_add(wait_ms);
+        let wait_id = key.wait_id();
+        self.in_flight.insert(
+            key,
+            InFlight {
+                started_at: now,
+                expires_at,
+            },
+        );
+        let run_id = &self.record.run_id;
+        Some(Call {
+            key,
+            node_id: node.id.clone(),
+            url,
+            input,
+            idempotency_key: format!("{run_id}.{wait_id}"),
+            callback_url: self
+                .signer
+                .as_ref()
+                .map(|s| s.url(run_id, &wait_id, expires_at)),
+            wait_id,
+            expires_at,
+            segment: self.record.segments,
+        })
+    }
+
+    /// The node's input: the context given with its rendered `data` on top.
+    pub(super) fn input_from(&self, n: usize, mut ctx: Context) -> Result<Context, Value> {
+        let data = &self.plan.graph.nodes[n].data;
+        if data.is_empty() {
+            return Ok(ctx);
+        }
+        let scope = NodeScope::new(&ctx, &self.plan, &self.record.nodes);
+        let rendered = render_map(
+            data,
+            &scope as &dyn Scope,
+            self.settings.max_template_bytes,
+        )
+        .map_err(|e| failure(None, &e.to_string()))?;
+        ctx.extend(rendered);
+        Ok(ctx)
+    }
+
+    /// Ends the segment's work: the run is finished, yields with calls still
+    /// due, waits for callbacks, or has completed.
+    fn settle(&mut self, now: u64) -> Vec<Effect> {
+        self.record.updated_at = now;
+        if self.record.status.is_finished() {
+            self.release();
+            return Vec::new();
+        }
+        if !self.to_call.is_empty() {
+            self.record.status = RunStatus::Running;
+            return vec![Effect::Yield];
+        }
+        if let Some(deadline) = self.record.next_deadline() {
+            self.record.status = RunStatus::Paused { since: now };
+            return vec![Effect::WakeAt(deadline)];
+        }
+        self.record.status = RunStatus::Completed {
+            output: self.take_final_output(),
+            finished_at: now,
+        };
+        self.release();
+        Vec::new()
+    }
+
+    /// A finished run never resumes: its node states are released, so the
+    /// stored record holds the result once, plus the trace.
+    pub(super) fn release(&mut self) {
+        for state in &mut self.record.nodes {
+            *state = NodeState::Idle;
+        }
+        self.output_bytes = 0;
+        self.ready.clear();
+        self.to_call.clear();
+        self.in_flight.clear();
+    }
+
+    /// The run's result, moved out of the node states: the completed Output
+    /// node's output, or a map by id when several completed. When no Output
+    /// node completed (there are none, or a branch skipped them), the same
+    /// rule over the completed sink nodes.
+    fn take_final_output(&mut self) -> Value {
+        let nodes = &self.plan.graph.nodes;
+        let done = |i: &usize| matches!(self.record.nodes[*i], NodeState::Done { .. });
+        let mut chosen: Vec<usize> = (0..nodes.len())
+            .filter(|&i| nodes[i].kind == NodeKind::Output)
+            .filter(done)
+            .collect();
+        if chosen.is_empty() {
+            chosen = (0..nodes.len())
+                .filter(|&i| self.plan.outgoing[i].is_empty())
+                .filter(done)
+                .collect();
+        }
+        let mut take =
+            |i: usize| match std::mem::replace(&mut self.record.nodes[i], NodeState::Idle) {
+                NodeState::Done { output } => output,
+                _ => Value::Null,
+            };
+        match chosen.as_slice() {
+            [] => Value::Null,
+            [only] => take(*only),
+            many => Value::Object(
+                many.iter()
+                    .map(|&i| (self.plan.graph.nodes[i].id.clone(), take(i)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+fn merge_into(acc: &mut Option<Context>, ctx: Rc<Context>) {
+    match acc {
+        // The last holder of a context takes it without copying.
+        None => *acc = Some(Rc::unwrap_or_clone(ctx)),
+        Some(existing) => existing.extend(ctx.iter().map(|(k, v)| (k.clone(), v.clone()))),
+    }
+}

@@ -1,0 +1,138 @@
+//! What closes a wait, and what ends a run from outside: a callback, a
+//! deadline passing, a cancel.
+
+use serde_json::Value;
+
+use super::super::error::EngineError;
+use super::super::protocol::wait_timeout;
+use super::super::record::{ClosedWait, RunStatus, Wait, WaitClosed};
+use super::complete::Via;
+use super::{CallKey, Noop, Run};
+
+impl Run {
+    /// Applies a callback to an open wait. On success the run is `Running`
+    /// again and `step` continues it; a `Noop` means nothing was changed.
+    pub fn resume(
+        &mut self,
+        wait_id: &str,
+        body: Value,
+        now: u64,
+    ) -> Result<Result<(), Noop>, EngineError> {
+        let Some(wait) = self.record.waits.get(wait_id) else {
+            return Ok(Err(match self.record.closed.get(wait_id).map(|c| c.how) {
+                Some(WaitClosed::Resumed) => Noop::AlreadyResumed,
+                Some(WaitClosed::TimedOut) => Noop::Expired,
+                Some(WaitClosed::Cancelled) => Noop::RunFinished,
+                None if self.record.status.is_finished() => Noop::RunFinished,
+                None => Noop::UnknownWait,
+            }));
+        };
+        if let Some(got) = body.get("task_id") {
+            let got = got.as_str().map_or_else(|| got.to_string(), str::to_string);
+            if got != wait.task_id {
+                return Err(EngineError::TaskMismatch {
+                    expected: wait.task_id.clone(),
+                    got,
+                });
+            }
+        }
+        if !body.is_object() {
+            return Err(EngineError::InvalidRequest(
+                "a callback body must be a JSON object".into(),
+            ));
+        }
+        if now >= wait.expires_at {
+            return Ok(Err(Noop::Expired));
+        }
+        let wait = self.close_wait(wait_id, WaitClosed::Resumed, now)?;
+        self.record.status = RunStatus::Running;
+        let since = wait.since;
+        self.finish_instance(self.key_of(&wait)?, body, Via::Callback { since }, now);
+        Ok(Ok(()))
+    }
+
+    /// Closes every open wait whose deadline has passed: each node (or item)
+    /// finishes with a `wait_timeout` failure and takes its failure path.
+    /// Returns how many closed; `step` then continues the run.
+    pub fn expire(&mut self, now: u64) -> Result<usize, EngineError> {
+        if self.record.status.is_finished() {
+            return Ok(0);
+        }
+        let due: Vec<String> = self
+            .record
+            .waits
+            .values()
+            .filter(|w| w.expires_at <= now)
+            .map(|w| w.wait_id.clone())
+            .collect();
+        for wait_id in &due {
+            if self.record.status.is_finished() {
+                break;
+            }
+            let wait = self.close_wait(wait_id, WaitClosed::TimedOut, now)?;
+            self.record.status = RunStatus::Running;
+            let output = wait_timeout(&wait.task_id, wait.expires_at.saturating_sub(wait.since));
+            let via = Via::Deadline { since: wait.since };
+            self.finish_instance(self.key_of(&wait)?, output, via, now);
+        }
+        Ok(due.len())
+    }
+
+    /// Cancels the run: open waits close (later callbacks are told the run
+    /// finished), nothing more is called. A finished run cannot be
+    /// cancelled; the error carries its status.
+    pub fn cancel(&mut self, now: u64) -> Result<(), EngineError> {
+        if self.record.status.is_finished() {
+            return Err(EngineError::RunFinished {
+                status: self.record.status.name(),
+            });
+        }
+        let open: Vec<String> = self.record.waits.keys().cloned().collect();
+        for wait_id in open {
+            self.close_wait(&wait_id, WaitClosed::Cancelled, now)?;
+        }
+        self.record.status = RunStatus::Cancelled { finished_at: now };
+        self.record.updated_at = now;
+        self.release();
+        Ok(())
+    }
+
+    /// When the run must next act with no request arriving: now when it is
+    /// running (it yielded, or was stored mid-segment), at its earliest
+    /// deadline when paused, never when finished.
+    pub fn next_wake(&self, now: u64) -> Option<u64> {
+        match self.record.status {
+            RunStatus::Running => Some(now),
+            RunStatus::Paused { .. } => self.record.next_deadline(),
+            _ => None,
+        }
+    }
+
+    fn close_wait(&mut self, wait_id: &str, how: WaitClosed, now: u64) -> Result<Wait, EngineError> {
+        let wait = self
+            .record
+            .waits
+            .remove(wait_id)
+            .ok_or_else(|| EngineError::CorruptRecord(format!("no open wait '{wait_id}'")))?;
+        self.record.closed.insert(
+            wait.wait_id.clone(),
+            ClosedWait {
+                task_id: wait.task_id.clone(),
+                node_id: wait.node_id.clone(),
+                at: now,
+                how,
+            },
+        );
+        Ok(wait)
+    }
+
+    fn key_of(&self, wait: &Wait) -> Result<CallKey, EngineError> {
+        let node = self.plan.node_index(&wait.node_id).ok_or_else(|| {
+            EngineError::CorruptRecord(format!("wait names an unknown node '{}'", wait.node_id))
+        })?;
+        Ok(CallKey {
+            node,
+            item: wait.item,
+        })
+    }
+}

@@ -1,0 +1,414 @@
+//! One segment of a run, start to end: load the run (or take the one the
+//! gate kept) → apply what arrived (a trigger, a callback, a deadline, a
+//! continuation, a cancel) → drive it → save it once → answer. This is the
+//! gate's logic with the platform taken out: storage, components and the
+//! clock are traits, so it runs natively against in-memory doubles that can
+//! fail on purpose (`memory.rs`). The Durable Object only adds the lock, the
+//! cache and the alarm.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use serde_json::{Map, Value};
+
+use super::driver::{drive, Components, Journal};
+use super::effect::next_wake;
+use super::error::EngineError;
+use super::plan::{plan_from_json, Directory, GraphLimits};
+use super::record::RunStatus;
+use super::redact::Redactor;
+use super::run::{CallOutcome, Noop, Run, Settings, Signer};
+use super::stored::{decode, encode};
+use super::view::{run_details, run_outcome};
+
+/// KV TTLs have a floor of 60 seconds.
+pub const MIN_TTL_SECS: u64 = 60;
+/// A paused record outlives its last deadline by this much, so it is still
+/// there when the alarm acts on the deadline (alarms may retry).
+pub const DEADLINE_GRACE_SECS: u64 = 3600;
+/// A record stored `running` is continued by an alarm within moments.
+pub const RUNNING_TTL_SECS: u64 = 60;
+
+/// The store of record (KV) and the gate's own journal of call outcomes
+/// (Durable Object storage).
+#[allow(async_fn_in_trait)]
+pub trait Store {
+    async fn load(&self, run_id: &str) -> Result<Option<String>, EngineError>;
+    async fn save(&self, run_id: &str, text: String, ttl_secs: u64) -> Result<(), EngineError>;
+    /// Indexes a task id for the legacy bare resume route.
+    async fn index_task(
+        &self,
+        task_id: &str,
+        run_id: &str,
+        wait_id: &str,
+        ttl_secs: u64,
+    ) -> Result<(), EngineError>;
+    /// Outcomes recorded by segments that did not finish.
+    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError>;
+    async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError>;
+    async fn forget_outcomes(&self, keys: Vec<String>) -> Result<(), EngineError>;
+}
+
+pub trait Clock {
+    fn now(&self) -> u64;
+}
+
+/// Configuration a gate needs, parsed once.
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    pub settings: Settings,
+    pub directory: Directory,
+    pub limits: GraphLimits,
+    pub max_record_bytes: usize,
+    pub retention_secs: u64,
+    /// Write `task:{id}` entries for the legacy bare resume route.
+    pub index_tasks: bool,
+    /// Signs callback URLs; `None` leaves calls without one.
+    pub callback_secret: Option<Rc<str>>,
+    pub redactor: Redactor,
+}
+
+/// What arrived at the run's gate.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Start {
+        run_id: String,
+        graph: Value,
+        context: Map<String, Value>,
+        owner: Option<String>,
+        callback_base: String,
+    },
+    Callback {
+        run_id: String,
+        wait_id: String,
+        body: Value,
+        /// Where this request arrived: the callback origin for runs stored
+        /// before the origin was kept with the run.
+        callback_base: String,
+    },
+    /// The alarm fired: take due deadlines, continue a yielded run.
+    Wake { run_id: String },
+    Cancel {
+        run_id: String,
+        owner: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// The run after a trigger (`resumed: false`) or a callback; `running`
+    /// when it yielded and goes on in the background.
+    Outcome { body: Value, running: bool },
+    Noop(Noop),
+    /// The run's details (after a cancel).
+    Details(Value),
+    /// An alarm with nothing to do.
+    Idle,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub reply: Reply,
+    /// When the run must next act on its own (`None`: never; no alarm).
+    pub wake: Option<u64>,
+}
+
+/// The platform pieces a segment uses.
+pub struct Host<'a, S, C, K> {
+    pub store: &'a S,
+    pub components: &'a C,
+    pub clock: &'a K,
+    pub config: &'a GateConfig,
+}
+
+/// Runs one segment. `cached` is the run as the gate last left it (it is
+/// never stale: every segment of the run passes through the gate). Returns
+/// the run to keep — `None` after a failure, so the next segment reloads the
+/// stored record instead of a half-applied one.
+pub async fn run_segment<S: Store, C: Components, K: Clock>(
+    host: &Host<'_, S, C, K>,
+    cached: Option<Run>,
+    command: Command,
+) -> (Option<Run>, Result<Segment, EngineError>) {
+    let now = host.clock.now();
+    let config = host.config;
+    let (run_id, fallback_base) = match &command {
+        Command::Start {
+            run_id,
+            graph,
+            context,
+            owner,
+            callback_base,
+        } => {
+            let plan = match plan_from_json(graph, &config.directory, config.limits) {
+                Ok(plan) => plan,
+                Err(e) => return (cached, Err(e)),
+            };
+            let mut run = Run::start(plan, run_id.clone(), context.clone(), now, config.settings);
+            run.record.owner = owner.clone();
+            run.record.callback_base = Some(callback_base.clone());
+            return finish(host, run, Applied::Started).await;
+        }
+        Command::Callback {
+            run_id,
+            callback_base,
+            ..
+        } => (run_id, Some(callback_base)),
+        Command::Wake { run_id } | Command::Cancel { run_id, .. } => (run_id, None),
+    };
+    let mut run = match load(host, cached, run_id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => {
+            let result = match command {
+                Command::Callback { .. } => Ok(Reply::Noop(Noop::UnknownRun)),
+                Command::Cancel { .. } => Err(EngineError::NotFound(format!("no run '{run_id}'"))),
+                _ => Ok(Reply::Idle),
+            };
+            return (None, result.map(|reply| Segment { reply, wake: None }));
+        }
+        Err(e) => return (None, Err(e)),
+    };
+    if run.record.callback_base.is_none() {
+        run.record.callback_base = fallback_base.cloned();
+    }
+    if let Command::Cancel { owner: Some(owner), .. } = &command {
+        if run.record.owner.as_ref() != Some(owner) {
+            let e = EngineError::NotFound(format!("no run '{}'", run.record.run_id));
+            return (Some(run), Err(e));
+        }
+    }
+    // Deadlines that passed are taken first, whatever arrived: a callback
+    // after its deadline is answered `expired`, never applied.
+    let expired = match run.expire(now) {
+        Ok(n) => n,
+        Err(e) => return (None, Err(e)),
+    };
+    let applied = match command {
+        Command::Start { .. } => unreachable!("handled above"),
+        Command::Callback { wait_id, body, .. } => match run.resume(&wait_id, body, now) {
+            Ok(Ok(())) => Ok(Applied::Resumed),
+            Ok(Err(noop)) => Ok(Applied::Noop(noop)),
+            Err(e) => Err(e),
+        },
+        Command::Wake { .. } => Ok(Applied::Woken),
+        Command::Cancel { .. } => run.cancel(now).map(|()| Applied::Cancelled),
+    };
+    let applied = match applied {
+        Ok(applied) => applied,
+        // The request is refused and changed nothing, but a deadline taken
+        // on the way is still saved.
+        Err(e) if expired > 0 => {
+            let (kept, saved) = finish(host, run, Applied::Woken).await;
+            return (kept, saved.and(Err(e)));
+        }
+        Err(e) => return (Some(run), Err(e)),
+    };
+    let changed = expired > 0
+        || matches!(applied, Applied::Resumed | Applied::Cancelled)
+        || (matches!(applied, Applied::Woken) && run.status() == &RunStatus::Running);
+    if !changed {
+        let wake = run.next_wake(now);
+        let reply = match applied {
+            Applied::Noop(noop) => Reply::Noop(noop),
+            _ => Reply::Idle,
+        };
+        return (Some(run), Ok(Segment { reply, wake }));
+    }
+    finish(host, run, applied).await
+}
+
+/// What a segment applied before driving the run.
+#[derive(Debug, Clone, Copy)]
+enum Applied {
+    Started,
+    Resumed,
+    Woken,
+    Cancelled,
+    /// Nothing from the request, but a deadline was taken.
+    Noop(Noop),
+}
+
+/// Drives the run to the end of the segment, saves it once, and answers.
+async fn finish<S: Store, C: Components, K: Clock>(
+    host: &Host<'_, S, C, K>,
+    mut run: Run,
+    applied: Applied,
+) -> (Option<Run>, Result<Segment, EngineError>) {
+    let config = host.config;
+    let segment_start = host.clock.now();
+    let mut wake = None;
+    if !run.status().is_finished() {
+        let signer = match (&config.callback_secret, &run.record.callback_base) {
+            (Some(secret), Some(base)) => Some(Signer {
+                base: base.clone(),
+                secret: Rc::clone(secret),
+            }),
+            _ => None,
+        };
+        run.begin_segment(signer);
+        let recorded = match host.store.recorded_outcomes().await {
+            Ok(r) => r,
+            Err(e) => return (None, Err(e)),
+        };
+        let journal = StoreJournal {
+            store: host.store,
+            recorded,
+            written: RefCell::new(BTreeSet::new()),
+        };
+        let now = || host.clock.now();
+        let effects = drive(&mut run, host.components, &journal, &now).await;
+        wake = next_wake(&effects, host.clock.now());
+        if let Err(e) = save(host, &mut run, segment_start).await {
+            return (None, Err(e));
+        }
+        // The record now holds every outcome: the journal is spent. Failing
+        // to clear it costs nothing but storage; entries are per call and a
+        // call is never issued again once its outcome is saved.
+        let mut keys: BTreeSet<String> = journal.recorded.into_keys().collect();
+        keys.extend(journal.written.into_inner());
+        if !keys.is_empty() {
+            let _ = host.store.forget_outcomes(keys.into_iter().collect()).await;
+        }
+    } else if let Err(e) = save(host, &mut run, segment_start).await {
+        return (None, Err(e));
+    }
+    let reply = match applied {
+        Applied::Started | Applied::Resumed => Reply::Outcome {
+            body: run_outcome(
+                &run.record,
+                matches!(applied, Applied::Resumed),
+                &config.redactor,
+            ),
+            running: run.status() == &RunStatus::Running,
+        },
+        Applied::Cancelled => Reply::Details(run_details(&run.record, &config.redactor)),
+        Applied::Woken => Reply::Idle,
+        Applied::Noop(noop) => Reply::Noop(noop),
+    };
+    (Some(run), Ok(Segment { reply, wake }))
+}
+
+/// Writes the run once, with a TTL that fits its status, and indexes the
+/// task ids of waits opened in this segment when the bare route is on.
+async fn save<S: Store, C, K: Clock>(
+    host: &Host<'_, S, C, K>,
+    run: &mut Run,
+    segment_start: u64,
+) -> Result<(), EngineError> {
+    let now = host.clock.now();
+    let config = host.config;
+    let text = encode(run, config.max_record_bytes, now);
+    let ttl = record_ttl(run, config, now);
+    host.store.save(&run.record.run_id, text, ttl).await?;
+    if config.index_tasks {
+        for wait in run.record.waits.values().filter(|w| w.since >= segment_start) {
+            let ttl = (wait.expires_at.saturating_sub(now) / 1000).max(MIN_TTL_SECS);
+            host.store
+                .index_task(&wait.task_id, &run.record.run_id, &wait.wait_id, ttl)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// How long KV keeps the record: a finished run for the retention period; a
+/// paused one past its last deadline by a grace period, so the alarm finds
+/// it; a running one briefly, since an alarm continues it at once.
+pub fn record_ttl(run: &Run, config: &GateConfig, now: u64) -> u64 {
+    let record = &run.record;
+    let secs = match record.status {
+        RunStatus::Completed { .. } | RunStatus::Failed { .. } | RunStatus::Cancelled { .. } => {
+            config.retention_secs
+        }
+        RunStatus::Running => RUNNING_TTL_SECS,
+        RunStatus::Paused { .. } => {
+            let last = record.last_deadline().unwrap_or(now);
+            last.saturating_sub(now).div_ceil(1000) + DEADLINE_GRACE_SECS
+        }
+    };
+    secs.max(MIN_TTL_SECS)
+}
+
+async fn load<S: Store, C, K>(
+    host: &Host<'_, S, C, K>,
+    cached: Option<Run>,
+    run_id: &str,
+) -> Result<Option<Run>, EngineError> {
+    if let Some(run) = cached.filter(|r| r.record.run_id == run_id) {
+        return Ok(Some(run));
+    }
+    let Some(text) = host.store.load(run_id).await? else {
+        return Ok(None);
+    };
+    let run = decode(&text, &host.config.directory, host.config.settings)?;
+    if run.record.run_id != run_id {
+        return Err(EngineError::CorruptRecord(format!(
+            "the record stored for '{run_id}' is for '{}'",
+            run.record.run_id
+        )));
+    }
+    Ok(Some(run))
+}
+
+/// What `GET /runs/{id}` shows of a run, and when it next wakes; `None` when
+/// the run is not `owner`'s. While a segment of the run is executing
+/// (`active`), its status reads `running`.
+pub fn details(
+    run: &Run,
+    owner: Option<&str>,
+    active: bool,
+    redactor: &Redactor,
+    now: u64,
+) -> Option<(Value, Option<u64>)> {
+    // Another key's run reads as absent, exactly like a run that never was.
+    if owner.is_some() && run.record.owner.as_deref() != owner {
+        return None;
+    }
+    let mut body = run_details(&run.record, redactor);
+    if active {
+        body["status"] = Value::from("running");
+    }
+    Some((body, run.next_wake(now)))
+}
+
+/// `details` of the stored record.
+pub async fn read<S: Store, C, K: Clock>(
+    host: &Host<'_, S, C, K>,
+    run_id: &str,
+    owner: Option<&str>,
+    active: bool,
+) -> Result<(Value, Option<u64>), EngineError> {
+    let now = host.clock.now();
+    let run = load(host, None, run_id).await?;
+    match run.and_then(|r| details(&r, owner, active, &host.config.redactor, now)) {
+        Some(found) => Ok(found),
+        None if active => Ok((
+            serde_json::json!({
+                "success": true, "run_id": run_id, "status": "running", "waits": [], "trace": []
+            }),
+            None,
+        )),
+        None => Err(EngineError::NotFound(format!("no run '{run_id}'"))),
+    }
+}
+
+/// The journal over the store: outcomes recorded by earlier attempts are
+/// replayed, new ones written as they arrive.
+struct StoreJournal<'a, S> {
+    store: &'a S,
+    recorded: BTreeMap<String, CallOutcome>,
+    written: RefCell<BTreeSet<String>>,
+}
+
+impl<S: Store> Journal for StoreJournal<'_, S> {
+    fn replay(&self, key: &str) -> Option<CallOutcome> {
+        self.recorded.get(key).cloned()
+    }
+
+    async fn record(&self, key: &str, outcome: &CallOutcome) {
+        if self.store.record_outcome(key, outcome).await.is_ok() {
+            self.written.borrow_mut().insert(key.to_string());
+        }
+    }
+}
