@@ -28,9 +28,10 @@ mod support;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use arcrun::core::executor::Run;
 use arcrun::core::plan::{plan_from_json, Directory, GraphLimits};
-use arcrun::core::record::{RunRecord, RunStatus};
+use arcrun::core::record::RunStatus;
+use arcrun::core::run::{Run, Settings};
+use arcrun::core::stored::{decode, encode};
 use serde_json::{json, Map, Value};
 use support::{chain, continue_run, Clock, Network};
 
@@ -531,13 +532,17 @@ fn measure_once(graph: &Value, context: &Map<String, Value>) -> (Sample, usize) 
     let mut watch = Stopwatch::start();
     let plan = plan_from_json(graph, &directory, GraphLimits::default()).expect("valid graph");
     let plan_time = watch.lap();
-    let mut run = Run::start(plan, "bench-run".into(), ctx, clock.now());
+    // The engine's own work, in one segment: no call budget.
+    let settings = Settings {
+        max_calls_per_segment: usize::MAX,
+        ..Settings::default()
+    };
+    let mut run = Run::start(plan, "bench-run".into(), ctx, clock.now(), settings);
     continue_run(&mut run, &net, &clock);
     let run_time = watch.lap();
-    let text = run.to_stored_json(MAX_RECORD_BYTES, clock.now());
+    let text = encode(&mut run, MAX_RECORD_BYTES, clock.now());
     let save_time = watch.lap();
-    let record: RunRecord = serde_json::from_str(&text).expect("record deserializes");
-    let loaded = Run::load(record, &directory).expect("record loads");
+    let loaded = decode(&text, &directory, settings).expect("record loads");
     let load_time = watch.lap();
 
     assert!(

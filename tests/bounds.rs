@@ -3,8 +3,8 @@
 
 mod support;
 
-use arcrun::core::run::{Run, Settings};
 use arcrun::core::record::RunStatus;
+use arcrun::core::run::{Run, Settings};
 use serde_json::{json, Map, Value};
 use support::*;
 

@@ -3,8 +3,8 @@
 
 mod support;
 
-use arcrun::core::run::CallOutcome;
 use arcrun::core::record::RunStatus;
+use arcrun::core::run::CallOutcome;
 use serde_json::{json, Value};
 use support::*;
 

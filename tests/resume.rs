@@ -4,10 +4,10 @@
 mod support;
 
 use arcrun::core::error::EngineError;
-use arcrun::core::run::{Noop, Run};
 use arcrun::core::plan::Directory;
 use arcrun::core::record::RunStatus;
 use arcrun::core::run::Settings;
+use arcrun::core::run::{Noop, Run};
 use arcrun::core::stored::{decode, encode};
 use serde_json::{json, Value};
 use support::*;
@@ -34,7 +34,6 @@ fn async_chain() -> Value {
         ]
     })
 }
-
 
 fn open_wait(run: &Run) -> (String, String) {
     let w = run.record.waits.values().next().expect("an open wait");

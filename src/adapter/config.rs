@@ -8,10 +8,10 @@ use worker::Env;
 use crate::core::auth::{parse_key_hashes, KeyHash};
 use std::rc::Rc;
 
-use crate::core::run::Settings;
-use crate::core::segment::GateConfig;
 use crate::core::plan::{Directory, GraphLimits};
 use crate::core::redact::Redactor;
+use crate::core::run::Settings;
+use crate::core::segment::GateConfig;
 
 pub const RUNS_KV: &str = "RUNS";
 pub const RUN_GATE: &str = "RUN_GATE";

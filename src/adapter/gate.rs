@@ -20,11 +20,9 @@ use super::config::Config;
 use super::http::{json_response, ApiError};
 use super::now_ms;
 use super::store::{GateStore, Ops, RunStore};
-use crate::core::run::Run;
 use crate::core::error::EngineError;
-use crate::core::segment::{
-    details, read, run_segment, Clock, Command, GateConfig, Host, Reply,
-};
+use crate::core::run::Run;
+use crate::core::segment::{details, read, run_segment, Clock, Command, GateConfig, Host, Reply};
 use crate::core::view::noop;
 
 /// The gate's own record of its run, kept beside the alarm so an alarm
@@ -177,9 +175,10 @@ impl RunGate {
         };
         let (command, owner, is_start) = match message {
             GateRequest::Read { run_id, owner } => {
-                let active = self.active.borrow().as_ref().is_some_and(|(id, who)| {
-                    *id == run_id && (owner.is_none() || *who == owner)
-                });
+                let active =
+                    self.active.borrow().as_ref().is_some_and(|(id, who)| {
+                        *id == run_id && (owner.is_none() || *who == owner)
+                    });
                 // The kept run is read in place (no await while borrowed);
                 // otherwise the stored record is.
                 let kept = self.cached.borrow().as_ref().and_then(|run| {
@@ -332,9 +331,7 @@ impl RunGate {
                     Err(_) => false,
                 }
             }
-            None => {
-                storage.delete_alarm().await.is_ok() && storage.delete(META_KEY).await.is_ok()
-            }
+            None => storage.delete_alarm().await.is_ok() && storage.delete(META_KEY).await.is_ok(),
         };
         // Unknown after a failure, so the next request tries again.
         self.alarm.set(set.then_some(wake));

@@ -188,8 +188,7 @@ impl Store for GateStore {
             let Ok(pair) = entry.dyn_into::<js_sys::Array>() else {
                 continue;
             };
-            let (Some(key), Some(text)) = (pair.get(0).as_string(), pair.get(1).as_string())
-            else {
+            let (Some(key), Some(text)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
                 continue;
             };
             // An entry that does not parse is skipped: the call is made again.

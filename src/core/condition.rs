@@ -46,7 +46,9 @@ pub fn check(condition: &str) -> Result<(), String> {
                 return Err(format!("nothing to compare with after '{op}'"));
             }
             if OPERATORS.iter().any(|o| literal.starts_with(o)) {
-                return Err(format!("'{condition}' is not a comparison the language knows"));
+                return Err(format!(
+                    "'{condition}' is not a comparison the language knows"
+                ));
             }
             let opens = ['\'', '"', '`'].contains(&literal.chars().next().unwrap_or(' '));
             if opens && parse_literal(literal) == Value::String(literal.to_string()) {
@@ -68,7 +70,9 @@ fn check_key(key: &str) -> Result<(), String> {
         return Err("the condition names no key to test".into());
     }
     if inner.chars().any(char::is_whitespace) || inner.split('.').any(str::is_empty) {
-        return Err(format!("'{inner}' is not a key path (dotted names, no spaces)"));
+        return Err(format!(
+            "'{inner}' is not a key path (dotted names, no spaces)"
+        ));
     }
     Ok(())
 }
@@ -191,12 +195,27 @@ mod tests {
 
     #[test]
     fn malformed_conditions_are_refused() {
-        for good in ["a === 1", "{{a.b}} > 2", "!flag", "flag", "s == 'x y'", "n <= -1"] {
+        for good in [
+            "a === 1",
+            "{{a.b}} > 2",
+            "!flag",
+            "flag",
+            "s == 'x y'",
+            "n <= -1",
+        ] {
             assert_eq!(check(good), Ok(()), "{good}");
         }
         for bad in [
-            "", "score >", "=== 3", "a b === 1", "{{a === 1", "a. === 1", "x === 'open",
-            "a === === b", "!", "{{}}",
+            "",
+            "score >",
+            "=== 3",
+            "a b === 1",
+            "{{a === 1",
+            "a. === 1",
+            "x === 'open",
+            "a === === b",
+            "!",
+            "{{}}",
         ] {
             assert!(check(bad).is_err(), "{bad} should be refused");
         }

@@ -83,7 +83,9 @@ impl fmt::Display for EngineError {
             ),
             Self::CorruptRecord(m) => write!(f, "stored run record is unreadable: {m}"),
             Self::NotFound(m) => f.write_str(m),
-            Self::RunFinished { status } => write!(f, "the run has already finished: it is {status}"),
+            Self::RunFinished { status } => {
+                write!(f, "the run has already finished: it is {status}")
+            }
             Self::Storage(m) => write!(f, "storage failed: {m}"),
         }
     }

@@ -175,7 +175,10 @@ fn parse_node(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<No
     };
     let wait_timeout_seconds = match obj.get("wait_timeout_seconds") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|s| (1..=MAX_WAIT_SECONDS).contains(&s)) => {
+        Some(Value::Number(n))
+            if n.as_u64()
+                .is_some_and(|s| (1..=MAX_WAIT_SECONDS).contains(&s)) =>
+        {
             n.as_u64()
         }
         Some(_) => {

@@ -135,15 +135,24 @@ pub enum NodeState {
     /// node states were released.
     Idle,
     /// Some incoming edges have resolved; one slot per incoming edge.
-    Waiting { arrivals: Vec<Arrival> },
+    Waiting {
+        arrivals: Vec<Arrival>,
+    },
     /// The node's component call is issued, or due to be (after a yield or a
     /// crash the call is issued again); `ctx` is the node's incoming context.
-    Calling { ctx: Context },
+    Calling {
+        ctx: Context,
+    },
     /// The component answered pending; the run waits for `wait_id`.
-    Paused { ctx: Context, wait_id: String },
+    Paused {
+        ctx: Context,
+        wait_id: String,
+    },
     /// A FOREACH target running once per item.
     Mapping(Box<Mapping>),
-    Done { output: Value },
+    Done {
+        output: Value,
+    },
     Skipped,
 }
 
@@ -165,7 +174,9 @@ pub enum ItemState {
     /// Not finished: its call is issued or due to be. Holds the item value
     /// so the call can be built (again).
     Todo(Value),
-    Paused { wait_id: String },
+    Paused {
+        wait_id: String,
+    },
     Done(Value),
 }
 
@@ -174,7 +185,9 @@ pub enum Arrival {
     Pending,
     Skipped,
     /// Shared: fanning out to many edges does not copy the context per edge.
-    Delivered { ctx: Rc<Context> },
+    Delivered {
+        ctx: Rc<Context>,
+    },
     /// A FOREACH edge fired: run the target once per item.
     Items {
         ctx: Rc<Context>,

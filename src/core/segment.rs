@@ -99,7 +99,10 @@ pub enum Command {
 pub enum Reply {
     /// The run after a trigger (`resumed: false`) or a callback; `running`
     /// when it yielded and goes on in the background.
-    Outcome { body: Value, running: bool },
+    Outcome {
+        body: Value,
+        running: bool,
+    },
     Noop(Noop),
     /// The run's details (after a cancel).
     Details(Value),
@@ -172,7 +175,10 @@ pub async fn run_segment<S: Store, C: Components, K: Clock>(
     if run.record.callback_base.is_none() {
         run.record.callback_base = fallback_base.cloned();
     }
-    if let Command::Cancel { owner: Some(owner), .. } = &command {
+    if let Command::Cancel {
+        owner: Some(owner), ..
+    } = &command
+    {
         if run.record.owner.as_ref() != Some(owner) {
             let e = EngineError::NotFound(format!("no run '{}'", run.record.run_id));
             return (Some(run), Err(e));
@@ -302,7 +308,12 @@ async fn save<S: Store, C, K: Clock>(
     let ttl = record_ttl(run, config, now);
     host.store.save(&run.record.run_id, text, ttl).await?;
     if config.index_tasks {
-        for wait in run.record.waits.values().filter(|w| w.since >= segment_start) {
+        for wait in run
+            .record
+            .waits
+            .values()
+            .filter(|w| w.since >= segment_start)
+        {
             let ttl = (wait.expires_at.saturating_sub(now) / 1000).max(MIN_TTL_SECS);
             host.store
                 .index_task(&wait.task_id, &run.record.run_id, &wait.wait_id, ttl)

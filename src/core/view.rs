@@ -2,9 +2,9 @@
 
 use serde_json::{json, Map, Value};
 
-use super::run::Noop;
 use super::record::{RunRecord, RunStatus};
 use super::redact::Redactor;
+use super::run::Noop;
 
 /// The answer to a trigger (`resumed == false`) or to a callback (`true`).
 pub fn run_outcome(record: &RunRecord, resumed: bool, redactor: &Redactor) -> Value {

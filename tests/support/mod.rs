@@ -8,10 +8,10 @@ use std::cell::{Cell, RefCell};
 use arcrun::core::driver::{drive, Components, NoJournal};
 use arcrun::core::effect::Effect;
 use arcrun::core::plan::Directory as Dir;
-use arcrun::core::run::{Call, CallOutcome, Run, Settings};
-use arcrun::core::stored::{decode, encode};
 use arcrun::core::plan::{plan_from_json, Directory, GraphLimits, Plan};
 use arcrun::core::record::{RunStatus, TraceStatus};
+use arcrun::core::run::{Call, CallOutcome, Run, Settings};
+use arcrun::core::stored::{decode, encode};
 use futures::executor::block_on;
 use serde_json::{json, Map, Value};
 

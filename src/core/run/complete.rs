@@ -58,9 +58,9 @@ impl Via {
         match self {
             Self::InProcess => Some(0),
             Self::Engine => None,
-            Self::Call { started: t } | Self::Callback { since: t } | Self::Deadline { since: t } => {
-                Some(now.saturating_sub(t))
-            }
+            Self::Call { started: t }
+            | Self::Callback { since: t }
+            | Self::Deadline { since: t } => Some(now.saturating_sub(t)),
         }
     }
 }

@@ -65,8 +65,10 @@ impl Run {
         }
         if remote {
             // Item calls are issued as the budget allows, in item order.
-            self.to_call
-                .extend((0..count).map(|i| CallKey { node: n, item: Some(i) }));
+            self.to_call.extend((0..count).map(|i| CallKey {
+                node: n,
+                item: Some(i),
+            }));
             return;
         }
         for (i, item) in in_process.into_iter().enumerate() {
@@ -149,7 +151,14 @@ impl Run {
         } else {
             Verdict::Success
         };
-        self.complete_node(n, m.ctx, Value::Object(output), verdict, Via::InProcess, now);
+        self.complete_node(
+            n,
+            m.ctx,
+            Value::Object(output),
+            verdict,
+            Via::InProcess,
+            now,
+        );
     }
 
     /// Whether `ctx["results"]` is an upstream FOREACH target's results (as
@@ -172,7 +181,12 @@ impl Run {
 
 /// The arrival a fired FOREACH edge delivers: the items, and the context
 /// each item starts from.
-pub(super) fn foreach_arrival(run: &Run, edge: &Edge, output: &Value, out_ctx: &Rc<Context>) -> Arrival {
+pub(super) fn foreach_arrival(
+    run: &Run,
+    edge: &Edge,
+    output: &Value,
+    out_ctx: &Rc<Context>,
+) -> Arrival {
     let iterator = edge.iterator.clone().unwrap_or_else(|| "item".into());
     let scope = NodeScope::new(out_ctx, &run.plan, &run.record.nodes);
     let (items, path, missing) = match foreach_items(output, edge.items.as_deref(), &scope) {
@@ -242,4 +256,3 @@ fn remove_path(map: &mut Context, path: &str) {
     }
     cur.remove(last);
 }
-

@@ -201,12 +201,8 @@ impl Run {
             return Ok(ctx);
         }
         let scope = NodeScope::new(&ctx, &self.plan, &self.record.nodes);
-        let rendered = render_map(
-            data,
-            &scope as &dyn Scope,
-            self.settings.max_template_bytes,
-        )
-        .map_err(|e| failure(None, &e.to_string()))?;
+        let rendered = render_map(data, &scope as &dyn Scope, self.settings.max_template_bytes)
+            .map_err(|e| failure(None, &e.to_string()))?;
         ctx.extend(rendered);
         Ok(ctx)
     }

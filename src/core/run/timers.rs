@@ -108,7 +108,12 @@ impl Run {
         }
     }
 
-    fn close_wait(&mut self, wait_id: &str, how: WaitClosed, now: u64) -> Result<Wait, EngineError> {
+    fn close_wait(
+        &mut self,
+        wait_id: &str,
+        how: WaitClosed,
+        now: u64,
+    ) -> Result<Wait, EngineError> {
         let wait = self
             .record
             .waits
