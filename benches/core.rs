@@ -28,7 +28,7 @@ mod support;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use arcrun::core::plan::{plan_from_json, Directory, GraphLimits};
+use arcrun::core::plan::{plan_from_json, Directory, GraphLimits, Plan};
 use arcrun::core::record::RunStatus;
 use arcrun::core::run::{Run, Settings};
 use arcrun::core::stored::{decode, encode};
@@ -521,6 +521,39 @@ impl Sample {
     }
 }
 
+// The four phases of one pass, each its own function that is never inlined:
+// under callgrind (`BENCH_ONE`), collection is switched on only inside these
+// (`--toggle-collect`) and the counters are dumped as each returns
+// (`--dump-after`), so every phase's instructions are counted separately and
+// nothing else (building the graph JSON, the test network, drops) is.
+
+#[inline(never)]
+fn callgrind_phase_plan(graph: &Value, directory: &Directory) -> Plan {
+    plan_from_json(black_box(graph), directory, GraphLimits::default()).expect("valid graph")
+}
+
+#[inline(never)]
+fn callgrind_phase_run(plan: Plan, ctx: Map<String, Value>, net: &Network, clock: &Clock) -> Run {
+    // The engine's own work, in one segment: no call budget.
+    let settings = Settings {
+        max_calls_per_segment: usize::MAX,
+        ..Settings::default()
+    };
+    let mut run = Run::start(plan, "bench-run".into(), ctx, clock.now(), settings);
+    continue_run(&mut run, net, clock);
+    run
+}
+
+#[inline(never)]
+fn callgrind_phase_serialize(run: &mut Run, now: u64) -> String {
+    encode(black_box(run), MAX_RECORD_BYTES, now)
+}
+
+#[inline(never)]
+fn callgrind_phase_load(text: &str, directory: &Directory, settings: Settings) -> Run {
+    decode(black_box(text), directory, settings).expect("record loads")
+}
+
 /// One pass: plan → run to completion → serialize → deserialize and load.
 /// Returns the timings and the serialized record's size.
 fn measure_once(graph: &Value, context: &Map<String, Value>) -> (Sample, usize) {
@@ -530,19 +563,13 @@ fn measure_once(graph: &Value, context: &Map<String, Value>) -> (Sample, usize) 
     let ctx = context.clone();
 
     let mut watch = Stopwatch::start();
-    let plan = plan_from_json(graph, &directory, GraphLimits::default()).expect("valid graph");
+    let plan = callgrind_phase_plan(graph, &directory);
     let plan_time = watch.lap();
-    // The engine's own work, in one segment: no call budget.
-    let settings = Settings {
-        max_calls_per_segment: usize::MAX,
-        ..Settings::default()
-    };
-    let mut run = Run::start(plan, "bench-run".into(), ctx, clock.now(), settings);
-    continue_run(&mut run, &net, &clock);
+    let mut run = callgrind_phase_run(plan, ctx, &net, &clock);
     let run_time = watch.lap();
-    let text = encode(&mut run, MAX_RECORD_BYTES, clock.now());
+    let text = callgrind_phase_serialize(&mut run, clock.now());
     let save_time = watch.lap();
-    let loaded = decode(&text, &directory, settings).expect("record loads");
+    let loaded = callgrind_phase_load(&text, &directory, *run.settings());
     let load_time = watch.lap();
 
     assert!(
@@ -628,6 +655,8 @@ struct CaseResult {
     save: PhaseStats,
     load: PhaseStats,
     record_bytes: usize,
+    /// Instructions of one pass, counted under callgrind (when it ran).
+    ir: Option<PhaseIr>,
 }
 
 impl CaseResult {
@@ -718,34 +747,250 @@ impl Case {
             save: PhaseStats::of(samples, |s| s.save),
             load: PhaseStats::of(samples, |s| s.load),
             record_bytes: self.record_bytes,
+            ir: None,
         }
     }
 }
 
-/// How a family grew from one size to ten times that size. Time ratios are
-/// of CPU-time medians, which other work on a shared machine inflates far
-/// less than wall-clock ones (wall-clock medians where CPU time is not
-/// available).
+// ---------------------------------------------------------------------------
+// Instruction counts (callgrind)
+// ---------------------------------------------------------------------------
+
+/// The phase functions of `measure_once`, as callgrind names them.
+const PHASE_FUNCTIONS: [&str; 4] = [
+    "callgrind_phase_plan",
+    "callgrind_phase_run",
+    "callgrind_phase_serialize",
+    "callgrind_phase_load",
+];
+
+/// Instructions executed (callgrind's `Ir`) by each phase of one pass.
+#[derive(Clone, Copy, Default)]
+struct PhaseIr {
+    plan: u64,
+    run: u64,
+    save: u64,
+    load: u64,
+}
+
+impl PhaseIr {
+    fn work(&self) -> u64 {
+        self.plan + self.run
+    }
+
+    fn total(&self) -> u64 {
+        self.work() + self.save + self.load
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "plan": self.plan,
+            "run": self.run,
+            "work": self.work(),
+            "serialize": self.save,
+            "load": self.load,
+        })
+    }
+}
+
+/// How the growth budget's time ratios are obtained.
+enum Counting {
+    /// Instruction counts under callgrind (the valgrind version).
+    Callgrind(String),
+    /// callgrind is not there or not wanted: CPU-time medians instead.
+    Unavailable(String),
+}
+
+impl Counting {
+    /// `BENCH_CALLGRIND=0` turns counting off; otherwise valgrind must answer
+    /// `--version`.
+    fn detect() -> Self {
+        if std::env::var("BENCH_CALLGRIND").is_ok_and(|v| v == "0") {
+            return Self::Unavailable("BENCH_CALLGRIND=0".into());
+        }
+        match std::process::Command::new("valgrind")
+            .arg("--version")
+            .output()
+        {
+            Ok(out) if out.status.success() => {
+                Self::Callgrind(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
+            Ok(out) => Self::Unavailable(format!("valgrind --version exited with {}", out.status)),
+            Err(e) => Self::Unavailable(format!("valgrind not found ({e})")),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Callgrind(version) => format!("instruction counts from callgrind ({version})"),
+            Self::Unavailable(why) => format!("CPU-time medians; callgrind not used: {why}"),
+        }
+    }
+}
+
+/// Runs this binary under callgrind for one pass of one case
+/// (`BENCH_ONE`), collecting only inside the phase functions and dumping the
+/// counters as each returns, and reads each dump's `summary:` line.
+fn count_instructions(
+    family: &Family,
+    size: usize,
+    dir: &std::path::Path,
+) -> Result<PhaseIr, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let stem = format!("{}-{size}.callgrind", family.id);
+    // Dumps from an earlier run would be read as this one's.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&stem) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let out_file = dir.join(&stem);
+    let mut cmd = std::process::Command::new("valgrind");
+    cmd.arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out_file.display()))
+        .arg("--collect-atstart=no");
+    for f in PHASE_FUNCTIONS {
+        let symbol = format!("{}::{f}", module_path!());
+        cmd.arg(format!("--toggle-collect={symbol}"))
+            .arg(format!("--dump-after={symbol}"));
+    }
+    let output = cmd
+        .arg(&exe)
+        .env("BENCH_ONE", format!("{}:{size}", family.id))
+        .env_remove("BENCH_JSON")
+        .env_remove("BENCH_ONLY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot start valgrind: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+        return Err(format!(
+            "valgrind exited with {}: {}",
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        ));
+    }
+    let mut ir = PhaseIr::default();
+    let mut found = [false; 4];
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&stem) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path())
+            .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        let trigger = text
+            .lines()
+            .find_map(|l| l.strip_prefix("desc: Trigger:"))
+            .unwrap_or("");
+        let Some(phase) = PHASE_FUNCTIONS
+            .iter()
+            .position(|f| trigger.trim_end().ends_with(&format!("::{f}")))
+        else {
+            continue; // the dump at program termination: nothing collected
+        };
+        let summary = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("summary:")
+                    .or_else(|| l.strip_prefix("totals:"))
+            })
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .ok_or_else(|| format!("{}: no summary line", entry.path().display()))?;
+        let slot = match phase {
+            0 => &mut ir.plan,
+            1 => &mut ir.run,
+            2 => &mut ir.save,
+            _ => &mut ir.load,
+        };
+        *slot += summary;
+        found[phase] = true;
+    }
+    if let Some(missing) = found.iter().position(|f| !f) {
+        return Err(format!(
+            "no callgrind dump after {} (files {}*)",
+            PHASE_FUNCTIONS[missing],
+            out_file.display()
+        ));
+    }
+    Ok(ir)
+}
+
+// ---------------------------------------------------------------------------
+// Growth
+// ---------------------------------------------------------------------------
+
+/// Growth ratios of plan+run, serialize and load between two sizes.
+#[derive(Clone, Copy)]
+struct PhaseRatios {
+    work: f64,
+    save: f64,
+    load: f64,
+}
+
+impl PhaseRatios {
+    fn worst(&self) -> f64 {
+        self.work.max(self.save).max(self.load)
+    }
+
+    fn json(&self) -> Value {
+        json!({ "work": self.work, "serialize": self.save, "load": self.load })
+    }
+}
+
+/// What a growth verdict rests on.
+#[derive(Clone, Copy, PartialEq)]
+enum Judged {
+    /// Instruction counts: deterministic, blind to other work on the machine.
+    Instructions,
+    /// CPU-time medians (callgrind unavailable).
+    CpuTime,
+    /// Smoke run without instruction counts: record bytes only.
+    BytesOnly,
+}
+
+impl Judged {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Instructions => "instructions",
+            Self::CpuTime => "CPU time",
+            Self::BytesOnly => "bytes only (smoke)",
+        }
+    }
+}
+
+/// How a family grew from one size to ten times that size: in instructions
+/// (judged, when counted), in CPU-time and wall-clock medians (for
+/// reference), and in record bytes (judged).
 struct Growth {
     family: &'static Family,
     from: usize,
     to: usize,
-    work: f64,
-    save: f64,
-    load: f64,
-    bytes: f64,
+    ir: Option<PhaseRatios>,
+    cpu: PhaseRatios,
     /// Plan + run in wall-clock time, for reference.
     work_wall: f64,
-    /// Whether the time ratios count towards the budget; a smoke run takes
-    /// too few samples for them to mean much, so there only bytes count.
-    judge_time: bool,
+    bytes: f64,
+    judged: Judged,
 }
 
 impl Growth {
+    /// The largest judged ratio.
     fn worst(&self) -> f64 {
-        let times = [self.work, self.save, self.load];
-        let judged: &[f64] = if self.judge_time { &times } else { &[] };
-        judged.iter().copied().fold(self.bytes, f64::max)
+        let times = match (self.judged, &self.ir) {
+            (Judged::Instructions, Some(ir)) => ir.worst(),
+            (Judged::CpuTime, _) => self.cpu.worst(),
+            _ => 0.0,
+        };
+        times.max(self.bytes)
+    }
+
+    /// The ratios shown with the verdict: instructions where counted.
+    fn shown(&self) -> PhaseRatios {
+        self.ir.unwrap_or(self.cpu)
     }
 
     fn passes(&self) -> bool {
@@ -757,7 +1002,7 @@ fn ratio(a: Duration, b: Duration) -> f64 {
     b.as_secs_f64() / a.as_secs_f64().max(1e-12)
 }
 
-fn growth(a: &PhaseStats, b: &PhaseStats) -> f64 {
+fn cpu_growth(a: &PhaseStats, b: &PhaseStats) -> f64 {
     if a.cpu.median.is_zero() || b.cpu.median.is_zero() {
         ratio(a.wall.median, b.wall.median)
     } else {
@@ -765,22 +1010,45 @@ fn growth(a: &PhaseStats, b: &PhaseStats) -> f64 {
     }
 }
 
-fn growths(results: &[CaseResult], judge_time: bool) -> Vec<Growth> {
+fn ir_ratio(a: u64, b: u64) -> f64 {
+    b as f64 / a.max(1) as f64
+}
+
+fn growths(results: &[CaseResult], smoke: bool) -> Vec<Growth> {
     results
         .windows(2)
         .filter(|w| std::ptr::eq(w[0].family, w[1].family) && w[1].size == w[0].size * 10)
         .map(|w| {
             let (a, b) = (&w[0], &w[1]);
+            let ir = match (a.ir, b.ir) {
+                (Some(x), Some(y)) => Some(PhaseRatios {
+                    work: ir_ratio(x.work(), y.work()),
+                    save: ir_ratio(x.save, y.save),
+                    load: ir_ratio(x.load, y.load),
+                }),
+                _ => None,
+            };
+            let judged = if ir.is_some() {
+                Judged::Instructions
+            } else if smoke {
+                // A smoke run takes too few samples for time ratios to mean much.
+                Judged::BytesOnly
+            } else {
+                Judged::CpuTime
+            };
             Growth {
                 family: a.family,
                 from: a.size,
                 to: b.size,
-                work: growth(&a.work, &b.work),
-                save: growth(&a.save, &b.save),
-                load: growth(&a.load, &b.load),
-                bytes: b.record_bytes as f64 / a.record_bytes as f64,
+                ir,
+                cpu: PhaseRatios {
+                    work: cpu_growth(&a.work, &b.work),
+                    save: cpu_growth(&a.save, &b.save),
+                    load: cpu_growth(&a.load, &b.load),
+                },
                 work_wall: ratio(a.work.wall.median, b.work.wall.median),
-                judge_time,
+                bytes: b.record_bytes as f64 / a.record_bytes as f64,
+                judged,
             }
         })
         .collect()
@@ -867,8 +1135,25 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// An instruction count, shortened: 1.23 M, 45.6 k, 7.89 G.
+fn fmt_count(n: u64) -> String {
+    let x = n as f64;
+    if x < 1e3 {
+        format!("{n}")
+    } else if x < 1e6 {
+        format!("{:.1} k", x / 1e3)
+    } else if x < 1e9 {
+        format!("{:.2} M", x / 1e6)
+    } else {
+        format!("{:.2} G", x / 1e9)
+    }
+}
+
 struct Report {
     smoke: bool,
+    counting: Counting,
+    /// Cases whose instructions could not be counted, with why.
+    counting_errors: Vec<String>,
     results: Vec<CaseResult>,
     growths: Vec<Growth>,
 }
@@ -892,20 +1177,28 @@ impl Report {
             .iter()
             .filter(|g| !g.passes())
             .map(|g| {
+                let r = g.shown();
                 format!(
-                    "(core) {}, {} → {}: grew {:.2}× (plan+run {:.2}×, serialize {:.2}×, \
-                     load {:.2}×, record bytes {:.2}×); budget ≤ {MAX_GROWTH_RATIO}×",
+                    "(core) {}, {} → {}: grew {:.2}× judged on {} (plan+run {:.2}×, serialize {:.2}×, \
+                     load {:.2}×, record bytes {:.2}×; plan+run wall clock {:.2}×); budget ≤ {MAX_GROWTH_RATIO}×",
                     g.family.title,
                     fmt_bytes(g.from),
                     fmt_bytes(g.to),
                     g.worst(),
-                    g.work,
-                    g.save,
-                    g.load,
-                    g.bytes
+                    g.judged.label(),
+                    r.work,
+                    r.save,
+                    r.load,
+                    g.bytes,
+                    g.work_wall,
                 )
             })
             .collect();
+        out.extend(
+            self.counting_errors
+                .iter()
+                .map(|e| format!("(core) callgrind could not count a case, so its growth was judged on CPU time: {e}")),
+        );
         if let Some(m) = self
             .mixed_single()
             .filter(|m| self.mixed_verdict(m) == Some(false))
@@ -962,23 +1255,60 @@ impl Report {
         ));
         out.push('\n');
 
+        let counted: Vec<&CaseResult> = self.results.iter().filter(|r| r.ir.is_some()).collect();
+        if !counted.is_empty() {
+            let rows: Vec<Vec<String>> = counted
+                .iter()
+                .map(|r| {
+                    let ir = r.ir.unwrap_or_default();
+                    vec![
+                        r.family.title.to_string(),
+                        fmt_bytes(r.size),
+                        fmt_count(ir.plan),
+                        fmt_count(ir.run),
+                        fmt_count(ir.save),
+                        fmt_count(ir.load),
+                        fmt_count(ir.total()),
+                        format!(
+                            "{}/{}",
+                            fmt_count(ir.work() / r.units().max(1) as u64),
+                            r.family.unit
+                        ),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                &[
+                    "instructions, one pass (callgrind Ir)",
+                    "N",
+                    "plan",
+                    "run",
+                    "serialize",
+                    "load",
+                    "total",
+                    "plan+run per unit",
+                ],
+                &rows,
+            ));
+            out.push('\n');
+        }
+
         let rows: Vec<Vec<String>> = self
             .growths
             .iter()
             .map(|g| {
+                let ir = |f: fn(&PhaseRatios) -> f64| g.ir.as_ref().map_or("n/a".into(), |r| format!("{:.2}", f(r)));
                 vec![
                     g.family.title.to_string(),
                     format!("{} → {}", fmt_bytes(g.from), fmt_bytes(g.to)),
-                    format!("{:.2}", g.work),
-                    format!("{:.2}", g.save),
-                    format!("{:.2}", g.load),
+                    ir(|r| r.work),
+                    ir(|r| r.save),
+                    ir(|r| r.load),
                     format!("{:.2}", g.bytes),
+                    format!("{:.2}", g.cpu.work),
                     format!("{:.2}", g.work_wall),
-                    if g.judge_time {
-                        format!("≤ {MAX_GROWTH_RATIO}")
-                    } else {
-                        format!("bytes ≤ {MAX_GROWTH_RATIO} (smoke)")
-                    },
+                    format!("≤ {MAX_GROWTH_RATIO}"),
+                    g.judged.label().to_string(),
                     verdict(g.passes()).to_string(),
                 ]
             })
@@ -987,12 +1317,14 @@ impl Report {
             &[
                 "growth at 10× size",
                 "N",
-                "plan+run ×",
-                "serialize ×",
-                "load ×",
+                "plan+run × (Ir)",
+                "serialize × (Ir)",
+                "load × (Ir)",
                 "record bytes ×",
+                "(plan+run × CPU time)",
                 "(plan+run × wall clock)",
                 "budget",
+                "judged on",
                 "verdict",
             ],
             &rows,
@@ -1038,6 +1370,7 @@ impl Report {
                     "on_cpu": r.work.on_cpu(),
                     "per_unit_ns": r.per_unit().as_nanos() as u64,
                     "record_bytes": r.record_bytes,
+                    "instructions": r.ir.map(|ir| ir.json()),
                 })
             })
             .collect();
@@ -1050,11 +1383,12 @@ impl Report {
                     "title": g.family.title,
                     "from": g.from,
                     "to": g.to,
-                    "work": g.work,
-                    "serialize": g.save,
-                    "load": g.load,
-                    "record_bytes": g.bytes,
+                    "instructions": g.ir.map(|r| r.json()),
+                    "cpu_time": g.cpu.json(),
                     "work_wall": g.work_wall,
+                    "record_bytes": g.bytes,
+                    "judged_on": g.judged.label(),
+                    "worst": g.worst(),
                     "budget": MAX_GROWTH_RATIO,
                     "pass": g.passes(),
                 })
@@ -1072,8 +1406,8 @@ impl Report {
         json!({
             "suite": "core",
             "smoke": self.smoke,
-            "profile": "bench profile (= [profile.release]: opt-level \"s\", lto, codegen-units 1)",
-            "time_ratios": "CPU time of the benchmark thread (wall clock where unavailable)",
+            "profile": PROFILE,
+            "growth_judged_on": self.counting.describe(),
             "cases": cases,
             "growth": growths,
             "mixed_20": mixed,
@@ -1084,7 +1418,75 @@ impl Report {
     }
 }
 
+/// `BENCH_ONE="<family>:<size>"`: one measured pass of that case, then exit.
+/// This is what runs under callgrind; it prints the case and its record size.
+fn bench_one(spec: &str) -> ! {
+    let fail = |why: String| -> ! {
+        eprintln!("[bench] BENCH_ONE={spec:?}: {why}");
+        std::process::exit(2)
+    };
+    let Some((id, size)) = spec.split_once(':') else {
+        fail("expected <family>:<size>".into())
+    };
+    let Some(family) = FAMILIES.iter().find(|f| f.id == id.trim()) else {
+        let ids: Vec<&str> = FAMILIES.iter().map(|f| f.id).collect();
+        fail(format!("no family {id:?} (families: {})", ids.join(", ")))
+    };
+    let Ok(size) = size.trim().parse::<usize>() else {
+        fail(format!("size {size:?} is not a number"))
+    };
+    let (graph, context) = (family.build)(size);
+    let context = context.as_object().cloned().unwrap_or_default();
+    let (sample, bytes) = measure_once(&graph, &context);
+    println!(
+        "{} {size}: plan+run {}, serialize {}, load {}, record {} B",
+        family.id,
+        fmt_duration(sample.work().wall),
+        fmt_duration(sample.save.wall),
+        fmt_duration(sample.load.wall),
+        fmt_bytes(bytes)
+    );
+    std::process::exit(0)
+}
+
+/// Counts every measured case's instructions under callgrind, one process
+/// per case; returns the cases that could not be counted, with why.
+fn count_all(results: &mut [CaseResult]) -> Vec<String> {
+    let dir = std::env::var_os("BENCH_CALLGRIND_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("arcrun-callgrind-{}", std::process::id())));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return vec![format!("cannot create {}: {e}", dir.display())];
+    }
+    let mut errors = Vec::new();
+    for r in results.iter_mut() {
+        let started = Instant::now();
+        match count_instructions(r.family, r.size, &dir) {
+            Ok(ir) => {
+                eprintln!(
+                    "[bench] callgrind {:<14} plan {:>10}  run {:>10}  serialize {:>10}  load {:>10}  ({:.1} s)",
+                    r.name(),
+                    fmt_count(ir.plan),
+                    fmt_count(ir.run),
+                    fmt_count(ir.save),
+                    fmt_count(ir.load),
+                    started.elapsed().as_secs_f64()
+                );
+                r.ir = Some(ir);
+            }
+            Err(e) => {
+                eprintln!("[bench] callgrind {}: {e}", r.name());
+                errors.push(format!("{}: {e}", r.name()));
+            }
+        }
+    }
+    errors
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("BENCH_ONE") {
+        bench_one(&spec);
+    }
     let smoke = std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1");
     let effort = if smoke {
         Effort::smoke()
@@ -1114,7 +1516,7 @@ fn main() {
             case.measure_pass(pass, effort.passes);
         }
     }
-    let results: Vec<CaseResult> = cases.into_iter().map(Case::result).collect();
+    let mut results: Vec<CaseResult> = cases.into_iter().map(Case::result).collect();
     for r in &results {
         eprintln!(
             "[bench] {:<14} {:>6} reps  plan+run median {:>10}  p95 {:>10}  record {:>12} B",
@@ -1125,9 +1527,17 @@ fn main() {
             fmt_bytes(r.record_bytes),
         );
     }
-    let growths = growths(&results, !smoke);
+    let counting = Counting::detect();
+    eprintln!("[bench] growth judged on {}", counting.describe());
+    let counting_errors = match counting {
+        Counting::Callgrind(_) => count_all(&mut results),
+        Counting::Unavailable(_) => Vec::new(),
+    };
+    let growths = growths(&results, smoke);
     let report = Report {
         smoke,
+        counting,
+        counting_errors,
         results,
         growths,
     };

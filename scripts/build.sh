@@ -15,7 +15,27 @@ if [[ "${SKIP_WASM_OPT:-0}" == "1" ]]; then
     exit 0
 fi
 
+# worker-build keeps the wasm name section (function names, ~60 KB gzip) so that stack traces
+# through wasm frames are readable. Production panics still log their message and file:line
+# (console_error_panic_hook), so the names are dropped to keep the bundle small; set
+# KEEP_WASM_NAMES=1 for a build that keeps them.
+strip_names() {
+    [[ "${KEEP_WASM_NAMES:-0}" == "1" ]] && return 0
+    local wasm="build/index_bg.wasm" features=()
+    for f in mutable-globals sign-ext nontrapping-float-to-int bulk-memory multivalue \
+        reference-types exception-handling; do
+        features+=("--enable-$f")
+    done
+    if "$WASM_OPT_BIN" "$wasm" --strip-debug "${features[@]}" -o "$wasm.stripped"; then
+        mv "$wasm.stripped" "$wasm"
+    else
+        rm -f "$wasm.stripped"
+        echo "[build] WARNING: could not strip the wasm name section; the build keeps it" >&2
+    fi
+}
+
 if worker-build --release 2>&1 | tee "$log"; then
+    strip_names
     exit 0
 fi
 

@@ -20,7 +20,7 @@ case ":$PATH:" in
     *) export PATH="$HOME/.cargo/bin:$PATH" ;;
 esac
 
-ALL_TARGETS=(graph template token)
+ALL_TARGETS=(graph template token stored)
 secs="${1:-60}"
 if ! [[ "$secs" =~ ^[0-9]+$ ]] || [[ "$secs" -eq 0 ]]; then
     echo "usage: $0 [seconds-per-target] [target...]   (targets: ${ALL_TARGETS[*]})" >&2

@@ -1,42 +1,63 @@
-//! Graph validation and the run state machine, driven natively.
+//! Graph validation and the run state machine, driven natively the way the
+//! gate drives it: segment after segment, the run stored and read back at
+//! every segment boundary.
 //!
 //! Input: a stream of JSON values. The first is the graph; `parse_graph`
 //! ignores unknown keys, so it may also carry a `"context"` object (the
 //! trigger context) and a `"limits"` object overriding `max_template_bytes`,
-//! `max_foreach_items`, `max_run_bytes` and the stored record's
-//! `max_record_bytes` (defaults: the adapter's), to reach the limit paths. Every further value scripts, in order, the answer to
-//! the next component call or the body of the next callback:
-//!   "echo"    → the call's own input            "pending" → {pending, task_id}
-//!   "fail"    → a transport failure (HTTP 500)  "timeout" → a failure without status
-//!   anything else → answered (or sent as a callback body) as written.
-//! When the script runs out, calls are echoed and callbacks get `{}`.
+//! `max_foreach_items` (at most 256 here, to keep runs fast), `max_run_bytes`,
+//! `wait_ttl_ms`, `max_calls_per_segment` (brought into 1..=8; when absent it
+//! is picked from the input's length) and the stored record's `max_record_bytes`.
+//! Every further value scripts, in order, the answer to the next component
+//! call, or what arrives when the run is paused:
+//!   calls:  "echo"    → the call's own input      "pending" → {pending, task_id}
+//!           "fail"    → HTTP 500                  "timeout" → a failure without status
+//!           anything else → answered as written.
+//!   paused: "expire"  → time moves to the earliest deadline, which is taken
+//!           "late"    → time moves past it: a callback is refused, then it is taken
+//!           "cancel"  → the run is cancelled
+//!           anything else → the callback body for the first open wait.
+//! At a yield a scripted "expire", "late" or "cancel" acts too; anything else
+//! is left for the next call. When the script runs out, calls are echoed and
+//! callbacks get `{}`.
 //!
-//! Invariants checked: no panic; every run settles (never `Running` after
-//! `step` returns no calls) within a bounded number of steps; each node (and
-//! each FOREACH item) is called at most once and completed at most once in the
-//! trace; settled states agree with the node states and waits; the record
-//! stored the adapter's way (`to_stored_json`: contexts compacted to deltas,
-//! trace trimmed to the size limit) loads back (`Run::load`) equal to the run
-//! in memory, and the reloaded run resumes.
+//! Invariants checked: no panic; every segment ends in exactly one terminal
+//! effect that agrees with the status (`Yield` only with the budget spent,
+//! `WakeAt` the earliest deadline, nothing once finished); no segment issues
+//! more calls than its budget; each node (and FOREACH item) is called at most
+//! once over the whole run — across yields, pauses and reloads — and each
+//! idempotency key is issued once; calls carry the derived wait id, key,
+//! segment, deadline and a signed callback URL; settled states agree with
+//! waits, closed waits and the trace; a deadline closes exactly the waits
+//! past it, and a timed-out node takes ON_FAIL or fails the run with
+//! `wait_timeout`; the stored record decodes equal to the run in memory, with
+//! the same calls due, and encodes back to the same text; after cancel or
+//! finish every callback is a no-op and `step` issues nothing.
+//!
+//! A known engine bug can be stepped around to look for others: see `known_bug`.
 
 #![no_main]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::rc::Rc;
 
-use arcrun::core::executor::{Call, CallKey, CallOutcome, Noop, Run, Settings};
+use arcrun::core::effect::Effect;
+use arcrun::core::graph::EdgeKind;
 use arcrun::core::plan::{plan_from_json, Directory, GraphLimits};
-use arcrun::core::record::{NodeState, RunRecord, RunStatus, TraceStatus};
-use arcrun::core::template::json_map_size;
+use arcrun::core::protocol::error_code;
+use arcrun::core::record::{Arrival, ItemState, NodeState, RunStatus, TraceStatus, WaitClosed};
+use arcrun::core::run::{Call, CallKey, CallOutcome, Noop, Run, Settings, Signer};
+use arcrun::core::stored::{decode, encode};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
 
-/// Upper bound on pause/resume rounds; each round consumes one wait and waits
-/// are bounded by calls, so this is never reached by a correct engine.
-const MAX_ROUNDS: usize = 10_000;
 /// The adapter's default `MAX_RUN_RECORD_BYTES`.
 const MAX_RECORD_BYTES: usize = 24 << 20;
-/// The executor's per-step batch cut (`MAX_BATCH_BYTES` in executor.rs).
-const MAX_BATCH_BYTES: usize = 8 << 20;
+/// With budgets of a few calls and a reload per segment, a run costs about
+/// items² / budget: more items would only make the fuzzer slow.
+const MAX_FOREACH_ITEMS: usize = 256;
+const RUN_ID: &str = "r";
+const CALLBACK_BASE: &str = "https://gate.test";
 
 struct Script {
     values: Vec<Value>,
@@ -50,6 +71,12 @@ impl Script {
         v
     }
 
+    /// Takes the next value only if it is a control word.
+    fn take_control(&mut self) -> Option<Value> {
+        let word = self.values.get(self.next).and_then(Value::as_str);
+        matches!(word, Some("expire" | "late" | "cancel")).then(|| self.take())?
+    }
+
     fn answer(&mut self, call: &Call) -> CallOutcome {
         let echo = || CallOutcome::Answered(Value::Object(call.input.clone()));
         match self.take() {
@@ -59,24 +86,11 @@ impl Script {
                 "pending" => CallOutcome::Answered(
                     json!({"pending": true, "task_id": format!("t-{}", call.wait_id)}),
                 ),
-                "fail" => CallOutcome::Failed {
-                    status: Some(500),
-                    error: "HTTP 500".into(),
-                },
-                "timeout" => CallOutcome::Failed {
-                    status: None,
-                    error: "timed out".into(),
-                },
+                "fail" => CallOutcome::Failed { status: Some(500), error: "HTTP 500".into() },
+                "timeout" => CallOutcome::Failed { status: None, error: "timed out".into() },
                 _ => CallOutcome::Answered(Value::String(s)),
             },
             Some(v) => CallOutcome::Answered(v),
-        }
-    }
-
-    fn callback_body(&mut self) -> Value {
-        match self.take() {
-            Some(v @ Value::Object(_)) => v,
-            _ => json!({}),
         }
     }
 }
@@ -85,9 +99,15 @@ struct Harness {
     settings: Settings,
     max_record_bytes: usize,
     now: u64,
-    /// Every (node, item) instance ever called; an instance is called once.
-    called: HashSet<(usize, Option<usize>)>,
-    wait_ids: HashSet<String>,
+    /// Every (node, item) instance ever called, and every idempotency key.
+    called: HashSet<CallKey>,
+    keys: HashSet<String>,
+    /// The deadline each call was issued with, by wait id: its wait must keep it.
+    deadlines: HashMap<String, u64>,
+    /// Every wait that was ever open.
+    waits_seen: BTreeSet<String>,
+    calls: usize,
+    segments: usize,
 }
 
 impl Harness {
@@ -96,117 +116,306 @@ impl Harness {
         self.now
     }
 
-    /// Steps until the run settles, answering every call.
-    fn drive(&mut self, run: &mut Run, script: &mut Script) {
-        let n = run.plan.graph.nodes.len();
-        // A step issues the calls of every node made ready by the previous
-        // step's answers, so each step after the first goes one component
-        // deeper: there can be no more steps than nodes, plus the settling one
-        // (plus one for each step the executor cut short at its batch limit).
-        let mut max_steps = n + 1;
-        let mut steps = 0;
+    /// One segment, as the gate's `finish` runs it: a fresh budget, then
+    /// steps until the run asks for nothing more, answering every call.
+    fn segment(&mut self, run: &mut Run, script: &mut Script) {
+        self.segments += 1;
+        // Each segment either spends its whole budget (a yield) or follows a
+        // closed wait, and waits come from calls: this bounds the segments.
+        assert!(self.segments <= 2 * self.calls + 2, "segments do not end");
+        let budget = self.settings.max_calls_per_segment;
+        let secret: Rc<str> = Rc::from("s3cret");
+        run.begin_segment(Some(Signer { base: CALLBACK_BASE.into(), secret }));
+        let segment = run.record.segments;
+        let mut issued = 0;
         loop {
-            steps += 1;
-            assert!(steps <= max_steps, "run did not settle within {max_steps} steps");
             let now = self.tick();
-            let calls = run.step(now, &self.settings);
+            let effects = run.step(now);
+            let calls: Vec<&Call> = effects.iter().filter_map(Effect::as_call).collect();
             if calls.is_empty() {
-                break;
+                return end_of_segment(run, &effects, issued == budget);
             }
-            let batch: usize = calls.iter().map(|c| json_map_size(&c.input)).sum();
-            if batch >= MAX_BATCH_BYTES {
-                max_steps += 1;
-            }
+            assert_eq!(calls.len(), effects.len(), "calls mixed with terminal effects");
+            issued += calls.len();
+            assert!(issued <= budget, "segment issued {issued} calls, budget {budget}");
             for call in &calls {
-                let CallKey { node, item } = call.key;
-                assert!(node < n, "call for node index {node} out of range");
-                assert_eq!(call.node_id, run.plan.graph.nodes[node].id);
-                assert!(
-                    self.called.insert((node, item)),
-                    "node {} item {item:?} called twice",
-                    call.node_id
-                );
-                assert!(
-                    self.wait_ids.insert(call.wait_id.clone()),
-                    "wait id {} issued twice",
-                    call.wait_id
-                );
+                self.check_call(run, call, now, segment);
             }
-            for call in &calls {
+            for call in calls {
                 let outcome = script.answer(call);
                 let now = self.tick();
                 run.complete_call(call.key, outcome, now);
             }
         }
-        check_settled(run);
     }
+
+    fn check_call(&mut self, run: &Run, call: &Call, now: u64, segment: u64) {
+        let CallKey { node, item } = call.key;
+        assert!(node < run.plan.graph.nodes.len(), "call for node {node} out of range");
+        let spec = &run.plan.graph.nodes[node];
+        assert_eq!(call.node_id, spec.id);
+        assert!(self.called.insert(call.key), "node {} item {item:?} called twice", spec.id);
+        assert_eq!(call.wait_id, call.key.wait_id());
+        assert_eq!(call.idempotency_key, format!("{RUN_ID}.{}", call.wait_id));
+        assert!(
+            self.keys.insert(call.idempotency_key.clone()),
+            "idempotency key {} issued twice",
+            call.idempotency_key
+        );
+        assert_eq!(call.segment, segment);
+        let ttl = spec.wait_timeout_seconds.map_or(self.settings.wait_ttl_ms, |s| s * 1000);
+        assert_eq!(call.expires_at, now + ttl, "deadline of {}", call.wait_id);
+        let url = call.callback_url.as_deref().expect("a signed callback URL");
+        let prefix = format!("{CALLBACK_BASE}/callbacks/{RUN_ID}/{}?token=", call.wait_id);
+        assert!(url.starts_with(&prefix), "callback URL {url}");
+        self.deadlines.insert(call.wait_id.clone(), call.expires_at);
+        self.calls += 1;
+    }
+
+    /// Stores the run as the gate does at the end of a segment, reads it back
+    /// and goes on with the run read back.
+    fn reload(&mut self, run: &mut Run) -> Run {
+        let now = self.tick();
+        let before = run.record.clone();
+        let text = encode(run, self.max_record_bytes, now);
+        let trimmed = run.record.trace_dropped != before.trace_dropped
+            || run.record.status != before.status;
+        if !trimmed {
+            assert_eq!(run.record, before, "storing the record changed the run in memory");
+            assert!(text.len() <= self.max_record_bytes, "stored record over the limit");
+        }
+        let loaded = decode(&text, &Directory::default(), self.settings)
+            .unwrap_or_else(|e| panic!("a stored record decodes: {e:?}\n{text}"));
+        // serde_json's `float_roundtrip` is on: the record must come back exactly.
+        assert_eq!(loaded.record, run.record, "record changed through store and load:\n{text}");
+        assert_eq!(loaded.plan.order, run.plan.order);
+        if !run.status().is_finished() {
+            // Calls due at a yield are rebuilt from node states, none lost or added.
+            assert_eq!(loaded.calls_due(), run.calls_due(), "calls due after reload");
+        }
+        if text.len() <= self.max_record_bytes {
+            assert_eq!(encode(&mut loaded.clone(), self.max_record_bytes, now), text);
+        }
+        check_settled(&loaded);
+        for (id, w) in &loaded.record.waits {
+            self.waits_seen.insert(id.clone());
+            assert_eq!(Some(&w.expires_at), self.deadlines.get(id), "wait {id} deadline");
+        }
+        loaded
+    }
+
+    /// Takes every deadline at or before `now`, as the gate does first
+    /// whatever arrives, and checks what it closed.
+    fn expire(&mut self, run: &mut Run, now: u64) {
+        let due: Vec<_> = run.record.waits.values().filter(|w| w.expires_at <= now).cloned().collect();
+        let was_finished = run.status().is_finished();
+        let closed = run.expire(now).expect("expire");
+        if was_finished {
+            return assert_eq!(closed, 0);
+        }
+        assert_eq!(closed, due.len());
+        if let RunStatus::Failed { error, .. } = run.status() {
+            // Failing on the way drops the remaining waits, so there is no more to check.
+            assert!(run.record.waits.is_empty());
+            let code = error.code.as_str();
+            assert!(matches!(code, "wait_timeout" | "node_failed" | "run_too_large"), "{code}");
+            if code == "wait_timeout" {
+                let node = error.node_id.as_deref();
+                assert!(due.iter().any(|w| w.item.is_none() && Some(w.node_id.as_str()) == node));
+            }
+            return;
+        }
+        assert!(run.record.waits.values().all(|w| w.expires_at > now), "a due wait stayed open");
+        for w in &due {
+            let c = &run.record.closed[&w.wait_id];
+            assert_eq!((c.how, c.at), (WaitClosed::TimedOut, now));
+            if w.item.is_some() {
+                continue;
+            }
+            // The run goes on, so a timed-out node must have had a failure path.
+            let n = run.plan.node_index(&w.node_id).expect("wait names a node");
+            let routed = run.plan.outgoing[n]
+                .iter()
+                .any(|&e| run.plan.graph.edges[e].kind == EdgeKind::OnFail);
+            assert!(routed, "node {} timed out unrouted but the run goes on", w.node_id);
+            match &run.record.nodes[n] {
+                NodeState::Done { output } => assert_eq!(error_code(output), Some("wait_timeout")),
+                s => panic!("timed-out node {} is {s:?}", w.node_id),
+            }
+        }
+    }
+
+    /// What arrives between segments: a control word, a callback, or (at a
+    /// yield) the alarm that continues the run.
+    fn arrive(&mut self, run: &mut Run, script: &mut Script) {
+        let paused = matches!(run.status(), RunStatus::Paused { .. });
+        let value = if paused { script.take() } else { script.take_control() };
+        let earliest = run.record.next_deadline();
+        match (value.as_ref().and_then(Value::as_str), earliest) {
+            (Some("cancel"), _) => {
+                let now = self.tick();
+                self.expire(run, now);
+                let open: Vec<String> = run.record.waits.keys().cloned().collect();
+                if run.status().is_finished() {
+                    assert!(run.cancel(now).is_err(), "a finished run was cancelled");
+                    return;
+                }
+                run.cancel(now).expect("cancel an unfinished run");
+                assert_eq!(run.status(), &RunStatus::Cancelled { finished_at: now });
+                assert!(run.record.waits.is_empty() && run.calls_due() == 0);
+                assert!(run.record.nodes.iter().all(|s| *s == NodeState::Idle));
+                for id in open {
+                    assert_eq!(run.record.closed[&id].how, WaitClosed::Cancelled);
+                }
+            }
+            (Some("expire"), Some(deadline)) => {
+                self.now = self.now.max(deadline);
+                self.expire(run, self.now);
+            }
+            (Some("late"), Some(deadline)) => {
+                self.now = self.now.max(deadline + 1);
+                let wait = run.record.waits.values().find(|w| w.expires_at == deadline).cloned();
+                let wait = wait.expect("the earliest wait");
+                let before = run.record.clone();
+                let body = json!({ "task_id": wait.task_id });
+                assert_eq!(run.resume(&wait.wait_id, body, self.now), Ok(Err(Noop::Expired)));
+                assert_eq!(run.record, before, "a late callback changed the run");
+                self.expire(run, self.now);
+            }
+            _ if paused => {
+                let now = self.tick();
+                self.expire(run, now);
+                if matches!(run.status(), RunStatus::Paused { .. }) {
+                    self.callback(run, value, now);
+                }
+            }
+            _ => {
+                let now = self.tick();
+                self.expire(run, now);
+            }
+        }
+    }
+
+    /// Delivers a callback for the first open wait. Refused bodies (not an
+    /// object, another task's id) change nothing; the right one then applies once.
+    fn callback(&mut self, run: &mut Run, value: Option<Value>, now: u64) {
+        let wait = run.record.waits.values().next().cloned().expect("paused with a wait");
+        let id = &wait.wait_id;
+        let mut body = value.unwrap_or_else(|| json!({}));
+        if !body.is_object() {
+            let before = run.record.clone();
+            assert!(run.resume(id, body, now).is_err(), "a non-object body was applied");
+            assert_eq!(run.record, before, "a refused callback changed the run");
+            body = json!({});
+        }
+        let before = run.record.clone();
+        match run.resume(id, body, now) {
+            Ok(Ok(())) => {}
+            Ok(Err(noop)) => panic!("resume of open wait {id} was a no-op: {noop:?}"),
+            Err(_) => {
+                assert_eq!(run.record, before, "a refused callback changed the run");
+                let body = json!({ "task_id": wait.task_id });
+                assert_eq!(run.resume(id, body, now), Ok(Ok(())));
+            }
+        }
+        assert_eq!(run.record.closed[id].how, WaitClosed::Resumed);
+        let again = run.resume(id, json!({}), now);
+        assert_eq!(again, Ok(Err(Noop::AlreadyResumed)), "a repeated callback must be recognised");
+    }
+
+    /// A finished (or cancelled) run ignores everything that may still arrive.
+    fn check_finished(&mut self, run: &mut Run) {
+        let now = self.tick();
+        let mut ids = self.waits_seen.clone();
+        ids.extend(["n0".into(), "n0-0".into(), "n999999".into()]);
+        for id in &ids {
+            let expected = match run.record.closed.get(id).map(|c| c.how) {
+                Some(WaitClosed::Resumed) => Noop::AlreadyResumed,
+                Some(WaitClosed::TimedOut) => Noop::Expired,
+                Some(WaitClosed::Cancelled) | None => Noop::RunFinished,
+            };
+            assert_eq!(run.resume(id, json!({}), now), Ok(Err(expected)), "callback for {id}");
+        }
+        assert_eq!(run.expire(now + (1 << 40)), Ok(0));
+        assert!(run.cancel(now).is_err(), "a finished run was cancelled");
+        assert_eq!(run.next_wake(now), None);
+        run.begin_segment(None);
+        assert!(run.step(now).is_empty(), "a finished run stepped");
+        assert!(run.record.nodes.iter().all(|s| *s == NodeState::Idle));
+    }
+}
+
+/// The effects that ended a segment agree with the status they leave.
+fn end_of_segment(run: &Run, effects: &[Effect], budget_spent: bool) {
+    match (run.status(), effects) {
+        (RunStatus::Running, [Effect::Yield]) => {
+            assert!(budget_spent, "yielded with budget left");
+            assert!(run.calls_due() > 0, "yielded with no call due");
+        }
+        (RunStatus::Paused { .. }, [Effect::WakeAt(t)]) => {
+            assert_eq!(Some(*t), run.record.next_deadline(), "wakes at the earliest deadline");
+        }
+        (s, []) if s.is_finished() => {
+            // A finished run holds its result once: node states are released.
+            assert!(run.record.nodes.iter().all(|s| *s == NodeState::Idle));
+        }
+        (s, e) => panic!("segment ended {} with {e:?}", s.name()),
+    }
+    assert_eq!(run.next_wake(0).is_some(), !run.status().is_finished());
 }
 
 fn check_settled(run: &Run) {
     let rec = &run.record;
     let plan = &run.plan;
-    let n = plan.graph.nodes.len();
-    assert_eq!(rec.nodes.len(), n);
-    // A record over the stored size limit is failed and its node states dropped.
-    let dropped_states = matches!(&rec.status,
-        RunStatus::Failed { error, .. } if error.code == "record_too_large");
-    // The oldest trace entries may have been trimmed to fit the size limit.
-    let whole_trace = rec.trace_dropped == 0 && !dropped_states;
+    let nodes = &plan.graph.nodes;
+    assert_eq!(rec.nodes.len(), nodes.len());
+    let node_of = |id: &str| plan.node_index(id).unwrap_or_else(|| panic!("unknown node {id}"));
     match &rec.status {
-        RunStatus::Running => panic!("run still Running after step returned no calls"),
-        RunStatus::Completed { .. } => {
-            assert!(rec.waits.is_empty(), "completed run has open waits");
-            for (i, s) in rec.nodes.iter().enumerate() {
-                assert!(
-                    matches!(s, NodeState::Done { .. } | NodeState::Skipped),
-                    "completed run left node {} in state {s:?}",
-                    plan.graph.nodes[i].id
-                );
-            }
-        }
-        RunStatus::Failed { .. } => {
-            assert!(rec.waits.is_empty(), "failed run has open waits");
-            if dropped_states {
-                assert!(rec.nodes.iter().all(|s| matches!(s, NodeState::Idle)));
-            }
-        }
+        RunStatus::Running => assert!(run.calls_due() > 0, "stored running with nothing due"),
         RunStatus::Paused { .. } => {
             assert!(!rec.waits.is_empty(), "paused run has no open wait");
-            for (id, w) in &rec.waits {
-                assert_eq!(id, &w.wait_id);
-                let node = plan
-                    .node_index(&w.node_id)
-                    .unwrap_or_else(|| panic!("wait {id} names unknown node {}", w.node_id));
-                match (w.item, &rec.nodes[node]) {
-                    (None, NodeState::Paused { wait_id, .. }) => assert_eq!(wait_id, id),
-                    (Some(i), NodeState::Mapping { slots, .. }) => {
-                        assert!(i < slots.len(), "wait {id} for item {i} out of range");
-                        assert!(slots[i].is_none(), "wait {id} for an item already done");
-                    }
-                    (item, state) => {
-                        panic!("wait {id} (item {item:?}) but node is {state:?}")
-                    }
-                }
+            // Paused means nothing is left to do but wait.
+            for (i, s) in rec.nodes.iter().enumerate() {
+                let stuck = match s {
+                    NodeState::Calling { .. } => true,
+                    NodeState::Waiting { arrivals } => !arrivals.contains(&Arrival::Pending),
+                    NodeState::Mapping(m) => m.items.iter().any(|i| matches!(i, ItemState::Todo(_))),
+                    _ => false,
+                };
+                assert!(!stuck, "paused run with work left at {}: {s:?}", nodes[i].id);
             }
         }
+        _ => assert!(rec.waits.is_empty(), "finished run has open waits"),
     }
-    for (id, w) in &rec.resumed {
-        assert!(!rec.waits.contains_key(id), "wait {id} both open and resumed");
-        assert!(plan.node_index(&w.node_id).is_some());
+    for (id, w) in &rec.waits {
+        assert_eq!(id, &w.wait_id);
+        let n = node_of(&w.node_id);
+        assert_eq!(id, &CallKey { node: n, item: w.item }.wait_id(), "wait id not derived");
+        let held = match (w.item, &rec.nodes[n]) {
+            (None, NodeState::Paused { wait_id, .. }) => wait_id == id,
+            (Some(i), NodeState::Mapping(m)) => {
+                matches!(m.items.get(i), Some(ItemState::Paused { wait_id }) if wait_id == id)
+            }
+            _ => false,
+        };
+        assert!(held, "wait {id} not held by node {}: {:?}", w.node_id, rec.nodes[n]);
+        assert!(!rec.closed.contains_key(id), "wait {id} both open and closed");
+    }
+    for c in rec.closed.values() {
+        node_of(&c.node_id);
     }
 
-    // Trace: one completion per instance, a skip only for a never-completed
-    // node, and a node is Done exactly when its completion is in the trace.
+    // Trace: one completion and at most one pause per instance, a skip only
+    // for a never-completed node, a callback's completion after its pause.
     let mut completed: BTreeMap<(&str, Option<usize>), usize> = BTreeMap::new();
     let mut paused: BTreeMap<(&str, Option<usize>), usize> = BTreeMap::new();
     let mut skipped: BTreeMap<&str, usize> = BTreeMap::new();
+    let whole_trace = rec.trace_dropped == 0;
     for t in &rec.trace {
-        assert!(plan.node_index(&t.node_id).is_some(), "trace names unknown node");
+        node_of(&t.node_id);
         let key = (t.node_id.as_str(), t.item);
         match t.status {
-            TraceStatus::Succeeded | TraceStatus::Failed => {
-                *completed.entry(key).or_default() += 1;
-            }
+            TraceStatus::Succeeded | TraceStatus::Failed => *completed.entry(key).or_default() += 1,
             TraceStatus::Paused => *paused.entry(key).or_default() += 1,
             TraceStatus::Skipped => {
                 assert!(t.item.is_none(), "an item was skipped");
@@ -214,86 +423,51 @@ fn check_settled(run: &Run) {
             }
         }
         if t.resumed && whole_trace {
-            assert!(
-                paused.contains_key(&key),
-                "resumed completion of {key:?} without a pause before it"
-            );
+            assert!(paused.contains_key(&key), "resumed {key:?} without a pause before it");
         }
     }
-    for (key, count) in &completed {
-        assert_eq!(*count, 1, "{key:?} completed {count} times in the trace");
-    }
-    for (key, count) in &paused {
-        assert_eq!(*count, 1, "{key:?} paused {count} times in the trace");
+    for (key, count) in completed.iter().chain(&paused) {
+        assert_eq!(*count, 1, "{key:?} completed or paused {count} times in the trace");
     }
     for (id, count) in &skipped {
         assert_eq!(*count, 1, "{id} skipped {count} times");
         assert!(!completed.contains_key(&(*id, None)), "{id} both skipped and completed");
     }
-    if !whole_trace {
+    // Finished runs release their node states; the rest must match the trace.
+    if !whole_trace || rec.status.is_finished() {
         return;
     }
-    for (i, node) in plan.graph.nodes.iter().enumerate() {
+    for (i, node) in nodes.iter().enumerate() {
+        let id = node.id.as_str();
         let done = matches!(rec.nodes[i], NodeState::Done { .. });
-        let in_trace = completed.contains_key(&(node.id.as_str(), None));
-        assert_eq!(done, in_trace, "node {} Done={done} but completion in trace={in_trace}", node.id);
+        assert_eq!(done, completed.contains_key(&(id, None)), "node {id} Done vs trace");
         let skip = matches!(rec.nodes[i], NodeState::Skipped);
-        assert_eq!(skip, skipped.contains_key(node.id.as_str()), "node {} skip state", node.id);
-    }
-}
-
-fn same_but_float_ulps(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x != y => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) if x.is_finite() && x.signum() == y.signum() => {
-                x.to_bits().abs_diff(y.to_bits()) <= 4
+        assert_eq!(skip, skipped.contains_key(id), "node {id} skip state vs trace");
+        if let NodeState::Mapping(m) = &rec.nodes[i] {
+            for (j, item) in m.items.iter().enumerate() {
+                let done = matches!(item, ItemState::Done(_));
+                assert_eq!(done, completed.contains_key(&(id, Some(j))), "{id} item {j} vs trace");
             }
-            _ => false,
-        },
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_but_float_ulps(x, y))
         }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_but_float_ulps(v, w)))
-        }
-        _ => a == b,
     }
 }
 
-/// Stores the run as the adapter does, reads it back and rebuilds the run.
-fn reload(run: &mut Run, max_record_bytes: usize, now: u64) -> Run {
-    let before = run.record.clone();
-    let text = run.to_stored_json(max_record_bytes, now);
-    let trimmed = run.record.trace_dropped != before.trace_dropped
-        || run.record.status != before.status;
-    if !trimmed {
-        assert_eq!(run.record, before, "storing the record changed the run in memory");
-        assert!(text.len() <= max_record_bytes, "stored record over the limit");
-    }
-    let back: RunRecord = serde_json::from_str(&text).expect("stored record deserialises");
-    let loaded = Run::load(back, &Directory::default()).expect("a stored record loads");
-    assert!(!loaded.record.contexts_compacted && loaded.record.ctx_unset.is_empty());
-    if loaded.record != run.record {
-        // Known: without serde_json's `float_roundtrip` feature a float can
-        // read back a few ulps off (see the fuzz report). Anything else —
-        // above all a context not rebuilt exactly from its delta — is a bug.
-        let a = serde_json::to_value(&run.record).expect("record to value");
-        let b = serde_json::to_value(&loaded.record).expect("record to value");
-        assert!(
-            same_but_float_ulps(&a, &b),
-            "record changed through store and load:\n{a}\n{b}"
-        );
-    }
-    assert_eq!(loaded.plan.order, run.plan.order);
-    loaded
+/// Known bugs in the engine that a fuzzing session may choose to step
+/// around, to look for others: `ARCRUN_FUZZ_KNOWN_BUGS=name,...`. By default
+/// none is, so a fixed bug that comes back is caught.
+///
+/// `unstepped-fail`: a run failed by a callback or a deadline while another
+/// wait is open keeps that node's `Paused` state (or item) with `waits`
+/// cleared; the gate saves it without a step, and `decode` refuses the
+/// record ("node 'b' waits for an unknown wait").
+fn known_bug(name: &str) -> bool {
+    static KNOWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(|| std::env::var("ARCRUN_FUZZ_KNOWN_BUGS").unwrap_or_default());
+    known.split(',').any(|k| k.trim() == name)
 }
 
-fn limit(limits: Option<&Value>, key: &str, default: usize) -> usize {
-    limits
-        .and_then(|l| l.get(key))
-        .and_then(Value::as_u64)
-        .map_or(default, |v| v as usize)
+fn limit(limits: Option<&Value>, key: &str) -> Option<usize> {
+    limits?.get(key)?.as_u64().map(|v| v as usize)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -304,74 +478,59 @@ fuzz_target!(|data: &[u8]| {
     let Ok(plan) = plan_from_json(&graph, &Directory::default(), GraphLimits::default()) else {
         return;
     };
-    let order_len = plan.order.len();
-    assert_eq!(order_len, plan.graph.nodes.len(), "plan accepted with nodes outside the order");
+    assert_eq!(plan.order.len(), plan.graph.nodes.len(), "plan accepted with nodes outside the order");
 
-    let context: Map<String, Value> = graph
-        .get("context")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let mut script = Script {
-        values: values.map_while(Result::ok).collect(),
-        next: 0,
-    };
+    let context: Map<String, Value> =
+        graph.get("context").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut script = Script { values: values.map_while(Result::ok).collect(), next: 0 };
     let limits = graph.get("limits");
-    let defaults = Settings::default();
+    let d = Settings::default();
     let settings = Settings {
-        max_template_bytes: limit(limits, "max_template_bytes", defaults.max_template_bytes),
-        max_foreach_items: limit(limits, "max_foreach_items", defaults.max_foreach_items),
-        max_run_bytes: limit(limits, "max_run_bytes", defaults.max_run_bytes),
-        ..defaults
+        max_template_bytes: limit(limits, "max_template_bytes").unwrap_or(d.max_template_bytes),
+        max_foreach_items: limit(limits, "max_foreach_items")
+            .unwrap_or(d.max_foreach_items)
+            .min(MAX_FOREACH_ITEMS),
+        max_run_bytes: limit(limits, "max_run_bytes").unwrap_or(d.max_run_bytes),
+        wait_ttl_ms: limit(limits, "wait_ttl_ms").map_or(d.wait_ttl_ms, |t| t.clamp(1, 1 << 40) as u64),
+        // Small budgets, so that runs yield and continue often.
+        max_calls_per_segment: limit(limits, "max_calls_per_segment")
+            .unwrap_or(data.len())
+            .wrapping_sub(1)
+            % 8
+            + 1,
     };
     let mut h = Harness {
         settings,
-        max_record_bytes: limit(limits, "max_record_bytes", MAX_RECORD_BYTES),
-        now: 1_000,
+        max_record_bytes: limit(limits, "max_record_bytes").unwrap_or(MAX_RECORD_BYTES),
+        now: 1_000_000,
         called: HashSet::new(),
-        wait_ids: HashSet::new(),
+        keys: HashSet::new(),
+        deadlines: HashMap::new(),
+        waits_seen: BTreeSet::new(),
+        calls: 0,
+        segments: 0,
     };
 
-    let mut run = Run::start(plan, "r".into(), context, h.now);
-    h.drive(&mut run, &mut script);
-
-    let mut rounds = 0;
-    while matches!(run.status(), RunStatus::Paused { .. }) {
-        rounds += 1;
-        assert!(rounds <= MAX_ROUNDS, "pause/resume did not end");
-        // What the adapter does: store the paused record, load it on callback.
-        let now = h.tick();
-        run = reload(&mut run, h.max_record_bytes, now);
-        check_settled(&run);
-        if !matches!(run.status(), RunStatus::Paused { .. }) {
-            break; // failed on the way to storage (record too large)
+    let mut run = Run::start(plan, RUN_ID.into(), context, h.now, settings);
+    loop {
+        h.segment(&mut run, &mut script);
+        run = h.reload(&mut run);
+        if run.status().is_finished() {
+            break;
         }
-        let wait = run.record.waits.values().next().cloned().expect("paused with a wait");
-        let body = script.callback_body();
-        let now = h.tick();
-        let applied = match run.resume(&wait.wait_id, body, now) {
-            Ok(Ok(())) => true,
-            Ok(Err(noop)) => panic!("resume of open wait {} was a no-op: {noop:?}", wait.wait_id),
-            // A body naming another task is refused without changing anything.
-            Err(_) => false,
-        };
-        if !applied {
-            assert!(run.record.waits.contains_key(&wait.wait_id), "refused resume consumed the wait");
-            let now = h.tick();
-            let body = json!({ "task_id": wait.task_id });
-            assert_eq!(run.resume(&wait.wait_id, body, now).ok(), Some(Ok(())));
+        h.arrive(&mut run, &mut script);
+        if run.status().is_finished() {
+            // Cancelled, or failed by a callback or a deadline: the gate
+            // saves it as it is, without stepping it again.
+            if known_bug("unstepped-fail") {
+                // Settling releases the node states that `fail` leaves behind.
+                run.step(h.now);
+            }
+            run = h.reload(&mut run);
+            break;
         }
-        let now = h.tick();
-        assert_eq!(
-            run.resume(&wait.wait_id, json!({}), now).ok(),
-            Some(Err(Noop::AlreadyResumed)),
-            "a repeated callback must be recognised"
-        );
-        h.drive(&mut run, &mut script);
     }
-
-    // A settled record stores and loads too (reload compares the two).
-    let now = h.tick();
-    let finished = reload(&mut run, h.max_record_bytes, now);
-    check_settled(&finished);
+    h.check_finished(&mut run);
+    // What `check_finished` did changed nothing worth storing, but it stores and loads too.
+    h.reload(&mut run);
 });

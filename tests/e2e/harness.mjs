@@ -270,7 +270,8 @@ export function kvOpsOf(res) {
 
 /**
  * A daemon stand-in: every call answers pending with a fresh task id (after `delayMs`) and is
- * kept in `calls` as `{path, body, taskId, callbackUrl}`, so a test decides when to call back.
+ * kept in `calls` as `{path, body, taskId, callbackUrl, answered}`, so a test decides when to
+ * call back (`answered` turns true as the pending answer is sent).
  */
 export async function pendingComponent({ delayMs = 0 } = {}) {
     const calls = [];
@@ -278,8 +279,10 @@ export async function pendingComponent({ delayMs = 0 } = {}) {
     const c = await startComponent(async (body, req) => {
         const p = new URL(req.url, "http://component").pathname;
         const taskId = `task${p.replace(/\//g, "-")}-${body?.index ?? "x"}-${++n}`;
-        calls.push({ path: p, body, taskId, callbackUrl: body?.callback_url });
+        const call = { path: p, body, taskId, callbackUrl: body?.callback_url, answered: false };
+        calls.push(call);
         if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+        call.answered = true;
         return { pending: true, task_id: taskId };
     });
     return { ...c, calls, on: (p) => calls.filter((x) => x.path === p) };

@@ -283,8 +283,18 @@ before(async () => {
     assert.equal(ctx.A.w1.runId, ctx.A.id);
     assert.notEqual(ctx.A.w1.waitId, ctx.A.w2.waitId);
 
-    // Run B (the other key): one wait.
-    const b = await start({ nodes: [{ id: "b1", type: "Component", componentId: `${pending.url}/b1` }], edges: [] }, OTHER_KEY);
+    // Run B (the other key): one wait, on the node at a1's position, so that
+    // its wait id (derived from the node) is a1's.
+    const b = await start(
+        {
+            nodes: [
+                { id: "in", type: "Input" },
+                { id: "b1", type: "Component", componentId: `${pending.url}/b1` },
+            ],
+            edges: [{ from: "in", to: "b1", type: "PIPE" }],
+        },
+        OTHER_KEY,
+    );
     ctx.B = { id: b.run_id, w1: waitOf("/b1") };
 
     // Run C (test key): one wait, resumed once, so its callback URL is spent.

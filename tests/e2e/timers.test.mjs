@@ -11,16 +11,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
-import {
-    startWorker,
-    startComponent,
-    freePort,
-    pendingComponent,
-    postCallback,
-    kvOpsOf,
-    waitUntil as until,
-    TEST_API_KEY_HASH,
-} from "./harness.mjs";
+import { startWorker, startComponent, freePort, pendingComponent, postCallback, kvOpsOf, TEST_API_KEY_HASH } from "./harness.mjs";
+import { waitUntil as until } from "./harness.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const OTHER_KEY = "key-b";
@@ -56,10 +48,17 @@ async function storedRun(w, runId) {
     return JSON.parse(text);
 }
 
+/**
+ * Waits, reading KV directly (no request reaches the Worker, so only the alarm can act), until
+ * the stored run's state is one of `states`.
+ */
+const waitForStored = (w, runId, states, timeoutMs = ALARM_SLACK_MS) =>
+    until(`stored run ${runId} to be ${states}`, async () => states.includes((await storedRun(w, runId)).status.state), { timeoutMs });
+
 /** POSTs a callback for a call remembered by pendingComponent, as its daemon would. */
 const callBack = (call, extra) => postCallback(call.callbackUrl, call.taskId, extra);
 
-const statuses = (trace) => trace.map((e) => `${e.node_id}${e.item === undefined || e.item === null ? "" : `[${e.item}]`}:${e.status}`);
+const statuses = (trace) => trace.map((e) => `${e.node_id}${Number.isInteger(e.item) ? `[${e.item}]` : ""}:${e.status}`);
 
 let worker; // two API keys, small component answers
 let budget; // MAX_SUBREQUESTS_PER_INVOCATION = 5
@@ -116,8 +115,8 @@ test("an expired deadline with no ON_FAIL fails the run with wait_timeout; a lat
     const t = await worker.fetchJson("/execute", { body: { graph } });
     assert.equal(t.body.status, "paused", t.text);
     // Nothing but the alarm can move the run on: no request arrives until it has failed.
-    await sleep(1000);
-    const failed = await waitForStatus(worker, t.body.run_id, ["failed", "completed"]);
+    await waitForStored(worker, t.body.run_id, ["failed", "completed"]);
+    const failed = await worker.fetchJson(`/runs/${t.body.run_id}`);
     assert.equal(failed.body.status, "failed", failed.text);
     assert.equal(failed.body.error.code, "wait_timeout");
     assert.equal(failed.body.error.node_id, "slow");
@@ -233,7 +232,8 @@ test("FOREACH deadlines apply per item: answered items succeed, the rest time ou
         assert.equal(r.body.resumed, true, r.text);
         assert.equal(r.body.status, "paused", "item 1 still waits");
     }
-    const done = await waitForStatus(worker, t.body.run_id, ["completed", "failed"], 3000 + ALARM_SLACK_MS);
+    await waitForStored(worker, t.body.run_id, ["completed", "failed"], 3000 + ALARM_SLACK_MS);
+    const done = await worker.fetchJson(`/runs/${t.body.run_id}`);
     assert.equal(done.body.status, "completed", done.text);
     const { results, failed } = done.body.data;
     assert.equal(results.length, 3);
@@ -251,7 +251,8 @@ test("a timed-out FOREACH item with no ON_FAIL fails the run", async () => {
     assert.equal(t.body.status, "paused", t.text);
     const r = await callBack(pend.on("/d5").find((c) => c.body.index === 0), { success: true, data: { v: 0 } });
     assert.equal(r.body.resumed, true, r.text);
-    const done = await waitForStatus(worker, t.body.run_id, ["completed", "failed"], 3000 + ALARM_SLACK_MS);
+    await waitForStored(worker, t.body.run_id, ["completed", "failed"], 3000 + ALARM_SLACK_MS);
+    const done = await worker.fetchJson(`/runs/${t.body.run_id}`);
     assert.equal(done.body.status, "failed", done.text);
     assert.equal(done.body.error.node_id, "each");
     assert.equal((await storedRun(worker, t.body.run_id)).status.state, "failed");
@@ -364,9 +365,7 @@ test("each segment costs one KV write and no list: pause, resume, cancel, deadli
 
     // The alarm's own header cannot be read; its one write must hold the outcome.
     const t3 = await worker.fetchJson("/execute", { body: { graph: pausingGraph("/k3", { wait_timeout_seconds: 1 }) } });
-    await until("the deadline to reach KV", async () => (await storedRun(worker, t3.body.run_id)).status.state === "completed", {
-        timeoutMs: ALARM_SLACK_MS,
-    });
+    await waitForStored(worker, t3.body.run_id, ["completed"]);
     assert.equal(echo.hits("/k3-fallback"), 1);
 });
 
@@ -435,6 +434,8 @@ test("a chain of 12 components continues across segments, each called once, ≤5
         assert.deepEqual(reqs.map((r) => r.body.count), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
         const segs = checkSegments(reqs, 12, 3);
         assert.deepEqual(segs, [...segs].sort((a, b) => a - b), "segments only move forward along a chain");
+        const distinct = [...new Set(segs)];
+        assert.deepEqual(distinct, distinct.map((_, i) => i + 1), "one more per invocation");
         assert.equal((await storedRun(budget, t.body.run_id)).status.state, "completed");
     } finally {
         await comp.close();
@@ -498,6 +499,8 @@ test("callbacks and reads racing continuation segments: each wait resumes exactl
 
         // Fire as soon as all 8 items were called, while the last segment may still be running.
         await until("all 8 items to be called", () => slow.calls.length >= 8, { timeoutMs: 20000, everyMs: 10 });
+        const inFlight = slow.calls.filter((c) => !c.answered).length;
+        assert.ok(inFlight > 0, "the callbacks race a segment that is still calling components");
         const answers = await Promise.all(
             slow.calls.flatMap((c) => [0, 1].map(() => callBack(c, { success: true, data: { v: c.body.index } }).then((r) => ({ c, r })))),
         );
@@ -515,6 +518,7 @@ test("callbacks and reads racing continuation segments: each wait resumes exactl
         assert.equal(done.body.data.count, 8);
         assert.deepEqual(done.body.data.results.map((r) => r.data.v), [0, 1, 2, 3, 4, 5, 6, 7]);
         assert.equal(slow.calls.length, 8, "each item called once");
+        checkSegments(slow.requests(), 8, 2);
         const resumedEntries = done.body.trace.filter((e) => e.node_id === "each" && Number.isInteger(e.item) && e.status === "succeeded");
         assert.deepEqual(resumedEntries.map((e) => e.item).sort(), [0, 1, 2, 3, 4, 5, 6, 7], "each item finished once");
         assert.ok(reads.length > 0);

@@ -33,7 +33,8 @@ pub struct StoredRunV1 {
     pub owner: Option<String>,
     pub graph: Graph,
     pub context: Map<String, Value>,
-    pub status: StatusV1,
+    /// Today's statuses are a superset of version 1's (it had no `cancelled`).
+    pub status: RunStatus,
     pub nodes: Vec<NodeV1>,
     #[serde(default)]
     pub waits: BTreeMap<String, Wait>,
@@ -48,24 +49,6 @@ pub struct StoredRunV1 {
     pub ctx_unset: BTreeMap<String, Vec<String>>,
     pub created_at: u64,
     pub updated_at: u64,
-}
-
-/// Version 1 had no `cancelled` status.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum StatusV1 {
-    Running,
-    Paused {
-        since: u64,
-    },
-    Completed {
-        output: Value,
-        finished_at: u64,
-    },
-    Failed {
-        error: super::super::record::RunError,
-        finished_at: u64,
-    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,18 +109,7 @@ pub fn into_run(
     settings: Settings,
 ) -> Result<Run, EngineError> {
     let plan = plan_for(old.graph, directory)?;
-    let status = match old.status {
-        StatusV1::Running => RunStatus::Running,
-        StatusV1::Paused { since } => RunStatus::Paused { since },
-        StatusV1::Completed {
-            output,
-            finished_at,
-        } => RunStatus::Completed {
-            output,
-            finished_at,
-        },
-        StatusV1::Failed { error, finished_at } => RunStatus::Failed { error, finished_at },
-    };
+    let status = old.status;
     let nodes = migrate_nodes(
         old.nodes,
         &old.context,
