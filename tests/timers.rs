@@ -18,7 +18,7 @@ use arcrun::core::redact::Redactor;
 use arcrun::core::run::{CallOutcome, Noop, Run, Settings};
 use arcrun::core::segment::{
     record_ttl, run_segment, Command, GateConfig, Host, Reply, Segment, DEADLINE_GRACE_SECS,
-    RUNNING_TTL_SECS,
+    MAX_TTL_SECS, RUNNING_TTL_SECS,
 };
 use arcrun::core::stored::decode;
 use futures::executor::block_on;
@@ -709,6 +709,9 @@ fn a_version_1_foreach_with_a_waiting_join_resumes_item_by_item() {
     let text = v1_fixture("paused-foreach-join.json");
     let mut run = decode(&text, &v1_directory(), Settings::default()).unwrap();
     assert_eq!(run.record.waits.len(), 3);
+    // Its deadlines are a century away; KV's TTL (32-bit seconds) is capped.
+    let config = Gate::new(Network::echo_with_async()).config;
+    assert_eq!(record_ttl(&run, &config, T0), MAX_TTL_SECS);
     let net = Network::echo_with_async();
     let clock = support::Clock::new();
     clock.0.set(1_790_000_100_000);

@@ -78,7 +78,8 @@ impl Config {
                     .map_err(|_| format!("{name} must be a whole number, got '{v}'")),
             }
         };
-        let paused_ttl_secs = number("PAUSED_RUN_TTL_SECONDS", 24 * 3600)?.max(MIN_TTL_SECS);
+        let paused_ttl_secs = number("PAUSED_RUN_TTL_SECONDS", 24 * 3600)?
+            .clamp(MIN_TTL_SECS, crate::core::graph::MAX_WAIT_SECONDS);
         let retention_secs =
             number("FINISHED_RUN_RETENTION_SECONDS", 7 * 24 * 3600)?.max(MIN_TTL_SECS);
         let component_timeout_ms = number("COMPONENT_TIMEOUT_SECONDS", 120)?.max(1) * 1000;

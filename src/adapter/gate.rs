@@ -192,7 +192,7 @@ impl RunGate {
                 };
                 // A cold object learns whether its alarm survived (a restart
                 // of a local runtime may lose it) and re-arms it.
-                if !active && self.alarm.get().is_none() {
+                if !active && self.alarm.get().is_none() && wake.is_some() {
                     self.ensure_alarm(&run_id, wake).await;
                 }
                 return Ok(json_response(200, &details));
@@ -239,6 +239,10 @@ impl RunGate {
             ),
         };
         let _turn = self.lock.lock().await;
+        if is_start {
+            // A fresh run id names a fresh object: it has no alarm yet.
+            self.alarm.set(Some(None));
+        }
         let run_id = command_run_id(&command).to_string();
         *self.active.borrow_mut() = Some((run_id.clone(), owner));
         let cached = self.cached.borrow_mut().take();

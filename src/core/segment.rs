@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::driver::{drive, Components, Journal};
 use super::effect::next_wake;
 use super::error::EngineError;
+use super::graph::MAX_WAIT_SECONDS;
 use super::plan::{plan_from_json, Directory, GraphLimits};
 use super::record::RunStatus;
 use super::redact::Redactor;
@@ -27,6 +28,8 @@ pub const MIN_TTL_SECS: u64 = 60;
 /// A paused record outlives its last deadline by this much, so it is still
 /// there when the alarm acts on the deadline (alarms may retry).
 pub const DEADLINE_GRACE_SECS: u64 = 3600;
+/// The longest TTL a record gets: the longest wait plus the grace period.
+pub const MAX_TTL_SECS: u64 = MAX_WAIT_SECONDS + DEADLINE_GRACE_SECS;
 /// A record stored `running` is continued by an alarm within moments.
 pub const RUNNING_TTL_SECS: u64 = 60;
 
@@ -268,6 +271,10 @@ async fn finish<S: Store, C: Components, K: Clock>(
         if let Err(e) = save(host, &mut run, segment_start).await {
             return (None, Err(e));
         }
+        // Saving may have failed a run too large to store.
+        if run.status().is_finished() {
+            wake = None;
+        }
         // The record now holds every outcome: the journal is spent. Failing
         // to clear it costs nothing but storage; entries are per call and a
         // call is never issued again once its outcome is saved.
@@ -276,8 +283,20 @@ async fn finish<S: Store, C: Components, K: Clock>(
         if !keys.is_empty() {
             let _ = host.store.forget_outcomes(keys.into_iter().collect()).await;
         }
-    } else if let Err(e) = save(host, &mut run, segment_start).await {
-        return (None, Err(e));
+    } else {
+        if let Err(e) = save(host, &mut run, segment_start).await {
+            return (None, Err(e));
+        }
+        // A cancelled run calls nothing more: outcomes an unfinished attempt
+        // journaled are of no use.
+        if let Ok(recorded) = host.store.recorded_outcomes().await {
+            if !recorded.is_empty() {
+                let _ = host
+                    .store
+                    .forget_outcomes(recorded.into_keys().collect())
+                    .await;
+            }
+        }
     }
     let reply = match applied {
         Applied::Started | Applied::Resumed => Reply::Outcome {
@@ -338,7 +357,9 @@ pub fn record_ttl(run: &Run, config: &GateConfig, now: u64) -> u64 {
             last.saturating_sub(now).div_ceil(1000) + DEADLINE_GRACE_SECS
         }
     };
-    secs.max(MIN_TTL_SECS)
+    // KV takes TTLs as 32-bit seconds; no wait is allowed longer than a year
+    // (older records may name later deadlines, and keep the longest TTL).
+    secs.clamp(MIN_TTL_SECS, MAX_TTL_SECS)
 }
 
 async fn load<S: Store, C, K>(

@@ -418,6 +418,16 @@ const CASES = [
     graphCase("componentId is a number", { nodes: [{ id: "a", type: "Component", componentId: 42 }] }, { check: problemsMatch(/componentId.*must be a string/) }),
     graphCase("componentId is an unknown name", { nodes: [{ id: "a", type: "Component", componentId: "evil" }] }, { check: problemsMatch(/unknown component 'evil'/) }),
     graphCase("componentId is a file: URL", { nodes: [{ id: "a", type: "Component", componentId: "file:///etc/passwd" }] }),
+    ...[0, -1, 1.5, "60", true, 31_536_001, 1e300].map((t) =>
+        graphCase(`wait_timeout_seconds is ${JSON.stringify(t)}`, { nodes: [{ id: "a", type: "Component", componentId: "http://127.0.0.1:9/x", wait_timeout_seconds: t }] }, {
+            check: problemsMatch(/nodes\[0\]\.wait_timeout_seconds/),
+        }),
+    ),
+    ...["score >", "=== 3", "a b === 1", "{{a === 1", "x === 'open", "!"].map((condition) =>
+        graphCase(`IF condition ${JSON.stringify(condition)}`, { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: "b", type: "IF", condition }] }, {
+            check: problemsMatch(/edges\[0\]\.condition/),
+        }),
+    ),
     graphCase("componentId is http:// without a host", { nodes: [{ id: "a", type: "Component", componentId: "http:///etc/passwd" }] }),
     graphCase("componentId is a javascript: URL", { nodes: [{ id: "a", type: "Component", componentId: "javascript:alert(1)" }] }),
     graphCase("Component without componentId", { nodes: [{ id: "a", type: "Component" }] }, { check: problemsMatch(/no componentId/) }),
@@ -682,6 +692,13 @@ const CASES = [
     ...["GET", "PUT", "DELETE", "PATCH", "OPTIONS"].map((method) => ({ name: `${method} /execute`, method, path: "/execute", status: 405, code: "method_not_allowed" })),
     { name: "TRACE /execute", raw: () => rawHttp("TRACE", "/execute", [AUTH]), status: 405, code: "method_not_allowed" },
     ...["POST", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} /runs/{id}`, method, path: (c) => `/runs/${c.A.id}`, status: 405, code: "method_not_allowed" })),
+    ...["GET", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} /runs/{id}/cancel`, method, path: (c) => `/runs/${c.A.id}/cancel`, status: 405, code: "method_not_allowed" })),
+    { name: "cancel without an API key", method: "POST", path: (c) => `/runs/${c.A.id}/cancel`, status: 401, code: "unauthorized", auth: null },
+    { name: "cancel with an unknown key", method: "POST", path: (c) => `/runs/${c.A.id}/cancel`, status: 401, code: "unauthorized", auth: "not-a-key" },
+    { name: "cancel the other key's run", method: "POST", path: (c) => `/runs/${c.B.id}/cancel`, status: 404, code: "not_found" },
+    { name: "cancel a run that does not exist", method: "POST", path: "/runs/" + "0".repeat(32) + "/cancel", status: 404, code: "not_found" },
+    { name: "cancel with an id that cannot exist", method: "POST", path: "/runs/..%2f..%2fetc/cancel", status: 404, code: "not_found" },
+    { name: "cancel with a 65-character id", method: "POST", path: "/runs/" + "a".repeat(65) + "/cancel", status: 404, code: "not_found" },
     ...["GET", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} on a valid callback URL`, method, path: validA1, status: 405, code: "method_not_allowed" })),
     ...["GET", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} /workflows/resume`, method, path: "/workflows/resume", status: 405, code: "method_not_allowed" })),
     { name: "POST /", method: "POST", path: "/", body: "{}", status: 405, code: "method_not_allowed" },
