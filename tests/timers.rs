@@ -169,6 +169,38 @@ fn a_pause_asks_to_wake_at_its_deadline() {
 }
 
 #[test]
+fn a_spent_budget_yields_and_a_fresh_segment_goes_on() {
+    let settings = Settings {
+        max_calls_per_segment: 1,
+        ..Settings::default()
+    };
+    let plan = support::plan(support::chain(2, "http://c/step"));
+    let mut run = Run::start(plan, "r".into(), Map::new(), T0, settings);
+    run.begin_segment(None);
+    let first = run.step(T0);
+    let [Effect::Call(call)] = first.as_slice() else {
+        panic!("one call expected, got {first:?}");
+    };
+    run.complete_call(call.key, CallOutcome::Answered(json!({"a": 1})), T0 + 1);
+    assert_eq!(run.step(T0 + 1), vec![Effect::Yield]);
+    assert_eq!(run.status(), &RunStatus::Running);
+    assert_eq!(run.next_wake(T0 + 1), Some(T0 + 1));
+    assert_eq!(run.calls_due(), 1);
+    // Stored and loaded in between, as the alarm's invocation would.
+    let mut run = support::reload(&run);
+    run.begin_segment(None);
+    let second = run.step(T0 + 2);
+    let [Effect::Call(call)] = second.as_slice() else {
+        panic!("the due call is issued, got {second:?}");
+    };
+    assert_eq!((call.node_id.as_str(), call.segment), ("n1", 2));
+    assert_eq!(call.input["a"], json!(1), "the context carried across the yield");
+    run.complete_call(call.key, CallOutcome::Answered(json!({})), T0 + 3);
+    assert_eq!(run.step(T0 + 3), vec![]);
+    assert!(matches!(run.status(), RunStatus::Completed { .. }));
+}
+
+#[test]
 fn a_deadline_takes_the_fail_path_with_no_request() {
     let gate = Gate::new(Network::echo_with_async());
     let started = gate.start(wait_graph(Some(2), true), json!({}));
