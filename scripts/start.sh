@@ -9,6 +9,15 @@ cd "$REPO_ROOT"
 if [[ ! -f .dev.vars ]]; then
     cp .dev.vars.example .dev.vars
     echo "[start] created .dev.vars from .dev.vars.example (local development values only)"
+else
+    # Settings added since this .dev.vars was made come from the example too.
+    while IFS= read -r line; do
+        name="${line%%=*}"
+        if [[ "$line" == *=* && "$line" != \#* ]] && ! grep -q "^${name}=" .dev.vars; then
+            echo "$line" >>.dev.vars
+            echo "[start] added $name to .dev.vars from .dev.vars.example"
+        fi
+    done <.dev.vars.example
 fi
 
 # wrangler runs the [build] command of wrangler.toml (scripts/build.sh) before serving, and

@@ -5,117 +5,20 @@
 
 mod support;
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use arcrun::core::effect::Effect;
 use arcrun::core::error::EngineError;
-use arcrun::core::memory::{ManualClock, MemoryStore};
-use arcrun::core::plan::{Directory, GraphLimits};
+use arcrun::core::plan::Directory;
 use arcrun::core::record::{RunStatus, WaitClosed};
-use arcrun::core::redact::Redactor;
 use arcrun::core::run::{CallOutcome, Noop, Run, Settings};
 use arcrun::core::segment::{
-    record_ttl, run_segment, Command, GateConfig, Host, Reply, Segment, DEADLINE_GRACE_SECS,
-    MAX_TTL_SECS, RUNNING_TTL_SECS,
+    record_ttl, Command, Reply, DEADLINE_GRACE_SECS, MAX_TTL_SECS, RUNNING_TTL_SECS,
 };
 use arcrun::core::stored::decode;
-use futures::executor::block_on;
 use serde_json::{json, Map, Value};
+use support::gate::{Gate, OWNER, T0};
 use support::Network;
-
-const T0: u64 = 1_800_000_000_000;
-const OWNER: &str = "owner-a";
-
-/// A gate without the platform: the kept run, the store, a clock, a network.
-struct Gate {
-    store: MemoryStore,
-    clock: ManualClock,
-    net: Network,
-    config: GateConfig,
-    cached: RefCell<Option<Run>>,
-}
-
-impl Gate {
-    fn new(net: Network) -> Self {
-        Self::with(net, Settings::default(), Directory::default())
-    }
-
-    fn with(net: Network, settings: Settings, directory: Directory) -> Self {
-        Self {
-            store: MemoryStore::new(),
-            clock: ManualClock::at(T0),
-            net,
-            config: GateConfig {
-                settings,
-                directory,
-                limits: GraphLimits::default(),
-                max_record_bytes: 24 << 20,
-                retention_secs: 3600,
-                index_tasks: false,
-                callback_secret: Some(Rc::from("secret")),
-                redactor: Redactor::with_extra(Vec::<String>::new()),
-            },
-            cached: RefCell::new(None),
-        }
-    }
-
-    fn send(&self, command: Command) -> Result<Segment, EngineError> {
-        let host = Host {
-            store: &self.store,
-            components: &self.net,
-            clock: &self.clock,
-            config: &self.config,
-        };
-        let cached = self.cached.borrow_mut().take();
-        let (kept, result) = block_on(run_segment(&host, cached, command));
-        *self.cached.borrow_mut() = kept;
-        result
-    }
-
-    /// As if the Durable Object were evicted: the next segment reads KV.
-    fn forget(&self) {
-        *self.cached.borrow_mut() = None;
-    }
-
-    fn start(&self, graph: Value, context: Value) -> Segment {
-        self.send(Command::Start {
-            run_id: "run-1".into(),
-            graph,
-            context: context.as_object().cloned().unwrap_or_default(),
-            owner: Some(OWNER.into()),
-            callback_base: "https://engine.test".into(),
-        })
-        .expect("the run starts")
-    }
-
-    fn callback(&self, wait_id: &str, body: Value) -> Result<Segment, EngineError> {
-        self.send(Command::Callback {
-            run_id: "run-1".into(),
-            wait_id: wait_id.into(),
-            body,
-            callback_base: "https://engine.test".into(),
-        })
-    }
-
-    fn wake(&self) -> Segment {
-        self.send(Command::Wake {
-            run_id: "run-1".into(),
-        })
-        .expect("the alarm runs")
-    }
-
-    /// The run as stored in KV.
-    fn stored(&self) -> Run {
-        let text = self.store.record("run-1").expect("a stored record");
-        decode(&text, &Directory::default(), self.config.settings).expect("it loads")
-    }
-
-    fn saves(&self) -> u32 {
-        self.store.ops.get().saves
-    }
-}
 
 fn wait_graph(timeout: Option<u64>, on_fail: bool) -> Value {
     let mut slow = json!({"id": "slow", "type": "Component", "componentId": "http://c/async"});
@@ -194,7 +97,11 @@ fn a_spent_budget_yields_and_a_fresh_segment_goes_on() {
         panic!("the due call is issued, got {second:?}");
     };
     assert_eq!((call.node_id.as_str(), call.segment), ("n1", 2));
-    assert_eq!(call.input["a"], json!(1), "the context carried across the yield");
+    assert_eq!(
+        call.input["a"],
+        json!(1),
+        "the context carried across the yield"
+    );
     run.complete_call(call.key, CallOutcome::Answered(json!({})), T0 + 3);
     assert_eq!(run.step(T0 + 3), vec![]);
     assert!(matches!(run.status(), RunStatus::Completed { .. }));

@@ -10,7 +10,8 @@ use serde_json::Value;
 use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
 
 use crate::core::driver::Components;
-use crate::core::run::{Call, CallOutcome};
+use crate::core::run::{Call, CallOutcome, DeliveryOutcome};
+use crate::core::segment::Notifier;
 
 /// Longest excerpt of a failing component's body kept in the error.
 const ERROR_EXCERPT: usize = 200;
@@ -149,4 +150,44 @@ fn excerpt(text: &str) -> String {
         end -= 1;
     }
     text[..end].to_string()
+}
+
+/// Sends final callbacks: the answer's status is all that matters, so the
+/// body is not read.
+pub struct HttpNotifier {
+    pub timeout_ms: u64,
+}
+
+impl Notifier for HttpNotifier {
+    async fn deliver(&self, url: &str, headers: &[(&str, String)], body: &str) -> DeliveryOutcome {
+        let started = crate::adapter::now_ms();
+        let elapsed = || crate::adapter::now_ms().saturating_sub(started);
+        let sending = async {
+            let h = Headers::new();
+            for (name, value) in headers {
+                h.set(name, value)?;
+            }
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post)
+                .with_headers(h)
+                .with_body(Some(body.to_string().into()));
+            let request = Request::new_with_init(url, &init)?;
+            Fetch::Request(request).send().await
+        };
+        let timeout = Delay::from(Duration::from_millis(self.timeout_ms));
+        match select(Box::pin(sending), Box::pin(timeout)).await {
+            Either::Left((Ok(response), _)) => DeliveryOutcome::Answered {
+                status: response.status_code(),
+                duration_ms: elapsed(),
+            },
+            Either::Left((Err(e), _)) => DeliveryOutcome::Failed {
+                error: format!("request failed: {e}"),
+                duration_ms: elapsed(),
+            },
+            Either::Right(_) => DeliveryOutcome::Failed {
+                error: format!("timed out after {} ms", self.timeout_ms),
+                duration_ms: elapsed(),
+            },
+        }
+    }
 }

@@ -12,6 +12,7 @@ use crate::core::plan::{Directory, GraphLimits};
 use crate::core::redact::Redactor;
 use crate::core::run::Settings;
 use crate::core::segment::GateConfig;
+use crate::core::webhook::parse_secret;
 
 pub const RUNS_KV: &str = "RUNS";
 pub const RUN_GATE: &str = "RUN_GATE";
@@ -35,6 +36,11 @@ pub struct Config {
     /// The current callback secret first, then the previous one if rotating.
     pub callback_secrets: Vec<String>,
     pub bare_resume: bool,
+    /// Standard Webhooks keys for the final callback (current first).
+    pub webhook_keys: Vec<Vec<u8>>,
+    /// `final_callback_url` may be plain http to any host (else loopback only).
+    pub allow_http_callbacks: bool,
+    pub delivery_window_ms: u64,
     /// SHA-256 hashes of the API keys; empty means none configured (fail closed).
     pub api_key_hashes: Vec<KeyHash>,
     pub redactor: Redactor,
@@ -101,6 +107,13 @@ impl Config {
                 callback_secrets.push(prev);
             }
         }
+        let mut webhook_keys = Vec::new();
+        for name in ["WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS"] {
+            if let Some(text) = secret(name) {
+                webhook_keys
+                    .push(parse_secret(&text).map_err(|e| e.replace("WEBHOOK_SECRET", name))?);
+            }
+        }
         let defaults = GraphLimits::default();
         let max_record_bytes = number("MAX_RUN_RECORD_BYTES", 24 << 20)?.min(25 << 20) as usize;
         Ok(Self {
@@ -131,6 +144,10 @@ impl Config {
             directory,
             callback_secrets,
             bare_resume: var("ALLOW_BARE_RESUME").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            webhook_keys,
+            allow_http_callbacks: var("ALLOW_HTTP_CALLBACKS")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            delivery_window_ms: number("FINAL_CALLBACK_RETRY_SECONDS", 24 * 3600)?.max(1) * 1000,
             api_key_hashes: match secret("API_KEY_HASHES") {
                 Some(text) => parse_key_hashes(&text)?,
                 None => Vec::new(),
@@ -157,6 +174,8 @@ impl Config {
             retention_secs: self.retention_secs,
             index_tasks: self.bare_resume,
             callback_secret: self.callback_secrets.first().map(|s| Rc::from(s.as_str())),
+            webhook_keys: self.webhook_keys.clone(),
+            delivery_window_ms: self.delivery_window_ms,
             redactor: self.redactor.clone(),
         }
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use worker::{durable_object, js_sys, DurableObject, Env, Request, Response, Result, State};
 
-use super::components::HttpComponents;
+use super::components::{HttpComponents, HttpNotifier};
 use super::config::Config;
 use super::http::{json_response, ApiError};
 use super::now_ms;
@@ -39,6 +39,8 @@ pub enum GateRequest {
         context: Map<String, Value>,
         base_url: String,
         owner: Option<String>,
+        #[serde(default)]
+        final_callback_url: Option<String>,
     },
     Callback {
         run_id: String,
@@ -54,7 +56,14 @@ pub enum GateRequest {
         run_id: String,
         owner: Option<String>,
     },
+    Redeliver {
+        run_id: String,
+        owner: Option<String>,
+    },
 }
+
+/// Final callbacks get this long to answer.
+const DELIVERY_TIMEOUT_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct GateMeta {
@@ -167,10 +176,14 @@ impl RunGate {
             timeout_ms: config.component_timeout_ms,
             max_response_bytes: config.max_component_response_bytes,
         };
+        let notifier = HttpNotifier {
+            timeout_ms: DELIVERY_TIMEOUT_MS,
+        };
         let host = Host {
             store,
             components: &components,
             clock: &WorkerClock,
+            notifier: &notifier,
             config: gate,
         };
         let (command, owner, is_start) = match message {
@@ -203,6 +216,7 @@ impl RunGate {
                 context,
                 base_url,
                 owner,
+                final_callback_url,
             } => (
                 Command::Start {
                     run_id,
@@ -210,6 +224,7 @@ impl RunGate {
                     context,
                     owner: owner.clone(),
                     callback_base: base_url,
+                    final_callback_url,
                 },
                 owner,
                 true,
@@ -237,6 +252,14 @@ impl RunGate {
                 owner,
                 false,
             ),
+            GateRequest::Redeliver { run_id, owner } => (
+                Command::Redeliver {
+                    run_id,
+                    owner: owner.clone(),
+                },
+                owner,
+                false,
+            ),
         };
         let _turn = self.lock.lock().await;
         if is_start {
@@ -257,6 +280,7 @@ impl RunGate {
             }
             Reply::Noop(reason) => json_response(200, &noop(reason)),
             Reply::Details(body) => json_response(200, &body),
+            Reply::Accepted(body) => json_response(202, &body),
             Reply::Idle => json_response(200, &serde_json::json!({"success": true})),
         })
     }
@@ -287,10 +311,14 @@ impl RunGate {
             timeout_ms: config.0.component_timeout_ms,
             max_response_bytes: config.0.max_component_response_bytes,
         };
+        let notifier = HttpNotifier {
+            timeout_ms: DELIVERY_TIMEOUT_MS,
+        };
         let host = Host {
             store,
             components: &components,
             clock: &WorkerClock,
+            notifier: &notifier,
             config: &config.1,
         };
         *self.active.borrow_mut() = Some((meta.run_id.clone(), None));
@@ -347,7 +375,8 @@ fn command_run_id(command: &Command) -> &str {
         Command::Start { run_id, .. }
         | Command::Callback { run_id, .. }
         | Command::Wake { run_id }
-        | Command::Cancel { run_id, .. } => run_id,
+        | Command::Cancel { run_id, .. }
+        | Command::Redeliver { run_id, .. } => run_id,
     }
 }
 

@@ -59,6 +59,12 @@ impl ApiError {
                 e.to_string(),
                 Some(json!({ "status": status })),
             ),
+            Self::Engine(e @ EngineError::RunNotFinished { status }) => (
+                409,
+                e.code(),
+                e.to_string(),
+                Some(json!({ "status": status })),
+            ),
             Self::Engine(e @ EngineError::NotFound(_)) => (404, e.code(), e.to_string(), None),
             Self::Engine(e @ EngineError::Storage(_)) => (500, e.code(), e.to_string(), None),
             Self::Engine(e) => (400, e.code(), e.to_string(), None),

@@ -18,6 +18,7 @@ use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
 use crate::core::run::Noop;
 use crate::core::view::noop;
+use crate::core::webhook::check_receiver_url;
 
 /// A refused body is still read and thrown away — up to this many bytes and
 /// this long — before answering: a client that is still uploading when the
@@ -105,6 +106,21 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                 env,
                 run_id,
                 &GateRequest::Cancel {
+                    run_id: run_id.to_string(),
+                    owner: Some(owner),
+                },
+            )
+            .await
+        }
+        ["runs", run_id, "redeliver"] => {
+            require(&method, "POST")?;
+            let config = config(env)?;
+            let owner = authenticate(req, &config)?;
+            valid_id(run_id)?;
+            gate(
+                env,
+                run_id,
+                &GateRequest::Redeliver {
                     run_id: run_id.to_string(),
                     owner: Some(owner),
                 },
@@ -228,6 +244,27 @@ async fn execute(
             ))
         }
     };
+    let final_callback_url = match body.remove("final_callback_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(url)) => Some(
+            check_receiver_url(&url, config.allow_http_callbacks)
+                .map_err(|m| ApiError::BadRequest("invalid_final_callback_url", m))?,
+        ),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "invalid_final_callback_url",
+                "\"final_callback_url\" must be a string".into(),
+            ))
+        }
+    };
+    if final_callback_url.is_some() && config.webhook_keys.is_empty() {
+        return Err(ApiError::Misconfigured(
+            "WEBHOOK_SECRET is not set, so final callbacks cannot be signed: run \
+             `wrangler secret put WEBHOOK_SECRET` with a whsec_<base64> value (locally, put it in \
+             .dev.vars)"
+                .into(),
+        ));
+    }
     // The graph is validated once, by the gate that plans and runs it.
     config.signing_secret()?;
     let run_id =
@@ -241,6 +278,7 @@ async fn execute(
             context,
             base_url: base_url(config, url),
             owner: Some(owner),
+            final_callback_url,
         },
     )
     .await

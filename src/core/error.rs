@@ -41,6 +41,8 @@ pub enum EngineError {
     NotFound(String),
     /// The run has already finished (completed, failed or cancelled).
     RunFinished { status: &'static str },
+    /// The run has not finished yet.
+    RunNotFinished { status: &'static str },
     /// The store of record or the gate's own storage failed; the caller may retry.
     Storage(String),
 }
@@ -55,6 +57,7 @@ impl EngineError {
             Self::CorruptRecord(_) => "corrupt_record",
             Self::NotFound(_) => "not_found",
             Self::RunFinished { .. } => "run_finished",
+            Self::RunNotFinished { .. } => "run_not_finished",
             Self::Storage(_) => "storage_unavailable",
         }
     }
@@ -85,6 +88,9 @@ impl fmt::Display for EngineError {
             Self::NotFound(m) => f.write_str(m),
             Self::RunFinished { status } => {
                 write!(f, "the run has already finished: it is {status}")
+            }
+            Self::RunNotFinished { status } => {
+                write!(f, "the run has not finished: it is {status}")
             }
             Self::Storage(m) => write!(f, "storage failed: {m}"),
         }

@@ -7,8 +7,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use super::error::EngineError;
-use super::run::CallOutcome;
-use super::segment::{Clock, Store};
+use super::run::{CallOutcome, DeliveryOutcome};
+use super::segment::{Clock, Notifier, Store};
 
 /// Operations performed, by kind.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -144,5 +144,37 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> u64 {
         self.0.get()
+    }
+}
+
+/// One delivery as a receiver saw it: url, headers, body.
+pub type Delivered = (String, Vec<(String, String)>, String);
+
+/// A receiver of final callbacks that records what it was sent and answers
+/// from a script (then `200`).
+#[derive(Debug, Default)]
+pub struct MemoryNotifier {
+    pub answers: RefCell<std::collections::VecDeque<DeliveryOutcome>>,
+    /// (url, headers, body) of every delivery.
+    pub sent: RefCell<Vec<Delivered>>,
+}
+
+impl Notifier for MemoryNotifier {
+    async fn deliver(&self, url: &str, headers: &[(&str, String)], body: &str) -> DeliveryOutcome {
+        self.sent.borrow_mut().push((
+            url.to_string(),
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            body.to_string(),
+        ));
+        self.answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or(DeliveryOutcome::Answered {
+                status: 200,
+                duration_ms: 1,
+            })
     }
 }

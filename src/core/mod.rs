@@ -21,3 +21,4 @@ pub mod segment;
 pub mod stored;
 pub mod template;
 pub mod view;
+pub mod webhook;

@@ -36,6 +36,8 @@ pub struct RunRecord {
     pub trace_dropped: usize,
     /// Segments begun so far; the current one's number is sent to components.
     pub segments: u64,
+    /// Where to tell the caller that the run finished, if they asked.
+    pub final_callback: Option<FinalCallback>,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -237,4 +239,52 @@ impl RunRecord {
     pub fn last_deadline(&self) -> Option<u64> {
         self.waits.values().map(|w| w.expires_at).max()
     }
+}
+
+/// The final callback to the caller who triggered the run: where it goes and
+/// how delivery has gone so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalCallback {
+    pub url: String,
+    pub state: DeliveryState,
+    /// Attempts, oldest first; the most recent `MAX_DELIVERY_ATTEMPTS_KEPT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<DeliveryAttempt>,
+    /// When the current round of attempts began: the retry window counts
+    /// from it, and a redelivery starts a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_started_at: Option<u64>,
+}
+
+pub const MAX_DELIVERY_ATTEMPTS_KEPT: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Nothing sent yet: due as soon as the run finishes.
+    Waiting,
+    Retrying {
+        next_at: u64,
+    },
+    Delivered {
+        at: u64,
+    },
+    /// The receiver answered `410 Gone`: it does not want this delivery.
+    Refused {
+        at: u64,
+    },
+    /// Every attempt in the retry window failed.
+    GaveUp {
+        at: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    pub at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
 }

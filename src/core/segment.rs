@@ -19,9 +19,10 @@ use super::graph::MAX_WAIT_SECONDS;
 use super::plan::{plan_from_json, Directory, GraphLimits};
 use super::record::RunStatus;
 use super::redact::Redactor;
-use super::run::{CallOutcome, Noop, Run, Settings, Signer};
+use super::run::{CallOutcome, DeliveryOutcome, Noop, Run, Settings, Signer};
 use super::stored::{decode, encode};
-use super::view::{run_details, run_outcome};
+use super::view::{final_event, run_details, run_outcome};
+use super::webhook::signature;
 
 /// KV TTLs have a floor of 60 seconds.
 pub const MIN_TTL_SECS: u64 = 60;
@@ -57,6 +58,12 @@ pub trait Clock {
     fn now(&self) -> u64;
 }
 
+/// Sends the final callback to the caller's receiver.
+#[allow(async_fn_in_trait)]
+pub trait Notifier {
+    async fn deliver(&self, url: &str, headers: &[(&str, String)], body: &str) -> DeliveryOutcome;
+}
+
 /// Configuration a gate needs, parsed once.
 #[derive(Debug, Clone)]
 pub struct GateConfig {
@@ -69,6 +76,10 @@ pub struct GateConfig {
     pub index_tasks: bool,
     /// Signs callback URLs; `None` leaves calls without one.
     pub callback_secret: Option<Rc<str>>,
+    /// Standard Webhooks keys that sign the final callback (current first).
+    pub webhook_keys: Vec<Vec<u8>>,
+    /// How long failed final callbacks are retried, from the first attempt.
+    pub delivery_window_ms: u64,
     pub redactor: Redactor,
 }
 
@@ -81,6 +92,8 @@ pub enum Command {
         context: Map<String, Value>,
         owner: Option<String>,
         callback_base: String,
+        /// Where to POST the run's outcome when it finishes (already checked).
+        final_callback_url: Option<String>,
     },
     Callback {
         run_id: String,
@@ -93,6 +106,11 @@ pub enum Command {
     /// The alarm fired: take due deadlines, continue a yielded run.
     Wake { run_id: String },
     Cancel {
+        run_id: String,
+        owner: Option<String>,
+    },
+    /// Send the final callback again.
+    Redeliver {
         run_id: String,
         owner: Option<String>,
     },
@@ -109,6 +127,8 @@ pub enum Reply {
     Noop(Noop),
     /// The run's details (after a cancel).
     Details(Value),
+    /// The run's details, with work accepted to happen in the background.
+    Accepted(Value),
     /// An alarm with nothing to do.
     Idle,
 }
@@ -121,10 +141,11 @@ pub struct Segment {
 }
 
 /// The platform pieces a segment uses.
-pub struct Host<'a, S, C, K> {
+pub struct Host<'a, S, C, K, N> {
     pub store: &'a S,
     pub components: &'a C,
     pub clock: &'a K,
+    pub notifier: &'a N,
     pub config: &'a GateConfig,
 }
 
@@ -132,8 +153,8 @@ pub struct Host<'a, S, C, K> {
 /// never stale: every segment of the run passes through the gate). Returns
 /// the run to keep — `None` after a failure, so the next segment reloads the
 /// stored record instead of a half-applied one.
-pub async fn run_segment<S: Store, C: Components, K: Clock>(
-    host: &Host<'_, S, C, K>,
+pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
+    host: &Host<'_, S, C, K, N>,
     cached: Option<Run>,
     command: Command,
 ) -> (Option<Run>, Result<Segment, EngineError>) {
@@ -146,6 +167,7 @@ pub async fn run_segment<S: Store, C: Components, K: Clock>(
             context,
             owner,
             callback_base,
+            final_callback_url,
         } => {
             let plan = match plan_from_json(graph, &config.directory, config.limits) {
                 Ok(plan) => plan,
@@ -154,6 +176,9 @@ pub async fn run_segment<S: Store, C: Components, K: Clock>(
             let mut run = Run::start(plan, run_id.clone(), context.clone(), now, config.settings);
             run.record.owner = owner.clone();
             run.record.callback_base = Some(callback_base.clone());
+            if let Some(url) = final_callback_url {
+                run.notify_on_finish(url.clone());
+            }
             return finish(host, run, Applied::Started).await;
         }
         Command::Callback {
@@ -161,14 +186,18 @@ pub async fn run_segment<S: Store, C: Components, K: Clock>(
             callback_base,
             ..
         } => (run_id, Some(callback_base)),
-        Command::Wake { run_id } | Command::Cancel { run_id, .. } => (run_id, None),
+        Command::Wake { run_id }
+        | Command::Cancel { run_id, .. }
+        | Command::Redeliver { run_id, .. } => (run_id, None),
     };
     let mut run = match load(host, cached, run_id).await {
         Ok(Some(run)) => run,
         Ok(None) => {
             let result = match command {
                 Command::Callback { .. } => Ok(Reply::Noop(Noop::UnknownRun)),
-                Command::Cancel { .. } => Err(EngineError::NotFound(format!("no run '{run_id}'"))),
+                Command::Cancel { .. } | Command::Redeliver { .. } => {
+                    Err(EngineError::NotFound(format!("no run '{run_id}'")))
+                }
                 _ => Ok(Reply::Idle),
             };
             return (None, result.map(|reply| Segment { reply, wake: None }));
@@ -180,12 +209,29 @@ pub async fn run_segment<S: Store, C: Components, K: Clock>(
     }
     if let Command::Cancel {
         owner: Some(owner), ..
+    }
+    | Command::Redeliver {
+        owner: Some(owner), ..
     } = &command
     {
         if run.record.owner.as_ref() != Some(owner) {
             let e = EngineError::NotFound(format!("no run '{}'", run.record.run_id));
             return (Some(run), Err(e));
         }
+    }
+    // A finished run acts on its own only to deliver its final callback.
+    if run.status().is_finished() && matches!(command, Command::Wake { .. }) {
+        if run.delivery_due().is_some_and(|due| due <= now) {
+            return deliver(host, run).await;
+        }
+        let wake = run.next_wake(now);
+        return (
+            Some(run),
+            Ok(Segment {
+                reply: Reply::Idle,
+                wake,
+            }),
+        );
     }
     // Deadlines that passed are taken first, whatever arrived: a callback
     // after its deadline is answered `expired`, never applied.
@@ -202,6 +248,7 @@ pub async fn run_segment<S: Store, C: Components, K: Clock>(
         },
         Command::Wake { .. } => Ok(Applied::Woken),
         Command::Cancel { .. } => run.cancel(now).map(|()| Applied::Cancelled),
+        Command::Redeliver { .. } => run.redeliver(now).map(|()| Applied::Redelivery),
     };
     let applied = match applied {
         Ok(applied) => applied,
@@ -214,7 +261,10 @@ pub async fn run_segment<S: Store, C: Components, K: Clock>(
         Err(e) => return (Some(run), Err(e)),
     };
     let changed = expired > 0
-        || matches!(applied, Applied::Resumed | Applied::Cancelled)
+        || matches!(
+            applied,
+            Applied::Resumed | Applied::Cancelled | Applied::Redelivery
+        )
         || (matches!(applied, Applied::Woken) && run.status() == &RunStatus::Running);
     if !changed {
         let wake = run.next_wake(now);
@@ -234,19 +284,20 @@ enum Applied {
     Resumed,
     Woken,
     Cancelled,
+    Redelivery,
     /// Nothing from the request, but a deadline was taken.
     Noop(Noop),
 }
 
 /// Drives the run to the end of the segment, saves it once, and answers.
-async fn finish<S: Store, C: Components, K: Clock>(
-    host: &Host<'_, S, C, K>,
+async fn finish<S: Store, C: Components, K: Clock, N>(
+    host: &Host<'_, S, C, K, N>,
     mut run: Run,
     applied: Applied,
 ) -> (Option<Run>, Result<Segment, EngineError>) {
     let config = host.config;
     let segment_start = host.clock.now();
-    let mut wake = None;
+    let wake;
     if !run.status().is_finished() {
         let signer = match (&config.callback_secret, &run.record.callback_base) {
             (Some(secret), Some(base)) => Some(Signer {
@@ -267,14 +318,16 @@ async fn finish<S: Store, C: Components, K: Clock>(
         };
         let now = || host.clock.now();
         let effects = drive(&mut run, host.components, &journal, &now).await;
-        wake = next_wake(&effects, host.clock.now());
         if let Err(e) = save(host, &mut run, segment_start).await {
             return (None, Err(e));
         }
-        // Saving may have failed a run too large to store.
-        if run.status().is_finished() {
-            wake = None;
-        }
+        // Saving may have failed a run too large to store; a finished run
+        // wakes only for its final callback, in an invocation of its own.
+        wake = if run.status().is_finished() {
+            run.delivery_due()
+        } else {
+            next_wake(&effects, host.clock.now())
+        };
         // The record now holds every outcome: the journal is spent. Failing
         // to clear it costs nothing but storage; entries are per call and a
         // call is never issued again once its outcome is saved.
@@ -287,6 +340,7 @@ async fn finish<S: Store, C: Components, K: Clock>(
         if let Err(e) = save(host, &mut run, segment_start).await {
             return (None, Err(e));
         }
+        wake = run.delivery_due();
         // A cancelled run calls nothing more: outcomes an unfinished attempt
         // journaled are of no use.
         if let Ok(recorded) = host.store.recorded_outcomes().await {
@@ -308,16 +362,73 @@ async fn finish<S: Store, C: Components, K: Clock>(
             running: run.status() == &RunStatus::Running,
         },
         Applied::Cancelled => Reply::Details(run_details(&run.record, &config.redactor)),
+        Applied::Redelivery => Reply::Accepted(run_details(&run.record, &config.redactor)),
         Applied::Woken => Reply::Idle,
         Applied::Noop(noop) => Reply::Noop(noop),
     };
     (Some(run), Ok(Segment { reply, wake }))
 }
 
+/// Sends the final callback once, records the attempt and saves the run:
+/// the one KV write delivery costs when the receiver accepts at once, one
+/// more per retry.
+async fn deliver<S: Store, C, K: Clock, N: Notifier>(
+    host: &Host<'_, S, C, K, N>,
+    mut run: Run,
+) -> (Option<Run>, Result<Segment, EngineError>) {
+    let config = host.config;
+    let now = host.clock.now();
+    let (Some(event_type), Some(callback)) =
+        (run.final_event_type(), run.record.final_callback.as_ref())
+    else {
+        return (
+            Some(run),
+            Ok(Segment {
+                reply: Reply::Idle,
+                wake: None,
+            }),
+        );
+    };
+    let body = serde_json::to_string(&final_event(&run.record, event_type, &config.redactor))
+        .unwrap_or_default();
+    let outcome = if config.webhook_keys.is_empty() {
+        DeliveryOutcome::Failed {
+            error: "WEBHOOK_SECRET is not set, so the final callback cannot be signed".into(),
+            duration_ms: 0,
+        }
+    } else {
+        // Stable per run and status, so a receiver can deduplicate retries.
+        let id = format!("msg_{}_{}", run.record.run_id, run.record.status.name());
+        let timestamp = now / 1000;
+        let headers = [
+            ("content-type", "application/json".to_string()),
+            ("webhook-id", id.clone()),
+            ("webhook-timestamp", timestamp.to_string()),
+            (
+                "webhook-signature",
+                signature(&config.webhook_keys, &id, timestamp, &body),
+            ),
+        ];
+        host.notifier.deliver(&callback.url, &headers, &body).await
+    };
+    run.record_delivery(outcome, host.clock.now(), config.delivery_window_ms);
+    if let Err(e) = save(host, &mut run, now).await {
+        return (None, Err(e));
+    }
+    let wake = run.delivery_due();
+    (
+        Some(run),
+        Ok(Segment {
+            reply: Reply::Idle,
+            wake,
+        }),
+    )
+}
+
 /// Writes the run once, with a TTL that fits its status, and indexes the
 /// task ids of waits opened in this segment when the bare route is on.
-async fn save<S: Store, C, K: Clock>(
-    host: &Host<'_, S, C, K>,
+async fn save<S: Store, C, K: Clock, N>(
+    host: &Host<'_, S, C, K, N>,
     run: &mut Run,
     segment_start: u64,
 ) -> Result<(), EngineError> {
@@ -349,7 +460,11 @@ pub fn record_ttl(run: &Run, config: &GateConfig, now: u64) -> u64 {
     let record = &run.record;
     let secs = match record.status {
         RunStatus::Completed { .. } | RunStatus::Failed { .. } | RunStatus::Cancelled { .. } => {
-            config.retention_secs
+            // Kept while its final callback may still be retried.
+            let delivering = run.delivery_due().map_or(0, |due| {
+                due.saturating_sub(now).div_ceil(1000) + DEADLINE_GRACE_SECS
+            });
+            config.retention_secs.max(delivering)
         }
         RunStatus::Running => RUNNING_TTL_SECS,
         RunStatus::Paused { .. } => {
@@ -362,8 +477,8 @@ pub fn record_ttl(run: &Run, config: &GateConfig, now: u64) -> u64 {
     secs.clamp(MIN_TTL_SECS, MAX_TTL_SECS)
 }
 
-async fn load<S: Store, C, K>(
-    host: &Host<'_, S, C, K>,
+async fn load<S: Store, C, K, N>(
+    host: &Host<'_, S, C, K, N>,
     cached: Option<Run>,
     run_id: &str,
 ) -> Result<Option<Run>, EngineError> {
@@ -405,8 +520,8 @@ pub fn details(
 }
 
 /// `details` of the stored record.
-pub async fn read<S: Store, C, K: Clock>(
-    host: &Host<'_, S, C, K>,
+pub async fn read<S: Store, C, K: Clock, N>(
+    host: &Host<'_, S, C, K, N>,
     run_id: &str,
     owner: Option<&str>,
     active: bool,

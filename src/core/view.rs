@@ -2,9 +2,10 @@
 
 use serde_json::{json, Map, Value};
 
-use super::record::{RunRecord, RunStatus};
+use super::record::{DeliveryState, RunRecord, RunStatus};
 use super::redact::Redactor;
 use super::run::Noop;
+use super::webhook::shown_url;
 
 /// The answer to a trigger (`resumed == false`) or to a callback (`true`).
 pub fn run_outcome(record: &RunRecord, resumed: bool, redactor: &Redactor) -> Value {
@@ -89,7 +90,43 @@ pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
     }
     body.insert("created_at".into(), json!(record.created_at));
     body.insert("updated_at".into(), json!(record.updated_at));
+    if let Some(callback) = &record.final_callback {
+        let mut shown = json!({ "url": shown_url(&callback.url) });
+        shown["state"] = json!(callback.state)["state"].clone();
+        match callback.state {
+            DeliveryState::Retrying { next_at } => shown["next_attempt_at"] = json!(next_at),
+            DeliveryState::Delivered { at }
+            | DeliveryState::Refused { at }
+            | DeliveryState::GaveUp { at } => shown["at"] = json!(at),
+            DeliveryState::Waiting => {}
+        }
+        body.insert("final_callback".into(), shown);
+        body.insert("deliveries".into(), json!(callback.attempts));
+    }
     insert_trace(&mut body, record);
+    let mut body = Value::Object(body);
+    redactor.redact(&mut body);
+    body
+}
+
+/// The final callback's body: the run's outcome, as the caller would read it.
+pub fn final_event(record: &RunRecord, event_type: &str, redactor: &Redactor) -> Value {
+    let mut body = Map::new();
+    body.insert("type".into(), json!(event_type));
+    body.insert("run_id".into(), json!(record.run_id));
+    body.insert("workflow".into(), json!(record.graph.name));
+    body.insert("status".into(), json!(record.status.name()));
+    match &record.status {
+        RunStatus::Completed { output, .. } => {
+            body.insert("data".into(), output.clone());
+        }
+        RunStatus::Failed { error, .. } => {
+            body.insert("error".into(), json!(error));
+        }
+        _ => {}
+    }
+    body.insert("created_at".into(), json!(record.created_at));
+    body.insert("finished_at".into(), json!(record.status.finished_at()));
     let mut body = Value::Object(body);
     redactor.redact(&mut body);
     body

@@ -15,6 +15,8 @@ use arcrun::core::stored::{decode, encode};
 use futures::executor::block_on;
 use serde_json::{json, Map, Value};
 
+pub mod gate;
+
 pub type Handler = Box<dyn Fn(&Call) -> CallOutcome>;
 
 /// Components reachable at `http://c/<name>`: each answers through `handler`

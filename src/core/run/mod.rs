@@ -14,12 +14,15 @@
 //! did not fire — which is what keeps joins from stalling or firing twice.
 
 mod complete;
+mod deliver;
 mod foreach;
 mod schedule;
 mod timers;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
+
+pub use deliver::{next_attempt, DeliveryOutcome, RETRY_DELAYS_SECS};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -200,6 +203,7 @@ impl Run {
             trace: Vec::new(),
             trace_dropped: 0,
             segments: 0,
+            final_callback: None,
             created_at: now,
             updated_at: now,
         };

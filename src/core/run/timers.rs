@@ -99,12 +99,12 @@ impl Run {
 
     /// When the run must next act with no request arriving: now when it is
     /// running (it yielded, or was stored mid-segment), at its earliest
-    /// deadline when paused, never when finished.
+    /// deadline when paused, when its final callback is due once finished.
     pub fn next_wake(&self, now: u64) -> Option<u64> {
         match self.record.status {
             RunStatus::Running => Some(now),
             RunStatus::Paused { .. } => self.record.next_deadline(),
-            _ => None,
+            _ => self.delivery_due(),
         }
     }
 

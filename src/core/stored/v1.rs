@@ -144,6 +144,7 @@ pub fn into_run(
         trace: old.trace,
         trace_dropped: old.trace_dropped,
         segments: 0,
+        final_callback: None,
         created_at: old.created_at,
         updated_at: old.updated_at,
     };

@@ -16,7 +16,8 @@ use super::super::error::EngineError;
 use super::super::graph::Graph;
 use super::super::plan::{build_plan, Directory, GraphLimits, Plan};
 use super::super::record::{
-    Arrival, ClosedWait, ItemState, Mapping, NodeState, RunRecord, RunStatus, TraceEntry, Wait,
+    Arrival, ClosedWait, FinalCallback, ItemState, Mapping, NodeState, RunRecord, RunStatus,
+    TraceEntry, Wait,
 };
 use super::super::run::{Run, Settings};
 use super::delta::{expand, Baseline, Delta};
@@ -47,6 +48,8 @@ pub struct StoredRun<'a> {
     pub trace_dropped: usize,
     #[serde(default)]
     pub segments: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_callback: Cow<'a, Option<FinalCallback>>,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -192,6 +195,7 @@ pub fn from_run(run: &Run) -> StoredRun<'_> {
         trace: Cow::Borrowed(&record.trace),
         trace_dropped: record.trace_dropped,
         segments: record.segments,
+        final_callback: Cow::Borrowed(&record.final_callback),
         created_at: record.created_at,
         updated_at: record.updated_at,
     }
@@ -217,6 +221,7 @@ pub fn into_run(stored: StoredRun<'_>, settings: Settings) -> Result<Run, Engine
         trace: stored.trace.into_owned(),
         trace_dropped: stored.trace_dropped,
         segments: stored.segments,
+        final_callback: stored.final_callback.into_owned(),
         created_at: stored.created_at,
         updated_at: stored.updated_at,
     };

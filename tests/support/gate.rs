@@ -1,0 +1,115 @@
+//! A gate without the platform, for tests of the segment logic: the kept
+//! run, an in-memory store, a manual clock, a fake network and receiver.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use arcrun::core::error::EngineError;
+use arcrun::core::memory::{ManualClock, MemoryNotifier, MemoryStore};
+use arcrun::core::plan::{Directory, GraphLimits};
+use arcrun::core::redact::Redactor;
+use arcrun::core::run::{Run, Settings};
+use arcrun::core::segment::{run_segment, Command, GateConfig, Host, Segment};
+use arcrun::core::stored::decode;
+use futures::executor::block_on;
+use serde_json::Value;
+
+use super::Network;
+
+pub const T0: u64 = 1_800_000_000_000;
+pub const OWNER: &str = "owner-a";
+
+/// A gate without the platform: the kept run, the store, a clock, a network.
+pub struct Gate {
+    pub store: MemoryStore,
+    pub clock: ManualClock,
+    pub net: Network,
+    pub notifier: MemoryNotifier,
+    pub config: GateConfig,
+    pub cached: RefCell<Option<Run>>,
+}
+
+impl Gate {
+    pub fn new(net: Network) -> Self {
+        Self::with(net, Settings::default(), Directory::default())
+    }
+
+    pub fn with(net: Network, settings: Settings, directory: Directory) -> Self {
+        Self {
+            store: MemoryStore::new(),
+            clock: ManualClock::at(T0),
+            net,
+            notifier: MemoryNotifier::default(),
+            config: GateConfig {
+                settings,
+                directory,
+                limits: GraphLimits::default(),
+                max_record_bytes: 24 << 20,
+                retention_secs: 3600,
+                index_tasks: false,
+                callback_secret: Some(Rc::from("secret")),
+                webhook_keys: vec![b"webhook-key-for-tests-0123456789".to_vec()],
+                delivery_window_ms: 24 * 3600 * 1000,
+                redactor: Redactor::with_extra(Vec::<String>::new()),
+            },
+            cached: RefCell::new(None),
+        }
+    }
+
+    pub fn send(&self, command: Command) -> Result<Segment, EngineError> {
+        let host = Host {
+            store: &self.store,
+            components: &self.net,
+            clock: &self.clock,
+            notifier: &self.notifier,
+            config: &self.config,
+        };
+        let cached = self.cached.borrow_mut().take();
+        let (kept, result) = block_on(run_segment(&host, cached, command));
+        *self.cached.borrow_mut() = kept;
+        result
+    }
+
+    /// As if the Durable Object were evicted: the next segment reads KV.
+    pub fn forget(&self) {
+        *self.cached.borrow_mut() = None;
+    }
+
+    pub fn start(&self, graph: Value, context: Value) -> Segment {
+        self.send(Command::Start {
+            run_id: "run-1".into(),
+            graph,
+            context: context.as_object().cloned().unwrap_or_default(),
+            owner: Some(OWNER.into()),
+            callback_base: "https://engine.test".into(),
+            final_callback_url: None,
+        })
+        .expect("the run starts")
+    }
+
+    pub fn callback(&self, wait_id: &str, body: Value) -> Result<Segment, EngineError> {
+        self.send(Command::Callback {
+            run_id: "run-1".into(),
+            wait_id: wait_id.into(),
+            body,
+            callback_base: "https://engine.test".into(),
+        })
+    }
+
+    pub fn wake(&self) -> Segment {
+        self.send(Command::Wake {
+            run_id: "run-1".into(),
+        })
+        .expect("the alarm runs")
+    }
+
+    /// The run as stored in KV.
+    pub fn stored(&self) -> Run {
+        let text = self.store.record("run-1").expect("a stored record");
+        decode(&text, &Directory::default(), self.config.settings).expect("it loads")
+    }
+
+    pub fn saves(&self) -> u32 {
+        self.store.ops.get().saves
+    }
+}
