@@ -14,6 +14,8 @@ export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url
 export const COMPATIBILITY_DATE = "2026-04-01";
 export const TEST_API_KEY = "test-key";
 export const TEST_API_KEY_HASH = createHash("sha256").update(TEST_API_KEY).digest("hex");
+/** Signs final callbacks in tests (Standard Webhooks format). */
+export const TEST_WEBHOOK_SECRET = "whsec_" + Buffer.from("arcrun-test-webhook-key-32-bytes").toString("base64");
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
 export async function freePort() {
@@ -84,6 +86,7 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
                 CALLBACK_SECRET: "test-secret",
                 // SHA-256 of TEST_API_KEY; the deployment holds hashes only.
             API_KEY_HASHES: TEST_API_KEY_HASH,
+                WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
                 ...bindings,
             },
             ...(process.env.E2E_LOG ? { log: new Log(LogLevel.DEBUG) } : {}),
