@@ -35,23 +35,46 @@ impl From<worker::Error> for Trouble {
 
 impl HttpComponents {
     async fn post(&self, call: &Call) -> Result<CallOutcome, Trouble> {
-        let body = if let Some(url) = &call.callback_url {
-            let mut input = call.input.clone();
-            input.insert("callback_url".into(), Value::String(url.clone()));
-            serde_json::to_string(&input)
-        } else {
-            serde_json::to_string(&call.input)
-        }
-        .map_err(|e| Trouble::Error(e.to_string()))?;
         let headers = Headers::new();
-        headers.set("content-type", "application/json")?;
         headers.set("accept", "application/json")?;
         headers.set("idempotency-key", &call.idempotency_key)?;
         headers.set("x-arcrun-segment", &call.segment.to_string())?;
         let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(body.into()));
+        if let Some(poll) = &call.poll {
+            // A status URL: the request as the graph (or the component) gave it.
+            for (name, value) in &poll.headers {
+                headers.set(name, value)?;
+            }
+            let method = Method::from(poll.method.clone());
+            if let Some(body) = &poll.body {
+                if !poll
+                    .headers
+                    .keys()
+                    .any(|k| k.eq_ignore_ascii_case("content-type"))
+                {
+                    headers.set("content-type", "application/json")?;
+                }
+                let text = match body {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                init.with_body(Some(text.into()));
+            }
+            init.with_method(method).with_headers(headers);
+        } else {
+            let body = if let Some(url) = &call.callback_url {
+                let mut input = call.input.clone();
+                input.insert("callback_url".into(), Value::String(url.clone()));
+                serde_json::to_string(&input)
+            } else {
+                serde_json::to_string(&call.input)
+            }
+            .map_err(|e| Trouble::Error(e.to_string()))?;
+            headers.set("content-type", "application/json")?;
+            init.with_method(Method::Post)
+                .with_headers(headers)
+                .with_body(Some(body.into()));
+        }
         let request = Request::new_with_init(&call.url, &init)?;
         let controller = AbortController::default();
         let signal = controller.signal();

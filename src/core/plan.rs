@@ -18,7 +18,12 @@ const MAX_PROBLEMS: usize = 100;
 pub enum ComponentRef {
     Builtin(Builtin),
     Http(String),
+    /// `poll_task`: polls a status URL from alarms until the job is done.
+    Poll,
 }
+
+/// The component id of the built-in poller.
+pub const POLL_TASK: &str = "poll_task";
 
 /// Named components configured for the deployment (name → URL).
 #[derive(Debug, Clone, Default)]
@@ -34,6 +39,9 @@ impl Directory {
     pub fn resolve(&self, component_id: &str) -> Option<ComponentRef> {
         if let Some(b) = Builtin::from_id(component_id) {
             return Some(ComponentRef::Builtin(b));
+        }
+        if component_id == POLL_TASK {
+            return Some(ComponentRef::Poll);
         }
         if is_http_url(component_id) {
             return Some(ComponentRef::Http(component_id.to_string()));
@@ -223,6 +231,22 @@ pub fn build_plan(
             }
             (_, None) => None,
         };
+        if resolved == Some(ComponentRef::Poll) {
+            for key in ["done_when", "failed_when"] {
+                match node.data.get(key) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(c)) => {
+                        if let Err(why) = check_condition(c) {
+                            problems.push(Problem::new(format!("nodes[{i}].data.{key}"), why));
+                        }
+                    }
+                    Some(_) => problems.push(Problem::new(
+                        format!("nodes[{i}].data.{key}"),
+                        "must be a condition (a string)",
+                    )),
+                }
+            }
+        }
         components.push(resolved);
     }
 

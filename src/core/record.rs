@@ -111,12 +111,65 @@ pub struct Wait {
     pub since: u64,
     /// The deadline: past it the wait closes and the node takes its timeout path.
     pub expires_at: u64,
+    /// A status URL the engine polls while it waits (`poll_task`, or a
+    /// pending answer's `status_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<Poll>,
+    /// The latest progress a heartbeat reported, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<u64>,
+}
+
+/// Polling a status URL: what to send, when next, and how it has gone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Poll {
+    pub url: String,
+    pub method: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    pub interval_ms: u64,
+    pub next_at: u64,
+    /// Polls answered so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Polls in a row that got no usable answer.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub errors: u32,
+    /// Conditions (the `IF` language, over the status body) that override
+    /// the default reading of done and failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_when: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_when: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    pub kind: PollKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PollKind {
+    /// A `poll_task` node: polling is the only way the wait ends (or its deadline).
+    Task,
+    /// A pending answer's `status_url`: polled beside the callback; whichever
+    /// reports first resumes the wait, and polling gives up quietly on errors.
+    StatusUrl,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitClosed {
     Resumed,
+    /// Its status URL reported the task finished.
+    Polled,
     TimedOut,
     Cancelled,
 }
@@ -233,6 +286,16 @@ impl RunRecord {
     /// The earliest deadline among open waits.
     pub fn next_deadline(&self) -> Option<u64> {
         self.waits.values().map(|w| w.expires_at).min()
+    }
+
+    /// The earliest time a paused run must act: a deadline or a poll.
+    pub fn next_timer(&self) -> Option<u64> {
+        let polls = self
+            .waits
+            .values()
+            .filter_map(|w| w.poll.as_ref())
+            .map(|p| p.next_at);
+        self.waits.values().map(|w| w.expires_at).chain(polls).min()
     }
 
     /// The latest deadline among open waits.

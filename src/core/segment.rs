@@ -265,7 +265,8 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
             applied,
             Applied::Resumed | Applied::Cancelled | Applied::Redelivery
         )
-        || (matches!(applied, Applied::Woken) && run.status() == &RunStatus::Running);
+        || (matches!(applied, Applied::Woken)
+            && (run.status() == &RunStatus::Running || run.polls_due_at(now)));
     if !changed {
         let wake = run.next_wake(now);
         let reply = match applied {

@@ -11,11 +11,13 @@ use super::super::protocol::{
     error_text, failure, is_failure, pending, Pending, RESULT_STATUS_KEYS,
 };
 use super::super::record::{
-    Arrival, Context, ItemState, NodeState, RunError, RunStatus, TraceEntry, TraceStatus, Wait,
+    Arrival, Context, ItemState, NodeState, Poll, RunError, RunStatus, TraceEntry, TraceStatus,
+    Wait,
 };
 use super::super::scope::NodeScope;
 use super::super::template::json_size;
 use super::foreach::foreach_arrival;
+use super::poll::status_url_poll;
 use super::{CallKey, CallOutcome, InFlight, Run};
 
 /// Whether a node's result counts as success. Remote answers are judged by
@@ -51,6 +53,8 @@ pub(super) enum Via {
     Callback { since: u64 },
     /// A wait open since this time passed its deadline.
     Deadline { since: u64 },
+    /// A wait open since this time was ended by polling its status URL.
+    Poll { since: u64 },
 }
 
 impl Via {
@@ -60,7 +64,8 @@ impl Via {
             Self::Engine => None,
             Self::Call { started: t }
             | Self::Callback { since: t }
-            | Self::Deadline { since: t } => Some(now.saturating_sub(t)),
+            | Self::Deadline { since: t }
+            | Self::Poll { since: t } => Some(now.saturating_sub(t)),
         }
     }
 }
@@ -74,6 +79,9 @@ impl Run {
         if self.record.status.is_finished() {
             return;
         }
+        if let Some(wait_id) = flight.poll_of {
+            return self.complete_poll(key, &wait_id, outcome, now);
+        }
         let output = match outcome {
             CallOutcome::Answered(v) => v,
             CallOutcome::Failed { status, error } => failure(status, &error),
@@ -82,7 +90,10 @@ impl Run {
             started: flight.started_at,
         };
         match pending(&output) {
-            Some(Pending::Task(task_id)) => self.pause(key, flight, task_id, now),
+            Some(Pending::Task(task_id)) => {
+                let poll = status_url_poll(&output, now);
+                self.pause(key, flight, task_id, poll, now)
+            }
             Some(Pending::NoTaskId) => {
                 let out = failure(
                     None,
@@ -94,7 +105,14 @@ impl Run {
         }
     }
 
-    fn pause(&mut self, key: CallKey, flight: InFlight, task_id: String, now: u64) {
+    fn pause(
+        &mut self,
+        key: CallKey,
+        flight: InFlight,
+        task_id: String,
+        poll: Option<Poll>,
+        now: u64,
+    ) {
         let n = key.node;
         let node_id = self.plan.graph.nodes[n].id.clone();
         let wait_id = key.wait_id();
@@ -137,6 +155,9 @@ impl Run {
                 item: key.item,
                 since: now,
                 expires_at: flight.expires_at,
+                poll,
+                progress: None,
+                heartbeat_at: None,
             },
         );
     }

@@ -11,6 +11,7 @@ use super::super::record::{Arrival, Context, ItemState, Mapping, NodeState};
 use super::super::scope::NodeScope;
 use super::super::template::{json_map_size, json_size, walk, Scope};
 use super::complete::{Verdict, Via};
+use super::poll::poll_task_spec;
 use super::{CallKey, Run};
 use std::rc::Rc;
 
@@ -47,6 +48,7 @@ impl Run {
         }
         let component = self.plan.components[n].clone();
         let remote = matches!(component, Some(ComponentRef::Http(_)));
+        let polled = matches!(component, Some(ComponentRef::Poll));
         // Remote items keep their value until called; in-process ones run now.
         let (states, in_process) = if remote {
             (items.into_iter().map(ItemState::Todo).collect(), Vec::new())
@@ -78,6 +80,13 @@ impl Run {
             let mut item_ctx = m.base.clone();
             item_ctx.insert(m.iterator.clone(), item);
             item_ctx.insert("index".into(), json!(i));
+            if polled {
+                self.start_poll_item(n, i, item_ctx, now);
+                if self.record.status.is_finished() {
+                    return;
+                }
+                continue;
+            }
             let (out, via) = match self.input_from(n, item_ctx) {
                 Ok(input) => match &component {
                     Some(ComponentRef::Builtin(b)) => (b.run(input), Via::InProcess),
@@ -89,6 +98,27 @@ impl Run {
             if self.record.status.is_finished() {
                 return;
             }
+        }
+    }
+
+    /// One item of a `poll_task` FOREACH target: its own poll and wait.
+    fn start_poll_item(&mut self, n: usize, i: usize, item_ctx: Context, now: u64) {
+        let key = CallKey {
+            node: n,
+            item: Some(i),
+        };
+        let spec = self.input_from(n, item_ctx).and_then(|input| {
+            poll_task_spec(&input, &self.plan.graph.nodes[n].data, now)
+                .map_err(|why| failure(None, &why))
+        });
+        match spec {
+            Ok((poll, timeout_ms)) => {
+                let wait_id = self.open_poll_wait(key, poll, timeout_ms, now);
+                if let NodeState::Mapping(m) = &mut self.record.nodes[n] {
+                    m.items[i] = ItemState::Paused { wait_id };
+                }
+            }
+            Err(out) => self.finish_item(n, i, out, Via::Engine, now),
         }
     }
 

@@ -16,6 +16,7 @@
 mod complete;
 mod deliver;
 mod foreach;
+mod poll;
 mod schedule;
 mod timers;
 
@@ -23,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
 pub use deliver::{next_attempt, DeliveryOutcome, RETRY_DELAYS_SECS};
+pub use poll::{verdict as poll_verdict, PollVerdict, MAX_POLL_ERRORS};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -101,6 +103,16 @@ pub struct Call {
     pub segment: u64,
     /// The signed URL to call back, when the run has a signer.
     pub callback_url: Option<String>,
+    /// Set for a poll of a status URL: sent as given instead of POSTing the input.
+    pub poll: Option<Box<PollRequest>>,
+}
+
+/// How a status URL is polled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollRequest {
+    pub method: String,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub body: Option<Value>,
 }
 
 /// What came back from a component.
@@ -158,6 +170,8 @@ impl Signer {
 struct InFlight {
     started_at: u64,
     expires_at: u64,
+    /// The wait whose status URL this call polls.
+    poll_of: Option<String>,
 }
 
 /// A run being executed: its record plus the derived plan and queues. The

@@ -12,6 +12,7 @@ use super::super::record::{Arrival, Context, ItemState, NodeState, RunStatus};
 use super::super::scope::NodeScope;
 use super::super::template::{json_map_size, render_map, Scope};
 use super::complete::{Verdict, Via};
+use super::poll::poll_task_spec;
 use super::{Call, CallKey, InFlight, Run};
 use std::rc::Rc;
 
@@ -49,6 +50,16 @@ impl Run {
                 }
                 if self.record.status.is_finished() {
                     return Vec::new();
+                }
+            }
+            // Status URLs due a poll, within the same budget.
+            for wait_id in self.polls_due(now) {
+                if self.calls_left == 0 {
+                    break;
+                }
+                if let Some(call) = self.issue_poll(&wait_id, now) {
+                    self.calls_left -= 1;
+                    calls.push(Effect::Call(call));
                 }
             }
             if !calls.is_empty() {
@@ -105,6 +116,11 @@ impl Run {
             return self.start_mapping(n, ctx, base, iterator, items, now);
         }
         let component = self.plan.components[n].clone();
+        if let (NodeKind::Component, Some(ComponentRef::Poll)) =
+            (self.plan.graph.nodes[n].kind, &component)
+        {
+            return self.start_poll_node(n, ctx, now);
+        }
         if let (NodeKind::Component, Some(ComponentRef::Http(_))) =
             (self.plan.graph.nodes[n].kind, &component)
         {
@@ -175,6 +191,7 @@ impl Run {
             InFlight {
                 started_at: now,
                 expires_at,
+                poll_of: None,
             },
         );
         let run_id = &self.record.run_id;
@@ -191,7 +208,27 @@ impl Run {
             wait_id,
             expires_at,
             segment: self.record.segments,
+            poll: None,
         })
+    }
+
+    /// A `poll_task` node fires: its rendered data is the poll, and it waits.
+    fn start_poll_node(&mut self, n: usize, ctx: Context, now: u64) {
+        let key = CallKey {
+            node: n,
+            item: None,
+        };
+        let spec = self.input_from(n, ctx.clone()).and_then(|input| {
+            poll_task_spec(&input, &self.plan.graph.nodes[n].data, now)
+                .map_err(|why| failure(None, &why))
+        });
+        match spec {
+            Ok((poll, timeout_ms)) => {
+                let wait_id = self.open_poll_wait(key, poll, timeout_ms, now);
+                self.record.nodes[n] = NodeState::Paused { ctx, wait_id };
+            }
+            Err(out) => self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now),
+        }
     }
 
     /// The node's input: the context given with its rendered `data` on top.
@@ -215,13 +252,13 @@ impl Run {
             self.release();
             return Vec::new();
         }
-        if !self.to_call.is_empty() {
+        if !self.to_call.is_empty() || !self.polls_due(now).is_empty() {
             self.record.status = RunStatus::Running;
             return vec![Effect::Yield];
         }
-        if let Some(deadline) = self.record.next_deadline() {
+        if let Some(at) = self.record.next_timer() {
             self.record.status = RunStatus::Paused { since: now };
-            return vec![Effect::WakeAt(deadline)];
+            return vec![Effect::WakeAt(at)];
         }
         self.record.status = RunStatus::Completed {
             output: self.take_final_output(),

@@ -20,7 +20,7 @@ impl Run {
     ) -> Result<Result<(), Noop>, EngineError> {
         let Some(wait) = self.record.waits.get(wait_id) else {
             return Ok(Err(match self.record.closed.get(wait_id).map(|c| c.how) {
-                Some(WaitClosed::Resumed) => Noop::AlreadyResumed,
+                Some(WaitClosed::Resumed | WaitClosed::Polled) => Noop::AlreadyResumed,
                 Some(WaitClosed::TimedOut) => Noop::Expired,
                 Some(WaitClosed::Cancelled) => Noop::RunFinished,
                 None if self.record.status.is_finished() => Noop::RunFinished,
@@ -103,12 +103,12 @@ impl Run {
     pub fn next_wake(&self, now: u64) -> Option<u64> {
         match self.record.status {
             RunStatus::Running => Some(now),
-            RunStatus::Paused { .. } => self.record.next_deadline(),
+            RunStatus::Paused { .. } => self.record.next_timer(),
             _ => self.delivery_due(),
         }
     }
 
-    fn close_wait(
+    pub(super) fn close_wait(
         &mut self,
         wait_id: &str,
         how: WaitClosed,
