@@ -57,7 +57,9 @@ fn run_through(persist: bool, answers: &[Value]) -> Run {
         let (wait_id, task_id) = open_wait(&run);
         let mut body = answer.clone();
         body["task_id"] = json!(task_id);
-        run.resume(&wait_id, body, clock.now()).unwrap().unwrap();
+        run.resume(&wait_id, body, None, clock.now())
+            .unwrap()
+            .unwrap();
         continue_run(&mut run, &net, &clock);
     }
     run
@@ -116,21 +118,26 @@ fn repeated_late_and_foreign_callbacks_change_nothing() {
     // Wrong task id for this wait: an error, and nothing changes.
     let before = run.record.clone();
     let err = run
-        .resume(&wait_id, json!({"task_id": "someone-else"}), clock.now())
+        .resume(
+            &wait_id,
+            json!({"task_id": "someone-else"}),
+            None,
+            clock.now(),
+        )
         .unwrap_err();
     assert!(matches!(err, EngineError::TaskMismatch { .. }));
     assert_eq!(run.record, before);
 
     // Unknown wait.
     assert_eq!(
-        run.resume("w999", json!({}), clock.now()).unwrap(),
+        run.resume("w999", json!({}), None, clock.now()).unwrap(),
         Err(Noop::UnknownWait)
     );
 
     // Expired.
     let expires = run.record.waits[&wait_id].expires_at;
     assert_eq!(
-        run.resume(&wait_id, json!({"task_id": task_id}), expires)
+        run.resume(&wait_id, json!({"task_id": task_id}), None, expires)
             .unwrap(),
         Err(Noop::Expired)
     );
@@ -140,6 +147,7 @@ fn repeated_late_and_foreign_callbacks_change_nothing() {
     run.resume(
         &wait_id,
         json!({"task_id": task_id, "data": {"answer": 1}}),
+        None,
         clock.now(),
     )
     .unwrap()
@@ -147,7 +155,7 @@ fn repeated_late_and_foreign_callbacks_change_nothing() {
     continue_run(&mut run, &net, &clock);
     let hits = net.calls.borrow().len();
     let again = run
-        .resume(&wait_id, json!({"task_id": task_id}), clock.now())
+        .resume(&wait_id, json!({"task_id": task_id}), None, clock.now())
         .unwrap();
     assert_eq!(again, Err(Noop::AlreadyResumed));
     continue_run(&mut run, &net, &clock);
@@ -168,11 +176,11 @@ fn terminal_runs_ignore_late_callbacks() {
     let before = run.record.clone();
     let resumed = run.record.closed.keys().last().unwrap().clone();
     assert_eq!(
-        run.resume(&resumed, json!({}), 0).unwrap(),
+        run.resume(&resumed, json!({}), None, 0).unwrap(),
         Err(Noop::AlreadyResumed)
     );
     assert_eq!(
-        run.resume("w77", json!({}), 0).unwrap(),
+        run.resume("w77", json!({}), None, 0).unwrap(),
         Err(Noop::RunFinished)
     );
     assert_eq!(run.record, before);
@@ -198,15 +206,25 @@ fn parallel_branches_pause_and_resume_independently() {
     assert_eq!(run.record.waits.len(), 2);
     let waits: Vec<_> = run.record.waits.values().cloned().collect();
     run = reload(&run);
-    run.resume(&waits[1].wait_id, json!({"data": {"v": "R"}}), clock.now())
-        .unwrap()
-        .unwrap();
+    run.resume(
+        &waits[1].wait_id,
+        json!({"data": {"v": "R"}}),
+        None,
+        clock.now(),
+    )
+    .unwrap()
+    .unwrap();
     continue_run(&mut run, &net, &clock);
     assert!(matches!(run.status(), RunStatus::Paused { .. }));
     run = reload(&run);
-    run.resume(&waits[0].wait_id, json!({"data": {"v": "L"}}), clock.now())
-        .unwrap()
-        .unwrap();
+    run.resume(
+        &waits[0].wait_id,
+        json!({"data": {"v": "L"}}),
+        None,
+        clock.now(),
+    )
+    .unwrap()
+    .unwrap();
     continue_run(&mut run, &net, &clock);
     assert_eq!(output(&run)["l"], json!("L"));
     assert_eq!(output(&run)["r"], json!("R"));
@@ -233,7 +251,7 @@ fn foreach_items_pause_independently() {
     for w in waits.iter().rev() {
         run = reload(&run);
         let item = w.item.unwrap();
-        run.resume(&w.wait_id, json!({"data": {"n": item}}), clock.now())
+        run.resume(&w.wait_id, json!({"data": {"n": item}}), None, clock.now())
             .unwrap()
             .unwrap();
         continue_run(&mut run, &net, &clock);

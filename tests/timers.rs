@@ -629,6 +629,7 @@ fn a_paused_version_1_record_resumes_and_is_stored_as_version_2() {
             wait_id: "w1".into(),
             body: json!({"task_id": "task-slow", "success": true, "data": {"answer": 42}}),
             callback_base: "https://engine.test".into(),
+            token_expires_at: None,
         })
         .unwrap();
     let Reply::Outcome { body, .. } = resumed.reply else {
@@ -660,6 +661,7 @@ fn a_version_1_foreach_with_a_waiting_join_resumes_item_by_item() {
         run.resume(
             wait_id,
             json!({"task_id": task, "data": {"v": i}}),
+            None,
             clock.now(),
         )
         .unwrap()

@@ -22,8 +22,10 @@ use super::now_ms;
 use super::store::{GateStore, Ops, RunStore};
 use crate::core::error::EngineError;
 use crate::core::run::Run;
-use crate::core::segment::{details, read, run_segment, Clock, Command, GateConfig, Host, Reply};
-use crate::core::view::noop;
+use crate::core::segment::{
+    details, read, run_segment, Clock, Command, GateConfig, Host, Reply, Store as _,
+};
+use crate::core::view::{merge_noted, noop};
 
 /// The gate's own record of its run, kept beside the alarm so an alarm
 /// knows which run it is for and whether anything is due — without a KV read.
@@ -47,6 +49,14 @@ pub enum GateRequest {
         wait_id: String,
         body: Value,
         base_url: String,
+        #[serde(default)]
+        token_expires_at: Option<u64>,
+    },
+    Heartbeat {
+        run_id: String,
+        wait_id: String,
+        body: Value,
+        token_expires_at: u64,
     },
     Read {
         run_id: String,
@@ -194,12 +204,16 @@ impl RunGate {
                     });
                 // The kept run is read in place (no await while borrowed);
                 // otherwise the stored record is.
+                let noted = store.noted_events().await.unwrap_or_default();
                 let kept = self.cached.borrow().as_ref().and_then(|run| {
                     (run.record.run_id == run_id)
                         .then(|| details(run, owner.as_deref(), active, &gate.redactor, now_ms()))
                 });
                 let (details, wake) = match kept {
-                    Some(Some(found)) => found,
+                    Some(Some((mut body, wake))) => {
+                        merge_noted(&mut body, &noted);
+                        (body, wake)
+                    }
                     Some(None) => return Err(not_found(&run_id)),
                     None => read(&host, &run_id, owner.as_deref(), active).await?,
                 };
@@ -234,12 +248,29 @@ impl RunGate {
                 wait_id,
                 body,
                 base_url,
+                token_expires_at,
             } => (
                 Command::Callback {
                     run_id,
                     wait_id,
                     body,
                     callback_base: base_url,
+                    token_expires_at,
+                },
+                None,
+                false,
+            ),
+            GateRequest::Heartbeat {
+                run_id,
+                wait_id,
+                body,
+                token_expires_at,
+            } => (
+                Command::Heartbeat {
+                    run_id,
+                    wait_id,
+                    body,
+                    token_expires_at: Some(token_expires_at),
                 },
                 None,
                 false,
@@ -281,6 +312,10 @@ impl RunGate {
             Reply::Noop(reason) => json_response(200, &noop(reason)),
             Reply::Details(body) => json_response(200, &body),
             Reply::Accepted(body) => json_response(202, &body),
+            Reply::Heartbeat { expires_at } => json_response(
+                200,
+                &serde_json::json!({"success": true, "expires_at": expires_at}),
+            ),
             Reply::Idle => json_response(200, &serde_json::json!({"success": true})),
         })
     }
@@ -376,7 +411,8 @@ fn command_run_id(command: &Command) -> &str {
         | Command::Callback { run_id, .. }
         | Command::Wake { run_id }
         | Command::Cancel { run_id, .. }
-        | Command::Redeliver { run_id, .. } => run_id,
+        | Command::Redeliver { run_id, .. }
+        | Command::Heartbeat { run_id, .. } => run_id,
     }
 }
 

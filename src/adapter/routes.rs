@@ -11,8 +11,8 @@ use worker::{ByteStream, Delay, Env, Headers, Method, Request, Response};
 use super::config::{Config, RUN_GATE};
 use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
+use super::random_id;
 use super::store::{KvOps, RunStore};
-use super::{now_ms, random_id};
 use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
@@ -130,31 +130,9 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
         ["callbacks", run_id, wait_id] => {
             require(&method, "POST")?;
             let config = config(env)?;
-            valid_id(run_id)?;
-            valid_id(wait_id)?;
-            let token = url
-                .query_pairs()
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v.into_owned());
-            let secrets: Vec<&[u8]> = config
-                .callback_secrets
-                .iter()
-                .map(|s| s.as_bytes())
-                .collect();
-            config.signing_secret()?;
-            let expires_at =
-                verify(&secrets, run_id, wait_id, token.as_deref()).map_err(unauthorized)?;
-            let body = read_json(req, &config).await?;
-            if !body.is_object() {
-                return Err(ApiError::BadRequest(
-                    "invalid_callback",
-                    "the callback body must be a JSON object".into(),
-                ));
-            }
-            if now_ms() >= expires_at {
-                return Ok(json_response(200, &noop(Noop::Expired)));
-            }
-            let base_url = base_url(&config, &url);
+            let (expires_at, body) = signed_body(req, &url, &config, run_id, wait_id).await?;
+            // A URL signed with a past deadline may still be good: a heartbeat
+            // can have extended its wait. The gate decides.
             gate(
                 env,
                 run_id,
@@ -162,7 +140,24 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                     run_id: run_id.to_string(),
                     wait_id: wait_id.to_string(),
                     body,
-                    base_url,
+                    base_url: base_url(&config, &url),
+                    token_expires_at: Some(expires_at),
+                },
+            )
+            .await
+        }
+        ["callbacks", run_id, wait_id, "heartbeat"] => {
+            require(&method, "POST")?;
+            let config = config(env)?;
+            let (expires_at, body) = signed_body(req, &url, &config, run_id, wait_id).await?;
+            gate(
+                env,
+                run_id,
+                &GateRequest::Heartbeat {
+                    run_id: run_id.to_string(),
+                    wait_id: wait_id.to_string(),
+                    body,
+                    token_expires_at: expires_at,
                 },
             )
             .await
@@ -201,6 +196,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                     wait_id: task.wait_id,
                     body,
                     base_url,
+                    token_expires_at: None,
                 },
             )
             .await?;
@@ -216,6 +212,39 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             excerpt(&path, 100)
         ))),
     }
+}
+
+/// Checks a wait's signed URL (before anything else is read, so a forged one
+/// costs no storage work) and reads its JSON object body. Returns the expiry
+/// the URL was signed with.
+async fn signed_body(
+    req: &mut Request,
+    url: &worker::Url,
+    config: &Config,
+    run_id: &str,
+    wait_id: &str,
+) -> Result<(u64, Value), ApiError> {
+    valid_id(run_id)?;
+    valid_id(wait_id)?;
+    let token = url
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned());
+    let secrets: Vec<&[u8]> = config
+        .callback_secrets
+        .iter()
+        .map(|s| s.as_bytes())
+        .collect();
+    config.signing_secret()?;
+    let expires_at = verify(&secrets, run_id, wait_id, token.as_deref()).map_err(unauthorized)?;
+    let body = read_json(req, config).await?;
+    if !body.is_object() {
+        return Err(ApiError::BadRequest(
+            "invalid_callback",
+            "the callback body must be a JSON object".into(),
+        ));
+    }
+    Ok((expires_at, body))
 }
 
 async fn execute(

@@ -15,11 +15,14 @@ use worker::{js_sys, wasm_bindgen::JsCast, Env, ListOptions, Storage};
 use super::config::RUNS_KV;
 use super::http::ApiError;
 use crate::core::error::EngineError;
+use crate::core::record::{WaitEvent, MAX_WAIT_EVENTS};
 use crate::core::run::CallOutcome;
 use crate::core::segment::Store;
 
 /// Journal entries live under this prefix in the gate's storage.
 const OUTCOME_PREFIX: &str = "outcome:";
+/// Turned-away callbacks and heartbeats, per wait, under this prefix.
+const EVENT_PREFIX: &str = "event:";
 /// Outcomes larger than this are not journaled (Durable Object values are
 /// limited); such a call is made again if its segment dies.
 const MAX_JOURNALED_BYTES: usize = 1 << 20;
@@ -173,27 +176,10 @@ impl Store for GateStore {
 
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
         count(&self.do_ops, |o| o.reads += 1);
-        let listed = self
-            .storage
-            .list_with_options(ListOptions::new().prefix(OUTCOME_PREFIX))
-            .await
-            .map_err(storage_error)?;
         let mut outcomes = BTreeMap::new();
-        let entries = js_sys::try_iter(&listed.entries())
-            .ok()
-            .flatten()
-            .into_iter()
-            .flatten();
-        for entry in entries.flatten() {
-            let Ok(pair) = entry.dyn_into::<js_sys::Array>() else {
-                continue;
-            };
-            let (Some(key), Some(text)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
-                continue;
-            };
+        for (key, text) in self.list_prefix(OUTCOME_PREFIX).await? {
             // An entry that does not parse is skipped: the call is made again.
             if let Ok(outcome) = serde_json::from_str(&text) {
-                let key = key.strip_prefix(OUTCOME_PREFIX).unwrap_or(&key).to_string();
                 outcomes.insert(key, outcome);
             }
         }
@@ -212,6 +198,32 @@ impl Store for GateStore {
             .map_err(storage_error)
     }
 
+    async fn note_event(&self, wait_id: &str, event: WaitEvent) -> Result<(), EngineError> {
+        let key = format!("{EVENT_PREFIX}{wait_id}");
+        count(&self.do_ops, |o| o.reads += 1);
+        let mut events: Vec<WaitEvent> = match self.storage.get::<String>(&key).await {
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        events.push(event);
+        let excess = events.len().saturating_sub(MAX_WAIT_EVENTS);
+        events.drain(..excess);
+        count(&self.do_ops, |o| o.writes += 1);
+        let text = serde_json::to_string(&events).map_err(storage_error)?;
+        self.storage.put(&key, text).await.map_err(storage_error)
+    }
+
+    async fn noted_events(&self) -> Result<BTreeMap<String, Vec<WaitEvent>>, EngineError> {
+        count(&self.do_ops, |o| o.reads += 1);
+        let mut noted = BTreeMap::new();
+        for (key, text) in self.list_prefix(EVENT_PREFIX).await? {
+            if let Ok(events) = serde_json::from_str(&text) {
+                noted.insert(key, events);
+            }
+        }
+        Ok(noted)
+    }
+
     async fn forget_outcomes(&self, keys: Vec<String>) -> Result<(), EngineError> {
         count(&self.do_ops, |o| o.deletes += keys.len() as u32);
         // The storage API deletes at most 128 keys per call.
@@ -226,6 +238,34 @@ impl Store for GateStore {
                 .map_err(storage_error)?;
         }
         Ok(())
+    }
+}
+
+impl GateStore {
+    /// Every text value under `prefix` in the gate's storage, by key with
+    /// the prefix taken off.
+    async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, EngineError> {
+        let listed = self
+            .storage
+            .list_with_options(ListOptions::new().prefix(prefix))
+            .await
+            .map_err(storage_error)?;
+        let mut found = Vec::new();
+        let entries = js_sys::try_iter(&listed.entries())
+            .ok()
+            .flatten()
+            .into_iter()
+            .flatten();
+        for entry in entries.flatten() {
+            let Ok(pair) = entry.dyn_into::<js_sys::Array>() else {
+                continue;
+            };
+            if let (Some(key), Some(text)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+                let key = key.strip_prefix(prefix).unwrap_or(&key).to_string();
+                found.push((key, text));
+            }
+        }
+        Ok(found)
     }
 }
 

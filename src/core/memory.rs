@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use super::error::EngineError;
+use super::record::{WaitEvent, MAX_WAIT_EVENTS};
 use super::run::{CallOutcome, DeliveryOutcome};
 use super::segment::{Clock, Notifier, Store};
 
@@ -27,6 +28,8 @@ pub struct MemoryStore {
     pub tasks: RefCell<BTreeMap<String, (String, String)>>,
     /// The gate's Durable Object storage: the outcome journal.
     pub journal: RefCell<BTreeMap<String, CallOutcome>>,
+    /// Events kept beside the run (the gate's storage too).
+    pub events: RefCell<BTreeMap<String, Vec<WaitEvent>>>,
     pub ops: Cell<StoreOps>,
     /// The next this-many saves fail, as if the Worker died before writing.
     pub fail_saves: Cell<u32>,
@@ -113,6 +116,19 @@ impl Store for MemoryStore {
             .borrow_mut()
             .insert(key.to_string(), outcome.clone());
         Ok(())
+    }
+
+    async fn note_event(&self, wait_id: &str, event: WaitEvent) -> Result<(), EngineError> {
+        let mut events = self.events.borrow_mut();
+        let list = events.entry(wait_id.to_string()).or_default();
+        list.push(event);
+        let excess = list.len().saturating_sub(MAX_WAIT_EVENTS);
+        list.drain(..excess);
+        Ok(())
+    }
+
+    async fn noted_events(&self) -> Result<BTreeMap<String, Vec<WaitEvent>>, EngineError> {
+        Ok(self.events.borrow().clone())
     }
 
     async fn forget_outcomes(&self, keys: Vec<String>) -> Result<(), EngineError> {

@@ -120,6 +120,55 @@ pub struct Wait {
     pub progress: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_at: Option<u64>,
+    /// The deadline the wait's callback URL was signed with, once a
+    /// heartbeat has moved `expires_at` past it (that URL stays good).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_expires_at: Option<u64>,
+    /// What reached the wait — callbacks, heartbeats, polls — and how each
+    /// was taken; the most recent `MAX_WAIT_EVENTS`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<WaitEvent>,
+}
+
+pub const MAX_WAIT_EVENTS: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitEvent {
+    pub at: u64,
+    pub kind: EventKind,
+    pub outcome: EventOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Callback,
+    Heartbeat,
+    Poll,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOutcome {
+    /// It resumed the wait, or (a heartbeat) was applied, or (a poll) was answered.
+    Accepted,
+    /// The wait had already been resumed.
+    Duplicate,
+    /// After the wait's deadline, or after the run finished.
+    Late,
+    /// The body named another task.
+    TaskMismatch,
+    /// A poll that got no usable answer.
+    Failed,
+}
+
+impl Wait {
+    /// Records what reached the wait, keeping the most recent few.
+    pub fn note(&mut self, at: u64, kind: EventKind, outcome: EventOutcome) {
+        self.events.push(WaitEvent { at, kind, outcome });
+        let excess = self.events.len().saturating_sub(MAX_WAIT_EVENTS);
+        self.events.drain(..excess);
+    }
 }
 
 /// Polling a status URL: what to send, when next, and how it has gone.
@@ -180,6 +229,9 @@ pub struct ClosedWait {
     pub node_id: String,
     pub at: u64,
     pub how: WaitClosed,
+    /// What reached the wait while it was open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<WaitEvent>,
 }
 
 /// Where a node stands. Contexts are kept only while a node still needs one

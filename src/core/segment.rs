@@ -17,11 +17,11 @@ use super::effect::next_wake;
 use super::error::EngineError;
 use super::graph::MAX_WAIT_SECONDS;
 use super::plan::{plan_from_json, Directory, GraphLimits};
-use super::record::RunStatus;
+use super::record::{EventKind, EventOutcome, RunStatus, WaitEvent};
 use super::redact::Redactor;
 use super::run::{CallOutcome, DeliveryOutcome, Noop, Run, Settings, Signer};
 use super::stored::{decode, encode};
-use super::view::{final_event, run_details, run_outcome};
+use super::view::{final_event, merge_noted, run_details, run_outcome};
 use super::webhook::signature;
 
 /// KV TTLs have a floor of 60 seconds.
@@ -52,6 +52,11 @@ pub trait Store {
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError>;
     async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError>;
     async fn forget_outcomes(&self, keys: Vec<String>) -> Result<(), EngineError>;
+    /// Keeps what reached a wait without changing the run (a duplicate, a
+    /// late callback, a task mismatch) beside it, so that costs no KV write.
+    async fn note_event(&self, wait_id: &str, event: WaitEvent) -> Result<(), EngineError>;
+    /// The events kept by `note_event`, by wait id.
+    async fn noted_events(&self) -> Result<BTreeMap<String, Vec<WaitEvent>>, EngineError>;
 }
 
 pub trait Clock {
@@ -80,6 +85,8 @@ pub struct GateConfig {
     pub webhook_keys: Vec<Vec<u8>>,
     /// How long failed final callbacks are retried, from the first attempt.
     pub delivery_window_ms: u64,
+    /// How far heartbeats may extend a wait, from when it began.
+    pub max_wait_ms: u64,
     pub redactor: Redactor,
 }
 
@@ -102,6 +109,15 @@ pub enum Command {
         /// Where this request arrived: the callback origin for runs stored
         /// before the origin was kept with the run.
         callback_base: String,
+        /// The expiry the callback URL was signed with (none on the bare route).
+        token_expires_at: Option<u64>,
+    },
+    /// A daemon reports progress on a wait, and may extend its deadline.
+    Heartbeat {
+        run_id: String,
+        wait_id: String,
+        body: Value,
+        token_expires_at: Option<u64>,
     },
     /// The alarm fired: take due deadlines, continue a yielded run.
     Wake { run_id: String },
@@ -129,6 +145,10 @@ pub enum Reply {
     Details(Value),
     /// The run's details, with work accepted to happen in the background.
     Accepted(Value),
+    /// A heartbeat was applied: the wait's deadline now.
+    Heartbeat {
+        expires_at: u64,
+    },
     /// An alarm with nothing to do.
     Idle,
 }
@@ -188,13 +208,16 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
         } => (run_id, Some(callback_base)),
         Command::Wake { run_id }
         | Command::Cancel { run_id, .. }
-        | Command::Redeliver { run_id, .. } => (run_id, None),
+        | Command::Redeliver { run_id, .. }
+        | Command::Heartbeat { run_id, .. } => (run_id, None),
     };
     let mut run = match load(host, cached, run_id).await {
         Ok(Some(run)) => run,
         Ok(None) => {
             let result = match command {
-                Command::Callback { .. } => Ok(Reply::Noop(Noop::UnknownRun)),
+                Command::Callback { .. } | Command::Heartbeat { .. } => {
+                    Ok(Reply::Noop(Noop::UnknownRun))
+                }
                 Command::Cancel { .. } | Command::Redeliver { .. } => {
                     Err(EngineError::NotFound(format!("no run '{run_id}'")))
                 }
@@ -239,17 +262,63 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
         Ok(n) => n,
         Err(e) => return (None, Err(e)),
     };
+    // What reached a wait and was turned away is kept beside the run.
+    let turned_away = |wait_id: &str, kind: EventKind, result: &Result<Applied, EngineError>| {
+        let outcome = match result {
+            Ok(Applied::Noop(Noop::AlreadyResumed)) => EventOutcome::Duplicate,
+            Ok(Applied::Noop(Noop::Expired | Noop::RunFinished)) => EventOutcome::Late,
+            Err(EngineError::TaskMismatch { .. }) => EventOutcome::TaskMismatch,
+            _ => return None,
+        };
+        Some((
+            wait_id.to_string(),
+            WaitEvent {
+                at: now,
+                kind,
+                outcome,
+            },
+        ))
+    };
+    let mut noted = None;
     let applied = match command {
         Command::Start { .. } => unreachable!("handled above"),
-        Command::Callback { wait_id, body, .. } => match run.resume(&wait_id, body, now) {
-            Ok(Ok(())) => Ok(Applied::Resumed),
-            Ok(Err(noop)) => Ok(Applied::Noop(noop)),
-            Err(e) => Err(e),
-        },
+        Command::Callback {
+            wait_id,
+            body,
+            token_expires_at,
+            ..
+        } => {
+            let result = match run.resume(&wait_id, body, token_expires_at, now) {
+                Ok(Ok(())) => Ok(Applied::Resumed),
+                Ok(Err(noop)) => Ok(Applied::Noop(noop)),
+                Err(e) => Err(e),
+            };
+            noted = turned_away(&wait_id, EventKind::Callback, &result);
+            result
+        }
+        Command::Heartbeat {
+            wait_id,
+            body,
+            token_expires_at,
+            ..
+        } => {
+            let result =
+                match run.heartbeat(&wait_id, body, token_expires_at, config.max_wait_ms, now) {
+                    Ok(Ok(expires_at)) => Ok(Applied::Heartbeat(expires_at)),
+                    Ok(Err(noop)) => Ok(Applied::Noop(noop)),
+                    Err(e) => Err(e),
+                };
+            noted = turned_away(&wait_id, EventKind::Heartbeat, &result);
+            result
+        }
         Command::Wake { .. } => Ok(Applied::Woken),
         Command::Cancel { .. } => run.cancel(now).map(|()| Applied::Cancelled),
         Command::Redeliver { .. } => run.redeliver(now).map(|()| Applied::Redelivery),
     };
+    if let Some((wait_id, event)) = noted {
+        // Best effort: the answer does not depend on it.
+        let _ = host.store.note_event(&wait_id, event).await;
+    }
     let applied = match applied {
         Ok(applied) => applied,
         // The request is refused and changed nothing, but a deadline taken
@@ -263,7 +332,7 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
     let changed = expired > 0
         || matches!(
             applied,
-            Applied::Resumed | Applied::Cancelled | Applied::Redelivery
+            Applied::Resumed | Applied::Cancelled | Applied::Redelivery | Applied::Heartbeat(_)
         )
         || (matches!(applied, Applied::Woken)
             && (run.status() == &RunStatus::Running || run.polls_due_at(now)));
@@ -286,6 +355,8 @@ enum Applied {
     Woken,
     Cancelled,
     Redelivery,
+    /// A heartbeat moved or kept the wait's deadline (this one).
+    Heartbeat(u64),
     /// Nothing from the request, but a deadline was taken.
     Noop(Noop),
 }
@@ -299,7 +370,7 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
     let config = host.config;
     let segment_start = host.clock.now();
     let wake;
-    if !run.status().is_finished() {
+    if !run.status().is_finished() && !matches!(applied, Applied::Heartbeat(_)) {
         let signer = match (&config.callback_secret, &run.record.callback_base) {
             (Some(secret), Some(base)) => Some(Signer {
                 base: base.clone(),
@@ -341,7 +412,7 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         if let Err(e) = save(host, &mut run, segment_start).await {
             return (None, Err(e));
         }
-        wake = run.delivery_due();
+        wake = run.next_wake(host.clock.now());
         // A cancelled run calls nothing more: outcomes an unfinished attempt
         // journaled are of no use.
         if let Ok(recorded) = host.store.recorded_outcomes().await {
@@ -364,6 +435,7 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         },
         Applied::Cancelled => Reply::Details(run_details(&run.record, &config.redactor)),
         Applied::Redelivery => Reply::Accepted(run_details(&run.record, &config.redactor)),
+        Applied::Heartbeat(expires_at) => Reply::Heartbeat { expires_at },
         Applied::Woken => Reply::Idle,
         Applied::Noop(noop) => Reply::Noop(noop),
     };
@@ -530,7 +602,12 @@ pub async fn read<S: Store, C, K: Clock, N>(
     let now = host.clock.now();
     let run = load(host, None, run_id).await?;
     match run.and_then(|r| details(&r, owner, active, &host.config.redactor, now)) {
-        Some(found) => Ok(found),
+        Some((mut body, wake)) => {
+            if let Ok(noted) = host.store.noted_events().await {
+                merge_noted(&mut body, &noted);
+            }
+            Ok((body, wake))
+        }
         None if active => Ok((
             serde_json::json!({
                 "success": true, "run_id": run_id, "status": "running", "waits": [], "trace": []

@@ -2,7 +2,9 @@
 
 use serde_json::{json, Map, Value};
 
-use super::record::{DeliveryState, RunRecord, RunStatus};
+use std::collections::BTreeMap;
+
+use super::record::{DeliveryState, RunRecord, RunStatus, WaitEvent, MAX_WAIT_EVENTS};
 use super::redact::Redactor;
 use super::run::Noop;
 use super::webhook::shown_url;
@@ -68,6 +70,18 @@ pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
         "waits".into(),
         json!(record.waits.values().collect::<Vec<_>>()),
     );
+    if !record.closed.is_empty() {
+        let closed: Vec<Value> = record
+            .closed
+            .iter()
+            .map(|(wait_id, c)| {
+                let mut shown = json!(c);
+                shown["wait_id"] = json!(wait_id);
+                shown
+            })
+            .collect();
+        body.insert("closed_waits".into(), Value::Array(closed));
+    }
     match &record.status {
         RunStatus::Completed {
             output,
@@ -107,6 +121,39 @@ pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
     let mut body = Value::Object(body);
     redactor.redact(&mut body);
     body
+}
+
+/// Adds the events kept beside the run (turned-away callbacks and
+/// heartbeats) to the waits they reached, in time order, the most recent
+/// `MAX_WAIT_EVENTS` per wait.
+pub fn merge_noted(details: &mut Value, noted: &BTreeMap<String, Vec<WaitEvent>>) {
+    if noted.is_empty() {
+        return;
+    }
+    for list in ["waits", "closed_waits"] {
+        let Some(waits) = details.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for wait in waits {
+            let Some(extra) = wait
+                .get("wait_id")
+                .and_then(Value::as_str)
+                .and_then(|id| noted.get(id))
+            else {
+                continue;
+            };
+            let mut events: Vec<Value> = wait
+                .get("events")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            events.extend(extra.iter().map(|e| json!(e)));
+            events.sort_by_key(|e| e.get("at").and_then(Value::as_u64).unwrap_or(0));
+            let excess = events.len().saturating_sub(MAX_WAIT_EVENTS);
+            events.drain(..excess);
+            wait["events"] = Value::Array(events);
+        }
+    }
 }
 
 /// The final callback's body: the run's outcome, as the caller would read it.

@@ -50,6 +50,7 @@ impl Gate {
                 callback_secret: Some(Rc::from("secret")),
                 webhook_keys: vec![b"webhook-key-for-tests-0123456789".to_vec()],
                 delivery_window_ms: 24 * 3600 * 1000,
+                max_wait_ms: 7 * 24 * 3600 * 1000,
                 redactor: Redactor::with_extra(Vec::<String>::new()),
             },
             cached: RefCell::new(None),
@@ -93,6 +94,7 @@ impl Gate {
             wait_id: wait_id.into(),
             body,
             callback_base: "https://engine.test".into(),
+            token_expires_at: None,
         })
     }
 

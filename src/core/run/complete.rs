@@ -158,6 +158,8 @@ impl Run {
                 poll,
                 progress: None,
                 heartbeat_at: None,
+                signed_expires_at: None,
+                events: Vec::new(),
             },
         );
     }

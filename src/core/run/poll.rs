@@ -11,7 +11,9 @@ use serde_json::{json, Map, Value};
 use super::super::condition::evaluate;
 use super::super::graph::MAX_WAIT_SECONDS;
 use super::super::protocol::failure;
-use super::super::record::{Context, Poll, PollKind, TraceEntry, TraceStatus, Wait, WaitClosed};
+use super::super::record::{
+    Context, EventKind, EventOutcome, Poll, PollKind, TraceEntry, TraceStatus, Wait, WaitClosed,
+};
 use super::complete::Via;
 use super::{Call, CallKey, CallOutcome, InFlight, PollRequest, Run};
 
@@ -199,6 +201,8 @@ impl Run {
                 poll: Some(poll),
                 progress: None,
                 heartbeat_at: None,
+                signed_expires_at: None,
+                events: Vec::new(),
             },
         );
         wait_id
@@ -280,6 +284,10 @@ impl Run {
         let Some(poll) = wait.poll.as_mut() else {
             return;
         };
+        let outcome_event = match &outcome {
+            CallOutcome::Answered(_) => EventOutcome::Accepted,
+            CallOutcome::Failed { .. } => EventOutcome::Failed,
+        };
         let finished = match outcome {
             CallOutcome::Answered(body) => {
                 poll.attempts += 1;
@@ -315,6 +323,7 @@ impl Run {
                 }
             }
         };
+        wait.note(now, EventKind::Poll, outcome_event);
         if let Some(output) = finished {
             if self.close_wait(wait_id, WaitClosed::Polled, now).is_ok() {
                 self.finish_instance(key, output, Via::Poll { since }, now);

@@ -5,17 +5,88 @@ use serde_json::Value;
 
 use super::super::error::EngineError;
 use super::super::protocol::wait_timeout;
-use super::super::record::{ClosedWait, RunStatus, Wait, WaitClosed};
+use super::super::record::{ClosedWait, EventKind, EventOutcome, RunStatus, Wait, WaitClosed};
 use super::complete::Via;
 use super::{CallKey, Noop, Run};
 
 impl Run {
     /// Applies a callback to an open wait. On success the run is `Running`
     /// again and `step` continues it; a `Noop` means nothing was changed.
+    /// `token_expires_at` is the expiry the callback URL was signed with
+    /// (`None` for the legacy bare route).
     pub fn resume(
         &mut self,
         wait_id: &str,
         body: Value,
+        token_expires_at: Option<u64>,
+        now: u64,
+    ) -> Result<Result<(), Noop>, EngineError> {
+        if let Err(noop) = self.check_wait(wait_id, &body, token_expires_at, now)? {
+            return Ok(Err(noop));
+        }
+        let Some(wait) = self.record.waits.get_mut(wait_id) else {
+            return Ok(Err(Noop::UnknownWait));
+        };
+        wait.note(now, EventKind::Callback, EventOutcome::Accepted);
+        let wait = self.close_wait(wait_id, WaitClosed::Resumed, now)?;
+        self.record.status = RunStatus::Running;
+        let since = wait.since;
+        self.finish_instance(self.key_of(&wait)?, body, Via::Callback { since }, now);
+        Ok(Ok(()))
+    }
+
+    /// A heartbeat for an open wait: records its `progress` and, with
+    /// `extend_seconds`, moves the deadline later — never earlier, and never
+    /// past `max_wait_ms` from when the wait began (or its first deadline, if
+    /// that was later). Answers the deadline.
+    pub fn heartbeat(
+        &mut self,
+        wait_id: &str,
+        body: Value,
+        token_expires_at: Option<u64>,
+        max_wait_ms: u64,
+        now: u64,
+    ) -> Result<Result<u64, Noop>, EngineError> {
+        let extend_ms = match body.get("extend_seconds") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|s| s >= 1) => {
+                n.as_u64().map(|s| s.saturating_mul(1000))
+            }
+            Some(_) => {
+                return Err(EngineError::InvalidRequest(
+                    "extend_seconds must be a whole number of seconds, at least 1".into(),
+                ))
+            }
+        };
+        if let Err(noop) = self.check_wait(wait_id, &body, token_expires_at, now)? {
+            return Ok(Err(noop));
+        }
+        let Some(wait) = self.record.waits.get_mut(wait_id) else {
+            return Ok(Err(Noop::UnknownWait));
+        };
+        if let Some(progress) = body.get("progress") {
+            wait.progress = Some(progress.clone());
+        }
+        wait.heartbeat_at = Some(now);
+        if let Some(extend) = extend_ms {
+            let first = wait.signed_expires_at.unwrap_or(wait.expires_at);
+            let limit = wait.since.saturating_add(max_wait_ms).max(first);
+            let wanted = now.saturating_add(extend).min(limit);
+            if wanted > wait.expires_at {
+                wait.signed_expires_at = Some(first);
+                wait.expires_at = wanted;
+            }
+        }
+        wait.note(now, EventKind::Heartbeat, EventOutcome::Accepted);
+        Ok(Ok(wait.expires_at))
+    }
+
+    /// What a callback or heartbeat for `wait_id` is refused with, if anything.
+    fn check_wait(
+        &self,
+        wait_id: &str,
+        body: &Value,
+        token_expires_at: Option<u64>,
         now: u64,
     ) -> Result<Result<(), Noop>, EngineError> {
         let Some(wait) = self.record.waits.get(wait_id) else {
@@ -41,13 +112,13 @@ impl Run {
                 "a callback body must be a JSON object".into(),
             ));
         }
-        if now >= wait.expires_at {
+        // A URL signed with a deadline that has passed is good only if it is
+        // the one this wait was given and a heartbeat has since extended it.
+        let stale_url =
+            token_expires_at.is_some_and(|t| now >= t && Some(t) != wait.signed_expires_at);
+        if now >= wait.expires_at || stale_url {
             return Ok(Err(Noop::Expired));
         }
-        let wait = self.close_wait(wait_id, WaitClosed::Resumed, now)?;
-        self.record.status = RunStatus::Running;
-        let since = wait.since;
-        self.finish_instance(self.key_of(&wait)?, body, Via::Callback { since }, now);
         Ok(Ok(()))
     }
 
@@ -126,6 +197,7 @@ impl Run {
                 node_id: wait.node_id.clone(),
                 at: now,
                 how,
+                events: wait.events.clone(),
             },
         );
         Ok(wait)

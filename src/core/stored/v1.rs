@@ -127,6 +127,7 @@ pub fn into_run(
                 node_id: r.node_id,
                 at: r.at,
                 how: WaitClosed::Resumed,
+                events: Vec::new(),
             };
             (wait_id, closed)
         })

@@ -1,0 +1,213 @@
+//! Heartbeats move a wait's deadline and report progress; everything that
+//! reaches a wait is recorded on it, whether it was taken or turned away.
+
+mod support;
+
+use arcrun::core::error::EngineError;
+use arcrun::core::record::{EventKind, EventOutcome, RunStatus};
+use arcrun::core::run::Noop;
+use arcrun::core::segment::{read, Command, Host, Reply};
+use futures::executor::block_on;
+use serde_json::{json, Value};
+use support::gate::{Gate, OWNER, T0};
+use support::Network;
+
+fn slow_graph(timeout: u64) -> Value {
+    json!({
+        "nodes": [
+            {"id": "slow", "type": "Component", "componentId": "http://c/async", "wait_timeout_seconds": timeout},
+            {"id": "after", "type": "Component", "componentId": "http://c/after"}
+        ],
+        "edges": [{"from": "slow", "to": "after", "type": "ON_SUCCESS"}]
+    })
+}
+
+fn heartbeat(gate: &Gate, body: Value, signed: u64) -> Result<Reply, EngineError> {
+    gate.send(Command::Heartbeat {
+        run_id: "run-1".into(),
+        wait_id: "n0".into(),
+        body,
+        token_expires_at: Some(signed),
+    })
+    .map(|s| s.reply)
+}
+
+fn callback(gate: &Gate, body: Value, signed: u64) -> Result<Reply, EngineError> {
+    gate.send(Command::Callback {
+        run_id: "run-1".into(),
+        wait_id: "n0".into(),
+        body,
+        callback_base: "https://engine.test".into(),
+        token_expires_at: Some(signed),
+    })
+    .map(|s| s.reply)
+}
+
+/// `GET /runs/{id}` as the gate answers it from the store.
+fn shown(gate: &Gate) -> Value {
+    let host = Host {
+        store: &gate.store,
+        components: &gate.net,
+        clock: &gate.clock,
+        notifier: &gate.notifier,
+        config: &gate.config,
+    };
+    block_on(read(&host, "run-1", Some(OWNER), false))
+        .unwrap()
+        .0
+}
+
+#[test]
+fn a_heartbeat_extends_a_deadline_that_would_have_fired() {
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(slow_graph(10), json!({}));
+    let signed = T0 + 10_000;
+    gate.clock.set(T0 + 8_000);
+    let beat = heartbeat(
+        &gate,
+        json!({"progress": {"pct": 40}, "extend_seconds": 20}),
+        signed,
+    )
+    .unwrap();
+    assert_eq!(
+        beat,
+        Reply::Heartbeat {
+            expires_at: T0 + 28_000
+        }
+    );
+    // The first deadline passes: nothing happens, the alarm now waits for the new one.
+    gate.clock.set(T0 + 10_000);
+    assert_eq!(gate.wake().wake, Some(T0 + 28_000));
+    assert!(matches!(
+        gate.stored().record.status,
+        RunStatus::Paused { .. }
+    ));
+    let view = shown(&gate);
+    assert_eq!(view["waits"][0]["progress"], json!({"pct": 40}));
+    assert_eq!(view["waits"][0]["expires_at"], json!(T0 + 28_000));
+
+    // The daemon's URL (signed with the first deadline) still works.
+    gate.clock.set(T0 + 25_000);
+    let resumed = callback(&gate, json!({"task_id": "t-slow", "data": 1}), signed).unwrap();
+    assert!(matches!(resumed, Reply::Outcome { .. }), "{resumed:?}");
+    assert_eq!(gate.net.hits("http://c/after"), 1);
+    let events = &gate.stored().record.closed["n0"].events;
+    let kinds: Vec<_> = events.iter().map(|e| (e.kind, e.outcome)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::Heartbeat, EventOutcome::Accepted),
+            (EventKind::Callback, EventOutcome::Accepted)
+        ]
+    );
+}
+
+#[test]
+fn extensions_are_capped_and_never_shorten() {
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(slow_graph(60), json!({}));
+    let signed = T0 + 60_000;
+    let short = heartbeat(&gate, json!({"extend_seconds": 5}), signed).unwrap();
+    assert_eq!(
+        short,
+        Reply::Heartbeat {
+            expires_at: T0 + 60_000
+        },
+        "never earlier"
+    );
+    let huge = heartbeat(&gate, json!({"extend_seconds": 100_000_000}), signed).unwrap();
+    assert_eq!(
+        huge,
+        Reply::Heartbeat {
+            expires_at: T0 + gate.config.max_wait_ms
+        },
+        "at most MAX_WAIT_SECONDS from when the wait began"
+    );
+    for bad in [
+        json!({"extend_seconds": 0}),
+        json!({"extend_seconds": "5"}),
+        json!({"extend_seconds": 1.5}),
+    ] {
+        assert!(matches!(
+            heartbeat(&gate, bad, signed),
+            Err(EngineError::InvalidRequest(_))
+        ));
+    }
+    assert!(matches!(
+        heartbeat(&gate, json!({"task_id": "other"}), signed),
+        Err(EngineError::TaskMismatch { .. })
+    ));
+}
+
+#[test]
+fn a_url_signed_with_another_deadline_is_expired() {
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(slow_graph(10), json!({}));
+    heartbeat(&gate, json!({"extend_seconds": 60}), T0 + 10_000).unwrap();
+    gate.clock.set(T0 + 20_000);
+    // Validly signed, but with a deadline this wait was never given.
+    let stale = callback(&gate, json!({"task_id": "t-slow"}), T0 + 15_000).unwrap();
+    assert_eq!(stale, Reply::Noop(Noop::Expired));
+    assert_eq!(gate.net.hits("http://c/after"), 0);
+}
+
+#[test]
+fn turned_away_callbacks_are_recorded_without_a_kv_write() {
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(slow_graph(10), json!({}));
+    let signed = T0 + 10_000;
+    gate.clock.advance(1);
+    let mismatch = callback(&gate, json!({"task_id": "someone-else"}), signed);
+    assert!(matches!(mismatch, Err(EngineError::TaskMismatch { .. })));
+    gate.clock.advance(1);
+    callback(&gate, json!({"task_id": "t-slow"}), signed).unwrap();
+    gate.clock.advance(1);
+    let saves = gate.saves();
+    let before = gate.store.record("run-1");
+    let again = callback(&gate, json!({"task_id": "t-slow"}), signed).unwrap();
+    assert_eq!(again, Reply::Noop(Noop::AlreadyResumed));
+    gate.clock.advance(1);
+    let beat = heartbeat(&gate, json!({}), signed).unwrap();
+    assert_eq!(beat, Reply::Noop(Noop::AlreadyResumed));
+    assert_eq!(gate.saves(), saves, "no KV write for what changed nothing");
+    assert_eq!(gate.store.record("run-1"), before);
+
+    let view = shown(&gate);
+    let closed = &view["closed_waits"][0];
+    assert_eq!(closed["wait_id"], json!("n0"));
+    let events: Vec<(String, String)> = closed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("callback", "task_mismatch"),
+            ("callback", "accepted"),
+            ("callback", "duplicate"),
+            ("heartbeat", "duplicate")
+        ]
+        .map(|(k, o)| (k.to_string(), o.to_string()))
+    );
+}
+
+#[test]
+fn events_are_bounded_per_wait() {
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(slow_graph(100), json!({}));
+    for i in 0..30 {
+        gate.clock.set(T0 + i);
+        heartbeat(&gate, json!({"progress": i}), T0 + 100_000).unwrap();
+    }
+    let run = gate.stored();
+    let events = &run.record.waits["n0"].events;
+    assert_eq!(events.len(), 20);
+    assert_eq!(events[0].at, T0 + 10, "the most recent are kept");
+}
