@@ -33,7 +33,7 @@ const META_KEY: &str = "gate";
 
 /// What the front Worker asks of a run's gate.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum GateRequest {
     Start {
         run_id: String,
@@ -145,12 +145,12 @@ impl DurableObject for RunGate {
     async fn alarm(&self) -> Result<Response> {
         let store = match self.store() {
             Ok(s) => s,
-            Err(e) => return Err(worker::Error::RustError(format!("{e:?}"))),
+            Err(e) => return Err(worker::Error::RustError(e.message())),
         };
         match self.wake(&store).await {
             Ok(()) => Response::ok("ok"),
             // Failing the handler makes the platform retry the alarm.
-            Err(e) => Err(worker::Error::RustError(format!("{e:?}"))),
+            Err(e) => Err(worker::Error::RustError(e.message())),
         }
     }
 }
@@ -327,13 +327,14 @@ impl RunGate {
         let _turn = self.lock.lock().await;
         // Whatever is decided below sets the alarm again if needed.
         self.alarm.set(Some(None));
-        let Some(meta) = self
+        let meta = self
             .state
             .storage()
-            .get::<GateMeta>(META_KEY)
+            .get::<String>(META_KEY)
             .await
             .map_err(ApiError::from)?
-        else {
+            .and_then(|text| serde_json::from_str::<GateMeta>(&text).ok());
+        let Some(meta) = meta else {
             return Ok(());
         };
         let now = now_ms();
@@ -390,7 +391,9 @@ impl RunGate {
                     wake_at: at,
                 };
                 let when = js_sys::Date::new(&js_sys::Number::from(at as f64));
-                match storage.put(META_KEY, &meta).await {
+                // Kept as JSON text, like everything else this object stores.
+                let text = serde_json::to_string(&meta).unwrap_or_default();
+                match storage.put_raw(META_KEY, text).await {
                     Ok(()) => storage
                         .set_alarm(worker::ScheduledTime::new(when))
                         .await

@@ -38,6 +38,20 @@ impl From<worker::kv::KvError> for ApiError {
 }
 
 impl ApiError {
+    /// A one-line description, for logs and the runtime's error reports.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Engine(e) => format!("{}: {e}", e.code()),
+            Self::BadRequest(code, m) => format!("{code}: {m}"),
+            Self::Unauthorized(m)
+            | Self::NotFound(m)
+            | Self::Misconfigured(m)
+            | Self::Internal(m) => m.clone(),
+            Self::MethodNotAllowed(allowed) => format!("this path accepts {allowed}"),
+            Self::PayloadTooLarge(limit) => format!("the request body exceeds {limit} bytes"),
+        }
+    }
+
     pub fn into_response(self) -> Response {
         let (status, code, message, extra) = match self {
             Self::Engine(EngineError::InvalidGraph(problems)) => {

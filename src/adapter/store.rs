@@ -193,7 +193,7 @@ impl Store for GateStore {
         }
         count(&self.do_ops, |o| o.writes += 1);
         self.storage
-            .put(&format!("{OUTCOME_PREFIX}{key}"), text)
+            .put_raw(&format!("{OUTCOME_PREFIX}{key}"), text)
             .await
             .map_err(storage_error)
     }
@@ -210,7 +210,10 @@ impl Store for GateStore {
         events.drain(..excess);
         count(&self.do_ops, |o| o.writes += 1);
         let text = serde_json::to_string(&events).map_err(storage_error)?;
-        self.storage.put(&key, text).await.map_err(storage_error)
+        self.storage
+            .put_raw(&key, text)
+            .await
+            .map_err(storage_error)
     }
 
     async fn noted_events(&self) -> Result<BTreeMap<String, Vec<WaitEvent>>, EngineError> {

@@ -374,7 +374,7 @@ pub struct FinalCallback {
 pub const MAX_DELIVERY_ATTEMPTS_KEPT: usize = 50;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Nothing sent yet: due as soon as the run finishes.
     Waiting,
@@ -392,6 +392,18 @@ pub enum DeliveryState {
     GaveUp {
         at: u64,
     },
+}
+
+impl DeliveryState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Retrying { .. } => "retrying",
+            Self::Delivered { .. } => "delivered",
+            Self::Refused { .. } => "refused",
+            Self::GaveUp { .. } => "gave_up",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

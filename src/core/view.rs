@@ -106,7 +106,7 @@ pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
     body.insert("updated_at".into(), json!(record.updated_at));
     if let Some(callback) = &record.final_callback {
         let mut shown = json!({ "url": shown_url(&callback.url) });
-        shown["state"] = json!(callback.state)["state"].clone();
+        shown["state"] = json!(callback.state.name());
         match callback.state {
             DeliveryState::Retrying { next_at } => shown["next_attempt_at"] = json!(next_at),
             DeliveryState::Delivered { at }
@@ -142,13 +142,29 @@ pub fn merge_noted(details: &mut Value, noted: &BTreeMap<String, Vec<WaitEvent>>
             else {
                 continue;
             };
-            let mut events: Vec<Value> = wait
+            // Both lists are in time order: merge them, keep the most recent.
+            let own: Vec<Value> = wait
                 .get("events")
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            events.extend(extra.iter().map(|e| json!(e)));
-            events.sort_by_key(|e| e.get("at").and_then(Value::as_u64).unwrap_or(0));
+            let at = |e: &Value| e.get("at").and_then(Value::as_u64).unwrap_or(0);
+            let mut events = Vec::with_capacity(own.len() + extra.len());
+            let (mut a, mut b) = (
+                own.into_iter().peekable(),
+                extra.iter().map(|e| json!(e)).peekable(),
+            );
+            loop {
+                let next = match (a.peek(), b.peek()) {
+                    (Some(x), Some(y)) if at(y) < at(x) => b.next(),
+                    (Some(_), _) => a.next(),
+                    (None, _) => b.next(),
+                };
+                match next {
+                    Some(e) => events.push(e),
+                    None => break,
+                }
+            }
             let excess = events.len().saturating_sub(MAX_WAIT_EVENTS);
             events.drain(..excess);
             wait["events"] = Value::Array(events);

@@ -66,15 +66,18 @@ pub fn parse_secret(text: &str) -> Result<Vec<u8>, String> {
 
 /// The `webhook-signature` header value for `body`, signed with every key.
 pub fn signature(keys: &[Vec<u8>], id: &str, timestamp_secs: u64, body: &str) -> String {
-    keys.iter()
-        .map(|key| {
-            let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
-            mac.update(format!("{id}.{timestamp_secs}.").as_bytes());
-            mac.update(body.as_bytes());
-            format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut header = String::new();
+    for key in keys {
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+        mac.update(format!("{id}.{timestamp_secs}.").as_bytes());
+        mac.update(body.as_bytes());
+        if !header.is_empty() {
+            header.push(' ');
+        }
+        header.push_str("v1,");
+        header.push_str(&STANDARD.encode(mac.finalize().into_bytes()));
+    }
+    header
 }
 
 #[cfg(test)]

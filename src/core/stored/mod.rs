@@ -71,11 +71,14 @@ pub fn decode(text: &str, directory: &Directory, settings: Settings) -> Result<R
     let Version { version } = serde_json::from_str(text).map_err(corrupt)?;
     match version {
         v2::VERSION => v2::into_run(serde_json::from_str(text).map_err(corrupt)?, settings),
-        v1::VERSION => v1::into_run(
-            serde_json::from_str(text).map_err(corrupt)?,
-            directory,
-            settings,
-        ),
+        v1::VERSION => {
+            // Rewritten as a version-2 document, then read as one.
+            let v2 = v1::to_v2(serde_json::from_str(text).map_err(corrupt)?, directory)?;
+            v2::into_run(
+                serde_json::from_str(&v2.to_string()).map_err(corrupt)?,
+                settings,
+            )
+        }
         other => Err(EngineError::CorruptRecord(format!(
             "record version {other} is not one this release reads (1 to {CURRENT_VERSION})"
         ))),
