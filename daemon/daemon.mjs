@@ -3,12 +3,20 @@
 //
 // It accepts a task over HTTP, answers at once that the work is pending, and later reports
 // the outcome to the task's `callback_url`, retrying the callback the way a production
-// daemon would when the receiver is down or answers with an error.
+// daemon would when the receiver is down or answers with an error. A callback attempt that
+// gets no answer within the callback timeout (default 30 s) counts as failed and is retried.
 //
-//   node daemon/daemon.mjs --port 8790 --delay-ms 3000 --retry-delays-ms 0,1000,5000,30000
+// With heartbeats on, while a task runs (its delay not yet elapsed) the daemon POSTs every N ms
+// to the task's heartbeat URL — its callback_url with `/heartbeat` before the query string —
+// `{progress: {elapsed_ms, delay_ms}, extend_seconds: ceil(3 * N / 1000)}`, so the Worker shows
+// progress and keeps moving the wait's deadline later. A failed heartbeat is logged, never fatal.
+// A task body may set `delay_ms` and `heartbeat_ms` (0: none) for itself.
 //
-// Importable too: `startDaemon({ port, host, delayMs, retryDelaysMs, log })`.
-// No dependencies beyond Node itself.
+//   node daemon/daemon.mjs --port 8790 --delay-ms 3000 --retry-delays-ms 0,1000,5000,30000 \
+//       --callback-timeout-ms 30000 --heartbeat-ms 5000
+//
+// Importable too: `startDaemon({ port, host, delayMs, retryDelaysMs, callbackTimeoutMs,
+// heartbeatMs, log })`. No dependencies beyond Node itself.
 
 import http from "node:http";
 import { randomBytes } from "node:crypto";
@@ -17,8 +25,10 @@ import { pathToFileURL } from "node:url";
 export const DEFAULT_DELAY_MS = 2000;
 /** Waits before each retry; the first attempt is made at once. */
 export const DEFAULT_RETRY_DELAYS_MS = [0, 1000, 5000, 30000];
-/** A callback attempt that takes longer than this counts as failed. */
-const CALLBACK_TIMEOUT_MS = 10000;
+/** A callback attempt that takes longer than this counts as failed (and is retried). */
+export const DEFAULT_CALLBACK_TIMEOUT_MS = 30000;
+/** Heartbeats are off unless asked for. */
+export const DEFAULT_HEARTBEAT_MS = 0;
 const MAX_BODY_BYTES = 1024 * 1024;
 
 function defaultLog(event) {
@@ -63,6 +73,26 @@ function sendJson(res, status, body) {
     res.end(text);
 }
 
+/**
+ * The heartbeat URL of a task: its callback URL with `/heartbeat` inserted before the query
+ * string (`https://h/callbacks/r/w?token=T` → `https://h/callbacks/r/w/heartbeat?token=T`).
+ */
+export function heartbeatUrl(callbackUrl) {
+    const url = String(callbackUrl);
+    const q = url.search(/[?#]/);
+    const base = q < 0 ? url : url.slice(0, q);
+    const rest = q < 0 ? "" : url.slice(q);
+    return `${base}${base.endsWith("/") ? "" : "/"}heartbeat${rest}`;
+}
+
+/** A heartbeat's body: the progress so far, and a deadline extension of three periods. */
+export function buildHeartbeatPayload(elapsedMs, delayMs, heartbeatMs) {
+    return {
+        progress: { elapsed_ms: elapsedMs, delay_ms: delayMs },
+        extend_seconds: Math.max(1, Math.ceil((3 * heartbeatMs) / 1000)),
+    };
+}
+
 /** The callback payload, exactly as the Worker receives it. */
 export function buildCallbackPayload(taskId, body, now = new Date()) {
     if (body.fail === true) {
@@ -89,12 +119,19 @@ export async function startDaemon({
     host = "127.0.0.1",
     delayMs = DEFAULT_DELAY_MS,
     retryDelaysMs = DEFAULT_RETRY_DELAYS_MS,
+    callbackTimeoutMs = DEFAULT_CALLBACK_TIMEOUT_MS,
+    heartbeatMs = DEFAULT_HEARTBEAT_MS,
     log = defaultLog,
 } = {}) {
+    if (!Number.isFinite(callbackTimeoutMs) || callbackTimeoutMs <= 0) {
+        throw new Error(`bad callbackTimeoutMs: ${callbackTimeoutMs}`);
+    }
+    if (!Number.isFinite(heartbeatMs) || heartbeatMs < 0) throw new Error(`bad heartbeatMs: ${heartbeatMs}`);
     const emit = typeof log === "function" ? log : () => {};
     const tasks = new Map(); // task_id -> record, in arrival order
     const timers = new Set();
-    const inflight = new Set(); // AbortControllers of callback requests under way
+    const inflight = new Set(); // AbortControllers of callback and heartbeat requests under way
+    const intervals = new Set(); // heartbeat timers of running tasks
     let tasksReceived = 0;
     let closed = false;
 
@@ -111,10 +148,15 @@ export async function startDaemon({
         });
     }
 
-    async function attemptCallback(url, payload) {
+    /** POSTs `payload` as JSON; rejects with `timedOut: true` after the callback timeout. */
+    async function postJson(url, payload) {
         const controller = new AbortController();
         inflight.add(controller);
-        const timeout = setTimeout(() => controller.abort(new Error("callback timed out")), CALLBACK_TIMEOUT_MS);
+        const timeout = setTimeout(() => {
+            const err = new Error(`timed out after ${callbackTimeoutMs} ms`);
+            err.timedOut = true;
+            controller.abort(err);
+        }, callbackTimeoutMs);
         try {
             const res = await fetch(url, {
                 method: "POST",
@@ -139,7 +181,7 @@ export async function startDaemon({
             const attempt = record.attempts;
             const at = new Date().toISOString();
             try {
-                const { status, text } = await attemptCallback(callbackUrl, payload);
+                const { status, text } = await postJson(callbackUrl, payload);
                 record.last_status = status;
                 emit({ event: "callback_attempt", task_id: record.task_id, attempt, status, at });
                 if (status >= 200 && status < 300) {
@@ -162,9 +204,11 @@ export async function startDaemon({
                 record.last_error = `HTTP ${status}`;
             } catch (err) {
                 if (closed) return;
-                const message = err?.cause?.code || err?.cause?.message || err?.message || String(err);
+                const message = errorText(err);
                 record.last_error = message;
-                emit({ event: "callback_attempt", task_id: record.task_id, attempt, error: message, at });
+                const event = { event: "callback_attempt", task_id: record.task_id, attempt, error: message, at };
+                if (err?.timedOut) event.timed_out = true;
+                emit(event);
             }
         }
         record.gave_up = true;
@@ -178,9 +222,74 @@ export async function startDaemon({
         });
     }
 
+    async function sendHeartbeat(record, url, payload) {
+        record.heartbeats += 1;
+        const n = record.heartbeats;
+        const at = new Date().toISOString();
+        try {
+            const { status, text } = await postJson(url, payload);
+            record.last_heartbeat_status = status;
+            if (status >= 200 && status < 300) {
+                record.heartbeats_ok += 1;
+                record.last_heartbeat_error = null;
+                let answer = null;
+                try {
+                    answer = text === "" ? null : JSON.parse(text);
+                } catch {
+                    answer = text;
+                }
+                record.last_heartbeat_response = answer;
+                emit({ event: "heartbeat", task_id: record.task_id, heartbeat: n, status, at });
+                return;
+            }
+            record.heartbeats_failed += 1;
+            record.last_heartbeat_error = `HTTP ${status}`;
+            emit({ event: "heartbeat_failed", task_id: record.task_id, heartbeat: n, status, at });
+        } catch (err) {
+            if (closed) return;
+            record.heartbeats_failed += 1;
+            record.last_heartbeat_error = errorText(err);
+            const event = { event: "heartbeat_failed", task_id: record.task_id, heartbeat: n, error: record.last_heartbeat_error, at };
+            if (err?.timedOut) event.timed_out = true;
+            emit(event);
+        }
+    }
+
+    /** Heartbeats every `every` ms until the returned stop function is called. */
+    function startHeartbeats(record, callbackUrl, delay, every) {
+        const url = heartbeatUrl(callbackUrl);
+        record.heartbeat_url = url;
+        const started = Date.now();
+        let current = null; // one heartbeat at a time: a slow receiver is not piled on
+        const timer = setInterval(() => {
+            if (closed || current) return;
+            const elapsed = Math.min(Date.now() - started, delay);
+            current = sendHeartbeat(record, url, buildHeartbeatPayload(elapsed, delay, every))
+                .catch(() => {})
+                .finally(() => {
+                    current = null;
+                });
+        }, every);
+        intervals.add(timer);
+        // Stops the heartbeats; resolves once the one under way (if any) has been answered, so
+        // that the callback never overtakes it.
+        return async () => {
+            clearInterval(timer);
+            intervals.delete(timer);
+            if (current) await current;
+        };
+    }
+
     async function runTask(record, body) {
         const wait = typeof body.delay_ms === "number" && body.delay_ms >= 0 ? body.delay_ms : delayMs;
-        if (wait > 0 && !(await sleep(wait))) return;
+        const every = typeof body.heartbeat_ms === "number" && body.heartbeat_ms >= 0 ? body.heartbeat_ms : heartbeatMs;
+        record.heartbeat_ms = every;
+        const stopHeartbeats = every > 0 && wait > 0 ? startHeartbeats(record, body.callback_url, wait, every) : async () => {};
+        try {
+            if (wait > 0 && !(await sleep(wait))) return;
+        } finally {
+            await stopHeartbeats();
+        }
         if (closed) return;
         const payload = buildCallbackPayload(record.task_id, body);
         await deliver(record, body.callback_url, payload);
@@ -220,6 +329,14 @@ export async function startDaemon({
                 last_status: null,
                 last_error: null,
                 response: null,
+                heartbeat_ms: 0,
+                heartbeat_url: null,
+                heartbeats: 0,
+                heartbeats_ok: 0,
+                heartbeats_failed: 0,
+                last_heartbeat_status: null,
+                last_heartbeat_error: null,
+                last_heartbeat_response: null,
             };
             tasks.set(taskId, record);
             emit({ event: "task_received", task_id: taskId, path, at: record.received_at });
@@ -252,6 +369,8 @@ export async function startDaemon({
     async function close() {
         if (closed) return;
         closed = true;
+        for (const t of intervals) clearInterval(t);
+        intervals.clear();
         for (const t of timers) {
             clearTimeout(t);
             t.cancel?.();
@@ -265,6 +384,11 @@ export async function startDaemon({
     }
 
     return { url, port: actualPort, stats, close };
+}
+
+function errorText(err) {
+    if (err?.timedOut) return err.message;
+    return err?.cause?.code || err?.cause?.message || err?.message || String(err);
 }
 
 function parseArgs(argv) {
@@ -291,6 +415,12 @@ function parseArgs(argv) {
             case "--retry-delays-ms":
                 opts.retryDelaysMs = parseDelayList(value());
                 break;
+            case "--callback-timeout-ms":
+                opts.callbackTimeoutMs = Number(value());
+                break;
+            case "--heartbeat-ms":
+                opts.heartbeatMs = Number(value());
+                break;
             case "--quiet":
                 opts.quiet = true;
                 break;
@@ -305,8 +435,14 @@ function parseArgs(argv) {
     return opts;
 }
 
-const USAGE = `usage: node daemon/daemon.mjs [--port N] [--host H] [--delay-ms MS] [--retry-delays-ms 0,1000,5000,30000] [--quiet]
-  env: DAEMON_PORT, DAEMON_DELAY_MS, DAEMON_RETRY_DELAYS_MS (flags win)`;
+const USAGE = `usage: node daemon/daemon.mjs [--port N] [--host H] [--delay-ms MS] [--retry-delays-ms 0,1000,5000,30000]
+                              [--callback-timeout-ms MS] [--heartbeat-ms MS] [--quiet]
+  --delay-ms             how long a task runs before its callback (default ${DEFAULT_DELAY_MS}; a task's delay_ms wins)
+  --retry-delays-ms      waits before each callback retry (default ${DEFAULT_RETRY_DELAYS_MS.join(",")})
+  --callback-timeout-ms  an attempt unanswered this long counts as failed and is retried (default ${DEFAULT_CALLBACK_TIMEOUT_MS})
+  --heartbeat-ms         while a task runs, POST {progress, extend_seconds} to its callback URL's /heartbeat
+                         this often (default 0: off; a task's heartbeat_ms wins)
+  env: DAEMON_PORT, DAEMON_DELAY_MS, DAEMON_RETRY_DELAYS_MS, DAEMON_CALLBACK_TIMEOUT_MS, DAEMON_HEARTBEAT_MS (flags win)`;
 
 async function main() {
     let opts;
@@ -326,8 +462,17 @@ async function main() {
     const retryDelaysMs =
         opts.retryDelaysMs ??
         (env.DAEMON_RETRY_DELAYS_MS !== undefined ? parseDelayList(env.DAEMON_RETRY_DELAYS_MS) : DEFAULT_RETRY_DELAYS_MS);
-    for (const [name, v] of [["port", port], ["delay-ms", delayMs]]) {
-        if (!Number.isInteger(v) || v < 0) {
+    const callbackTimeoutMs =
+        opts.callbackTimeoutMs ??
+        (env.DAEMON_CALLBACK_TIMEOUT_MS ? Number(env.DAEMON_CALLBACK_TIMEOUT_MS) : DEFAULT_CALLBACK_TIMEOUT_MS);
+    const heartbeatMs = opts.heartbeatMs ?? (env.DAEMON_HEARTBEAT_MS ? Number(env.DAEMON_HEARTBEAT_MS) : DEFAULT_HEARTBEAT_MS);
+    for (const [name, v, min] of [
+        ["port", port, 0],
+        ["delay-ms", delayMs, 0],
+        ["callback-timeout-ms", callbackTimeoutMs, 1],
+        ["heartbeat-ms", heartbeatMs, 0],
+    ]) {
+        if (!Number.isInteger(v) || v < min) {
             console.error(`bad --${name}: ${v}\n${USAGE}`);
             process.exit(2);
         }
@@ -337,10 +482,19 @@ async function main() {
         host: opts.host ?? "127.0.0.1",
         delayMs,
         retryDelaysMs,
+        callbackTimeoutMs,
+        heartbeatMs,
         log: opts.quiet ? null : defaultLog,
     });
     console.log(
-        JSON.stringify({ event: "listening", url: daemon.url, delay_ms: delayMs, retry_delays_ms: retryDelaysMs }),
+        JSON.stringify({
+            event: "listening",
+            url: daemon.url,
+            delay_ms: delayMs,
+            retry_delays_ms: retryDelaysMs,
+            callback_timeout_ms: callbackTimeoutMs,
+            heartbeat_ms: heartbeatMs,
+        }),
     );
     console.error(`daemon listening on ${daemon.url}`);
     const stop = async () => {

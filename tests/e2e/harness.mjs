@@ -300,3 +300,20 @@ export async function postCallback(callbackUrl, taskId, extra = { success: true 
     });
     return decodeResponse(res);
 }
+
+/** A wait's heartbeat URL: its callback URL with `/heartbeat` before the query string. */
+export function heartbeatUrlOf(callbackUrl) {
+    const u = new URL(callbackUrl);
+    u.pathname = `${u.pathname.replace(/\/$/, "")}/heartbeat`;
+    return u.href;
+}
+
+/** POSTs a heartbeat (`{progress?, extend_seconds?}`, or any raw body) for a wait; `{status, headers, body, text}`. */
+export async function postHeartbeat(callbackUrl, body = {}) {
+    const res = await fetch(heartbeatUrlOf(callbackUrl), {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: typeof body === "string" ? body : JSON.stringify(body),
+    });
+    return decodeResponse(res);
+}

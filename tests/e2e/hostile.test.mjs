@@ -418,6 +418,12 @@ const CASES = [
     graphCase("componentId is a number", { nodes: [{ id: "a", type: "Component", componentId: 42 }] }, { check: problemsMatch(/componentId.*must be a string/) }),
     graphCase("componentId is an unknown name", { nodes: [{ id: "a", type: "Component", componentId: "evil" }] }, { check: problemsMatch(/unknown component 'evil'/) }),
     graphCase("componentId is a file: URL", { nodes: [{ id: "a", type: "Component", componentId: "file:///etc/passwd" }] }),
+    ...["http://example.com/h", "https://u:p@example.com/h", "ftp://example.com/h", "javascript:alert(1)", "", 7, ["https://x.test"]].map((url) =>
+        exec(`final_callback_url ${JSON.stringify(url)}`, body(VALID_GRAPH, { final_callback_url: url }), 400, "invalid_final_callback_url"),
+    ),
+    exec("poll_task with a condition the language cannot read", body({ nodes: [{ id: "p", type: "Component", componentId: "poll_task", data: { url: "https://x.test", done_when: "status ===" } }] }), 400, "invalid_graph", {
+        check: problemsMatch(/nodes\[0\]\.data\.done_when/),
+    }),
     ...[0, -1, 1.5, "60", true, 31_536_001, 1e300].map((t) =>
         graphCase(`wait_timeout_seconds is ${JSON.stringify(t)}`, { nodes: [{ id: "a", type: "Component", componentId: "http://127.0.0.1:9/x", wait_timeout_seconds: t }] }, {
             check: problemsMatch(/nodes\[0\]\.wait_timeout_seconds/),
@@ -692,6 +698,16 @@ const CASES = [
     ...["GET", "PUT", "DELETE", "PATCH", "OPTIONS"].map((method) => ({ name: `${method} /execute`, method, path: "/execute", status: 405, code: "method_not_allowed" })),
     { name: "TRACE /execute", raw: () => rawHttp("TRACE", "/execute", [AUTH]), status: 405, code: "method_not_allowed" },
     ...["POST", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} /runs/{id}`, method, path: (c) => `/runs/${c.A.id}`, status: 405, code: "method_not_allowed" })),
+    ...["GET", "PUT", "DELETE"].map((method) => ({ name: `${method} /runs/{id}/redeliver`, method, path: (c) => `/runs/${c.A.id}/redeliver`, status: 405, code: "method_not_allowed" })),
+    { name: "redeliver without an API key", method: "POST", path: (c) => `/runs/${c.A.id}/redeliver`, status: 401, code: "unauthorized", auth: null },
+    { name: "redeliver the other key's run", method: "POST", path: (c) => `/runs/${c.B.id}/redeliver`, status: 404, code: "not_found" },
+    { name: "redeliver a paused run", method: "POST", path: (c) => `/runs/${c.A.id}/redeliver`, status: 409, code: "run_not_finished" },
+    ...["GET", "PUT"].map((method) => ({ name: `${method} on a heartbeat URL`, method, path: (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/heartbeat?token=${c.A.w1.token}`, status: 405, code: "method_not_allowed" })),
+    { name: "heartbeat without a token", method: "POST", path: (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/heartbeat`, body: "{}", status: 401, code: "unauthorized" },
+    { name: "heartbeat with another wait's token", method: "POST", path: (c) => `/callbacks/${c.A.id}/${c.A.w2.waitId}/heartbeat?token=${c.A.w1.token}`, body: "{}", status: 401, code: "unauthorized" },
+    { name: "heartbeat with a body that is not an object", method: "POST", path: (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/heartbeat?token=${c.A.w1.token}`, body: "[1]", status: 400, code: "invalid_callback" },
+    ...[0, -5, 1.5, "10", true].map((extend) => ({ name: `heartbeat extending by ${JSON.stringify(extend)}`, method: "POST", path: (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/heartbeat?token=${c.A.w1.token}`, body: JSON.stringify({ extend_seconds: extend }), status: 400, code: "invalid_request" })),
+    { name: "heartbeat naming another task", method: "POST", path: (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/heartbeat?token=${c.A.w1.token}`, body: JSON.stringify({ task_id: "not-this-one" }), status: 409, code: "task_mismatch" },
     ...["GET", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} /runs/{id}/cancel`, method, path: (c) => `/runs/${c.A.id}/cancel`, status: 405, code: "method_not_allowed" })),
     { name: "cancel without an API key", method: "POST", path: (c) => `/runs/${c.A.id}/cancel`, status: 401, code: "unauthorized", auth: null },
     { name: "cancel with an unknown key", method: "POST", path: (c) => `/runs/${c.A.id}/cancel`, status: 401, code: "unauthorized", auth: "not-a-key" },
