@@ -267,3 +267,18 @@ test("plain http to any host only with ALLOW_HTTP_CALLBACKS; no WEBHOOK_SECRET i
         await unsigned.stop();
     }
 });
+
+test("the reference receiver (daemon/receiver.mjs) verifies the Worker's deliveries", async () => {
+    const { startReceiver: startReference } = await import("../../daemon/receiver.mjs");
+    const lines = [];
+    const receiver = await startReference({ secrets: [TEST_WEBHOOK_SECRET], log: (l) => lines.push(l) });
+    try {
+        const r = await worker.fetchJson("/execute", { body: { graph: quickGraph(), final_callback_url: receiver.url } });
+        for (let i = 0; i < 100 && receiver.events().length === 0; i++) await sleep(100);
+        assert.deepEqual(receiver.stats(), { verified: 1, refused: 0 });
+        assert.equal(receiver.events()[0].run_id, r.body.run_id);
+        assert.equal(lines[0].event, "delivery_verified");
+    } finally {
+        await receiver.close();
+    }
+});
