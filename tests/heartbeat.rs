@@ -211,3 +211,36 @@ fn events_are_bounded_per_wait() {
     assert_eq!(events.len(), 20);
     assert_eq!(events[0].at, T0 + 10, "the most recent are kept");
 }
+
+#[test]
+fn a_callback_before_its_wait_opened_is_recorded_as_early() {
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(
+        json!({
+            "nodes": [
+                {"id": "first", "type": "Component", "componentId": "http://c/async-1"},
+                {"id": "second", "type": "Component", "componentId": "http://c/async-2"}
+            ],
+            "edges": [{"from": "first", "to": "second"}]
+        }),
+        json!({}),
+    );
+    // `second`'s wait (n1) does not exist yet: its call has not been made.
+    gate.clock.advance(1);
+    let early = gate
+        .send(Command::Callback {
+            run_id: "run-1".into(),
+            wait_id: "n1".into(),
+            body: json!({"task_id": "t-second"}),
+            callback_base: "https://engine.test".into(),
+            token_expires_at: None,
+        })
+        .unwrap();
+    assert_eq!(early.reply, Reply::Noop(Noop::UnknownWait));
+    gate.clock.advance(1);
+    callback(&gate, json!({"task_id": "t-first"}), T0 + 86_400_000).unwrap();
+    let view = shown(&gate);
+    let wait = &view["waits"][0];
+    assert_eq!(wait["wait_id"], json!("n1"));
+    assert_eq!(wait["events"][0]["outcome"], json!("early"));
+}

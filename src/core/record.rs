@@ -156,6 +156,10 @@ pub enum EventOutcome {
     Duplicate,
     /// After the wait's deadline, or after the run finished.
     Late,
+    /// Before the run had opened the wait (say, the segment that made the
+    /// call died before it was saved; the call is made again and a retry of
+    /// the callback then finds the wait).
+    Early,
     /// The body named another task.
     TaskMismatch,
     /// A poll that got no usable answer.

@@ -267,6 +267,7 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
         let outcome = match result {
             Ok(Applied::Noop(Noop::AlreadyResumed)) => EventOutcome::Duplicate,
             Ok(Applied::Noop(Noop::Expired | Noop::RunFinished)) => EventOutcome::Late,
+            Ok(Applied::Noop(Noop::UnknownWait)) => EventOutcome::Early,
             Err(EngineError::TaskMismatch { .. }) => EventOutcome::TaskMismatch,
             _ => return None,
         };
