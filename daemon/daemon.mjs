@@ -9,7 +9,9 @@
 // With heartbeats on, while a task runs (its delay not yet elapsed) the daemon POSTs every N ms
 // to the task's heartbeat URL — its callback_url with `/heartbeat` before the query string —
 // `{progress: {elapsed_ms, delay_ms}, extend_seconds: ceil(3 * N / 1000)}`, so the Worker shows
-// progress and keeps moving the wait's deadline later. A failed heartbeat is logged, never fatal.
+// progress and keeps moving the wait's deadline later. A callback URL is good until the deadline
+// it was signed with, so the daemon switches to the callback_url and heartbeat_url each heartbeat
+// answers with (signed with the new deadline). A failed heartbeat is logged, never fatal.
 // A task body may set `delay_ms` and `heartbeat_ms` (0: none) for itself.
 //
 //   node daemon/daemon.mjs --port 8790 --delay-ms 3000 --retry-delays-ms 0,1000,5000,30000 \
@@ -239,6 +241,9 @@ export async function startDaemon({
                     answer = text;
                 }
                 record.last_heartbeat_response = answer;
+                // The wait's URLs, signed with its new deadline, from now on.
+                if (typeof answer?.callback_url === "string") record.callback_url = answer.callback_url;
+                if (typeof answer?.heartbeat_url === "string") record.heartbeat_url = answer.heartbeat_url;
                 emit({ event: "heartbeat", task_id: record.task_id, heartbeat: n, status, at });
                 return;
             }
@@ -257,14 +262,13 @@ export async function startDaemon({
 
     /** Heartbeats every `every` ms until the returned stop function is called. */
     function startHeartbeats(record, callbackUrl, delay, every) {
-        const url = heartbeatUrl(callbackUrl);
-        record.heartbeat_url = url;
+        record.heartbeat_url = heartbeatUrl(callbackUrl);
         const started = Date.now();
         let current = null; // one heartbeat at a time: a slow receiver is not piled on
         const timer = setInterval(() => {
             if (closed || current) return;
             const elapsed = Math.min(Date.now() - started, delay);
-            current = sendHeartbeat(record, url, buildHeartbeatPayload(elapsed, delay, every))
+            current = sendHeartbeat(record, record.heartbeat_url, buildHeartbeatPayload(elapsed, delay, every))
                 .catch(() => {})
                 .finally(() => {
                     current = null;
@@ -292,7 +296,7 @@ export async function startDaemon({
         }
         if (closed) return;
         const payload = buildCallbackPayload(record.task_id, body);
-        await deliver(record, body.callback_url, payload);
+        await deliver(record, record.callback_url, payload);
     }
 
     const server = http.createServer(async (req, res) => {

@@ -43,6 +43,29 @@ fn callback(gate: &Gate, body: Value, signed: u64) -> Result<Reply, EngineError>
     .map(|s| s.reply)
 }
 
+/// The deadline a heartbeat answered, checking the URLs it answered with.
+fn deadline(reply: Reply) -> u64 {
+    let Reply::Heartbeat {
+        expires_at,
+        callback_url,
+        heartbeat_url,
+    } = reply
+    else {
+        panic!("a heartbeat answer expected, got {reply:?}");
+    };
+    let callback_url = callback_url.expect("a fresh callback URL");
+    assert!(
+        callback_url.starts_with("https://engine.test/callbacks/run-1/n0?token=")
+            && callback_url.contains(&format!("token={expires_at}.")),
+        "{callback_url}"
+    );
+    assert_eq!(
+        heartbeat_url.as_deref(),
+        Some(callback_url.replace("n0?", "n0/heartbeat?").as_str())
+    );
+    expires_at
+}
+
 /// `GET /runs/{id}` as the gate answers it from the store.
 fn shown(gate: &Gate) -> Value {
     let host = Host {
@@ -69,12 +92,8 @@ fn a_heartbeat_extends_a_deadline_that_would_have_fired() {
         signed,
     )
     .unwrap();
-    assert_eq!(
-        beat,
-        Reply::Heartbeat {
-            expires_at: T0 + 28_000
-        }
-    );
+    let extended = deadline(beat);
+    assert_eq!(extended, T0 + 28_000);
     // The first deadline passes: nothing happens, the alarm now waits for the new one.
     gate.clock.set(T0 + 10_000);
     assert_eq!(gate.wake().wake, Some(T0 + 28_000));
@@ -86,9 +105,12 @@ fn a_heartbeat_extends_a_deadline_that_would_have_fired() {
     assert_eq!(view["waits"][0]["progress"], json!({"pct": 40}));
     assert_eq!(view["waits"][0]["expires_at"], json!(T0 + 28_000));
 
-    // The daemon's URL (signed with the first deadline) still works.
+    // The URL signed with the first deadline is past it; the one the
+    // heartbeat answered is good.
     gate.clock.set(T0 + 25_000);
-    let resumed = callback(&gate, json!({"task_id": "t-slow", "data": 1}), signed).unwrap();
+    let stale = callback(&gate, json!({"task_id": "t-slow"}), signed).unwrap();
+    assert_eq!(stale, Reply::Noop(Noop::Expired));
+    let resumed = callback(&gate, json!({"task_id": "t-slow", "data": 1}), extended).unwrap();
     assert!(matches!(resumed, Reply::Outcome { .. }), "{resumed:?}");
     assert_eq!(gate.net.hits("http://c/after"), 1);
     let events = &gate.stored().record.closed["n0"].events;
@@ -108,19 +130,11 @@ fn extensions_are_capped_and_never_shorten() {
     gate.start(slow_graph(60), json!({}));
     let signed = T0 + 60_000;
     let short = heartbeat(&gate, json!({"extend_seconds": 5}), signed).unwrap();
-    assert_eq!(
-        short,
-        Reply::Heartbeat {
-            expires_at: T0 + 60_000
-        },
-        "never earlier"
-    );
+    assert_eq!(deadline(short), T0 + 60_000, "never earlier");
     let huge = heartbeat(&gate, json!({"extend_seconds": 100_000_000}), signed).unwrap();
     assert_eq!(
-        huge,
-        Reply::Heartbeat {
-            expires_at: T0 + gate.config.max_wait_ms
-        },
+        deadline(huge),
+        T0 + gate.config.max_wait_ms,
         "at most MAX_WAIT_SECONDS from when the wait began"
     );
     for bad in [
@@ -137,18 +151,6 @@ fn extensions_are_capped_and_never_shorten() {
         heartbeat(&gate, json!({"task_id": "other"}), signed),
         Err(EngineError::TaskMismatch { .. })
     ));
-}
-
-#[test]
-fn a_url_signed_with_another_deadline_is_expired() {
-    let gate = Gate::new(Network::echo_with_async());
-    gate.start(slow_graph(10), json!({}));
-    heartbeat(&gate, json!({"extend_seconds": 60}), T0 + 10_000).unwrap();
-    gate.clock.set(T0 + 20_000);
-    // Validly signed, but with a deadline this wait was never given.
-    let stale = callback(&gate, json!({"task_id": "t-slow"}), T0 + 15_000).unwrap();
-    assert_eq!(stale, Reply::Noop(Noop::Expired));
-    assert_eq!(gate.net.hits("http://c/after"), 0);
 }
 
 #[test]

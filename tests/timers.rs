@@ -772,3 +772,64 @@ fn a_users_own_results_key_reaches_foreach_items() {
         assert!(call.input.get("results").is_none(), "{:?}", call.input);
     }
 }
+
+/// Found by fuzzing: a run failed while another node still waited was stored
+/// pointing at a wait it had dropped, and never loaded again.
+#[test]
+fn a_run_failed_beside_an_open_wait_stores_and_loads() {
+    let parallel = json!({
+        "nodes": [
+            {"id": "a", "type": "Component", "componentId": "http://c/async-a", "wait_timeout_seconds": 5},
+            {"id": "b", "type": "Component", "componentId": "http://c/async-b"}
+        ],
+        "edges": []
+    });
+    // By a callback that reports failure.
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(parallel.clone(), json!({}));
+    let failed = gate
+        .callback("n1", json!({"task_id": "t-b", "success": false}))
+        .unwrap();
+    assert!(matches!(failed.reply, Reply::Outcome { .. }));
+    assert!(matches!(
+        gate.stored().record.status,
+        RunStatus::Failed { .. }
+    ));
+    // By a deadline.
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(parallel, json!({}));
+    gate.clock.advance(5_000);
+    gate.wake();
+    let run = gate.stored();
+    let RunStatus::Failed { error, .. } = &run.record.status else {
+        panic!("expected failed, got {:?}", run.record.status);
+    };
+    assert_eq!(error.code, "wait_timeout");
+    assert_eq!(run.record.updated_at, T0 + 5_000);
+    // By a call whose input fails to render as it is issued.
+    let tight = Settings {
+        max_template_bytes: 16,
+        max_calls_per_segment: 2,
+        ..Settings::default()
+    };
+    let gate = Gate::with(Network::echo_with_async(), tight, Directory::default());
+    gate.start(
+        json!({
+            "nodes": [
+                {"id": "a", "type": "Component", "componentId": "http://c/async-a"},
+                {"id": "x", "type": "Component", "componentId": "http://c/x"},
+                {"id": "b", "type": "Component", "componentId": "http://c/b", "data": {"v": "{{big}}-{{big}}"}}
+            ],
+            "edges": [{"from": "x", "to": "b"}]
+        }),
+        json!({"big": "0123456789abcdef"}),
+    );
+    // The budget (2) went to `a` and `x`: `b` is issued in the next invocation.
+    assert_eq!(gate.stored().record.status, RunStatus::Running);
+    gate.forget();
+    gate.wake();
+    assert!(matches!(
+        gate.stored().record.status,
+        RunStatus::Failed { .. }
+    ));
+}

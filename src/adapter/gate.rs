@@ -312,9 +312,18 @@ impl RunGate {
             Reply::Noop(reason) => json_response(200, &noop(reason)),
             Reply::Details(body) => json_response(200, &body),
             Reply::Accepted(body) => json_response(202, &body),
-            Reply::Heartbeat { expires_at } => json_response(
+            Reply::Heartbeat {
+                expires_at,
+                callback_url,
+                heartbeat_url,
+            } => json_response(
                 200,
-                &serde_json::json!({"success": true, "expires_at": expires_at}),
+                &serde_json::json!({
+                    "success": true,
+                    "expires_at": expires_at,
+                    "callback_url": callback_url,
+                    "heartbeat_url": heartbeat_url,
+                }),
             ),
             Reply::Idle => json_response(200, &serde_json::json!({"success": true})),
         })

@@ -11,8 +11,8 @@ use worker::{ByteStream, Delay, Env, Headers, Method, Request, Response};
 use super::config::{Config, RUN_GATE};
 use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
-use super::random_id;
 use super::store::{KvOps, RunStore};
+use super::{now_ms, random_id};
 use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
@@ -131,8 +131,9 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             require(&method, "POST")?;
             let config = config(env)?;
             let (expires_at, body) = signed_body(req, &url, &config, run_id, wait_id).await?;
-            // A URL signed with a past deadline may still be good: a heartbeat
-            // can have extended its wait. The gate decides.
+            if now_ms() >= expires_at {
+                return Ok(json_response(200, &noop(Noop::Expired)));
+            }
             gate(
                 env,
                 run_id,
@@ -150,6 +151,9 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             require(&method, "POST")?;
             let config = config(env)?;
             let (expires_at, body) = signed_body(req, &url, &config, run_id, wait_id).await?;
+            if now_ms() >= expires_at {
+                return Ok(json_response(200, &noop(Noop::Expired)));
+            }
             gate(
                 env,
                 run_id,
@@ -216,7 +220,8 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
 
 /// Checks a wait's signed URL (before anything else is read, so a forged one
 /// costs no storage work) and reads its JSON object body. Returns the expiry
-/// the URL was signed with.
+/// the URL was signed with: past it the URL is refused without reaching the
+/// run (a heartbeat that extends a wait answers new URLs to use instead).
 async fn signed_body(
     req: &mut Request,
     url: &worker::Url,

@@ -120,10 +120,6 @@ pub struct Wait {
     pub progress: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_at: Option<u64>,
-    /// The deadline the wait's callback URL was signed with, once a
-    /// heartbeat has moved `expires_at` past it (that URL stays good).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signed_expires_at: Option<u64>,
     /// What reached the wait — callbacks, heartbeats, polls — and how each
     /// was taken; the most recent `MAX_WAIT_EVENTS`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -145,9 +145,12 @@ pub enum Reply {
     Details(Value),
     /// The run's details, with work accepted to happen in the background.
     Accepted(Value),
-    /// A heartbeat was applied: the wait's deadline now.
+    /// A heartbeat was applied: the wait's deadline now, and its URLs signed
+    /// with it (the daemon uses these from now on).
     Heartbeat {
         expires_at: u64,
+        callback_url: Option<String>,
+        heartbeat_url: Option<String>,
     },
     /// An alarm with nothing to do.
     Idle,
@@ -305,7 +308,10 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
         } => {
             let result =
                 match run.heartbeat(&wait_id, body, token_expires_at, config.max_wait_ms, now) {
-                    Ok(Ok(expires_at)) => Ok(Applied::Heartbeat(expires_at)),
+                    Ok(Ok(expires_at)) => Ok(Applied::Heartbeat {
+                        wait_id: wait_id.clone(),
+                        expires_at,
+                    }),
                     Ok(Err(noop)) => Ok(Applied::Noop(noop)),
                     Err(e) => Err(e),
                 };
@@ -333,7 +339,7 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
     let changed = expired > 0
         || matches!(
             applied,
-            Applied::Resumed | Applied::Cancelled | Applied::Redelivery | Applied::Heartbeat(_)
+            Applied::Resumed | Applied::Cancelled | Applied::Redelivery | Applied::Heartbeat { .. }
         )
         || (matches!(applied, Applied::Woken)
             && (run.status() == &RunStatus::Running || run.polls_due_at(now)));
@@ -349,7 +355,7 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
 }
 
 /// What a segment applied before driving the run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Applied {
     Started,
     Resumed,
@@ -357,7 +363,10 @@ enum Applied {
     Cancelled,
     Redelivery,
     /// A heartbeat moved or kept the wait's deadline (this one).
-    Heartbeat(u64),
+    Heartbeat {
+        wait_id: String,
+        expires_at: u64,
+    },
     /// Nothing from the request, but a deadline was taken.
     Noop(Noop),
 }
@@ -371,15 +380,8 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
     let config = host.config;
     let segment_start = host.clock.now();
     let wake;
-    if !run.status().is_finished() && !matches!(applied, Applied::Heartbeat(_)) {
-        let signer = match (&config.callback_secret, &run.record.callback_base) {
-            (Some(secret), Some(base)) => Some(Signer {
-                base: base.clone(),
-                secret: Rc::clone(secret),
-            }),
-            _ => None,
-        };
-        run.begin_segment(signer);
+    if !run.status().is_finished() && !matches!(applied, Applied::Heartbeat { .. }) {
+        run.begin_segment(signer(config, &run));
         let recorded = match host.store.recorded_outcomes().await {
             Ok(r) => r,
             Err(e) => return (None, Err(e)),
@@ -436,11 +438,41 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         },
         Applied::Cancelled => Reply::Details(run_details(&run.record, &config.redactor)),
         Applied::Redelivery => Reply::Accepted(run_details(&run.record, &config.redactor)),
-        Applied::Heartbeat(expires_at) => Reply::Heartbeat { expires_at },
+        Applied::Heartbeat {
+            wait_id,
+            expires_at,
+        } => {
+            let callback_url =
+                signer(config, &run).map(|s| s.url(&run.record.run_id, &wait_id, expires_at));
+            Reply::Heartbeat {
+                expires_at,
+                heartbeat_url: callback_url.as_deref().map(heartbeat_url),
+                callback_url,
+            }
+        }
         Applied::Woken => Reply::Idle,
         Applied::Noop(noop) => Reply::Noop(noop),
     };
     (Some(run), Ok(Segment { reply, wake }))
+}
+
+/// Signs the run's callback URLs, when the deployment has a secret.
+fn signer(config: &GateConfig, run: &Run) -> Option<Signer> {
+    match (&config.callback_secret, &run.record.callback_base) {
+        (Some(secret), Some(base)) => Some(Signer {
+            base: base.clone(),
+            secret: Rc::clone(secret),
+        }),
+        _ => None,
+    }
+}
+
+/// A wait's heartbeat URL: its callback URL with `/heartbeat` before the query.
+pub fn heartbeat_url(callback_url: &str) -> String {
+    match callback_url.split_once('?') {
+        Some((path, query)) => format!("{path}/heartbeat?{query}"),
+        None => format!("{callback_url}/heartbeat"),
+    }
 }
 
 /// Sends the final callback once, records the attempt and saves the run:

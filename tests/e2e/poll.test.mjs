@@ -463,7 +463,7 @@ test("heartbeats: bad token 401, bad body 400, bad extend_seconds 400 invalid_re
     }
 });
 
-test("heartbeats report progress and push the deadline later; the original callback_url still resumes", async () => {
+test("heartbeats report progress and push the deadline later, answering URLs signed with it", async () => {
     const pend = await pendingComponent();
     try {
         const graph = {
@@ -515,8 +515,13 @@ test("heartbeats report progress and push the deadline later; the original callb
         assert.equal(still.body.status, "paused", still.text);
         assert.equal(echo.hits("/h1-fallback"), 0, "the original deadline did not fire");
 
-        // The URL the component was given, signed with the original deadline, still works.
-        const r = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { v: "kept" } });
+        // The URL the component was given is past the deadline it was signed with: refused
+        // before reaching the run. The one the heartbeat answered resumes.
+        const stale = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { v: "stale" } });
+        assert.deepEqual(stale.body, { success: true, noop: true, reason: "expired" }, stale.text);
+        assert.ok(hb.body.callback_url.includes(`token=${hb.body.expires_at}.`), hb.text);
+        assert.equal(hb.body.heartbeat_url, heartbeatUrlOf(hb.body.callback_url));
+        const r = await postCallback(hb.body.callback_url, call.taskId, { success: true, data: { v: "kept" } });
         assert.equal(r.status, 200, r.text);
         assert.equal(r.body.resumed, true, r.text);
         assert.equal(r.body.status, "completed", r.text);

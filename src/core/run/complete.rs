@@ -158,7 +158,6 @@ impl Run {
                 poll,
                 progress: None,
                 heartbeat_at: None,
-                signed_expires_at: None,
                 events: Vec::new(),
             },
         );
@@ -361,16 +360,17 @@ impl Run {
         false
     }
 
-    /// Fails the run. Open waits are dropped: a later callback for one finds
-    /// the run finished.
+    /// Fails the run. Open waits are dropped (a later callback for one finds
+    /// the run finished) and node states released at once: a failed run may
+    /// be saved before any later step, and must not hold states that point
+    /// at the waits it dropped (found by fuzzing the stored form).
     pub(super) fn fail(&mut self, error: RunError, now: u64) {
         self.record.status = RunStatus::Failed {
             error,
             finished_at: now,
         };
+        self.record.updated_at = now;
         self.record.waits.clear();
-        self.ready.clear();
-        self.to_call.clear();
-        self.in_flight.clear();
+        self.release();
     }
 }

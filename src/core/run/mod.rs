@@ -319,7 +319,7 @@ impl Run {
     /// Starts a segment: a fresh call budget, and the signer for this
     /// segment's callback URLs.
     pub fn begin_segment(&mut self, signer: Option<Signer>) {
-        self.record.segments += 1;
+        self.record.segments = self.record.segments.saturating_add(1);
         self.calls_left = self.settings.max_calls_per_segment;
         self.signer = signer;
     }

@@ -201,7 +201,6 @@ impl Run {
                 poll: Some(poll),
                 progress: None,
                 heartbeat_at: None,
-                signed_expires_at: None,
                 events: Vec::new(),
             },
         );

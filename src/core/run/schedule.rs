@@ -27,6 +27,10 @@ impl Run {
     /// effects that end the segment (`WakeAt` for a paused run, `Yield` when
     /// the call budget is spent, nothing for a finished run).
     pub fn step(&mut self, now: u64) -> Vec<Effect> {
+        // A finished run has nothing left to do, and is left as it was.
+        if self.record.status.is_finished() && self.ready.is_empty() && self.to_call.is_empty() {
+            return Vec::new();
+        }
         loop {
             while let Some(n) = self.ready.pop_front() {
                 if self.record.status.is_finished() {

@@ -37,8 +37,9 @@ impl Run {
 
     /// A heartbeat for an open wait: records its `progress` and, with
     /// `extend_seconds`, moves the deadline later — never earlier, and never
-    /// past `max_wait_ms` from when the wait began (or its first deadline, if
-    /// that was later). Answers the deadline.
+    /// past `max_wait_ms` from when the wait began (unless it already was).
+    /// Answers the deadline: the caller signs new URLs with it, since a URL
+    /// is good only until the deadline it was signed with.
     pub fn heartbeat(
         &mut self,
         wait_id: &str,
@@ -69,13 +70,9 @@ impl Run {
         }
         wait.heartbeat_at = Some(now);
         if let Some(extend) = extend_ms {
-            let first = wait.signed_expires_at.unwrap_or(wait.expires_at);
-            let limit = wait.since.saturating_add(max_wait_ms).max(first);
+            let limit = wait.since.saturating_add(max_wait_ms);
             let wanted = now.saturating_add(extend).min(limit);
-            if wanted > wait.expires_at {
-                wait.signed_expires_at = Some(first);
-                wait.expires_at = wanted;
-            }
+            wait.expires_at = wait.expires_at.max(wanted);
         }
         wait.note(now, EventKind::Heartbeat, EventOutcome::Accepted);
         Ok(Ok(wait.expires_at))
@@ -112,10 +109,10 @@ impl Run {
                 "a callback body must be a JSON object".into(),
             ));
         }
-        // A URL signed with a deadline that has passed is good only if it is
-        // the one this wait was given and a heartbeat has since extended it.
-        let stale_url =
-            token_expires_at.is_some_and(|t| now >= t && Some(t) != wait.signed_expires_at);
+        // A URL is good until the deadline it was signed with (the route
+        // refuses it past that without reading anything; this keeps the rule
+        // whoever calls), and never past the wait's own.
+        let stale_url = token_expires_at.is_some_and(|t| now >= t);
         if now >= wait.expires_at || stale_url {
             return Ok(Err(Noop::Expired));
         }
@@ -136,17 +133,20 @@ impl Run {
             .filter(|w| w.expires_at <= now)
             .map(|w| w.wait_id.clone())
             .collect();
+        let mut closed = 0;
         for wait_id in &due {
+            // A timeout that failed the run dropped the other waits with it.
             if self.record.status.is_finished() {
                 break;
             }
             let wait = self.close_wait(wait_id, WaitClosed::TimedOut, now)?;
+            closed += 1;
             self.record.status = RunStatus::Running;
             let output = wait_timeout(&wait.task_id, wait.expires_at.saturating_sub(wait.since));
             let via = Via::Deadline { since: wait.since };
             self.finish_instance(self.key_of(&wait)?, output, via, now);
         }
-        Ok(due.len())
+        Ok(closed)
     }
 
     /// Cancels the run: open waits close (later callbacks are told the run

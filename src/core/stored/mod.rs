@@ -29,7 +29,7 @@ pub fn encode(run: &mut Run, max_bytes: usize, now: u64) -> String {
     while text.len() > max_bytes && !run.record.trace.is_empty() {
         let drop = run.record.trace.len().div_ceil(2);
         run.record.trace.drain(..drop);
-        run.record.trace_dropped += drop;
+        run.record.trace_dropped = run.record.trace_dropped.saturating_add(drop);
         text = to_json(run);
     }
     if text.len() > max_bytes {
