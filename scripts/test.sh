@@ -23,8 +23,39 @@ cargo clippy --target wasm32-unknown-unknown --lib -- -D warnings
 section "cargo test (native core)"
 cargo test
 
+section "fuzz targets: build, and replay every seed as a test"
+# The targets build on the stable toolchain (fuzzing itself, scripts/fuzz.sh, wants nightly);
+# given files instead of a corpus, a libFuzzer binary runs each once and fails on a crash.
+cargo build --manifest-path fuzz/Cargo.toml --bins
+for target in graph stored template token; do
+    seeds=(fuzz/seeds/"$target"/*)
+    echo "[fuzz] $target: replaying ${#seeds[@]} seeds"
+    if ! fuzz/target/debug/"$target" "${seeds[@]}" >"fuzz/replay-$target.log" 2>&1; then
+        cat "fuzz/replay-$target.log" >&2
+        echo "[fuzz] $target: a seed fails (log above)" >&2
+        exit 1
+    fi
+done
+
 section "build the Worker (worker-build --release)"
-bash scripts/build.sh
+build_log="$(mktemp -t arcrun-build.XXXXXX.log)"
+bash scripts/build.sh 2>&1 | tee "$build_log"
+
+section "wasm size budget"
+# 400 KiB gzipped. An unoptimised build (wasm-opt failed) is far over it, so it fails here too.
+budget=$((400 * 1024))
+gz="$(gzip -9 -c build/index_bg.wasm | wc -c)"
+raw="$(wc -c <build/index_bg.wasm)"
+echo "build/index_bg.wasm: $raw bytes, $gz bytes gzipped (budget $budget)"
+if grep -q 'NOT optimised' "$build_log"; then
+    echo "the wasm-opt step failed, so the bundle is not optimised (see the build output above)" >&2
+    exit 1
+fi
+if (( gz > budget )); then
+    echo "the wasm bundle is over its budget: $gz > $budget bytes gzipped" >&2
+    exit 1
+fi
+rm -f "$build_log"
 
 section "node --test (daemon + end-to-end)"
 shopt -s nullglob
@@ -34,6 +65,7 @@ if [[ ${#test_files[@]} -eq 0 ]]; then
     echo "no *.test.mjs files found under tests/" >&2
     exit 1
 fi
-node --test --test-concurrency=1 "${test_files[@]}"
+# Every test has a deadline: a regression fails in minutes instead of hanging CI.
+node --test --test-concurrency=1 --test-timeout=300000 "${test_files[@]}"
 
 section "all checks passed"

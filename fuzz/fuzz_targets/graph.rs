@@ -11,30 +11,32 @@
 //! Every further value scripts, in order, the answer to the next component
 //! call, or what arrives when the run is paused:
 //!   calls:  "echo"    → the call's own input      "pending" → {pending, task_id}
+//!           "polled"  → pending, with a status URL polled every second
 //!           "fail"    → HTTP 500                  "timeout" → a failure without status
-//!           anything else → answered as written.
+//!           anything else → answered as written (polls are answered the same way).
 //!   paused: "expire"  → time moves to the earliest deadline, which is taken
 //!           "late"    → time moves past it: a callback is refused, then it is taken
 //!           "cancel"  → the run is cancelled
+//!           "wake"    → time moves to the next timer (deadline or poll): the alarm
 //!           anything else → the callback body for the first open wait.
-//! At a yield a scripted "expire", "late" or "cancel" acts too; anything else
-//! is left for the next call. When the script runs out, calls are echoed and
+//! At a yield a scripted control word acts too; anything else is left for
+//! the next call. When the script runs out, calls are echoed and
 //! callbacks get `{}`.
 //!
 //! Invariants checked: no panic; every segment ends in exactly one terminal
 //! effect that agrees with the status (`Yield` only with the budget spent,
-//! `WakeAt` the earliest deadline, nothing once finished); no segment issues
-//! more calls than its budget; each node (and FOREACH item) is called at most
-//! once over the whole run — across yields, pauses and reloads — and each
-//! idempotency key is issued once; calls carry the derived wait id, key,
-//! segment, deadline and a signed callback URL; settled states agree with
+//! `WakeAt` the next deadline or poll, nothing once finished); no segment
+//! issues more calls than its budget; each node (and FOREACH item) is called
+//! at most once over the whole run — across yields, pauses and reloads — and
+//! each idempotency key, polls' included, is issued once; calls carry the
+//! derived wait id, key, segment, deadline and a signed callback URL, polls
+//! only for a due poll of an open wait; settled states agree with
 //! waits, closed waits and the trace; a deadline closes exactly the waits
 //! past it, and a timed-out node takes ON_FAIL or fails the run with
 //! `wait_timeout`; the stored record decodes equal to the run in memory, with
 //! the same calls due, and encodes back to the same text; after cancel or
 //! finish every callback is a no-op and `step` issues nothing.
 //!
-//! A known engine bug can be stepped around to look for others: see `known_bug`.
 
 #![no_main]
 
@@ -74,7 +76,7 @@ impl Script {
     /// Takes the next value only if it is a control word.
     fn take_control(&mut self) -> Option<Value> {
         let word = self.values.get(self.next).and_then(Value::as_str);
-        matches!(word, Some("expire" | "late" | "cancel")).then(|| self.take())?
+        matches!(word, Some("expire" | "late" | "cancel" | "wake")).then(|| self.take())?
     }
 
     fn answer(&mut self, call: &Call) -> CallOutcome {
@@ -86,6 +88,9 @@ impl Script {
                 "pending" => CallOutcome::Answered(
                     json!({"pending": true, "task_id": format!("t-{}", call.wait_id)}),
                 ),
+                "polled" => CallOutcome::Answered(json!({"pending": true,
+                    "task_id": format!("t-{}", call.wait_id),
+                    "status_url": "https://status.test/", "poll_interval_seconds": 1})),
                 "fail" => CallOutcome::Failed { status: Some(500), error: "HTTP 500".into() },
                 "timeout" => CallOutcome::Failed { status: None, error: "timed out".into() },
                 _ => CallOutcome::Answered(Value::String(s)),
@@ -95,6 +100,7 @@ impl Script {
     }
 }
 
+#[derive(Default)]
 struct Harness {
     settings: Settings,
     max_record_bytes: usize,
@@ -116,6 +122,12 @@ impl Harness {
         self.now
     }
 
+    /// The expiry a wait's callback URL was signed with (none for a
+    /// `poll_task` wait, which has no URL: the bare route's `None`).
+    fn token(&self, wait_id: &str) -> Option<u64> {
+        self.deadlines.get(wait_id).copied()
+    }
+
     /// One segment, as the gate's `finish` runs it: a fresh budget, then
     /// steps until the run asks for nothing more, answering every call.
     fn segment(&mut self, run: &mut Run, script: &mut Script) {
@@ -133,7 +145,7 @@ impl Harness {
             let effects = run.step(now);
             let calls: Vec<&Call> = effects.iter().filter_map(Effect::as_call).collect();
             if calls.is_empty() {
-                return end_of_segment(run, &effects, issued == budget);
+                return end_of_segment(run, &effects, issued == budget, now);
             }
             assert_eq!(calls.len(), effects.len(), "calls mixed with terminal effects");
             issued += calls.len();
@@ -154,6 +166,18 @@ impl Harness {
         assert!(node < run.plan.graph.nodes.len(), "call for node {node} out of range");
         let spec = &run.plan.graph.nodes[node];
         assert_eq!(call.node_id, spec.id);
+        assert_eq!(call.segment, segment);
+        self.calls += 1;
+        if call.poll.is_some() {
+            // A poll of an open wait's status URL: one per wait at a time, each
+            // with a key of its own, never replayed for a later poll.
+            let wait = &run.record.waits[&call.wait_id];
+            assert_eq!((wait.node_id.as_str(), wait.item), (spec.id.as_str(), item));
+            assert!(wait.poll.as_ref().is_some_and(|p| p.next_at <= now), "poll not due");
+            assert_eq!(call.expires_at, wait.expires_at);
+            assert!(self.keys.insert(call.idempotency_key.clone()), "poll key issued twice");
+            return;
+        }
         assert!(self.called.insert(call.key), "node {} item {item:?} called twice", spec.id);
         assert_eq!(call.wait_id, call.key.wait_id());
         assert_eq!(call.idempotency_key, format!("{RUN_ID}.{}", call.wait_id));
@@ -162,14 +186,12 @@ impl Harness {
             "idempotency key {} issued twice",
             call.idempotency_key
         );
-        assert_eq!(call.segment, segment);
         let ttl = spec.wait_timeout_seconds.map_or(self.settings.wait_ttl_ms, |s| s * 1000);
         assert_eq!(call.expires_at, now + ttl, "deadline of {}", call.wait_id);
         let url = call.callback_url.as_deref().expect("a signed callback URL");
         let prefix = format!("{CALLBACK_BASE}/callbacks/{RUN_ID}/{}?token=", call.wait_id);
         assert!(url.starts_with(&prefix), "callback URL {url}");
         self.deadlines.insert(call.wait_id.clone(), call.expires_at);
-        self.calls += 1;
     }
 
     /// Stores the run as the gate does at the end of a segment, reads it back
@@ -196,10 +218,12 @@ impl Harness {
         if text.len() <= self.max_record_bytes {
             assert_eq!(encode(&mut loaded.clone(), self.max_record_bytes, now), text);
         }
-        check_settled(&loaded);
+        check_settled(&loaded, now);
         for (id, w) in &loaded.record.waits {
             self.waits_seen.insert(id.clone());
-            assert_eq!(Some(&w.expires_at), self.deadlines.get(id), "wait {id} deadline");
+            if let Some(d) = self.deadlines.get(id) {
+                assert_eq!(w.expires_at, *d, "wait {id} keeps its call's deadline");
+            }
         }
         loaded
     }
@@ -268,6 +292,11 @@ impl Harness {
                     assert_eq!(run.record.closed[&id].how, WaitClosed::Cancelled);
                 }
             }
+            (Some("wake"), _) => {
+                // The alarm, at the run's next timer: a deadline or a poll.
+                self.now = self.now.max(run.record.next_timer().unwrap_or(0));
+                self.expire(run, self.now);
+            }
             (Some("expire"), Some(deadline)) => {
                 self.now = self.now.max(deadline);
                 self.expire(run, self.now);
@@ -278,7 +307,9 @@ impl Harness {
                 let wait = wait.expect("the earliest wait");
                 let before = run.record.clone();
                 let body = json!({ "task_id": wait.task_id });
-                assert_eq!(run.resume(&wait.wait_id, body, self.now), Ok(Err(Noop::Expired)));
+                let token = self.token(&wait.wait_id);
+                let late = run.resume(&wait.wait_id, body, token, self.now);
+                assert_eq!(late, Ok(Err(Noop::Expired)));
                 assert_eq!(run.record, before, "a late callback changed the run");
                 self.expire(run, self.now);
             }
@@ -301,25 +332,26 @@ impl Harness {
     fn callback(&mut self, run: &mut Run, value: Option<Value>, now: u64) {
         let wait = run.record.waits.values().next().cloned().expect("paused with a wait");
         let id = &wait.wait_id;
+        let token = self.token(id);
         let mut body = value.unwrap_or_else(|| json!({}));
         if !body.is_object() {
             let before = run.record.clone();
-            assert!(run.resume(id, body, now).is_err(), "a non-object body was applied");
+            assert!(run.resume(id, body, token, now).is_err(), "a non-object body was applied");
             assert_eq!(run.record, before, "a refused callback changed the run");
             body = json!({});
         }
         let before = run.record.clone();
-        match run.resume(id, body, now) {
+        match run.resume(id, body, token, now) {
             Ok(Ok(())) => {}
             Ok(Err(noop)) => panic!("resume of open wait {id} was a no-op: {noop:?}"),
             Err(_) => {
                 assert_eq!(run.record, before, "a refused callback changed the run");
                 let body = json!({ "task_id": wait.task_id });
-                assert_eq!(run.resume(id, body, now), Ok(Ok(())));
+                assert_eq!(run.resume(id, body, token, now), Ok(Ok(())));
             }
         }
         assert_eq!(run.record.closed[id].how, WaitClosed::Resumed);
-        let again = run.resume(id, json!({}), now);
+        let again = run.resume(id, json!({}), token, now);
         assert_eq!(again, Ok(Err(Noop::AlreadyResumed)), "a repeated callback must be recognised");
     }
 
@@ -330,11 +362,12 @@ impl Harness {
         ids.extend(["n0".into(), "n0-0".into(), "n999999".into()]);
         for id in &ids {
             let expected = match run.record.closed.get(id).map(|c| c.how) {
-                Some(WaitClosed::Resumed) => Noop::AlreadyResumed,
+                Some(WaitClosed::Resumed | WaitClosed::Polled) => Noop::AlreadyResumed,
                 Some(WaitClosed::TimedOut) => Noop::Expired,
                 Some(WaitClosed::Cancelled) | None => Noop::RunFinished,
             };
-            assert_eq!(run.resume(id, json!({}), now), Ok(Err(expected)), "callback for {id}");
+            let got = run.resume(id, json!({}), self.token(id), now);
+            assert_eq!(got, Ok(Err(expected)), "callback for {id}");
         }
         assert_eq!(run.expire(now + (1 << 40)), Ok(0));
         assert!(run.cancel(now).is_err(), "a finished run was cancelled");
@@ -346,32 +379,36 @@ impl Harness {
 }
 
 /// The effects that ended a segment agree with the status they leave.
-fn end_of_segment(run: &Run, effects: &[Effect], budget_spent: bool) {
+fn end_of_segment(run: &Run, effects: &[Effect], budget_spent: bool, now: u64) {
     match (run.status(), effects) {
         (RunStatus::Running, [Effect::Yield]) => {
             assert!(budget_spent, "yielded with budget left");
-            assert!(run.calls_due() > 0, "yielded with no call due");
+            assert!(run.calls_due() > 0 || run.polls_due_at(now), "yielded with nothing due");
         }
         (RunStatus::Paused { .. }, [Effect::WakeAt(t)]) => {
-            assert_eq!(Some(*t), run.record.next_deadline(), "wakes at the earliest deadline");
+            assert_eq!(Some(*t), run.record.next_timer(), "wakes at the earliest deadline or poll");
+            assert!(!run.polls_due_at(now), "paused with a poll due");
         }
         (s, []) if s.is_finished() => {
             // A finished run holds its result once: node states are released.
-            assert!(run.record.nodes.iter().all(|s| *s == NodeState::Idle));
+            let kept = run.record.nodes.iter().position(|s| *s != NodeState::Idle);
+            assert_eq!(kept, None, "a finished run kept node states: {:?}", run.record.nodes);
         }
         (s, e) => panic!("segment ended {} with {e:?}", s.name()),
     }
     assert_eq!(run.next_wake(0).is_some(), !run.status().is_finished());
 }
 
-fn check_settled(run: &Run) {
+fn check_settled(run: &Run, now: u64) {
     let rec = &run.record;
     let plan = &run.plan;
     let nodes = &plan.graph.nodes;
     assert_eq!(rec.nodes.len(), nodes.len());
     let node_of = |id: &str| plan.node_index(id).unwrap_or_else(|| panic!("unknown node {id}"));
     match &rec.status {
-        RunStatus::Running => assert!(run.calls_due() > 0, "stored running with nothing due"),
+        RunStatus::Running => {
+            assert!(run.calls_due() > 0 || run.polls_due_at(now), "stored running, nothing due");
+        }
         RunStatus::Paused { .. } => {
             assert!(!rec.waits.is_empty(), "paused run has no open wait");
             // Paused means nothing is left to do but wait.
@@ -452,20 +489,6 @@ fn check_settled(run: &Run) {
     }
 }
 
-/// Known bugs in the engine that a fuzzing session may choose to step
-/// around, to look for others: `ARCRUN_FUZZ_KNOWN_BUGS=name,...`. By default
-/// none is, so a fixed bug that comes back is caught.
-///
-/// `unstepped-fail`: a run failed by a callback or a deadline while another
-/// wait is open keeps that node's `Paused` state (or item) with `waits`
-/// cleared; the gate saves it without a step, and `decode` refuses the
-/// record ("node 'b' waits for an unknown wait").
-fn known_bug(name: &str) -> bool {
-    static KNOWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let known = KNOWN.get_or_init(|| std::env::var("ARCRUN_FUZZ_KNOWN_BUGS").unwrap_or_default());
-    known.split(',').any(|k| k.trim() == name)
-}
-
 fn limit(limits: Option<&Value>, key: &str) -> Option<usize> {
     limits?.get(key)?.as_u64().map(|v| v as usize)
 }
@@ -498,17 +521,13 @@ fuzz_target!(|data: &[u8]| {
             .wrapping_sub(1)
             % 8
             + 1,
+        ..d
     };
     let mut h = Harness {
         settings,
         max_record_bytes: limit(limits, "max_record_bytes").unwrap_or(MAX_RECORD_BYTES),
         now: 1_000_000,
-        called: HashSet::new(),
-        keys: HashSet::new(),
-        deadlines: HashMap::new(),
-        waits_seen: BTreeSet::new(),
-        calls: 0,
-        segments: 0,
+        ..Harness::default()
     };
 
     let mut run = Run::start(plan, RUN_ID.into(), context, h.now, settings);
@@ -521,11 +540,9 @@ fuzz_target!(|data: &[u8]| {
         h.arrive(&mut run, &mut script);
         if run.status().is_finished() {
             // Cancelled, or failed by a callback or a deadline: the gate
-            // saves it as it is, without stepping it again.
-            if known_bug("unstepped-fail") {
-                // Settling releases the node states that `fail` leaves behind.
-                run.step(h.now);
-            }
+            // saves it as it is, without stepping it again (a failed run
+            // once kept node states naming the waits it had dropped, and
+            // did not read back: seeds regress_unstepped_fail_*).
             run = h.reload(&mut run);
             break;
         }

@@ -7,8 +7,8 @@
 //!   else → the rest drives structured mutations of a valid record: one of
 //!          a few records built here by running small graphs (paused on a
 //!          chain, paused mid-FOREACH with a join waiting, yielded with calls
-//!          due, completed, cancelled, with a timed-out wait) or the v1
-//!          fixtures, parsed as JSON, edited (node states deleted, duplicated,
+//!          due, completed, cancelled, with a timed-out wait, paused on
+//!          polling waits) or the v1 fixtures, parsed as JSON, edited (node states deleted, duplicated,
 //!          replaced or renamed; numbers changed; wait keys dropped; items and
 //!          arrivals edited; the version changed; any value replaced or
 //!          deleted), written back and decoded.
@@ -19,8 +19,7 @@
 //! when stored over its size limit (trace trimmed, or failed as too large);
 //! and driving what it accepts — segments stepped with echoed answers, every
 //! open wait resumed, deadlines taken, sometimes a cancel — never panics
-//! either, and leaves a record that reads back. Known engine bugs can be
-//! stepped around to look for others: see `known_bug`.
+//! either, and leaves a record that reads back.
 
 #![no_main]
 
@@ -54,7 +53,8 @@ fn settings() -> Settings {
 }
 
 /// Runs `graph` from a trigger, answering calls from `answers` in order
-/// ("pending" → a pending answer; then echo), for at most `segments`
+/// ("pending" → a pending answer, "polled" → one with a status URL; then
+/// echo), for at most `segments`
 /// segments, applies `then` and returns the run's stored text.
 fn build(graph: Value, answers: &[&str], segments: usize, then: fn(&mut Run, u64)) -> String {
     let plan = plan_from_json(&graph, &Directory::default(), GraphLimits::default())
@@ -74,7 +74,11 @@ fn build(graph: Value, answers: &[&str], segments: usize, then: fn(&mut Run, u64
             }
             for call in calls {
                 let out = match answers.next() {
-                    Some(&"pending") => json!({"pending": true, "task_id": format!("t-{}", call.wait_id)}),
+                    Some(&"pending") => {
+                        json!({"pending": true, "task_id": format!("t-{}", call.wait_id)})
+                    }
+                    Some(&"polled") => json!({"pending": true, "task_id": "t",
+                        "status_url": "https://status.test/", "poll_interval_seconds": 1}),
                     _ => Value::Object(call.input.clone()),
                 };
                 run.complete_call(call.key, CallOutcome::Answered(out), now);
@@ -106,6 +110,14 @@ fn bases() -> &'static [String] {
             {"id": "join", "type": "Output", "data": {"n": "{{each.count}}", "s": "{{side.tag}}"}}],
           "edges": [{"from": "src", "to": "each", "type": "FOREACH", "items": "{{items}}"},
             {"from": "src", "to": "side"}, {"from": "each", "to": "join"}, {"from": "side", "to": "join"}]});
+        let polls = json!({"nodes": [
+            {"id": "in", "type": "Input"},
+            {"id": "job", "type": "Component", "componentId": "http://c/job"},
+            {"id": "watch", "type": "Component", "componentId": "poll_task",
+             "data": {"url": "https://status.test/w", "interval_seconds": 2, "done_when": "state === 'ok'"}},
+            {"id": "out", "type": "Output"}],
+          "edges": [{"from": "in", "to": "job"}, {"from": "in", "to": "watch"},
+            {"from": "job", "to": "out"}, {"from": "watch", "to": "out"}]});
         vec![
             // Paused on a chain.
             build(chain.clone(), &["pending"], 1, |_, _| {}),
@@ -121,13 +133,15 @@ fn bases() -> &'static [String] {
             }),
             // Resumed item, then cancelled with waits open.
             build(foreach.clone(), &["pending", "pending", "echo", "echo", "pending"], 2, |run, now| {
-                let _ = run.resume("n1-0", json!({}), now);
+                let _ = run.resume("n1-0", json!({}), None, now);
                 let _ = run.cancel(now);
             }),
             // Completed.
             build(chain, &[], 4, |_, _| {}),
             V1_CHAIN.to_string(),
             V1_FOREACH.to_string(),
+            // Waits that poll: a `poll_task` node, and a status URL beside a callback.
+            build(polls, &["polled"], 1, |_, _| {}),
         ]
     })
 }
@@ -216,7 +230,8 @@ impl State {
             State::Calling => json!({"calling": {"ctx": ctx}}),
             State::Paused(w) => json!({"paused": {"ctx": ctx, "wait_id": w.as_str()}}),
             State::Mapping(items) if v1 => {
-                let slots: Vec<Value> = items.iter().map(|(k, _)| if k % 2 == 0 { json!(null) } else { json!(k) }).collect();
+                let slot = |k: u8| if k % 2 == 0 { json!(null) } else { json!(k) };
+                let slots: Vec<Value> = items.iter().map(|(k, _)| slot(*k)).collect();
                 json!({"mapping": {"ctx": ctx, "slots": slots, "remaining": items.len()}})
             }
             State::Mapping(items) => {
@@ -237,7 +252,7 @@ impl State {
                         0 => json!("pending"),
                         1 => json!("skipped"),
                         2 => json!({"delivered": {"ctx": ctx}}),
-                        _ => json!({"items": {"ctx": ctx, "base": ctx, "iterator": "item", "items": [1, a]}}),
+                        _ => json!({"items": {"ctx": ctx, "base": ctx, "iterator": "i", "items": [a]}}),
                     })
                     .collect();
                 json!({"waiting": {"arrivals": arrivals}})
@@ -374,7 +389,9 @@ fn nth_wait(obj: &mut Map<String, Value>, i: u8) -> Option<&mut Map<String, Valu
 }
 
 /// The object holding `field`, and its key.
-fn number_at(obj: &mut Map<String, Value>, field: Field) -> Option<(&mut Map<String, Value>, &'static str)> {
+type Slot<'a> = (&'a mut Map<String, Value>, &'static str);
+
+fn number_at(obj: &mut Map<String, Value>, field: Field) -> Option<Slot<'_>> {
     Some(match field {
         Field::Version => (obj, "version"),
         Field::CreatedAt => (obj, "created_at"),
@@ -396,7 +413,7 @@ fn number_at(obj: &mut Map<String, Value>, field: Field) -> Option<(&mut Map<Str
 
 /// What `decode` accepted must be writable, and drivable without a panic.
 fn exercise(text: &str) {
-    let run = match decode(text, &directory(), settings()) {
+    let mut run = match decode(text, &directory(), settings()) {
         Ok(run) => run,
         Err(EngineError::CorruptRecord(_)) => return,
         Err(e) => panic!("decode failed with {e:?}, not CorruptRecord"),
@@ -411,12 +428,6 @@ fn exercise(text: &str) {
         panic!("a record trimmed to its limit does not read back: {e:?}\n{trimmed}");
     }
 
-    let mut run = run;
-    if known_bug("counter-overflow") {
-        // Room for the segments begun and trace entries dropped below.
-        run.record.segments = run.record.segments.min(u64::MAX >> 1);
-        run.record.trace_dropped = run.record.trace_dropped.min(usize::MAX >> 1);
-    }
     let mut now = run.record.updated_at;
     for round in 0..MAX_ROUNDS {
         if run.status().is_finished() {
@@ -437,7 +448,7 @@ fn exercise(text: &str) {
         }
         let waits: Vec<_> = run.record.waits.values().cloned().collect();
         for w in waits {
-            let _ = run.resume(&w.wait_id, json!({"task_id": w.task_id}), now);
+            let _ = run.resume(&w.wait_id, json!({"task_id": w.task_id}), None, now);
         }
         if round % 4 == 3 {
             now = now.saturating_add(1 << 40);
@@ -452,19 +463,6 @@ fn exercise(text: &str) {
     if let Err(e) = decode(&text, &Directory::default(), settings()) {
         panic!("a driven run does not read back: {e:?}\n{text}");
     }
-}
-
-/// Known bugs in the engine that a fuzzing session may choose to step
-/// around, to look for others: `ARCRUN_FUZZ_KNOWN_BUGS=name,...`. None is by
-/// default.
-///
-/// `counter-overflow`: `decode` accepts `segments` and `trace_dropped` up to
-/// their type's maximum, and `begin_segment` (`segments += 1`) or `encode`
-/// trimming the trace (`trace_dropped += drop`) then overflow.
-fn known_bug(name: &str) -> bool {
-    static KNOWN: OnceLock<String> = OnceLock::new();
-    let known = KNOWN.get_or_init(|| std::env::var("ARCRUN_FUZZ_KNOWN_BUGS").unwrap_or_default());
-    known.split(',').any(|k| k.trim() == name)
 }
 
 fuzz_target!(|data: &[u8]| {

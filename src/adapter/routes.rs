@@ -36,6 +36,13 @@ pub async fn handle(mut req: Request, env: Env) -> Response {
             drain(&mut stream, DRAIN_BYTES).await;
         }
     }
+    // Every answer says what it cost: those that never reached storage cost
+    // nothing (relayed answers carry the gate's own count).
+    if !response.headers().has(KvOps::HEADER).unwrap_or(true) {
+        let _ = response
+            .headers()
+            .set(KvOps::HEADER, &KvOps::default().header_value());
+    }
     response
 }
 

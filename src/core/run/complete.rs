@@ -251,7 +251,7 @@ impl Run {
                 },
                 now,
             );
-            self.record.nodes[n] = NodeState::Done { output };
+            // `fail` released every node state: the output is in the error and trace.
             return;
         }
         if edges.is_empty() {
