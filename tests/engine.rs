@@ -451,3 +451,24 @@ fn foreach_without_an_array_fails_the_target_clearly() {
     let run = run_graph(graph, json!({"links": ["a", "b"]}), &net, &clock);
     assert!(executed(&run).contains(&"each:ok".to_string()));
 }
+
+#[test]
+fn a_huge_task_id_fails_the_node_instead_of_growing_the_run() {
+    let net = Network::new(|_| {
+        CallOutcome::Answered(json!({"pending": true, "task_id": "t".repeat(10_000)}))
+    });
+    let clock = Clock::new();
+    let graph = json!({
+        "nodes": [
+            {"id": "slow", "type": "Component", "componentId": "http://c/slow"},
+            {"id": "why", "type": "Output", "data": {"error": "{{slow.error}}"}}
+        ],
+        "edges": [{"from": "slow", "to": "why", "type": "ON_FAIL"}]
+    });
+    let run = run_graph(graph, json!({}), &net, &clock);
+    assert!(run.record.waits.is_empty());
+    assert_eq!(
+        output(&run)["error"],
+        json!("component answered pending with a 10000-byte task_id; the limit is 1024 bytes")
+    );
+}

@@ -63,6 +63,10 @@ pub fn wait_timeout(task_id: &str, waited_ms: u64) -> Value {
     })
 }
 
+/// The longest `task_id` a pending answer may carry: it is stored with the
+/// run and shown in its answers, so a component cannot make it grow them.
+pub const MAX_TASK_ID_BYTES: usize = 1024;
+
 /// How an answer asks the run to wait.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pending {
@@ -70,6 +74,8 @@ pub enum Pending {
     Task(String),
     /// `pending: true` without a usable task id: a failure.
     NoTaskId,
+    /// A task id longer than `MAX_TASK_ID_BYTES`: a failure.
+    TaskIdTooLong(usize),
 }
 
 /// `None` when the answer is not pending.
@@ -78,6 +84,7 @@ pub fn pending(output: &Value) -> Option<Pending> {
         return None;
     }
     Some(match output.get("task_id") {
+        Some(Value::String(t)) if t.len() > MAX_TASK_ID_BYTES => Pending::TaskIdTooLong(t.len()),
         Some(Value::String(t)) if !t.trim().is_empty() => Pending::Task(t.clone()),
         _ => Pending::NoTaskId,
     })
@@ -102,6 +109,10 @@ mod tests {
             Some(Pending::NoTaskId)
         );
         assert_eq!(pending(&json!({"pending": "yes"})), None);
+        assert_eq!(
+            pending(&json!({"pending": true, "task_id": "x".repeat(1025)})),
+            Some(Pending::TaskIdTooLong(1025))
+        );
         let timeout = wait_timeout("t1", 2_000);
         assert!(is_failure(&timeout));
         assert_eq!(error_code(&timeout), Some("wait_timeout"));

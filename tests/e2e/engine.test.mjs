@@ -291,7 +291,10 @@ test("GET /runs/{id} while running, and 404 for a run that does not exist", asyn
     try {
         const graph = { nodes: [{ id: "hold", type: "Component", componentId: slow.url }], edges: [] };
         const pending = worker.fetchJson("/execute", { body: { graph } });
-        while (!seenRunId) await sleep(20);
+        for (let waited = 0; !seenRunId; waited += 20) {
+            if (waited > 15000) throw new Error("the component was never called");
+            await sleep(20);
+        }
         const during = await worker.fetchJson(`/runs/${seenRunId}`);
         assert.equal(during.status, 200);
         assert.equal(during.body.status, "running");

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::super::condition::{boolean_result, chosen_branch, evaluate};
 use super::super::graph::EdgeKind;
 use super::super::protocol::{
-    error_text, failure, is_failure, pending, Pending, RESULT_STATUS_KEYS,
+    error_text, failure, is_failure, pending, Pending, MAX_TASK_ID_BYTES, RESULT_STATUS_KEYS,
 };
 use super::super::record::{
     Arrival, Context, ItemState, NodeState, Poll, RunError, RunStatus, TraceEntry, TraceStatus,
@@ -98,6 +98,16 @@ impl Run {
                 let out = failure(
                     None,
                     "component answered pending without a non-empty task_id",
+                );
+                self.finish_instance(key, out, via, now);
+            }
+            Some(Pending::TaskIdTooLong(len)) => {
+                let out = failure(
+                    None,
+                    &format!(
+                        "component answered pending with a {len}-byte task_id; the limit is \
+                         {MAX_TASK_ID_BYTES} bytes"
+                    ),
                 );
                 self.finish_instance(key, out, via, now);
             }

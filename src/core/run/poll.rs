@@ -61,9 +61,13 @@ pub fn verdict(body: &Value, done_when: Option<&str>, failed_when: Option<&str>)
     }
 }
 
+/// Status URLs are stored with the run: a component cannot hand it a huge one.
+const MAX_STATUS_URL_BYTES: usize = 2048;
+
 fn http_url(v: Option<&Value>) -> Option<String> {
     let url = v?.as_str()?.trim();
-    (url.starts_with("https://") || url.starts_with("http://")).then(|| url.to_string())
+    let http = url.starts_with("https://") || url.starts_with("http://");
+    (http && url.len() <= MAX_STATUS_URL_BYTES).then(|| url.to_string())
 }
 
 fn seconds(v: Option<&Value>, name: &str, default: u64) -> Result<u64, String> {
