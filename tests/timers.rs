@@ -833,3 +833,33 @@ fn a_run_failed_beside_an_open_wait_stores_and_loads() {
         RunStatus::Failed { .. }
     ));
 }
+
+#[test]
+fn every_segment_reports_what_ran() {
+    use arcrun::core::segment::Report;
+    let report = |kind, status, calls| Report {
+        kind,
+        status: Some(status),
+        calls,
+    };
+    let gate = Gate::with(Network::echo_with_async(), budget(2), Directory::default());
+    let started = gate.start(support::chain(3, "http://c/step"), json!({}));
+    assert_eq!(started.report, report("trigger", "running", 2));
+    assert_eq!(gate.wake().report, report("continuation", "completed", 1));
+
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(wait_graph(Some(2), false), json!({}));
+    assert_eq!(gate.wake().report, report("idle", "paused", 0));
+    gate.clock.advance(2_000);
+    assert_eq!(gate.wake().report, report("deadline", "failed", 0));
+
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(wait_graph(None, false), json!({}));
+    let cancelled = gate
+        .send(Command::Cancel {
+            run_id: "run-1".into(),
+            owner: Some(OWNER.into()),
+        })
+        .unwrap();
+    assert_eq!(cancelled.report, report("cancel", "cancelled", 0));
+}

@@ -23,7 +23,7 @@ use super::store::{GateStore, Ops, RunStore};
 use crate::core::error::EngineError;
 use crate::core::run::Run;
 use crate::core::segment::{
-    details, read, run_segment, Clock, Command, GateConfig, Host, Reply, Store as _,
+    details, read, run_segment, Clock, Command, GateConfig, Host, Reply, Segment, Store as _,
 };
 use crate::core::view::{merge_noted, noop};
 
@@ -300,9 +300,11 @@ impl RunGate {
         let run_id = command_run_id(&command).to_string();
         *self.active.borrow_mut() = Some((run_id.clone(), owner));
         let cached = self.cached.borrow_mut().take();
+        let started = now_ms();
         let (kept, result) = run_segment(&host, cached, command).await;
         *self.cached.borrow_mut() = kept;
         *self.active.borrow_mut() = None;
+        log_segment(&run_id, &result, store, started);
         let segment = result?;
         self.ensure_alarm(&run_id, segment.wake).await;
         Ok(match segment.reply {
@@ -371,9 +373,11 @@ impl RunGate {
         let command = Command::Wake {
             run_id: meta.run_id.clone(),
         };
+        let started = now_ms();
         let (kept, result) = run_segment(&host, cached, command).await;
         *self.cached.borrow_mut() = kept;
         *self.active.borrow_mut() = None;
+        log_segment(&meta.run_id, &result, store, started);
         match result {
             Ok(segment) => {
                 self.ensure_alarm(&meta.run_id, segment.wake).await;
@@ -415,6 +419,35 @@ impl RunGate {
         // Unknown after a failure, so the next request tries again.
         self.alarm.set(set.then_some(wake));
     }
+}
+
+/// One JSON line per segment for Workers Logs: what ran, for which run, at
+/// what cost. Ids and counts only — never a context, an output or a message
+/// that could carry one.
+fn log_segment(
+    run_id: &str,
+    result: &std::result::Result<Segment, EngineError>,
+    store: &GateStore,
+    started: u64,
+) {
+    let kv = store.kv.ops();
+    let dos = store.do_ops.get();
+    let mut line = serde_json::json!({
+        "event": "segment",
+        "run_id": run_id,
+        "kv": {"reads": kv.reads, "writes": kv.writes, "lists": kv.lists},
+        "do": {"reads": dos.reads, "writes": dos.writes, "deletes": dos.deletes},
+        "duration_ms": now_ms().saturating_sub(started),
+    });
+    match result {
+        Ok(segment) => {
+            line["kind"] = segment.report.kind.into();
+            line["status"] = segment.report.status.into();
+            line["calls"] = segment.report.calls.into();
+        }
+        Err(e) => line["error"] = e.code().into(),
+    }
+    worker::console_log!("{line}");
 }
 
 fn command_run_id(command: &Command) -> &str {

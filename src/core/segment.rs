@@ -161,6 +161,20 @@ pub struct Segment {
     pub reply: Reply,
     /// When the run must next act on its own (`None`: never; no alarm).
     pub wake: Option<u64>,
+    /// What happened, for the operator's log.
+    pub report: Report,
+}
+
+/// One segment, as the operator's log shows it: no data, only what ran.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// `trigger`, `callback`, `heartbeat`, `cancel`, `redeliver`, or for an
+    /// alarm `deadline`, `continuation`, `poll`, `delivery` or `idle`.
+    pub kind: &'static str,
+    /// The run's status after the segment.
+    pub status: Option<&'static str>,
+    /// Component calls (and polls) made.
+    pub calls: usize,
 }
 
 /// The platform pieces a segment uses.
@@ -177,6 +191,30 @@ pub struct Host<'a, S, C, K, N> {
 /// the run to keep — `None` after a failure, so the next segment reloads the
 /// stored record instead of a half-applied one.
 pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
+    host: &Host<'_, S, C, K, N>,
+    cached: Option<Run>,
+    command: Command,
+) -> (Option<Run>, Result<Segment, EngineError>) {
+    let kind = match &command {
+        Command::Start { .. } => "trigger",
+        Command::Callback { .. } => "callback",
+        Command::Heartbeat { .. } => "heartbeat",
+        Command::Cancel { .. } => "cancel",
+        Command::Redeliver { .. } => "redeliver",
+        // Named by what the alarm found to do.
+        Command::Wake { .. } => "idle",
+    };
+    let (kept, mut result) = apply(host, cached, command).await;
+    if let Ok(segment) = &mut result {
+        if segment.report.kind.is_empty() {
+            segment.report.kind = kind;
+        }
+        segment.report.status = kept.as_ref().map(|r| r.status().name());
+    }
+    (kept, result)
+}
+
+async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
     host: &Host<'_, S, C, K, N>,
     cached: Option<Run>,
     command: Command,
@@ -226,7 +264,14 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
                 }
                 _ => Ok(Reply::Idle),
             };
-            return (None, result.map(|reply| Segment { reply, wake: None }));
+            return (
+                None,
+                result.map(|reply| Segment {
+                    reply,
+                    wake: None,
+                    report: Report::default(),
+                }),
+            );
         }
         Err(e) => return (None, Err(e)),
     };
@@ -256,6 +301,7 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
             Ok(Segment {
                 reply: Reply::Idle,
                 wake,
+                report: Report::default(),
             }),
         );
     }
@@ -318,7 +364,15 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
             noted = turned_away(&wait_id, EventKind::Heartbeat, &result);
             result
         }
-        Command::Wake { .. } => Ok(Applied::Woken),
+        Command::Wake { .. } => Ok(Applied::Woken(if expired > 0 {
+            "deadline"
+        } else if run.status() == &RunStatus::Running {
+            "continuation"
+        } else if run.polls_due_at(now) {
+            "poll"
+        } else {
+            "idle"
+        })),
         Command::Cancel { .. } => run.cancel(now).map(|()| Applied::Cancelled),
         Command::Redeliver { .. } => run.redeliver(now).map(|()| Applied::Redelivery),
     };
@@ -331,7 +385,7 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
         // The request is refused and changed nothing, but a deadline taken
         // on the way is still saved.
         Err(e) if expired > 0 => {
-            let (kept, saved) = finish(host, run, Applied::Woken).await;
+            let (kept, saved) = finish(host, run, Applied::Woken("deadline")).await;
             return (kept, saved.and(Err(e)));
         }
         Err(e) => return (Some(run), Err(e)),
@@ -341,7 +395,7 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
             applied,
             Applied::Resumed | Applied::Cancelled | Applied::Redelivery | Applied::Heartbeat { .. }
         )
-        || (matches!(applied, Applied::Woken)
+        || (matches!(applied, Applied::Woken(_))
             && (run.status() == &RunStatus::Running || run.polls_due_at(now)));
     if !changed {
         let wake = run.next_wake(now);
@@ -349,7 +403,14 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
             Applied::Noop(noop) => Reply::Noop(noop),
             _ => Reply::Idle,
         };
-        return (Some(run), Ok(Segment { reply, wake }));
+        return (
+            Some(run),
+            Ok(Segment {
+                reply,
+                wake,
+                report: Report::default(),
+            }),
+        );
     }
     finish(host, run, applied).await
 }
@@ -359,7 +420,8 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
 enum Applied {
     Started,
     Resumed,
-    Woken,
+    /// By the alarm, to do this (see `Report::kind`).
+    Woken(&'static str),
     Cancelled,
     Redelivery,
     /// A heartbeat moved or kept the wait's deadline (this one).
@@ -380,6 +442,7 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
     let config = host.config;
     let segment_start = host.clock.now();
     let wake;
+    let mut calls = 0;
     if !run.status().is_finished() && !matches!(applied, Applied::Heartbeat { .. }) {
         run.begin_segment(signer(config, &run));
         let recorded = match host.store.recorded_outcomes().await {
@@ -393,6 +456,7 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         };
         let now = || host.clock.now();
         let effects = drive(&mut run, host.components, &journal, &now).await;
+        calls = run.calls_made();
         if let Err(e) = save(host, &mut run, segment_start).await {
             return (None, Err(e));
         }
@@ -427,6 +491,10 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
             }
         }
     }
+    let kind = match applied {
+        Applied::Woken(kind) => kind,
+        _ => "",
+    };
     let reply = match applied {
         Applied::Started | Applied::Resumed => Reply::Outcome {
             body: run_outcome(
@@ -450,10 +518,22 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
                 callback_url,
             }
         }
-        Applied::Woken => Reply::Idle,
+        Applied::Woken(_) => Reply::Idle,
         Applied::Noop(noop) => Reply::Noop(noop),
     };
-    (Some(run), Ok(Segment { reply, wake }))
+    let report = Report {
+        kind,
+        status: None,
+        calls,
+    };
+    (
+        Some(run),
+        Ok(Segment {
+            reply,
+            wake,
+            report,
+        }),
+    )
 }
 
 /// Signs the run's callback URLs, when the deployment has a secret.
@@ -492,6 +572,7 @@ async fn deliver<S: Store, C, K: Clock, N: Notifier>(
             Ok(Segment {
                 reply: Reply::Idle,
                 wake: None,
+                report: Report::default(),
             }),
         );
     };
@@ -527,6 +608,7 @@ async fn deliver<S: Store, C, K: Clock, N: Notifier>(
         Ok(Segment {
             reply: Reply::Idle,
             wake,
+            report: Report::default(),
         }),
     )
 }

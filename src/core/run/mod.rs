@@ -324,6 +324,13 @@ impl Run {
         self.signer = signer;
     }
 
+    /// Calls (and polls) this segment has made.
+    pub fn calls_made(&self) -> usize {
+        self.settings
+            .max_calls_per_segment
+            .saturating_sub(self.calls_left)
+    }
+
     /// Calls waiting for budget: non-zero only when the run has yielded.
     pub fn calls_due(&self) -> usize {
         self.to_call.len()
