@@ -4,7 +4,7 @@
 mod support;
 
 use arcrun::core::record::RunStatus;
-use arcrun::core::run::{Run, Settings};
+use arcrun::core::run::{CallOutcome, Run, Settings};
 use serde_json::{json, Map, Value};
 use support::*;
 
@@ -117,7 +117,7 @@ fn large_calls_are_issued_in_bounded_batches() {
     for call in first {
         run.complete_call(
             call.key,
-            arcrun::core::run::CallOutcome::Answered(json!({"ok": true})),
+            CallOutcome::Answered(json!({"ok": true})),
             clock.now(),
         );
     }
@@ -172,4 +172,48 @@ fn consecutive_foreach_stages_do_not_multiply_in_size() {
         eight < two * 8,
         "8 stages answer {eight} bytes against {two} for 2"
     );
+}
+
+#[test]
+fn no_more_than_six_calls_are_in_flight_at_once() {
+    let clock = Clock::new();
+    let graph = json!({
+        "nodes": [
+            {"id": "in", "type": "Input"},
+            {"id": "each", "type": "Component", "componentId": "http://c/each"},
+            {"id": "out", "type": "Output"}
+        ],
+        "edges": [{"from": "in", "to": "each", "type": "FOREACH", "items": "list"}, {"from": "each", "to": "out"}]
+    });
+    let list: Vec<u32> = (0..20).collect();
+    let ctx = json!({"list": list}).as_object().unwrap().clone();
+    let mut run = Run::start(
+        plan(graph),
+        "r".into(),
+        ctx,
+        clock.now(),
+        Settings::default(),
+    );
+    run.begin_segment(None);
+    let mut batches = Vec::new();
+    loop {
+        let calls: Vec<_> = run
+            .step(clock.now())
+            .into_iter()
+            .filter_map(|e| e.as_call().cloned())
+            .collect();
+        if calls.is_empty() {
+            break;
+        }
+        batches.push(calls.len());
+        for call in calls {
+            run.complete_call(
+                call.key,
+                CallOutcome::Answered(json!({"ok": 1})),
+                clock.now(),
+            );
+        }
+    }
+    assert_eq!(batches, vec![6, 6, 6, 2]);
+    assert!(matches!(run.status(), RunStatus::Completed { .. }));
 }

@@ -21,6 +21,12 @@ use std::rc::Rc;
 /// inputs without limiting what a run may do.
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
+/// Calls in flight at once. Workers open at most six connections at a time
+/// per invocation and queue the rest — with their timeouts already running —
+/// so more would only make slow components look like timeouts (and a
+/// native driver open thousands of sockets).
+pub const MAX_CALLS_AT_ONCE: usize = 6;
+
 impl Run {
     /// Runs all in-process work that is ready and returns what the driver
     /// must do next: the component calls now due, or — when none are — the
@@ -43,7 +49,10 @@ impl Run {
             }
             let mut calls = Vec::new();
             let mut batch_bytes = 0;
-            while self.calls_left > 0 && batch_bytes < MAX_BATCH_BYTES {
+            while self.calls_left > 0
+                && batch_bytes < MAX_BATCH_BYTES
+                && calls.len() < MAX_CALLS_AT_ONCE
+            {
                 let Some(key) = self.to_call.pop_front() else {
                     break;
                 };
@@ -58,7 +67,7 @@ impl Run {
             }
             // Status URLs due a poll, within the same budget.
             for wait_id in self.polls_due(now) {
-                if self.calls_left == 0 {
+                if self.calls_left == 0 || calls.len() >= MAX_CALLS_AT_ONCE {
                     break;
                 }
                 if let Some(call) = self.issue_poll(&wait_id, now) {
