@@ -11,16 +11,24 @@
 //!
 //! The report gives wall-clock medians and p95s, the time per node (or per
 //! FOREACH item), the serialized record size, and how each family grows when
-//! its size grows tenfold. Growth is judged on CPU-time medians: long samples
-//! lose time slices to other work on the machine that short ones do not,
-//! which would otherwise pass for superlinear growth.
+//! its size grows tenfold. Growth is judged on instruction counts: after the
+//! timed passes, this binary runs itself under callgrind once per case
+//! (`BENCH_ONE`), collecting only inside the four phase functions and dumping
+//! the counters as each returns, so each phase's `Ir` is counted on its own.
+//! Instruction counts do not depend on what else the (shared) machine is
+//! doing; CPU-time and wall-clock ratios are shown for reference. Without
+//! valgrind, growth is judged on CPU-time medians as a fallback.
 //!
 //! Environment:
-//! - `BENCH_SMOKE=1`: tiny sizes, a handful of repetitions, one pass; time
-//!   budgets are not judged.
+//! - `BENCH_SMOKE=1`: tiny sizes, a handful of repetitions, one pass; the
+//!   wall-clock budget is not judged (instruction counts are).
 //! - `BENCH_JSON=<path>`: also write the results there as JSON.
 //! - `BENCH_ONLY=<family>` or `BENCH_ONLY="<family> <size>"`: measure only
 //!   that (for profiling one case).
+//! - `BENCH_ONE=<family>:<size>`: run exactly one measured pass of that case
+//!   and exit (what runs under callgrind; any size may be given).
+//! - `BENCH_CALLGRIND=0`: do not count instructions; `BENCH_CALLGRIND_DIR`:
+//!   where callgrind's output files go (default: a temporary directory).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -851,10 +859,14 @@ fn count_instructions(
     cmd.arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out_file.display()))
         .arg("--collect-atstart=no");
+    // One --toggle-collect only (valgrind keeps just one), matching all four;
+    // one --dump-after per phase (each is honoured).
+    cmd.arg(format!(
+        "--toggle-collect={}::callgrind_phase_*",
+        module_path!()
+    ));
     for f in PHASE_FUNCTIONS {
-        let symbol = format!("{}::{f}", module_path!());
-        cmd.arg(format!("--toggle-collect={symbol}"))
-            .arg(format!("--dump-after={symbol}"));
+        cmd.arg(format!("--dump-after={}::{f}", module_path!()));
     }
     let output = cmd
         .arg(&exe)
@@ -1135,6 +1147,34 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The profile this binary was built with: `cargo bench` uses the bench
+/// profile, which inherits `[profile.release]` (read from Cargo.toml as it
+/// was at compile time, plus any `[profile.bench]` overrides).
+fn profile_description() -> String {
+    let manifest = include_str!("../Cargo.toml");
+    let section = |name: &str| -> Vec<String> {
+        let header = format!("[{name}]");
+        manifest
+            .lines()
+            .skip_while(|l| l.trim() != header)
+            .skip(1)
+            .take_while(|l| !l.trim_start().starts_with('['))
+            .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    let mut out = format!(
+        "bench profile (= [profile.release]: {}",
+        section("profile.release").join(", ")
+    );
+    let bench = section("profile.bench");
+    if !bench.is_empty() {
+        out.push_str(&format!("; [profile.bench]: {}", bench.join(", ")));
+    }
+    out.push(')');
+    out
+}
+
 /// An instruction count, shortened: 1.23 M, 45.6 k, 7.89 G.
 fn fmt_count(n: u64) -> String {
     let x = n as f64;
@@ -1197,7 +1237,7 @@ impl Report {
         out.extend(
             self.counting_errors
                 .iter()
-                .map(|e| format!("(core) callgrind could not count a case, so its growth was judged on CPU time: {e}")),
+                .map(|e| format!("(core) callgrind could not count a case, so growth involving it was judged without instruction counts: {e}")),
         );
         if let Some(m) = self
             .mixed_single()
@@ -1297,7 +1337,10 @@ impl Report {
             .growths
             .iter()
             .map(|g| {
-                let ir = |f: fn(&PhaseRatios) -> f64| g.ir.as_ref().map_or("n/a".into(), |r| format!("{:.2}", f(r)));
+                let ir = |f: fn(&PhaseRatios) -> f64| {
+                    g.ir.as_ref()
+                        .map_or("n/a".into(), |r| format!("{:.2}", f(r)))
+                };
                 vec![
                     g.family.title.to_string(),
                     format!("{} → {}", fmt_bytes(g.from), fmt_bytes(g.to)),
@@ -1406,7 +1449,7 @@ impl Report {
         json!({
             "suite": "core",
             "smoke": self.smoke,
-            "profile": PROFILE,
+            "profile": profile_description(),
             "growth_judged_on": self.counting.describe(),
             "cases": cases,
             "growth": growths,
@@ -1454,7 +1497,9 @@ fn bench_one(spec: &str) -> ! {
 fn count_all(results: &mut [CaseResult]) -> Vec<String> {
     let dir = std::env::var_os("BENCH_CALLGRIND_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("arcrun-callgrind-{}", std::process::id())));
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("arcrun-callgrind-{}", std::process::id()))
+        });
     if let Err(e) = std::fs::create_dir_all(&dir) {
         return vec![format!("cannot create {}: {e}", dir.display())];
     }
