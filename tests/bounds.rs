@@ -217,3 +217,61 @@ fn no_more_than_six_calls_are_in_flight_at_once() {
     assert_eq!(batches, vec![6, 6, 6, 2]);
     assert!(matches!(run.status(), RunStatus::Completed { .. }));
 }
+
+fn nested(depth: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..depth {
+        v = json!([v]);
+    }
+    v
+}
+
+/// Found end to end: a context nested near the JSON reader's limit (128) was
+/// stored about ten levels deeper and could not be read back, stranding the
+/// run. Everything taken in is bounded at 100 levels; what is under it stores
+/// and loads.
+#[test]
+fn deep_json_is_bounded_so_stored_runs_read_back() {
+    let net = Network::new(|call| {
+        if call.url.ends_with("/deep") {
+            return CallOutcome::Answered(json!({"v": nested(100)}));
+        }
+        if call.url.ends_with("/async") {
+            return CallOutcome::Answered(json!({"pending": true, "task_id": "t"}));
+        }
+        CallOutcome::Answered(Value::Object(call.input.clone()))
+    });
+    let clock = Clock::new();
+    let graph = json!({
+        "nodes": [
+            {"id": "in", "type": "Input"},
+            {"id": "wait", "type": "Component", "componentId": "http://c/async"},
+            {"id": "deep", "type": "Component", "componentId": "http://c/deep"},
+            {"id": "why", "type": "Output", "data": {"error": "{{deep.error}}"}}
+        ],
+        "edges": [
+            {"from": "in", "to": "wait"}, {"from": "in", "to": "deep"},
+            {"from": "deep", "to": "why", "type": "ON_FAIL"}
+        ]
+    });
+    // The deepest context a request may carry (the body itself is one level more).
+    let run = run_graph(graph, json!({"ctx": nested(98)}), &net, &clock);
+    assert!(matches!(run.status(), RunStatus::Paused { .. }));
+    let mut reloaded = reload(&run);
+    let wait = reloaded.record.waits.keys().next().unwrap().clone();
+    let too_deep = json!({"task_id": "t", "data": nested(100)});
+    assert!(matches!(
+        reloaded.resume(&wait, too_deep, None, clock.now()),
+        Err(arcrun::core::error::EngineError::InvalidRequest(_))
+    ));
+    reloaded
+        .resume(&wait, json!({"task_id": "t"}), None, clock.now())
+        .unwrap()
+        .unwrap();
+    continue_run(&mut reloaded, &net, &clock);
+    let out = output(&reloaded);
+    assert_eq!(
+        out["error"],
+        json!("the component's answer nests JSON more than 100 levels deep")
+    );
+}

@@ -16,6 +16,7 @@ use super::{now_ms, random_id};
 use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
+use crate::core::protocol::{json_depth, MAX_JSON_DEPTH};
 use crate::core::run::Noop;
 use crate::core::view::noop;
 use crate::core::webhook::check_receiver_url;
@@ -448,11 +449,18 @@ async fn read_json(req: &mut Request, config: &Config) -> Result<Value, ApiError
             "the request body is empty".into(),
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::Engine(EngineError::InvalidRequest(format!(
             "the body is not valid JSON: {e}"
         )))
-    })
+    })?;
+    // Stored with a run, a body nests deeper still; keep it readable back.
+    if json_depth(&body) > MAX_JSON_DEPTH {
+        return Err(ApiError::Engine(EngineError::InvalidRequest(format!(
+            "the body nests JSON more than {MAX_JSON_DEPTH} levels deep"
+        ))));
+    }
+    Ok(body)
 }
 
 fn excerpt(text: &str, max: usize) -> String {

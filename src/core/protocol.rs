@@ -63,6 +63,39 @@ pub fn wait_timeout(task_id: &str, waited_ms: u64) -> Value {
     })
 }
 
+/// The deepest JSON the engine takes in — request bodies, component answers,
+/// node outputs. A stored record nests what it holds about ten levels deeper,
+/// and must stay within the JSON reader's own limit (128) to load again.
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// How deeply `v` nests (a scalar is 0, `[]` and `{}` are 1), without recursion.
+pub fn json_depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0)];
+    while let Some((v, depth)) = stack.pop() {
+        match v {
+            Value::Array(items) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(items.iter().map(|i| (i, depth + 1)));
+            }
+            Value::Object(fields) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(fields.values().map(|f| (f, depth + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The failure of a result nested deeper than `MAX_JSON_DEPTH`.
+pub fn too_deep(what: &str) -> Value {
+    failure(
+        None,
+        &format!("{what} nests JSON more than {MAX_JSON_DEPTH} levels deep"),
+    )
+}
+
 /// The longest `task_id` a pending answer may carry: it is stored with the
 /// run and shown in its answers, so a component cannot make it grow them.
 pub const MAX_TASK_ID_BYTES: usize = 1024;
@@ -109,6 +142,8 @@ mod tests {
             Some(Pending::NoTaskId)
         );
         assert_eq!(pending(&json!({"pending": "yes"})), None);
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!({"a": [1, {"b": []}]})), 4);
         assert_eq!(
             pending(&json!({"pending": true, "task_id": "x".repeat(1025)})),
             Some(Pending::TaskIdTooLong(1025))

@@ -682,22 +682,39 @@ test("events: a task mismatch shows on the open wait at no KV write; later event
     }
 });
 
-test("events: a callback after the deadline is recorded late on the timed-out wait, at no KV write", async () => {
+test("events: a callback after its deadline costs nothing; one after a cancel is recorded late, at no KV write", async () => {
     const pend = await pendingComponent();
     try {
+        // Past the deadline its URL was signed with, a callback is refused before it reaches the
+        // run (no storage work, so nothing recorded either).
         const graph = { nodes: [{ id: "slow", type: "Component", componentId: `${pend.url}/e3`, wait_timeout_seconds: 1 }], edges: [] };
         const t = await worker.fetchJson("/execute", { body: { graph } });
         assert.equal(t.body.status, "paused", t.text);
         const failed = await waitForStatus(worker, t.body.run_id, ["failed", "completed"], 1000 + ALARM_SLACK_MS);
         assert.equal(failed.body.status, "failed", failed.text);
         const call = pend.on("/e3")[0];
-        const late = await postCallback(call.callbackUrl, call.taskId, { success: true });
-        assert.deepEqual(late.body, { success: true, noop: true, reason: "expired" });
-        assert.equal(kvOps(late).writes, 0, late.headers.get("x-arcrun-kv-ops"));
+        const expired = await postCallback(call.callbackUrl, call.taskId, { success: true });
+        assert.deepEqual(expired.body, { success: true, noop: true, reason: "expired" });
+        assert.equal(expired.headers.get("x-arcrun-kv-ops"), "reads=0;writes=0;lists=0");
         const read = await worker.fetchJson(`/runs/${t.body.run_id}`);
         const closed = read.body.closed_waits?.[0];
         assert.equal(closed?.how, "timed_out", read.text);
-        assert.deepEqual(eventsOf(closed), ["callback:late"]);
+        assert.deepEqual(eventsOf(closed), []);
+
+        // With a URL still good, a callback after the run was cancelled reaches the wait and is
+        // recorded as late, without a KV write.
+        const c = await worker.fetchJson("/execute", { body: { graph: { nodes: [{ id: "slow", type: "Component", componentId: `${pend.url}/e4` }], edges: [] } } });
+        assert.equal(c.body.status, "paused", c.text);
+        const cancelled = await worker.fetchJson(`/runs/${c.body.run_id}/cancel`, { method: "POST" });
+        assert.equal(cancelled.status, 200, cancelled.text);
+        const call2 = pend.on("/e4")[0];
+        const late = await postCallback(call2.callbackUrl, call2.taskId, { success: true });
+        assert.deepEqual(late.body, { success: true, noop: true, reason: "run_finished" });
+        assert.equal(kvOps(late).writes, 0, late.headers.get("x-arcrun-kv-ops"));
+        const after = await worker.fetchJson(`/runs/${c.body.run_id}`);
+        const closed2 = after.body.closed_waits?.[0];
+        assert.equal(closed2?.how, "cancelled", after.text);
+        assert.deepEqual(eventsOf(closed2), ["callback:late"]);
     } finally {
         await pend.close();
     }

@@ -8,7 +8,8 @@ use serde_json::Value;
 use super::super::condition::{boolean_result, chosen_branch, evaluate};
 use super::super::graph::EdgeKind;
 use super::super::protocol::{
-    error_text, failure, is_failure, pending, Pending, MAX_TASK_ID_BYTES, RESULT_STATUS_KEYS,
+    error_text, failure, is_failure, json_depth, pending, too_deep, Pending, MAX_JSON_DEPTH,
+    MAX_TASK_ID_BYTES, RESULT_STATUS_KEYS,
 };
 use super::super::record::{
     Arrival, Context, ItemState, NodeState, Poll, RunError, RunStatus, TraceEntry, TraceStatus,
@@ -83,6 +84,9 @@ impl Run {
             return self.complete_poll(key, &wait_id, outcome, now);
         }
         let output = match outcome {
+            CallOutcome::Answered(v) if json_depth(&v) > MAX_JSON_DEPTH => {
+                too_deep("the component's answer")
+            }
             CallOutcome::Answered(v) => v,
             CallOutcome::Failed { status, error } => failure(status, &error),
         };
@@ -238,6 +242,13 @@ impl Run {
         via: Via,
         now: u64,
     ) {
+        // Whatever built it (a template can nest values), an output stays
+        // shallow enough to be stored and read back.
+        let (output, verdict) = if json_depth(&output) > MAX_JSON_DEPTH {
+            (too_deep("the node's output"), Verdict::Failure)
+        } else {
+            (output, verdict)
+        };
         if !self.account_bytes(json_size(&output), now) {
             return;
         }

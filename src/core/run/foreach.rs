@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::super::graph::{Edge, EdgeKind};
 use super::super::plan::ComponentRef;
-use super::super::protocol::{failure, is_failure};
+use super::super::protocol::{failure, is_failure, json_depth, too_deep, MAX_JSON_DEPTH};
 use super::super::record::{Arrival, Context, ItemState, Mapping, NodeState};
 use super::super::scope::NodeScope;
 use super::super::template::{json_map_size, json_size, walk, Scope};
@@ -123,6 +123,11 @@ impl Run {
     }
 
     pub(super) fn finish_item(&mut self, n: usize, i: usize, output: Value, via: Via, now: u64) {
+        let output = if json_depth(&output) > MAX_JSON_DEPTH {
+            too_deep("the item's output")
+        } else {
+            output
+        };
         let verdict = match via {
             Via::Engine => Verdict::Failure,
             _ => Verdict::judge(&output),

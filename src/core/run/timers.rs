@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::super::error::EngineError;
-use super::super::protocol::wait_timeout;
+use super::super::protocol::{json_depth, wait_timeout, MAX_JSON_DEPTH};
 use super::super::record::{ClosedWait, EventKind, EventOutcome, RunStatus, Wait, WaitClosed};
 use super::complete::Via;
 use super::{CallKey, Noop, Run};
@@ -108,6 +108,11 @@ impl Run {
             return Err(EngineError::InvalidRequest(
                 "a callback body must be a JSON object".into(),
             ));
+        }
+        if json_depth(body) > MAX_JSON_DEPTH {
+            return Err(EngineError::InvalidRequest(format!(
+                "the callback body nests JSON more than {MAX_JSON_DEPTH} levels deep"
+            )));
         }
         // A URL is good until the deadline it was signed with (the route
         // refuses it past that without reading anything; this keeps the rule

@@ -65,28 +65,38 @@ pub fn to_v2(mut old: Value, directory: &Directory) -> Result<Value, EngineError
     // A stored context as a version-2 delta: as written when compacted (its
     // removed keys from the side table), else the whole context, unsetting
     // the baseline keys it lacks.
-    let mut delta = |ctx: Value, at: String| -> Result<Value, EngineError> {
-        let Value::Object(ctx) = ctx else {
-            return Err(corrupt("a context is not an object"));
-        };
-        let removed = if compacted {
-            unset.remove(&at).unwrap_or_else(|| json!([]))
-        } else {
-            json!(base_keys
-                .iter()
-                .filter(|k| !ctx.contains_key(*k))
-                .collect::<Vec<_>>())
-        };
-        Ok(json!({ "set": ctx, "unset": removed }))
+    let delta_of = |ctx: Map<String, Value>, removed: Value| {
+        let mut delta = Map::new();
+        delta.insert("set".into(), Value::Object(ctx));
+        delta.insert("unset".into(), removed);
+        Value::Object(delta)
     };
     let whole = |ctx: Value| -> Result<Value, EngineError> {
         let Value::Object(ctx) = ctx else {
             return Err(corrupt("a context is not an object"));
         };
-        let removed: Vec<&String> = base_keys.iter().filter(|k| !ctx.contains_key(*k)).collect();
-        Ok(json!({ "set": ctx, "unset": removed }))
+        let removed = base_keys
+            .iter()
+            .filter(|k| !ctx.contains_key(*k))
+            .map(|k| Value::String(k.clone()))
+            .collect();
+        Ok(delta_of(ctx, Value::Array(removed)))
     };
-    let waits = record.get("waits").cloned().unwrap_or_else(|| json!({}));
+    // Rewrites the context under `key` of `state` in place.
+    let mut rewrite = |state: &mut Map<String, Value>, key: &str, at: String| {
+        let ctx = state.remove(key).unwrap_or(Value::Null);
+        let delta = if compacted {
+            let Value::Object(ctx) = ctx else {
+                return Err(corrupt("a context is not an object"));
+            };
+            delta_of(ctx, unset.remove(&at).unwrap_or(Value::Array(Vec::new())))
+        } else {
+            whole(ctx)?
+        };
+        state.insert(key.into(), delta);
+        Ok(())
+    };
+    let waits = record.get("waits").cloned().unwrap_or_default();
     let graph_nodes = record
         .get("graph")
         .and_then(|g| g.get("nodes"))
@@ -94,92 +104,71 @@ pub fn to_v2(mut old: Value, directory: &Directory) -> Result<Value, EngineError
         .cloned()
         .unwrap_or_default();
     let mut converted = Vec::with_capacity(nodes.len());
-    for (n, node) in nodes.into_iter().enumerate() {
-        let Value::Object(mut state) = node else {
+    for (n, mut node) in nodes.into_iter().enumerate() {
+        // The node states keep their shape ({"<kind>": {...}}); what changes is inside.
+        let Some((kind, Value::Object(inner))) = node
+            .as_object_mut()
+            .and_then(|state| state.iter_mut().next())
+            .map(|(k, v)| (k.clone(), v))
+        else {
             converted.push(node); // "idle", "skipped"
             continue;
         };
-        let Some((kind, Value::Object(mut inner))) =
-            state.iter_mut().next().map(|(k, v)| (k.clone(), v.take()))
-        else {
-            return Err(corrupt("a node state has no fields"));
-        };
-        let take =
-            |inner: &mut Map<String, Value>, key: &str| inner.remove(key).unwrap_or(Value::Null);
-        let new = match kind.as_str() {
-            "done" => json!({ "done": inner }),
-            "calling" => {
-                json!({ "calling": { "ctx": delta(take(&mut inner, "ctx"), n.to_string())? } })
-            }
-            "paused" => json!({ "paused": {
-                "ctx": delta(take(&mut inner, "ctx"), n.to_string())?,
-                "wait_id": take(&mut inner, "wait_id"),
-            } }),
+        match kind.as_str() {
+            "done" => {}
+            "calling" | "paused" => rewrite(inner, "ctx", n.to_string())?,
             "mapping" => {
-                let node_id = graph_nodes
-                    .get(n)
-                    .and_then(|g| g.get("id"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                let Value::Array(slots) = take(&mut inner, "slots") else {
+                rewrite(inner, "ctx", n.to_string())?;
+                let node_id = graph_nodes.get(n).and_then(|g| g.get("id"));
+                let Some(Value::Array(slots)) = inner.remove("slots") else {
                     return Err(corrupt("a FOREACH node has no slots"));
                 };
-                let items = slots
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, slot)| match slot {
-                        Value::Null => waits
-                            .as_object()
-                            .and_then(|w| {
-                                w.values().find(|w| {
-                                    w.get("node_id") == Some(&node_id)
-                                        && w.get("item") == Some(&json!(i))
-                                })
+                inner.remove("remaining");
+                let mut items = Vec::with_capacity(slots.len());
+                for (i, slot) in slots.into_iter().enumerate() {
+                    let mut item = Map::new();
+                    let mut state = Map::new();
+                    if slot.is_null() {
+                        let wait = waits.as_object().and_then(|w| {
+                            w.values().find(|w| {
+                                w.get("node_id") == node_id
+                                    && w.get("item").and_then(Value::as_u64) == Some(i as u64)
                             })
-                            .map(|w| json!({ "paused": { "wait_id": w["wait_id"] } }))
-                            .ok_or_else(|| corrupt("a FOREACH item is neither done nor waiting")),
-                        output => Ok(json!({ "done": { "output": output } })),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                json!({ "mapping": {
-                    "ctx": delta(take(&mut inner, "ctx"), n.to_string())?,
-                    // Every open item is already paused: nothing is built from it.
-                    "base": {},
-                    "iterator": "item",
-                    "items": items,
-                } })
+                        });
+                        let wait = wait
+                            .ok_or_else(|| corrupt("a FOREACH item is neither done nor waiting"))?;
+                        state.insert("wait_id".into(), wait["wait_id"].clone());
+                        item.insert("paused".into(), Value::Object(state));
+                    } else {
+                        state.insert("output".into(), slot);
+                        item.insert("done".into(), Value::Object(state));
+                    }
+                    items.push(Value::Object(item));
+                }
+                // Every open item is already paused: nothing is built from `base`.
+                inner.insert("base".into(), Value::Object(Map::new()));
+                inner.insert("iterator".into(), Value::String("item".into()));
+                inner.insert("items".into(), Value::Array(items));
             }
             "waiting" => {
-                let Value::Array(arrivals) = take(&mut inner, "arrivals") else {
+                let Some(Value::Array(arrivals)) = inner.get_mut("arrivals") else {
                     return Err(corrupt("a waiting node has no arrivals"));
                 };
-                let mut out = Vec::with_capacity(arrivals.len());
-                for (slot, arrival) in arrivals.into_iter().enumerate() {
-                    out.push(match arrival {
-                        Value::Object(mut a) if a.contains_key("delivered") => {
-                            let ctx = a["delivered"].get_mut("ctx").map(Value::take);
-                            let ctx = delta(ctx.unwrap_or(Value::Null), format!("{n}.{slot}"))?;
-                            json!({ "delivered": { "ctx": ctx } })
+                for (slot, arrival) in arrivals.iter_mut().enumerate() {
+                    if let Some(Value::Object(delivered)) = arrival.get_mut("delivered") {
+                        rewrite(delivered, "ctx", format!("{n}.{slot}"))?;
+                    } else if let Some(Value::Object(items)) = arrival.get_mut("items") {
+                        // Version 1 never compacted these: they are whole.
+                        for key in ["ctx", "base"] {
+                            let whole_ctx = whole(items.remove(key).unwrap_or(Value::Null))?;
+                            items.insert(key.into(), whole_ctx);
                         }
-                        Value::Object(mut a) if a.contains_key("items") => {
-                            let items = a["items"]
-                                .as_object_mut()
-                                .ok_or_else(|| corrupt("bad FOREACH arrival"))?;
-                            // Version 1 never compacted these: they are whole.
-                            let ctx = whole(items.remove("ctx").unwrap_or(Value::Null))?;
-                            let base = whole(items.remove("base").unwrap_or(Value::Null))?;
-                            items.insert("ctx".into(), ctx);
-                            items.insert("base".into(), base);
-                            Value::Object(a)
-                        }
-                        other => other, // "pending", "skipped"
-                    });
+                    }
                 }
-                json!({ "waiting": { "arrivals": out } })
             }
             other => return Err(corrupt(&format!("unknown node state '{other}'"))),
-        };
-        converted.push(new);
+        }
+        converted.push(node);
     }
     record.insert("nodes".into(), Value::Array(converted));
 
