@@ -924,7 +924,7 @@ const resolve = (v) => (typeof v === "function" ? v(ctx) : v);
 
 /** How many cases expect each status and code: a case that changes its expectation changes this. */
 const EXPECTED_OUTCOMES = {
-    "400 invalid_request": 62,
+    "400 invalid_request": 64,
     "400 invalid_json": 2,
     "400 invalid_graph": 70,
     "400 invalid_final_callback_url": 7,
@@ -932,7 +932,7 @@ const EXPECTED_OUTCOMES = {
     "401 unauthorized": 42,
     "404 not_found": 40,
     "405 method_not_allowed": 33,
-    "409 task_mismatch": 21,
+    "409 task_mismatch": 20,
     "409 run_not_finished": 1,
     "409 run_finished": 1,
     "413 payload_too_large": 7,
