@@ -978,7 +978,7 @@ test("the corpus is what it says: every case, status and code counted", { timeou
     for (const c of CASES) byOutcome[`${c.status} ${c.code ?? "noop"}`] = (byOutcome[`${c.status} ${c.code ?? "noop"}`] ?? 0) + 1;
     assert.deepEqual(byOutcome, EXPECTED_OUTCOMES, JSON.stringify(byOutcome));
     assert.equal(CASES.filter((c) => c.name.startsWith("gate: ")).length, 37, "cases that reach run A's gate");
-    assert.equal(CASES.filter((c) => c.events).length, 23, "cases that must record an event on a wait");
+    assert.equal(CASES.filter((c) => c.events).length, 22, "cases that must record an event on a wait");
     const names = new Set(CASES.map((c) => c.name));
     assert.equal(names.size, CASES.length, "case names are unique");
 });
