@@ -63,6 +63,10 @@ fn a_finished_run_delivers_once_after_its_save_signed_and_redacted() {
     let saves = gate.saves();
     let woke = gate.wake();
     assert_eq!(woke.wake, None, "delivered: nothing more to do");
+    assert_eq!(
+        (woke.report.kind, woke.report.status, woke.report.calls),
+        ("delivery", Some("completed"), 1)
+    );
     assert_eq!(gate.saves(), saves + 1, "one write records the delivery");
 
     let sent = gate.notifier.sent.borrow();

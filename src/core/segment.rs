@@ -603,12 +603,17 @@ async fn deliver<S: Store, C, K: Clock, N: Notifier>(
         return (None, Err(e));
     }
     let wake = run.delivery_due();
+    let report = Report {
+        kind: "delivery",
+        status: None,
+        calls: 1,
+    };
     (
         Some(run),
         Ok(Segment {
             reply: Reply::Idle,
             wake,
-            report: Report::default(),
+            report,
         }),
     )
 }
