@@ -103,6 +103,8 @@ pub struct RunGate {
     active: RefCell<Option<(String, Option<String>)>>,
     /// The alarm as this object last set it: `None` until known.
     alarm: Cell<Option<Option<u64>>>,
+    /// Whether the call journal is known to be empty (unknown when cold).
+    journal_clean: Rc<Cell<bool>>,
 }
 
 impl DurableObject for RunGate {
@@ -115,6 +117,7 @@ impl DurableObject for RunGate {
             cached: RefCell::new(None),
             active: RefCell::new(None),
             alarm: Cell::new(None),
+            journal_clean: Rc::new(Cell::new(false)),
         }
     }
 
@@ -161,6 +164,7 @@ impl RunGate {
             kv: RunStore::new(&self.env)?,
             storage: self.state.storage(),
             do_ops: Cell::new(Ops::default()),
+            journal_clean: Rc::clone(&self.journal_clean),
         })
     }
 
@@ -414,7 +418,9 @@ impl RunGate {
                     Err(_) => false,
                 }
             }
-            None => storage.delete_alarm().await.is_ok() && storage.delete(META_KEY).await.is_ok(),
+            // The meta may stay: with no alarm nothing reads it, and the next
+            // alarm set rewrites it.
+            None => storage.delete_alarm().await.is_ok(),
         };
         // Unknown after a failure, so the next request tries again.
         self.alarm.set(set.then_some(wake));

@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use worker::kv::KvStore;
@@ -124,6 +125,9 @@ pub struct GateStore {
     pub kv: RunStore,
     pub storage: Storage,
     pub do_ops: Cell<Ops>,
+    /// Known to hold no journal entries (the object's own memory of it):
+    /// then a segment need not list the journal before it starts.
+    pub journal_clean: Rc<Cell<bool>>,
 }
 
 impl Store for GateStore {
@@ -175,6 +179,9 @@ impl Store for GateStore {
     }
 
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
+        if self.journal_clean.get() {
+            return Ok(BTreeMap::new());
+        }
         count(&self.do_ops, |o| o.reads += 1);
         let mut outcomes = BTreeMap::new();
         for (key, text) in self.list_prefix(OUTCOME_PREFIX).await? {
@@ -183,10 +190,12 @@ impl Store for GateStore {
                 outcomes.insert(key, outcome);
             }
         }
+        self.journal_clean.set(outcomes.is_empty());
         Ok(outcomes)
     }
 
     async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError> {
+        self.journal_clean.set(false);
         let text = serde_json::to_string(outcome).map_err(storage_error)?;
         if text.len() > MAX_JOURNALED_BYTES {
             return Err(EngineError::Storage("outcome too large to journal".into()));
@@ -240,6 +249,8 @@ impl Store for GateStore {
                 .await
                 .map_err(storage_error)?;
         }
+        // Every entry a segment left is forgotten together, after its save.
+        self.journal_clean.set(true);
         Ok(())
     }
 }
