@@ -23,9 +23,9 @@ use super::store::{GateStore, Ops, RunStore};
 use crate::core::error::EngineError;
 use crate::core::run::Run;
 use crate::core::segment::{
-    details, read, run_segment, Clock, Command, GateConfig, Host, Reply, Segment, Store as _,
+    add_noted, details, read, run_segment, Clock, Command, GateConfig, Host, Reply, Segment,
 };
-use crate::core::view::{merge_noted, noop};
+use crate::core::view::noop;
 
 /// The gate's own record of its run, kept beside the alarm so an alarm
 /// knows which run it is for and whether anything is due — without a KV read.
@@ -185,20 +185,13 @@ impl RunGate {
         store: &GateStore,
     ) -> std::result::Result<Response, ApiError> {
         let config = self.config()?;
-        let (config, gate) = (&config.0, &config.1);
-        let components = HttpComponents {
-            timeout_ms: config.component_timeout_ms,
-            max_response_bytes: config.max_component_response_bytes,
-        };
-        let notifier = HttpNotifier {
-            timeout_ms: DELIVERY_TIMEOUT_MS,
-        };
+        let (components, notifier) = outbound(&config.0);
         let host = Host {
             store,
             components: &components,
             clock: &WorkerClock,
             notifier: &notifier,
-            config: gate,
+            config: &config.1,
         };
         let (command, owner, is_start) = match message {
             GateRequest::Read { run_id, owner } => {
@@ -208,14 +201,14 @@ impl RunGate {
                     });
                 // The kept run is read in place (no await while borrowed);
                 // otherwise the stored record is.
-                let noted = store.noted_events().await.unwrap_or_default();
                 let kept = self.cached.borrow().as_ref().and_then(|run| {
-                    (run.record.run_id == run_id)
-                        .then(|| details(run, owner.as_deref(), active, &gate.redactor, now_ms()))
+                    (run.record.run_id == run_id).then(|| {
+                        details(run, owner.as_deref(), active, &config.1.redactor, now_ms())
+                    })
                 });
                 let (details, wake) = match kept {
                     Some(Some((mut body, wake))) => {
-                        merge_noted(&mut body, &noted);
+                        add_noted(store, &mut body).await;
                         (body, wake)
                     }
                     Some(None) => return Err(not_found(&run_id)),
@@ -302,14 +295,7 @@ impl RunGate {
             self.alarm.set(Some(None));
         }
         let run_id = command_run_id(&command).to_string();
-        *self.active.borrow_mut() = Some((run_id.clone(), owner));
-        let cached = self.cached.borrow_mut().take();
-        let started = now_ms();
-        let (kept, result) = run_segment(&host, cached, command).await;
-        *self.cached.borrow_mut() = kept;
-        *self.active.borrow_mut() = None;
-        log_segment(&run_id, &result, store, started);
-        let segment = result?;
+        let segment = self.segment(&host, command, owner).await?;
         self.ensure_alarm(&run_id, segment.wake).await;
         Ok(match segment.reply {
             Reply::Outcome { body, running } => {
@@ -358,13 +344,7 @@ impl RunGate {
             return Ok(());
         }
         let config = self.config()?;
-        let components = HttpComponents {
-            timeout_ms: config.0.component_timeout_ms,
-            max_response_bytes: config.0.max_component_response_bytes,
-        };
-        let notifier = HttpNotifier {
-            timeout_ms: DELIVERY_TIMEOUT_MS,
-        };
+        let (components, notifier) = outbound(&config.0);
         let host = Host {
             store,
             components: &components,
@@ -372,17 +352,10 @@ impl RunGate {
             notifier: &notifier,
             config: &config.1,
         };
-        *self.active.borrow_mut() = Some((meta.run_id.clone(), None));
-        let cached = self.cached.borrow_mut().take();
         let command = Command::Wake {
             run_id: meta.run_id.clone(),
         };
-        let started = now_ms();
-        let (kept, result) = run_segment(&host, cached, command).await;
-        *self.cached.borrow_mut() = kept;
-        *self.active.borrow_mut() = None;
-        log_segment(&meta.run_id, &result, store, started);
-        match result {
+        match self.segment(&host, command, None).await {
             Ok(segment) => {
                 self.ensure_alarm(&meta.run_id, segment.wake).await;
                 Ok(())
@@ -393,6 +366,25 @@ impl RunGate {
                 Err(ApiError::Engine(e))
             }
         }
+    }
+
+    /// Runs one segment with the kept run, marking it active meanwhile, and
+    /// logs it. The caller holds the lock.
+    async fn segment(
+        &self,
+        host: &Host<'_, GateStore, HttpComponents, WorkerClock, HttpNotifier>,
+        command: Command,
+        owner: Option<String>,
+    ) -> std::result::Result<Segment, EngineError> {
+        let run_id = command_run_id(&command).to_string();
+        *self.active.borrow_mut() = Some((run_id.clone(), owner));
+        let cached = self.cached.borrow_mut().take();
+        let started = now_ms();
+        let (kept, result) = run_segment(host, cached, command).await;
+        *self.cached.borrow_mut() = kept;
+        *self.active.borrow_mut() = None;
+        log_segment(&run_id, &result, host.store, started);
+        result
     }
 
     /// Sets (or clears) the alarm to `wake`, unless it is already so.
@@ -425,6 +417,19 @@ impl RunGate {
         // Unknown after a failure, so the next request tries again.
         self.alarm.set(set.then_some(wake));
     }
+}
+
+/// How a run's gate reaches components and the caller's receiver.
+fn outbound(config: &Config) -> (HttpComponents, HttpNotifier) {
+    (
+        HttpComponents {
+            timeout_ms: config.component_timeout_ms,
+            max_response_bytes: config.max_component_response_bytes,
+        },
+        HttpNotifier {
+            timeout_ms: DELIVERY_TIMEOUT_MS,
+        },
+    )
 }
 
 /// One JSON line per segment for Workers Logs: what ran, for which run, at

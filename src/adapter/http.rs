@@ -39,21 +39,24 @@ impl From<worker::kv::KvError> for ApiError {
 
 impl ApiError {
     /// A one-line description, for logs and the runtime's error reports.
-    pub fn message(&self) -> String {
-        match self {
-            Self::Engine(e) => format!("{}: {e}", e.code()),
-            Self::BadRequest(code, m) => format!("{code}: {m}"),
-            Self::Unauthorized(m)
-            | Self::NotFound(m)
-            | Self::Misconfigured(m)
-            | Self::Internal(m) => m.clone(),
-            Self::MethodNotAllowed(allowed) => format!("this path accepts {allowed}"),
-            Self::PayloadTooLarge(limit) => format!("the request body exceeds {limit} bytes"),
-        }
+    pub fn message(self) -> String {
+        let (_, code, message, _) = self.parts();
+        format!("{code}: {message}")
     }
 
     pub fn into_response(self) -> Response {
-        let (status, code, message, extra) = match self {
+        let (status, code, message, extra) = self.parts();
+        let mut error = json!({ "code": code, "message": message });
+        if let Some(Value::Object(extra)) = extra {
+            error.as_object_mut().expect("object").extend(extra);
+        }
+        json_response(status, &json!({ "success": false, "error": error }))
+    }
+
+    /// The one mapping: HTTP status, error code, message, and any fields
+    /// the error object carries besides.
+    fn parts(self) -> (u16, &'static str, String, Option<Value>) {
+        match self {
             Self::Engine(EngineError::InvalidGraph(problems)) => {
                 let message = EngineError::InvalidGraph(problems.clone()).to_string();
                 (
@@ -63,24 +66,21 @@ impl ApiError {
                     Some(json!({ "problems": problems })),
                 )
             }
-            Self::Engine(e @ EngineError::CorruptRecord(_)) => (500, e.code(), e.to_string(), None),
+            Self::Engine(e @ (EngineError::CorruptRecord(_) | EngineError::Storage(_))) => {
+                (500, e.code(), e.to_string(), None)
+            }
             Self::Engine(e @ EngineError::TaskMismatch { .. }) => {
                 (409, e.code(), e.to_string(), None)
             }
-            Self::Engine(e @ EngineError::RunFinished { status }) => (
-                409,
-                e.code(),
-                e.to_string(),
-                Some(json!({ "status": status })),
-            ),
-            Self::Engine(e @ EngineError::RunNotFinished { status }) => (
+            Self::Engine(
+                e @ (EngineError::RunFinished { status } | EngineError::RunNotFinished { status }),
+            ) => (
                 409,
                 e.code(),
                 e.to_string(),
                 Some(json!({ "status": status })),
             ),
             Self::Engine(e @ EngineError::NotFound(_)) => (404, e.code(), e.to_string(), None),
-            Self::Engine(e @ EngineError::Storage(_)) => (500, e.code(), e.to_string(), None),
             Self::Engine(e) => (400, e.code(), e.to_string(), None),
             Self::BadRequest(code, m) => (400, code, m, None),
             Self::Unauthorized(m) => (401, "unauthorized", m, None),
@@ -99,12 +99,7 @@ impl ApiError {
             ),
             Self::Misconfigured(m) => (503, "misconfigured", m, None),
             Self::Internal(m) => (500, "internal", m, None),
-        };
-        let mut error = json!({ "code": code, "message": message });
-        if let Some(Value::Object(extra)) = extra {
-            error.as_object_mut().expect("object").extend(extra);
         }
-        json_response(status, &json!({ "success": false, "error": error }))
     }
 }
 

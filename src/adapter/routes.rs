@@ -91,57 +91,30 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             execute(body, &url, &config, env, owner).await
         }
         ["runs", run_id] => {
-            require(&method, "GET")?;
-            let config = config(env)?;
-            let owner = authenticate(req, &config)?;
-            valid_id(run_id)?;
-            gate(
-                env,
-                run_id,
-                &GateRequest::Read {
-                    run_id: run_id.to_string(),
-                    owner: Some(owner),
-                },
-            )
+            for_owner(req, env, &method, "GET", run_id, |run_id, owner| {
+                GateRequest::Read { run_id, owner }
+            })
             .await
         }
         ["runs", run_id, "cancel"] => {
-            require(&method, "POST")?;
-            let config = config(env)?;
-            let owner = authenticate(req, &config)?;
-            valid_id(run_id)?;
-            gate(
-                env,
-                run_id,
-                &GateRequest::Cancel {
-                    run_id: run_id.to_string(),
-                    owner: Some(owner),
-                },
-            )
+            for_owner(req, env, &method, "POST", run_id, |run_id, owner| {
+                GateRequest::Cancel { run_id, owner }
+            })
             .await
         }
         ["runs", run_id, "redeliver"] => {
-            require(&method, "POST")?;
-            let config = config(env)?;
-            let owner = authenticate(req, &config)?;
-            valid_id(run_id)?;
-            gate(
-                env,
-                run_id,
-                &GateRequest::Redeliver {
-                    run_id: run_id.to_string(),
-                    owner: Some(owner),
-                },
-            )
+            for_owner(req, env, &method, "POST", run_id, |run_id, owner| {
+                GateRequest::Redeliver { run_id, owner }
+            })
             .await
         }
         ["callbacks", run_id, wait_id] => {
             require(&method, "POST")?;
             let config = config(env)?;
-            let (expires_at, body) = signed_body(req, &url, &config, run_id, wait_id).await?;
-            if now_ms() >= expires_at {
+            let Some((expires_at, body)) = signed_body(req, &url, &config, run_id, wait_id).await?
+            else {
                 return Ok(json_response(200, &noop(Noop::Expired)));
-            }
+            };
             gate(
                 env,
                 run_id,
@@ -158,10 +131,10 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
         ["callbacks", run_id, wait_id, "heartbeat"] => {
             require(&method, "POST")?;
             let config = config(env)?;
-            let (expires_at, body) = signed_body(req, &url, &config, run_id, wait_id).await?;
-            if now_ms() >= expires_at {
+            let Some((expires_at, body)) = signed_body(req, &url, &config, run_id, wait_id).await?
+            else {
                 return Ok(json_response(200, &noop(Noop::Expired)));
-            }
+            };
             gate(
                 env,
                 run_id,
@@ -226,17 +199,35 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
     }
 }
 
+/// A request about one run by the key that started it: method, key and id
+/// checked here, the rest decided by the run's gate.
+async fn for_owner(
+    req: &mut Request,
+    env: &Env,
+    method: &str,
+    expected: &'static str,
+    run_id: &str,
+    message: impl FnOnce(String, Option<String>) -> GateRequest,
+) -> Result<Response, ApiError> {
+    require(method, expected)?;
+    let config = config(env)?;
+    let owner = authenticate(req, &config)?;
+    valid_id(run_id)?;
+    gate(env, run_id, &message(run_id.to_string(), Some(owner))).await
+}
+
 /// Checks a wait's signed URL (before anything else is read, so a forged one
 /// costs no storage work) and reads its JSON object body. Returns the expiry
-/// the URL was signed with: past it the URL is refused without reaching the
-/// run (a heartbeat that extends a wait answers new URLs to use instead).
+/// the URL was signed with, or `None` when that has passed: the URL is then
+/// refused without reaching the run (a heartbeat that extends a wait answers
+/// new URLs to use instead).
 async fn signed_body(
     req: &mut Request,
     url: &worker::Url,
     config: &Config,
     run_id: &str,
     wait_id: &str,
-) -> Result<(u64, Value), ApiError> {
+) -> Result<Option<(u64, Value)>, ApiError> {
     valid_id(run_id)?;
     valid_id(wait_id)?;
     let token = url
@@ -257,7 +248,7 @@ async fn signed_body(
             "the callback body must be a JSON object".into(),
         ));
     }
-    Ok((expires_at, body))
+    Ok((now_ms() < expires_at).then_some((expires_at, body)))
 }
 
 async fn execute(

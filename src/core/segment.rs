@@ -165,6 +165,17 @@ pub struct Segment {
     pub report: Report,
 }
 
+impl Segment {
+    /// A segment that changed nothing worth reporting beyond its reply.
+    fn unreported(reply: Reply, wake: Option<u64>) -> Self {
+        Self {
+            reply,
+            wake,
+            report: Report::default(),
+        }
+    }
+}
+
 /// One segment, as the operator's log shows it: no data, only what ran.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
@@ -264,14 +275,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
                 }
                 _ => Ok(Reply::Idle),
             };
-            return (
-                None,
-                result.map(|reply| Segment {
-                    reply,
-                    wake: None,
-                    report: Report::default(),
-                }),
-            );
+            return (None, result.map(|reply| Segment::unreported(reply, None)));
         }
         Err(e) => return (None, Err(e)),
     };
@@ -296,14 +300,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             return deliver(host, run).await;
         }
         let wake = run.next_wake(now);
-        return (
-            Some(run),
-            Ok(Segment {
-                reply: Reply::Idle,
-                wake,
-                report: Report::default(),
-            }),
-        );
+        return (Some(run), Ok(Segment::unreported(Reply::Idle, wake)));
     }
     // Deadlines that passed are taken first, whatever arrived: a callback
     // after its deadline is answered `expired`, never applied.
@@ -403,14 +400,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             Applied::Noop(noop) => Reply::Noop(noop),
             _ => Reply::Idle,
         };
-        return (
-            Some(run),
-            Ok(Segment {
-                reply,
-                wake,
-                report: Report::default(),
-            }),
-        );
+        return (Some(run), Ok(Segment::unreported(reply, wake)));
     }
     finish(host, run, applied).await
 }
@@ -567,14 +557,7 @@ async fn deliver<S: Store, C, K: Clock, N: Notifier>(
     let (Some(event_type), Some(callback)) =
         (run.final_event_type(), run.record.final_callback.as_ref())
     else {
-        return (
-            Some(run),
-            Ok(Segment {
-                reply: Reply::Idle,
-                wake: None,
-                report: Report::default(),
-            }),
-        );
+        return (Some(run), Ok(Segment::unreported(Reply::Idle, None)));
     };
     let body = serde_json::to_string(&final_event(&run.record, event_type, &config.redactor))
         .unwrap_or_default();
@@ -712,6 +695,18 @@ pub fn details(
     Some((body, run.next_wake(now)))
 }
 
+/// Adds to a run's details the events kept beside it (turned-away callbacks
+/// and heartbeats), reading them only when the run shows a wait to put them on.
+pub async fn add_noted<S: Store>(store: &S, details: &mut Value) {
+    let shows_waits = details["waits"].as_array().is_some_and(|w| !w.is_empty())
+        || details.get("closed_waits").is_some();
+    if shows_waits {
+        if let Ok(noted) = store.noted_events().await {
+            merge_noted(details, &noted);
+        }
+    }
+}
+
 /// `details` of the stored record.
 pub async fn read<S: Store, C, K: Clock, N>(
     host: &Host<'_, S, C, K, N>,
@@ -723,9 +718,7 @@ pub async fn read<S: Store, C, K: Clock, N>(
     let run = load(host, None, run_id).await?;
     match run.and_then(|r| details(&r, owner, active, &host.config.redactor, now)) {
         Some((mut body, wake)) => {
-            if let Ok(noted) = host.store.noted_events().await {
-                merge_noted(&mut body, &noted);
-            }
+            add_noted(host.store, &mut body).await;
             Ok((body, wake))
         }
         None if active => Ok((

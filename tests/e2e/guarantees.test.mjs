@@ -8,7 +8,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash, createHmac } from "node:crypto";
+import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -26,6 +26,7 @@ import {
     heartbeatUrlOf,
     freePort,
     waitUntil,
+    mintToken,
 } from "./harness.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -41,20 +42,6 @@ const SETTLE_MS = 150;
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-/** A callback token as the Worker mints it (SECURITY.md, "What a callback token binds"). */
-function mintToken(secret, runId, waitId, expiresAt) {
-    const mac = createHmac("sha256", secret);
-    for (const field of [Buffer.from("arcrun-callback-v1"), Buffer.from(runId), Buffer.from(waitId)]) {
-        const len = Buffer.alloc(8);
-        len.writeBigUInt64BE(BigInt(field.length));
-        mac.update(len);
-        mac.update(field);
-    }
-    const exp = Buffer.alloc(8);
-    exp.writeBigUInt64BE(BigInt(expiresAt));
-    mac.update(exp);
-    return `${expiresAt}.${mac.digest("base64url")}`;
-}
 
 /** `{origin, runId, waitId, token, exp}` of a callback_url the Worker handed out. */
 function parseCallbackUrl(callbackUrl) {

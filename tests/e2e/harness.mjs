@@ -4,7 +4,7 @@
 //
 // Set E2E_LOG=1 to see workerd's and the Worker's own logs while debugging.
 
-import { createHash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -316,4 +316,49 @@ export async function postHeartbeat(callbackUrl, body = {}) {
         body: typeof body === "string" ? body : JSON.stringify(body),
     });
     return decodeResponse(res);
+}
+
+/** The harness's CALLBACK_SECRET. */
+export const TEST_CALLBACK_SECRET = "test-secret";
+
+/**
+ * A callback token as the Worker signs one: `{expires_at}.{base64url HMAC-SHA256}` over the
+ * length-prefixed domain, run id and wait id, then the expiry (see src/core/callback.rs).
+ */
+export function mintToken(secret, runId, waitId, expiresAt) {
+    const mac = createHmac("sha256", secret);
+    for (const field of [Buffer.from("arcrun-callback-v1"), Buffer.from(runId), Buffer.from(waitId)]) {
+        const len = Buffer.alloc(8);
+        len.writeBigUInt64BE(BigInt(field.length));
+        mac.update(len);
+        mac.update(field);
+    }
+    const exp = Buffer.alloc(8);
+    exp.writeBigUInt64BE(BigInt(expiresAt));
+    mac.update(exp);
+    return `${expiresAt}.${mac.digest("base64url")}`;
+}
+
+/** Alarms fire within ~2 s locally; the shared machine is slow, so allow far more. */
+export const ALARM_SLACK_MS = 10000;
+
+/** GET /runs/{id} until its status is one of `states`; returns that response. */
+export async function waitForStatus(w, runId, states, timeoutMs = ALARM_SLACK_MS) {
+    let last;
+    try {
+        return await waitUntil(`run ${runId} to be ${states}`, async () => {
+            last = await w.fetchJson(`/runs/${runId}`);
+            return states.includes(last.body?.status) ? last : null;
+        }, { timeoutMs, everyMs: 150 });
+    } catch (err) {
+        err.message += `; last answer: ${last?.status} ${last?.text?.slice(0, 600)}`;
+        throw err;
+    }
+}
+
+/** `{reads, writes, lists}` from the x-arcrun-kv-ops header, which must be there. */
+export function kvOps(res) {
+    const ops = kvOpsOf(res);
+    if (!ops) throw new Error("the x-arcrun-kv-ops header is missing");
+    return ops;
 }

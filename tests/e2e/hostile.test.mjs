@@ -21,15 +21,15 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import { createHash, createHmac } from "node:crypto";
+import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 
-import { startWorker, startComponent, TEST_API_KEY, TEST_API_KEY_HASH } from "./harness.mjs";
+import { startWorker, startComponent, mintToken, TEST_API_KEY, TEST_API_KEY_HASH, TEST_CALLBACK_SECRET } from "./harness.mjs";
 
 const OTHER_KEY = "other-key";
 const sha256hex = (s) => createHash("sha256").update(s).digest("hex");
 const OTHER_KEY_HASH = sha256hex(OTHER_KEY);
-const CALLBACK_SECRET = "test-secret"; // the harness's default
+const CALLBACK_SECRET = TEST_CALLBACK_SECRET;
 const MAX_BODY = 1 << 20; // MAX_BODY_BYTES default
 const TEMPLATE_LIMIT = 64 * 1024; // MAX_TEMPLATE_BYTES for the main Worker
 /** A 4xx answer larger than this is suspicious (problem lists must be capped). */
@@ -38,20 +38,6 @@ const SMALL_RESPONSE = 32 * 1024;
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-/** A callback token as the Worker mints it (see src/core/callback.rs). */
-function mintToken(secret, runId, waitId, expiresAt) {
-    const mac = createHmac("sha256", secret);
-    for (const field of [Buffer.from("arcrun-callback-v1"), Buffer.from(runId), Buffer.from(waitId)]) {
-        const len = Buffer.alloc(8);
-        len.writeBigUInt64BE(BigInt(field.length));
-        mac.update(len);
-        mac.update(field);
-    }
-    const exp = Buffer.alloc(8);
-    exp.writeBigUInt64BE(BigInt(expiresAt));
-    mac.update(exp);
-    return `${expiresAt}.${mac.digest("base64url")}`;
-}
 
 /** `{url, runId, waitId, token, exp, path}` from a callback_url the Worker handed out. */
 function parseCallbackUrl(callbackUrl, taskId) {

@@ -4,30 +4,14 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 
-import { startWorker, startComponent, REPO_ROOT } from "./harness.mjs";
+import { startWorker, startComponent, REPO_ROOT, mintToken, TEST_CALLBACK_SECRET } from "./harness.mjs";
 
-const CALLBACK_SECRET = "test-secret"; // the harness's default
+const CALLBACK_SECRET = TEST_CALLBACK_SECRET;
 const fixture = (name) => readFile(path.join(REPO_ROOT, "tests", "fixtures", "v1", name), "utf8");
 
-/** A callback token as the previous release minted it: `{expires_at}.{base64url HMAC}`. */
-function mintToken(runId, waitId, expiresAt, secret = CALLBACK_SECRET) {
-    const mac = createHmac("sha256", secret);
-    for (const field of ["arcrun-callback-v1", runId, waitId]) {
-        const bytes = Buffer.from(field, "utf8");
-        const len = Buffer.alloc(8);
-        len.writeBigUInt64BE(BigInt(bytes.length));
-        mac.update(len);
-        mac.update(bytes);
-    }
-    const exp = Buffer.alloc(8);
-    exp.writeBigUInt64BE(BigInt(expiresAt));
-    mac.update(exp);
-    return `${expiresAt}.${mac.digest("base64url")}`;
-}
 
 let worker;
 let daemonComp; // `daemon_task`: already called before the upgrade, must not be called again
@@ -63,7 +47,7 @@ async function getRecord(runId) {
 /** POSTs a callback for wait `waitId` of a stored record, with a token computed here. */
 async function callBack(record, waitId, body) {
     const wait = record.waits[waitId];
-    const token = mintToken(record.run_id, waitId, wait.expires_at);
+    const token = mintToken(CALLBACK_SECRET, record.run_id, waitId, wait.expires_at);
     return worker.fetchJson(`/callbacks/${record.run_id}/${waitId}?token=${encodeURIComponent(token)}`, { body, apiKey: null });
 }
 

@@ -14,37 +14,13 @@ import {
     postCallback,
     postHeartbeat,
     heartbeatUrlOf,
-    kvOpsOf,
 } from "./harness.mjs";
-import { waitUntil as until } from "./harness.mjs";
+import { waitUntil as until, waitForStatus, kvOps, ALARM_SLACK_MS } from "./harness.mjs";
 import { startDaemon } from "../../daemon/daemon.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-/** Alarms fire within ~2 s locally; the shared machine is slow, so allow far more. */
-const ALARM_SLACK_MS = 10000;
 /** MAX_WAIT_SECONDS when unset: how far heartbeats may push a deadline from its wait's start. */
 const DEFAULT_MAX_WAIT_MS = 7 * 24 * 3600 * 1000;
-
-/** GET /runs/{id} until its status is one of `states`; returns that response. */
-async function waitForStatus(w, runId, states, timeoutMs = ALARM_SLACK_MS) {
-    let last;
-    try {
-        return await until(`run ${runId} to be ${states}`, async () => {
-            last = await w.fetchJson(`/runs/${runId}`);
-            return states.includes(last.body?.status) ? last : null;
-        }, { timeoutMs, everyMs: 150 });
-    } catch (err) {
-        err.message += `; last answer: ${last?.status} ${last?.text?.slice(0, 600)}`;
-        throw err;
-    }
-}
-
-/** `{reads, writes, lists}` from the x-arcrun-kv-ops header, which must be there. */
-function kvOps(res) {
-    const ops = kvOpsOf(res);
-    assert.ok(ops, "x-arcrun-kv-ops header present");
-    return ops;
-}
 
 const statuses = (trace) => trace.map((e) => `${e.node_id}${Number.isInteger(e.item) ? `[${e.item}]` : ""}:${e.status}`);
 /** A wait's events as `kind:outcome`, checking each has a time and they are in time order. */

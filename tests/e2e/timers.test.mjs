@@ -11,35 +11,12 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
-import { startWorker, startComponent, freePort, pendingComponent, postCallback, kvOpsOf, TEST_API_KEY_HASH } from "./harness.mjs";
-import { waitUntil as until } from "./harness.mjs";
+import { startWorker, startComponent, freePort, pendingComponent, postCallback, TEST_API_KEY_HASH } from "./harness.mjs";
+import { waitUntil as until, waitForStatus, kvOps, ALARM_SLACK_MS } from "./harness.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const OTHER_KEY = "key-b";
 const sha256 = (s) => createHash("sha256").update(s).digest("hex");
-/** Alarms fire within ~2 s locally; the shared machine is slow, so allow far more. */
-const ALARM_SLACK_MS = 10000;
-
-/** GET /runs/{id} until its status is one of `states`; returns that response. */
-async function waitForStatus(w, runId, states, timeoutMs = ALARM_SLACK_MS) {
-    let last;
-    try {
-        return await until(`run ${runId} to be ${states}`, async () => {
-            last = await w.fetchJson(`/runs/${runId}`);
-            return states.includes(last.body?.status) ? last : null;
-        }, { timeoutMs, everyMs: 150 });
-    } catch (err) {
-        err.message += `; last answer: ${last?.status} ${last?.text?.slice(0, 400)}`;
-        throw err;
-    }
-}
-
-/** `{reads, writes, lists}` from the x-arcrun-kv-ops header, which must be there. */
-function kvOps(res) {
-    const ops = kvOpsOf(res);
-    assert.ok(ops, "x-arcrun-kv-ops header present");
-    return ops;
-}
 
 /** The stored record of a run, parsed. */
 async function storedRun(w, runId) {

@@ -11,7 +11,6 @@ use super::super::record::{Arrival, Context, ItemState, Mapping, NodeState};
 use super::super::scope::NodeScope;
 use super::super::template::{json_map_size, json_size, walk, Scope};
 use super::complete::{Verdict, Via};
-use super::poll::poll_task_spec;
 use super::{CallKey, Run};
 use std::rc::Rc;
 
@@ -107,13 +106,8 @@ impl Run {
             node: n,
             item: Some(i),
         };
-        let spec = self.input_from(n, item_ctx).and_then(|input| {
-            poll_task_spec(&input, &self.plan.graph.nodes[n].data, now)
-                .map_err(|why| failure(None, &why))
-        });
-        match spec {
-            Ok((poll, timeout_ms)) => {
-                let wait_id = self.open_poll_wait(key, poll, timeout_ms, now);
+        match self.open_poll_task(key, item_ctx, now) {
+            Ok(wait_id) => {
                 if let NodeState::Mapping(m) = &mut self.record.nodes[n] {
                     m.items[i] = ItemState::Paused { wait_id };
                 }

@@ -172,14 +172,23 @@ pub fn status_url_poll(answer: &Value, now: u64) -> Option<Poll> {
 }
 
 impl Run {
-    /// Opens the wait of a `poll_task` node or item; returns its id.
-    pub(super) fn open_poll_wait(
+    /// Starts a `poll_task` node or item from the context it fired with: its
+    /// rendered data is the poll, and it waits. `Err` is the failure to
+    /// finish it with (its data did not render, or is not a poll).
+    pub(super) fn open_poll_task(
         &mut self,
         key: CallKey,
-        poll: Poll,
-        timeout_ms: u64,
+        ctx: Context,
         now: u64,
-    ) -> String {
+    ) -> Result<String, Value> {
+        let input = self.input_from(key.node, ctx)?;
+        let (poll, timeout_ms) = poll_task_spec(&input, &self.plan.graph.nodes[key.node].data, now)
+            .map_err(|why| failure(None, &why))?;
+        Ok(self.open_poll_wait(key, poll, timeout_ms, now))
+    }
+
+    /// Opens the wait of a `poll_task` node or item; returns its id.
+    fn open_poll_wait(&mut self, key: CallKey, poll: Poll, timeout_ms: u64, now: u64) -> String {
         let wait_id = key.wait_id();
         let node_id = self.plan.graph.nodes[key.node].id.clone();
         let task_id = format!("poll-{wait_id}");
@@ -213,23 +222,24 @@ impl Run {
 
     /// Whether a status URL is due a poll: the alarm's invocation makes it.
     pub fn polls_due_at(&self, now: u64) -> bool {
-        !self.polls_due(now).is_empty()
+        self.due_polls(now).next().is_some()
     }
 
     /// Waits whose poll is due and not already being made.
     pub(super) fn polls_due(&self, now: u64) -> Vec<String> {
-        self.record
-            .waits
-            .values()
-            .filter(|w| w.poll.as_ref().is_some_and(|p| p.next_at <= now))
-            .filter(|w| {
-                !self
-                    .in_flight
-                    .values()
-                    .any(|f| f.poll_of.as_deref() == Some(&w.wait_id))
-            })
-            .map(|w| w.wait_id.clone())
-            .collect()
+        self.due_polls(now).map(|w| w.wait_id.clone()).collect()
+    }
+
+    fn due_polls(&self, now: u64) -> impl Iterator<Item = &Wait> {
+        self.record.waits.values().filter(move |w| {
+            let due = w.poll.as_ref().is_some_and(|p| p.next_at <= now);
+            // An open wait's own call has been answered: what is in flight
+            // under its key is its poll.
+            due && self
+                .plan
+                .node_index(&w.node_id)
+                .is_some_and(|node| !self.in_flight.contains_key(&CallKey { node, item: w.item }))
+        })
     }
 
     pub(super) fn issue_poll(&mut self, wait_id: &str, now: u64) -> Option<Call> {

@@ -12,7 +12,6 @@ use super::super::record::{Arrival, Context, ItemState, NodeState, RunStatus};
 use super::super::scope::NodeScope;
 use super::super::template::{json_map_size, render_map, Scope};
 use super::complete::{Verdict, Via};
-use super::poll::poll_task_spec;
 use super::{Call, CallKey, InFlight, Run};
 use std::rc::Rc;
 
@@ -231,15 +230,8 @@ impl Run {
             node: n,
             item: None,
         };
-        let spec = self.input_from(n, ctx.clone()).and_then(|input| {
-            poll_task_spec(&input, &self.plan.graph.nodes[n].data, now)
-                .map_err(|why| failure(None, &why))
-        });
-        match spec {
-            Ok((poll, timeout_ms)) => {
-                let wait_id = self.open_poll_wait(key, poll, timeout_ms, now);
-                self.record.nodes[n] = NodeState::Paused { ctx, wait_id };
-            }
+        match self.open_poll_task(key, ctx.clone(), now) {
+            Ok(wait_id) => self.record.nodes[n] = NodeState::Paused { ctx, wait_id },
             Err(out) => self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now),
         }
     }
@@ -265,7 +257,7 @@ impl Run {
             self.release();
             return Vec::new();
         }
-        if !self.to_call.is_empty() || !self.polls_due(now).is_empty() {
+        if !self.to_call.is_empty() || self.polls_due_at(now) {
             self.record.status = RunStatus::Running;
             return vec![Effect::Yield];
         }
