@@ -9,7 +9,9 @@
 // The front Worker and the Durable Objects share one isolate locally, hence one tally —
 // which also takes in what alarm invocations do, though they answer no request.
 
-import Engine, { RunGate as EngineGate } from "../build/index.js";
+import Engine, { RunGate as EngineGate, TriggerClaim } from "../build/index.js";
+// Idempotency claims pass through uncounted by class (their storage is their own).
+export { TriggerClaim };
 
 const tally = { reads: 0, writes: 0, lists: 0, deletes: 0 };
 

@@ -16,6 +16,7 @@ use crate::core::webhook::parse_secret;
 
 pub const RUNS_KV: &str = "RUNS";
 pub const RUN_GATE: &str = "RUN_GATE";
+pub const TRIGGER_CLAIM: &str = "TRIGGER_CLAIM";
 
 const MIN_TTL_SECS: u64 = 60;
 

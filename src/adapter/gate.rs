@@ -43,6 +43,8 @@ pub enum GateRequest {
         owner: Option<String>,
         #[serde(default)]
         final_callback_url: Option<String>,
+        #[serde(default)]
+        workflow: Option<String>,
     },
     Callback {
         run_id: String,
@@ -67,6 +69,10 @@ pub enum GateRequest {
         owner: Option<String>,
     },
     Redeliver {
+        run_id: String,
+        owner: Option<String>,
+    },
+    Retry {
         run_id: String,
         owner: Option<String>,
     },
@@ -228,6 +234,7 @@ impl RunGate {
                 base_url,
                 owner,
                 final_callback_url,
+                workflow,
             } => (
                 Command::Start {
                     run_id,
@@ -236,6 +243,7 @@ impl RunGate {
                     owner: owner.clone(),
                     callback_base: base_url,
                     final_callback_url,
+                    workflow,
                 },
                 owner,
                 true,
@@ -288,7 +296,17 @@ impl RunGate {
                 owner,
                 false,
             ),
+            GateRequest::Retry { run_id, owner } => (
+                Command::Retry {
+                    run_id,
+                    owner: owner.clone(),
+                },
+                owner,
+                false,
+            ),
         };
+        // A trigger or retry that goes on past this invocation answers 202.
+        let may_continue = is_start || matches!(command, Command::Retry { .. });
         let _turn = self.lock.lock().await;
         if is_start {
             // A fresh run id names a fresh object: it has no alarm yet.
@@ -299,7 +317,7 @@ impl RunGate {
         self.ensure_alarm(&run_id, segment.wake).await;
         Ok(match segment.reply {
             Reply::Outcome { body, running } => {
-                json_response(if running && is_start { 202 } else { 200 }, &body)
+                json_response(if running && may_continue { 202 } else { 200 }, &body)
             }
             Reply::Noop(reason) => json_response(200, &noop(reason)),
             Reply::Details(body) => json_response(200, &body),
@@ -477,6 +495,7 @@ fn command_run_id(command: &Command) -> &str {
         | Command::Wake { run_id }
         | Command::Cancel { run_id, .. }
         | Command::Redeliver { run_id, .. }
+        | Command::Retry { run_id, .. }
         | Command::Heartbeat { run_id, .. } => run_id,
     }
 }

@@ -73,7 +73,9 @@ impl ApiError {
                 (409, e.code(), e.to_string(), None)
             }
             Self::Engine(
-                e @ (EngineError::RunFinished { status } | EngineError::RunNotFinished { status }),
+                e @ (EngineError::RunFinished { status }
+                | EngineError::RunNotFinished { status }
+                | EngineError::NotRetryable { status, .. }),
             ) => (
                 409,
                 e.code(),

@@ -1,12 +1,15 @@
 //! Everything that knows about Workers: routing, configuration, KV, the
 //! per-run Durable Object, outbound fetch, the clock and randomness.
 
+mod catalog;
+mod claims;
 mod components;
 mod config;
 mod gate;
 mod http;
 mod routes;
 mod store;
+mod trigger;
 
 use worker::{event, Context, Env, Request, Response, Result};
 

@@ -5,21 +5,22 @@ use std::time::Duration;
 
 use futures::future::select;
 use futures::StreamExt;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use worker::{ByteStream, Delay, Env, Headers, Method, Request, Response};
 
 use super::config::{Config, RUN_GATE};
 use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
 use super::store::{KvOps, RunStore};
-use super::{now_ms, random_id};
+use super::catalog;
+use super::now_ms;
+use super::trigger::{idempotency_key, request_hash, start, trigger_fields, Start};
 use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
 use crate::core::protocol::{json_depth, MAX_JSON_DEPTH};
 use crate::core::run::Noop;
 use crate::core::view::noop;
-use crate::core::webhook::check_receiver_url;
 
 /// A refused body is still read and thrown away — up to this many bytes and
 /// this long — before answering: a client that is still uploading when the
@@ -88,7 +89,51 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             let config = config(env)?;
             let owner = authenticate(req, &config)?;
             let body = read_json(req, &config).await?;
-            execute(body, &url, &config, env, owner).await
+            execute(req, body, &url, &config, env, owner).await
+        }
+        ["runs"] => {
+            require(&method, "GET")?;
+            let config = config(env)?;
+            let owner = authenticate(req, &config)?;
+            catalog::list_runs(&url, env, &owner).await
+        }
+        ["runs", run_id, "retry"] => {
+            for_owner(req, env, &method, "POST", run_id, |run_id, owner| {
+                GateRequest::Retry { run_id, owner }
+            })
+            .await
+        }
+        ["workflows"] => {
+            require(&method, "GET")?;
+            let config = config(env)?;
+            let owner = authenticate(req, &config)?;
+            catalog::list_workflows(&url, env, &owner).await
+        }
+        ["workflows", name] if !(*name == "resume" && method == "POST") => {
+            let config = config(env)?;
+            match method.as_str() {
+                "GET" | "HEAD" => {
+                    let owner = authenticate(req, &config)?;
+                    catalog::get_workflow(name, env, &owner).await
+                }
+                "PUT" => {
+                    let owner = authenticate(req, &config)?;
+                    let body = read_json(req, &config).await?;
+                    catalog::put_workflow(body, name, &config, env, &owner).await
+                }
+                "DELETE" => {
+                    let owner = authenticate(req, &config)?;
+                    catalog::delete_workflow(name, env, &owner).await
+                }
+                _ => Err(ApiError::MethodNotAllowed("GET, PUT or DELETE")),
+            }
+        }
+        ["workflows", name, "execute"] => {
+            require(&method, "POST")?;
+            let config = config(env)?;
+            let owner = authenticate(req, &config)?;
+            let body = read_json(req, &config).await?;
+            catalog::execute_workflow(req, body, name, &url, &config, env, owner).await
         }
         ["runs", run_id] => {
             for_owner(req, env, &method, "GET", run_id, |run_id, owner| {
@@ -252,6 +297,7 @@ async fn signed_body(
 }
 
 async fn execute(
+    req: &Request,
     body: Value,
     url: &worker::Url,
     config: &Config,
@@ -264,61 +310,27 @@ async fn execute(
             "the body must be a JSON object".into(),
         ));
     };
+    let hash = request_hash(&[&Value::Object(body.clone())]);
+    let idempotency = idempotency_key(req)?.map(|k| (k, hash));
     let graph = body.remove("graph").ok_or_else(|| {
         ApiError::BadRequest("invalid_request", "the body needs a \"graph\"".into())
     })?;
-    let context = match body.remove("context") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "invalid_request",
-                "\"context\" must be a JSON object".into(),
-            ))
-        }
-    };
-    let final_callback_url = match body.remove("final_callback_url") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(url)) => Some(
-            check_receiver_url(&url, config.allow_http_callbacks)
-                .map_err(|m| ApiError::BadRequest("invalid_final_callback_url", m))?,
-        ),
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "invalid_final_callback_url",
-                "\"final_callback_url\" must be a string".into(),
-            ))
-        }
-    };
-    if final_callback_url.is_some() && config.webhook_keys.is_empty() {
-        return Err(ApiError::Misconfigured(
-            "WEBHOOK_SECRET is not set, so final callbacks cannot be signed: run \
-             `wrangler secret put WEBHOOK_SECRET` with a whsec_<base64> value (locally, put it in \
-             .dev.vars)"
-                .into(),
-        ));
-    }
-    // The graph is validated once, by the gate that plans and runs it.
-    config.signing_secret()?;
-    let run_id =
-        random_id().map_err(|e| ApiError::Internal(format!("randomness unavailable: {e}")))?;
-    gate(
+    let trigger = trigger_fields(&mut body, config)?;
+    start(Start {
         env,
-        &run_id.clone(),
-        &GateRequest::Start {
-            run_id,
-            graph,
-            context,
-            base_url: base_url(config, url),
-            owner: Some(owner),
-            final_callback_url,
-        },
-    )
+        config,
+        url,
+        owner,
+        graph,
+        trigger,
+        workflow: None,
+        idempotency,
+    })
     .await
 }
 
 /// Forwards a request to the run's Durable Object and relays its answer.
-async fn gate(env: &Env, run_id: &str, message: &GateRequest) -> Result<Response, ApiError> {
+pub(super) async fn gate(env: &Env, run_id: &str, message: &GateRequest) -> Result<Response, ApiError> {
     let stub = env
         .durable_object(RUN_GATE)?
         .id_from_name(run_id)?
@@ -332,7 +344,7 @@ async fn gate(env: &Env, run_id: &str, message: &GateRequest) -> Result<Response
 
 /// Answers with `ops` in the KV-operations header. A response relayed from
 /// the gate has immutable headers, so it is rebuilt rather than edited.
-async fn with_kv_ops(mut response: Response, ops: KvOps) -> Result<Response, ApiError> {
+pub(super) async fn with_kv_ops(mut response: Response, ops: KvOps) -> Result<Response, ApiError> {
     let status = response.status_code();
     let text = response.text().await?;
     let headers = Headers::new();
@@ -347,7 +359,7 @@ fn config(env: &Env) -> Result<Config, ApiError> {
     Config::from_env(env).map_err(ApiError::Misconfigured)
 }
 
-fn base_url(config: &Config, url: &worker::Url) -> String {
+pub(super) fn base_url(config: &Config, url: &worker::Url) -> String {
     config
         .public_base_url
         .clone()

@@ -1,7 +1,10 @@
 //! Storage on Workers: run records in KV (the store of record), and the
 //! gate's journal of call outcomes in its Durable Object storage. KV keys:
-//! - `run:{run_id}` → the stored run record (`core::stored`), expiring as
-//!   `core::segment::record_ttl` says.
+//! - `runs/{owner tag}/{run_id}` → the stored run record (`core::stored`),
+//!   with its `RunSummary` as the key's metadata, expiring as
+//!   `core::segment::record_ttl` says (`core::listing` forms the key; runs
+//!   of the first release stay at `run:{run_id}`).
+//! - `workflows/{owner tag}/{name}` → a stored workflow (`workflows.rs`).
 //! - `task:{task_id}` → `{run_id, wait_id}`, written only when the legacy bare
 //!   `POST /workflows/resume` route is enabled, expiring with the wait.
 
@@ -16,6 +19,7 @@ use worker::{js_sys, wasm_bindgen::JsCast, Env, ListOptions, Storage};
 use super::config::RUNS_KV;
 use super::http::ApiError;
 use crate::core::error::EngineError;
+use crate::core::listing::{record_key, RunSummary};
 use crate::core::record::{WaitEvent, MAX_WAIT_EVENTS};
 use crate::core::run::CallOutcome;
 use crate::core::segment::Store;
@@ -135,17 +139,25 @@ impl Store for GateStore {
         count(&self.kv.ops, |o| o.reads += 1);
         self.kv
             .kv
-            .get(&run_key(run_id))
+            .get(&record_key(run_id))
             .text()
             .await
             .map_err(storage_error)
     }
 
-    async fn save(&self, run_id: &str, text: String, ttl_secs: u64) -> Result<(), EngineError> {
+    async fn save(
+        &self,
+        run_id: &str,
+        text: String,
+        ttl_secs: u64,
+        summary: &RunSummary,
+    ) -> Result<(), EngineError> {
         count(&self.kv.ops, |o| o.writes += 1);
         self.kv
             .kv
-            .put(&run_key(run_id), text)
+            .put(&record_key(run_id), text)
+            .map_err(storage_error)?
+            .metadata(summary)
             .map_err(storage_error)?
             .expiration_ttl(ttl_secs)
             .execute()
@@ -283,10 +295,70 @@ impl GateStore {
     }
 }
 
-fn run_key(run_id: &str) -> String {
-    format!("run:{run_id}")
-}
-
 fn task_key(task_id: &str) -> String {
     format!("task:{task_id}")
+}
+
+/// One page of a KV listing: its keys (with their metadata) and the cursor
+/// of the next page, if there is one.
+pub struct KvPage {
+    pub keys: Vec<(String, Option<serde_json::Value>)>,
+    pub next: Option<String>,
+}
+
+impl RunStore {
+    /// Lists up to `limit` keys under `prefix`: one KV list operation.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<KvPage, ApiError> {
+        count(&self.ops, |o| o.lists += 1);
+        let mut builder = self
+            .kv
+            .list()
+            .prefix(prefix.to_string())
+            .limit(limit as u64);
+        if let Some(cursor) = cursor {
+            builder = builder.cursor(cursor);
+        }
+        let listed = builder.execute().await?;
+        let next = if listed.list_complete {
+            None
+        } else {
+            listed.cursor.filter(|c| !c.is_empty())
+        };
+        Ok(KvPage {
+            keys: listed
+                .keys
+                .into_iter()
+                .map(|k| (k.name, k.metadata))
+                .collect(),
+            next,
+        })
+    }
+
+    pub async fn get_text(&self, key: &str) -> Result<Option<String>, ApiError> {
+        count(&self.ops, |o| o.reads += 1);
+        Ok(self.kv.get(key).text().await?)
+    }
+
+    pub async fn put_text(
+        &self,
+        key: &str,
+        text: String,
+        metadata: &serde_json::Value,
+    ) -> Result<(), ApiError> {
+        count(&self.ops, |o| o.writes += 1);
+        self.kv.put(key, text)?.metadata(metadata)?.execute().await?;
+        Ok(())
+    }
+
+    /// KV bills a delete as a write; the header counts it as one.
+    pub async fn delete(&self, key: &str) -> Result<(), ApiError> {
+        count(&self.ops, |o| o.writes += 1);
+        self.kv.delete(key).await?;
+        Ok(())
+    }
 }

@@ -43,6 +43,12 @@ pub enum EngineError {
     RunFinished { status: &'static str },
     /// The run has not finished yet.
     RunNotFinished { status: &'static str },
+    /// A retry was asked of a run that cannot take one (not failed, or
+    /// failed in a way running again cannot fix).
+    NotRetryable {
+        status: &'static str,
+        reason: String,
+    },
     /// The store of record or the gate's own storage failed; the caller may retry.
     Storage(String),
 }
@@ -58,6 +64,7 @@ impl EngineError {
             Self::NotFound(_) => "not_found",
             Self::RunFinished { .. } => "run_finished",
             Self::RunNotFinished { .. } => "run_not_finished",
+            Self::NotRetryable { .. } => "not_retryable",
             Self::Storage(_) => "storage_unavailable",
         }
     }
@@ -92,6 +99,7 @@ impl fmt::Display for EngineError {
             Self::RunNotFinished { status } => {
                 write!(f, "the run has not finished: it is {status}")
             }
+            Self::NotRetryable { reason, .. } => f.write_str(reason),
             Self::Storage(m) => write!(f, "storage failed: {m}"),
         }
     }

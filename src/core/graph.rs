@@ -83,6 +83,37 @@ pub struct Edge {
     /// FOREACH: a context path to the array (default: see `foreach_items`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<String>,
+    /// FOREACH: at most this many items in flight (called or paused) at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// FOREACH: the target still succeeds with up to this many failed items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerated_failures: Option<u32>,
+    /// FOREACH: the target still succeeds while failed items are at most this
+    /// percentage of all items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerated_failure_percent: Option<f64>,
+}
+
+impl Edge {
+    /// Whether a FOREACH that had `failed` of `count` items fail still
+    /// succeeds. With no tolerance set, any failed item fails it; with both
+    /// set, passing either fails it.
+    pub fn tolerates(&self, failed: usize, count: usize) -> bool {
+        if failed == 0 {
+            return true;
+        }
+        if self.tolerated_failures.is_none() && self.tolerated_failure_percent.is_none() {
+            return false;
+        }
+        let by_count = self
+            .tolerated_failures
+            .is_none_or(|n| failed <= n as usize);
+        let by_percent = self
+            .tolerated_failure_percent
+            .is_none_or(|p| failed as f64 * 100.0 <= p * count as f64);
+        by_count && by_percent
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,6 +267,21 @@ fn parse_edge(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<Ed
     };
     let iterator = optional_string(obj, "iterator", &format!("{at}.iterator"), problems);
     let items = optional_string(obj, "items", &format!("{at}.items"), problems);
+    let max_concurrency = optional_count(obj, "max_concurrency", 1, at, problems);
+    let tolerated_failures = optional_count(obj, "tolerated_failures", 0, at, problems);
+    let tolerated_failure_percent = match obj.get("tolerated_failure_percent") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|p| (0.0..=100.0).contains(&p)) => {
+            n.as_f64()
+        }
+        Some(_) => {
+            problems.push(Problem::new(
+                format!("{at}.tolerated_failure_percent"),
+                "must be a number from 0 to 100",
+            ));
+            None
+        }
+    };
     Some(Edge {
         from: from?,
         to: to?,
@@ -244,7 +290,33 @@ fn parse_edge(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<Ed
         branch,
         iterator,
         items,
+        max_concurrency,
+        tolerated_failures,
+        tolerated_failure_percent,
     })
+}
+
+/// A whole number field of at least `min` (and at most `u32::MAX`).
+fn optional_count(
+    obj: &Map<String, Value>,
+    key: &str,
+    min: u64,
+    at: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<u32> {
+    match obj.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v >= min) => {
+            Some(n.as_u64().map_or(u32::MAX, |v| v.min(u32::MAX as u64) as u32))
+        }
+        Some(_) => {
+            problems.push(Problem::new(
+                format!("{at}.{key}"),
+                format!("must be a whole number of at least {min}"),
+            ));
+            None
+        }
+    }
 }
 
 fn required_string(

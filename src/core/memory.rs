@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use super::error::EngineError;
+use super::listing::RunSummary;
 use super::record::{WaitEvent, MAX_WAIT_EVENTS};
 use super::run::{CallOutcome, DeliveryOutcome};
 use super::segment::{Clock, Notifier, Store};
@@ -26,6 +27,8 @@ pub struct MemoryStore {
     /// KV: run id → (record text, TTL in seconds).
     pub records: RefCell<BTreeMap<String, (String, u64)>>,
     pub tasks: RefCell<BTreeMap<String, (String, String)>>,
+    /// The summary saved beside each record (KV metadata), by run id.
+    pub summaries: RefCell<BTreeMap<String, RunSummary>>,
     /// The gate's Durable Object storage: the outcome journal.
     pub journal: RefCell<BTreeMap<String, CallOutcome>>,
     /// Events kept beside the run (the gate's storage too).
@@ -80,11 +83,20 @@ impl Store for MemoryStore {
         Ok(self.record(run_id))
     }
 
-    async fn save(&self, run_id: &str, text: String, ttl_secs: u64) -> Result<(), EngineError> {
+    async fn save(
+        &self,
+        run_id: &str,
+        text: String,
+        ttl_secs: u64,
+        summary: &RunSummary,
+    ) -> Result<(), EngineError> {
         if Self::injected(&self.fail_saves) {
             return Err(EngineError::Storage("injected save failure".into()));
         }
         self.count(|o| o.saves += 1);
+        self.summaries
+            .borrow_mut()
+            .insert(run_id.to_string(), summary.clone());
         self.records
             .borrow_mut()
             .insert(run_id.to_string(), (text, ttl_secs));

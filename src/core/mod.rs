@@ -10,6 +10,7 @@ pub mod driver;
 pub mod effect;
 pub mod error;
 pub mod graph;
+pub mod listing;
 pub mod memory;
 pub mod plan;
 pub mod protocol;

@@ -270,6 +270,22 @@ pub fn build_plan(
                 format!("unknown node '{}'", edge.to),
             ));
         }
+        let foreach_only = [
+            ("max_concurrency", edge.max_concurrency.is_some()),
+            ("tolerated_failures", edge.tolerated_failures.is_some()),
+            (
+                "tolerated_failure_percent",
+                edge.tolerated_failure_percent.is_some(),
+            ),
+        ];
+        for (field, set) in foreach_only {
+            if set && edge.kind != EdgeKind::Foreach {
+                problems.push(Problem::new(
+                    format!("edges[{e}].{field}"),
+                    "only a FOREACH edge takes this field",
+                ));
+            }
+        }
         match edge.kind {
             EdgeKind::If if edge.condition.as_deref().is_none_or(str::is_empty) => {
                 problems.push(Problem::new(

@@ -38,6 +38,12 @@ pub struct RunRecord {
     pub segments: u64,
     /// Where to tell the caller that the run finished, if they asked.
     pub final_callback: Option<FinalCallback>,
+    /// The stored workflow the run was started from, or the graph's own name.
+    pub workflow: Option<String>,
+    /// Retries so far (`POST /runs/{id}/retry`): 0 for the first attempt.
+    /// Wait ids carry it, so a callback meant for an earlier attempt can
+    /// never resume a later one.
+    pub attempt: u32,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -238,8 +244,8 @@ pub struct ClosedWait {
 /// (waiting to fire, calling, paused, mapping); finished nodes keep just their output.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeState {
-    /// Nothing has reached the node yet — or the run has finished and its
-    /// node states were released.
+    /// Nothing has reached the node yet — or the run has completed or been
+    /// cancelled and its node states were released.
     Idle,
     /// Some incoming edges have resolved; one slot per incoming edge.
     Waiting {
@@ -261,6 +267,11 @@ pub enum NodeState {
         output: Value,
     },
     Skipped,
+    /// In a failed run: the node failed, or was cut short (calling or
+    /// paused) when the run failed. A retry fires it again with `ctx`.
+    Failed {
+        ctx: Context,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -274,6 +285,18 @@ pub struct Mapping {
     pub items: Vec<ItemState>,
     /// Items not yet `Done`.
     pub remaining: usize,
+    /// No `Held` item comes before this index (a search hint, not stored).
+    pub next_held: usize,
+}
+
+impl Mapping {
+    /// Items called or paused: started and not yet done.
+    pub fn in_flight(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|i| matches!(i, ItemState::Todo(_) | ItemState::Paused { .. }))
+            .count()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -285,6 +308,9 @@ pub enum ItemState {
         wait_id: String,
     },
     Done(Value),
+    /// Not started: held back by the edge's `max_concurrency` until an item
+    /// in flight finishes (or, in a failed run, until a retry).
+    Held(Value),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -332,6 +358,9 @@ pub struct TraceEntry {
     pub resumed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The attempt this entry belongs to (0, omitted, for the first).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub attempt: u32,
 }
 
 impl RunRecord {

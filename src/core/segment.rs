@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::driver::{drive, Components, Journal};
 use super::effect::next_wake;
 use super::error::EngineError;
+use super::listing::RunSummary;
 use super::graph::MAX_WAIT_SECONDS;
 use super::plan::{plan_from_json, Directory, GraphLimits};
 use super::record::{EventKind, EventOutcome, RunStatus, WaitEvent};
@@ -39,7 +40,15 @@ pub const RUNNING_TTL_SECS: u64 = 60;
 #[allow(async_fn_in_trait)]
 pub trait Store {
     async fn load(&self, run_id: &str) -> Result<Option<String>, EngineError>;
-    async fn save(&self, run_id: &str, text: String, ttl_secs: u64) -> Result<(), EngineError>;
+    /// Writes the record, with the summary a listing shows beside its key
+    /// (KV metadata: it costs no write of its own).
+    async fn save(
+        &self,
+        run_id: &str,
+        text: String,
+        ttl_secs: u64,
+        summary: &RunSummary,
+    ) -> Result<(), EngineError>;
     /// Indexes a task id for the legacy bare resume route.
     async fn index_task(
         &self,
@@ -101,6 +110,8 @@ pub enum Command {
         callback_base: String,
         /// Where to POST the run's outcome when it finishes (already checked).
         final_callback_url: Option<String>,
+        /// The stored workflow it runs, if it was started by name.
+        workflow: Option<String>,
     },
     Callback {
         run_id: String,
@@ -127,6 +138,11 @@ pub enum Command {
     },
     /// Send the final callback again.
     Redeliver {
+        run_id: String,
+        owner: Option<String>,
+    },
+    /// Run a failed run's failed parts again.
+    Retry {
         run_id: String,
         owner: Option<String>,
     },
@@ -212,6 +228,7 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
         Command::Heartbeat { .. } => "heartbeat",
         Command::Cancel { .. } => "cancel",
         Command::Redeliver { .. } => "redeliver",
+        Command::Retry { .. } => "retry",
         // Named by what the alarm found to do.
         Command::Wake { .. } => "idle",
     };
@@ -240,6 +257,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             owner,
             callback_base,
             final_callback_url,
+            workflow,
         } => {
             let plan = match plan_from_json(graph, &config.directory, config.limits) {
                 Ok(plan) => plan,
@@ -247,6 +265,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             };
             let mut run = Run::start(plan, run_id.clone(), context.clone(), now, config.settings);
             run.record.owner = owner.clone();
+            run.record.workflow = workflow.clone().or_else(|| run.record.graph.name.clone());
             run.record.callback_base = Some(callback_base.clone());
             if let Some(url) = final_callback_url {
                 run.notify_on_finish(url.clone());
@@ -261,6 +280,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
         Command::Wake { run_id }
         | Command::Cancel { run_id, .. }
         | Command::Redeliver { run_id, .. }
+        | Command::Retry { run_id, .. }
         | Command::Heartbeat { run_id, .. } => (run_id, None),
     };
     let mut run = match load(host, cached, run_id).await {
@@ -270,7 +290,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
                 Command::Callback { .. } | Command::Heartbeat { .. } => {
                     Ok(Reply::Noop(Noop::UnknownRun))
                 }
-                Command::Cancel { .. } | Command::Redeliver { .. } => {
+                Command::Cancel { .. } | Command::Redeliver { .. } | Command::Retry { .. } => {
                     Err(EngineError::NotFound(format!("no run '{run_id}'")))
                 }
                 _ => Ok(Reply::Idle),
@@ -287,12 +307,23 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
     }
     | Command::Redeliver {
         owner: Some(owner), ..
+    }
+    | Command::Retry {
+        owner: Some(owner), ..
     } = &command
     {
         if run.record.owner.as_ref() != Some(owner) {
             let e = EngineError::NotFound(format!("no run '{}'", run.record.run_id));
             return (Some(run), Err(e));
         }
+    }
+    // A failed run is retried before anything else: its deadlines were
+    // dropped when it failed.
+    if matches!(command, Command::Retry { .. }) {
+        return match run.retry(now) {
+            Ok(()) => finish(host, run, Applied::Retried).await,
+            Err(e) => (Some(run), Err(e)),
+        };
     }
     // A finished run acts on its own only to deliver its final callback.
     if run.status().is_finished() && matches!(command, Command::Wake { .. }) {
@@ -328,7 +359,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
     };
     let mut noted = None;
     let applied = match command {
-        Command::Start { .. } => unreachable!("handled above"),
+        Command::Start { .. } | Command::Retry { .. } => unreachable!("handled above"),
         Command::Callback {
             wait_id,
             body,
@@ -410,6 +441,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
 enum Applied {
     Started,
     Resumed,
+    Retried,
     /// By the alarm, to do this (see `Report::kind`).
     Woken(&'static str),
     Cancelled,
@@ -486,7 +518,7 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         _ => "",
     };
     let reply = match applied {
-        Applied::Started | Applied::Resumed => Reply::Outcome {
+        Applied::Started | Applied::Resumed | Applied::Retried => Reply::Outcome {
             body: run_outcome(
                 &run.record,
                 matches!(applied, Applied::Resumed),
@@ -612,7 +644,9 @@ async fn save<S: Store, C, K: Clock, N>(
     let config = host.config;
     let text = encode(run, config.max_record_bytes, now);
     let ttl = record_ttl(run, config, now);
-    host.store.save(&run.record.run_id, text, ttl).await?;
+    host.store
+        .save(&run.record.run_id, text, ttl, &RunSummary::of(&run.record))
+        .await?;
     if config.index_tasks {
         for wait in run
             .record

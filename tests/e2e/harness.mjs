@@ -78,7 +78,7 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
             modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
             compatibilityDate: COMPATIBILITY_DATE,
             kvNamespaces: ["RUNS"],
-            durableObjects: { RUN_GATE: "RunGate" },
+            durableObjects: { RUN_GATE: "RunGate", TRIGGER_CLAIM: "TriggerClaim" },
             host: "127.0.0.1",
             port: listenPort,
             bindings: {

@@ -10,6 +10,7 @@ import path from "node:path";
 import { startWorker, startComponent, freePort } from "./harness.mjs";
 
 const INLINE_WORKER = `
+export class TriggerClaim {}
 export class RunGate {
   constructor(state) { this.state = state; }
   async fetch() {

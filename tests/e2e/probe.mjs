@@ -17,7 +17,9 @@
 // Served by workerd with modules resolved from the repository root (see startProbedWorker in
 // guarantees.test.mjs).
 
-import Engine, { RunGate as EngineGate } from "../../build/index.js";
+import Engine, { RunGate as EngineGate, TriggerClaim } from "../../build/index.js";
+// Idempotency claims pass through uncounted by class (their storage is their own).
+export { TriggerClaim };
 
 const tally = {
     kv: { get: 0, getWithMetadata: 0, put: 0, list: 0, delete: 0 },

@@ -84,6 +84,7 @@ impl Gate {
             owner: Some(OWNER.into()),
             callback_base: "https://engine.test".into(),
             final_callback_url: None,
+            workflow: None,
         })
         .expect("the run starts")
     }

@@ -129,7 +129,7 @@ impl Run {
     ) {
         let n = key.node;
         let node_id = self.plan.graph.nodes[n].id.clone();
-        let wait_id = key.wait_id();
+        let wait_id = key.wait_id(self.record.attempt);
         match (&mut self.record.nodes[n], key.item) {
             (state @ NodeState::Calling { .. }, None) => {
                 let NodeState::Calling { ctx } = std::mem::replace(state, NodeState::Idle) else {
@@ -151,6 +151,7 @@ impl Run {
             _ => return,
         }
         self.record.trace.push(TraceEntry {
+            attempt: self.record.attempt,
             node_id: node_id.clone(),
             item: key.item,
             status: TraceStatus::Paused,
@@ -215,6 +216,7 @@ impl Run {
             _ => None,
         };
         TraceEntry {
+            attempt: self.record.attempt,
             node_id: self.plan.graph.nodes[n].id.clone(),
             item,
             status: match verdict {
@@ -255,11 +257,11 @@ impl Run {
         let entry = self.trace_entry(n, None, &output, verdict, via, now);
         self.record.trace.push(entry);
         let failed = verdict == Verdict::Failure;
-        let edges = self.plan.outgoing[n].clone();
-        let routed = edges
-            .iter()
-            .any(|&e| self.plan.graph.edges[e].kind == EdgeKind::OnFail);
-        if failed && !routed {
+        if failed && !self.routes_failure(n) {
+            // Kept for a retry (a failed FOREACH target keeps its mapping).
+            if let NodeState::Idle = self.record.nodes[n] {
+                self.record.nodes[n] = NodeState::Failed { ctx };
+            }
             let code = super::super::protocol::error_code(&output)
                 .filter(|c| *c == "wait_timeout")
                 .unwrap_or("node_failed");
@@ -272,9 +274,9 @@ impl Run {
                 },
                 now,
             );
-            // `fail` released every node state: the output is in the error and trace.
             return;
         }
+        let edges = self.plan.outgoing[n].clone();
         if edges.is_empty() {
             self.record.nodes[n] = NodeState::Done { output };
             return;
@@ -346,6 +348,7 @@ impl Run {
     pub(super) fn skip(&mut self, n: usize, now: u64) {
         self.record.nodes[n] = NodeState::Skipped;
         self.record.trace.push(TraceEntry {
+            attempt: self.record.attempt,
             node_id: self.plan.graph.nodes[n].id.clone(),
             item: None,
             status: TraceStatus::Skipped,
@@ -381,10 +384,20 @@ impl Run {
         false
     }
 
+    /// Whether a failure of `n` flows on (it has an `ON_FAIL` edge) rather
+    /// than failing the run.
+    pub(super) fn routes_failure(&self, n: usize) -> bool {
+        self.plan.outgoing[n]
+            .iter()
+            .any(|&e| self.plan.graph.edges[e].kind == EdgeKind::OnFail)
+    }
+
     /// Fails the run. Open waits are dropped (a later callback for one finds
-    /// the run finished) and node states released at once: a failed run may
-    /// be saved before any later step, and must not hold states that point
-    /// at the waits it dropped (found by fuzzing the stored form).
+    /// the run finished) and node states set for a retry at once: a failed
+    /// run may be saved before any later step, and must not hold states that
+    /// point at the waits it dropped (found by fuzzing the stored form).
+    /// Completed outputs stay; what was calling or paused is marked to run
+    /// again — a node as `Failed`, a FOREACH item as a failed result.
     pub(super) fn fail(&mut self, error: RunError, now: u64) {
         self.record.status = RunStatus::Failed {
             error,
@@ -392,6 +405,33 @@ impl Run {
         };
         self.record.updated_at = now;
         self.record.waits.clear();
-        self.release();
+        self.ready.clear();
+        self.to_call.clear();
+        self.in_flight.clear();
+        for state in &mut self.record.nodes {
+            match state {
+                NodeState::Calling { ctx } | NodeState::Paused { ctx, .. } => {
+                    let ctx = std::mem::take(ctx);
+                    *state = NodeState::Failed { ctx };
+                }
+                NodeState::Mapping(m) => {
+                    for item in &mut m.items {
+                        match item {
+                            ItemState::Todo(value) => *item = ItemState::Held(value.take()),
+                            ItemState::Paused { .. } => {
+                                *item = ItemState::Done(failure(
+                                    None,
+                                    "the run failed while this item was waiting",
+                                ));
+                                m.remaining -= 1;
+                            }
+                            ItemState::Done(_) | ItemState::Held(_) => {}
+                        }
+                    }
+                    m.next_held = 0;
+                }
+                _ => {}
+            }
+        }
     }
 }

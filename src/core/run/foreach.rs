@@ -45,59 +45,99 @@ impl Run {
             let out = failure(None, &msg);
             return self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now);
         }
-        let component = self.plan.components[n].clone();
-        let remote = matches!(component, Some(ComponentRef::Http(_)));
-        let polled = matches!(component, Some(ComponentRef::Poll));
-        // Remote items keep their value until called; in-process ones run now.
-        let (states, in_process) = if remote {
-            (items.into_iter().map(ItemState::Todo).collect(), Vec::new())
-        } else {
-            (vec![ItemState::Todo(Value::Null); count], items)
-        };
+        // Items are held until started, in item order, as the edge's
+        // `max_concurrency` allows; in-process ones finish as they start.
         self.record.nodes[n] = NodeState::Mapping(Box::new(Mapping {
             ctx,
             base,
             iterator,
-            items: states,
+            items: items.into_iter().map(ItemState::Held).collect(),
             remaining: count,
+            next_held: 0,
         }));
         if count == 0 {
             return self.finish_mapping(n, now);
         }
-        if remote {
-            // Item calls are issued as the budget allows, in item order.
-            self.to_call.extend((0..count).map(|i| CallKey {
-                node: n,
-                item: Some(i),
-            }));
+        self.fill_mapping(n, now);
+    }
+
+    /// Starts held items while fewer than the edge's `max_concurrency` are
+    /// in flight: a remote item's call is queued, a `poll_task` item opens
+    /// its wait, an in-process item runs (and so never stays in flight). Called when the mapping starts and whenever an item
+    /// finishes. Re-entry (an item that fails as it starts) is a no-op: the
+    /// loop that is already filling sees the freed slot.
+    pub(super) fn fill_mapping(&mut self, n: usize, now: u64) {
+        if self.filling {
             return;
         }
-        for (i, item) in in_process.into_iter().enumerate() {
-            let NodeState::Mapping(m) = &self.record.nodes[n] else {
-                return;
+        let limit = self
+            .foreach_edge(n)
+            .and_then(|e| e.max_concurrency)
+            .map_or(usize::MAX, |c| c as usize);
+        let remote = matches!(self.plan.components[n], Some(ComponentRef::Http(_)));
+        self.filling = true;
+        let mut flying = None;
+        loop {
+            let NodeState::Mapping(m) = &mut self.record.nodes[n] else {
+                break;
             };
-            let mut item_ctx = m.base.clone();
-            item_ctx.insert(m.iterator.clone(), item);
-            item_ctx.insert("index".into(), json!(i));
-            if polled {
-                self.start_poll_item(n, i, item_ctx, now);
-                if self.record.status.is_finished() {
-                    return;
-                }
+            let Some(i) = (m.next_held..m.items.len())
+                .find(|&i| matches!(m.items[i], ItemState::Held(_)))
+            else {
+                m.next_held = m.items.len();
+                break;
+            };
+            // Counted once per fill, then kept up to date as items start.
+            let in_flight = *flying.get_or_insert_with(|| m.in_flight());
+            if in_flight >= limit {
+                break;
+            }
+            m.next_held = i + 1;
+            let ItemState::Held(value) = std::mem::replace(&mut m.items[i], ItemState::Todo(Value::Null))
+            else {
+                break;
+            };
+            if remote {
+                m.items[i] = ItemState::Todo(value);
+                self.to_call.push_back(CallKey {
+                    node: n,
+                    item: Some(i),
+                });
+                flying = Some(in_flight + 1);
                 continue;
             }
-            let (out, via) = match self.input_from(n, item_ctx) {
-                Ok(input) => match &component {
-                    Some(ComponentRef::Builtin(b)) => (b.run(input), Via::InProcess),
-                    _ => (Value::Object(input), Via::InProcess),
-                },
-                Err(out) => (out, Via::Engine),
-            };
-            self.finish_item(n, i, out, via, now);
+            let item_ctx = item_context(m, i, value);
+            match self.plan.components[n].clone() {
+                Some(ComponentRef::Poll) => self.start_poll_item(n, i, item_ctx, now),
+                component => {
+                    let (out, via) = match self.input_from(n, item_ctx) {
+                        Ok(input) => match &component {
+                            Some(ComponentRef::Builtin(b)) => (b.run(input), Via::InProcess),
+                            _ => (Value::Object(input), Via::InProcess),
+                        },
+                        Err(out) => (out, Via::Engine),
+                    };
+                    self.finish_item(n, i, out, via, now);
+                }
+            }
             if self.record.status.is_finished() {
-                return;
+                break;
+            }
+            if let NodeState::Mapping(m) = &self.record.nodes[n] {
+                if matches!(m.items[i], ItemState::Paused { .. }) {
+                    flying = Some(in_flight + 1);
+                }
             }
         }
+        self.filling = false;
+    }
+
+    /// The FOREACH edge into `n`, if `n` is a FOREACH target.
+    pub(super) fn foreach_edge(&self, n: usize) -> Option<&Edge> {
+        self.plan.incoming[n]
+            .iter()
+            .map(|&e| &self.plan.graph.edges[e])
+            .find(|e| e.kind == EdgeKind::Foreach)
     }
 
     /// One item of a `poll_task` FOREACH target: its own poll and wait.
@@ -147,10 +187,38 @@ impl Run {
         self.record.trace.push(entry);
         if done {
             self.finish_mapping(n, now);
+        } else {
+            self.fill_mapping(n, now);
         }
     }
 
-    fn finish_mapping(&mut self, n: usize, now: u64) {
+    /// Every item is in: the target's output is the items' results. It
+    /// fails when more items failed than the edge tolerates (by default, any).
+    pub(super) fn finish_mapping(&mut self, n: usize, now: u64) {
+        let NodeState::Mapping(m) = &self.record.nodes[n] else {
+            return;
+        };
+        let count = m.items.len();
+        let failed = m
+            .items
+            .iter()
+            .filter(|i| matches!(i, ItemState::Done(v) if is_failure(v)))
+            .count();
+        let tolerated = self
+            .foreach_edge(n)
+            .map_or(failed == 0, |e| e.tolerates(failed, count));
+        if !tolerated && !self.routes_failure(n) {
+            // The run fails here: the mapping stays as it is, so that a
+            // retry runs only the failed items again.
+            let ctx = m.ctx.clone();
+            let out = json!({
+                "success": false,
+                "error": format!("{failed} of {count} items failed"),
+                "count": count,
+                "failed": failed,
+            });
+            return self.complete_node(n, ctx, out, Verdict::Failure, Via::InProcess, now);
+        }
         let NodeState::Mapping(m) = std::mem::replace(&mut self.record.nodes[n], NodeState::Idle)
         else {
             return;
@@ -163,14 +231,12 @@ impl Run {
                 _ => Value::Null,
             })
             .collect();
-        let failed = results.iter().filter(|r| is_failure(r)).count();
-        let count = results.len();
         // Built as a map so the results move in rather than being copied by `json!`.
         let mut output = Map::new();
         output.insert("results".into(), Value::Array(results));
         output.insert("count".into(), json!(count));
         output.insert("failed".into(), json!(failed));
-        let verdict = if failed > 0 {
+        let verdict = if !tolerated {
             output.insert("success".into(), json!(false));
             output.insert(
                 "error".into(),
@@ -206,6 +272,14 @@ impl Run {
                     NodeState::Done { output } if output.get("results") == Some(results))
         })
     }
+}
+
+/// An item's context: the mapping's base with the item and its index.
+fn item_context(m: &Mapping, i: usize, item: Value) -> Context {
+    let mut item_ctx = m.base.clone();
+    item_ctx.insert(m.iterator.clone(), item);
+    item_ctx.insert("index".into(), json!(i));
+    item_ctx
 }
 
 /// The arrival a fired FOREACH edge delivers: the items, and the context
@@ -246,7 +320,7 @@ pub(super) fn foreach_arrival(
 /// from each item's context so items do not each carry the whole array).
 type ForeachItems = Result<(Vec<Value>, Option<String>), String>;
 
-fn foreach_items(output: &Value, path: Option<&str>, scope: &dyn Scope) -> ForeachItems {
+pub(super) fn foreach_items(output: &Value, path: Option<&str>, scope: &dyn Scope) -> ForeachItems {
     if let Some(p) = path {
         let p = p
             .trim()

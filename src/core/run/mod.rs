@@ -17,6 +17,7 @@ mod complete;
 mod deliver;
 mod foreach;
 mod poll;
+mod retry;
 mod schedule;
 mod timers;
 
@@ -78,10 +79,17 @@ impl CallKey {
     /// The id of the wait this call becomes if answered pending. Derived from
     /// the call's identity, so a call issued again after a crash or a yield
     /// carries the same callback URL and idempotency key as the first time.
-    pub fn wait_id(&self) -> String {
+    /// Within a retry (`attempt` > 0) the id names the attempt too, so a
+    /// callback for the failed attempt's wait can never resume the new one.
+    pub fn wait_id(&self, attempt: u32) -> String {
+        let retry = if attempt == 0 {
+            String::new()
+        } else {
+            format!("r{attempt}")
+        };
         match self.item {
-            None => format!("n{}", self.node),
-            Some(i) => format!("n{}-{i}", self.node),
+            None => format!("n{}{retry}", self.node),
+            Some(i) => format!("n{}{retry}-{i}", self.node),
         }
     }
 }
@@ -191,6 +199,9 @@ pub struct Run {
     /// Approximate JSON size of all outputs held by the run.
     output_bytes: usize,
     signer: Option<Signer>,
+    /// Set while `fill_mapping` starts items, so an item that finishes as it
+    /// starts does not fill again from inside the loop.
+    filling: bool,
 }
 
 impl Run {
@@ -218,6 +229,8 @@ impl Run {
             trace_dropped: 0,
             segments: 0,
             final_callback: None,
+            workflow: None,
+            attempt: 0,
             created_at: now,
             updated_at: now,
         };
@@ -305,6 +318,7 @@ impl Run {
             calls_left: settings.max_calls_per_segment,
             output_bytes: 0,
             signer: None,
+            filling: false,
         }
     }
 

@@ -189,10 +189,11 @@ impl Run {
 
     /// Opens the wait of a `poll_task` node or item; returns its id.
     fn open_poll_wait(&mut self, key: CallKey, poll: Poll, timeout_ms: u64, now: u64) -> String {
-        let wait_id = key.wait_id();
+        let wait_id = key.wait_id(self.record.attempt);
         let node_id = self.plan.graph.nodes[key.node].id.clone();
         let task_id = format!("poll-{wait_id}");
         self.record.trace.push(TraceEntry {
+            attempt: self.record.attempt,
             node_id: node_id.clone(),
             item: key.item,
             status: TraceStatus::Paused,

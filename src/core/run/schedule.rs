@@ -98,6 +98,12 @@ impl Run {
                 return;
             }
         };
+        self.fire_with(n, arrivals, now);
+    }
+
+    /// Runs node `n` on what arrived: skips it if nothing was delivered,
+    /// starts its mapping, queues its call, or computes it in-process.
+    pub(super) fn fire_with(&mut self, n: usize, arrivals: Vec<Arrival>, now: u64) {
         let mut ctx: Option<Context> = None;
         let mut foreach = None;
         for arrival in arrivals {
@@ -197,7 +203,7 @@ impl Run {
             .wait_timeout_seconds
             .map_or(self.settings.wait_ttl_ms, |s| s.saturating_mul(1000));
         let expires_at = now.saturating_add(wait_ms);
-        let wait_id = key.wait_id();
+        let wait_id = key.wait_id(self.record.attempt);
         self.in_flight.insert(
             key,
             InFlight {
@@ -254,7 +260,10 @@ impl Run {
     fn settle(&mut self, now: u64) -> Vec<Effect> {
         self.record.updated_at = now;
         if self.record.status.is_finished() {
-            self.release();
+            // A failed run keeps its states for a retry (see `fail`).
+            if !matches!(self.record.status, RunStatus::Failed { .. }) {
+                self.release();
+            }
             return Vec::new();
         }
         if !self.to_call.is_empty() || self.polls_due_at(now) {

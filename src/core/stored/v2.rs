@@ -50,11 +50,19 @@ pub struct StoredRun<'a> {
     pub segments: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_callback: Cow<'a, Option<FinalCallback>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub attempt: u32,
     pub created_at: u64,
     pub updated_at: u64,
 }
 
 fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -82,6 +90,9 @@ pub enum StoredNode<'a> {
         output: Cow<'a, Value>,
     },
     Skipped,
+    Failed {
+        ctx: Delta,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -108,6 +119,7 @@ pub enum StoredItem<'a> {
     Todo { item: Cow<'a, Value> },
     Paused { wait_id: String },
     Done { output: Cow<'a, Value> },
+    Held { item: Cow<'a, Value> },
 }
 
 /// The stored form of a run, borrowing from it.
@@ -127,6 +139,9 @@ pub fn from_run(run: &Run) -> StoredRun<'_> {
                 output: Cow::Borrowed(output),
             },
             NodeState::Calling { ctx } => StoredNode::Calling {
+                ctx: base.delta(ctx),
+            },
+            NodeState::Failed { ctx } => StoredNode::Failed {
                 ctx: base.delta(ctx),
             },
             NodeState::Paused { ctx, wait_id } => StoredNode::Paused {
@@ -149,6 +164,9 @@ pub fn from_run(run: &Run) -> StoredRun<'_> {
                         },
                         ItemState::Done(output) => StoredItem::Done {
                             output: Cow::Borrowed(output),
+                        },
+                        ItemState::Held(item) => StoredItem::Held {
+                            item: Cow::Borrowed(item),
                         },
                     })
                     .collect(),
@@ -196,6 +214,8 @@ pub fn from_run(run: &Run) -> StoredRun<'_> {
         trace_dropped: record.trace_dropped,
         segments: record.segments,
         final_callback: Cow::Borrowed(&record.final_callback),
+        workflow: record.workflow.clone(),
+        attempt: record.attempt,
         created_at: record.created_at,
         updated_at: record.updated_at,
     }
@@ -222,6 +242,8 @@ pub fn into_run(stored: StoredRun<'_>, settings: Settings) -> Result<Run, Engine
         trace_dropped: stored.trace_dropped,
         segments: stored.segments,
         final_callback: stored.final_callback.into_owned(),
+        workflow: stored.workflow,
+        attempt: stored.attempt,
         created_at: stored.created_at,
         updated_at: stored.updated_at,
     };
@@ -272,6 +294,7 @@ fn expand_nodes(
                 output: output.into_owned(),
             },
             StoredNode::Calling { ctx: c } => NodeState::Calling { ctx: ctx(c) },
+            StoredNode::Failed { ctx: c } => NodeState::Failed { ctx: ctx(c) },
             StoredNode::Paused { ctx: c, wait_id } => NodeState::Paused {
                 ctx: ctx(c),
                 wait_id,
@@ -288,6 +311,7 @@ fn expand_nodes(
                         StoredItem::Todo { item } => ItemState::Todo(item.into_owned()),
                         StoredItem::Paused { wait_id } => ItemState::Paused { wait_id },
                         StoredItem::Done { output } => ItemState::Done(output.into_owned()),
+                        StoredItem::Held { item } => ItemState::Held(item.into_owned()),
                     })
                     .collect();
                 let remaining = items
@@ -300,6 +324,7 @@ fn expand_nodes(
                     iterator,
                     items,
                     remaining,
+                    next_held: 0,
                 }))
             }
             StoredNode::Waiting { arrivals } => NodeState::Waiting {

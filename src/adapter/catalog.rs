@@ -1,0 +1,250 @@
+//! What a key has: `GET /runs` (its runs, newest first, from the KV key
+//! prefix and metadata — one list operation per page, no reads) and its
+//! stored workflows (`/workflows/{name}`: put, get, list, delete, execute).
+
+use serde_json::{json, Map, Value};
+use worker::{Env, Request, Response};
+
+use super::config::Config;
+use super::http::{json_response, ApiError};
+use super::now_ms;
+use super::store::{KvOps, RunStore};
+use super::routes::with_kv_ops;
+use super::trigger::{
+    idempotency_key, request_hash, start, trigger_fields, Start, REPLAYED_HEADER,
+};
+use crate::core::error::EngineError;
+use crate::core::listing::{
+    owner_prefix, take_page, valid_workflow_name, workflow_prefix, ListCursor, ListQuery,
+    ListedKey, PageEnd, KV_PAGE, MAX_PAGES_PER_REQUEST,
+};
+use crate::core::plan::plan_from_json;
+
+/// `GET /runs`: the caller's runs, filtered by status, a page at a time.
+pub async fn list_runs(url: &worker::Url, env: &Env, owner: &str) -> Result<Response, ApiError> {
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let query = ListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let store = RunStore::new(env)?;
+    let prefix = owner_prefix(owner);
+    let mut runs = Vec::new();
+    let mut at = query.cursor.clone();
+    let mut next_cursor = None;
+    for _ in 0..MAX_PAGES_PER_REQUEST {
+        let page = store.list(&prefix, at.kv.clone(), KV_PAGE).await?;
+        let keys: Vec<ListedKey> = page
+            .keys
+            .into_iter()
+            .map(|(name, meta)| ListedKey {
+                name,
+                summary: meta.and_then(|m| serde_json::from_value(m).ok()),
+            })
+            .collect();
+        match take_page(&query, &at, &keys, page.next, &mut runs) {
+            PageEnd::Done(cursor) => {
+                next_cursor = cursor;
+                break;
+            }
+            PageEnd::Next(cursor) => {
+                // Out of pages for this request: the caller goes on from here.
+                next_cursor = Some(cursor.clone());
+                at = cursor;
+            }
+        }
+    }
+    let mut body = json!({ "success": true, "runs": runs });
+    if let Some(cursor) = next_cursor {
+        body["next_cursor"] = Value::from(cursor.encode());
+    }
+    with_ops(json_response(200, &body), &store)
+}
+
+fn with_ops(response: Response, store: &RunStore) -> Result<Response, ApiError> {
+    response
+        .headers()
+        .set(KvOps::HEADER, &store.ops().header_value())?;
+    Ok(response)
+}
+
+fn workflow_key(owner: &str, name: &str) -> Result<String, ApiError> {
+    if !valid_workflow_name(name) {
+        return Err(ApiError::BadRequest(
+            "invalid_workflow_name",
+            "a workflow name is 1 to 100 characters of letters, digits, '-', '_' and '.'".into(),
+        ));
+    }
+    Ok(format!("{}{name}", workflow_prefix(owner)))
+}
+
+/// A stored workflow as kept in KV.
+fn stored_workflow(text: &str, owner: &str) -> Option<Map<String, Value>> {
+    let Ok(Value::Object(stored)) = serde_json::from_str(text) else {
+        return None;
+    };
+    (stored.get("owner").and_then(Value::as_str) == Some(owner)).then_some(stored)
+}
+
+fn no_workflow(name: &str) -> ApiError {
+    ApiError::NotFound(format!("no workflow '{name}'"))
+}
+
+/// `PUT /workflows/{name}`: validates the graph and stores it (one KV write).
+pub async fn put_workflow(
+    body: Value,
+    name: &str,
+    config: &Config,
+    env: &Env,
+    owner: &str,
+) -> Result<Response, ApiError> {
+    let key = workflow_key(owner, name)?;
+    // The body is the graph, or `{"graph": …}`.
+    let graph = match body {
+        Value::Object(mut m) if m.contains_key("graph") && !m.contains_key("nodes") => {
+            m.remove("graph").unwrap_or_default()
+        }
+        other => other,
+    };
+    let plan = plan_from_json(&graph, &config.directory, config.limits)?;
+    let now = now_ms();
+    let nodes = plan.graph.nodes.len();
+    let stored = json!({ "owner": owner, "name": name, "graph": graph, "updated_at": now });
+    let store = RunStore::new(env)?;
+    let meta = json!({ "updated_at": now, "nodes": nodes });
+    store.put_text(&key, stored.to_string(), &meta).await?;
+    let body = json!({
+        "success": true,
+        "workflow": { "name": name, "updated_at": now, "nodes": nodes },
+    });
+    with_ops(json_response(200, &body), &store)
+}
+
+/// `GET /workflows/{name}`.
+pub async fn get_workflow(name: &str, env: &Env, owner: &str) -> Result<Response, ApiError> {
+    let key = workflow_key(owner, name)?;
+    let store = RunStore::new(env)?;
+    let text = store.get_text(&key).await?;
+    let Some(mut stored) = text.as_deref().and_then(|t| stored_workflow(t, owner)) else {
+        return Err(no_workflow(name));
+    };
+    stored.remove("owner");
+    let body = json!({ "success": true, "workflow": stored });
+    with_ops(json_response(200, &body), &store)
+}
+
+/// `DELETE /workflows/{name}`. Runs started from it keep their own copy.
+pub async fn delete_workflow(name: &str, env: &Env, owner: &str) -> Result<Response, ApiError> {
+    let key = workflow_key(owner, name)?;
+    let store = RunStore::new(env)?;
+    let text = store.get_text(&key).await?;
+    if text.as_deref().and_then(|t| stored_workflow(t, owner)).is_none() {
+        return Err(no_workflow(name));
+    }
+    store.delete(&key).await?;
+    let body = json!({ "success": true, "deleted": name });
+    with_ops(json_response(200, &body), &store)
+}
+
+/// `GET /workflows`: names and summaries, one KV list operation per page.
+pub async fn list_workflows(
+    url: &worker::Url,
+    env: &Env,
+    owner: &str,
+) -> Result<Response, ApiError> {
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let mut limit = KV_PAGE;
+    let mut cursor = ListCursor::default();
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=KV_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        EngineError::InvalidRequest(format!(
+                            "limit must be a whole number from 1 to {KV_PAGE}"
+                        ))
+                    })?
+            }
+            "cursor" => cursor = ListCursor::decode(v)?,
+            _ => {}
+        }
+    }
+    let store = RunStore::new(env)?;
+    let prefix = workflow_prefix(owner);
+    let page = store.list(&prefix, cursor.kv, limit).await?;
+    let workflows: Vec<Value> = page
+        .keys
+        .into_iter()
+        .map(|(name, meta)| {
+            let mut entry = meta.unwrap_or_else(|| json!({}));
+            entry["name"] = Value::from(name.strip_prefix(&prefix).unwrap_or(&name));
+            entry
+        })
+        .collect();
+    let mut body = json!({ "success": true, "workflows": workflows });
+    if let Some(next) = page.next {
+        let cursor = ListCursor {
+            kv: Some(next),
+            skip: 0,
+        };
+        body["next_cursor"] = Value::from(cursor.encode());
+    }
+    with_ops(json_response(200, &body), &store)
+}
+
+/// `POST /workflows/{name}/execute`: runs the stored graph as it is now; the
+/// run keeps that graph even if the stored one changes later.
+pub async fn execute_workflow(
+    req: &Request,
+    body: Value,
+    name: &str,
+    url: &worker::Url,
+    config: &Config,
+    env: &Env,
+    owner: String,
+) -> Result<Response, ApiError> {
+    let key = workflow_key(&owner, name)?;
+    let Value::Object(mut fields) = body else {
+        return Err(ApiError::BadRequest(
+            "invalid_request",
+            "the body must be a JSON object".into(),
+        ));
+    };
+    if fields.contains_key("graph") {
+        return Err(ApiError::BadRequest(
+            "invalid_request",
+            "a stored workflow runs its own graph: send only \"context\" and \"final_callback_url\"".into(),
+        ));
+    }
+    let hash = request_hash(&[&Value::from(name), &Value::Object(fields.clone())]);
+    let idempotency = idempotency_key(req)?.map(|k| (k, hash));
+    let trigger = trigger_fields(&mut fields, config)?;
+    let store = RunStore::new(env)?;
+    let text = store.get_text(&key).await?;
+    let Some(mut stored) = text.as_deref().and_then(|t| stored_workflow(t, &owner)) else {
+        return Err(no_workflow(name));
+    };
+    let graph = stored.remove("graph").unwrap_or_default();
+    let response = start(Start {
+        env,
+        config,
+        url,
+        owner,
+        graph,
+        trigger,
+        workflow: Some(name.to_string()),
+        idempotency,
+    })
+    .await?;
+    // This route's own read, with the gate's operations.
+    let mut ops = store.ops();
+    if let Ok(Some(inner)) = response.headers().get(KvOps::HEADER) {
+        ops.absorb(&inner);
+    }
+    let replay = response.headers().get(REPLAYED_HEADER).ok().flatten();
+    let out = with_kv_ops(response, ops).await?;
+    if let Some(replay) = replay {
+        out.headers().set(REPLAYED_HEADER, &replay)?;
+    }
+    Ok(out)
+}

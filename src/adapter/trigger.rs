@@ -1,0 +1,187 @@
+//! Starting runs: `POST /execute` with a graph, `POST /workflows/{name}/execute`
+//! with a stored one, both honouring `Idempotency-Key` — the same key from
+//! the same API key within 24 hours answers the run it started (its current
+//! view, `200`) instead of starting another; with a different body, `422`.
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use worker::{Env, Request, Response};
+
+use super::claims::{ask, ClaimAnswer, ClaimRequest};
+use super::config::Config;
+use super::gate::GateRequest;
+use super::http::{json_response, ApiError};
+use super::routes::{base_url, gate};
+use super::{now_ms, random_id};
+use crate::core::listing::new_run_id;
+use crate::core::webhook::check_receiver_url;
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Set on the answer to a repeated key: this is the run an earlier request started.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// What a trigger asks for, read from its body.
+pub struct Trigger {
+    pub context: Map<String, Value>,
+    pub final_callback_url: Option<String>,
+}
+
+/// Reads `context` and `final_callback_url` from a trigger's body.
+pub fn trigger_fields(body: &mut Map<String, Value>, config: &Config) -> Result<Trigger, ApiError> {
+    let context = match body.remove("context") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "invalid_request",
+                "\"context\" must be a JSON object".into(),
+            ))
+        }
+    };
+    let final_callback_url = match body.remove("final_callback_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(url)) => Some(
+            check_receiver_url(&url, config.allow_http_callbacks)
+                .map_err(|m| ApiError::BadRequest("invalid_final_callback_url", m))?,
+        ),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "invalid_final_callback_url",
+                "\"final_callback_url\" must be a string".into(),
+            ))
+        }
+    };
+    if final_callback_url.is_some() && config.webhook_keys.is_empty() {
+        return Err(ApiError::Misconfigured(
+            "WEBHOOK_SECRET is not set, so final callbacks cannot be signed: run \
+             `wrangler secret put WEBHOOK_SECRET` with a whsec_<base64> value (locally, put it in \
+             .dev.vars)"
+                .into(),
+        ));
+    }
+    Ok(Trigger {
+        context,
+        final_callback_url,
+    })
+}
+
+/// The request's `Idempotency-Key`, checked.
+pub fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
+    let Some(key) = req.headers().get(IDEMPOTENCY_HEADER).ok().flatten() else {
+        return Ok(None);
+    };
+    let key = key.trim().to_string();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::BadRequest(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(key))
+}
+
+/// Everything a new run starts from.
+pub struct Start<'a> {
+    pub env: &'a Env,
+    pub config: &'a Config,
+    pub url: &'a worker::Url,
+    pub owner: String,
+    pub graph: Value,
+    pub trigger: Trigger,
+    pub workflow: Option<String>,
+    /// The key and a hash of what the request asked for.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// Starts a run — or, for an idempotency key already used, answers the run
+/// it started.
+pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
+    // The graph is validated once, by the gate that plans and runs it.
+    start.config.signing_secret()?;
+    let random =
+        random_id().map_err(|e| ApiError::Internal(format!("randomness unavailable: {e}")))?;
+    let run_id = new_run_id(&start.owner, now_ms(), &random);
+    let Some((key, body_hash)) = &start.idempotency else {
+        return gate(start.env, &run_id.clone(), &start_request(&start, run_id)).await;
+    };
+    let claim = ClaimRequest::Claim {
+        run_id: run_id.clone(),
+        body_hash: body_hash.clone(),
+        now: now_ms(),
+    };
+    match ask(start.env, &start.owner, key, &claim).await? {
+        ClaimAnswer::Held {
+            run_id: held,
+            body_hash: held_hash,
+        } => {
+            if held_hash != *body_hash {
+                return Ok(json_response(
+                    422,
+                    &json!({
+                        "success": false,
+                        "error": {
+                            "code": "idempotency_key_reused",
+                            "message": "this Idempotency-Key was used within the last 24 hours \
+                                        with a different request body",
+                            "run_id": held,
+                        },
+                    }),
+                ));
+            }
+            let read = GateRequest::Read {
+                run_id: held.clone(),
+                owner: Some(start.owner.clone()),
+            };
+            replayed(gate(start.env, &held, &read).await?).await
+        }
+        ClaimAnswer::Claimed | ClaimAnswer::Released => {
+            let response = gate(start.env, &run_id.clone(), &start_request(&start, run_id.clone())).await?;
+            if response.status_code() >= 400 {
+                // Nothing started: a retry of the request may try again.
+                let release = ClaimRequest::Release { run_id };
+                let _ = ask(start.env, &start.owner, key, &release).await;
+            }
+            Ok(response)
+        }
+    }
+}
+
+fn start_request(start: &Start<'_>, run_id: String) -> GateRequest {
+    GateRequest::Start {
+        run_id,
+        graph: start.graph.clone(),
+        context: start.trigger.context.clone(),
+        base_url: base_url(start.config, start.url),
+        owner: Some(start.owner.clone()),
+        final_callback_url: start.trigger.final_callback_url.clone(),
+        workflow: start.workflow.clone(),
+    }
+}
+
+/// The answer for a repeated key: the run's view, marked as a replay.
+async fn replayed(mut response: Response) -> Result<Response, ApiError> {
+    let status = response.status_code();
+    let body: Value = response.json().await?;
+    let out = json_response(status, &body);
+    let _ = out.headers().set(REPLAYED_HEADER, "true");
+    if let Ok(Some(ops)) = response.headers().get(super::store::Ops::HEADER) {
+        let _ = out.headers().set(super::store::Ops::HEADER, &ops);
+    }
+    Ok(out)
+}
+
+/// A hash of what a trigger asks for, to tell a repeat from a different
+/// request under the same key (JSON object keys are compared sorted).
+pub fn request_hash(parts: &[&Value]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(serde_json::to_vec(part).unwrap_or_default());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,327 @@
+//! Runs by owner: how run ids and record keys are formed so that one key's
+//! runs can be listed with a KV prefix, the summary kept beside each record
+//! (KV metadata, written with the record: no write of its own), and the
+//! paging of `GET /runs`.
+//!
+//! A run id is `{owner tag}-{inverted start time}-{random}`: the tag (the
+//! first 16 hex digits of the owner's key hash) puts a key's runs under one
+//! prefix, and the inverted time makes a listing newest first. The record
+//! lives at `runs/{tag}/{run_id}`. Ids of the older form (32 hex digits)
+//! keep their records at `run:{run_id}` and are not listed.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::error::EngineError;
+use super::record::RunRecord;
+
+/// Hex digits of the owner's key hash that prefix its runs' keys.
+const TAG_LEN: usize = 16;
+/// Start times are stored as this minus the time (11 hex digits, good to
+/// the year 2527), so that later runs sort first.
+const TIME_CEILING: u64 = 0xfff_ffff_ffff;
+const TIME_LEN: usize = 11;
+
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 1000;
+/// KV pages one listing request reads at most while filtering by status; past
+/// it the answer has fewer runs than asked and a cursor to go on from.
+pub const MAX_PAGES_PER_REQUEST: usize = 10;
+/// Keys asked of KV per page (its maximum).
+pub const KV_PAGE: usize = 1000;
+
+pub const STATUSES: [&str; 5] = ["running", "paused", "completed", "failed", "cancelled"];
+
+/// The prefix under which `owner`'s run records are kept.
+pub fn owner_prefix(owner: &str) -> String {
+    format!("runs/{}/", owner_tag(owner))
+}
+
+fn owner_tag(owner: &str) -> &str {
+    owner.get(..TAG_LEN).unwrap_or(owner)
+}
+
+/// The prefix under which `owner`'s stored workflows are kept.
+pub fn workflow_prefix(owner: &str) -> String {
+    format!("workflows/{}/", owner_tag(owner))
+}
+
+/// A stored workflow's name: what fits in a URL path segment unescaped.
+pub fn valid_workflow_name(name: &str) -> bool {
+    (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name != "."
+        && name != ".."
+}
+
+/// A new run id for `owner`, started at `now`, with `random` (hex) making it
+/// unguessable.
+pub fn new_run_id(owner: &str, now: u64, random: &str) -> String {
+    let inverted = TIME_CEILING.saturating_sub(now);
+    format!("{}-{inverted:0TIME_LEN$x}-{random}", owner_tag(owner))
+}
+
+/// Where a run's record is kept in KV.
+pub fn record_key(run_id: &str) -> String {
+    match owner_of_id(run_id) {
+        Some(tag) => format!("runs/{tag}/{run_id}"),
+        None => format!("run:{run_id}"),
+    }
+}
+
+/// The owner tag of a run id of the listed form.
+fn owner_of_id(run_id: &str) -> Option<&str> {
+    let mut parts = run_id.splitn(3, '-');
+    let (tag, time, random) = (parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(tag, TAG_LEN) && hex(time, TIME_LEN) && !random.is_empty()).then_some(tag)
+}
+
+/// What a listing shows of a run, kept as the metadata of its KV key (KV
+/// allows 1024 bytes; the workflow name is cut to fit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    pub status: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub open_waits: usize,
+}
+
+const MAX_NAME_IN_SUMMARY: usize = 200;
+
+impl RunSummary {
+    pub fn of(record: &RunRecord) -> Self {
+        let workflow = record.workflow.as_ref().map(|w| match w.char_indices().nth(MAX_NAME_IN_SUMMARY) {
+            Some((end, _)) => w[..end].to_string(),
+            None => w.clone(),
+        });
+        Self {
+            workflow,
+            status: record.status.name().to_string(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            open_waits: record.waits.len(),
+        }
+    }
+}
+
+/// Where a listing goes on: a KV cursor (none for the first page) and how
+/// many keys of that page were already shown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListCursor {
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "c")]
+    pub kv: Option<String>,
+    #[serde(default, rename = "o")]
+    pub skip: usize,
+}
+
+impl ListCursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn decode(text: &str) -> Result<Self, EngineError> {
+        let bad = || EngineError::InvalidRequest("cursor is not one this API returned".into());
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+        let cursor: Self = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        if cursor.skip > KV_PAGE {
+            return Err(bad());
+        }
+        Ok(cursor)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    /// Statuses to show; empty shows all.
+    pub statuses: Vec<String>,
+    pub limit: usize,
+    pub cursor: ListCursor,
+}
+
+impl ListQuery {
+    /// From the query string of `GET /runs`.
+    pub fn parse<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Self, EngineError> {
+        let mut query = Self {
+            statuses: Vec::new(),
+            limit: DEFAULT_LIMIT,
+            cursor: ListCursor::default(),
+        };
+        for (key, value) in pairs {
+            match key {
+                "status" => {
+                    for status in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        if !STATUSES.contains(&status) {
+                            return Err(EngineError::InvalidRequest(format!(
+                                "status must be one of {}",
+                                STATUSES.join(", ")
+                            )));
+                        }
+                        query.statuses.push(status.to_string());
+                    }
+                }
+                "limit" => {
+                    query.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            EngineError::InvalidRequest(format!(
+                                "limit must be a whole number from 1 to {MAX_LIMIT}"
+                            ))
+                        })?;
+                }
+                "cursor" => query.cursor = ListCursor::decode(value)?,
+                _ => {}
+            }
+        }
+        Ok(query)
+    }
+
+    fn shows(&self, summary: &RunSummary) -> bool {
+        self.statuses.is_empty() || self.statuses.contains(&summary.status)
+    }
+}
+
+/// One key of a KV listing page.
+#[derive(Debug, Clone)]
+pub struct ListedKey {
+    pub name: String,
+    pub summary: Option<RunSummary>,
+}
+
+/// After one page: the listing is full or exhausted (`Done`, with the cursor
+/// to go on from, if any), or the next KV page is needed.
+#[derive(Debug, PartialEq)]
+pub enum PageEnd {
+    Done(Option<ListCursor>),
+    Next(ListCursor),
+}
+
+/// Adds the runs of one KV page (read at `at`) that the query shows to
+/// `runs`, starting after the keys `at.skip` says were shown already.
+pub fn take_page(
+    query: &ListQuery,
+    at: &ListCursor,
+    keys: &[ListedKey],
+    next_kv: Option<String>,
+    runs: &mut Vec<Value>,
+) -> PageEnd {
+    for (i, key) in keys.iter().enumerate().skip(at.skip) {
+        // A key written without a summary (it cannot be filtered) is shown
+        // only to an unfiltered listing.
+        let shown = match &key.summary {
+            Some(summary) => query.shows(summary),
+            None => query.statuses.is_empty(),
+        };
+        if shown {
+            runs.push(entry(key));
+        }
+        if runs.len() >= query.limit {
+            let rest_of_page = i + 1 < keys.len();
+            return PageEnd::Done(if rest_of_page {
+                Some(ListCursor {
+                    kv: at.kv.clone(),
+                    skip: i + 1,
+                })
+            } else {
+                next_kv.map(|kv| ListCursor {
+                    kv: Some(kv),
+                    skip: 0,
+                })
+            });
+        }
+    }
+    match next_kv {
+        Some(kv) => PageEnd::Next(ListCursor {
+            kv: Some(kv),
+            skip: 0,
+        }),
+        None => PageEnd::Done(None),
+    }
+}
+
+fn entry(key: &ListedKey) -> Value {
+    let run_id = key.name.rsplit('/').next().unwrap_or(&key.name);
+    match &key.summary {
+        Some(s) => json!({
+            "run_id": run_id,
+            "workflow": s.workflow,
+            "status": s.status,
+            "created_at": s.created_at,
+            "updated_at": s.updated_at,
+            "open_waits": s.open_waits,
+        }),
+        None => json!({ "run_id": run_id }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWNER: &str = "61e6c2936fbaef87222b97c058baac3cb753e68dd6362842f7d59569c3b9ec38";
+
+    #[test]
+    fn run_ids_sort_newest_first_under_their_owner() {
+        let older = new_run_id(OWNER, 1_700_000_000_000, "aa");
+        let newer = new_run_id(OWNER, 1_700_000_000_001, "aa");
+        assert!(newer < older);
+        assert!(record_key(&older).starts_with(&owner_prefix(OWNER)));
+        assert_eq!(older.len(), 16 + 1 + 11 + 1 + 2);
+        // Ids of the first release keep their keys.
+        assert_eq!(record_key("0123456789abcdef0123456789abcdef"), "run:0123456789abcdef0123456789abcdef");
+        assert_eq!(record_key("zz-1-2"), "run:zz-1-2");
+    }
+
+    fn key(n: usize, status: &str) -> ListedKey {
+        ListedKey {
+            name: format!("runs/t/{n}"),
+            summary: Some(RunSummary {
+                workflow: None,
+                status: status.into(),
+                created_at: 1,
+                updated_at: 2,
+                open_waits: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn pages_resume_inside_and_across_kv_pages() {
+        let keys: Vec<ListedKey> = (0..5)
+            .map(|n| key(n, if n % 2 == 0 { "paused" } else { "completed" }))
+            .collect();
+        let query = ListQuery::parse([("status", "paused"), ("limit", "2")].into_iter()).unwrap();
+        let mut runs = Vec::new();
+        let end = take_page(&query, &ListCursor::default(), &keys, Some("k2".into()), &mut runs);
+        assert_eq!(runs.len(), 2);
+        let PageEnd::Done(Some(cursor)) = end else {
+            panic!("{end:?}")
+        };
+        assert_eq!(cursor, ListCursor { kv: None, skip: 3 });
+        let cursor = ListCursor::decode(&cursor.encode()).unwrap();
+        let mut runs = Vec::new();
+        let end = take_page(&query, &cursor, &keys, Some("k2".into()), &mut runs);
+        assert_eq!(runs, vec![entry(&keys[4])]);
+        assert_eq!(end, PageEnd::Next(ListCursor { kv: Some("k2".into()), skip: 0 }));
+        let mut runs = Vec::new();
+        assert_eq!(take_page(&query, &cursor, &keys, None, &mut runs), PageEnd::Done(None));
+    }
+
+    #[test]
+    fn bad_queries_are_refused() {
+        for (k, v) in [("status", "sleeping"), ("limit", "0"), ("limit", "1001"), ("limit", "x"), ("cursor", "!!")] {
+            assert!(ListQuery::parse([(k, v)].into_iter()).is_err(), "{k}={v}");
+        }
+        let q = ListQuery::parse([("status", "paused,failed")].into_iter()).unwrap();
+        assert_eq!(q.statuses, vec!["paused", "failed"]);
+        assert_eq!(q.limit, DEFAULT_LIMIT);
+    }
+}
