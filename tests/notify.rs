@@ -23,7 +23,7 @@ fn start_notifying(gate: &Gate, graph: Value) -> Option<u64> {
         owner: Some(OWNER.into()),
         callback_base: "https://engine.test".into(),
         final_callback_url: Some(RECEIVER.into()),
-            workflow: None,
+        workflow: None,
     })
     .expect("the run starts")
     .wake

@@ -8,8 +8,8 @@ use worker::{Env, Request, Response};
 use super::config::Config;
 use super::http::{json_response, ApiError};
 use super::now_ms;
-use super::store::{KvOps, RunStore};
 use super::routes::with_kv_ops;
+use super::store::{KvOps, RunStore};
 use super::trigger::{
     idempotency_key, request_hash, start, trigger_fields, Start, REPLAYED_HEADER,
 };
@@ -135,7 +135,11 @@ pub async fn delete_workflow(name: &str, env: &Env, owner: &str) -> Result<Respo
     let key = workflow_key(owner, name)?;
     let store = RunStore::new(env)?;
     let text = store.get_text(&key).await?;
-    if text.as_deref().and_then(|t| stored_workflow(t, owner)).is_none() {
+    if text
+        .as_deref()
+        .and_then(|t| stored_workflow(t, owner))
+        .is_none()
+    {
         return Err(no_workflow(name));
     }
     store.delete(&key).await?;

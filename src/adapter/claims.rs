@@ -16,7 +16,7 @@ pub const CLAIM_TTL_MS: u64 = 24 * 3600 * 1000;
 const CLAIM_KEY: &str = "claim";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "op")]
+#[serde(rename_all = "snake_case")]
 pub enum ClaimRequest {
     /// Claim the key for `run_id`, unless it names a run already.
     Claim {
@@ -38,12 +38,15 @@ pub struct Claim {
 
 /// What a claim found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "result")]
+#[serde(rename_all = "snake_case")]
 pub enum ClaimAnswer {
     /// The key is now this request's: start the run.
     Claimed,
     /// An earlier request holds the key, for this run and body.
-    Held { run_id: String, body_hash: String },
+    Held {
+        run_id: String,
+        body_hash: String,
+    },
     Released,
 }
 
@@ -92,9 +95,7 @@ impl DurableObject for TriggerClaim {
                         .await?;
                     let forget_at = (now + CLAIM_TTL_MS) as f64;
                     let when = js_sys::Date::new(&js_sys::Number::from(forget_at));
-                    storage
-                        .set_alarm(worker::ScheduledTime::new(when))
-                        .await?;
+                    storage.set_alarm(worker::ScheduledTime::new(when)).await?;
                     ClaimAnswer::Claimed
                 }
             },

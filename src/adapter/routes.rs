@@ -8,12 +8,12 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use worker::{ByteStream, Delay, Env, Headers, Method, Request, Response};
 
+use super::catalog;
 use super::config::{Config, RUN_GATE};
 use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
-use super::store::{KvOps, RunStore};
-use super::catalog;
 use super::now_ms;
+use super::store::{KvOps, RunStore};
 use super::trigger::{idempotency_key, request_hash, start, trigger_fields, Start};
 use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
@@ -330,7 +330,11 @@ async fn execute(
 }
 
 /// Forwards a request to the run's Durable Object and relays its answer.
-pub(super) async fn gate(env: &Env, run_id: &str, message: &GateRequest) -> Result<Response, ApiError> {
+pub(super) async fn gate(
+    env: &Env,
+    run_id: &str,
+    message: &GateRequest,
+) -> Result<Response, ApiError> {
     let stub = env
         .durable_object(RUN_GATE)?
         .id_from_name(run_id)?

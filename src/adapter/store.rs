@@ -351,7 +351,11 @@ impl RunStore {
         metadata: &serde_json::Value,
     ) -> Result<(), ApiError> {
         count(&self.ops, |o| o.writes += 1);
-        self.kv.put(key, text)?.metadata(metadata)?.execute().await?;
+        self.kv
+            .put(key, text)?
+            .metadata(metadata)?
+            .execute()
+            .await?;
         Ok(())
     }
 

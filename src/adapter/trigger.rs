@@ -72,7 +72,10 @@ pub fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     let key = key.trim().to_string();
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(ApiError::BadRequest(
             "invalid_idempotency_key",
             format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
@@ -136,7 +139,12 @@ pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
             replayed(gate(start.env, &held, &read).await?).await
         }
         ClaimAnswer::Claimed | ClaimAnswer::Released => {
-            let response = gate(start.env, &run_id.clone(), &start_request(&start, run_id.clone())).await?;
+            let response = gate(
+                start.env,
+                &run_id.clone(),
+                &start_request(&start, run_id.clone()),
+            )
+            .await?;
             if response.status_code() >= 400 {
                 // Nothing started: a retry of the request may try again.
                 let release = ClaimRequest::Release { run_id };

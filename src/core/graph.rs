@@ -106,9 +106,7 @@ impl Edge {
         if self.tolerated_failures.is_none() && self.tolerated_failure_percent.is_none() {
             return false;
         }
-        let by_count = self
-            .tolerated_failures
-            .is_none_or(|n| failed <= n as usize);
+        let by_count = self.tolerated_failures.is_none_or(|n| failed <= n as usize);
         let by_percent = self
             .tolerated_failure_percent
             .is_none_or(|p| failed as f64 * 100.0 <= p * count as f64);
@@ -306,9 +304,10 @@ fn optional_count(
 ) -> Option<u32> {
     match obj.get(key) {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v >= min) => {
-            Some(n.as_u64().map_or(u32::MAX, |v| v.min(u32::MAX as u64) as u32))
-        }
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v >= min) => Some(
+            n.as_u64()
+                .map_or(u32::MAX, |v| v.min(u32::MAX as u64) as u32),
+        ),
         Some(_) => {
             problems.push(Problem::new(
                 format!("{at}.{key}"),

@@ -97,10 +97,14 @@ const MAX_NAME_IN_SUMMARY: usize = 200;
 
 impl RunSummary {
     pub fn of(record: &RunRecord) -> Self {
-        let workflow = record.workflow.as_ref().map(|w| match w.char_indices().nth(MAX_NAME_IN_SUMMARY) {
-            Some((end, _)) => w[..end].to_string(),
-            None => w.clone(),
-        });
+        let workflow =
+            record
+                .workflow
+                .as_ref()
+                .map(|w| match w.char_indices().nth(MAX_NAME_IN_SUMMARY) {
+                    Some((end, _)) => w[..end].to_string(),
+                    None => w.clone(),
+                });
         Self {
             workflow,
             status: record.status.name().to_string(),
@@ -276,7 +280,10 @@ mod tests {
         assert!(record_key(&older).starts_with(&owner_prefix(OWNER)));
         assert_eq!(older.len(), 16 + 1 + 11 + 1 + 2);
         // Ids of the first release keep their keys.
-        assert_eq!(record_key("0123456789abcdef0123456789abcdef"), "run:0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            record_key("0123456789abcdef0123456789abcdef"),
+            "run:0123456789abcdef0123456789abcdef"
+        );
         assert_eq!(record_key("zz-1-2"), "run:zz-1-2");
     }
 
@@ -300,7 +307,13 @@ mod tests {
             .collect();
         let query = ListQuery::parse([("status", "paused"), ("limit", "2")].into_iter()).unwrap();
         let mut runs = Vec::new();
-        let end = take_page(&query, &ListCursor::default(), &keys, Some("k2".into()), &mut runs);
+        let end = take_page(
+            &query,
+            &ListCursor::default(),
+            &keys,
+            Some("k2".into()),
+            &mut runs,
+        );
         assert_eq!(runs.len(), 2);
         let PageEnd::Done(Some(cursor)) = end else {
             panic!("{end:?}")
@@ -310,14 +323,29 @@ mod tests {
         let mut runs = Vec::new();
         let end = take_page(&query, &cursor, &keys, Some("k2".into()), &mut runs);
         assert_eq!(runs, vec![entry(&keys[4])]);
-        assert_eq!(end, PageEnd::Next(ListCursor { kv: Some("k2".into()), skip: 0 }));
+        assert_eq!(
+            end,
+            PageEnd::Next(ListCursor {
+                kv: Some("k2".into()),
+                skip: 0
+            })
+        );
         let mut runs = Vec::new();
-        assert_eq!(take_page(&query, &cursor, &keys, None, &mut runs), PageEnd::Done(None));
+        assert_eq!(
+            take_page(&query, &cursor, &keys, None, &mut runs),
+            PageEnd::Done(None)
+        );
     }
 
     #[test]
     fn bad_queries_are_refused() {
-        for (k, v) in [("status", "sleeping"), ("limit", "0"), ("limit", "1001"), ("limit", "x"), ("cursor", "!!")] {
+        for (k, v) in [
+            ("status", "sleeping"),
+            ("limit", "0"),
+            ("limit", "1001"),
+            ("limit", "x"),
+            ("cursor", "!!"),
+        ] {
             assert!(ListQuery::parse([(k, v)].into_iter()).is_err(), "{k}={v}");
         }
         let q = ListQuery::parse([("status", "paused,failed")].into_iter()).unwrap();

@@ -51,6 +51,9 @@ pub fn run_outcome(record: &RunRecord, resumed: bool, redactor: &Redactor) -> Va
     }
     body.insert("status".into(), json!(record.status.name()));
     body.insert("run_id".into(), json!(record.run_id));
+    if record.attempt > 0 {
+        body.insert("attempt".into(), json!(record.attempt));
+    }
     insert_trace(&mut body, record);
     let mut body = Value::Object(body);
     redactor.redact(&mut body);
@@ -63,8 +66,11 @@ pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
     body.insert("success".into(), json!(true));
     body.insert("run_id".into(), json!(record.run_id));
     body.insert("status".into(), json!(record.status.name()));
-    if let Some(name) = &record.graph.name {
+    if let Some(name) = record.workflow.as_ref().or(record.graph.name.as_ref()) {
         body.insert("workflow".into(), json!(name));
+    }
+    if record.attempt > 0 {
+        body.insert("attempt".into(), json!(record.attempt));
     }
     body.insert(
         "waits".into(),

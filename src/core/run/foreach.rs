@@ -77,12 +77,9 @@ impl Run {
         let remote = matches!(self.plan.components[n], Some(ComponentRef::Http(_)));
         self.filling = true;
         let mut flying = None;
-        loop {
-            let NodeState::Mapping(m) = &mut self.record.nodes[n] else {
-                break;
-            };
-            let Some(i) = (m.next_held..m.items.len())
-                .find(|&i| matches!(m.items[i], ItemState::Held(_)))
+        while let NodeState::Mapping(m) = &mut self.record.nodes[n] {
+            let Some(i) =
+                (m.next_held..m.items.len()).find(|&i| matches!(m.items[i], ItemState::Held(_)))
             else {
                 m.next_held = m.items.len();
                 break;
@@ -93,7 +90,8 @@ impl Run {
                 break;
             }
             m.next_held = i + 1;
-            let ItemState::Held(value) = std::mem::replace(&mut m.items[i], ItemState::Todo(Value::Null))
+            let ItemState::Held(value) =
+                std::mem::replace(&mut m.items[i], ItemState::Todo(Value::Null))
             else {
                 break;
             };
