@@ -17,6 +17,12 @@
 //   (i) the call journal's Durable Object storage operations per component call
 //   (j) crash between a downstream call and the save: workerd killed while runs wait on
 //       their second downstream component, restarted on the same state, callbacks re-sent
+//   (k) listing: GET /runs over 1,000 finished runs — all in one answer, 50 a page along
+//       next_cursor, and filtered by a status none has: KV operations (header and binding),
+//       time, every run listed exactly once
+//   (l) idempotent trigger: POST /execute with an Idempotency-Key against one without, and
+//       the same key again (the replay): KV operations (header and binding), Durable Object
+//       requests and latency per trigger
 //
 //   node bench/e2e.mjs [--smoke] [--only <a,b,…>] [--json <path>]
 //
@@ -81,6 +87,13 @@ const SIZES = {
         journalChain: 10,
         crashRuns: 200,
         crashConcurrency: 20,
+        listRuns: 1000,
+        listConcurrency: 8,
+        listPage: 50,
+        listReps: 9,
+        listPagedReps: 3,
+        idemRuns: 100,
+        idemWarmup: 5,
     },
     smoke: {
         latencyRuns: 10,
@@ -94,6 +107,14 @@ const SIZES = {
         journalChain: 10,
         crashRuns: 20,
         crashConcurrency: 10,
+        // 10 a page, so that the smoke run follows next_cursor too
+        listRuns: 50,
+        listConcurrency: 5,
+        listPage: 10,
+        listReps: 3,
+        listPagedReps: 1,
+        idemRuns: 10,
+        idemWarmup: 2,
     },
 };
 
