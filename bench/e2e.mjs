@@ -1512,6 +1512,467 @@ async function benchCrash(figures, sizes) {
 }
 
 // ---------------------------------------------------------------------------------------
+// (k) listing and (l) idempotent trigger: the Worker counted at the KV binding and at its
+// Durable Objects
+// ---------------------------------------------------------------------------------------
+
+/**
+ * bench/kv-probe.mjs with one more layer, served as the entry module: it counts the requests
+ * each Durable Object class receives (fetch) and the alarms it runs, and the TriggerClaim
+ * objects' storage calls (kv-probe passes those objects through uncounted). `GET /__kv-probe`
+ * answers kv-probe's totals plus `requests` and `claim_storage`.
+ */
+const COUNTED_PROBE_SOURCE = `
+import Probe, { RunGate as ProbedGate, TriggerClaim as EngineClaim } from "./kv-probe.mjs";
+
+const requests = { gate_fetches: 0, gate_alarms: 0, claim_fetches: 0, claim_alarms: 0 };
+const claimStorage = {};
+
+function countedState(state) {
+    let storage;
+    return new Proxy(state, {
+        get(target, prop) {
+            const value = Reflect.get(target, prop, target);
+            if (prop === "storage" && value) {
+                storage ??= new Proxy(value, {
+                    get(s, name) {
+                        const f = Reflect.get(s, name, s);
+                        if (typeof f !== "function") return f;
+                        return (...args) => {
+                            claimStorage[name] = (claimStorage[name] ?? 0) + 1;
+                            return f.apply(s, args);
+                        };
+                    },
+                });
+                return storage;
+            }
+            return typeof value === "function" ? value.bind(target) : value;
+        },
+    });
+}
+
+export class RunGate extends ProbedGate {
+    fetch(request) {
+        requests.gate_fetches += 1;
+        return super.fetch(request);
+    }
+    alarm(...args) {
+        requests.gate_alarms += 1;
+        return super.alarm(...args);
+    }
+}
+
+export class TriggerClaim extends EngineClaim {
+    constructor(state, env) {
+        super(countedState(state), env);
+    }
+    fetch(request) {
+        requests.claim_fetches += 1;
+        return super.fetch(request);
+    }
+    alarm(...args) {
+        requests.claim_alarms += 1;
+        return super.alarm(...args);
+    }
+}
+
+export default class extends Probe {
+    async fetch(request) {
+        if (new URL(request.url).pathname !== "/__kv-probe") return super.fetch(request);
+        const kv = await (await super.fetch(request)).json();
+        return Response.json({ ...kv, requests: { ...requests }, claim_storage: { ...claimStorage } });
+    }
+}
+`;
+
+/** The built Worker behind kv-probe and the counting layer above (in-memory state). */
+function startCountedWorker() {
+    return startWorker({
+        bindings: { COMPONENT_TIMEOUT_SECONDS: "30" },
+        miniflare: {
+            modulesRoot: REPO_ROOT,
+            modules: [
+                { type: "ESModule", path: path.join(REPO_ROOT, "bench", "counted-probe.mjs"), contents: COUNTED_PROBE_SOURCE },
+                { type: "ESModule", path: path.join(REPO_ROOT, "bench", "kv-probe.mjs") },
+                { type: "ESModule", path: path.join(REPO_ROOT, "build", "index.js") },
+                { type: "CompiledWasm", path: path.join(REPO_ROOT, "build", "index_bg.wasm") },
+            ],
+        },
+    });
+}
+
+/** What the counted probe tallied between two snapshots. */
+function countedDelta(before, after) {
+    const r = (k) => after.requests[k] - before.requests[k];
+    const storage = {};
+    for (const [k, v] of Object.entries(after.claim_storage)) {
+        const d = v - (before.claim_storage[k] ?? 0);
+        if (d) storage[k] = d;
+    }
+    return {
+        kv: {
+            reads: after.reads - before.reads,
+            writes: after.writes - before.writes + (after.deletes - before.deletes),
+            lists: after.lists - before.lists,
+        },
+        requests: { gate: r("gate_fetches"), claim: r("claim_fetches"), alarms: r("gate_alarms") + r("claim_alarms") },
+        claimStorage: storage,
+    };
+}
+
+/** One request between two probe snapshots: its answer, its time alone, the counts over it. */
+async function counted(worker, send) {
+    const probe = async () => (await worker.fetchJson("/__kv-probe")).body;
+    const before = await probe();
+    const t0 = now();
+    const res = await send();
+    const ms = now() - t0;
+    const delta = countedDelta(before, await probe());
+    return { res, ms, header: parseKvHeader(res.headers.get(KV_HEADER)), ...delta };
+}
+
+/** Input → Output, completing in the trigger's own segment. */
+const TRIVIAL_GRAPH = {
+    nodes: [
+        { id: "in", type: "Input" },
+        { id: "out", type: "Output" },
+    ],
+    edges: [{ from: "in", to: "out" }],
+};
+
+const sumKv = (list) =>
+    list.reduce((t, o) => ({ reads: t.reads + o.reads, writes: t.writes + o.writes, lists: t.lists + o.lists }), {
+        reads: 0,
+        writes: 0,
+        lists: 0,
+    });
+/** An operation count per request: whole, or to two decimals. */
+const perRun = (n, runs) => (Number.isInteger(n / runs) ? String(n / runs) : (n / runs).toFixed(2));
+const showKvPer = (o, runs) => `r${perRun(o.reads, runs)} w${perRun(o.writes, runs)} l${perRun(o.lists, runs)}`;
+const showStorage = (o) =>
+    Object.keys(o).length ? Object.entries(o).map(([k, v]) => `${k} ${v}`).join(", ") : "none";
+/** The median of a list of counts, with the spread when they differ. */
+const countSpread = (values) => {
+    const lo = Math.min(...values);
+    const hi = Math.max(...values);
+    return lo === hi ? String(lo) : `${percentile(values, 0.5)} (${lo}–${hi})`;
+};
+const showKvSpread = (list) =>
+    `r${countSpread(list.map((o) => o.reads))} w${countSpread(list.map((o) => o.writes))} l${countSpread(list.map((o) => o.lists))}`;
+
+async function benchListing(figures, sizes) {
+    const runs = sizes.listRuns;
+    const limit = sizes.listConcurrency;
+    const pageSize = sizes.listPage;
+    const listsBudget = Math.ceil(runs / 1000);
+    const worker = await startCountedWorker();
+    const list = (query) => worker.fetchJson(`/runs?${new URLSearchParams(query)}`);
+    const checked = (c, what) => {
+        const ok = c.res.status === 200 && c.res.body?.success === true && Array.isArray(c.res.body.runs);
+        expect(ok, `(k) ${what}: ${c.res.status} ${c.res.text.slice(0, 300)}`);
+        return c;
+    };
+    try {
+        const t0 = now();
+        const runIds = await pool(range(runs), limit, async (seq) => {
+            const res = await worker.fetchJson("/execute", { body: { graph: TRIVIAL_GRAPH, context: { seq } } });
+            expect(res.status === 200 && res.body?.status === "completed", `(k) run ${seq} did not complete: ${res.status} ${res.text.slice(0, 300)}`);
+            return res.body.run_id;
+        });
+        const startSecs = (now() - t0) / 1000;
+        await settledProbe(worker);
+
+        // Every run in one answer.
+        const whole = [];
+        for (let i = 0; i < sizes.listReps; i++) whole.push(checked(await counted(worker, () => list({ limit: 1000 })), "GET /runs?limit=1000"));
+        // A page at a time along next_cursor.
+        const paged = [];
+        for (let i = 0; i < sizes.listPagedReps; i++) {
+            const pages = [];
+            let cursor;
+            do {
+                const c = checked(await counted(worker, () => list({ limit: pageSize, ...(cursor ? { cursor } : {}) })), `page ${pages.length + 1}`);
+                pages.push(c);
+                cursor = c.res.body.next_cursor;
+                expect(pages.length <= Math.ceil(runs / pageSize) + 1, `(k) still a next_cursor after ${pages.length} pages of ${pageSize}`);
+            } while (cursor);
+            paged.push(pages);
+        }
+        // A status none of them has.
+        const failed = [];
+        for (let i = 0; i < sizes.listReps; i++) failed.push(checked(await counted(worker, () => list({ status: "failed" })), "GET /runs?status=failed"));
+
+        // Correctness: every run once across the pages (and in the single answer), nothing else.
+        const started = new Set(runIds);
+        const coverage = (ids) => {
+            const seen = new Map();
+            for (const id of ids) seen.set(id, (seen.get(id) ?? 0) + 1);
+            return {
+                listed: ids.length,
+                once: runIds.filter((id) => seen.get(id) === 1).length,
+                missing: runIds.filter((id) => !seen.has(id)).length,
+                repeated: [...seen.values()].filter((n) => n > 1).length,
+                unknown: [...seen.keys()].filter((id) => !started.has(id)).length,
+            };
+        };
+        const pagedCover = paged.map((pages) => coverage(pages.flatMap((c) => c.res.body.runs.map((r) => r.run_id))));
+        const wholeCover = whole.map((c) => coverage(c.res.body.runs.map((r) => r.run_id)));
+        const complete = (c) => c.once === runs && c.listed === runs && c.unknown === 0;
+        const notCompleted = whole[0].res.body.runs.filter((r) => r.status !== "completed").length;
+        const wholeCursor = whole.filter((c) => c.res.body.next_cursor !== undefined).length;
+        const failedShown = failed.reduce((n, c) => n + c.res.body.runs.length, 0);
+        const failedCursor = failed.filter((c) => c.res.body.next_cursor !== undefined).length;
+
+        const all = [...whole, ...paged.flat(), ...failed];
+        const noReadsWrites = (c) => c.kv.reads === 0 && c.kv.writes === 0 && c.header.reads === 0 && c.header.writes === 0;
+        const wholeTime = summary(whole.map((c) => c.ms));
+        const pagedTotals = paged.map((pages) => pages.reduce((t, c) => t + c.ms, 0));
+        const pagedTime = summary(pagedTotals);
+        const pageTime = summary(paged.flat().map((c) => c.ms));
+        const failedTime = summary(failed.map((c) => c.ms));
+        const pages = paged[0].length;
+        const pagedKv = sumKv(paged[0].map((c) => c.kv));
+        const pagedHeader = sumKv(paged[0].map((c) => c.header));
+        const bytes = Buffer.byteLength(whole[0].res.text);
+
+        figures.add("k", "list_setup", `runs started to list (Input → Output, completed), ${limit} in flight`, {
+            value: runs,
+            unit: "runs",
+            display: `${fmtInt(runs)} in ${startSecs.toFixed(1)} s (${(runs / startSecs).toFixed(0)} runs/s)`,
+        });
+        figures.add("k", "list_all_kv", `KV ops, GET /runs?limit=1000 (all ${fmtInt(runs)} in one answer), per request`, {
+            value: whole[0].kv,
+            unit: "ops",
+            display:
+                `${showKvSpread(whole.map((c) => c.kv))} (header: ${showKvSpread(whole.map((c) => c.header))}); ` +
+                `${fmtInt(whole[0].res.body.runs.length)} runs, ${fmtInt(bytes)} B, over ${whole.length} requests`,
+            budget: `0 reads, 0 writes, ≤ ${listsBudget} list${listsBudget === 1 ? "" : "s"}`,
+            pass: whole.every((c) => noReadsWrites(c) && c.kv.lists <= listsBudget && c.header.lists <= listsBudget),
+        });
+        figures.add("k", "list_all_time", `GET /runs?limit=1000 (all ${fmtInt(runs)}): p50 over ${whole.length} requests`, {
+            value: wholeTime.p50,
+            unit: "ms",
+            display: `${fmtMs(wholeTime.p50)} (min ${fmtMs(wholeTime.min)}, max ${fmtMs(wholeTime.max)})`,
+        });
+        figures.add("k", "list_paged_kv", `KV ops, GET /runs?limit=${pageSize} along next_cursor: ${pages} pages, in all`, {
+            value: { ...pagedKv, pages },
+            unit: "ops",
+            display: `${showKv(pagedKv)} (header: ${showKv(pagedHeader)}); per page: ${showKvPer(pagedKv, pages)}`,
+            budget: `0 reads, 0 writes, ≤ ${listsBudget} list${listsBudget === 1 ? "" : "s"} per page`,
+            pass: paged.flat().every((c) => noReadsWrites(c) && c.kv.lists <= listsBudget && c.header.lists <= listsBudget),
+        });
+        figures.add("k", "list_paged_time", `GET /runs?limit=${pageSize} along next_cursor, all ${pages} pages: p50 over ${paged.length} passes`, {
+            value: pagedTime.p50,
+            unit: "ms",
+            display:
+                `${fmtMs(pagedTime.p50)} in all (${(pagedTime.p50 / wholeTime.p50).toFixed(1)}× the one-answer listing); ` +
+                `per page p50 ${fmtMs(pageTime.p50)}, p95 ${fmtMs(pageTime.p95)}`,
+        });
+        figures.add("k", "list_failed_kv", `KV ops, GET /runs?status=failed (none of the ${fmtInt(runs)} matches), per request`, {
+            value: failed[0].kv,
+            unit: "ops",
+            display: `${showKvSpread(failed.map((c) => c.kv))} (header: ${showKvSpread(failed.map((c) => c.header))}); over ${failed.length} requests`,
+            budget: "0 reads, 0 writes",
+            pass: failed.every(noReadsWrites),
+        });
+        figures.add("k", "list_failed_time", `GET /runs?status=failed: p50 over ${failed.length} requests`, {
+            value: failedTime.p50,
+            unit: "ms",
+            display: `${fmtMs(failedTime.p50)} (${(failedTime.p50 / wholeTime.p50).toFixed(2)}× the one-answer listing; max ${fmtMs(failedTime.max)})`,
+        });
+        const pagedOk = pagedCover.filter(complete).length;
+        const wholeOk = wholeCover.filter(complete).length;
+        const firstPaged = pagedCover[0];
+        figures.add("k", "list_complete", "runs listed exactly once (pages along next_cursor; the one-answer listing)", {
+            value: firstPaged.once,
+            unit: "runs",
+            display:
+                `${fmtInt(firstPaged.once)} / ${fmtInt(runs)} across ${pages} pages ` +
+                `(missing ${firstPaged.missing}, twice or more ${firstPaged.repeated}, not started here ${firstPaged.unknown}); ` +
+                `complete in ${pagedOk} / ${paged.length} passes and ${wholeOk} / ${whole.length} one-answer listings ` +
+                `(not \`completed\`: ${notCompleted}, with next_cursor: ${wholeCursor}); ` +
+                `status=failed showed ${failedShown} runs, next_cursor ${failedCursor} times`,
+            budget: `${fmtInt(runs)} / ${fmtInt(runs)}`,
+            pass: pagedOk === paged.length && wholeOk === whole.length && notCompleted === 0 && wholeCursor === 0 && failedShown === 0 && failedCursor === 0,
+        });
+        const agree = all.filter((c) => sameKv(c.header, c.kv)).length;
+        figures.add("k", "list_header_accuracy", "x-arcrun-kv-ops equals the count at the binding, listing requests", {
+            value: agree,
+            unit: "requests",
+            display: `${agree} / ${all.length} requests`,
+            budget: `${all.length} / ${all.length}`,
+            pass: agree === all.length,
+        });
+        const doRequests = all.reduce((n, c) => n + c.requests.gate + c.requests.claim, 0);
+        figures.add("k", "list_do_requests", "Durable Object requests made by the listing requests", {
+            value: doRequests,
+            unit: "requests",
+            display: `${doRequests} over ${all.length} requests`,
+        });
+        return {
+            runs,
+            startSecs,
+            pageSize,
+            pages,
+            whole: whole.map((c) => ({ ms: c.ms, kv: c.kv, header: c.header })),
+            paged: paged.map((p) => p.map((c) => ({ ms: c.ms, kv: c.kv, header: c.header, runs: c.res.body.runs.length }))),
+            failed: failed.map((c) => ({ ms: c.ms, kv: c.kv, header: c.header })),
+            wholeTime,
+            pagedTime,
+            pageTime,
+            failedTime,
+            responseBytes: bytes,
+            pagedCover,
+            wholeCover,
+            doRequests,
+        };
+    } finally {
+        await worker.stop();
+    }
+}
+
+async function benchIdempotentTrigger(figures, sizes) {
+    const runs = sizes.idemRuns;
+    const worker = await startCountedWorker();
+    const body = (mode, seq) => ({ graph: TRIVIAL_GRAPH, context: { mode, seq } });
+    const trigger = (b, key) => () => worker.fetchJson("/execute", { body: b, headers: key ? { "idempotency-key": key } : {} });
+    const completed = (c, what) => {
+        expect(c.res.status === 200 && c.res.body?.status === "completed", `(l) ${what}: ${c.res.status} ${c.res.text.slice(0, 300)}`);
+        return c;
+    };
+    try {
+        for (let i = 0; i < sizes.idemWarmup; i++) {
+            completed(await counted(worker, trigger(body("warm", i))), "warm-up without a key");
+            completed(await counted(worker, trigger(body("warm-key", i), `warm-${i}`)), "warm-up with a key");
+            completed(await counted(worker, trigger(body("warm-key", i), `warm-${i}`)), "warm-up replay");
+        }
+        // Interleaved, so that drift on a shared machine falls on all three alike.
+        const plain = [];
+        const keyed = [];
+        const replays = [];
+        for (let i = 0; i < runs; i++) {
+            plain.push(completed(await counted(worker, trigger(body("plain", i))), `run ${i} without a key`));
+            keyed.push(completed(await counted(worker, trigger(body("keyed", i), `bench-l-${i}`)), `run ${i} with a key`));
+            replays.push(completed(await counted(worker, trigger(body("keyed", i), `bench-l-${i}`)), `replay ${i}`));
+        }
+        // The same key with another body.
+        const reused = await counted(worker, trigger(body("other", 0), "bench-l-0"));
+
+        const freshKeyed = keyed.filter((c) => c.res.headers.get("idempotent-replayed") === null).length;
+        const sameRun = replays.filter(
+            (c, i) => c.res.headers.get("idempotent-replayed") === "true" && c.res.body.run_id === keyed[i].res.body.run_id,
+        ).length;
+        const reusedOk =
+            reused.res.status === 422 &&
+            reused.res.body?.error?.code === "idempotency_key_reused" &&
+            reused.res.body.error.run_id === keyed[0].res.body.run_id;
+        const distinct = new Set([...plain, ...keyed].map((c) => c.res.body.run_id)).size;
+
+        const kvOf = (list) => sumKv(list.map((c) => c.kv));
+        const headerOf = (list) => sumKv(list.map((c) => c.header));
+        const [plainKv, keyedKv, replayKv] = [plain, keyed, replays].map(kvOf);
+        const [plainHeader, keyedHeader, replayHeader] = [plain, keyed, replays].map(headerOf);
+        const extraWrites = (keyedKv.writes - plainKv.writes) / runs;
+        const maxPlainWrites = Math.max(...plain.map((c) => c.kv.writes));
+        const maxKeyedWrites = Math.max(...keyed.map((c) => c.kv.writes));
+        const doOf = (list) => {
+            const gate = list.reduce((n, c) => n + c.requests.gate, 0);
+            const claim = list.reduce((n, c) => n + c.requests.claim, 0);
+            return { gate, claim, total: gate + claim };
+        };
+        const [plainDo, keyedDo, replayDo] = [plain, keyed, replays].map(doOf);
+        const showDoPer = (d) => `${perRun(d.total, runs)} (claim ${perRun(d.claim, runs)}, gate ${perRun(d.gate, runs)})`;
+        const storageOf = (list) => {
+            const total = {};
+            for (const c of list) for (const [k, v] of Object.entries(c.claimStorage)) total[k] = (total[k] ?? 0) + v;
+            return Object.fromEntries(Object.entries(total).map(([k, v]) => [k, perRun(v, runs)]));
+        };
+        const [plainTime, keyedTime, replayTime] = [plain, keyed, replays].map((list) => summary(list.map((c) => c.ms)));
+
+        const n = `${runs} runs`;
+        figures.add("l", "idem_kv_plain", `KV ops per new run without a key (POST /execute → completed, ${n})`, {
+            value: plainKv,
+            unit: "ops",
+            display: `${showKvPer(plainKv, runs)} (header: ${showKvPer(plainHeader, runs)})`,
+        });
+        figures.add("l", "idem_kv_keyed", `KV ops per new run with an Idempotency-Key (${n})`, {
+            value: keyedKv,
+            unit: "ops",
+            display:
+                `${showKvPer(keyedKv, runs)} (header: ${showKvPer(keyedHeader, runs)}); ` +
+                `writes beyond no key: ${extraWrites >= 0 ? "+" : ""}${perRun(keyedKv.writes - plainKv.writes, runs)} per run ` +
+                `(most in one run: ${maxKeyedWrites} vs ${maxPlainWrites})`,
+            budget: "≤ 1 write more than without a key, lists = 0",
+            pass: extraWrites <= 1 && maxKeyedWrites <= maxPlainWrites + 1 && keyedKv.lists === 0 && keyedHeader.lists === 0,
+        });
+        figures.add("l", "idem_kv_replay", `KV ops per replay (same key and body again, gate warm; ${n})`, {
+            value: replayKv,
+            unit: "ops",
+            display: `${showKvPer(replayKv, runs)} (header: ${showKvPer(replayHeader, runs)})`,
+            budget: "0 writes, lists = 0",
+            pass: replays.every((c) => c.kv.writes === 0 && c.header.writes === 0) && replayKv.lists === 0 && replayHeader.lists === 0,
+        });
+        figures.add("l", "idem_do_requests", "Durable Object requests per trigger: no key / key / replay", {
+            value: { plain: plainDo.total / runs, keyed: keyedDo.total / runs, replay: replayDo.total / runs },
+            unit: "requests",
+            display:
+                `${showDoPer(plainDo)} / ${showDoPer(keyedDo)} / ${showDoPer(replayDo)}; ` +
+                `claim storage per new key: ${showStorage(storageOf(keyed))}, per replay: ${showStorage(storageOf(replays))}, ` +
+                `without a key: ${showStorage(storageOf(plain))}`,
+        });
+        figures.add("l", "idem_latency", `trigger → completed, p50: no key / key / replay (${n} each, interleaved)`, {
+            value: { plain: plainTime.p50, keyed: keyedTime.p50, replay: replayTime.p50 },
+            unit: "ms",
+            display:
+                `${fmtMs(plainTime.p50)} / ${fmtMs(keyedTime.p50)} (${(keyedTime.p50 / plainTime.p50).toFixed(2)}×) / ` +
+                `${fmtMs(replayTime.p50)} (${(replayTime.p50 / plainTime.p50).toFixed(2)}×)`,
+        });
+        figures.add("l", "idem_latency_p95", `trigger → completed, p95: no key / key / replay`, {
+            value: { plain: plainTime.p95, keyed: keyedTime.p95, replay: replayTime.p95 },
+            unit: "ms",
+            display: `${fmtMs(plainTime.p95)} / ${fmtMs(keyedTime.p95)} / ${fmtMs(replayTime.p95)}`,
+        });
+        figures.add("l", "idem_replay_same_run", "replays answered 200 `idempotent-replayed: true` with the run the key started", {
+            value: sameRun,
+            unit: "replays",
+            display:
+                `${sameRun} / ${runs}; first triggers without the header: ${freshKeyed} / ${runs}, distinct runs: ${distinct} / ${2 * runs}; ` +
+                `same key, other body: ${reused.res.status} ${reused.res.body?.error?.code ?? ""} (KV ${showKv(reused.kv)})`,
+            budget: `${runs} / ${runs}, other body 422`,
+            pass: sameRun === runs && freshKeyed === runs && distinct === 2 * runs && reusedOk,
+        });
+        const measured = [...plain, ...keyed, ...replays, reused];
+        const agree = measured.filter((c) => sameKv(c.header, c.kv)).length;
+        figures.add("l", "idem_header_accuracy", "x-arcrun-kv-ops equals the count at the binding, triggers and replays", {
+            value: agree,
+            unit: "requests",
+            display: `${agree} / ${measured.length} requests`,
+            budget: `${measured.length} / ${measured.length}`,
+            pass: agree === measured.length,
+        });
+        const summarize = (list) => ({
+            kv: kvOf(list),
+            header: headerOf(list),
+            do: doOf(list),
+            claimStorage: storageOf(list),
+            time: summary(list.map((c) => c.ms)),
+        });
+        return {
+            runs,
+            plain: summarize(plain),
+            keyed: summarize(keyed),
+            replay: summarize(replays),
+            extraWritesPerRun: extraWrites,
+            sameRun,
+            freshKeyed,
+            reused: { status: reused.res.status, code: reused.res.body?.error?.code ?? null, kv: reused.kv, header: reused.header },
+        };
+    } finally {
+        await worker.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // (f) bundle
 // ---------------------------------------------------------------------------------------
 
@@ -1589,8 +2050,10 @@ async function main() {
     await run("h", "segments", () => benchSegmentKv(figures));
     await run("i", "journal", () => benchJournalCost(figures, sizes));
     await run("j", "crash", () => benchCrash(figures, sizes));
+    await run("k", "listing", () => benchListing(figures, sizes));
+    await run("l", "idempotent", () => benchIdempotentTrigger(figures, sizes));
 
-    const order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    const order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
     figures.rows.sort((x, y) => order.indexOf(x.section) - order.indexOf(y.section));
     const markdown = figures.markdown() + (details.bytes ? "\n" + breakdownMarkdown(details.bytes.paused) : "");
     const failures = figures.failures();

@@ -195,6 +195,13 @@ else
         echo "journaled, the segment not saved — restarts it on the same persisted state and port, and"
         echo "re-sends every callback as the daemon's retry would."
         echo
+        echo "(k) starts 1,000 runs of an Input → Output graph and lists them with \`GET /runs\`: in one"
+        echo "answer (\`limit=1000\`), 50 a page along \`next_cursor\`, and by \`status=failed\`, which none has;"
+        echo "KV operations are per listing request. (l) triggers that graph without a key, with a fresh"
+        echo "\`Idempotency-Key\` and with that key and body again (the replay, its run's gate still warm),"
+        echo "interleaved; Durable Object requests (claim = TriggerClaim, gate = RunGate) and the claim's"
+        echo "storage calls are counted by a layer the benchmark puts over bench/kv-probe.mjs."
+        echo
         field "$e2e_json" markdown
     } >BENCHMARKS.md
     echo "[bench] wrote BENCHMARKS.md"

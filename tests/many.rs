@@ -166,6 +166,8 @@ fn foreach_options_are_validated() {
             callback_base: "https://engine.test".into(),
             final_callback_url: None,
             workflow: None,
+            depth: 0,
+            parent: None,
         });
         let Err(EngineError::InvalidGraph(problems)) = result else {
             panic!("{field}: {result:?}")
@@ -187,6 +189,8 @@ fn foreach_options_are_validated() {
         callback_base: "https://engine.test".into(),
         final_callback_url: None,
         workflow: None,
+        depth: 0,
+        parent: None,
     });
     assert!(matches!(result, Err(EngineError::InvalidGraph(_))));
 }

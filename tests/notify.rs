@@ -24,6 +24,8 @@ fn start_notifying(gate: &Gate, graph: Value) -> Option<u64> {
         callback_base: "https://engine.test".into(),
         final_callback_url: Some(RECEIVER.into()),
         workflow: None,
+        depth: 0,
+        parent: None,
     })
     .expect("the run starts")
     .wake

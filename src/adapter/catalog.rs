@@ -30,7 +30,14 @@ pub async fn list_runs(url: &worker::Url, env: &Env, owner: &str) -> Result<Resp
     let mut at = query.cursor.clone();
     let mut next_cursor = None;
     for _ in 0..MAX_PAGES_PER_REQUEST {
-        let page = store.list(&prefix, at.kv.clone(), KV_PAGE).await?;
+        // Unfiltered, a page is exactly what was asked for; filtered (or
+        // resuming inside a page), KV's largest page, skipping what was shown.
+        let size = if query.statuses.is_empty() && at.skip == 0 {
+            query.limit
+        } else {
+            KV_PAGE
+        };
+        let page = store.list(&prefix, at.kv.clone(), size).await?;
         let keys: Vec<ListedKey> = page
             .keys
             .into_iter()

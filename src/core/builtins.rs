@@ -14,6 +14,13 @@ pub enum Builtin {
     /// `{"value": x, "cases": [..]?, "default": ".."?}`; answers
     /// `{"branch": "<x as text>"}`, or the default branch when `x` is not a case.
     Switch,
+    /// Upper-cases text: `{"text": "hi"}` → `{"text": "HI"}`; a `text` object
+    /// has each of its string fields upper-cased; with no `text`, every
+    /// top-level string field of the input is (other values pass as they are).
+    Uppercase,
+    /// Counts: `{"count": n}` → `{"count": n + 1}`, starting at 1 when the
+    /// input has no whole-number `count`.
+    Counter,
 }
 
 impl Builtin {
@@ -22,6 +29,8 @@ impl Builtin {
             "comp_passthrough" | "passthrough" => Some(Self::Passthrough),
             "if_control" | "comp_if" => Some(Self::IfControl),
             "switch" | "comp_switch" => Some(Self::Switch),
+            "comp_uppercase" | "uppercase" => Some(Self::Uppercase),
+            "comp_counter" | "counter" => Some(Self::Counter),
             _ => None,
         }
     }
@@ -55,7 +64,44 @@ impl Builtin {
                 };
                 json!({ "success": true, "branch": branch, "value": value })
             }
+            Self::Uppercase => match input.get("text") {
+                Some(text) => json!({ "text": upper(text) }),
+                None => Value::Object(
+                    input
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let v = if v.is_string() { upper(&v) } else { v };
+                            (k, v)
+                        })
+                        .collect(),
+                ),
+            },
+            Self::Counter => {
+                let count = input.get("count").and_then(|c| match c {
+                    Value::Number(n) => n.as_u64(),
+                    Value::String(s) => s.trim().parse().ok(),
+                    _ => None,
+                });
+                json!({ "count": count.map_or(1, |n| n.saturating_add(1)) })
+            }
         }
+    }
+}
+
+/// A string upper-cased; an object's string fields upper-cased; anything
+/// else as it is.
+fn upper(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(s.to_uppercase()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => (k.clone(), Value::String(s.to_uppercase())),
+                    other => (k.clone(), other.clone()),
+                })
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -90,5 +136,21 @@ mod tests {
         assert_eq!(out["branch"], json!("other"));
         let out = Builtin::Switch.run(obj(json!({"value": 2})));
         assert_eq!(out["branch"], json!("2"));
+    }
+
+    #[test]
+    fn uppercase_and_counter() {
+        let up = |v: Value| Builtin::Uppercase.run(obj(v));
+        assert_eq!(up(json!({"text": "héllo", "n": 1})), json!({"text": "HÉLLO"}));
+        assert_eq!(
+            up(json!({"text": {"a": "x", "b": 2}})),
+            json!({"text": {"a": "X", "b": 2}})
+        );
+        assert_eq!(up(json!({"title": "t", "n": 1})), json!({"title": "T", "n": 1}));
+        let count = |v: Value| Builtin::Counter.run(obj(v))["count"].clone();
+        assert_eq!(count(json!({})), json!(1));
+        assert_eq!(count(json!({"count": 1})), json!(2));
+        assert_eq!(count(json!({"count": "41"})), json!(42));
+        assert_eq!(count(json!({"count": "x"})), json!(1));
     }
 }

@@ -28,21 +28,50 @@ pub enum EdgeKind {
     OnFalse,
     OnBranch,
     Foreach,
+    /// A UI event's edge: flows like `PIPE`.
+    OnClick,
+    /// Into a node whose component is `workflow://{name}`: flows like `PIPE`.
+    CallsSubflow,
+    // Structural edges record how a graph is organised; they are kept with
+    // the graph and never executed (nothing is delivered along them and no
+    // join waits for them).
+    Contains,
+    HasStyle,
+    HasBehavior,
+    IsA,
+    Continue,
 }
 
 impl EdgeKind {
+    /// The type as written — including the aliases and the Chinese words
+    /// the engine we descend from accepts.
     fn parse(s: &str) -> Option<Self> {
-        Some(match s.to_ascii_uppercase().as_str() {
-            "PIPE" => Self::Pipe,
-            "ON_SUCCESS" => Self::OnSuccess,
-            "ON_FAIL" => Self::OnFail,
-            "IF" => Self::If,
-            "ON_TRUE" => Self::OnTrue,
-            "ON_FALSE" => Self::OnFalse,
-            "ON_BRANCH" => Self::OnBranch,
-            "FOREACH" => Self::Foreach,
+        Some(match s.trim().to_ascii_uppercase().as_str() {
+            "PIPE" | "完成後" => Self::Pipe,
+            "ON_SUCCESS" | "SUCCESS" => Self::OnSuccess,
+            "ON_FAIL" | "FAIL" | "失敗時" => Self::OnFail,
+            "IF" | "條件滿足時" => Self::If,
+            "ON_TRUE" | "TRUE" | "成立時" | "為真時" => Self::OnTrue,
+            "ON_FALSE" | "FALSE" | "ELSE" | "不成立時" | "為假時" | "否則" => Self::OnFalse,
+            "ON_BRANCH" | "BRANCH" => Self::OnBranch,
+            "FOREACH" | "對每個" => Self::Foreach,
+            "ON_CLICK" | "CLICK" => Self::OnClick,
+            "CALLS_SUBFLOW" | "SUBFLOW" => Self::CallsSubflow,
+            "CONTAINS" => Self::Contains,
+            "HAS_STYLE" => Self::HasStyle,
+            "HAS_BEHAVIOR" => Self::HasBehavior,
+            "IS_A" => Self::IsA,
+            "CONTINUE" => Self::Continue,
             _ => return None,
         })
+    }
+
+    /// Whether the edge is only a record of the graph's organisation.
+    pub fn is_structural(self) -> bool {
+        matches!(
+            self,
+            Self::Contains | Self::HasStyle | Self::HasBehavior | Self::IsA | Self::Continue
+        )
     }
 }
 

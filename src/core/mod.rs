@@ -6,6 +6,7 @@ pub mod auth;
 pub mod builtins;
 pub mod callback;
 pub mod condition;
+pub mod dates;
 pub mod driver;
 pub mod effect;
 pub mod error;

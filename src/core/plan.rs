@@ -256,6 +256,13 @@ pub fn build_plan(
     let mut edge_to = Vec::with_capacity(graph.edges.len());
     let mut edge_slot = Vec::with_capacity(graph.edges.len());
     for (e, edge) in graph.edges.iter().enumerate() {
+        if edge.kind.is_structural() {
+            // Kept with the graph, left out of execution: its ends may even
+            // name things that are not nodes (a style, a behaviour).
+            edge_to.push(usize::MAX);
+            edge_slot.push(usize::MAX);
+            continue;
+        }
         let from = index.get(&edge.from).copied();
         let to = index.get(&edge.to).copied();
         if from.is_none() {

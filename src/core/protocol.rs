@@ -8,8 +8,10 @@ use serde_json::{json, Value};
 /// A result's status fields describe that one node's outcome. They stay out
 /// of the context that flows downstream (read them by node id, e.g.
 /// `{{fetch.error}}`), or one failure would make every later node that echoes
-/// its input look failed too.
-pub const RESULT_STATUS_KEYS: [&str; 3] = ["success", "error", "pending"];
+/// its input look failed too. A resumed node's `task_id` is its own for the
+/// same reason: carried on, the next component in a chain of pauses would
+/// receive the previous task's id as if it were its own.
+pub const RESULT_STATUS_KEYS: [&str; 4] = ["success", "error", "pending", "task_id"];
 
 /// A result is a failure when `success === false`, or `error` is present and not null.
 pub fn is_failure(output: &Value) -> bool {

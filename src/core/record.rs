@@ -44,6 +44,9 @@ pub struct RunRecord {
     /// Wait ids carry it, so a callback meant for an earlier attempt can
     /// never resume a later one.
     pub attempt: u32,
+    /// 0 for a run started by a caller; a sub-workflow's run is one deeper
+    /// than the run that called it.
+    pub depth: u32,
     pub created_at: u64,
     pub updated_at: u64,
 }

@@ -12,18 +12,22 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
+use super::dates::with_date_vars;
 use super::driver::{drive, Components, Journal};
 use super::effect::next_wake;
 use super::error::EngineError;
 use super::graph::MAX_WAIT_SECONDS;
 use super::listing::RunSummary;
 use super::plan::{plan_from_json, Directory, GraphLimits};
-use super::record::{EventKind, EventOutcome, RunStatus, WaitEvent};
+use super::record::{DeliveryState, EventKind, EventOutcome, RunStatus, WaitEvent};
 use super::redact::Redactor;
 use super::run::{CallOutcome, DeliveryOutcome, Noop, Run, Settings, Signer};
 use super::stored::{decode, encode};
-use super::view::{final_event, merge_noted, run_details, run_outcome};
+use super::view::{child_result, final_event, merge_noted, run_details, run_outcome};
 use super::webhook::signature;
+
+/// Where a sub-workflow's run reports its end: `run://{parent run}/{wait}`.
+pub const PARENT_SCHEME: &str = "run://";
 
 /// KV TTLs have a floor of 60 seconds.
 pub const MIN_TTL_SECS: u64 = 60;
@@ -112,6 +116,10 @@ pub enum Command {
         final_callback_url: Option<String>,
         /// The stored workflow it runs, if it was started by name.
         workflow: Option<String>,
+        /// For a sub-workflow's run: how deep it is, and the parent's wait
+        /// to resume when it finishes (`run://{run_id}/{wait_id}`).
+        depth: u32,
+        parent: Option<String>,
     },
     Callback {
         run_id: String,
@@ -258,16 +266,20 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             callback_base,
             final_callback_url,
             workflow,
+            depth,
+            parent,
         } => {
             let plan = match plan_from_json(graph, &config.directory, config.limits) {
                 Ok(plan) => plan,
                 Err(e) => return (cached, Err(e)),
             };
-            let mut run = Run::start(plan, run_id.clone(), context.clone(), now, config.settings);
+            let context = with_date_vars(context.clone(), now);
+            let mut run = Run::start(plan, run_id.clone(), context, now, config.settings);
             run.record.owner = owner.clone();
             run.record.workflow = workflow.clone().or_else(|| run.record.graph.name.clone());
             run.record.callback_base = Some(callback_base.clone());
-            if let Some(url) = final_callback_url {
+            run.record.depth = *depth;
+            if let Some(url) = final_callback_url.as_ref().or(parent.as_ref()) {
                 run.notify_on_finish(url.clone());
             }
             return finish(host, run, Applied::Started).await;
@@ -367,7 +379,9 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             ..
         } => {
             let result = match run.resume(&wait_id, body, token_expires_at, now) {
-                Ok(Ok(())) => Ok(Applied::Resumed),
+                Ok(Ok(())) => Ok(Applied::Resumed {
+                    wait_id: wait_id.clone(),
+                }),
                 Ok(Err(noop)) => Ok(Applied::Noop(noop)),
                 Err(e) => Err(e),
             };
@@ -421,7 +435,10 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
     let changed = expired > 0
         || matches!(
             applied,
-            Applied::Resumed | Applied::Cancelled | Applied::Redelivery | Applied::Heartbeat { .. }
+            Applied::Resumed { .. }
+                | Applied::Cancelled
+                | Applied::Redelivery
+                | Applied::Heartbeat { .. }
         )
         || (matches!(applied, Applied::Woken(_))
             && (run.status() == &RunStatus::Running || run.polls_due_at(now)));
@@ -440,7 +457,10 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
 #[derive(Debug, Clone)]
 enum Applied {
     Started,
-    Resumed,
+    /// A callback resumed this wait.
+    Resumed {
+        wait_id: String,
+    },
     Retried,
     /// By the alarm, to do this (see `Report::kind`).
     Woken(&'static str),
@@ -479,6 +499,9 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         let now = || host.clock.now();
         let effects = drive(&mut run, host.components, &journal, &now).await;
         calls = run.calls_made();
+        if matches!(applied, Applied::Started) {
+            answered_parent(&mut run, host.clock.now());
+        }
         if let Err(e) = save(host, &mut run, segment_start).await {
             return (None, Err(e));
         }
@@ -518,10 +541,18 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         _ => "",
     };
     let reply = match applied {
-        Applied::Started | Applied::Resumed | Applied::Retried => Reply::Outcome {
+        Applied::Started | Applied::Resumed { .. } | Applied::Retried => Reply::Outcome {
             body: run_outcome(
                 &run.record,
-                matches!(applied, Applied::Resumed),
+                match &applied {
+                    Applied::Resumed { wait_id } => Some(
+                        run.record
+                            .closed
+                            .get(wait_id)
+                            .map_or("", |c| c.task_id.as_str()),
+                    ),
+                    _ => None,
+                },
                 &config.redactor,
             ),
             running: run.status() == &RunStatus::Running,
@@ -558,6 +589,17 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
     )
 }
 
+/// A sub-workflow's run that finished in the segment that started it has
+/// answered its parent's call with its result: nothing is left to deliver.
+fn answered_parent(run: &mut Run, now: u64) {
+    let finished = run.status().is_finished();
+    if let Some(callback) = run.record.final_callback.as_mut() {
+        if finished && callback.url.starts_with(PARENT_SCHEME) {
+            callback.state = DeliveryState::Delivered { at: now };
+        }
+    }
+}
+
 /// Signs the run's callback URLs, when the deployment has a secret.
 fn signer(config: &GateConfig, run: &Run) -> Option<Signer> {
     match (&config.callback_secret, &run.record.callback_base) {
@@ -591,16 +633,27 @@ async fn deliver<S: Store, C, K: Clock, N: Notifier>(
     else {
         return (Some(run), Ok(Segment::unreported(Reply::Idle, None)));
     };
-    let body = serde_json::to_string(&final_event(&run.record, event_type, &config.redactor))
-        .unwrap_or_default();
-    let outcome = if config.webhook_keys.is_empty() {
+    let outcome = if callback.url.starts_with(PARENT_SCHEME) {
+        // A sub-workflow's end resumes its parent's wait, as a daemon's
+        // callback would, through the parent's gate (no signature: it never
+        // leaves the deployment).
+        let body = serde_json::to_string(&child_result(&run.record, &config.redactor))
+            .unwrap_or_default();
+        let headers = [("content-type", "application/json".to_string())];
+        host.notifier.deliver(&callback.url, &headers, &body).await
+    } else if config.webhook_keys.is_empty() {
         DeliveryOutcome::Failed {
             error: "WEBHOOK_SECRET is not set, so the final callback cannot be signed".into(),
             duration_ms: 0,
         }
     } else {
-        // Stable per run and status, so a receiver can deduplicate retries.
-        let id = format!("msg_{}_{}", run.record.run_id, run.record.status.name());
+        let body = serde_json::to_string(&final_event(&run.record, event_type, &config.redactor))
+            .unwrap_or_default();
+        // Stable per run, status and attempt, so a receiver can deduplicate retries.
+        let id = match run.record.attempt {
+            0 => format!("msg_{}_{}", run.record.run_id, run.record.status.name()),
+            n => format!("msg_{}_{}_{n}", run.record.run_id, run.record.status.name()),
+        };
         let timestamp = now / 1000;
         let headers = [
             ("content-type", "application/json".to_string()),

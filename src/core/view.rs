@@ -9,8 +9,9 @@ use super::redact::Redactor;
 use super::run::Noop;
 use super::webhook::shown_url;
 
-/// The answer to a trigger (`resumed == false`) or to a callback (`true`).
-pub fn run_outcome(record: &RunRecord, resumed: bool, redactor: &Redactor) -> Value {
+/// The answer to a trigger, a retry, or a callback (`resumed`: the task id
+/// of the wait it resumed).
+pub fn run_outcome(record: &RunRecord, resumed: Option<&str>, redactor: &Redactor) -> Value {
     let mut body = Map::new();
     match &record.status {
         RunStatus::Completed { output, .. } => {
@@ -20,6 +21,9 @@ pub fn run_outcome(record: &RunRecord, resumed: bool, redactor: &Redactor) -> Va
         RunStatus::Failed { error, .. } => {
             body.insert("success".into(), json!(false));
             body.insert("error".into(), json!(error));
+            if let Some(node) = &error.node_id {
+                body.insert("failed_node".into(), json!(node));
+            }
         }
         RunStatus::Cancelled { .. } => {
             body.insert("success".into(), json!(false));
@@ -46,9 +50,17 @@ pub fn run_outcome(record: &RunRecord, resumed: bool, redactor: &Redactor) -> Va
             );
         }
     }
-    if resumed {
+    if let Some(task_id) = resumed {
         body.insert("resumed".into(), json!(true));
+        // What clients of the engine we descend from read: the task this
+        // callback ended, or the new one when the run paused again.
+        if matches!(record.status, RunStatus::Paused { .. }) {
+            body.insert("paused_again".into(), json!(true));
+        } else {
+            body.insert("task_id".into(), json!(task_id));
+        }
     }
+    body.insert("duration_ms".into(), json!(duration_ms(record)));
     body.insert("status".into(), json!(record.status.name()));
     body.insert("run_id".into(), json!(record.run_id));
     if record.attempt > 0 {
@@ -98,6 +110,9 @@ pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
         }
         RunStatus::Failed { error, finished_at } => {
             body.insert("error".into(), json!(error));
+            if let Some(node) = &error.node_id {
+                body.insert("failed_node".into(), json!(node));
+            }
             body.insert("finished_at".into(), json!(finished_at));
         }
         RunStatus::Cancelled { finished_at } => {
@@ -110,6 +125,7 @@ pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
     }
     body.insert("created_at".into(), json!(record.created_at));
     body.insert("updated_at".into(), json!(record.updated_at));
+    body.insert("duration_ms".into(), json!(duration_ms(record)));
     if let Some(callback) = &record.final_callback {
         let mut shown = json!({ "url": shown_url(&callback.url) });
         shown["state"] = json!(callback.state.name());
@@ -183,7 +199,10 @@ pub fn final_event(record: &RunRecord, event_type: &str, redactor: &Redactor) ->
     let mut body = Map::new();
     body.insert("type".into(), json!(event_type));
     body.insert("run_id".into(), json!(record.run_id));
-    body.insert("workflow".into(), json!(record.graph.name));
+    body.insert(
+        "workflow".into(),
+        json!(record.workflow.as_ref().or(record.graph.name.as_ref())),
+    );
     body.insert("status".into(), json!(record.status.name()));
     match &record.status {
         RunStatus::Completed { output, .. } => {
@@ -199,6 +218,39 @@ pub fn final_event(record: &RunRecord, event_type: &str, redactor: &Redactor) ->
     let mut body = Value::Object(body);
     redactor.redact(&mut body);
     body
+}
+
+/// What a finished sub-workflow's run hands its parent, in the shape of a
+/// daemon's callback: the task is the child run; its data (its output) is
+/// merged into the calling node's result.
+pub fn child_result(record: &RunRecord, redactor: &Redactor) -> Value {
+    let mut body = json!({ "task_id": record.run_id, "subflow_run_id": record.run_id });
+    match &record.status {
+        RunStatus::Completed { output, .. } => {
+            body["success"] = json!(true);
+            body["data"] = output.clone();
+        }
+        RunStatus::Failed { error, .. } => {
+            body["success"] = json!(false);
+            body["error"] = json!(error);
+        }
+        other => {
+            body["success"] = json!(false);
+            body["error"] = json!(format!("the sub-workflow's run was {}", other.name()));
+        }
+    }
+    redactor.redact(&mut body);
+    body
+}
+
+/// How long the run has taken: from its start to its end, or so far to its
+/// last change while it is unfinished (waiting time included).
+fn duration_ms(record: &RunRecord) -> u64 {
+    record
+        .status
+        .finished_at()
+        .unwrap_or(record.updated_at)
+        .saturating_sub(record.created_at)
 }
 
 pub fn noop(reason: Noop) -> Value {

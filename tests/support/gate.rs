@@ -85,6 +85,8 @@ impl Gate {
             callback_base: "https://engine.test".into(),
             final_callback_url: None,
             workflow: None,
+            depth: 0,
+            parent: None,
         })
         .expect("the run starts")
     }

@@ -307,7 +307,11 @@ impl Run {
         let fires = match edge.kind {
             EdgeKind::OnFail => failed,
             _ if failed => false,
-            EdgeKind::Pipe | EdgeKind::OnSuccess | EdgeKind::Foreach => true,
+            EdgeKind::Pipe
+            | EdgeKind::OnSuccess
+            | EdgeKind::Foreach
+            | EdgeKind::OnClick
+            | EdgeKind::CallsSubflow => true,
             EdgeKind::If => {
                 let scope = NodeScope::new(out_ctx, &self.plan, &self.record.nodes);
                 evaluate(edge.condition.as_deref().unwrap_or_default(), &scope)
@@ -315,6 +319,8 @@ impl Run {
             EdgeKind::OnTrue => boolean_result(output) == Some(true),
             EdgeKind::OnFalse => boolean_result(output) == Some(false),
             EdgeKind::OnBranch => chosen_branch(output).as_deref() == edge.branch.as_deref(),
+            // Never in a node's outgoing edges (see `plan`).
+            _ => false,
         };
         if !fires {
             return Arrival::Skipped;

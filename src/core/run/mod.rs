@@ -113,6 +113,10 @@ pub struct Call {
     pub callback_url: Option<String>,
     /// Set for a poll of a status URL: sent as given instead of POSTing the input.
     pub poll: Option<Box<PollRequest>>,
+    /// Who the run belongs to, and how deep in sub-workflows it is: a
+    /// `workflow://` call starts its child run with them.
+    pub owner: Option<String>,
+    pub depth: u32,
 }
 
 /// How a status URL is polled.
@@ -231,6 +235,7 @@ impl Run {
             final_callback: None,
             workflow: None,
             attempt: 0,
+            depth: 0,
             created_at: now,
             updated_at: now,
         };

@@ -265,6 +265,8 @@ impl Run {
                 poll.attempts + poll.errors
             ),
             segment: self.record.segments,
+            owner: None,
+            depth: self.record.depth,
             callback_url: None,
             poll: Some(Box::new(PollRequest {
                 method: poll.method.clone(),

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::super::error::EngineError;
 use super::super::protocol::{failure, is_failure};
-use super::super::record::{Arrival, Context, ItemState, NodeState, RunStatus};
+use super::super::record::{Arrival, Context, DeliveryState, ItemState, NodeState, RunStatus};
 use super::super::scope::NodeScope;
 use super::foreach::{foreach_arrival, foreach_items};
 use super::Run;
@@ -42,6 +42,11 @@ impl Run {
         }
         self.record.attempt = self.record.attempt.saturating_add(1);
         self.record.status = RunStatus::Running;
+        // The caller hears again when the new attempt ends.
+        if let Some(callback) = &mut self.record.final_callback {
+            callback.state = DeliveryState::Waiting;
+            callback.round_started_at = None;
+        }
         self.record.updated_at = now;
         let mut again: Vec<(usize, Context)> = Vec::new();
         let mut mappings = Vec::new();

@@ -227,6 +227,8 @@ impl Run {
             expires_at,
             segment: self.record.segments,
             poll: None,
+            owner: self.record.owner.clone(),
+            depth: self.record.depth,
         })
     }
 

@@ -54,6 +54,8 @@ pub struct StoredRun<'a> {
     pub workflow: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub attempt: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub depth: u32,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -216,6 +218,7 @@ pub fn from_run(run: &Run) -> StoredRun<'_> {
         final_callback: Cow::Borrowed(&record.final_callback),
         workflow: record.workflow.clone(),
         attempt: record.attempt,
+        depth: record.depth,
         created_at: record.created_at,
         updated_at: record.updated_at,
     }
@@ -244,6 +247,7 @@ pub fn into_run(stored: StoredRun<'_>, settings: Settings) -> Result<Run, Engine
         final_callback: stored.final_callback.into_owned(),
         workflow: stored.workflow,
         attempt: stored.attempt,
+        depth: stored.depth,
         created_at: stored.created_at,
         updated_at: stored.updated_at,
     };
