@@ -65,6 +65,32 @@ pub async fn list_runs(url: &worker::Url, env: &Env, owner: &str) -> Result<Resp
     with_ops(json_response(200, &body), &store)
 }
 
+/// The deprecated `GET /executions/{task_id}`: the run of this key that
+/// waits (or waited) on the task, found through the listing's summaries.
+pub async fn find_task_run(
+    env: &Env,
+    owner: &str,
+    task_id: &str,
+) -> Result<(Option<String>, KvOps), ApiError> {
+    let store = RunStore::new(env)?;
+    let prefix = owner_prefix(owner);
+    let mut cursor = None;
+    for _ in 0..MAX_PAGES_PER_REQUEST {
+        let page = store.list(&prefix, cursor, KV_PAGE).await?;
+        for (name, meta) in page.keys {
+            let tasks = meta.as_ref().and_then(|m| m["tasks"].as_array());
+            if tasks.is_some_and(|t| t.iter().any(|t| t.as_str() == Some(task_id))) {
+                return Ok((name.rsplit('/').next().map(str::to_string), store.ops()));
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok((None, store.ops()))
+}
+
 fn with_ops(response: Response, store: &RunStore) -> Result<Response, ApiError> {
     response
         .headers()

@@ -7,11 +7,12 @@ use std::time::Duration;
 use futures::future::{select, Either};
 use futures::StreamExt;
 use serde_json::Value;
-use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
+use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
 
 use crate::core::driver::Components;
+use crate::core::plan::SUBFLOW_SCHEME;
 use crate::core::run::{Call, CallOutcome, DeliveryOutcome};
-use crate::core::segment::Notifier;
+use crate::core::segment::{Notifier, PARENT_SCHEME};
 
 /// Longest excerpt of a failing component's body kept in the error.
 const ERROR_EXCERPT: usize = 200;
@@ -19,6 +20,8 @@ const ERROR_EXCERPT: usize = 200;
 pub struct HttpComponents {
     pub timeout_ms: u64,
     pub max_response_bytes: usize,
+    /// For `workflow://` calls, which start child runs.
+    pub env: Env,
 }
 
 /// Why no JSON answer was had.
@@ -157,6 +160,9 @@ impl HttpComponents {
 
 impl Components for HttpComponents {
     async fn call(&self, call: &Call) -> CallOutcome {
+        if call.url.starts_with(SUBFLOW_SCHEME) {
+            return super::subflow::call(&self.env, call).await;
+        }
         match self.post(call).await {
             Ok(outcome) | Err(Trouble::Failed(outcome)) => outcome,
             Err(Trouble::Error(error)) => CallOutcome::Failed {
@@ -179,10 +185,15 @@ fn excerpt(text: &str) -> String {
 /// body is not read.
 pub struct HttpNotifier {
     pub timeout_ms: u64,
+    /// For a sub-workflow's run, whose end resumes its parent's wait.
+    pub env: Env,
 }
 
 impl Notifier for HttpNotifier {
     async fn deliver(&self, url: &str, headers: &[(&str, String)], body: &str) -> DeliveryOutcome {
+        if url.starts_with(PARENT_SCHEME) {
+            return super::subflow::notify_parent(&self.env, url, body).await;
+        }
         let started = crate::adapter::now_ms();
         let elapsed = || crate::adapter::now_ms().saturating_sub(started);
         let sending = async {

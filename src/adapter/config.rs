@@ -37,6 +37,8 @@ pub struct Config {
     /// The current callback secret first, then the previous one if rotating.
     pub callback_secrets: Vec<String>,
     pub bare_resume: bool,
+    /// Origins a browser may call the API from (CORS); empty: none.
+    pub allowed_origins: Vec<String>,
     /// Standard Webhooks keys for the final callback (current first).
     pub webhook_keys: Vec<Vec<u8>>,
     /// `final_callback_url` may be plain http to any host (else loopback only).
@@ -147,6 +149,12 @@ impl Config {
             directory,
             callback_secrets,
             bare_resume: var("ALLOW_BARE_RESUME").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            allowed_origins: var("ALLOWED_ORIGINS")
+                .unwrap_or_default()
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|o| !o.is_empty())
+                .map(|o| o.trim_end_matches('/').to_string())
+                .collect(),
             webhook_keys,
             allow_http_callbacks: var("ALLOW_HTTP_CALLBACKS")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),

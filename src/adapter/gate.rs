@@ -45,6 +45,10 @@ pub enum GateRequest {
         final_callback_url: Option<String>,
         #[serde(default)]
         workflow: Option<String>,
+        #[serde(default)]
+        depth: u32,
+        #[serde(default)]
+        parent: Option<String>,
     },
     Callback {
         run_id: String,
@@ -191,7 +195,7 @@ impl RunGate {
         store: &GateStore,
     ) -> std::result::Result<Response, ApiError> {
         let config = self.config()?;
-        let (components, notifier) = outbound(&config.0);
+        let (components, notifier) = outbound(&config.0, &self.env);
         let host = Host {
             store,
             components: &components,
@@ -235,6 +239,8 @@ impl RunGate {
                 owner,
                 final_callback_url,
                 workflow,
+                depth,
+                parent,
             } => (
                 Command::Start {
                     run_id,
@@ -244,6 +250,8 @@ impl RunGate {
                     callback_base: base_url,
                     final_callback_url,
                     workflow,
+                    depth,
+                    parent,
                 },
                 owner,
                 true,
@@ -362,7 +370,7 @@ impl RunGate {
             return Ok(());
         }
         let config = self.config()?;
-        let (components, notifier) = outbound(&config.0);
+        let (components, notifier) = outbound(&config.0, &self.env);
         let host = Host {
             store,
             components: &components,
@@ -438,14 +446,16 @@ impl RunGate {
 }
 
 /// How a run's gate reaches components and the caller's receiver.
-fn outbound(config: &Config) -> (HttpComponents, HttpNotifier) {
+fn outbound(config: &Config, env: &Env) -> (HttpComponents, HttpNotifier) {
     (
         HttpComponents {
             timeout_ms: config.component_timeout_ms,
             max_response_bytes: config.max_component_response_bytes,
+            env: env.clone(),
         },
         HttpNotifier {
             timeout_ms: DELIVERY_TIMEOUT_MS,
+            env: env.clone(),
         },
     )
 }

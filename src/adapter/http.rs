@@ -10,6 +10,7 @@ pub enum ApiError {
     Engine(EngineError),
     BadRequest(&'static str, String),
     Unauthorized(String),
+    Forbidden(String),
     NotFound(String),
     MethodNotAllowed(&'static str),
     PayloadTooLarge(usize),
@@ -86,6 +87,7 @@ impl ApiError {
             Self::Engine(e) => (400, e.code(), e.to_string(), None),
             Self::BadRequest(code, m) => (400, code, m, None),
             Self::Unauthorized(m) => (401, "unauthorized", m, None),
+            Self::Forbidden(m) => (403, "origin_not_allowed", m, None),
             Self::NotFound(m) => (404, "not_found", m, None),
             Self::MethodNotAllowed(allowed) => (
                 405,

@@ -9,6 +9,7 @@ mod gate;
 mod http;
 mod routes;
 mod store;
+mod subflow;
 mod trigger;
 
 use worker::{event, Context, Env, Request, Response, Result};

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures::future::select;
 use futures::StreamExt;
+use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 use worker::{ByteStream, Delay, Env, Headers, Method, Request, Response};
 
@@ -29,6 +30,10 @@ const DRAIN_BYTES: usize = 4 << 20;
 const DRAIN_MS: u64 = 2_000;
 
 pub async fn handle(mut req: Request, env: Env) -> Response {
+    let origin = allowed_origin(&req, &env);
+    if req.inner().method() == "OPTIONS" {
+        return preflight(origin);
+    }
     let response = match route(&mut req, &env).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -45,7 +50,75 @@ pub async fn handle(mut req: Request, env: Env) -> Response {
             .headers()
             .set(KvOps::HEADER, &KvOps::default().header_value());
     }
+    match origin {
+        Some(Origin::Allowed(origin)) => with_cors(response, &origin).await,
+        _ => response,
+    }
+}
+
+/// Where a browser request comes from, as far as CORS is concerned.
+enum Origin {
+    Allowed(String),
+    Refused,
+}
+
+/// The request's `Origin`, if it sent one, checked against `ALLOWED_ORIGINS`.
+fn allowed_origin(req: &Request, env: &Env) -> Option<Origin> {
+    let origin = req.headers().get("origin").ok().flatten()?;
+    let allowed = Config::from_env(env)
+        .map(|c| c.allowed_origins)
+        .unwrap_or_default();
+    let ok = allowed.iter().any(|a| a == "*" || *a == origin);
+    Some(if ok {
+        Origin::Allowed(origin)
+    } else {
+        Origin::Refused
+    })
+}
+
+const CORS_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+const CORS_HEADERS: &str = "authorization, content-type, x-arcrun-api-key, idempotency-key";
+const CORS_EXPOSED: &str =
+    "x-arcrun-kv-ops, x-arcrun-do-ops, idempotent-replayed, deprecation, link";
+
+/// An `OPTIONS` request: a preflight from an allowed origin is answered with
+/// what it may send; from any other origin it is refused.
+fn preflight(origin: Option<Origin>) -> Response {
+    let Some(Origin::Allowed(origin)) = origin else {
+        return ApiError::Forbidden(
+            "this origin may not call the API from a browser (ALLOWED_ORIGINS)".into(),
+        )
+        .into_response();
+    };
+    let response = Response::empty()
+        .map(|r| r.with_status(204))
+        .unwrap_or_else(|_| json_response(204, &json!({})));
+    let headers = response.headers();
+    let _ = headers.set("access-control-allow-origin", &origin);
+    let _ = headers.set("access-control-allow-methods", CORS_METHODS);
+    let _ = headers.set("access-control-allow-headers", CORS_HEADERS);
+    let _ = headers.set("access-control-max-age", "600");
+    let _ = headers.set("vary", "Origin");
+    let _ = headers.set(KvOps::HEADER, &KvOps::default().header_value());
     response
+}
+
+/// The answer with CORS headers for an allowed origin (rebuilt: an answer
+/// relayed from a gate has headers that cannot be changed).
+async fn with_cors(mut response: Response, origin: &str) -> Response {
+    let status = response.status_code();
+    let headers = Headers::new();
+    for (name, value) in response.headers().entries() {
+        let _ = headers.set(&name, &value);
+    }
+    let _ = headers.set("access-control-allow-origin", origin);
+    let _ = headers.set("access-control-expose-headers", CORS_EXPOSED);
+    let _ = headers.set("vary", "Origin");
+    let text = response.text().await.unwrap_or_default();
+    match Response::ok(text) {
+        Ok(r) => r.with_status(status).with_headers(headers),
+        Err(_) => response,
+    }
 }
 
 fn declared_length(req: &Request) -> Option<u64> {
@@ -81,7 +154,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             require(&method, "GET")?;
             Ok(json_response(
                 200,
-                &json!({ "success": true, "service": "arcrun", "version": env!("CARGO_PKG_VERSION") }),
+                &json!({ "success": true, "ok": true, "service": "arcrun", "version": env!("CARGO_PKG_VERSION") }),
             ))
         }
         ["execute"] => {
@@ -96,6 +169,39 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             let config = config(env)?;
             let owner = authenticate(req, &config)?;
             catalog::list_runs(&url, env, &owner).await
+        }
+        ["executions", "paused"] => {
+            require(&method, "GET")?;
+            let config = config(env)?;
+            let owner = authenticate(req, &config)?;
+            let mut listed = url.clone();
+            listed.set_query(Some("status=paused&limit=1000"));
+            let response = catalog::list_runs(&listed, env, &owner).await?;
+            deprecated(response, "/runs?status=paused")
+        }
+        ["executions", task_id] => {
+            require(&method, "GET")?;
+            let config = config(env)?;
+            let owner = authenticate(req, &config)?;
+            let task_id = percent_decode_str(task_id).decode_utf8_lossy();
+            let (found, mut ops) = catalog::find_task_run(env, &owner, &task_id).await?;
+            let Some(run_id) = found else {
+                let e = ApiError::NotFound(format!(
+                    "no run of this key waits or waited on task '{}'",
+                    excerpt(&task_id, 100)
+                ));
+                return with_kv_ops(e.into_response(), ops).await;
+            };
+            let read = GateRequest::Read {
+                run_id: run_id.clone(),
+                owner: Some(owner),
+            };
+            let response = gate(env, &run_id, &read).await?;
+            if let Ok(Some(inner)) = response.headers().get(KvOps::HEADER) {
+                ops.absorb(&inner);
+            }
+            let response = with_kv_ops(response, ops).await?;
+            deprecated(response, &format!("/runs/{run_id}"))
         }
         ["runs", run_id, "retry"] => {
             for_owner(req, env, &method, "POST", run_id, |run_id, owner| {
@@ -368,6 +474,16 @@ pub(super) fn base_url(config: &Config, url: &worker::Url) -> String {
         .public_base_url
         .clone()
         .unwrap_or_else(|| url.origin().ascii_serialization())
+}
+
+/// Marks an answer of a route kept for clients of the engine we descend
+/// from, naming the route that replaces it.
+fn deprecated(response: Response, successor: &str) -> Result<Response, ApiError> {
+    response.headers().set("deprecation", "true")?;
+    response
+        .headers()
+        .set("link", &format!("<{successor}>; rel=\"successor-version\""))?;
+    Ok(response)
 }
 
 /// `HEAD` is accepted wherever `GET` is.

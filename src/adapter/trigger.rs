@@ -164,6 +164,8 @@ fn start_request(start: &Start<'_>, run_id: String) -> GateRequest {
         owner: Some(start.owner.clone()),
         final_callback_url: start.trigger.final_callback_url.clone(),
         workflow: start.workflow.clone(),
+        depth: 0,
+        parent: None,
     }
 }
 

@@ -141,12 +141,18 @@ mod tests {
     #[test]
     fn uppercase_and_counter() {
         let up = |v: Value| Builtin::Uppercase.run(obj(v));
-        assert_eq!(up(json!({"text": "héllo", "n": 1})), json!({"text": "HÉLLO"}));
+        assert_eq!(
+            up(json!({"text": "héllo", "n": 1})),
+            json!({"text": "HÉLLO"})
+        );
         assert_eq!(
             up(json!({"text": {"a": "x", "b": 2}})),
             json!({"text": {"a": "X", "b": 2}})
         );
-        assert_eq!(up(json!({"title": "t", "n": 1})), json!({"title": "T", "n": 1}));
+        assert_eq!(
+            up(json!({"title": "t", "n": 1})),
+            json!({"title": "T", "n": 1})
+        );
         let count = |v: Value| Builtin::Counter.run(obj(v))["count"].clone();
         assert_eq!(count(json!({})), json!(1));
         assert_eq!(count(json!({"count": 1})), json!(2));

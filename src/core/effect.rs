@@ -9,7 +9,7 @@ use super::run::Call;
 pub enum Effect {
     /// Perform this component call and feed its outcome back with
     /// `Run::complete_call`.
-    Call(Call),
+    Call(Box<Call>),
     /// The run is paused; act on it at this time (Unix ms) even if no
     /// request arrives: the earliest open wait's deadline.
     WakeAt(u64),

@@ -52,7 +52,9 @@ impl EdgeKind {
             "ON_FAIL" | "FAIL" | "失敗時" => Self::OnFail,
             "IF" | "條件滿足時" => Self::If,
             "ON_TRUE" | "TRUE" | "成立時" | "為真時" => Self::OnTrue,
-            "ON_FALSE" | "FALSE" | "ELSE" | "不成立時" | "為假時" | "否則" => Self::OnFalse,
+            "ON_FALSE" | "FALSE" | "ELSE" | "不成立時" | "為假時" | "否則" => {
+                Self::OnFalse
+            }
             "ON_BRANCH" | "BRANCH" => Self::OnBranch,
             "FOREACH" | "對每個" => Self::Foreach,
             "ON_CLICK" | "CLICK" => Self::OnClick,

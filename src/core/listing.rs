@@ -91,9 +91,16 @@ pub struct RunSummary {
     pub created_at: u64,
     pub updated_at: u64,
     pub open_waits: usize,
+    /// Task ids of its open waits, then of those most recently closed: what
+    /// the deprecated `GET /executions/{task_id}` finds a run by. Bounded
+    /// (KV metadata is at most 1024 bytes); long ids are left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
 }
 
 const MAX_NAME_IN_SUMMARY: usize = 200;
+const MAX_TASK_IN_SUMMARY: usize = 128;
+const MAX_TASKS_BYTES: usize = 480;
 
 impl RunSummary {
     pub fn of(record: &RunRecord) -> Self {
@@ -105,12 +112,37 @@ impl RunSummary {
                     Some((end, _)) => w[..end].to_string(),
                     None => w.clone(),
                 });
+        let mut open: Vec<(&u64, &String)> = record
+            .waits
+            .values()
+            .map(|w| (&w.since, &w.task_id))
+            .collect();
+        open.sort_by(|a, b| b.0.cmp(a.0));
+        let mut closed: Vec<(&u64, &String)> = record
+            .closed
+            .values()
+            .map(|c| (&c.at, &c.task_id))
+            .collect();
+        closed.sort_by(|a, b| b.0.cmp(a.0));
+        let mut tasks: Vec<String> = Vec::new();
+        let mut bytes = 0;
+        for (_, task) in open.into_iter().chain(closed) {
+            if task.len() > MAX_TASK_IN_SUMMARY || tasks.contains(task) {
+                continue;
+            }
+            if bytes + task.len() > MAX_TASKS_BYTES {
+                break;
+            }
+            bytes += task.len() + 3;
+            tasks.push(task.clone());
+        }
         Self {
             workflow,
             status: record.status.name().to_string(),
             created_at: record.created_at,
             updated_at: record.updated_at,
             open_waits: record.waits.len(),
+            tasks,
         }
     }
 }
@@ -296,6 +328,7 @@ mod tests {
                 created_at: 1,
                 updated_at: 2,
                 open_waits: 0,
+                tasks: Vec::new(),
             }),
         }
     }

@@ -9,6 +9,7 @@ use super::builtins::Builtin;
 use super::condition::check as check_condition;
 use super::error::{EngineError, Problem};
 use super::graph::{parse_graph, EdgeKind, Graph, NodeKind};
+use super::listing::valid_workflow_name;
 
 /// At most this many problems are listed; the rest are counted.
 const MAX_PROBLEMS: usize = 100;
@@ -21,6 +22,9 @@ pub enum ComponentRef {
     /// `poll_task`: polls a status URL from alarms until the job is done.
     Poll,
 }
+
+/// Component ids naming a stored workflow: `workflow://{name}`.
+pub const SUBFLOW_SCHEME: &str = "workflow://";
 
 /// The component id of the built-in poller.
 pub const POLL_TASK: &str = "poll_task";
@@ -43,7 +47,12 @@ impl Directory {
         if component_id == POLL_TASK {
             return Some(ComponentRef::Poll);
         }
-        if is_http_url(component_id) {
+        // A sub-workflow is called through the driver like a remote
+        // component: the adapter starts the stored workflow as a child run.
+        let subflow = component_id
+            .strip_prefix(SUBFLOW_SCHEME)
+            .is_some_and(valid_workflow_name);
+        if is_http_url(component_id) || subflow {
             return Some(ComponentRef::Http(component_id.to_string()));
         }
         self.named

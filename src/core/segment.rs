@@ -637,8 +637,8 @@ async fn deliver<S: Store, C, K: Clock, N: Notifier>(
         // A sub-workflow's end resumes its parent's wait, as a daemon's
         // callback would, through the parent's gate (no signature: it never
         // leaves the deployment).
-        let body = serde_json::to_string(&child_result(&run.record, &config.redactor))
-            .unwrap_or_default();
+        let body =
+            serde_json::to_string(&child_result(&run.record, &config.redactor)).unwrap_or_default();
         let headers = [("content-type", "application/json".to_string())];
         host.notifier.deliver(&callback.url, &headers, &body).await
     } else if config.webhook_keys.is_empty() {

@@ -221,26 +221,55 @@ pub fn final_event(record: &RunRecord, event_type: &str, redactor: &Redactor) ->
 }
 
 /// What a finished sub-workflow's run hands its parent, in the shape of a
-/// daemon's callback: the task is the child run; its data (its output) is
-/// merged into the calling node's result.
+/// daemon's callback (the task is the child run).
 pub fn child_result(record: &RunRecord, redactor: &Redactor) -> Value {
-    let mut body = json!({ "task_id": record.run_id, "subflow_run_id": record.run_id });
-    match &record.status {
+    let mut body = match &record.status {
         RunStatus::Completed { output, .. } => {
-            body["success"] = json!(true);
-            body["data"] = output.clone();
+            subflow_answer(&record.run_id, "completed", Some(output), None)
         }
         RunStatus::Failed { error, .. } => {
-            body["success"] = json!(false);
-            body["error"] = json!(error);
+            subflow_answer(&record.run_id, "failed", None, Some(&json!(error)))
         }
-        other => {
-            body["success"] = json!(false);
-            body["error"] = json!(format!("the sub-workflow's run was {}", other.name()));
-        }
-    }
+        other => subflow_answer(&record.run_id, other.name(), None, None),
+    };
     redactor.redact(&mut body);
     body
+}
+
+/// A sub-workflow's result as its calling node's output: when the child
+/// completed, its output's fields merged in (as the engine we descend from
+/// does) and the whole output under `data`; when it failed, its error; while
+/// it is unfinished, a pending answer whose task is the child run.
+pub fn subflow_answer(
+    child_run_id: &str,
+    status: &str,
+    output: Option<&Value>,
+    error: Option<&Value>,
+) -> Value {
+    let mut body = Map::new();
+    match status {
+        "completed" => {
+            let output = output.cloned().unwrap_or(Value::Null);
+            if let Value::Object(fields) = &output {
+                body.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            body.insert("success".into(), json!(true));
+            body.insert("data".into(), output);
+        }
+        "running" | "paused" => {
+            body.insert("pending".into(), json!(true));
+        }
+        other => {
+            body.insert("success".into(), json!(false));
+            let error = error
+                .cloned()
+                .unwrap_or_else(|| json!(format!("the sub-workflow's run was {other}")));
+            body.insert("error".into(), error);
+        }
+    }
+    body.insert("task_id".into(), json!(child_run_id));
+    body.insert("subflow_run_id".into(), json!(child_run_id));
+    Value::Object(body)
 }
 
 /// How long the run has taken: from its start to its end, or so far to its

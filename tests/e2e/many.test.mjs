@@ -16,7 +16,6 @@ import {
     waitUntil,
     waitForStatus,
     kvOps,
-    TEST_API_KEY,
     TEST_API_KEY_HASH,
 } from "./harness.mjs";
 

@@ -58,7 +58,7 @@ impl Run {
                 if let Some(call) = self.issue(key, now) {
                     batch_bytes += json_map_size(&call.input);
                     self.calls_left -= 1;
-                    calls.push(Effect::Call(call));
+                    calls.push(Effect::Call(Box::new(call)));
                 }
                 if self.record.status.is_finished() {
                     return Vec::new();
@@ -71,7 +71,7 @@ impl Run {
                 }
                 if let Some(call) = self.issue_poll(&wait_id, now) {
                     self.calls_left -= 1;
-                    calls.push(Effect::Call(call));
+                    calls.push(Effect::Call(Box::new(call)));
                 }
             }
             if !calls.is_empty() {

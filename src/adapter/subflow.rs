@@ -1,0 +1,159 @@
+//! Sub-workflows: a node whose component is `workflow://{name}` runs the
+//! caller's stored workflow of that name as a child run, in a gate of its
+//! own. The call answers at once with the child's result when the child
+//! finishes in its first segment; otherwise it answers pending with the
+//! child's run id as the task, and the child's gate resumes the parent's
+//! wait when the child ends (`run://{parent}/{wait}`, delivered like a final
+//! callback, with its retries). A call issued again (after a crash or a
+//! yield) finds the child it started, through a claim on its idempotency key.
+
+use serde_json::Value;
+use worker::Env;
+
+use super::claims::{ask, ClaimAnswer, ClaimRequest};
+use super::gate::GateRequest;
+use super::routes::gate;
+use super::store::RunStore;
+use super::{now_ms, random_id};
+use crate::core::listing::{new_run_id, workflow_prefix};
+use crate::core::plan::SUBFLOW_SCHEME;
+use crate::core::run::{Call, CallOutcome, DeliveryOutcome};
+use crate::core::segment::PARENT_SCHEME;
+use crate::core::view::subflow_answer;
+
+/// How deep sub-workflows may nest: a workflow that calls itself, directly
+/// or through others, fails the calling node here instead of running away.
+pub const MAX_SUBFLOW_DEPTH: u32 = 8;
+
+fn failed(error: String) -> CallOutcome {
+    CallOutcome::Failed {
+        status: None,
+        error,
+    }
+}
+
+/// Starts (or finds) the child run for a `workflow://` call.
+pub async fn call(env: &Env, call: &Call) -> CallOutcome {
+    match start_child(env, call).await {
+        Ok(outcome) => outcome,
+        Err(error) => failed(error),
+    }
+}
+
+async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
+    let name = call.url.strip_prefix(SUBFLOW_SCHEME).unwrap_or_default();
+    if call.depth >= MAX_SUBFLOW_DEPTH {
+        return Err(format!(
+            "sub-workflows nest more than {MAX_SUBFLOW_DEPTH} deep at '{name}': does it call itself?"
+        ));
+    }
+    let Some(owner) = call.owner.clone() else {
+        return Err(
+            "a sub-workflow runs under the API key of its parent run, which has none".into(),
+        );
+    };
+    let Some((parent_run, wait_id)) = call.idempotency_key.split_once('.') else {
+        return Err("the call has no parent wait".into());
+    };
+    let store = RunStore::new(env).map_err(|e| e.message())?;
+    let key = format!("{}{name}", workflow_prefix(&owner));
+    let text = store.get_text(&key).await.map_err(|e| e.message())?;
+    let graph = text
+        .as_deref()
+        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        .filter(|w| w["owner"].as_str() == Some(owner.as_str()))
+        .map(|mut w| w["graph"].take())
+        .ok_or_else(|| format!("no stored workflow '{name}' for this run's API key"))?;
+    let random = random_id().map_err(|e| e.to_string())?;
+    let child = new_run_id(&owner, now_ms(), &random);
+    // One child per call, however often the call is issued.
+    let claim = ClaimRequest::Claim {
+        run_id: child.clone(),
+        body_hash: String::new(),
+        now: now_ms(),
+    };
+    let claim_key = format!("subflow:{}", call.idempotency_key);
+    let (child, request) = match ask(env, &owner, &claim_key, &claim)
+        .await
+        .map_err(|e| e.message())?
+    {
+        ClaimAnswer::Held { run_id, .. } => (
+            run_id.clone(),
+            GateRequest::Read {
+                run_id,
+                owner: Some(owner),
+            },
+        ),
+        _ => {
+            let base = call
+                .callback_url
+                .as_deref()
+                .and_then(|u| u.split_once("/callbacks/"))
+                .map_or_else(String::new, |(base, _)| base.to_string());
+            (
+                child.clone(),
+                GateRequest::Start {
+                    run_id: child,
+                    graph,
+                    context: call.input.clone(),
+                    base_url: base,
+                    owner: Some(owner),
+                    final_callback_url: None,
+                    workflow: Some(name.to_string()),
+                    depth: call.depth + 1,
+                    parent: Some(format!("{PARENT_SCHEME}{parent_run}/{wait_id}")),
+                },
+            )
+        }
+    };
+    let mut response = gate(env, &child, &request).await.map_err(|e| e.message())?;
+    let status = response.status_code();
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    if status >= 400 {
+        let message = body["error"]["message"].as_str().unwrap_or("refused");
+        return Ok(CallOutcome::Failed {
+            status: Some(status),
+            error: format!("sub-workflow '{name}' could not start: {message}"),
+        });
+    }
+    let run_status = body["status"].as_str().unwrap_or("running");
+    Ok(CallOutcome::Answered(subflow_answer(
+        &child,
+        run_status,
+        body.get("data"),
+        body.get("error"),
+    )))
+}
+
+/// Resumes the parent's wait with a finished child's result, through the
+/// parent's gate. Any answer from the gate (resumed, or a noop because the
+/// wait already ended) means it was delivered.
+pub async fn notify_parent(env: &Env, url: &str, body: &str) -> DeliveryOutcome {
+    let started = now_ms();
+    let elapsed = || now_ms().saturating_sub(started);
+    let target = url.strip_prefix(PARENT_SCHEME).unwrap_or_default();
+    let Some((run_id, wait_id)) = target.split_once('/') else {
+        return DeliveryOutcome::Answered {
+            status: 410,
+            duration_ms: 0,
+        };
+    };
+    let body: Value = serde_json::from_str(body).unwrap_or_default();
+    let request = GateRequest::Callback {
+        run_id: run_id.to_string(),
+        wait_id: wait_id.to_string(),
+        body,
+        base_url: String::new(),
+        token_expires_at: None,
+    };
+    match gate(env, run_id, &request).await {
+        Ok(response) => DeliveryOutcome::Answered {
+            status: response.status_code(),
+            duration_ms: elapsed(),
+        },
+        Err(e) => DeliveryOutcome::Failed {
+            error: e.message(),
+            duration_ms: elapsed(),
+        },
+    }
+}
