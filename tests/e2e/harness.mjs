@@ -78,6 +78,8 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
             modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
             compatibilityDate: COMPATIBILITY_DATE,
             kvNamespaces: ["RUNS"],
+            // public/ as wrangler.toml's [assets] serves it: ahead of the Worker.
+            assets: { directory: path.join(REPO_ROOT, "public"), routerConfig: { has_user_worker: true } },
             durableObjects: { RUN_GATE: "RunGate", TRIGGER_CLAIM: "TriggerClaim" },
             host: "127.0.0.1",
             port: listenPort,
