@@ -89,9 +89,18 @@ fn aliases_and_chinese_edge_words_route_like_their_edges() {
             ]
         });
         gate.start(graph, json!({}));
-        assert_eq!(completed(&gate)["path"], json!("bad"), "{ok_edge}/{fail_edge}");
+        assert_eq!(
+            completed(&gate)["path"],
+            json!("bad"),
+            "{ok_edge}/{fail_edge}"
+        );
     }
-    for (yes, no) in [("TRUE", "ELSE"), ("成立時", "否則"), ("為真時", "為假時"), ("TRUE", "不成立時")] {
+    for (yes, no) in [
+        ("TRUE", "ELSE"),
+        ("成立時", "否則"),
+        ("為真時", "為假時"),
+        ("TRUE", "不成立時"),
+    ] {
         let gate = Gate::new(Network::echo_with_async());
         let graph = json!({
             "nodes": [
@@ -148,7 +157,12 @@ fn structural_edges_are_kept_but_never_executed() {
     let run = gate.stored();
     assert!(matches!(run.record.status, RunStatus::Completed { .. }));
     assert_eq!(run.record.graph.edges.len(), 7, "kept with the graph");
-    let ran: Vec<&str> = run.record.trace.iter().map(|t| t.node_id.as_str()).collect();
+    let ran: Vec<&str> = run
+        .record
+        .trace
+        .iter()
+        .map(|t| t.node_id.as_str())
+        .collect();
     assert_eq!(ran, vec!["in", "a", "out"]);
 }
 
@@ -174,7 +188,11 @@ fn a_resumed_task_id_does_not_flow_to_the_next_component() {
     let calls = gate.net.calls.borrow();
     let second = &calls[1].input;
     assert_eq!(second.get("task_id"), None, "{second:?}");
-    assert_eq!(second["previous"], json!("t-first"), "still readable by node id");
+    assert_eq!(
+        second["previous"],
+        json!("t-first"),
+        "still readable by node id"
+    );
     assert_eq!(second["data"], json!({"a": 1}));
 }
 
@@ -215,7 +233,11 @@ fn a_child_run_answers_its_parent_through_the_parent_link() {
     let body: Value = serde_json::from_str(&sent[0].2).unwrap();
     assert_eq!(body["task_id"], json!("run-1"));
     assert_eq!(body["success"], json!(true));
-    assert_eq!(body["made"], json!("by child"), "the child's data is merged in");
+    assert_eq!(
+        body["made"],
+        json!("by child"),
+        "the child's data is merged in"
+    );
     assert_eq!(body["data"]["made"], json!("by child"));
     let _ = T0;
 }

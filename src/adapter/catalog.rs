@@ -3,16 +3,14 @@
 //! stored workflows (`/workflows/{name}`: put, get, list, delete, execute).
 
 use serde_json::{json, Map, Value};
-use worker::{Env, Request, Response};
+use worker::{Env, Response};
 
 use super::config::Config;
 use super::http::{json_response, ApiError};
 use super::now_ms;
 use super::routes::with_kv_ops;
 use super::store::{KvOps, RunStore};
-use super::trigger::{
-    idempotency_key, request_hash, start, trigger_fields, Start, REPLAYED_HEADER,
-};
+use super::trigger::{request_hash, start, trigger_fields, Start, REPLAYED_HEADER};
 use crate::core::error::EngineError;
 use crate::core::listing::{
     owner_prefix, take_page, valid_workflow_name, workflow_prefix, ListCursor, ListQuery,
@@ -232,7 +230,7 @@ pub async fn list_workflows(
 /// `POST /workflows/{name}/execute`: runs the stored graph as it is now; the
 /// run keeps that graph even if the stored one changes later.
 pub async fn execute_workflow(
-    req: &Request,
+    idempotency_key: Option<String>,
     body: Value,
     name: &str,
     url: &worker::Url,
@@ -254,7 +252,7 @@ pub async fn execute_workflow(
         ));
     }
     let hash = request_hash(&[&Value::from(name), &Value::Object(fields.clone())]);
-    let idempotency = idempotency_key(req)?.map(|k| (k, hash));
+    let idempotency = idempotency_key.map(|k| (k, hash));
     let trigger = trigger_fields(&mut fields, config)?;
     let store = RunStore::new(env)?;
     let text = store.get_text(&key).await?;

@@ -7,6 +7,7 @@ mod components;
 mod config;
 mod gate;
 mod http;
+mod mcp;
 mod routes;
 mod store;
 mod subflow;

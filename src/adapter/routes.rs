@@ -13,6 +13,7 @@ use super::catalog;
 use super::config::{Config, RUN_GATE};
 use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
+use super::mcp;
 use super::now_ms;
 use super::store::{KvOps, RunStore};
 use super::trigger::{idempotency_key, request_hash, start, trigger_fields, Start};
@@ -162,7 +163,16 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             let config = config(env)?;
             let owner = authenticate(req, &config)?;
             let body = read_json(req, &config).await?;
-            execute(req, body, &url, &config, env, owner).await
+            let key = idempotency_key(req)?;
+            execute(key, body, &url, &config, env, owner).await
+        }
+        ["mcp"] => {
+            // Streamable HTTP without a server-to-client stream: POST only.
+            require(&method, "POST")?;
+            let config = config(env)?;
+            let owner = authenticate(req, &config)?;
+            let body = read_json(req, &config).await;
+            Ok(mcp::handle(body, &url, &config, env, owner).await)
         }
         ["runs"] => {
             require(&method, "GET")?;
@@ -239,7 +249,8 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             let config = config(env)?;
             let owner = authenticate(req, &config)?;
             let body = read_json(req, &config).await?;
-            catalog::execute_workflow(req, body, name, &url, &config, env, owner).await
+            let key = idempotency_key(req)?;
+            catalog::execute_workflow(key, body, name, &url, &config, env, owner).await
         }
         ["runs", run_id] => {
             for_owner(req, env, &method, "GET", run_id, |run_id, owner| {
@@ -402,8 +413,8 @@ async fn signed_body(
     Ok((now_ms() < expires_at).then_some((expires_at, body)))
 }
 
-async fn execute(
-    req: &Request,
+pub(super) async fn execute(
+    idempotency_key: Option<String>,
     body: Value,
     url: &worker::Url,
     config: &Config,
@@ -417,7 +428,7 @@ async fn execute(
         ));
     };
     let hash = request_hash(&[&Value::Object(body.clone())]);
-    let idempotency = idempotency_key(req)?.map(|k| (k, hash));
+    let idempotency = idempotency_key.map(|k| (k, hash));
     let graph = body.remove("graph").ok_or_else(|| {
         ApiError::BadRequest("invalid_request", "the body needs a \"graph\"".into())
     })?;

@@ -24,7 +24,7 @@ import net from "node:net";
 import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 
-import { startWorker, startComponent, mintToken, TEST_API_KEY, TEST_API_KEY_HASH, TEST_CALLBACK_SECRET } from "./harness.mjs";
+import { startWorker, startComponent, mintToken, kvOps, TEST_API_KEY, TEST_API_KEY_HASH, TEST_CALLBACK_SECRET } from "./harness.mjs";
 
 const OTHER_KEY = "other-key";
 const sha256hex = (s) => createHash("sha256").update(s).digest("hex");
@@ -52,6 +52,11 @@ const cbPath = (runId, waitId, token) =>
     `/callbacks/${runId}/${waitId}` + (token === undefined ? "" : `?token=${encodeURIComponent(token)}`);
 
 const json = (v) => JSON.stringify(v);
+/** Where a run's record is kept in KV: `runs/{owner tag}/{id}` for listed ids, `run:{id}` for 32-hex ones. */
+const recordKey = (id) => {
+    const m = /^([0-9a-f]{16})-[0-9a-f]{11}-[0-9a-f]+$/.exec(id);
+    return m ? `runs/${m[1]}/${id}` : `run:${id}`;
+};
 const body = (graph, extra = {}) => json({ graph, ...extra });
 const passthrough = (id) => ({ id, type: "Component", componentId: "comp_passthrough" });
 /** A graph that is valid and would run (used where something else must be rejected first). */
@@ -394,7 +399,11 @@ before(async () => {
     ctx.sameWaitId = ctx.A.w1.waitId === ctx.B.w1.waitId;
 
     ctx.kvAtStart = await kvState();
-    assert.deepEqual([...ctx.kvAtStart.keys()].sort(), [`run:${ctx.A.id}`, `run:${ctx.B.id}`, `run:${ctx.C.id}`].sort(), "three run records, nothing else");
+    // Run ids are `{owner tag}-{inverted start time}-{random}`; records live under the owner's prefix.
+    for (const [id, keyHash] of [[ctx.A.id, TEST_API_KEY_HASH], [ctx.B.id, OTHER_KEY_HASH], [ctx.C.id, TEST_API_KEY_HASH]]) {
+        assert.match(id, new RegExp(`^${keyHash.slice(0, 16)}-[0-9a-f]{11}-[0-9a-f]{32}$`), "a run id of the listed form");
+    }
+    assert.deepEqual([...ctx.kvAtStart.keys()].sort(), [recordKey(ctx.A.id), recordKey(ctx.B.id), recordKey(ctx.C.id)].sort(), "three run records, nothing else");
     for (const [key, { expiration }] of ctx.kvAtStart) assert.equal(typeof expiration, "number", `${key} is stored with an expiration`);
 }, { timeout: 120_000 });
 
@@ -797,7 +806,10 @@ const CASES = [
     callback("bare /workflows/resume with no body", "/workflows/resume", "", 401, "unauthorized"),
 
     // --- Methods ----------------------------------------------------------------------------
-    ...["GET", "PUT", "DELETE", "PATCH", "OPTIONS"].map((method) => ({ name: `${method} /execute`, method, path: "/execute", status: 405, code: "method_not_allowed" })),
+    ...["GET", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} /execute`, method, path: "/execute", status: 405, code: "method_not_allowed" })),
+    // Every OPTIONS request is answered as a CORS preflight; without an allowed Origin it is refused.
+    { name: "OPTIONS /execute without an Origin", method: "OPTIONS", path: "/execute", status: 403, code: "origin_not_allowed",
+        check: (res) => assert.equal(res.headers.get("access-control-allow-origin"), null) },
     { name: "TRACE /execute", raw: () => rawHttp("TRACE", "/execute", [AUTH]), status: 405, code: "method_not_allowed" },
     ...["POST", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} /runs/{id}`, method, path: (c) => `/runs/${c.A.id}`, status: 405, code: "method_not_allowed" })),
     ...["GET", "PUT", "DELETE"].map((method) => ({ name: `${method} /runs/{id}/redeliver`, method, path: (c) => `/runs/${c.A.id}/redeliver`, status: 405, code: "method_not_allowed" })),
@@ -818,7 +830,13 @@ const CASES = [
     { name: "cancel with an id that cannot exist", method: "POST", path: "/runs/..%2f..%2fetc/cancel", status: 404, code: "not_found" },
     { name: "cancel with a 65-character id", method: "POST", path: "/runs/" + "a".repeat(65) + "/cancel", status: 404, code: "not_found" },
     ...["GET", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} on a valid callback URL`, method, path: validA1, status: 405, code: "method_not_allowed" })),
-    ...["GET", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} /workflows/resume`, method, path: "/workflows/resume", status: 405, code: "method_not_allowed" })),
+    // /workflows/{name} is the stored-workflow route: only POST /workflows/resume is the legacy resume.
+    { name: "GET /workflows/resume (a stored workflow named 'resume', which does not exist)", path: "/workflows/resume", status: 404, code: "not_found",
+        check: (res) => assert.equal(res.json.error.message, "no workflow 'resume'") },
+    { name: "DELETE /workflows/resume (a stored workflow named 'resume', which does not exist)", method: "DELETE", path: "/workflows/resume", status: 404, code: "not_found",
+        check: (res) => assert.equal(res.json.error.message, "no workflow 'resume'") },
+    { name: "PUT /workflows/resume with no body", method: "PUT", path: "/workflows/resume", status: 400, code: "invalid_json" },
+    { name: "PATCH /workflows/resume", method: "PATCH", path: "/workflows/resume", status: 405, code: "method_not_allowed" },
     { name: "POST /", method: "POST", path: "/", body: "{}", status: 405, code: "method_not_allowed" },
     { name: "PATCH /", method: "PATCH", path: "/", body: "{}", status: 405, code: "method_not_allowed" },
     { name: "DELETE /", method: "DELETE", path: "/", status: 405, code: "method_not_allowed" },
@@ -886,8 +904,15 @@ const CASES = [
         check: (res) => assert.equal(res.json.error.message, "this run was started without a final_callback_url: there is nothing to redeliver") },
 
     // --- Paths ----------------------------------------------------------------------------
-    { name: "GET /runs", path: "/runs", status: 404, code: "not_found" },
-    { name: "GET /runs/", path: "/runs/", status: 404, code: "not_found" },
+    // GET /runs (and /runs/) is the listing route: hostile requests to it are refused.
+    { name: "GET /runs (the listing) without an API key", path: "/runs", auth: null, status: 401, code: "unauthorized" },
+    { name: "GET /runs?status=banana", path: "/runs?status=banana", status: 400, code: "invalid_request",
+        check: (res) => assert.equal(res.json.error.message, "status must be one of running, paused, completed, failed, cancelled") },
+    { name: "GET /runs?limit=0", path: "/runs?limit=0", status: 400, code: "invalid_request",
+        check: (res) => assert.equal(res.json.error.message, "limit must be a whole number from 1 to 1000") },
+    { name: "GET /runs/?cursor=garbage (the listing, trailing slash)", path: "/runs/?cursor=garbage", status: 400, code: "invalid_request",
+        check: (res) => assert.equal(res.json.error.message, "cursor is not one this API returned") },
+    { name: "POST /runs", method: "POST", path: "/runs", body: "{}", status: 405, code: "method_not_allowed" },
     { name: "GET /runs/a/b", path: "/runs/a/b", status: 404, code: "not_found" },
     { name: "GET /callbacks/x", path: "/callbacks/x", status: 404, code: "not_found" },
     { name: "GET /../etc/passwd (raw, not normalised by the client)", raw: () => rawHttp("GET", "/../etc/passwd"), status: 404, code: "not_found" },
@@ -897,7 +922,8 @@ const CASES = [
     { name: "POST /%65xecute (encoded 'e')", method: "POST", path: "/%65xecute", body: body(VALID_GRAPH), status: 404, code: "not_found" },
     { name: "POST /EXECUTE", method: "POST", path: "/EXECUTE", body: body(VALID_GRAPH), status: 404, code: "not_found" },
     { name: "POST /execute.json", method: "POST", path: "/execute.json", body: body(VALID_GRAPH), status: 404, code: "not_found" },
-    { name: "GET /workflows", path: "/workflows", status: 404, code: "not_found" },
+    { name: "GET /workflows (the listing) without an API key", path: "/workflows", auth: null, status: 401, code: "unauthorized" },
+    { name: "GET /workflows/..%2f..%2fetc (not a workflow name)", path: "/workflows/..%2f..%2fetc", status: 400, code: "invalid_workflow_name" },
     { name: "POST /workflows/resume/extra", method: "POST", path: "/workflows/resume/extra", body: "{}", status: 404, code: "not_found" },
     { name: "percent-encoded junk path (raw)", raw: () => rawHttp("GET", "/%ff%fe%00/%%41/%zz"), status: 404, code: "not_found" },
     { name: "GET /favicon.ico", path: "/favicon.ico", status: 404, code: "not_found" },
@@ -910,14 +936,16 @@ const resolve = (v) => (typeof v === "function" ? v(ctx) : v);
 
 /** How many cases expect each status and code: a case that changes its expectation changes this. */
 const EXPECTED_OUTCOMES = {
-    "400 invalid_request": 64,
-    "400 invalid_json": 2,
+    "400 invalid_request": 67,
+    "400 invalid_json": 3,
     "400 invalid_graph": 70,
     "400 invalid_final_callback_url": 7,
     "400 invalid_callback": 11,
-    "401 unauthorized": 42,
-    "404 not_found": 40,
-    "405 method_not_allowed": 33,
+    "400 invalid_workflow_name": 1,
+    "401 unauthorized": 44,
+    "403 origin_not_allowed": 1,
+    "404 not_found": 39,
+    "405 method_not_allowed": 30,
     "409 task_mismatch": 20,
     "409 run_not_finished": 1,
     "409 run_finished": 1,
@@ -1003,6 +1031,30 @@ for (const c of CASES) {
 // ---------------------------------------------------------------------------------------
 // After the corpus: the runs it aimed at are intact, and still work for their owner.
 
+test("GET /runs (once a 404, now the listing) shows each key exactly its own runs, newest first, and changes nothing", { timeout: 60_000 }, async () => {
+    const kvBefore = await kvState();
+    const servedBefore = await servedViews();
+    const listed = async (p, apiKey) => {
+        const r = await worker.fetchJson(p, { apiKey });
+        assert.equal(r.status, 200, r.text.slice(0, 300));
+        assert.deepEqual(kvOps(r), { reads: 0, writes: 0, lists: 1 }, "one KV list, no read");
+        assert.deepEqual(Object.keys(r.body).sort(), ["runs", "success"], "one page: no next_cursor");
+        return r.body.runs;
+    };
+    const expected = (names) => names.map((name) => {
+        const view = JSON.parse(servedBefore[name]);
+        return { run_id: ctx[name].id, workflow: null, status: view.status, created_at: view.created_at, updated_at: view.updated_at, open_waits: (view.waits ?? []).length };
+    });
+    // C was started after A, so it comes first; B belongs to the other key.
+    assert.deepEqual(await listed("/runs", TEST_API_KEY), expected(["C", "A"]));
+    assert.deepEqual(await listed("/runs/", TEST_API_KEY), expected(["C", "A"]));
+    assert.deepEqual(await listed("/runs", OTHER_KEY), expected(["B"]));
+    assert.deepEqual(await listed("/runs?status=paused", TEST_API_KEY), expected(["A"]));
+    assert.deepEqual((await listed("/runs?status=paused", TEST_API_KEY))[0].open_waits, 2);
+    assert.deepEqual(await kvState(), kvBefore, "listing changed KV");
+    assertServedUnchanged("GET /runs", servedBefore, await servedViews(), [], 0, 0);
+});
+
 test("after the corpus, KV is as it was and the paused runs still resume with their real tokens", { timeout: 60_000 }, async () => {
     assert.deepEqual(await kvState(), ctx.kvAtStart);
     const a = await worker.fetchJson(`/runs/${ctx.A.id}`);
@@ -1063,7 +1115,7 @@ test("a template that expands past MAX_TEMPLATE_BYTES fails the run (200, small 
     assert.ok(Date.now() - started < 5000, "and quick");
     const after = await worker.kvSnapshot();
     assert.equal(after.size, before.size + 1, "exactly one (failed) run record is stored");
-    const record = after.get(`run:${r.body.run_id}`);
+    const record = after.get(recordKey(r.body.run_id));
     assert.ok(record.length < 4 * big.length, `the stored record is not inflated (${record.length} bytes)`);
 });
 
