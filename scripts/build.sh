@@ -6,12 +6,30 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 cd "$REPO_ROOT"
 
+# Nothing to do when build/ is newer than everything it is made from and was made the same
+# way: `wrangler dev` runs this at every start (and `npm start` restarts then serve within
+# seconds), and `wrangler deploy` runs it too. FORCE_BUILD=1 always rebuilds.
+stamp="build/.made-with"
+recipe="skip_opt=${SKIP_WASM_OPT:-0} keep_names=${KEEP_WASM_NAMES:-0}"
+if [[ "${FORCE_BUILD:-0}" != "1" && -f build/index_bg.wasm && -f build/index.js && -f "$stamp" ]] &&
+    [[ "$(cat "$stamp")" == "$recipe" ]] &&
+    [[ -z "$(find src Cargo.toml Cargo.lock scripts/build.sh -newer "$stamp" -print -quit)" ]]; then
+    echo "[build] build/ is up to date with src/ (FORCE_BUILD=1 rebuilds)"
+    exit 0
+fi
+rm -f "$stamp"
 log="$(mktemp -t worker-build.XXXXXX.log)"
-trap 'rm -f "$log"' EXIT
+# The stamp is written only when an optimised build succeeds (`built`, set below).
+on_exit() {
+    rm -f "$log"
+    if [[ -n "${built:-}" ]]; then echo "$recipe" >"$stamp"; fi
+}
+trap on_exit EXIT
 
 if [[ "${SKIP_WASM_OPT:-0}" == "1" ]]; then
     echo "[build] SKIP_WASM_OPT=1: building without wasm-opt"
     worker-build --release --no-opt
+    built=1
     exit 0
 fi
 
@@ -38,6 +56,7 @@ strip_names() {
 
 if worker-build --release 2>&1 | tee "$log"; then
     strip_names
+    built=1
     exit 0
 fi
 

@@ -67,6 +67,7 @@ if [[ ${#test_files[@]} -eq 0 ]]; then
     echo "no *.test.mjs files found under tests/" >&2
     exit 1
 fi
+bash scripts/chromium.sh # the headless browser tests/e2e/ui.test.mjs drives (apt-get only when missing)
 # Every test has a deadline: a regression fails in minutes instead of hanging CI.
 node --test --test-concurrency=1 --test-timeout=300000 "${test_files[@]}"
 
