@@ -46,12 +46,24 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response {
+        // A 405 names what the path does accept (RFC 9110).
+        let allow = match &self {
+            Self::MethodNotAllowed(methods) if methods.contains("GET") => {
+                Some(format!("{methods}, HEAD"))
+            }
+            Self::MethodNotAllowed(methods) => Some(methods.to_string()),
+            _ => None,
+        };
         let (status, code, message, extra) = self.parts();
         let mut error = json!({ "code": code, "message": message });
         if let Some(Value::Object(extra)) = extra {
             error.as_object_mut().expect("object").extend(extra);
         }
-        json_response(status, &json!({ "success": false, "error": error }))
+        let response = json_response(status, &json!({ "success": false, "error": error }));
+        if let Some(allow) = allow {
+            let _ = response.headers().set("allow", &allow);
+        }
+        response
     }
 
     /// The one mapping: HTTP status, error code, message, and any fields

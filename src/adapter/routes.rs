@@ -241,7 +241,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                     let owner = authenticate(req, &config)?;
                     catalog::delete_workflow(name, env, &owner).await
                 }
-                _ => Err(ApiError::MethodNotAllowed("GET, PUT or DELETE")),
+                _ => Err(ApiError::MethodNotAllowed("GET, PUT, DELETE")),
             }
         }
         ["workflows", name, "execute"] => {

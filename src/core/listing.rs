@@ -98,20 +98,21 @@ pub struct RunSummary {
     pub tasks: Vec<String>,
 }
 
-const MAX_NAME_IN_SUMMARY: usize = 200;
+const MAX_NAME_IN_SUMMARY: usize = 120;
 const MAX_TASK_IN_SUMMARY: usize = 128;
 const MAX_TASKS_BYTES: usize = 480;
 
 impl RunSummary {
     pub fn of(record: &RunRecord) -> Self {
-        let workflow =
-            record
-                .workflow
-                .as_ref()
-                .map(|w| match w.char_indices().nth(MAX_NAME_IN_SUMMARY) {
-                    Some((end, _)) => w[..end].to_string(),
-                    None => w.clone(),
-                });
+        // Cut on a character boundary, in bytes: the whole summary must stay
+        // under KV's 1024-byte metadata limit, or the record's write fails.
+        let workflow = record.workflow.as_ref().map(|w| {
+            let mut end = w.len().min(MAX_NAME_IN_SUMMARY);
+            while !w.is_char_boundary(end) {
+                end -= 1;
+            }
+            w[..end].to_string()
+        });
         let mut open: Vec<(&u64, &String)> = record
             .waits
             .values()
@@ -368,6 +369,35 @@ mod tests {
             take_page(&query, &cursor, &keys, None, &mut runs),
             PageEnd::Done(None)
         );
+    }
+
+    #[test]
+    fn a_summary_always_fits_kv_metadata() {
+        use crate::core::plan::{plan_from_json, Directory, GraphLimits};
+        use crate::core::run::{Run, Settings};
+        let graph = serde_json::json!({"nodes": [{"id": "a", "type": "Input"}], "edges": []});
+        let plan = plan_from_json(&graph, &Directory::default(), GraphLimits::default()).unwrap();
+        let mut run = Run::start(plan, "r".into(), Default::default(), 0, Settings::default());
+        run.record.workflow = Some("名".repeat(500));
+        for i in 0..50 {
+            let wait = crate::core::record::Wait {
+                wait_id: format!("n{i}"),
+                task_id: format!("{i}-{}", "t".repeat(120)),
+                node_id: "a".into(),
+                item: None,
+                since: i,
+                expires_at: 1,
+                poll: None,
+                progress: None,
+                heartbeat_at: None,
+                events: Vec::new(),
+            };
+            run.record.waits.insert(wait.wait_id.clone(), wait);
+        }
+        let summary = RunSummary::of(&run.record);
+        let size = serde_json::to_string(&summary).unwrap().len();
+        assert!(size <= 1024, "{size} bytes");
+        assert!(!summary.tasks.is_empty());
     }
 
     #[test]
