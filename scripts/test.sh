@@ -59,6 +59,10 @@ if (( gz > budget )); then
 fi
 rm -f "$build_log"
 
+section "OpenAPI document lint (public/openapi.json, rules in redocly.yaml)"
+# The end-to-end tests then check every answer they receive against the same document.
+REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly lint public/openapi.json
+
 section "node --test (daemon + end-to-end)"
 shopt -s nullglob
 test_files=(tests/*.test.mjs tests/e2e/*.test.mjs)

@@ -114,6 +114,8 @@ struct Harness {
     waits_seen: BTreeSet<String>,
     calls: usize,
     segments: usize,
+    /// The run's attempt: wait ids carry it after a retry.
+    attempt: u32,
 }
 
 impl Harness {
@@ -133,8 +135,10 @@ impl Harness {
     fn segment(&mut self, run: &mut Run, script: &mut Script) {
         self.segments += 1;
         // Each segment either spends its whole budget (a yield) or follows a
-        // closed wait, and waits come from calls: this bounds the segments.
-        assert!(self.segments <= 2 * self.calls + 2, "segments do not end");
+        // closed wait, and waits come from calls: this bounds the segments
+        // (each retry starts over with one more).
+        let bound = 2 * self.calls + 2 + 2 * self.attempt as usize;
+        assert!(self.segments <= bound, "segments do not end");
         let budget = self.settings.max_calls_per_segment;
         let secret: Rc<str> = Rc::from("s3cret");
         run.begin_segment(Some(Signer { base: CALLBACK_BASE.into(), secret }));
@@ -179,7 +183,7 @@ impl Harness {
             return;
         }
         assert!(self.called.insert(call.key), "node {} item {item:?} called twice", spec.id);
-        assert_eq!(call.wait_id, call.key.wait_id());
+        assert_eq!(call.wait_id, call.key.wait_id(self.attempt));
         assert_eq!(call.idempotency_key, format!("{RUN_ID}.{}", call.wait_id));
         assert!(
             self.keys.insert(call.idempotency_key.clone()),
@@ -237,7 +241,12 @@ impl Harness {
         if was_finished {
             return assert_eq!(closed, 0);
         }
-        assert_eq!(closed, due.len());
+        // A timeout that fails the run drops the waits after it unclosed.
+        if matches!(run.status(), RunStatus::Failed { .. }) {
+            assert!((1..=due.len()).contains(&closed), "{closed} of {} closed", due.len());
+        } else {
+            assert_eq!(closed, due.len());
+        }
         if let RunStatus::Failed { error, .. } = run.status() {
             // Failing on the way drops the remaining waits, so there is no more to check.
             assert!(run.record.waits.is_empty());
@@ -374,7 +383,30 @@ impl Harness {
         assert_eq!(run.next_wake(now), None);
         run.begin_segment(None);
         assert!(run.step(now).is_empty(), "a finished run stepped");
-        assert!(run.record.nodes.iter().all(|s| *s == NodeState::Idle));
+        finished_states(run);
+    }
+}
+
+/// A completed or cancelled run holds its result once: node states are
+/// released. A failed one keeps them for a retry, but none of them points at
+/// a wait or a call: its waits were closed.
+fn finished_states(run: &Run) {
+    if !matches!(run.status(), RunStatus::Failed { .. }) {
+        let kept = run.record.nodes.iter().position(|s| *s != NodeState::Idle);
+        assert_eq!(kept, None, "a finished run kept node states: {:?}", run.record.nodes);
+        return;
+    }
+    assert!(run.record.waits.is_empty(), "a failed run kept open waits");
+    for s in &run.record.nodes {
+        let live = match s {
+            NodeState::Calling { .. } | NodeState::Paused { .. } => true,
+            NodeState::Mapping(m) => m
+                .items
+                .iter()
+                .any(|i| matches!(i, ItemState::Todo(_) | ItemState::Paused { .. })),
+            _ => false,
+        };
+        assert!(!live, "a failed run kept a live state: {s:?}");
     }
 }
 
@@ -389,11 +421,7 @@ fn end_of_segment(run: &Run, effects: &[Effect], budget_spent: bool, now: u64) {
             assert_eq!(Some(*t), run.record.next_timer(), "wakes at the earliest deadline or poll");
             assert!(!run.polls_due_at(now), "paused with a poll due");
         }
-        (s, []) if s.is_finished() => {
-            // A finished run holds its result once: node states are released.
-            let kept = run.record.nodes.iter().position(|s| *s != NodeState::Idle);
-            assert_eq!(kept, None, "a finished run kept node states: {:?}", run.record.nodes);
-        }
+        (s, []) if s.is_finished() => finished_states(run),
         (s, e) => panic!("segment ended {} with {e:?}", s.name()),
     }
     assert_eq!(run.next_wake(0).is_some(), !run.status().is_finished());
@@ -416,7 +444,12 @@ fn check_settled(run: &Run, now: u64) {
                 let stuck = match s {
                     NodeState::Calling { .. } => true,
                     NodeState::Waiting { arrivals } => !arrivals.contains(&Arrival::Pending),
-                    NodeState::Mapping(m) => m.items.iter().any(|i| matches!(i, ItemState::Todo(_))),
+                    // Nothing queued, and nothing held back with no item in flight.
+                    NodeState::Mapping(m) => {
+                        m.items.iter().any(|i| matches!(i, ItemState::Todo(_)))
+                            || (m.in_flight() == 0
+                                && m.items.iter().any(|i| matches!(i, ItemState::Held(_))))
+                    }
                     _ => false,
                 };
                 assert!(!stuck, "paused run with work left at {}: {s:?}", nodes[i].id);
@@ -427,7 +460,7 @@ fn check_settled(run: &Run, now: u64) {
     for (id, w) in &rec.waits {
         assert_eq!(id, &w.wait_id);
         let n = node_of(&w.node_id);
-        assert_eq!(id, &CallKey { node: n, item: w.item }.wait_id(), "wait id not derived");
+        assert_eq!(id, &CallKey { node: n, item: w.item }.wait_id(rec.attempt), "wait id not derived");
         let held = match (w.item, &rec.nodes[n]) {
             (None, NodeState::Paused { wait_id, .. }) => wait_id == id,
             (Some(i), NodeState::Mapping(m)) => {
@@ -442,21 +475,22 @@ fn check_settled(run: &Run, now: u64) {
         node_of(&c.node_id);
     }
 
-    // Trace: one completion and at most one pause per instance, a skip only
-    // for a never-completed node, a callback's completion after its pause.
-    let mut completed: BTreeMap<(&str, Option<usize>), usize> = BTreeMap::new();
-    let mut paused: BTreeMap<(&str, Option<usize>), usize> = BTreeMap::new();
-    let mut skipped: BTreeMap<&str, usize> = BTreeMap::new();
+    // Trace: one completion and at most one pause per instance and attempt,
+    // a skip only for a never-completed node, a callback's completion after
+    // its pause.
+    let mut completed: BTreeMap<(&str, Option<usize>, u32), usize> = BTreeMap::new();
+    let mut paused: BTreeMap<(&str, Option<usize>, u32), usize> = BTreeMap::new();
+    let mut skipped: BTreeMap<(&str, u32), usize> = BTreeMap::new();
     let whole_trace = rec.trace_dropped == 0;
     for t in &rec.trace {
         node_of(&t.node_id);
-        let key = (t.node_id.as_str(), t.item);
+        let key = (t.node_id.as_str(), t.item, t.attempt);
         match t.status {
             TraceStatus::Succeeded | TraceStatus::Failed => *completed.entry(key).or_default() += 1,
             TraceStatus::Paused => *paused.entry(key).or_default() += 1,
             TraceStatus::Skipped => {
                 assert!(t.item.is_none(), "an item was skipped");
-                *skipped.entry(t.node_id.as_str()).or_default() += 1;
+                *skipped.entry((t.node_id.as_str(), t.attempt)).or_default() += 1;
             }
         }
         if t.resumed && whole_trace {
@@ -466,24 +500,38 @@ fn check_settled(run: &Run, now: u64) {
     for (key, count) in completed.iter().chain(&paused) {
         assert_eq!(*count, 1, "{key:?} completed or paused {count} times in the trace");
     }
-    for (id, count) in &skipped {
+    for ((id, attempt), count) in &skipped {
         assert_eq!(*count, 1, "{id} skipped {count} times");
-        assert!(!completed.contains_key(&(*id, None)), "{id} both skipped and completed");
+        let done = (*id, None, *attempt);
+        assert!(!completed.contains_key(&done), "{id} both skipped and completed");
     }
     // Finished runs release their node states; the rest must match the trace.
     if !whole_trace || rec.status.is_finished() {
         return;
     }
+    // After a retry an instance may have completed in an earlier attempt
+    // (and, failed, be running again): Done must still have a completion.
+    let completed_in = |id: &str, item: Option<usize>| {
+        completed.keys().any(|(n, i, _)| *n == id && *i == item)
+    };
+    let exact = rec.attempt == 0;
     for (i, node) in nodes.iter().enumerate() {
         let id = node.id.as_str();
         let done = matches!(rec.nodes[i], NodeState::Done { .. });
-        assert_eq!(done, completed.contains_key(&(id, None)), "node {id} Done vs trace");
+        if exact || done {
+            assert_eq!(done, completed_in(id, None), "node {id} Done vs trace");
+        }
         let skip = matches!(rec.nodes[i], NodeState::Skipped);
-        assert_eq!(skip, skipped.contains_key(id), "node {id} skip state vs trace");
+        if exact || skip {
+            let skipped_in = skipped.keys().any(|(n, _)| *n == id);
+            assert_eq!(skip, skipped_in, "node {id} skip state vs trace");
+        }
         if let NodeState::Mapping(m) = &rec.nodes[i] {
             for (j, item) in m.items.iter().enumerate() {
                 let done = matches!(item, ItemState::Done(_));
-                assert_eq!(done, completed.contains_key(&(id, Some(j))), "{id} item {j} vs trace");
+                if exact || done {
+                    assert_eq!(done, completed_in(id, Some(j)), "{id} item {j} vs trace");
+                }
             }
         }
     }
@@ -532,20 +580,35 @@ fuzz_target!(|data: &[u8]| {
 
     let mut run = Run::start(plan, RUN_ID.into(), context, h.now, settings);
     loop {
-        h.segment(&mut run, &mut script);
-        run = h.reload(&mut run);
-        if run.status().is_finished() {
-            break;
-        }
-        h.arrive(&mut run, &mut script);
-        if run.status().is_finished() {
-            // Cancelled, or failed by a callback or a deadline: the gate
-            // saves it as it is, without stepping it again (a failed run
-            // once kept node states naming the waits it had dropped, and
-            // did not read back: seeds regress_unstepped_fail_*).
+        loop {
+            h.segment(&mut run, &mut script);
             run = h.reload(&mut run);
+            if run.status().is_finished() {
+                break;
+            }
+            h.arrive(&mut run, &mut script);
+            if run.status().is_finished() {
+                // Cancelled, or failed by a callback or a deadline: the gate
+                // saves it as it is, without stepping it again (a failed run
+                // once kept node states naming the waits it had dropped, and
+                // did not read back: seeds regress_unstepped_fail_*).
+                run = h.reload(&mut run);
+                break;
+            }
+        }
+        // A failed run is retried (twice at most): only what failed runs
+        // again, under new wait ids, and every invariant holds again.
+        if h.attempt >= 2 || !matches!(run.status(), RunStatus::Failed { .. }) {
             break;
         }
+        let now = h.tick();
+        if run.retry(now).is_err() {
+            break;
+        }
+        h.attempt += 1;
+        assert_eq!(run.record.attempt, h.attempt);
+        // What failed is called again, once more per attempt.
+        h.called.clear();
     }
     h.check_finished(&mut run);
     // What `check_finished` did changed nothing worth storing, but it stores and loads too.

@@ -277,7 +277,7 @@ pub enum NodeState {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Mapping {
     /// The node's incoming context (flows on once every item is done).
     pub ctx: Context,
@@ -290,6 +290,18 @@ pub struct Mapping {
     pub remaining: usize,
     /// No `Held` item comes before this index (a search hint, not stored).
     pub next_held: usize,
+}
+
+/// Equal when the stored parts are: `next_held` is a search hint, rebuilt
+/// on load, and two equal mappings may hold different hints.
+impl PartialEq for Mapping {
+    fn eq(&self, other: &Self) -> bool {
+        self.ctx == other.ctx
+            && self.base == other.base
+            && self.iterator == other.iterator
+            && self.items == other.items
+            && self.remaining == other.remaining
+    }
 }
 
 impl Mapping {

@@ -258,6 +258,7 @@ test("HEAD /health and HEAD /runs/{id} answer with GET's status and no body", { 
             assert.ok(get.rest.length > 0, `GET ${p} has a body`);
             const body = bodyOf(get);
             assert.equal(body.success, status === 200, `GET ${p}: ${JSON.stringify(body)}`);
+            if (p === "/health") assert.equal(body.ok, true, `GET /health: ${JSON.stringify(body)}`);
             const r = await rawExchange(w.port, [`HEAD ${p} HTTP/1.1`, ...head], { head: true });
             assert.equal(r.status, status, `HEAD ${p}`);
             assert.equal(r.rest.length, 0, `HEAD ${p} answered ${r.rest.length} body bytes: ${JSON.stringify(r.rest.toString("utf8").slice(0, 200))}`);
@@ -378,10 +379,24 @@ test("JSON nesting: a paused run whose context the route accepted resumes and re
 
 const RECORD_LIMIT = 20_000;
 
+/** Where a run's record is kept in KV: `runs/{owner tag}/{id}` for listed ids, `run:{id}` for 32-hex ones. */
+const recordKey = (id) => {
+    const m = /^([0-9a-f]{16})-[0-9a-f]{11}-[0-9a-f]+$/.exec(id);
+    return m ? `runs/${m[1]}/${id}` : `run:${id}`;
+};
+
 /** The stored record of a run, as KV holds it. */
 async function storedRecord(w, runId) {
     const kv = await w.mf.getKVNamespace("RUNS");
-    return kv.get(`run:${runId}`, "text");
+    return kv.get(recordKey(runId), "text");
+}
+
+/** The date variables every run's context starts with (README "Graphs"). */
+const DATE_VARS = ["_today", "_yesterday", "_now", "_now_unix", "_now_unix_s", "_year", "_month", "_day", "_hour", "_minute", "_second", "_iso_week"];
+/** The date variables of a context (or an Output that echoes one), as an object of their own. */
+function dateVarsOf(ctx) {
+    for (const k of DATE_VARS) assert.ok(k in ctx, `${k} in ${Object.keys(ctx)}`);
+    return Object.fromEntries(DATE_VARS.map((k) => [k, ctx[k]]));
 }
 
 test("run_too_large: a component answer past MAX_RUN_RECORD_BYTES fails the run with that code", { timeout: 60_000 }, async () => {
@@ -417,6 +432,30 @@ test("run_too_large: a component answer past MAX_RUN_RECORD_BYTES fails the run 
     }
 });
 
+test("run_too_large: outputs held across many nodes past MAX_RUN_RECORD_BYTES fail the run with that code, and its trace is kept", { timeout: 60_000 }, async () => {
+    // README ("Memory is bounded"): node outputs a run holds count against the record limit,
+    // run_too_large past it. 100 comp_passthrough nodes in a chain each hold a copy of the
+    // context (its date variables, ~260 bytes): ~26 KB held, past 20 KB about node 77.
+    const w = await startWorker({ bindings: { MAX_RUN_RECORD_BYTES: String(RECORD_LIMIT) } });
+    try {
+        const graph = chain(["in", "Input"], ...Array.from({ length: 100 }, (_, i) => [`p${i}`, "Component", "comp_passthrough"]));
+        const r = await w.fetchJson("/execute", { body: { graph } });
+        assert.equal(r.status, 200, r.text.slice(0, 300));
+        assert.equal(r.body.status, "failed", r.text.slice(0, 300));
+        assert.deepEqual(r.body.error, {
+            code: "run_too_large",
+            message: `the run's node outputs grew past ${RECORD_LIMIT} bytes, the most one run may hold and store`,
+        }, r.text.slice(0, 600));
+        assert.ok(r.body.trace.length > 0, `the trace is kept: ${JSON.stringify(r.body.trace_truncated)}`);
+        const read = await w.fetchJson(`/runs/${r.body.run_id}`);
+        assert.deepEqual(read.body.error, r.body.error);
+        const stored = await storedRecord(w, r.body.run_id);
+        assert.ok(stored.length <= RECORD_LIMIT, `stored record is ${stored.length} bytes`);
+    } finally {
+        await w.stop();
+    }
+});
+
 test("FOREACH item inputs (items × context) past the run limit fail the node before any item is built", { timeout: 60_000 }, async () => {
     const comp = await startComponent((b) => ({ seen: b.item }));
     const w = await startWorker({ bindings: { MAX_RUN_RECORD_BYTES: String(RECORD_LIMIT) } });
@@ -434,7 +473,6 @@ test("FOREACH item inputs (items × context) past the run limit fail the node be
         assert.equal(r.body.error.node_id, "each");
         const m = /^FOREACH over 10 items would build about (\d+) bytes of item inputs \(each carries the context\), over the run limit of 20000 bytes$/.exec(r.body.error.message);
         assert.ok(m, r.body.error.message);
-        assert.ok(Number(m[1]) >= 10 * pad.length && Number(m[1]) < 10 * (pad.length + 200), `about ${m[1]} bytes`);
         assert.equal(comp.hits(), 0, "no item was called");
 
         // Routed by ON_FAIL like any node failure.
@@ -446,8 +484,12 @@ test("FOREACH item inputs (items × context) past the run limit fail the node be
         assert.equal(rr.body.status, "completed", rr.text.slice(0, 300));
         assert.equal(rr.body.data.why, r.body.error.message);
         assert.equal(comp.hits(), 0);
+        // Each item's input carries the context less the iterated array: the pad and the run's
+        // date variables (which the Output echoes).
+        const contextBytes = JSON.stringify({ pad, ...dateVarsOf(rr.body.data) }).length;
+        assert.ok(Number(m[1]) >= 10 * (contextBytes - 50) && Number(m[1]) < 10 * (contextBytes + 200), `about ${m[1]} bytes for 10 contexts of ${contextBytes} bytes`);
 
-        // Three items of the same context fit (3 × 5 KB < 20 KB): each is called once.
+        // Three items of the same context fit (3 × 5.3 KB < 20 KB): each is called once.
         const fits = await w.fetchJson("/execute", { body: { graph, context: { pad, items: [0, 1, 2] } } });
         assert.equal(fits.body.status, "completed", fits.text.slice(0, 300));
         assert.deepEqual(fits.body.data.results.map((x) => x.seen), [0, 1, 2]);
@@ -499,25 +541,31 @@ test("calls issued at once are batched by input size: 30 calls with 400 KB input
 test("a record past MAX_RUN_RECORD_BYTES drops its oldest trace entries first, with trace_truncated shown", { timeout: 60_000 }, async () => {
     const w = await startWorker({ bindings: { MAX_RUN_RECORD_BYTES: String(RECORD_LIMIT) } });
     try {
-        // 200 in-process items: a trace of 202 entries (~17 KB), a small graph and a ~5 KB result;
-        // the outputs the run holds (items and results, ~16 KB) fit the limit, the record does not.
+        // 70 in-process items, each counted by comp_counter ({"count": 1}), under a node whose id
+        // is 200 characters: a trace of 72 entries (~20 KB, each naming the node), a small graph
+        // and a ~1 KB result. Every item's input carries the run's date variables (~235 bytes),
+        // so 70 items (~16.5 KB of inputs) and the outputs the run holds fit the limit; the
+        // record does not.
+        const each = "e".repeat(200);
         const graph = {
-            nodes: [{ id: "list", type: "Input" }, { id: "each", type: "Component", componentId: "comp_passthrough" }],
-            edges: [{ from: "list", to: "each", type: "FOREACH" }],
+            nodes: [{ id: "list", type: "Input" }, { id: each, type: "Component", componentId: "comp_counter" }],
+            edges: [{ from: "list", to: each, type: "FOREACH" }],
         };
-        const items = Array.from({ length: 200 }, (_, i) => i);
+        const N = 70;
+        const items = Array.from({ length: N }, (_, i) => i);
         const r = await w.fetchJson("/execute", { body: { graph, context: { items } } });
         assert.equal(r.status, 200, r.text.slice(0, 300));
         assert.equal(r.body.status, "completed", r.text.slice(0, 300));
-        assert.equal(r.body.data.count, 200);
+        assert.equal(r.body.data.count, N);
+        assert.deepEqual(r.body.data.results, items.map(() => ({ count: 1 })));
         const { dropped_entries: dropped } = r.body.trace_truncated;
         assert.ok(Number.isInteger(dropped) && dropped > 0, JSON.stringify(r.body.trace_truncated));
-        assert.equal(r.body.trace.length + dropped, 202, "list, 200 items, each");
+        assert.equal(r.body.trace.length + dropped, N + 2, `list, ${N} items, the node`);
         // The newest are kept: the last items in order, then the node itself.
         const tail = r.body.trace;
-        assert.deepEqual(tail.at(-1).node_id, "each");
+        assert.deepEqual(tail.at(-1).node_id, each);
         assert.equal(tail.at(-1).item, undefined);
-        assert.deepEqual(tail.slice(0, -1).map((e) => e.item), items.slice(200 - (tail.length - 1)));
+        assert.deepEqual(tail.slice(0, -1).map((e) => e.item), items.slice(N - (tail.length - 1)));
         const stored = await storedRecord(w, r.body.run_id);
         assert.ok(stored.length <= RECORD_LIMIT, `stored record is ${stored.length} bytes`);
         const read = await w.fetchJson(`/runs/${r.body.run_id}`);

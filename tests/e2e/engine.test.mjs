@@ -7,10 +7,15 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
-import { startWorker, startComponent, freePort } from "./harness.mjs";
+import { startWorker, startComponent, freePort, TEST_API_KEY_HASH } from "./harness.mjs";
 import { startDaemon } from "../../daemon/daemon.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** Where a run's record is kept in KV: `runs/{owner tag}/{id}` for listed ids, `run:{id}` for 32-hex ones. */
+const recordKey = (id) => {
+    const m = /^([0-9a-f]{16})-[0-9a-f]{11}-[0-9a-f]+$/.exec(id);
+    return m ? `runs/${m[1]}/${id}` : `run:${id}`;
+};
 
 let worker;
 let daemon;
@@ -66,7 +71,9 @@ test("trigger → paused → daemon callback → completed, readable in each sta
     assert.equal(t.paused, true);
     assert.equal(t.status, "paused");
     assert.equal(t.paused_node_id, "slow1");
-    assert.match(t.run_id, /^[0-9a-f]{32}$/);
+    // `{owner tag}-{inverted start time}-{random}`: the tag is the first 16 hex digits of the key's hash.
+    assert.match(t.run_id, new RegExp(`^${TEST_API_KEY_HASH.slice(0, 16)}-[0-9a-f]{11}-[0-9a-f]{32}$`));
+    assert.equal(recordKey(t.run_id), `runs/${TEST_API_KEY_HASH.slice(0, 16)}/${t.run_id}`);
     assert.ok(t.task_id.startsWith("task-"));
     assert.deepEqual(t.trace.map((e) => `${e.node_id}:${e.status}`), ["in:succeeded", "slow1:paused"]);
 
@@ -85,7 +92,7 @@ test("trigger → paused → daemon callback → completed, readable in each sta
 
     // The paused record is in KV, once, with an expiry.
     const kv = await worker.mf.getKVNamespace("RUNS");
-    const listed = await kv.list({ prefix: `run:${t.run_id}` });
+    const listed = await kv.list({ prefix: recordKey(t.run_id) });
     assert.equal(listed.keys.length, 1);
     // A paused run is kept until its last deadline plus one hour (ARCHITECTURE.md).
     const pausedUntil = (wait.expires_at + 3_600_000) / 1000;
@@ -108,7 +115,7 @@ test("trigger → paused → daemon callback → completed, readable in each sta
     assert.equal(done.body.status, "completed");
     assert.equal(done.body.data.last, 10);
     assert.deepEqual(done.body.waits, []);
-    const finishedList = (await kv.list({ prefix: `run:${t.run_id}` })).keys;
+    const finishedList = (await kv.list({ prefix: recordKey(t.run_id) })).keys;
     assert.equal(finishedList.length, 1);
     // Kept FINISHED_RUN_RETENTION_SECONDS (7 days by default) from when it finished.
     const keptUntil = done.body.finished_at / 1000 + 7 * 86400;

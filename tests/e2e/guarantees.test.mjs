@@ -588,6 +588,8 @@ test("every response carries a well-formed x-arcrun-kv-ops header that matches t
         const untouched = [
             ["GET /health", 200, () => raw("/health")],
             ["GET /", 200, () => raw("/")],
+            // public/ is served ahead of the Worker; public/_headers gives its files the header.
+            ["GET /openapi.json (a static file)", 200, () => raw("/openapi.json")],
             ["HEAD /health", 200, () => raw("/health", { method: "HEAD" })],
             ["GET /nowhere (404)", 404, () => raw("/nowhere")],
             ["GET /runs/{bad id} (404)", 404, () => raw("/runs/not.an.id", { headers: auth })],
@@ -646,6 +648,8 @@ test("every response carries a well-formed x-arcrun-kv-ops header that matches t
             ["POST /execute (paused)", 200, () => raw("/execute", { method: "POST", headers: auth, body: JSON.stringify({ graph }) }), { writes: 1, lists: 0 }],
             ["GET /runs/{id}", 200, () => raw(`/runs/${paused.body.run_id}`, { headers: auth }), { writes: 0, lists: 0 }],
             ["GET /runs/{unknown id} (404)", 404, () => raw(`/runs/${"0".repeat(32)}`, { headers: auth }), { writes: 0, lists: 0 }],
+            // The listing is one KV list per page (README "Many runs"): the only route that lists.
+            ["GET /runs (the listing)", 200, () => raw("/runs", { headers: auth }), { writes: 0, lists: 1 }],
             ["heartbeat", 200, () => raw(heartbeatUrlOf(call.callbackUrl), { method: "POST", body: JSON.stringify({ progress: { pct: 1 } }) }), { writes: 1, lists: 0 }],
             ["callback with a wrong task_id (409)", 409, () => raw(call.callbackUrl, { method: "POST", body: JSON.stringify({ task_id: "someone-else", success: true }) }), { writes: 0, lists: 0 }],
             ["callback (resumes)", 200, () => raw(call.callbackUrl, { method: "POST", body: JSON.stringify({ task_id: call.taskId, success: true }) }), { writes: 1, lists: 0 }],
@@ -766,7 +770,10 @@ test("an API key removed from API_KEY_HASHES can no longer read its runs, which 
         assert.equal(r.body.resumed, true);
         assert.equal(r.body.status, "completed", "the retired key's run still completes via its callback");
         assert.equal(r.body.data.v, "retired");
-        const stored = (await w.kvSnapshot({ json: true })).get(`run:${retired.body.run_id}`);
+        // Kept under the retired key's own prefix: `runs/{owner tag}/{run_id}`.
+        const retiredTag = sha256("retired-key").slice(0, 16);
+        assert.ok(retired.body.run_id.startsWith(`${retiredTag}-`), retired.body.run_id);
+        const stored = (await w.kvSnapshot({ json: true })).get(`runs/${retiredTag}/${retired.body.run_id}`);
         assert.ok(stored, "the finished run is still stored (it expires normally)");
 
         const callK = callOf(pc, "/work", kept.body.run_id);

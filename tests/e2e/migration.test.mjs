@@ -86,6 +86,12 @@ test("a paused v1 chain is readable, resumes once, and is stored as version 2", 
     const stored = JSON.parse(await getRecord(id));
     assert.equal(stored.version, 2);
     assert.equal(stored.status.state, "completed");
+    // A run of the old id form stays under `run:{id}` (runs of the listed form live under
+    // `runs/{owner tag}/`) and is not listed.
+    assert.deepEqual([...(await worker.kvSnapshot()).keys()].filter((k) => k.endsWith(id)), [`run:${id}`]);
+    const listed = await worker.fetchJson("/runs");
+    assert.equal(listed.status, 200, listed.text);
+    assert.ok(!listed.body.runs.some((r) => r.run_id === id), listed.text);
 
     const done = await worker.fetchJson(`/runs/${id}`);
     assert.equal(done.body.status, "completed");

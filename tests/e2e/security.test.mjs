@@ -11,6 +11,11 @@ import path from "node:path";
 import { startWorker, startComponent, freePort, TEST_API_KEY_HASH } from "./harness.mjs";
 
 const sha256 = (s) => createHash("sha256").update(s).digest("hex");
+/** Where a run's record is kept in KV: `runs/{owner tag}/{id}` for listed ids, `run:{id}` for 32-hex ones. */
+const recordKey = (id) => {
+    const m = /^([0-9a-f]{16})-[0-9a-f]{11}-[0-9a-f]+$/.exec(id);
+    return m ? `runs/${m[1]}/${id}` : `run:${id}`;
+};
 
 /** A component that answers pending and remembers the callback URL it was given. */
 async function pendingComponent(taskId) {
@@ -48,8 +53,11 @@ test("a run belongs to the key that started it; other keys see 404", { timeout: 
             assert.equal(denied.status, 401);
             assert.equal(denied.body.error.code, "unauthorized");
         }
-        // The stored owner is a hash, never the key itself.
-        const stored = [...(await w.kvSnapshot()).values()].join("");
+        // The stored owner is a hash, never the key itself — in the record or in its KV key
+        // (`runs/{first 16 hex digits of the key's hash}/{run_id}`).
+        const snapshot = await w.kvSnapshot();
+        assert.deepEqual([...snapshot.keys()], [`runs/${TEST_API_KEY_HASH.slice(0, 16)}/${id}`]);
+        const stored = [...snapshot.keys(), ...snapshot.values()].join("");
         assert.ok(!stored.includes("test-key"));
     } finally {
         await w.stop();
@@ -192,10 +200,13 @@ test("limits are configurable and each gives a clear error", { timeout: 60_000 }
 });
 
 test("a run record over MAX_RUN_RECORD_BYTES keeps its newest trace, with a visible marker", { timeout: 60_000 }, async () => {
+    // comp_counter answers {"count": n}: the outputs a run holds stay small, so the record's size
+    // is in its graph and trace. (A comp_passthrough chain would hold 60 copies of the context,
+    // date variables included: more than the finished record, which releases them.)
     const nodes = [{ id: "in", type: "Input" }];
     const edges = [];
     for (let i = 0; i < 60; i++) {
-        nodes.push({ id: `n${i}`, type: "Component", componentId: "comp_passthrough" });
+        nodes.push({ id: `n${i}`, type: "Component", componentId: "comp_counter" });
         edges.push({ from: i === 0 ? "in" : `n${i - 1}`, to: `n${i}`, type: "PIPE" });
     }
     const graph = { nodes, edges };
@@ -203,8 +214,9 @@ test("a run record over MAX_RUN_RECORD_BYTES keeps its newest trace, with a visi
     let size;
     try {
         const r = await w.fetchJson("/execute", { body: { graph } });
-        size = (await w.kvSnapshot()).get(`run:${r.body.run_id}`).length;
+        size = (await w.kvSnapshot()).get(recordKey(r.body.run_id)).length;
         assert.equal(r.body.trace.length, 61);
+        assert.deepEqual(r.body.data, { count: 60 });
     } finally {
         await w.stop();
     }
@@ -220,7 +232,7 @@ test("a run record over MAX_RUN_RECORD_BYTES keeps its newest trace, with a visi
         const read = await w.fetchJson(`/runs/${r.body.run_id}`);
         assert.deepEqual(read.body.trace_truncated, { dropped_entries: dropped });
         assert.deepEqual(read.body.trace, r.body.trace);
-        const stored = (await w.kvSnapshot()).get(`run:${r.body.run_id}`);
+        const stored = (await w.kvSnapshot()).get(recordKey(r.body.run_id));
         assert.ok(stored.length <= size - 1500, `stored ${stored.length} bytes, limit ${size - 1500}`);
     } finally {
         await w.stop();

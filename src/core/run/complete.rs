@@ -414,11 +414,23 @@ impl Run {
         self.ready.clear();
         self.to_call.clear();
         self.in_flight.clear();
-        for state in &mut self.record.nodes {
+        for (n, state) in self.record.nodes.iter_mut().enumerate() {
             match state {
                 NodeState::Calling { ctx } | NodeState::Paused { ctx, .. } => {
                     let ctx = std::mem::take(ctx);
                     *state = NodeState::Failed { ctx };
+                }
+                // A start node not yet fired holds the trigger's context as
+                // an arrival no edge made (found by fuzzing the stored form):
+                // it is kept as a node to fire on retry instead.
+                NodeState::Waiting { arrivals } if self.plan.incoming[n].is_empty() => {
+                    let ctx = arrivals.iter().find_map(|a| match a {
+                        Arrival::Delivered { ctx } => Some(Context::clone(ctx)),
+                        _ => None,
+                    });
+                    *state = NodeState::Failed {
+                        ctx: ctx.unwrap_or_default(),
+                    };
                 }
                 NodeState::Mapping(m) => {
                     for item in &mut m.items {

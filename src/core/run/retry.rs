@@ -63,6 +63,14 @@ impl Run {
         for n in mappings {
             self.reopen_items(n);
         }
+        // Nodes whose edges had all resolved but that had not fired yet.
+        for &n in &self.plan.order {
+            if let NodeState::Waiting { arrivals } = &self.record.nodes[n] {
+                if arrivals.iter().all(|a| !matches!(a, Arrival::Pending)) {
+                    self.ready.push_back(n);
+                }
+            }
+        }
         for (n, ctx) in again {
             let arrival = match self.foreach_edge(n).cloned() {
                 // A FOREACH target that failed before its items started
