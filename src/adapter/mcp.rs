@@ -11,6 +11,7 @@ use super::config::Config;
 use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
 use super::routes::{execute, gate};
+use super::store::Ops;
 
 /// Protocol revisions this server speaks; the newest is offered when the
 /// client asks for one it does not know.
@@ -61,6 +62,7 @@ pub async fn handle(
         };
     };
     let params = message.get("params").cloned().unwrap_or(Value::Null);
+    let mut cost = Vec::new();
     let result = match method {
         "initialize" => {
             let asked = params["protocolVersion"].as_str().unwrap_or_default();
@@ -81,15 +83,27 @@ pub async fn handle(
             let tools: Value = serde_json::from_str(TOOLS).unwrap_or_default();
             Ok(json!({ "tools": tools }))
         }
-        "tools/call" => call_tool(&params, url, config, env, owner).await,
+        "tools/call" => call_tool(&params, url, config, env, owner)
+            .await
+            .map(|(result, spent)| {
+                cost = spent;
+                result
+            }),
         _ => Err((METHOD_NOT_FOUND, format!("no method '{method}'"))),
     };
     let answer = match result {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
         Err((code, message)) => rpc_error(&id, code, &message),
     };
-    json_response(200, &answer)
+    let response = json_response(200, &answer);
+    for (name, value) in cost {
+        let _ = response.headers().set(name, &value);
+    }
+    response
 }
+
+/// A tool's result, and the cost headers of the route that produced it.
+type ToolAnswer = (Value, Vec<(&'static str, String)>);
 
 async fn call_tool(
     params: &Value,
@@ -97,7 +111,7 @@ async fn call_tool(
     config: &Config,
     env: &Env,
     owner: String,
-) -> Result<Value, (i64, String)> {
+) -> Result<ToolAnswer, (i64, String)> {
     let args = params["arguments"].as_object().cloned().unwrap_or_default();
     let text = |key: &str| args.get(key).and_then(Value::as_str).map(str::to_string);
     let run_id = || {
@@ -160,10 +174,18 @@ async fn call_tool(
     };
     let mut response = response.unwrap_or_else(ApiError::into_response);
     let failed = response.status_code() >= 400;
+    // What the tool's route cost is what this answer cost.
+    let mut cost = Vec::new();
+    for name in [Ops::HEADER, Ops::DO_HEADER] {
+        if let Ok(Some(value)) = response.headers().get(name) {
+            cost.push((name, value));
+        }
+    }
     let body = response.json::<Value>().await.unwrap_or_default();
-    Ok(json!({
+    let result = json!({
         "content": [{ "type": "text", "text": body.to_string() }],
         "structuredContent": body,
         "isError": failed,
-    }))
+    });
+    Ok((result, cost))
 }

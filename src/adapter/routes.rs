@@ -86,10 +86,14 @@ const CORS_EXPOSED: &str =
 /// what it may send; from any other origin it is refused.
 fn preflight(origin: Option<Origin>) -> Response {
     let Some(Origin::Allowed(origin)) = origin else {
-        return ApiError::Forbidden(
+        let refused = ApiError::Forbidden(
             "this origin may not call the API from a browser (ALLOWED_ORIGINS)".into(),
         )
         .into_response();
+        let _ = refused
+            .headers()
+            .set(KvOps::HEADER, &KvOps::default().header_value());
+        return refused;
     };
     let response = Response::empty()
         .map(|r| r.with_status(204))
@@ -463,14 +467,19 @@ pub(super) async fn gate(
     Ok(stub.fetch_with_request(request).await?)
 }
 
-/// Answers with `ops` in the KV-operations header. A response relayed from
-/// the gate has immutable headers, so it is rebuilt rather than edited.
+/// Answers with `ops` in the KV-operations header (and the gate's Durable
+/// Object operations, when it was reached). A response relayed from the gate
+/// has immutable headers, so it is rebuilt rather than edited.
 pub(super) async fn with_kv_ops(mut response: Response, ops: KvOps) -> Result<Response, ApiError> {
     let status = response.status_code();
+    let do_ops = response.headers().get(KvOps::DO_HEADER).ok().flatten();
     let text = response.text().await?;
     let headers = Headers::new();
     headers.set("content-type", "application/json; charset=utf-8")?;
     headers.set(KvOps::HEADER, &ops.header_value())?;
+    if let Some(do_ops) = do_ops {
+        headers.set(KvOps::DO_HEADER, &do_ops)?;
+    }
     Ok(Response::ok(text)?
         .with_status(status)
         .with_headers(headers))

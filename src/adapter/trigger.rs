@@ -175,8 +175,10 @@ async fn replayed(mut response: Response) -> Result<Response, ApiError> {
     let body: Value = response.json().await?;
     let out = json_response(status, &body);
     let _ = out.headers().set(REPLAYED_HEADER, "true");
-    if let Ok(Some(ops)) = response.headers().get(super::store::Ops::HEADER) {
-        let _ = out.headers().set(super::store::Ops::HEADER, &ops);
+    for name in [super::store::Ops::HEADER, super::store::Ops::DO_HEADER] {
+        if let Ok(Some(ops)) = response.headers().get(name) {
+            let _ = out.headers().set(name, &ops);
+        }
     }
     Ok(out)
 }
