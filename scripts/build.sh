@@ -18,6 +18,11 @@ if [[ "${FORCE_BUILD:-0}" != "1" && -f build/index_bg.wasm && -f build/index.js 
     exit 0
 fi
 rm -f "$stamp"
+# Panic locations name source files; without the machine's own directories in front of
+# them the bundle is smaller (and the same on every machine).
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$cargo_home/registry/src/=/ --remap-path-prefix=$REPO_ROOT/="
+
 log="$(mktemp -t worker-build.XXXXXX.log)"
 # The stamp is written only when an optimised build succeeds (`built`, set below).
 on_exit() {

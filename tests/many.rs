@@ -381,3 +381,45 @@ fn every_save_carries_the_listing_summary() {
     assert_eq!(summary.status, "cancelled");
     assert_eq!(summary.open_waits, 0);
 }
+
+#[test]
+fn outputs_outgrowing_the_run_fail_it_with_run_too_large_and_keep_the_trace() {
+    use arcrun::core::plan::Directory;
+    use arcrun::core::run::Settings;
+    let settings = Settings {
+        max_run_bytes: 20_000,
+        ..Settings::default()
+    };
+    let gate = Gate::with(Network::echo_with_async(), settings, Directory::default());
+    let mut nodes = vec![json!({"id": "in", "type": "Input"})];
+    let mut edges = Vec::new();
+    for i in 0..100 {
+        nodes.push(
+            json!({"id": format!("p{i}"), "type": "Component", "componentId": "comp_passthrough"}),
+        );
+        let from = if i == 0 {
+            "in".to_string()
+        } else {
+            format!("p{}", i - 1)
+        };
+        edges.push(json!({"from": from, "to": format!("p{i}")}));
+    }
+    gate.start(
+        json!({"nodes": nodes, "edges": edges}),
+        json!({"pad": "x".repeat(100)}),
+    );
+    let run = gate.stored();
+    let RunStatus::Failed { error, .. } = &run.record.status else {
+        panic!("{:?}", run.record.status)
+    };
+    assert_eq!(error.code, "run_too_large");
+    assert!(!run.record.trace.is_empty(), "the trace is kept");
+    assert!(
+        run.record.nodes.iter().all(|n| *n == NodeState::Idle),
+        "outputs released"
+    );
+    assert!(matches!(
+        retry(&gate),
+        Err(EngineError::NotRetryable { .. })
+    ));
+}

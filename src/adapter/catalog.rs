@@ -41,7 +41,7 @@ pub async fn list_runs(url: &worker::Url, env: &Env, owner: &str) -> Result<Resp
             .into_iter()
             .map(|(name, meta)| ListedKey {
                 name,
-                summary: meta.and_then(|m| serde_json::from_value(m).ok()),
+                summary: meta,
             })
             .collect();
         match take_page(&query, &at, &keys, page.next, &mut runs) {

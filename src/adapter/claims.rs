@@ -15,39 +15,18 @@ use super::http::ApiError;
 pub const CLAIM_TTL_MS: u64 = 24 * 3600 * 1000;
 const CLAIM_KEY: &str = "claim";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClaimRequest {
-    /// Claim the key for `run_id`, unless it names a run already.
-    Claim {
-        run_id: String,
-        body_hash: String,
-        now: u64,
-    },
-    /// Forget the claim for `run_id` (its start failed, so a retry of the
-    /// request may start it afresh).
-    Release { run_id: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A claim: asked for (the run about to start, `at` = now), and answered
+/// (the claim in force — this one if it was made, else the earlier one).
+/// One type both ways keeps the bundle small.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Claim {
     pub run_id: String,
     pub body_hash: String,
     pub at: u64,
-}
-
-/// What a claim found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClaimAnswer {
-    /// The key is now this request's: start the run.
-    Claimed,
-    /// An earlier request holds the key, for this run and body.
-    Held {
-        run_id: String,
-        body_hash: String,
-    },
-    Released,
+    /// Asks to forget the claim for `run_id` (its start failed, so a retry
+    /// of the request may start it afresh).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub release: bool,
 }
 
 #[durable_object]
@@ -66,47 +45,33 @@ impl DurableObject for TriggerClaim {
     // Requests to one object run one at a time between awaits on its own
     // storage (input gates), so a read followed by a write is atomic here.
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let request: ClaimRequest = req.json().await?;
+        let asked: Claim = serde_json::from_str(&req.text().await?)?;
         let storage = self.state.storage();
         let held: Option<Claim> = storage
             .get::<String>(CLAIM_KEY)
             .await
             .ok()
             .flatten()
-            .and_then(|text| serde_json::from_str(&text).ok());
-        let answer = match request {
-            ClaimRequest::Claim {
-                run_id,
-                body_hash,
-                now,
-            } => match held {
-                Some(claim) if now < claim.at.saturating_add(CLAIM_TTL_MS) => ClaimAnswer::Held {
-                    run_id: claim.run_id,
-                    body_hash: claim.body_hash,
-                },
-                _ => {
-                    let claim = Claim {
-                        run_id,
-                        body_hash,
-                        at: now,
-                    };
-                    storage
-                        .put_raw(CLAIM_KEY, serde_json::to_string(&claim)?)
-                        .await?;
-                    let forget_at = (now + CLAIM_TTL_MS) as f64;
-                    let when = js_sys::Date::new(&js_sys::Number::from(forget_at));
-                    storage.set_alarm(worker::ScheduledTime::new(when)).await?;
-                    ClaimAnswer::Claimed
-                }
-            },
-            ClaimRequest::Release { run_id } => {
-                if held.is_some_and(|c| c.run_id == run_id) {
-                    storage.delete_all().await?;
-                }
-                ClaimAnswer::Released
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .filter(|c: &Claim| asked.at < c.at.saturating_add(CLAIM_TTL_MS));
+        let answer = match held {
+            Some(claim) if asked.release && claim.run_id == asked.run_id => {
+                storage.delete_all().await?;
+                asked
+            }
+            Some(claim) => claim,
+            None if asked.release => asked,
+            None => {
+                storage
+                    .put_raw(CLAIM_KEY, serde_json::to_string(&asked)?)
+                    .await?;
+                let forget_at = (asked.at + CLAIM_TTL_MS) as f64;
+                let when = js_sys::Date::new(&js_sys::Number::from(forget_at));
+                storage.set_alarm(worker::ScheduledTime::new(when)).await?;
+                asked
             }
         };
-        Response::from_json(&answer)
+        Response::ok(serde_json::to_string(&answer)?)
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -115,25 +80,24 @@ impl DurableObject for TriggerClaim {
     }
 }
 
-/// Sends `request` to the claim object of (`owner`, `key`).
+/// Sends `claim` to the object of (`owner`, `key`) and answers the claim in
+/// force: `claim` itself when it was made, else the one made before.
 pub async fn ask(
     env: &Env,
     owner: &str,
     key: &str,
-    request: &ClaimRequest,
-) -> std::result::Result<ClaimAnswer, ApiError> {
+    claim: &Claim,
+) -> std::result::Result<Claim, ApiError> {
     let stub = env
         .durable_object(TRIGGER_CLAIM)?
         .id_from_name(&format!("{owner}/{key}"))?
         .get_stub()?;
-    let body = serde_json::to_string(request).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = serde_json::to_string(claim).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut init = worker::RequestInit::new();
     init.with_method(worker::Method::Post)
         .with_body(Some(body.into()));
     let request = Request::new_with_init("https://claim.internal/", &init)?;
     let mut response = stub.fetch_with_request(request).await?;
-    response
-        .json()
-        .await
-        .map_err(|e| ApiError::Internal(format!("idempotency claim: {e}")))
+    let text = response.text().await?;
+    serde_json::from_str(&text).map_err(|e| ApiError::Internal(format!("idempotency claim: {e}")))
 }

@@ -10,7 +10,7 @@
 use serde_json::Value;
 use worker::Env;
 
-use super::claims::{ask, ClaimAnswer, ClaimRequest};
+use super::claims::{ask, Claim};
 use super::gate::GateRequest;
 use super::routes::gate;
 use super::store::RunStore;
@@ -67,24 +67,25 @@ async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
     let random = random_id().map_err(|e| e.to_string())?;
     let child = new_run_id(&owner, now_ms(), &random);
     // One child per call, however often the call is issued.
-    let claim = ClaimRequest::Claim {
+    let claim = Claim {
         run_id: child.clone(),
-        body_hash: String::new(),
-        now: now_ms(),
+        at: now_ms(),
+        ..Claim::default()
     };
     let claim_key = format!("subflow:{}", call.idempotency_key);
-    let (child, request) = match ask(env, &owner, &claim_key, &claim)
+    let in_force = ask(env, &owner, &claim_key, &claim)
         .await
-        .map_err(|e| e.message())?
-    {
-        ClaimAnswer::Held { run_id, .. } => (
-            run_id.clone(),
+        .map_err(|e| e.message())?;
+    let (child, request) = match in_force.run_id != child {
+        // The call was issued before: its child is already under way.
+        true => (
+            in_force.run_id.clone(),
             GateRequest::Read {
-                run_id,
+                run_id: in_force.run_id,
                 owner: Some(owner),
             },
         ),
-        _ => {
+        false => {
             let base = call
                 .callback_url
                 .as_deref()

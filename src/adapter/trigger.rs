@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use worker::{Env, Request, Response};
 
-use super::claims::{ask, ClaimAnswer, ClaimRequest};
+use super::claims::{ask, Claim};
 use super::config::Config;
 use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
@@ -108,17 +108,18 @@ pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
     let Some((key, body_hash)) = &start.idempotency else {
         return gate(start.env, &run_id.clone(), &start_request(&start, run_id)).await;
     };
-    let claim = ClaimRequest::Claim {
+    let claim = Claim {
         run_id: run_id.clone(),
         body_hash: body_hash.clone(),
-        now: now_ms(),
+        at: now_ms(),
+        release: false,
     };
-    match ask(start.env, &start.owner, key, &claim).await? {
-        ClaimAnswer::Held {
-            run_id: held,
-            body_hash: held_hash,
-        } => {
-            if held_hash != *body_hash {
+    let in_force = ask(start.env, &start.owner, key, &claim).await?;
+    match in_force.run_id != run_id {
+        // An earlier request holds the key.
+        true => {
+            let held = in_force.run_id;
+            if in_force.body_hash != *body_hash {
                 return Ok(json_response(
                     422,
                     &json!({
@@ -138,7 +139,7 @@ pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
             };
             replayed(gate(start.env, &held, &read).await?).await
         }
-        ClaimAnswer::Claimed | ClaimAnswer::Released => {
+        false => {
             let response = gate(
                 start.env,
                 &run_id.clone(),
@@ -147,7 +148,10 @@ pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
             .await?;
             if response.status_code() >= 400 {
                 // Nothing started: a retry of the request may try again.
-                let release = ClaimRequest::Release { run_id };
+                let release = Claim {
+                    release: true,
+                    ..claim
+                };
                 let _ = ask(start.env, &start.owner, key, &release).await;
             }
             Ok(response)

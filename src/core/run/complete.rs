@@ -387,6 +387,10 @@ impl Run {
             },
             now,
         );
+        // Not retryable (the same outputs would outgrow it again), and its
+        // outputs are what is too large: they are released, so the record
+        // keeps its error and trace.
+        self.release();
         false
     }
 
