@@ -5,6 +5,7 @@ mod catalog;
 mod claims;
 mod components;
 mod config;
+mod cors;
 mod gate;
 mod http;
 mod mcp;

@@ -292,7 +292,13 @@ fn entry(key: &ListedKey) -> Value {
     let run_id = key.name.rsplit('/').next().unwrap_or(&key.name);
     let mut entry = json!({ "run_id": run_id });
     if let Some(s) = &key.summary {
-        for field in ["workflow", "status", "created_at", "updated_at", "open_waits"] {
+        for field in [
+            "workflow",
+            "status",
+            "created_at",
+            "updated_at",
+            "open_waits",
+        ] {
             entry[field] = s.get(field).cloned().unwrap_or(Value::Null);
         }
     }
