@@ -23,12 +23,17 @@
 //   (l) idempotent trigger: POST /execute with an Idempotency-Key against one without, and
 //       the same key again (the replay): KV operations (header and binding), Durable Object
 //       requests and latency per trigger
+//   (m) run viewer and static files: a 200-node run's timeline loaded in headless Chromium
+//       (public/ui.html at /ui#run/{id}, fresh pages), and GET /ui, /openapi.json and
+//       /schema/graph.json: KV operations (header and binding) and sizes (raw, gzip)
 //
 //   node bench/e2e.mjs [--smoke] [--only <a,b,…>] [--json <path>]
 //
 // Prints a table of figure / value / budget / verdict; --json also writes the results.
 // --only runs just the sections named (for working on one; bench.sh always runs them all).
 
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import os from "node:os";
@@ -36,7 +41,7 @@ import path from "node:path";
 import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 
-import { REPO_ROOT, freePort, startComponent as startHarnessComponent, startWorker } from "../tests/e2e/harness.mjs";
+import { REPO_ROOT, TEST_API_KEY, freePort, startComponent as startHarnessComponent, startWorker } from "../tests/e2e/harness.mjs";
 import { startDaemon } from "../daemon/daemon.mjs";
 
 const KV_HEADER = "x-arcrun-kv-ops";
@@ -94,6 +99,7 @@ const SIZES = {
         listPagedReps: 3,
         idemRuns: 100,
         idemWarmup: 5,
+        uiLoads: 7,
     },
     smoke: {
         latencyRuns: 10,
@@ -115,6 +121,7 @@ const SIZES = {
         listPagedReps: 1,
         idemRuns: 10,
         idemWarmup: 2,
+        uiLoads: 2,
     },
 };
 
@@ -1973,6 +1980,263 @@ async function benchIdempotentTrigger(figures, sizes) {
 }
 
 // ---------------------------------------------------------------------------------------
+// (m) run viewer and static files
+// ---------------------------------------------------------------------------------------
+
+/** (m) the issue's target: the page loads and renders a 200-node run's timeline in under 1 s. */
+const UI_LOAD_BUDGET_MS = 1000;
+/** (m) nodes of the run the viewer opens: Input, then in-process pass-throughs. */
+const UI_CHAIN_NODES = 200;
+/** Where public/ui.html keeps the API key: this tab's sessionStorage. */
+const UI_KEY_STORAGE = "arcrun.apiKey";
+const UI_RENDERED_MARK = "arcrun:run-rendered";
+const STATIC_FILES = [
+    { path: "/ui", file: "public/ui.html" },
+    { path: "/openapi.json", file: "public/openapi.json" },
+    { path: "/schema/graph.json", file: "public/schema/graph.json" },
+];
+const ZERO_KV_HEADER = "reads=0;writes=0;lists=0";
+
+/** Input → `n - 1` in-process pass-throughs, one after another. */
+function passthroughChain(n) {
+    const nodes = [{ id: "in", type: "Input" }];
+    const edges = [];
+    for (let i = 1; i < n; i++) {
+        nodes.push({ id: `n${i}`, type: "Component", componentId: "comp_passthrough" });
+        edges.push({ from: nodes.at(-2).id, to: `n${i}`, type: "PIPE" });
+    }
+    return { id: `viewer-chain-${n}`, name: `${n}-node chain for the run viewer`, nodes, edges };
+}
+
+/** Debian's chromium (the binary behind its launcher script), or CHROMIUM_PATH; why not, when neither is there. */
+function findChromium() {
+    const chosen = process.env.CHROMIUM_PATH;
+    if (chosen) return existsSync(chosen) ? { path: chosen } : { missing: `CHROMIUM_PATH=${chosen} does not exist` };
+    if (existsSync("/usr/lib/chromium/chromium")) return { path: "/usr/lib/chromium/chromium" };
+    try {
+        const found = execFileSync("sh", ["-c", "command -v chromium"], { encoding: "utf8" }).trim();
+        if (found) return { path: found };
+    } catch {
+        // not on PATH either
+    }
+    return { missing: "chromium is not installed (scripts/chromium.sh installs it)" };
+}
+
+/** GET each static file between two probe snapshots: status, header, count at the binding, sizes. */
+async function staticFileCost(worker, figures, probe) {
+    const results = [];
+    for (const f of STATIC_FILES) {
+        const before = await probe();
+        const res = await fetch(worker.url + f.path);
+        const body = Buffer.from(await res.arrayBuffer());
+        const kv = probeDelta(before, await probe()).kv;
+        const header = res.headers.get(KV_HEADER);
+        const asOnDisk = body.equals(await readFile(path.join(REPO_ROOT, f.file)));
+        const gzip = gzipSync(body, { level: 9 }).length;
+        const r = { path: f.path, status: res.status, contentType: res.headers.get("content-type"), header, kv, bytes: body.length, gzip, asOnDisk };
+        results.push(r);
+        figures.add("m", `static_kv_${f.path}`, `GET ${f.path}: KV ops at the binding`, {
+            value: kv,
+            unit: "ops",
+            display: `${res.status}, ${showKv(kv)} (header: ${header ?? "missing"})`,
+            budget: `200, r0 w0 l0, header ${ZERO_KV_HEADER}`,
+            pass: res.status === 200 && sameKv(kv, { reads: 0, writes: 0, lists: 0 }) && header === ZERO_KV_HEADER,
+        });
+        figures.add("m", `static_size_${f.path}`, `GET ${f.path}: size, raw / gzip -9`, {
+            value: { bytes: body.length, gzip },
+            unit: "B",
+            display: `${fmtInt(body.length)} B / ${fmtInt(gzip)} B (${r.contentType ?? "no content-type"}; ${asOnDisk ? `the bytes of ${f.file}` : `NOT the bytes of ${f.file}`})`,
+        });
+    }
+    return results;
+}
+
+/**
+ * One fresh tab (its own context: empty cache and sessionStorage) with the key already in its
+ * sessionStorage, as the page's key form leaves it: from page.goto(/ui#run/{id}) until the
+ * timeline holds all `entries` rows, timed by the bench; and what the page measured itself.
+ */
+async function openRunInFreshTab(browser, url, runId, entries) {
+    const context = await browser.newContext({ viewport: { width: 1440, height: 1000 } });
+    try {
+        await context.addInitScript(
+            ({ key, value, mark }) => {
+                sessionStorage.setItem(key, value);
+                // The first frame begun after the timeline's was drawn: by then the timeline has
+                // been styled, laid out and painted, which data-render-ms leaves out.
+                const watch = () => {
+                    if (performance.getEntriesByName(mark).length === 0) return requestAnimationFrame(watch);
+                    requestAnimationFrame((at) => (window.__arcrunBenchDrawnAt = at));
+                };
+                requestAnimationFrame(watch);
+            },
+            { key: UI_KEY_STORAGE, value: TEST_API_KEY, mark: UI_RENDERED_MARK },
+        );
+        const page = await context.newPage();
+        const errors = [];
+        const responses = [];
+        page.on("pageerror", (err) => errors.push(err.message));
+        page.on("response", (res) => responses.push({ url: res.url(), status: res.status(), kv: res.headers()[KV_HEADER] ?? null }));
+
+        const wall0 = Date.now();
+        const t0 = now();
+        await page.goto(`${url}/ui#run/${encodeURIComponent(runId)}`);
+        await page.waitForFunction(
+            ({ n, mark }) =>
+                document.querySelectorAll("[data-testid=trace-row]").length >= n &&
+                performance.getEntriesByName(mark).length > 0 &&
+                window.__arcrunBenchDrawnAt !== undefined,
+            { n: entries, mark: UI_RENDERED_MARK },
+            { timeout: 30_000 },
+        );
+        const ms = now() - t0;
+
+        const seen = await page.evaluate((mark) => {
+            const run = document.getElementById("run");
+            return {
+                rows: document.querySelectorAll("[data-testid=trace-row]").length,
+                status: run.dataset.status,
+                renderMs: Number(run.dataset.renderMs),
+                markAt: performance.getEntriesByName(mark)[0].startTime,
+                drawnAt: window.__arcrunBenchDrawnAt,
+                marks: performance.getEntriesByName(mark).length,
+                timeOrigin: performance.timeOrigin,
+            };
+        }, UI_RENDERED_MARK);
+        expect(seen.rows === entries, `(m) the timeline shows ${seen.rows} rows, the run has ${entries} trace entries`);
+        expect(seen.status === "completed", `(m) the page shows the run as ${seen.status}`);
+        // The list of runs is fetched alongside; let it finish so that its cost is counted.
+        await page.locator(`tr[data-run-id="${runId}"]`).waitFor({ timeout: 30_000 });
+        expect(errors.length === 0, `(m) the page threw: ${errors.join("; ")}`);
+        // From page.goto() to the page's navigation start (the tab's own set-up, on one clock).
+        return { ms, navStartAfterGotoMs: seen.timeOrigin - wall0, ...seen, responses };
+    } finally {
+        await context.close();
+    }
+}
+
+async function benchRunViewer(figures, sizes) {
+    const worker = await startProbedWorker(undefined, undefined);
+    const probe = async () => (await worker.fetchJson("/__kv-probe")).body;
+    try {
+        // Static files first, while nothing else runs in the Worker.
+        const files = await staticFileCost(worker, figures, probe);
+
+        const N = UI_CHAIN_NODES;
+        const loadLabel = `page.goto(/ui#run/{id}) → timeline of a ${N}-node run rendered`;
+        const chromiumAt = findChromium();
+        let chromium = null;
+        let missing = chromiumAt.missing ?? null;
+        if (!missing) {
+            try {
+                ({ chromium } = await import("playwright-core"));
+            } catch (err) {
+                missing = `playwright-core is not importable (${err.message})`;
+            }
+        }
+        if (missing) {
+            console.error(`[e2e] (m) browser part SKIPPED: ${missing}`);
+            figures.add("m", "ui_load_skipped", `${loadLabel}: SKIPPED`, {
+                value: null,
+                unit: "ms",
+                display: `not measured: ${missing}`,
+                budget: `median < ${UI_LOAD_BUDGET_MS} ms`,
+                pass: null,
+            });
+            return { files, viewer: { skipped: missing } };
+        }
+
+        const graph = passthroughChain(N);
+        const t = await worker.fetchJson("/execute", { body: { graph, context: { x: 1 } } });
+        expect(t.status === 200 && t.body?.run_id, `(m) trigger failed: ${t.status} ${t.text.slice(0, 300)}`);
+        const runId = t.body.run_id;
+        const run = await pollUntil(
+            async () => {
+                const r = await worker.fetchJson(`/runs/${runId}`);
+                return ["completed", "failed", "cancelled"].includes(r.body?.status) && r.body;
+            },
+            { timeoutMs: 60_000, everyMs: 100 },
+        );
+        expect(run?.status === "completed", `(m) the ${N}-node run did not complete: ${run?.status ?? "still running after 60 s"}`);
+        const entries = run.trace.length;
+        expect(entries >= N, `(m) ${entries} trace entries for ${N} nodes`);
+
+        const browser = await chromium.launch({
+            executablePath: chromiumAt.path,
+            headless: true,
+            // As root Chromium's sandbox cannot start; /dev/shm may be tiny in containers.
+            args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+        });
+        const loads = [];
+        let kvPerOpen;
+        try {
+            const before = await settledProbe(worker);
+            for (let i = 0; i < sizes.uiLoads; i++) loads.push(await openRunInFreshTab(browser, worker.url, runId, entries));
+            kvPerOpen = probeDelta(before, await settledProbe(worker)).kv;
+        } finally {
+            await browser.close();
+        }
+
+        const load = summary(loads.map((l) => l.ms));
+        const render = summary(loads.map((l) => l.renderMs));
+        const mark = summary(loads.map((l) => l.markAt));
+        const drawn = summary(loads.map((l) => l.drawnAt));
+        const label = `${loadLabel} (${entries} rows, ${load.n} fresh pages)`;
+        figures.add("m", "ui_load_p50", `${label}: median`, {
+            value: load.p50,
+            unit: "ms",
+            display: fmtMs(load.p50),
+            budget: `< ${UI_LOAD_BUDGET_MS} ms`,
+            pass: load.p50 < UI_LOAD_BUDGET_MS,
+        });
+        figures.add("m", "ui_load_max", `${label}: max`, { value: load.max, unit: "ms", display: fmtMs(load.max) });
+        figures.add("m", "ui_mark_p50", `in the page: navigation start → \`${UI_RENDERED_MARK}\` mark, median`, {
+            value: mark.p50,
+            unit: "ms",
+            display: `${fmtMs(mark.p50)} (max ${fmtMs(mark.max)})`,
+        });
+        figures.add("m", "ui_drawn_p50", `in the page: navigation start → the timeline painted (the next frame after that mark), median`, {
+            value: drawn.p50,
+            unit: "ms",
+            display: `${fmtMs(drawn.p50)} (max ${fmtMs(drawn.max)})`,
+        });
+        figures.add("m", "ui_render_p50", `in the page: the run's DOM built (\`data-render-ms\`), median`, {
+            value: render.p50,
+            unit: "ms",
+            display: `${fmtMs(render.p50)} (max ${fmtMs(render.max)})`,
+        });
+
+        // What one page open costs: the list of runs and the run, counted at the binding.
+        const apiResponses = loads.flatMap((l) => l.responses.filter((r) => r.url.startsWith(`${worker.url}/runs`)));
+        const headerSum = sumKv(apiResponses.map((r) => parseKvHeader(r.kv)));
+        const opens = loads.length;
+        const paths = [...new Set(loads[0].responses.map((r) => new URL(r.url).pathname.replace(runId, "{id}")))].sort().join(", ");
+        figures.add("m", "ui_kv_per_open", `KV ops per page open, the run's gate warm (requests: ${paths})`, {
+            value: { reads: kvPerOpen.reads / opens, writes: kvPerOpen.writes / opens, lists: kvPerOpen.lists / opens },
+            unit: "ops",
+            display: `${showKvPer(kvPerOpen, opens)} at the binding (headers: ${showKvPer(headerSum, opens)})`,
+        });
+        return {
+            files,
+            viewer: {
+                runId,
+                nodes: N,
+                entries,
+                load,
+                mark,
+                drawn,
+                render,
+                navStartAfterGoto: summary(loads.map((l) => l.navStartAfterGotoMs)),
+                kvPerOpen: { binding: kvPerOpen, headers: headerSum, opens },
+                chromium: chromiumAt.path,
+            },
+        };
+    } finally {
+        await worker.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // (f) bundle
 // ---------------------------------------------------------------------------------------
 
@@ -2052,8 +2316,9 @@ async function main() {
     await run("j", "crash", () => benchCrash(figures, sizes));
     await run("k", "listing", () => benchListing(figures, sizes));
     await run("l", "idempotent", () => benchIdempotentTrigger(figures, sizes));
+    await run("m", "viewer", () => benchRunViewer(figures, sizes));
 
-    const order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
+    const order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m"];
     figures.rows.sort((x, y) => order.indexOf(x.section) - order.indexOf(y.section));
     const markdown = figures.markdown() + (details.bytes ? "\n" + breakdownMarkdown(details.bytes.paused) : "");
     const failures = figures.failures();

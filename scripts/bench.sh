@@ -202,6 +202,13 @@ else
         echo "interleaved; Durable Object requests (claim = TriggerClaim, gate = RunGate) and the claim's"
         echo "storage calls are counted by a layer the benchmark puts over bench/kv-probe.mjs."
         echo
+        echo "(m) opens a 200-node run (Input, then 199 in-process pass-throughs) in headless Chromium"
+        echo "(Debian's \`chromium\`, driven by playwright-core), each time in a fresh context with the API key"
+        echo "already in its sessionStorage: from \`page.goto(/ui#run/{id})\` until the timeline holds every"
+        echo "row, as the benchmark sees it, beside the page's own \`arcrun:run-rendered\` mark and"
+        echo "\`data-render-ms\` (without Chromium that part is reported as skipped). /ui, /openapi.json and"
+        echo "/schema/graph.json are fetched once each; they are static assets, served ahead of the Worker."
+        echo
         field "$e2e_json" markdown
     } >BENCHMARKS.md
     echo "[bench] wrote BENCHMARKS.md"
