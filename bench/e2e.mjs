@@ -187,6 +187,12 @@ function summary(values) {
 }
 
 /** Runs `fn` over `items` with at most `limit` calls in flight; results keep item order. */
+/** Where a run's record is kept in KV (as `core::listing::record_key` says). */
+function recordKey(runId) {
+    const m = /^([0-9a-f]{16})-[0-9a-f]{11}-./.exec(runId);
+    return m ? `runs/${m[1]}/${runId}` : `run:${runId}`;
+}
+
 async function pool(items, limit, fn) {
     const results = new Array(items.length);
     let next = 0;
@@ -882,7 +888,7 @@ async function benchBytes(worker, figures, sizes) {
         const res = await worker.fetchJson("/execute", { body: { graph, context } });
         expect(res.body?.status === "paused", `(e) triage run did not pause: ${res.text.slice(0, 300)}`);
         const kv = await worker.mf.getKVNamespace("RUNS");
-        const stored = await kv.get(`run:${res.body.run_id}`, "text");
+        const stored = await kv.get(recordKey(res.body.run_id), "text");
         expect(stored, "(e) the paused run is not in KV");
         const record = JSON.parse(stored);
         const parts = recordBreakdown(record);
@@ -902,7 +908,7 @@ async function benchBytes(worker, figures, sizes) {
             const items = range(n).map((i) => ({ id: i, name: `item ${i}`, sku: `SKU-${String(i).padStart(6, "0")}` }));
             const r = await worker.fetchJson("/execute", { body: { graph: foreachGraph(), context: { batch: "b-1", items } } });
             expect(r.body?.status === "completed", `(e) FOREACH over ${n} did not complete: ${r.text.slice(0, 300)}`);
-            const storedText = await kv.get(`run:${r.body.run_id}`, "text");
+            const storedText = await kv.get(recordKey(r.body.run_id), "text");
             foreach[n] = { response: Buffer.byteLength(r.text), stored: Buffer.byteLength(storedText) };
         }
         const [small, large] = sizes.foreachItems;
@@ -1131,7 +1137,7 @@ async function benchSegmentKv(figures) {
     const kv = await worker.mf.getKVNamespace("RUNS");
     // Read past the probe (Miniflare's own binding), so polling costs the Worker nothing.
     const storedState = async (runId) => {
-        const text = await kv.get(`run:${runId}`, "text");
+        const text = await kv.get(recordKey(runId), "text");
         return text ? JSON.parse(text).status?.state : null;
     };
     const probe = async () => (await worker.fetchJson("/__kv-probe")).body;
