@@ -2249,7 +2249,17 @@ async function benchRunViewer(figures, sizes) {
 async function benchBundle(figures) {
     const wasm = await readFile(path.join(REPO_ROOT, "build", "index_bg.wasm"));
     const js = await readFile(path.join(REPO_ROOT, "build", "index.js"));
-    const gz = gzipSync(wasm, { level: 9 }).length;
+    // The budget is measured as `npm test` measures it: GNU `gzip -9` (zlib's deflate at level 9,
+    // shown beside it, comes out about 1% larger on this module).
+    const zlib = gzipSync(wasm, { level: 9 }).length;
+    let gz = zlib;
+    let how = "zlib level 9 (no gzip on this machine)";
+    try {
+        gz = execFileSync("gzip", ["-9", "-c"], { input: wasm, maxBuffer: 64 << 20 }).length;
+        how = `GNU gzip, as npm test measures it; zlib level 9: ${fmtInt(zlib)} B`;
+    } catch {
+        // No gzip binary: the zlib figure stands in.
+    }
     figures.add("f", "wasm_raw", "build/index_bg.wasm, raw", {
         value: wasm.length,
         unit: "B",
@@ -2258,7 +2268,7 @@ async function benchBundle(figures) {
     figures.add("f", "wasm_gzip", "build/index_bg.wasm, gzip -9", {
         value: gz,
         unit: "B",
-        display: `${fmtInt(gz)} B (${(gz / 1024).toFixed(0)} KiB)`,
+        display: `${fmtInt(gz)} B (${(gz / 1024).toFixed(0)} KiB; ${how})`,
         budget: `≤ ${GZIP_BUDGET_BYTES / 1024} KiB`,
         pass: gz <= GZIP_BUDGET_BYTES,
     });
