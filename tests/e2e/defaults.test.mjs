@@ -12,7 +12,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
-import { startWorker, startComponent, pendingComponent, postCallback, freePort, TEST_API_KEY } from "./harness.mjs";
+import { startWorker, startComponent, pendingComponent, postCallback, freePort, assertMatchesOpenApi, TEST_API_KEY } from "./harness.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MAX_BODY = 1 << 20; // MAX_BODY_BYTES default
@@ -58,7 +58,24 @@ function bodyNested(graph, total) {
  * after answering, so the answer is taken as complete at its Content-Length (or final chunk) —
  * or, for `HEAD`, once the headers are in and `graceMs` have passed with no byte more.
  */
-function rawExchange(port, lines, { body = "", head = false, graceMs = 500, timeoutMs = 10_000 } = {}) {
+function rawExchange(port, lines, opts = {}) {
+    return rawExchangeUnchecked(port, lines, opts).then((r) => {
+        checkRawAnswer(port, lines[0], r, opts.head ? "" : bodyOf(r));
+        return r;
+    });
+}
+
+/**
+ * Answers read off a raw socket skip the harness's fetch wrapper: those the Worker gave (they
+ * carry its cost header) are checked against the OpenAPI document here.
+ */
+function checkRawAnswer(port, requestLine, r, text) {
+    if (!r.headers.has("x-arcrun-kv-ops")) return;
+    const m = /^([A-Z]+) (\/\S*) HTTP\/1\.[01]$/.exec(requestLine);
+    if (m) assertMatchesOpenApi(m[1], `http://127.0.0.1:${port}${m[2]}`, r.status, r.headers, text);
+}
+
+function rawExchangeUnchecked(port, lines, { body = "", head = false, graceMs = 500, timeoutMs = 10_000 } = {}) {
     return new Promise((resolve, reject) => {
         const socket = net.connect(port, "127.0.0.1");
         let buf = Buffer.alloc(0);
@@ -657,7 +674,14 @@ test("an over-limit body still being uploaded gets its 413 as JSON (fetch, strea
  * Uploads `pieces` × `pieceBytes` over a raw connection, one piece every `everyMs`, and notes when
  * the answer arrives relative to the upload. Stops uploading once answered.
  */
-function slowUpload(port, { pathname, headers, pieces, pieceBytes, everyMs, declared }) {
+function slowUpload(port, options) {
+    return slowUploadUnchecked(port, options).then((r) => {
+        checkRawAnswer(port, `POST ${options.pathname} HTTP/1.1`, r, r.text);
+        return r;
+    });
+}
+
+function slowUploadUnchecked(port, { pathname, headers, pieces, pieceBytes, everyMs, declared }) {
     return new Promise((resolve, reject) => {
         const socket = net.connect(port, "127.0.0.1");
         const startedAt = Date.now();

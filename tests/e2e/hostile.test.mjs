@@ -24,7 +24,7 @@ import net from "node:net";
 import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 
-import { startWorker, startComponent, mintToken, kvOps, TEST_API_KEY, TEST_API_KEY_HASH, TEST_CALLBACK_SECRET } from "./harness.mjs";
+import { startWorker, startComponent, mintToken, kvOps, assertMatchesOpenApi, TEST_API_KEY, TEST_API_KEY_HASH, TEST_CALLBACK_SECRET } from "./harness.mjs";
 
 const OTHER_KEY = "other-key";
 const sha256hex = (s) => createHash("sha256").update(s).digest("hex");
@@ -953,10 +953,28 @@ const EXPECTED_OUTCOMES = {
     "200 noop": 5,
 };
 
+/**
+ * Answers read off a raw socket skip the harness's fetch wrapper: check them against the
+ * OpenAPI document here — those the Worker gave (they carry its cost header), for a request
+ * line that names a method and a path (workerd itself answers the ones that do not parse).
+ */
+function checkRawAnswer(requestLine, r) {
+    if (!r.headers.has("x-arcrun-kv-ops")) return;
+    const m = /^([A-Z]+) (\/\S*) HTTP\/1\.[01]$/.exec(requestLine);
+    if (!m) return;
+    assertMatchesOpenApi(m[1], worker.url + m[2], r.status, r.headers, r.text);
+}
+
 async function send(c) {
-    if (c.upload) return rawChunkedUpload(ctx.port, "/execute", c.upload);
+    if (c.upload) {
+        const r = await rawChunkedUpload(ctx.port, "/execute", c.upload);
+        checkRawAnswer("POST /execute HTTP/1.1", r);
+        return r;
+    }
     if (c.raw) {
-        const r = await rawRequest(ctx.port, resolve(c.raw), { halfClose: c.halfClose });
+        const request = resolve(c.raw);
+        const r = await rawRequest(ctx.port, request, { halfClose: c.halfClose });
+        checkRawAnswer(String(request).split("\r\n")[0], r);
         return { status: r.status, text: r.text, headers: r.headers };
     }
     const headers = {};
