@@ -284,8 +284,9 @@ impl Run {
         Vec::new()
     }
 
-    /// A finished run never resumes: its node states are released, so the
-    /// stored record holds the result once, plus the trace.
+    /// A completed or cancelled run never runs again: its node states are
+    /// released, so the stored record holds the result once, plus the trace.
+    /// (A failed run keeps them for a retry; see `fail`.)
     pub(super) fn release(&mut self) {
         for state in &mut self.record.nodes {
             *state = NodeState::Idle;
