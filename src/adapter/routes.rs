@@ -21,7 +21,7 @@ use super::trigger::{idempotency_key, request_hash, start, trigger_fields, Start
 use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
-use crate::core::protocol::{json_depth, MAX_JSON_DEPTH};
+use crate::core::protocol::{json_depth, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES};
 use crate::core::run::Noop;
 use crate::core::view::noop;
 
@@ -257,7 +257,9 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             }
             let body = read_json(req, &config).await?;
             let task_id = match body.get("task_id") {
-                Some(Value::String(t)) if !t.is_empty() && t.len() <= 512 => t.clone(),
+                Some(Value::String(t)) if !t.is_empty() && t.len() <= MAX_TASK_ID_BYTES => {
+                    t.clone()
+                }
                 _ => {
                     return Err(ApiError::BadRequest(
                         "invalid_callback",

@@ -4,9 +4,10 @@
 //!   with its `RunSummary` as the key's metadata, expiring as
 //!   `core::segment::record_ttl` says (`core::listing` forms the key; runs
 //!   of the first release stay at `run:{run_id}`).
-//! - `workflows/{owner tag}/{name}` → a stored workflow (`workflows.rs`).
-//! - `task:{task_id}` → `{run_id, wait_id}`, written only when the legacy bare
-//!   `POST /workflows/resume` route is enabled, expiring with the wait.
+//! - `workflows/{owner tag}/{name}` → a stored workflow (`catalog.rs`).
+//! - `task:{sha256 hex of task_id}` → `{run_id, wait_id}`, written only when
+//!   the legacy bare `POST /workflows/resume` route is enabled, expiring with
+//!   the wait (entries of earlier releases, `task:{task_id}`, are still read).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -15,6 +16,8 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use worker::kv::KvStore;
 use worker::{js_sys, wasm_bindgen::JsCast, Env, ListOptions, Storage};
+
+use sha2::Digest;
 
 use super::config::RUNS_KV;
 use super::http::ApiError;
@@ -117,10 +120,14 @@ impl RunStore {
 
     pub async fn find_task(&self, task_id: &str) -> Result<Option<TaskRef>, ApiError> {
         count(&self.ops, |o| o.reads += 1);
-        let Some(text) = self.kv.get(&task_key(task_id)).text().await? else {
-            return Ok(None);
-        };
-        Ok(serde_json::from_str(&text).ok())
+        let mut text = self.kv.get(&task_key(task_id)).text().await?;
+        // Entries indexed before keys were hashed (they expire with their waits).
+        let legacy = format!("task:{task_id}");
+        if text.is_none() && legacy.len() <= MAX_KV_KEY_BYTES {
+            count(&self.ops, |o| o.reads += 1);
+            text = self.kv.get(&legacy).text().await?;
+        }
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 }
 
@@ -295,8 +302,15 @@ impl GateStore {
     }
 }
 
+/// KV refuses keys longer than this.
+const MAX_KV_KEY_BYTES: usize = 512;
+
+/// A task's index key: a hash of its id, so that any task id (up to the
+/// 1 KB a pending answer may carry) fits KV's 512-byte keys.
 fn task_key(task_id: &str) -> String {
-    format!("task:{task_id}")
+    let digest = sha2::Sha256::digest(task_id.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("task:{hex}")
 }
 
 /// One page of a KV listing: its keys (with their metadata) and the cursor

@@ -3,6 +3,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -218,6 +219,29 @@ test("bare /workflows/resume resumes by task_id; unknown task is a noop", { time
         assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed" });
         const unknown = await worker.fetchJson("/workflows/resume", { body: { task_id: "never-issued" } });
         assert.deepEqual(unknown.body, { success: true, noop: true, reason: "unknown_task" });
+    } finally {
+        await manual.close();
+    }
+});
+
+test("bare /workflows/resume: a task id up to 1 KB is indexed under a hash of it, and found", { timeout: 60_000 }, async () => {
+    // 1,000 bytes: past KV's 512-byte keys, within the 1 KB a pending answer may carry.
+    const longTask = `long-${"x".repeat(995)}`;
+    const manual = await startComponent(() => ({ pending: true, task_id: longTask }));
+    try {
+        const graph = { nodes: [{ id: "slow", type: "Component", componentId: manual.url }, { id: "out", type: "Output" }], edges: [{ from: "slow", to: "out" }] };
+        const t = await worker.fetchJson("/execute", { body: { graph } });
+        assert.equal(t.status, 200, t.text);
+        assert.equal(t.body.status, "paused");
+        assert.equal(t.body.task_id, longTask);
+        const keys = [...(await worker.kvSnapshot()).keys()].filter((k) => k.startsWith("task:"));
+        assert.ok(keys.every((k) => k.length < 512), "every task key fits KV");
+        const hashed = `task:${createHash("sha256").update(longTask).digest("hex")}`;
+        assert.ok(keys.includes(hashed), `indexed as ${hashed}`);
+        const r = await worker.fetchJson("/workflows/resume", { body: { task_id: longTask, success: true, data: { ok: 1 } } });
+        assert.equal(r.status, 200, r.text);
+        assert.equal(r.body.status, "completed");
+        assert.equal(r.body.run_id, t.body.run_id);
     } finally {
         await manual.close();
     }
