@@ -10,7 +10,7 @@ use super::http::{json_response, ApiError};
 use super::now_ms;
 use super::routes::with_kv_ops;
 use super::store::{KvOps, RunStore};
-use super::trigger::{request_hash, start, trigger_fields, Start, REPLAYED_HEADER};
+use super::trigger::{request_hash, start, trigger_fields, Start};
 use crate::core::error::EngineError;
 use crate::core::listing::{
     owner_prefix, take_page, valid_workflow_name, workflow_prefix, ListCursor, ListQuery,
@@ -18,10 +18,16 @@ use crate::core::listing::{
 };
 use crate::core::plan::plan_from_json;
 
-/// `GET /runs`: the caller's runs, filtered by status, a page at a time.
-pub async fn list_runs(url: &worker::Url, env: &Env, owner: &str) -> Result<Response, ApiError> {
+/// A listing query from a request's query string.
+pub fn list_query(url: &worker::Url) -> Result<ListQuery, ApiError> {
     let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    let query = ListQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    Ok(ListQuery::parse(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )?)
+}
+
+/// `GET /runs`: the caller's runs, filtered by status, a page at a time.
+pub async fn list_runs(query: &ListQuery, env: &Env, owner: &str) -> Result<Response, ApiError> {
     let store = RunStore::new(env)?;
     let prefix = owner_prefix(owner);
     let mut runs = Vec::new();
@@ -44,7 +50,7 @@ pub async fn list_runs(url: &worker::Url, env: &Env, owner: &str) -> Result<Resp
                 summary: meta,
             })
             .collect();
-        match take_page(&query, &at, &keys, page.next, &mut runs) {
+        match take_page(query, &at, &keys, page.next, &mut runs) {
             PageEnd::Done(cursor) => {
                 next_cursor = cursor;
                 break;
@@ -276,10 +282,5 @@ pub async fn execute_workflow(
     if let Ok(Some(inner)) = response.headers().get(KvOps::HEADER) {
         ops.absorb(&inner);
     }
-    let replay = response.headers().get(REPLAYED_HEADER).ok().flatten();
-    let out = with_kv_ops(response, ops).await?;
-    if let Some(replay) = replay {
-        out.headers().set(REPLAYED_HEADER, &replay)?;
-    }
-    Ok(out)
+    with_kv_ops(response, ops).await
 }

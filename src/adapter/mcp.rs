@@ -12,6 +12,7 @@ use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
 use super::routes::{execute, gate};
 use super::store::Ops;
+use crate::core::listing::ListQuery;
 
 /// Protocol revisions this server speaks; the newest is offered when the
 /// client asks for one it does not know.
@@ -155,20 +156,23 @@ async fn call_tool(
             gate(env, &run_id, &cancel).await
         }
         "list_runs" => {
-            let mut listed = url.clone();
-            {
-                let mut query = listed.query_pairs_mut();
-                query.clear();
-                for key in ["status", "cursor"] {
-                    if let Some(v) = text(key) {
-                        query.append_pair(key, &v);
-                    }
-                }
-                if let Some(limit) = args.get("limit").and_then(Value::as_u64) {
-                    query.append_pair("limit", &limit.to_string());
-                }
+            // The tool's arguments read as the route's query string would.
+            let limit = args
+                .get("limit")
+                .and_then(Value::as_u64)
+                .map(|n| n.to_string());
+            let pairs: Vec<(&str, String)> = [
+                ("status", text("status")),
+                ("cursor", text("cursor")),
+                ("limit", limit),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+            match ListQuery::parse(pairs.iter().map(|(k, v)| (*k, v.as_str()))) {
+                Ok(query) => catalog::list_runs(&query, env, &owner).await,
+                Err(e) => Err(e.into()),
             }
-            catalog::list_runs(&listed, env, &owner).await
         }
         other => return Err((INVALID_PARAMS, format!("no tool '{other}'"))),
     };

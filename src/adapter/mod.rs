@@ -35,5 +35,5 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) fn random_id() -> std::result::Result<String, getrandom::Error> {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::core::auth::encode_hex(&bytes))
 }

@@ -17,10 +17,13 @@ use super::http::{json_response, ApiError};
 use super::mcp;
 use super::now_ms;
 use super::store::{KvOps, RunStore};
-use super::trigger::{idempotency_key, request_hash, start, trigger_fields, Start};
+use super::trigger::{
+    idempotency_key, request_hash, start, trigger_fields, Start, REPLAYED_HEADER,
+};
 use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
+use crate::core::listing::{ListCursor, ListQuery, MAX_LIMIT};
 use crate::core::protocol::{json_depth, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES};
 use crate::core::run::Noop;
 use crate::core::view::noop;
@@ -114,15 +117,18 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             require(&method, "GET")?;
             let config = config(env)?;
             let owner = authenticate(req, &config)?;
-            catalog::list_runs(&url, env, &owner).await
+            catalog::list_runs(&catalog::list_query(&url)?, env, &owner).await
         }
         ["executions", "paused"] => {
             require(&method, "GET")?;
             let config = config(env)?;
             let owner = authenticate(req, &config)?;
-            let mut listed = url.clone();
-            listed.set_query(Some("status=paused&limit=1000"));
-            let response = catalog::list_runs(&listed, env, &owner).await?;
+            let paused = ListQuery {
+                statuses: vec!["paused".into()],
+                limit: MAX_LIMIT,
+                cursor: ListCursor::default(),
+            };
+            let response = catalog::list_runs(&paused, env, &owner).await?;
             deprecated(response, "/runs?status=paused")
         }
         ["executions", task_id] => {
@@ -401,18 +407,22 @@ pub(super) async fn gate(
     Ok(stub.fetch_with_request(request).await?)
 }
 
-/// Answers with `ops` in the KV-operations header (and the gate's Durable
-/// Object operations, when it was reached). A response relayed from the gate
-/// has immutable headers, so it is rebuilt rather than edited.
+/// Answers with `ops` in the KV-operations header, keeping what the answer
+/// said of its gate's Durable Object operations and of an idempotent replay.
+/// A response relayed from the gate has immutable headers, so it is rebuilt
+/// rather than edited.
 pub(super) async fn with_kv_ops(mut response: Response, ops: KvOps) -> Result<Response, ApiError> {
     let status = response.status_code();
-    let do_ops = response.headers().get(KvOps::DO_HEADER).ok().flatten();
+    let kept: Vec<(&str, String)> = [KvOps::DO_HEADER, REPLAYED_HEADER]
+        .into_iter()
+        .filter_map(|name| Some((name, response.headers().get(name).ok().flatten()?)))
+        .collect();
     let text = response.text().await?;
     let headers = Headers::new();
     headers.set("content-type", "application/json; charset=utf-8")?;
     headers.set(KvOps::HEADER, &ops.header_value())?;
-    if let Some(do_ops) = do_ops {
-        headers.set(KvOps::DO_HEADER, &do_ops)?;
+    for (name, value) in kept {
+        headers.set(name, &value)?;
     }
     Ok(Response::ok(text)?
         .with_status(status)

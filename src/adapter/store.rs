@@ -21,6 +21,7 @@ use sha2::Digest;
 
 use super::config::RUNS_KV;
 use super::http::ApiError;
+use crate::core::auth::encode_hex;
 use crate::core::error::EngineError;
 use crate::core::listing::{record_key, RunSummary};
 use crate::core::record::{WaitEvent, MAX_WAIT_EVENTS};
@@ -309,8 +310,7 @@ const MAX_KV_KEY_BYTES: usize = 512;
 /// 1 KB a pending answer may carry) fits KV's 512-byte keys.
 fn task_key(task_id: &str) -> String {
     let digest = sha2::Sha256::digest(task_id.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("task:{hex}")
+    format!("task:{}", encode_hex(&digest))
 }
 
 /// One page of a KV listing: its keys (with their metadata) and the cursor

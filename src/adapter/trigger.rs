@@ -11,8 +11,10 @@ use super::claims::{ask, Claim};
 use super::config::Config;
 use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
-use super::routes::{base_url, gate};
+use super::routes::{base_url, gate, with_kv_ops};
+use super::store::KvOps;
 use super::{now_ms, random_id};
+use crate::core::auth::encode_hex;
 use crate::core::listing::new_run_id;
 use crate::core::webhook::check_receiver_url;
 
@@ -174,16 +176,13 @@ fn start_request(start: &Start<'_>, run_id: String) -> GateRequest {
 }
 
 /// The answer for a repeated key: the run's view, marked as a replay.
-async fn replayed(mut response: Response) -> Result<Response, ApiError> {
-    let status = response.status_code();
-    let body: Value = response.json().await?;
-    let out = json_response(status, &body);
-    let _ = out.headers().set(REPLAYED_HEADER, "true");
-    for name in [super::store::Ops::HEADER, super::store::Ops::DO_HEADER] {
-        if let Ok(Some(ops)) = response.headers().get(name) {
-            let _ = out.headers().set(name, &ops);
-        }
+async fn replayed(response: Response) -> Result<Response, ApiError> {
+    let mut ops = KvOps::default();
+    if let Ok(Some(spent)) = response.headers().get(KvOps::HEADER) {
+        ops.absorb(&spent);
     }
+    let out = with_kv_ops(response, ops).await?;
+    out.headers().set(REPLAYED_HEADER, "true")?;
     Ok(out)
 }
 
@@ -195,9 +194,5 @@ pub fn request_hash(parts: &[&Value]) -> String {
         hasher.update(serde_json::to_vec(part).unwrap_or_default());
         hasher.update([0]);
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    encode_hex(&hasher.finalize())
 }

@@ -47,7 +47,8 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn encode_hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`: owner ids, task index keys, request hashes.
+pub fn encode_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
