@@ -7,7 +7,6 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 
 import { startDaemon } from "../../daemon/daemon.mjs";
 import {
@@ -20,9 +19,8 @@ import {
     kvOps,
     TEST_API_KEY_HASH,
 } from "./harness.mjs";
+import { sleep, sha256hex } from "./harness.mjs";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const sha256hex = (s) => createHash("sha256").update(s).digest("hex");
 
 /** Never starts anything: must see none of the others' runs. */
 const OTHER_KEY = "compat-other-key";

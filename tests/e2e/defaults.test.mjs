@@ -13,8 +13,8 @@ import os from "node:os";
 import path from "node:path";
 
 import { startWorker, startComponent, pendingComponent, postCallback, freePort, assertMatchesOpenApi, TEST_API_KEY } from "./harness.mjs";
+import { sleep } from "./harness.mjs";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MAX_BODY = 1 << 20; // MAX_BODY_BYTES default
 const AUTH = { authorization: `Bearer ${TEST_API_KEY}` };
 

@@ -3,15 +3,14 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
 import { startWorker, startComponent, freePort, TEST_API_KEY_HASH } from "./harness.mjs";
 import { startDaemon } from "../../daemon/daemon.mjs";
+import { sleep, sha256hex } from "./harness.mjs";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** Where a run's record is kept in KV: `runs/{owner tag}/{id}` for listed ids, `run:{id}` for 32-hex ones. */
 const recordKey = (id) => {
     const m = /^([0-9a-f]{16})-[0-9a-f]{11}-[0-9a-f]+$/.exec(id);
@@ -236,7 +235,7 @@ test("bare /workflows/resume: a task id up to 1 KB is indexed under a hash of it
         assert.equal(t.body.task_id, longTask);
         const keys = [...(await worker.kvSnapshot()).keys()].filter((k) => k.startsWith("task:"));
         assert.ok(keys.every((k) => k.length < 512), "every task key fits KV");
-        const hashed = `task:${createHash("sha256").update(longTask).digest("hex")}`;
+        const hashed = `task:${sha256hex(longTask)}`;
         assert.ok(keys.includes(hashed), `indexed as ${hashed}`);
         const r = await worker.fetchJson("/workflows/resume", { body: { task_id: longTask, success: true, data: { ok: 1 } } });
         assert.equal(r.status, 200, r.text);

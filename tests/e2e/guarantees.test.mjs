@@ -8,7 +8,6 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -28,9 +27,8 @@ import {
     waitUntil,
     mintToken,
 } from "./harness.mjs";
+import { sleep, sha256hex as sha256 } from "./harness.mjs";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const sha256 = (s) => createHash("sha256").update(s).digest("hex");
 
 const KV_HEADER = "x-arcrun-kv-ops";
 const DO_HEADER = "x-arcrun-do-ops";

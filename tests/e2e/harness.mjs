@@ -13,7 +13,10 @@ import { Miniflare, Log, LogLevel } from "miniflare";
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const COMPATIBILITY_DATE = "2026-04-01";
 export const TEST_API_KEY = "test-key";
-export const TEST_API_KEY_HASH = createHash("sha256").update(TEST_API_KEY).digest("hex");
+/** Lower-case hex SHA-256 of a string: API key hashes, task index keys. */
+export const sha256hex = (s) => createHash("sha256").update(s).digest("hex");
+export const TEST_API_KEY_HASH = sha256hex(TEST_API_KEY);
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** Signs final callbacks in tests (Standard Webhooks format). */
 export const TEST_WEBHOOK_SECRET = "whsec_" + Buffer.from("arcrun-test-webhook-key-32-bytes").toString("base64");
 

@@ -21,13 +21,12 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 
 import { startWorker, startComponent, mintToken, kvOps, assertMatchesOpenApi, TEST_API_KEY, TEST_API_KEY_HASH, TEST_CALLBACK_SECRET } from "./harness.mjs";
+import { sha256hex } from "./harness.mjs";
 
 const OTHER_KEY = "other-key";
-const sha256hex = (s) => createHash("sha256").update(s).digest("hex");
 const OTHER_KEY_HASH = sha256hex(OTHER_KEY);
 const CALLBACK_SECRET = TEST_CALLBACK_SECRET;
 const MAX_BODY = 1 << 20; // MAX_BODY_BYTES default

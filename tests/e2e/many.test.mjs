@@ -6,7 +6,6 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 
 import {
     startWorker,
@@ -18,9 +17,8 @@ import {
     kvOps,
     TEST_API_KEY_HASH,
 } from "./harness.mjs";
+import { sleep, sha256hex } from "./harness.mjs";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const sha256hex = (s) => createHash("sha256").update(s).digest("hex");
 
 /** Never starts a run nor stores a workflow: it must see none of the others' things. */
 const OTHER_KEY = "other-key";

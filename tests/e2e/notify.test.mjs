@@ -9,8 +9,8 @@ import http from "node:http";
 import { Webhook } from "standardwebhooks";
 
 import { startWorker, startComponent, TEST_WEBHOOK_SECRET } from "./harness.mjs";
+import { sleep } from "./harness.mjs";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** A receiver on loopback that keeps each delivery's raw body and headers. `answer(n)` gives
  * the status for the n-th delivery (from 0). */

@@ -17,8 +17,8 @@ import {
 } from "./harness.mjs";
 import { waitUntil as until, waitForStatus, kvOps, ALARM_SLACK_MS } from "./harness.mjs";
 import { startDaemon } from "../../daemon/daemon.mjs";
+import { sleep } from "./harness.mjs";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** MAX_WAIT_SECONDS when unset: how far heartbeats may push a deadline from its wait's start. */
 const DEFAULT_MAX_WAIT_MS = 7 * 24 * 3600 * 1000;
 

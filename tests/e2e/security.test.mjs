@@ -3,14 +3,13 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
 import { startWorker, startComponent, freePort, TEST_API_KEY_HASH } from "./harness.mjs";
+import { sha256hex as sha256 } from "./harness.mjs";
 
-const sha256 = (s) => createHash("sha256").update(s).digest("hex");
 /** Where a run's record is kept in KV: `runs/{owner tag}/{id}` for listed ids, `run:{id}` for 32-hex ones. */
 const recordKey = (id) => {
     const m = /^([0-9a-f]{16})-[0-9a-f]{11}-[0-9a-f]+$/.exec(id);

@@ -6,17 +6,15 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
 import { startWorker, startComponent, freePort, pendingComponent, postCallback, TEST_API_KEY_HASH } from "./harness.mjs";
 import { waitUntil as until, waitForStatus, kvOps, ALARM_SLACK_MS } from "./harness.mjs";
+import { sleep, sha256hex as sha256 } from "./harness.mjs";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const OTHER_KEY = "key-b";
-const sha256 = (s) => createHash("sha256").update(s).digest("hex");
 
 /** Where a run's record is kept in KV: `runs/{owner tag}/{id}` for listed ids, `run:{id}` for 32-hex ones. */
 const recordKey = (id) => {

@@ -27,10 +27,10 @@ import {
     waitForStatus,
     kvOps,
 } from "./harness.mjs";
+import { sleep } from "./harness.mjs";
 
 const SCREENSHOT = path.join(REPO_ROOT, "target", "ui", "run.png");
 const KEY_STORAGE = "arcrun.apiKey";
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** As the page shows a time: ISO 8601 in UTC with a space and "UTC". */
 const shown = (ms) => new Date(ms).toISOString().replace("T", " ").replace("Z", " UTC");
 
