@@ -7,9 +7,9 @@ mod support;
 
 use arcrun::core::record::RunStatus;
 use arcrun::core::run::CallOutcome;
-use arcrun::core::segment::{Command, PARENT_SCHEME};
+use arcrun::core::segment::PARENT_SCHEME;
 use serde_json::{json, Value};
-use support::gate::{Gate, OWNER, T0};
+use support::gate::{Gate, Start, T0};
 use support::Network;
 
 fn completed(gate: &Gate) -> Value {
@@ -196,14 +196,23 @@ fn a_resumed_task_id_does_not_flow_to_the_next_component() {
     assert_eq!(second["data"], json!({"a": 1}));
 }
 
+/// How a sub-workflow's run starts: one level down, resuming `parent-run`'s wait `n2`.
+fn child_of_parent() -> Start {
+    Start {
+        workflow: Some("child".into()),
+        depth: 1,
+        parent: Some(format!("{PARENT_SCHEME}parent-run/n2")),
+        ..Start::default()
+    }
+}
+
 #[test]
 fn a_child_run_answers_its_parent_through_the_parent_link() {
     // The child: started as a sub-workflow would be, it pauses, then ends.
     let child = Gate::new(Network::echo_with_async());
     child
-        .send(Command::Start {
-            run_id: "run-1".into(),
-            graph: json!({
+        .start_with(
+            json!({
                 "nodes": [
                     {"id": "in", "type": "Input"},
                     {"id": "slow", "type": "Component", "componentId": "http://c/async"},
@@ -211,14 +220,8 @@ fn a_child_run_answers_its_parent_through_the_parent_link() {
                 ],
                 "edges": [{"from": "in", "to": "slow"}, {"from": "slow", "to": "out"}]
             }),
-            context: Default::default(),
-            owner: Some(OWNER.into()),
-            callback_base: "https://engine.test".into(),
-            final_callback_url: None,
-            workflow: Some("child".into()),
-            depth: 1,
-            parent: Some(format!("{PARENT_SCHEME}parent-run/n2")),
-        })
+            child_of_parent(),
+        )
         .unwrap();
     assert_eq!(child.stored().record.depth, 1);
     let done = child
@@ -246,18 +249,11 @@ fn a_child_run_answers_its_parent_through_the_parent_link() {
 fn a_child_that_finishes_at_once_owes_its_parent_nothing() {
     let child = Gate::new(Network::echo_with_async());
     let started = child
-        .send(Command::Start {
-            run_id: "run-1".into(),
-            graph: json!({"nodes": [{"id": "in", "type": "Input"}, {"id": "out", "type": "Output"}],
+        .start_with(
+            json!({"nodes": [{"id": "in", "type": "Input"}, {"id": "out", "type": "Output"}],
                           "edges": [{"from": "in", "to": "out"}]}),
-            context: Default::default(),
-            owner: Some(OWNER.into()),
-            callback_base: "https://engine.test".into(),
-            final_callback_url: None,
-            workflow: Some("child".into()),
-            depth: 1,
-            parent: Some(format!("{PARENT_SCHEME}parent-run/n2")),
-        })
+            child_of_parent(),
+        )
         .unwrap();
     assert_eq!(started.wake, None, "no delivery is due");
     assert_eq!(child.saves(), 1);

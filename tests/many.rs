@@ -12,7 +12,7 @@ use arcrun::core::record::{ItemState, NodeState, RunStatus};
 use arcrun::core::run::CallOutcome;
 use arcrun::core::segment::Command;
 use serde_json::{json, Value};
-use support::gate::{Gate, OWNER};
+use support::gate::{Gate, Start, OWNER};
 use support::Network;
 
 fn foreach_graph(count: usize, edge_extra: Value, component: &str) -> Value {
@@ -158,17 +158,7 @@ fn foreach_options_are_validated() {
             "tolerated_failure_percent",
         ),
     ] {
-        let result = gate.send(Command::Start {
-            run_id: "run-x".into(),
-            graph: foreach_graph(1, extra, "http://c/x"),
-            context: Default::default(),
-            owner: None,
-            callback_base: "https://engine.test".into(),
-            final_callback_url: None,
-            workflow: None,
-            depth: 0,
-            parent: None,
-        });
+        let result = gate.start_with(foreach_graph(1, extra, "http://c/x"), Start::default());
         let Err(EngineError::InvalidGraph(problems)) = result else {
             panic!("{field}: {result:?}")
         };
@@ -181,17 +171,7 @@ fn foreach_options_are_validated() {
         "nodes": [{"id": "a", "type": "Input"}, {"id": "b", "type": "Output"}],
         "edges": [{"from": "a", "to": "b", "max_concurrency": 2}]
     });
-    let result = gate.send(Command::Start {
-        run_id: "run-y".into(),
-        graph: pipe_with_limit,
-        context: Default::default(),
-        owner: None,
-        callback_base: "https://engine.test".into(),
-        final_callback_url: None,
-        workflow: None,
-        depth: 0,
-        parent: None,
-    });
+    let result = gate.start_with(pipe_with_limit, Start::default());
     assert!(matches!(result, Err(EngineError::InvalidGraph(_))));
 }
 

@@ -10,25 +10,17 @@ use arcrun::core::run::DeliveryOutcome;
 use arcrun::core::segment::{record_ttl, Command, Reply};
 use arcrun::core::webhook::signature;
 use serde_json::{json, Value};
-use support::gate::{Gate, OWNER, T0};
+use support::gate::{Gate, Start, OWNER, T0};
 use support::Network;
 
 const RECEIVER: &str = "https://receiver.test/hooks?token=abc";
 
 fn start_notifying(gate: &Gate, graph: Value) -> Option<u64> {
-    gate.send(Command::Start {
-        run_id: "run-1".into(),
-        graph,
-        context: Default::default(),
-        owner: Some(OWNER.into()),
-        callback_base: "https://engine.test".into(),
+    let start = Start {
         final_callback_url: Some(RECEIVER.into()),
-        workflow: None,
-        depth: 0,
-        parent: None,
-    })
-    .expect("the run starts")
-    .wake
+        ..Start::default()
+    };
+    gate.start_with(graph, start).expect("the run starts").wake
 }
 
 fn quick_graph() -> Value {

@@ -19,6 +19,17 @@ use super::Network;
 pub const T0: u64 = 1_800_000_000_000;
 pub const OWNER: &str = "owner-a";
 
+/// What a test varies when it starts a run (`Gate::start_with`).
+#[derive(Debug, Default)]
+pub struct Start {
+    pub context: Value,
+    pub final_callback_url: Option<String>,
+    pub workflow: Option<String>,
+    pub depth: u32,
+    /// A sub-workflow's parent link (`run://{run}/{wait}`).
+    pub parent: Option<String>,
+}
+
 /// A gate without the platform: the kept run, the store, a clock, a network.
 pub struct Gate {
     pub store: MemoryStore,
@@ -77,18 +88,29 @@ impl Gate {
     }
 
     pub fn start(&self, graph: Value, context: Value) -> Segment {
+        self.start_with(
+            graph,
+            Start {
+                context,
+                ..Start::default()
+            },
+        )
+        .expect("the run starts")
+    }
+
+    /// Starts `run-1` for `OWNER` as a trigger would, with what the test varies.
+    pub fn start_with(&self, graph: Value, start: Start) -> Result<Segment, EngineError> {
         self.send(Command::Start {
             run_id: "run-1".into(),
             graph,
-            context: context.as_object().cloned().unwrap_or_default(),
+            context: start.context.as_object().cloned().unwrap_or_default(),
             owner: Some(OWNER.into()),
             callback_base: "https://engine.test".into(),
-            final_callback_url: None,
-            workflow: None,
-            depth: 0,
-            parent: None,
+            final_callback_url: start.final_callback_url,
+            workflow: start.workflow,
+            depth: start.depth,
+            parent: start.parent,
         })
-        .expect("the run starts")
     }
 
     pub fn callback(&self, wait_id: &str, body: Value) -> Result<Segment, EngineError> {
