@@ -64,7 +64,11 @@ function asyncChain(n, extraNodes = [], extraEdges = []) {
 }
 
 test("trigger → paused → daemon callback → completed, readable in each state", { timeout: 60_000 }, async () => {
-    const trigger = await worker.fetchJson("/execute", { body: { graph: asyncChain(1), context: { topic: "x" } } });
+    // The daemon holds this task for 1.5 s, so the paused record is still the one in KV when the
+    // test reads it, however slow the machine (at 200 ms a loaded CI machine saw the completed one).
+    const graph = asyncChain(1);
+    graph.nodes.find((n) => n.id === "slow1").data.delay_ms = 1500;
+    const trigger = await worker.fetchJson("/execute", { body: { graph, context: { topic: "x" } } });
     assert.equal(trigger.status, 200);
     const t = trigger.body;
     assert.equal(t.success, true);
