@@ -39,6 +39,7 @@ fn callback(gate: &Gate, body: Value, signed: u64) -> Result<Reply, EngineError>
         body,
         callback_base: "https://engine.test".into(),
         token_expires_at: Some(signed),
+        received_at: None,
     })
     .map(|s| s.reply)
 }
@@ -236,6 +237,7 @@ fn a_callback_before_its_wait_opened_is_recorded_as_early() {
             body: json!({"task_id": "t-second"}),
             callback_base: "https://engine.test".into(),
             token_expires_at: None,
+            received_at: None,
         })
         .unwrap();
     assert_eq!(early.reply, Reply::Noop(Noop::UnknownWait));

@@ -630,16 +630,22 @@ fn a_paused_version_1_record_resumes_and_is_stored_as_version_2() {
             body: json!({"task_id": "task-slow", "success": true, "data": {"answer": 42}}),
             callback_base: "https://engine.test".into(),
             token_expires_at: None,
+            received_at: None,
         })
         .unwrap();
     let Reply::Outcome { body, .. } = resumed.reply else {
         panic!("outcome expected");
     };
+    // The daemon is answered briefly; the output is in the stored record.
     assert_eq!(body["status"], json!("completed"));
-    assert_eq!(body["data"]["answer"], json!(42));
-    assert_eq!(body["data"]["prepared"], json!("migrations"));
+    assert_eq!(body["resumed"], json!(true));
+    assert_eq!(body["task_id"], json!("task-slow"));
+    assert_eq!(body.get("data"), None);
     assert_eq!(gate.net.hits("http://c/after"), 1);
     let stored: Value = serde_json::from_str(&gate.store.record(run_id).unwrap()).unwrap();
+    let output = &stored["status"]["output"];
+    assert_eq!(output["answer"], json!(42), "{stored}");
+    assert_eq!(output["prepared"], json!("migrations"));
     assert_eq!(stored["version"], json!(2));
     assert_eq!(stored["closed"]["w1"]["how"], json!("resumed"));
 }

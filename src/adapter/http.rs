@@ -82,7 +82,7 @@ impl ApiError {
             Self::Engine(e @ (EngineError::CorruptRecord(_) | EngineError::Storage(_))) => {
                 (500, e.code(), e.to_string(), None)
             }
-            Self::Engine(e @ EngineError::TaskMismatch { .. }) => {
+            Self::Engine(e @ (EngineError::TaskMismatch { .. } | EngineError::TaskShared)) => {
                 (409, e.code(), e.to_string(), None)
             }
             Self::Engine(

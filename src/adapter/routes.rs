@@ -26,6 +26,7 @@ use crate::core::error::EngineError;
 use crate::core::listing::{ListCursor, ListQuery, MAX_LIMIT};
 use crate::core::protocol::{json_depth, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES};
 use crate::core::run::Noop;
+use crate::core::segment::TaskIndex;
 use crate::core::view::noop;
 
 /// A refused body is still read and thrown away — up to this many bytes and
@@ -228,6 +229,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                     body,
                     base_url: base_url(&config, &url),
                     token_expires_at: Some(expires_at),
+                    received_at: None,
                 },
             )
             .await
@@ -274,20 +276,28 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                 }
             };
             let store = RunStore::new(env)?;
-            let Some(task) = store.find_task(&task_id).await? else {
-                let response = json_response(200, &noop(Noop::UnknownTask));
-                return with_kv_ops(response, store.ops()).await;
+            let (run_id, wait_id) = match store.find_task(&task_id).await? {
+                Some(TaskIndex::Wait { run_id, wait_id }) => (run_id, wait_id),
+                Some(TaskIndex::Shared) => {
+                    let response = ApiError::Engine(EngineError::TaskShared).into_response();
+                    return with_kv_ops(response, store.ops()).await;
+                }
+                None => {
+                    let response = json_response(200, &noop(Noop::UnknownTask));
+                    return with_kv_ops(response, store.ops()).await;
+                }
             };
             let base_url = base_url(&config, &url);
             let response = gate(
                 env,
-                &task.run_id.clone(),
+                &run_id.clone(),
                 &GateRequest::Callback {
-                    run_id: task.run_id,
-                    wait_id: task.wait_id,
+                    run_id,
+                    wait_id,
                     body,
                     base_url,
                     token_expires_at: None,
+                    received_at: None,
                 },
             )
             .await?;

@@ -13,9 +13,8 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use serde::{Deserialize, Serialize};
 use worker::kv::KvStore;
-use worker::{js_sys, wasm_bindgen::JsCast, Env, ListOptions, Storage};
+use worker::{js_sys, wasm_bindgen::JsCast, wasm_bindgen::JsValue, Env, ListOptions, Storage};
 
 use sha2::Digest;
 
@@ -26,20 +25,38 @@ use crate::core::error::EngineError;
 use crate::core::listing::{record_key, RunSummary};
 use crate::core::record::{WaitEvent, MAX_WAIT_EVENTS};
 use crate::core::run::CallOutcome;
-use crate::core::segment::Store;
+use crate::core::segment::{Store, TaskIndex};
 
 /// Journal entries live under this prefix in the gate's storage.
 const OUTCOME_PREFIX: &str = "outcome:";
 /// Turned-away callbacks and heartbeats, per wait, under this prefix.
 const EVENT_PREFIX: &str = "event:";
+/// Requests applied but not yet in the KV record (`gate.rs`), by arrival.
+const INBOX_PREFIX: &str = "inbox:";
 /// Outcomes larger than this are not journaled (Durable Object values are
 /// limited); such a call is made again if its segment dies.
 const MAX_JOURNALED_BYTES: usize = 1 << 20;
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TaskRef {
-    pub run_id: String,
-    pub wait_id: String,
+/// A task index entry as KV holds it: `{"run_id", "wait_id"}`, or
+/// `{"shared": true}` (read through `Value`, with no parser of its own).
+fn task_entry_text(entry: &TaskIndex) -> String {
+    match entry {
+        TaskIndex::Wait { run_id, wait_id } => {
+            serde_json::json!({"run_id": run_id, "wait_id": wait_id}).to_string()
+        }
+        TaskIndex::Shared => r#"{"shared":true}"#.to_string(),
+    }
+}
+
+fn parse_task_entry(text: &str) -> Option<TaskIndex> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    if value.get("shared").and_then(serde_json::Value::as_bool) == Some(true) {
+        return Some(TaskIndex::Shared);
+    }
+    Some(TaskIndex::Wait {
+        run_id: value.get("run_id")?.as_str()?.to_string(),
+        wait_id: value.get("wait_id")?.as_str()?.to_string(),
+    })
 }
 
 /// Storage operations performed for one request, reported in response
@@ -104,13 +121,18 @@ fn storage_error(e: impl std::fmt::Display) -> EngineError {
 /// Run records in KV.
 pub struct RunStore {
     kv: KvStore,
+    /// The binding object, for `put_raw`.
+    binding: JsValue,
     ops: Cell<Ops>,
 }
 
 impl RunStore {
     pub fn new(env: &Env) -> Result<Self, ApiError> {
+        let binding = js_sys::Reflect::get(env, &RUNS_KV.into())
+            .map_err(|_| ApiError::Internal(format!("no KV binding {RUNS_KV}")))?;
         Ok(Self {
             kv: env.kv(RUNS_KV)?,
+            binding,
             ops: Cell::new(Ops::default()),
         })
     }
@@ -119,16 +141,17 @@ impl RunStore {
         self.ops.get()
     }
 
-    pub async fn find_task(&self, task_id: &str) -> Result<Option<TaskRef>, ApiError> {
+    pub async fn find_task(&self, task_id: &str) -> Result<Option<TaskIndex>, EngineError> {
         count(&self.ops, |o| o.reads += 1);
-        let mut text = self.kv.get(&task_key(task_id)).text().await?;
+        let get = |key: String| async move { self.kv.get(&key).text().await };
+        let mut text = get(task_key(task_id)).await.map_err(storage_error)?;
         // Entries indexed before keys were hashed (they expire with their waits).
         let legacy = format!("task:{task_id}");
         if text.is_none() && legacy.len() <= MAX_KV_KEY_BYTES {
             count(&self.ops, |o| o.reads += 1);
-            text = self.kv.get(&legacy).text().await?;
+            text = get(legacy).await.map_err(storage_error)?;
         }
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        Ok(text.and_then(|t| parse_task_entry(&t)))
     }
 }
 
@@ -161,14 +184,9 @@ impl Store for GateStore {
         summary: &RunSummary,
     ) -> Result<(), EngineError> {
         count(&self.kv.ops, |o| o.writes += 1);
+        let metadata = serde_json::to_string(summary).map_err(storage_error)?;
         self.kv
-            .kv
-            .put(&record_key(run_id), text)
-            .map_err(storage_error)?
-            .metadata(summary)
-            .map_err(storage_error)?
-            .expiration_ttl(ttl_secs)
-            .execute()
+            .put_raw(&record_key(run_id), &text, Some(&metadata), Some(ttl_secs))
             .await
             .map_err(storage_error)
     }
@@ -176,26 +194,19 @@ impl Store for GateStore {
     async fn index_task(
         &self,
         task_id: &str,
-        run_id: &str,
-        wait_id: &str,
+        entry: &TaskIndex,
         ttl_secs: u64,
     ) -> Result<(), EngineError> {
-        let task = TaskRef {
-            run_id: run_id.to_string(),
-            wait_id: wait_id.to_string(),
-        };
         count(&self.kv.ops, |o| o.writes += 1);
+        let text = task_entry_text(entry);
         self.kv
-            .kv
-            .put(
-                &task_key(task_id),
-                serde_json::to_string(&task).unwrap_or_default(),
-            )
-            .map_err(storage_error)?
-            .expiration_ttl(ttl_secs)
-            .execute()
+            .put_raw(&task_key(task_id), &text, None, Some(ttl_secs))
             .await
             .map_err(storage_error)
+    }
+
+    async fn indexed_task(&self, task_id: &str) -> Result<Option<TaskIndex>, EngineError> {
+        self.kv.find_task(task_id).await
     }
 
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
@@ -276,6 +287,35 @@ impl Store for GateStore {
 }
 
 impl GateStore {
+    /// Keeps a request the run applied (or will apply) before its record
+    /// is next written, so a crash before that write loses nothing.
+    pub async fn keep_request(&self, key: &str, text: String) -> Result<(), EngineError> {
+        count(&self.do_ops, |o| o.writes += 1);
+        self.storage
+            .put_raw(&format!("{INBOX_PREFIX}{key}"), text)
+            .await
+            .map_err(storage_error)
+    }
+
+    /// The kept requests, oldest first (keys sort by arrival).
+    pub async fn kept_requests(&self) -> Result<Vec<(String, String)>, EngineError> {
+        count(&self.do_ops, |o| o.reads += 1);
+        self.list_prefix(INBOX_PREFIX).await
+    }
+
+    /// Forgets kept requests once the record written holds what they did.
+    pub async fn forget_requests(&self, keys: &[String]) -> Result<(), EngineError> {
+        count(&self.do_ops, |o| o.deletes += keys.len() as u32);
+        for chunk in keys.chunks(128) {
+            let chunk: Vec<String> = chunk.iter().map(|k| format!("{INBOX_PREFIX}{k}")).collect();
+            self.storage
+                .delete_multiple(chunk)
+                .await
+                .map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
     /// Every text value under `prefix` in the gate's storage, by key with
     /// the prefix taken off.
     async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, EngineError> {
@@ -365,12 +405,45 @@ impl RunStore {
         metadata: &serde_json::Value,
     ) -> Result<(), ApiError> {
         count(&self.ops, |o| o.writes += 1);
-        self.kv
-            .put(key, text)?
-            .metadata(metadata)?
-            .execute()
-            .await?;
-        Ok(())
+        self.put_raw(key, &text, Some(&metadata.to_string()), None)
+            .await
+            .map_err(|e| ApiError::Engine(storage_error(e)))
+    }
+
+    /// KV's `put`, called on the binding itself: the text as it is, the
+    /// metadata as JSON text parsed on the JS side. (`KvStore::put` passes
+    /// every value through a generic serializer whose number formatting
+    /// alone is several KB of the module.)
+    async fn put_raw(
+        &self,
+        key: &str,
+        text: &str,
+        metadata: Option<&str>,
+        ttl_secs: Option<u64>,
+    ) -> Result<(), String> {
+        let failed = |e: JsValue| e.as_string().unwrap_or_else(|| format!("{e:?}"));
+        let options = js_sys::Object::new();
+        if let Some(metadata) = metadata {
+            let value = js_sys::JSON::parse(metadata).map_err(failed)?;
+            js_sys::Reflect::set(&options, &"metadata".into(), &value).map_err(failed)?;
+        }
+        if let Some(ttl) = ttl_secs {
+            let ttl = JsValue::from(ttl as f64);
+            js_sys::Reflect::set(&options, &"expirationTtl".into(), &ttl).map_err(failed)?;
+        }
+        let put: js_sys::Function = js_sys::Reflect::get(&self.binding, &"put".into())
+            .map_err(failed)?
+            .dyn_into()
+            .map_err(failed)?;
+        let promise: js_sys::Promise = put
+            .call3(&self.binding, &key.into(), &text.into(), &options)
+            .map_err(failed)?
+            .dyn_into()
+            .map_err(failed)?;
+        worker::wasm_bindgen_futures::JsFuture::from(promise)
+            .await
+            .map(|_| ())
+            .map_err(failed)
     }
 
     /// KV bills a delete as a write; the header counts it as one.

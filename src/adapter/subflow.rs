@@ -146,6 +146,7 @@ pub async fn notify_parent(env: &Env, url: &str, body: &str) -> DeliveryOutcome 
         body,
         base_url: String::new(),
         token_expires_at: None,
+        received_at: None,
     };
     match gate(env, run_id, &request).await {
         Ok(response) => DeliveryOutcome::Answered {

@@ -51,6 +51,9 @@ pub enum EngineError {
     },
     /// The store of record or the gate's own storage failed; the caller may retry.
     Storage(String),
+    /// The bare resume route was given a task id that open waits of more
+    /// than one run hold.
+    TaskShared,
 }
 
 impl EngineError {
@@ -66,6 +69,7 @@ impl EngineError {
             Self::RunNotFinished { .. } => "run_not_finished",
             Self::NotRetryable { .. } => "not_retryable",
             Self::Storage(_) => "storage_unavailable",
+            Self::TaskShared => "task_id_shared",
         }
     }
 }
@@ -101,6 +105,11 @@ impl fmt::Display for EngineError {
             }
             Self::NotRetryable { reason, .. } => f.write_str(reason),
             Self::Storage(m) => write!(f, "storage failed: {m}"),
+            Self::TaskShared => f.write_str(
+                "this task_id is held by open waits of more than one run, so a body naming only \
+                 the task cannot say which it is for; call back through the signed callback_url \
+                 the component was given",
+            ),
         }
     }
 }

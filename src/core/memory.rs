@@ -10,7 +10,7 @@ use super::error::EngineError;
 use super::listing::RunSummary;
 use super::record::{WaitEvent, MAX_WAIT_EVENTS};
 use super::run::{CallOutcome, DeliveryOutcome};
-use super::segment::{Clock, Notifier, Store};
+use super::segment::{Clock, Notifier, Store, TaskIndex};
 
 /// Operations performed, by kind.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,8 @@ pub struct StoreOps {
 pub struct MemoryStore {
     /// KV: run id → (record text, TTL in seconds).
     pub records: RefCell<BTreeMap<String, (String, u64)>>,
-    pub tasks: RefCell<BTreeMap<String, (String, String)>>,
+    /// The bare route's task index.
+    pub tasks: RefCell<BTreeMap<String, TaskIndex>>,
     /// The summary saved beside each record (KV metadata), by run id.
     pub summaries: RefCell<BTreeMap<String, RunSummary>>,
     /// The gate's Durable Object storage: the outcome journal.
@@ -106,15 +107,17 @@ impl Store for MemoryStore {
     async fn index_task(
         &self,
         task_id: &str,
-        run_id: &str,
-        wait_id: &str,
+        entry: &TaskIndex,
         _ttl_secs: u64,
     ) -> Result<(), EngineError> {
-        self.tasks.borrow_mut().insert(
-            task_id.to_string(),
-            (run_id.to_string(), wait_id.to_string()),
-        );
+        self.tasks
+            .borrow_mut()
+            .insert(task_id.to_string(), entry.clone());
         Ok(())
+    }
+
+    async fn indexed_task(&self, task_id: &str) -> Result<Option<TaskIndex>, EngineError> {
+        Ok(self.tasks.borrow().get(task_id).cloned())
     }
 
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {

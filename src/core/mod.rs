@@ -13,6 +13,7 @@ pub mod error;
 pub mod graph;
 pub mod listing;
 pub mod memory;
+pub mod pacing;
 pub mod plan;
 pub mod protocol;
 pub mod record;

@@ -6,8 +6,7 @@
 //! fail on purpose (`memory.rs`). The Durable Object only adds the lock, the
 //! cache and the alarm.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use serde_json::{Map, Value};
@@ -23,7 +22,9 @@ use super::record::{DeliveryState, EventKind, EventOutcome, RunStatus, WaitEvent
 use super::redact::Redactor;
 use super::run::{CallOutcome, DeliveryOutcome, Noop, Run, Settings, Signer};
 use super::stored::{decode, encode};
-use super::view::{child_result, final_event, merge_noted, run_details, run_outcome};
+use super::view::{
+    callback_answer, child_result, final_event, merge_noted, run_details, run_outcome,
+};
 use super::webhook::signature;
 
 /// Where a sub-workflow's run reports its end: `run://{parent run}/{wait}`.
@@ -57,10 +58,11 @@ pub trait Store {
     async fn index_task(
         &self,
         task_id: &str,
-        run_id: &str,
-        wait_id: &str,
+        entry: &TaskIndex,
         ttl_secs: u64,
     ) -> Result<(), EngineError>;
+    /// What the bare route's index holds for a task id.
+    async fn indexed_task(&self, task_id: &str) -> Result<Option<TaskIndex>, EngineError>;
     /// Outcomes recorded by segments that did not finish.
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError>;
     async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError>;
@@ -70,6 +72,17 @@ pub trait Store {
     async fn note_event(&self, wait_id: &str, event: WaitEvent) -> Result<(), EngineError>;
     /// The events kept by `note_event`, by wait id.
     async fn noted_events(&self) -> Result<BTreeMap<String, Vec<WaitEvent>>, EngineError>;
+}
+
+/// An entry of the bare route's task index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskIndex {
+    /// The open wait this task id resumes.
+    Wait { run_id: String, wait_id: String },
+    /// Open waits of different runs were given this task id: a body that
+    /// names only the task cannot say which it is for, so the route refuses
+    /// it (the signed `callback_url` of each still works).
+    Shared,
 }
 
 pub trait Clock {
@@ -130,6 +143,10 @@ pub enum Command {
         callback_base: String,
         /// The expiry the callback URL was signed with (none on the bare route).
         token_expires_at: Option<u64>,
+        /// When the gate received it, if that was before now (it was kept
+        /// while a segment ran): deadlines are judged at arrival, so a
+        /// callback that came in time is applied even if its turn comes later.
+        received_at: Option<u64>,
     },
     /// A daemon reports progress on a wait, and may extend its deadline.
     Heartbeat {
@@ -187,6 +204,9 @@ pub struct Segment {
     pub wake: Option<u64>,
     /// What happened, for the operator's log.
     pub report: Report,
+    /// The run changed and its record must be written (`flush`). The gate
+    /// decides when: at once, or within a second with what follows.
+    pub dirty: bool,
 }
 
 impl Segment {
@@ -196,6 +216,7 @@ impl Segment {
             reply,
             wake,
             report: Report::default(),
+            dirty: false,
         }
     }
 }
@@ -346,8 +367,16 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
         return (Some(run), Ok(Segment::unreported(Reply::Idle, wake)));
     }
     // Deadlines that passed are taken first, whatever arrived: a callback
-    // after its deadline is answered `expired`, never applied.
-    let expired = match run.expire(now) {
+    // after its deadline is answered `expired`, never applied. One kept while
+    // a segment ran is judged at its arrival; later deadlines wait for the alarm.
+    let judged_at = match &command {
+        Command::Callback {
+            received_at: Some(at),
+            ..
+        } => (*at).min(now),
+        _ => now,
+    };
+    let expired = match run.expire(judged_at) {
         Ok(n) => n,
         Err(e) => return (None, Err(e)),
     };
@@ -424,12 +453,10 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
     }
     let applied = match applied {
         Ok(applied) => applied,
-        // The request is refused and changed nothing, but a deadline taken
-        // on the way is still saved.
-        Err(e) if expired > 0 => {
-            let (kept, saved) = finish(host, run, Applied::Woken("deadline")).await;
-            return (kept, saved.and(Err(e)));
-        }
+        // The request is refused and changed nothing. A deadline taken on
+        // the way is dropped with the kept run: the stored one still has it
+        // open, and the alarm takes it again.
+        Err(e) if expired > 0 => return (None, Err(e)),
         Err(e) => return (Some(run), Err(e)),
     };
     let changed = expired > 0
@@ -482,7 +509,6 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
     applied: Applied,
 ) -> (Option<Run>, Result<Segment, EngineError>) {
     let config = host.config;
-    let segment_start = host.clock.now();
     let wake;
     let mut calls = 0;
     if !run.status().is_finished() && !matches!(applied, Applied::Heartbeat { .. }) {
@@ -494,7 +520,6 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         let journal = StoreJournal {
             store: host.store,
             recorded,
-            written: RefCell::new(BTreeSet::new()),
         };
         let now = || host.clock.now();
         let effects = drive(&mut run, host.components, &journal, &now).await;
@@ -502,59 +527,34 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         if matches!(applied, Applied::Started) {
             answered_parent(&mut run, host.clock.now());
         }
-        if let Err(e) = save(host, &mut run, segment_start).await {
-            return (None, Err(e));
-        }
-        // Saving may have failed a run too large to store; a finished run
-        // wakes only for its final callback, in an invocation of its own.
+        // A finished run wakes only for its final callback, in an
+        // invocation of its own.
         wake = if run.status().is_finished() {
             run.delivery_due()
         } else {
             next_wake(&effects, host.clock.now())
         };
-        // The record now holds every outcome: the journal is spent. Failing
-        // to clear it costs nothing but storage; entries are per call and a
-        // call is never issued again once its outcome is saved.
-        let mut keys: BTreeSet<String> = journal.recorded.into_keys().collect();
-        keys.extend(journal.written.into_inner());
-        if !keys.is_empty() {
-            let _ = host.store.forget_outcomes(keys.into_iter().collect()).await;
-        }
     } else {
-        if let Err(e) = save(host, &mut run, segment_start).await {
-            return (None, Err(e));
-        }
         wake = run.next_wake(host.clock.now());
-        // A cancelled run calls nothing more: outcomes an unfinished attempt
-        // journaled are of no use.
-        if let Ok(recorded) = host.store.recorded_outcomes().await {
-            if !recorded.is_empty() {
-                let _ = host
-                    .store
-                    .forget_outcomes(recorded.into_keys().collect())
-                    .await;
-            }
-        }
     }
     let kind = match applied {
         Applied::Woken(kind) => kind,
         _ => "",
     };
     let reply = match applied {
-        Applied::Started | Applied::Resumed { .. } | Applied::Retried => Reply::Outcome {
-            body: run_outcome(
+        Applied::Resumed { wait_id } => Reply::Outcome {
+            body: callback_answer(
                 &run.record,
-                match &applied {
-                    Applied::Resumed { wait_id } => Some(
-                        run.record
-                            .closed
-                            .get(wait_id)
-                            .map_or("", |c| c.task_id.as_str()),
-                    ),
-                    _ => None,
-                },
+                run.record
+                    .closed
+                    .get(&wait_id)
+                    .map_or("", |c| c.task_id.as_str()),
                 &config.redactor,
             ),
+            running: run.status() == &RunStatus::Running,
+        },
+        Applied::Started | Applied::Retried => Reply::Outcome {
+            body: run_outcome(&run.record, &config.redactor),
             running: run.status() == &RunStatus::Running,
         },
         Applied::Cancelled => Reply::Details(run_details(&run.record, &config.redactor)),
@@ -585,6 +585,7 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
             reply,
             wake,
             report,
+            dirty: true,
         }),
     )
 }
@@ -667,9 +668,6 @@ async fn deliver<S: Store, C, K: Clock, N: Notifier>(
         host.notifier.deliver(&callback.url, &headers, &body).await
     };
     run.record_delivery(outcome, host.clock.now(), config.delivery_window_ms);
-    if let Err(e) = save(host, &mut run, now).await {
-        return (None, Err(e));
-    }
     let wake = run.delivery_due();
     let report = Report {
         kind: "delivery",
@@ -682,38 +680,97 @@ async fn deliver<S: Store, C, K: Clock, N: Notifier>(
             reply: Reply::Idle,
             wake,
             report,
+            dirty: true,
         }),
     )
 }
 
-/// Writes the run once, with a TTL that fits its status, and indexes the
-/// task ids of waits opened in this segment when the bare route is on.
-async fn save<S: Store, C, K: Clock, N>(
+/// Writes the run's record once, with a TTL that fits its status; indexes
+/// the task ids of waits opened since `since` (the previous flush) when the
+/// bare route is on; then forgets the call journal, whose every outcome the
+/// record now holds. One flush may cover several segments: the gate keeps
+/// what they applied durably until it runs. Returns the run's next wake when
+/// writing changed it (a run too large to store fails here).
+pub async fn flush<S: Store, C, K: Clock, N>(
     host: &Host<'_, S, C, K, N>,
     run: &mut Run,
-    segment_start: u64,
-) -> Result<(), EngineError> {
+    since: u64,
+) -> Result<Option<Option<u64>>, EngineError> {
     let now = host.clock.now();
     let config = host.config;
+    let was_finished = run.status().is_finished();
     let text = encode(run, config.max_record_bytes, now);
     let ttl = record_ttl(run, config, now);
     host.store
         .save(&run.record.run_id, text, ttl, &RunSummary::of(&run.record))
         .await?;
     if config.index_tasks {
-        for wait in run
-            .record
-            .waits
-            .values()
-            .filter(|w| w.since >= segment_start)
-        {
+        for wait in run.record.waits.values().filter(|w| w.since >= since) {
             let ttl = (wait.expires_at.saturating_sub(now) / 1000).max(MIN_TTL_SECS);
-            host.store
-                .index_task(&wait.task_id, &run.record.run_id, &wait.wait_id, ttl)
-                .await?;
+            let entry = index_entry(host, run, &wait.task_id, &wait.wait_id).await?;
+            host.store.index_task(&wait.task_id, &entry, ttl).await?;
         }
     }
-    Ok(())
+    // Failing to clear the journal costs nothing but storage: entries are
+    // per call, and a call is never issued again once its outcome is saved.
+    if let Ok(recorded) = host.store.recorded_outcomes().await {
+        if !recorded.is_empty() {
+            let _ = host
+                .store
+                .forget_outcomes(recorded.into_keys().collect())
+                .await;
+        }
+    }
+    Ok((run.status().is_finished() != was_finished).then(|| run.next_wake(now)))
+}
+
+/// The bare route's index entry for a wait just opened: the wait, unless
+/// another open wait — of another run, or of this one — holds the same task
+/// id, which makes the id shared. An entry left by a wait since closed (they
+/// live until their deadline) is replaced; telling which costs a read of
+/// that run, made only when ids collide.
+async fn index_entry<S: Store, C, K: Clock, N>(
+    host: &Host<'_, S, C, K, N>,
+    run: &Run,
+    task_id: &str,
+    wait_id: &str,
+) -> Result<TaskIndex, EngineError> {
+    let run_id = &run.record.run_id;
+    let mine = TaskIndex::Wait {
+        run_id: run_id.clone(),
+        wait_id: wait_id.to_string(),
+    };
+    let open_elsewhere = match host.store.indexed_task(task_id).await? {
+        None => false,
+        Some(TaskIndex::Shared) => true,
+        Some(entry) if entry == mine => false,
+        Some(TaskIndex::Wait {
+            run_id: other,
+            wait_id: other_wait,
+        }) => {
+            let open = |r: &Run| {
+                r.record
+                    .waits
+                    .get(&other_wait)
+                    .is_some_and(|w| w.task_id == task_id)
+            };
+            if other == *run_id {
+                open(run)
+            } else {
+                // Unreadable counts as closed: the wait that asks now wins.
+                load(host, None, &other)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| open(&r))
+            }
+        }
+    };
+    Ok(if open_elsewhere {
+        TaskIndex::Shared
+    } else {
+        mine
+    })
 }
 
 /// How long KV keeps the record: a finished run for the retention period; a
@@ -823,7 +880,6 @@ pub async fn read<S: Store, C, K: Clock, N>(
 struct StoreJournal<'a, S> {
     store: &'a S,
     recorded: BTreeMap<String, CallOutcome>,
-    written: RefCell<BTreeSet<String>>,
 }
 
 impl<S: Store> Journal for StoreJournal<'_, S> {
@@ -832,8 +888,7 @@ impl<S: Store> Journal for StoreJournal<'_, S> {
     }
 
     async fn record(&self, key: &str, outcome: &CallOutcome) {
-        if self.store.record_outcome(key, outcome).await.is_ok() {
-            self.written.borrow_mut().insert(key.to_string());
-        }
+        // Best effort: without it, a crash before the flush calls again.
+        let _ = self.store.record_outcome(key, outcome).await;
     }
 }

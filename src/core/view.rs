@@ -4,14 +4,74 @@ use serde_json::{json, Map, Value};
 
 use std::collections::BTreeMap;
 
-use super::record::{DeliveryState, RunRecord, RunStatus, WaitEvent, MAX_WAIT_EVENTS};
+use super::record::{DeliveryState, RunRecord, RunStatus, Wait, WaitEvent, MAX_WAIT_EVENTS};
 use super::redact::Redactor;
 use super::run::Noop;
 use super::webhook::shown_url;
 
-/// The answer to a trigger, a retry, or a callback (`resumed`: the task id
-/// of the wait it resumed).
-pub fn run_outcome(record: &RunRecord, resumed: Option<&str>, redactor: &Redactor) -> Value {
+/// What a daemon is answered when its callback resumed a wait: small and of
+/// a size that does not grow with the run (no trace, waits or output — those
+/// are at `GET /runs/{id}`), with the fields clients of the engine we descend
+/// from read: `task_id` (the task it ended, or the new one when the run
+/// paused again on another node), `paused_again`, `duration_ms`, and on a
+/// failed run `error` and `failed_node`.
+pub fn callback_answer(record: &RunRecord, task_id: &str, redactor: &Redactor) -> Value {
+    let mut body = Map::new();
+    body.insert(
+        "success".into(),
+        json!(!matches!(
+            record.status,
+            RunStatus::Failed { .. } | RunStatus::Cancelled { .. }
+        )),
+    );
+    body.insert("resumed".into(), json!(true));
+    body.insert("status".into(), json!(record.status.name()));
+    body.insert("run_id".into(), json!(record.run_id));
+    let mut task_id = task_id;
+    if matches!(record.status, RunStatus::Paused { .. }) {
+        body.insert("paused_again".into(), json!(true));
+        if let Some(w) = latest_wait(record) {
+            task_id = &w.task_id;
+            body.insert("paused_node_id".into(), json!(w.node_id));
+        }
+    }
+    body.insert("task_id".into(), json!(task_id));
+    if let RunStatus::Failed { error, .. } = &record.status {
+        body.insert("error".into(), json!(error));
+        if let Some(node) = &error.node_id {
+            body.insert("failed_node".into(), json!(node));
+        }
+    }
+    body.insert("duration_ms".into(), json!(duration_ms(record)));
+    let mut body = Value::Object(body);
+    redactor.redact(&mut body);
+    body
+}
+
+/// The wait opened last: the one a request that paused the run caused.
+fn latest_wait(record: &RunRecord) -> Option<&Wait> {
+    record
+        .waits
+        .values()
+        .max_by_key(|w| (w.since, w.wait_id.len(), &w.wait_id))
+}
+
+/// A callback or heartbeat that changed nothing: why, and where the run
+/// stands (`status` absent when there is no such run).
+pub fn noop_answer(reason: Noop, run: Option<&RunRecord>, task_id: Option<&str>) -> Value {
+    let mut body = noop(reason);
+    if let Some(record) = run {
+        body["status"] = json!(record.status.name());
+        body["run_id"] = json!(record.run_id);
+    }
+    if let Some(task_id) = task_id {
+        body["task_id"] = json!(task_id);
+    }
+    body
+}
+
+/// The answer to a trigger or a retry.
+pub fn run_outcome(record: &RunRecord, redactor: &Redactor) -> Value {
     let mut body = Map::new();
     match &record.status {
         RunStatus::Completed { output, .. } => {
@@ -36,11 +96,7 @@ pub fn run_outcome(record: &RunRecord, resumed: Option<&str>, redactor: &Redacto
             body.insert("success".into(), json!(true));
             body.insert("paused".into(), json!(true));
             // The most recent wait first: that is the one this request caused.
-            if let Some(w) = record
-                .waits
-                .values()
-                .max_by_key(|w| (w.since, w.wait_id.len(), &w.wait_id))
-            {
+            if let Some(w) = latest_wait(record) {
                 body.insert("task_id".into(), json!(w.task_id));
                 body.insert("paused_node_id".into(), json!(w.node_id));
             }
@@ -48,16 +104,6 @@ pub fn run_outcome(record: &RunRecord, resumed: Option<&str>, redactor: &Redacto
                 "waits".into(),
                 json!(record.waits.values().collect::<Vec<_>>()),
             );
-        }
-    }
-    if let Some(task_id) = resumed {
-        body.insert("resumed".into(), json!(true));
-        // What clients of the engine we descend from read: the task this
-        // callback ended, or the new one when the run paused again.
-        if matches!(record.status, RunStatus::Paused { .. }) {
-            body.insert("paused_again".into(), json!(true));
-        } else {
-            body.insert("task_id".into(), json!(task_id));
         }
     }
     body.insert("duration_ms".into(), json!(duration_ms(record)));

@@ -23,7 +23,7 @@ let echo;
 
 before(async () => {
     worker = await startWorker({ bindings: { ALLOW_BARE_RESUME: "true", COMPONENT_TIMEOUT_SECONDS: "2" } });
-    daemon = await startDaemon({ delayMs: 200, retryDelaysMs: [0, 200, 500], log: () => {} });
+    daemon = await startDaemon({ delayMs: 200, retryDelaysMs: [0, 200, 500], log: process.env.DAEMON_LOG ? (e) => console.log("DAEMON", JSON.stringify(e).slice(0, 400)) : () => {} });
     echo = await startComponent((body) => {
         const { callback_url, ...rest } = body;
         return { ...rest, echoed: true };

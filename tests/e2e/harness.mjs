@@ -20,6 +20,43 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** Signs final callbacks in tests (Standard Webhooks format). */
 export const TEST_WEBHOOK_SECRET = "whsec_" + Buffer.from("arcrun-test-webhook-key-32-bytes").toString("base64");
 
+/**
+ * KV's limit of one write per second to a key, as Cloudflare applies it (local KV has no
+ * limit): a wrapped binding around the real local namespace that refuses a second write
+ * (put or delete) to a key within 1000 ms the way Cloudflare does (an error from the call),
+ * and records each refusal under `KV_LIMIT_PREFIX`, so `kvWriteViolations()` lists them and
+ * `stop()` fails the test that caused them.
+ */
+export const KV_LIMIT_PREFIX = "kv-write-limit/violations/";
+const KV_LIMIT_SOURCE = `
+const lastWrite = new Map();
+const PREFIX = ${JSON.stringify(KV_LIMIT_PREFIX)};
+export default function (env) {
+    const inner = env.INNER;
+    async function limited(key, write) {
+        const now = Date.now();
+        const last = lastWrite.get(key);
+        if (last !== undefined && now - last < 1000) {
+            const gap = now - last;
+            await inner.put(PREFIX + now + "-" + Math.random().toString(16).slice(2), JSON.stringify({ key, gap_ms: gap }));
+            console.error("[kv-write-limit] second write to " + key + " within " + gap + " ms");
+            throw new Error("KV PUT failed: 429 Too Many Requests (one write per second to a key: " + key + ")");
+        }
+        lastWrite.set(key, now);
+        return write();
+    }
+    return {
+        get: (...args) => inner.get(...args),
+        getWithMetadata: (...args) => inner.getWithMetadata(...args),
+        list: (...args) => inner.list(...args),
+        put: (key, value, options) => limited(key, () => inner.put(key, value, options)),
+        delete: (key) => limited(key, () => inner.delete(key)),
+    };
+}
+`;
+/** Miniflare options shared by all workers of one instance (the rest are per worker). */
+const SHARED_OPTIONS = new Set(["host", "port", "log", "handleRuntimeStdio", "logRequests", "kvPersist", "durableObjectsPersist", "cachePersist", "d1Persist", "r2Persist", "unsafeDevRegistryPath"]);
+
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
 export async function freePort() {
     const server = http.createServer();
@@ -67,8 +104,9 @@ async function decodeResponse(res) {
  * @param {string} [opts.scriptPath]  defaults to build/index.js
  * @param {object} [opts.miniflare]   extra Miniflare options, merged last (an inline
  *                                    `script` here replaces scriptPath)
+ * @param {boolean} [opts.kvWriteLimit] enforce KV's one write per second per key (default on)
  */
-export async function startWorker({ port, persistDir, bindings = {}, scriptPath, miniflare = {} } = {}) {
+export async function startWorker({ port, persistDir, bindings = {}, scriptPath, miniflare = {}, kvWriteLimit = true } = {}) {
     const buildOptions = (listenPort) => {
         const script = path.resolve(REPO_ROOT, scriptPath ?? "build/index.js");
         const options = {
@@ -80,7 +118,10 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
             modules: true,
             modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
             compatibilityDate: COMPATIBILITY_DATE,
-            kvNamespaces: ["RUNS"],
+            // RUNS is the limited binding; RUNS_DIRECT (the same namespace) is for the harness.
+            ...(kvWriteLimit
+                ? { kvNamespaces: { RUNS_DIRECT: "RUNS" }, wrappedBindings: { RUNS: { scriptName: "kv-write-limit" } } }
+                : { kvNamespaces: ["RUNS"] }),
             // public/ as wrangler.toml's [assets] serves it: ahead of the Worker.
             assets: { directory: path.join(REPO_ROOT, "public"), routerConfig: { has_user_worker: true } },
             durableObjects: { RUN_GATE: "RunGate", TRIGGER_CLAIM: "TriggerClaim" },
@@ -108,7 +149,17 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
             delete options.scriptPath;
             delete options.modulesRoot;
         }
-        return options;
+        if (!kvWriteLimit) return options;
+        const shared = {};
+        const main = { name: "arcrun" };
+        for (const [k, v] of Object.entries(options)) (SHARED_OPTIONS.has(k) ? shared : main)[k] = v;
+        const limiter = {
+            name: "kv-write-limit",
+            // A wrapped binding takes the compatibility date of the worker that uses it.
+            modules: [{ type: "ESModule", path: path.join(REPO_ROOT, "kv-write-limit.mjs"), contents: KV_LIMIT_SOURCE }],
+            kvNamespaces: { INNER: "RUNS" },
+        };
+        return { ...shared, workers: [main, limiter] };
     };
 
     // A port picked by freePort() can be taken by someone else before workerd binds it;
@@ -144,6 +195,26 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
         return decodeResponse(res);
     }
 
+    if (kvWriteLimit) {
+        // Tests read the namespace itself, around the limiter.
+        const getKVNamespace = mf.getKVNamespace.bind(mf);
+        mf.getKVNamespace = (name, workerName) => getKVNamespace(name === "RUNS" ? "RUNS_DIRECT" : name, workerName);
+    }
+
+    /** Writes the limiter refused: `[{key, gap_ms}]` (empty when the engine kept to the limit). */
+    async function kvWriteViolations() {
+        if (!kvWriteLimit) return [];
+        const kv = await mf.getKVNamespace("RUNS");
+        const found = [];
+        let cursor;
+        do {
+            const page = await kv.list({ prefix: KV_LIMIT_PREFIX, ...(cursor ? { cursor } : {}) });
+            for (const { name } of page.keys) found.push(JSON.parse(await kv.get(name, "text")));
+            cursor = page.list_complete ? undefined : page.cursor;
+        } while (cursor);
+        return found;
+    }
+
     /** Every key of the RUNS namespace and its value (text, or parsed with {json: true}). */
     async function kvSnapshot({ json = false } = {}) {
         const kv = await mf.getKVNamespace("RUNS");
@@ -152,6 +223,7 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
         do {
             const page = await kv.list(cursor ? { cursor } : {});
             for (const { name } of page.keys) {
+                if (name.startsWith(KV_LIMIT_PREFIX)) continue;
                 const value = await kv.get(name, "text");
                 let v = value;
                 if (json && value !== null) {
@@ -169,13 +241,22 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
     }
 
     let stopped = false;
+    /** Stops the Worker; throws when it wrote to a KV key faster than once a second. */
     async function stop() {
         if (stopped) return;
         stopped = true;
-        await mf.dispose();
+        let violations = [];
+        try {
+            violations = await kvWriteViolations();
+        } finally {
+            await mf.dispose();
+        }
+        if (violations.length > 0) {
+            throw new Error(`the Worker wrote to KV keys faster than once a second (${violations.length} refused): ${JSON.stringify(violations.slice(0, 5))}`);
+        }
     }
 
-    return { mf, url, port: listenPort, fetchJson, kvSnapshot, stop };
+    return { mf, url, port: listenPort, fetchJson, kvSnapshot, kvWriteViolations, stop };
 }
 
 /**
