@@ -33,6 +33,7 @@ use super::now_ms;
 use super::store::{GateStore, Ops, RunStore};
 use crate::core::error::EngineError;
 use crate::core::pacing::{earliest, WritePacer};
+use crate::core::record::RunStatus;
 use crate::core::run::Run;
 use crate::core::segment::{
     add_noted, details, flush, read, run_segment, Clock, Command, GateConfig, Host, Reply, Segment,
@@ -272,6 +273,8 @@ impl RunGate {
         let run_id = command_run_id(&command).to_string();
         self.catch_up(&host, &run_id).await?;
         let started = now_ms();
+        // Taken before the segment: callbacks it queues sort after it.
+        let key = self.next_key(started);
         let segment = self.segment(&host, command, owner).await;
         let segment = match segment {
             Ok(segment) => segment,
@@ -284,7 +287,7 @@ impl RunGate {
             self.changed(started);
             if !self.pacer.get().may_write(now_ms()) {
                 if let Some(text) = text {
-                    self.keep(&host, text).await?;
+                    self.keep(&host, key, text).await?;
                 }
             }
         }
@@ -461,19 +464,28 @@ impl RunGate {
         let run_id = meta.run_id;
         self.catch_up(&host, &run_id).await?;
         // The run acts when it is due and a write may follow at once (a
-        // deadline is taken at most a second late): so what it does is
-        // never kept in storage, only written.
+        // deadline is taken at most a second late) — except a continuation,
+        // which goes on at once and is kept like a request: replayed in its
+        // place, it makes the same calls, their outcomes from the journal.
         let due = self
             .run_wake()
             .is_none_or(|wake| wake.is_some_and(|w| w <= now));
-        if due && self.pacer.get().may_write(now) {
+        if due && (self.pacer.get().may_write(now) || self.continuing()) {
             let command = Command::Wake {
                 run_id: run_id.clone(),
             };
+            let key = self.next_key(now);
             match self.segment(&host, command, None).await {
                 Ok(segment) => {
                     if segment.dirty {
                         self.changed(now);
+                        if !self.pacer.get().may_write(now_ms()) {
+                            let wake = GateRequest::Wake {
+                                run_id: run_id.clone(),
+                            };
+                            let text = serde_json::to_string(&wake).unwrap_or_default();
+                            self.keep(&host, key, text).await?;
+                        }
                     }
                 }
                 Err(e) => {
@@ -526,9 +538,14 @@ impl RunGate {
             }
             // Unknown without a kept run (it was dropped): the alarm stays.
             if let Some(wake) = self.run_wake() {
-                // The run acts only when its change can be written at once.
+                // The run acts when its change can be written at once, or
+                // needs no writing to be safe (`wake`).
                 let pacer = self.pacer.get();
-                let wake = earliest(wake.map(|w| w.max(pacer.allowed_at())), pacer.flush_at());
+                let wake = match self.continuing() {
+                    true => wake,
+                    false => wake.map(|w| w.max(pacer.allowed_at())),
+                };
+                let wake = earliest(wake, pacer.flush_at());
                 self.ensure_alarm(run_id, wake).await;
             }
             if self.inbox.borrow().queued.is_empty() {
@@ -617,8 +634,12 @@ impl RunGate {
 
     /// Keeps the request of the segment that just ran, whose change waits
     /// for the next write.
-    async fn keep(&self, host: &GateHost<'_>, text: String) -> std::result::Result<(), ApiError> {
-        let key = self.next_key(now_ms());
+    async fn keep(
+        &self,
+        host: &GateHost<'_>,
+        key: String,
+        text: String,
+    ) -> std::result::Result<(), ApiError> {
         match host.store.keep_request(&key, text).await {
             Ok(()) => {
                 self.inbox.borrow_mut().applied.push(key);
@@ -639,6 +660,14 @@ impl RunGate {
             .borrow()
             .as_ref()
             .map(|run| run.next_wake(now_ms()))
+    }
+
+    /// The kept run yielded and goes on as soon as the alarm fires.
+    fn continuing(&self) -> bool {
+        self.cached
+            .borrow()
+            .as_ref()
+            .is_some_and(|run| run.status() == &RunStatus::Running)
     }
 
     fn changed(&self, at: u64) {
@@ -802,6 +831,7 @@ fn command_of(message: GateRequest) -> Option<(Command, Option<String>)> {
             },
             owner,
         ),
+        GateRequest::Wake { run_id } => (Command::Wake { run_id }, None),
     })
 }
 

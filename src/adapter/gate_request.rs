@@ -58,6 +58,9 @@ pub enum GateRequest {
         run_id: String,
         owner: Option<String>,
     },
+    /// Never sent: what the gate keeps of a continuation its alarm ran
+    /// before the record could be written, so a replay runs it in order.
+    Wake { run_id: String },
 }
 
 impl GateRequest {
@@ -117,6 +120,7 @@ impl GateRequest {
                 run_id,
                 owner: string(&mut f, "owner"),
             },
+            "wake" => Self::Wake { run_id },
             _ => return None,
         })
     }

@@ -407,7 +407,8 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             token_expires_at,
             ..
         } => {
-            let result = match run.resume(&wait_id, body, token_expires_at, now) {
+            let result = match run.resume_arrived(&wait_id, body, token_expires_at, judged_at, now)
+            {
                 Ok(Ok(())) => Ok(Applied::Resumed {
                     wait_id: wait_id.clone(),
                 }),
@@ -509,6 +510,7 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
     applied: Applied,
 ) -> (Option<Run>, Result<Segment, EngineError>) {
     let config = host.config;
+    let segment_start = host.clock.now();
     let wake;
     let mut calls = 0;
     if !run.status().is_finished() && !matches!(applied, Applied::Heartbeat { .. }) {
@@ -549,6 +551,7 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
                     .closed
                     .get(&wait_id)
                     .map_or("", |c| c.task_id.as_str()),
+                segment_start,
                 &config.redactor,
             ),
             running: run.status() == &RunStatus::Running,

@@ -12,10 +12,17 @@ use super::webhook::shown_url;
 /// What a daemon is answered when its callback resumed a wait: small and of
 /// a size that does not grow with the run (no trace, waits or output — those
 /// are at `GET /runs/{id}`), with the fields clients of the engine we descend
-/// from read: `task_id` (the task it ended, or the new one when the run
-/// paused again on another node), `paused_again`, `duration_ms`, and on a
-/// failed run `error` and `failed_node`.
-pub fn callback_answer(record: &RunRecord, task_id: &str, redactor: &Redactor) -> Value {
+/// from read: `task_id` (the task it ended, or, when the run went on and
+/// paused again on a wait it opened since `resumed_at`, that wait's task,
+/// with `paused_again`), `duration_ms`, and on a failed run `error` and
+/// `failed_node`. A FOREACH item's callback that leaves the run waiting on
+/// other items is answered with its own task and `status: "paused"`.
+pub fn callback_answer(
+    record: &RunRecord,
+    task_id: &str,
+    resumed_at: u64,
+    redactor: &Redactor,
+) -> Value {
     let mut body = Map::new();
     body.insert(
         "success".into(),
@@ -29,8 +36,8 @@ pub fn callback_answer(record: &RunRecord, task_id: &str, redactor: &Redactor) -
     body.insert("run_id".into(), json!(record.run_id));
     let mut task_id = task_id;
     if matches!(record.status, RunStatus::Paused { .. }) {
-        body.insert("paused_again".into(), json!(true));
-        if let Some(w) = latest_wait(record) {
+        if let Some(w) = latest_wait(record).filter(|w| w.since >= resumed_at) {
+            body.insert("paused_again".into(), json!(true));
             task_id = &w.task_id;
             body.insert("paused_node_id".into(), json!(w.node_id));
         }

@@ -68,28 +68,22 @@ impl Gate {
         }
     }
 
+    /// Runs a segment and writes its change at once.
     pub fn send(&self, command: Command) -> Result<Segment, EngineError> {
-        let host = Host {
-            store: &self.store,
-            components: &self.net,
-            clock: &self.clock,
-            notifier: &self.notifier,
-            config: &self.config,
-        };
-        let cached = self.cached.borrow_mut().take();
         let since = self.clock.now();
-        let (kept, result) = block_on(run_segment(&host, cached, command));
+        let (kept, result) = self.segment(command);
         // This double writes every change at once, as the gate does when its
         // last write is a second old (the pacing is `core::pacing`'s, tested
         // there and end to end under KV's limit).
         let (kept, result) = match (kept, result) {
-            (Some(mut run), Ok(mut segment)) if segment.dirty => {
-                match block_on(flush(&host, &mut run, since)) {
+            (Some(run), Ok(mut segment)) if segment.dirty => {
+                *self.cached.borrow_mut() = Some(run);
+                match self.write_changed(since) {
                     Ok(changed) => {
                         if let Some(wake) = changed {
                             segment.wake = wake;
                         }
-                        (Some(run), Ok(segment))
+                        (self.cached.borrow_mut().take(), Ok(segment))
                     }
                     Err(e) => (None, Err(e)),
                 }
@@ -98,6 +92,50 @@ impl Gate {
         };
         *self.cached.borrow_mut() = kept;
         result
+    }
+
+    fn segment(&self, command: Command) -> (Option<Run>, Result<Segment, EngineError>) {
+        let host = Host {
+            store: &self.store,
+            components: &self.net,
+            clock: &self.clock,
+            notifier: &self.notifier,
+            config: &self.config,
+        };
+        let cached = self.cached.borrow_mut().take();
+        block_on(run_segment(&host, cached, command))
+    }
+
+    /// Runs a segment and keeps its change unwritten, as the gate does
+    /// within a second of its last write.
+    pub fn send_unwritten(&self, command: Command) -> Result<Segment, EngineError> {
+        let (kept, result) = self.segment(command);
+        *self.cached.borrow_mut() = kept;
+        result
+    }
+
+    /// Writes the kept run with everything applied since `since`.
+    pub fn write(&self, since: u64) -> Result<(), EngineError> {
+        self.write_changed(since).map(|_| ())
+    }
+
+    fn write_changed(&self, since: u64) -> Result<Option<Option<u64>>, EngineError> {
+        let host = Host {
+            store: &self.store,
+            components: &self.net,
+            clock: &self.clock,
+            notifier: &self.notifier,
+            config: &self.config,
+        };
+        let mut run = self.cached.borrow_mut().take().expect("a kept run");
+        let result = block_on(flush(&host, &mut run, since));
+        *self.cached.borrow_mut() = Some(run);
+        result
+    }
+
+    /// The kept run (ahead of the store until it is written).
+    pub fn kept(&self) -> Run {
+        self.cached.borrow().clone().expect("a kept run")
     }
 
     /// As if the Durable Object were evicted: the next segment reads KV.

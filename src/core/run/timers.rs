@@ -21,7 +21,21 @@ impl Run {
         token_expires_at: Option<u64>,
         now: u64,
     ) -> Result<Result<(), Noop>, EngineError> {
-        if let Err(noop) = self.check_wait(wait_id, &body, token_expires_at, now)? {
+        self.resume_arrived(wait_id, body, token_expires_at, now, now)
+    }
+
+    /// `resume` for a callback that arrived at `arrived` and is applied
+    /// now (the gate kept it while a segment ran): its deadlines are judged
+    /// at its arrival.
+    pub fn resume_arrived(
+        &mut self,
+        wait_id: &str,
+        body: Value,
+        token_expires_at: Option<u64>,
+        arrived: u64,
+        now: u64,
+    ) -> Result<Result<(), Noop>, EngineError> {
+        if let Err(noop) = self.check_wait(wait_id, &body, token_expires_at, arrived)? {
             return Ok(Err(noop));
         }
         let Some(wait) = self.record.waits.get_mut(wait_id) else {
