@@ -133,6 +133,10 @@ struct Queued {
 /// that a component awaiting its own callback is not held up for long.
 const QUEUED_ANSWER_WAIT_MS: u64 = 3_000;
 
+/// How many queued callbacks one holder of the lock applies before it lets
+/// go (and answers its own request).
+const DRAIN_PER_TURN: usize = 16;
+
 impl DurableObject for RunGate {
     fn new(state: State, env: Env) -> Self {
         Self {
@@ -253,7 +257,7 @@ impl RunGate {
         let _turn = match self.lock.try_lock() {
             Some(turn) => turn,
             None if matches!(message, GateRequest::Callback { .. }) => {
-                return self.queue(message, task_id, store).await;
+                return self.queue(&host, message, task_id).await;
             }
             None => self.lock.lock().await,
         };
@@ -279,7 +283,7 @@ impl RunGate {
         let segment = match segment {
             Ok(segment) => segment,
             Err(e) => {
-                self.settle(&host, &run_id).await?;
+                self.settle(&host, &run_id, DRAIN_PER_TURN).await?;
                 return Err(ApiError::Engine(e));
             }
         };
@@ -293,7 +297,7 @@ impl RunGate {
         }
         // Rendered now: what the queue applies next is not this request's.
         let response = self.render(segment.reply, may_continue, task_id.as_deref());
-        self.settle(&host, &run_id).await?;
+        self.settle(&host, &run_id, DRAIN_PER_TURN).await?;
         Ok(response)
     }
 
@@ -345,7 +349,7 @@ impl RunGate {
         if !active && self.cached.borrow().is_none() && self.inbox.borrow().unchecked {
             let _turn = self.lock.lock().await;
             self.catch_up(host, run_id).await?;
-            self.settle(host, run_id).await?;
+            self.settle(host, run_id, DRAIN_PER_TURN).await?;
         }
         // The kept run is read in place (no await while borrowed);
         // otherwise the stored record is.
@@ -375,9 +379,9 @@ impl RunGate {
     /// takes longer than `QUEUED_ANSWER_WAIT_MS`, `202 accepted`.
     async fn queue(
         &self,
+        host: &GateHost<'_>,
         message: GateRequest,
         task_id: Option<String>,
-        store: &GateStore,
     ) -> std::result::Result<Response, ApiError> {
         let GateRequest::Callback {
             run_id,
@@ -401,7 +405,7 @@ impl RunGate {
         };
         let text = serde_json::to_string(&request).unwrap_or_default();
         let key = self.next_key(now);
-        let (answer, answered) = oneshot::channel();
+        let (answer, mut answered) = oneshot::channel();
         // Queued before the write is awaited: the holder may finish meanwhile.
         self.inbox.borrow_mut().queued.push_back(Queued {
             key: key.clone(),
@@ -409,13 +413,34 @@ impl RunGate {
             task_id: task_id.clone(),
             answer,
         });
-        store
+        host.store
             .keep_request(&key, text)
             .await
             .map_err(ApiError::Engine)?;
+        // Answered by whoever holds the lock, or, when the lock comes free
+        // first, this request takes its turn and applies the queue itself
+        // up to its own callback (a holder applies only so many, so that
+        // its own answer is not held up by a stream of arrivals).
         let waited = Delay::from(Duration::from_millis(QUEUED_ANSWER_WAIT_MS));
-        if let Either::Left((Ok(response), _)) = select(answered, waited).await {
-            return Ok(response);
+        let turn = self.lock.lock();
+        match select(select(&mut answered, turn), waited).await {
+            Either::Left((Either::Left((Ok(response), _)), _)) => return Ok(response),
+            Either::Left((Either::Right((_turn, _)), _)) => {
+                self.catch_up(host, &run_id).await?;
+                loop {
+                    match answered.try_recv() {
+                        Ok(Some(response)) => {
+                            self.settle(host, &run_id, 0).await?;
+                            return Ok(response);
+                        }
+                        // Dropped from the queue (with the kept run): kept
+                        // in storage, it is applied by the next turn.
+                        Err(_) => break,
+                        Ok(None) => self.settle(host, &run_id, DRAIN_PER_TURN).await?,
+                    }
+                }
+            }
+            _ => {}
         }
         let mut answer = serde_json::json!({
             "success": true,
@@ -491,21 +516,30 @@ impl RunGate {
                 Err(e) => {
                     // Try again shortly; the platform also retries a failed handler.
                     self.ensure_alarm(&run_id, Some(now + 5_000)).await;
-                    self.settle(&host, &run_id).await?;
+                    self.settle(&host, &run_id, usize::MAX).await?;
                     return Err(ApiError::Engine(e));
                 }
             }
         }
-        self.settle(&host, &run_id).await
+        // No one waits on an alarm: it applies all that is queued.
+        self.settle(&host, &run_id, usize::MAX).await
     }
 
-    /// Applies what the queue holds, writes the record when it is due, and
-    /// sets the alarm — until nothing is queued. Every holder of the lock
-    /// ends with this before it lets go (no await after its last check), so
-    /// no queued callback is left behind.
-    async fn settle(&self, host: &GateHost<'_>, run_id: &str) -> std::result::Result<(), ApiError> {
+    /// Applies up to `limit` queued callbacks, writes the record when it is
+    /// due, and sets the alarm. Every holder of the lock ends with this
+    /// before it lets go (no await after it): whatever stays queued is
+    /// applied by a queued sender taking its turn, or by the alarm, set for
+    /// now while anything is queued — so no queued callback is left behind.
+    async fn settle(
+        &self,
+        host: &GateHost<'_>,
+        run_id: &str,
+        limit: usize,
+    ) -> std::result::Result<(), ApiError> {
+        let mut applied = 0;
         loop {
-            loop {
+            while applied < limit {
+                applied += 1;
                 let next = self.inbox.borrow_mut().queued.pop_front();
                 let Some(queued) = next else { break };
                 let Some((command, owner)) = command_of(queued.request) else {
@@ -536,8 +570,10 @@ impl RunGate {
             if pacer.dirty_since().is_some() && pacer.may_write(now_ms()) {
                 self.write(host).await?;
             }
-            // Unknown without a kept run (it was dropped): the alarm stays.
-            if let Some(wake) = self.run_wake() {
+            if !self.inbox.borrow().queued.is_empty() {
+                self.ensure_alarm(run_id, Some(now_ms())).await;
+            } else if let Some(wake) = self.run_wake() {
+                // Unknown without a kept run (it was dropped): the alarm stays.
                 // The run acts when its change can be written at once, or
                 // needs no writing to be safe (`wake`).
                 let pacer = self.pacer.get();
@@ -548,7 +584,7 @@ impl RunGate {
                 let wake = earliest(wake, pacer.flush_at());
                 self.ensure_alarm(run_id, wake).await;
             }
-            if self.inbox.borrow().queued.is_empty() {
+            if self.inbox.borrow().queued.is_empty() || applied >= limit {
                 return Ok(());
             }
         }
