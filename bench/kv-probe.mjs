@@ -6,6 +6,13 @@
 //
 // Served by workerd like build/index.js (modules resolved from the repository root).
 // `GET /__kv-probe` answers the running totals; every other request goes to the Worker.
+// Every put and delete is also tallied per key — the bytes of each put's value (and of its
+// metadata), and the time (Date.now()) of each write — so that the answer can say how many
+// bytes were put in all, and, for each key named by `?key=…` (repeatable), how many writes
+// it took and the most of them within any 1,000 ms (Cloudflare refuses a second write to a
+// key within a second); `?busiest=1` adds the key with the most writes within 1,000 ms.
+// Behind the harness's KV write limiter (a wrapped binding) the probe wraps the limiter's
+// object: it counts every write attempted, refused ones included (as `refused`).
 // The front Worker and the Durable Objects share one isolate locally, hence one tally —
 // which also takes in what alarm invocations do, though they answer no request.
 
@@ -37,6 +44,81 @@ const doTally = {
 const JOURNAL_PREFIX = "outcome:";
 const isJournal = (key) => typeof key === "string" && key.startsWith(JOURNAL_PREFIX);
 
+/** Bytes put (values and metadata), over all keys. */
+const bytesTally = { bytes_put: 0, metadata_bytes_put: 0, unmeasured_puts: 0 };
+/** Per key: {puts, deletes, bytes, metadata_bytes, refused, times: [Date.now() of each write]}. */
+const perKey = new Map();
+const utf8 = new TextEncoder();
+
+/** Bytes of a KV value as put: text as UTF-8, binary as is; null for a stream (not read here). */
+function valueBytes(value) {
+    if (typeof value === "string") return utf8.encode(value).byteLength;
+    if (value instanceof ArrayBuffer) return value.byteLength;
+    if (ArrayBuffer.isView(value)) return value.byteLength;
+    return null;
+}
+
+function keyEntry(key) {
+    const k = String(key);
+    let e = perKey.get(k);
+    if (!e) {
+        e = { puts: 0, deletes: 0, bytes: 0, metadata_bytes: 0, refused: 0, times: [] };
+        perKey.set(k, e);
+    }
+    return e;
+}
+
+/** Counts a refused write (a call that threw or rejected) against its key; passes the result on. */
+function watchRefusal(entry, call) {
+    let result;
+    try {
+        result = call();
+    } catch (err) {
+        entry.refused += 1;
+        throw err;
+    }
+    if (result && typeof result.then === "function") {
+        return result.then(undefined, (err) => {
+            entry.refused += 1;
+            throw err;
+        });
+    }
+    return result;
+}
+
+/** The most writes among `times` (ascending) within any 1,000 ms (t_last - t_first < 1000). */
+function maxWithinSecond(times) {
+    let most = 0;
+    let first = 0;
+    for (let last = 0; last < times.length; last++) {
+        while (times[last] - times[first] >= 1000) first++;
+        most = Math.max(most, last - first + 1);
+    }
+    return most;
+}
+
+/** A key's report: writes, bytes put, refusals, the most writes within 1,000 ms and the closest two. */
+function keyStats(key) {
+    const e = perKey.get(key);
+    if (!e) return { key, writes: 0, puts: 0, deletes: 0, bytes: 0, metadata_bytes: 0, refused: 0, max_writes_per_1000ms: 0, min_gap_ms: null };
+    const times = [...e.times].sort((a, b) => a - b);
+    let minGap = null;
+    for (let i = 1; i < times.length; i++) minGap = minGap === null ? times[i] - times[i - 1] : Math.min(minGap, times[i] - times[i - 1]);
+    return {
+        key,
+        writes: e.puts + e.deletes,
+        puts: e.puts,
+        deletes: e.deletes,
+        bytes: e.bytes,
+        metadata_bytes: e.metadata_bytes,
+        refused: e.refused,
+        max_writes_per_1000ms: maxWithinSecond(times),
+        min_gap_ms: minGap,
+        first_at: times[0] ?? null,
+        last_at: times.at(-1) ?? null,
+    };
+}
+
 function countingNamespace(kv) {
     const counted = (name, field) =>
         function (...args) {
@@ -46,9 +128,32 @@ function countingNamespace(kv) {
     return {
         get: counted("get", "reads"),
         getWithMetadata: counted("getWithMetadata", "reads"),
-        put: counted("put", "writes"),
+        put(key, value, options) {
+            tally.writes += 1;
+            const entry = keyEntry(key);
+            entry.puts += 1;
+            entry.times.push(Date.now());
+            const bytes = valueBytes(value);
+            if (bytes === null) bytesTally.unmeasured_puts += 1;
+            else {
+                entry.bytes += bytes;
+                bytesTally.bytes_put += bytes;
+            }
+            if (options?.metadata !== undefined) {
+                const meta = utf8.encode(JSON.stringify(options.metadata)).byteLength;
+                entry.metadata_bytes += meta;
+                bytesTally.metadata_bytes_put += meta;
+            }
+            return watchRefusal(entry, () => kv.put(key, value, options));
+        },
         list: counted("list", "lists"),
-        delete: counted("delete", "deletes"),
+        delete(key, ...rest) {
+            tally.deletes += 1;
+            const entry = keyEntry(key);
+            entry.deletes += 1;
+            entry.times.push(Date.now());
+            return watchRefusal(entry, () => kv.delete(key, ...rest));
+        },
     };
 }
 
@@ -150,8 +255,20 @@ export default class extends Engine {
     }
 
     async fetch(request) {
-        if (new URL(request.url).pathname === "/__kv-probe") {
-            return Response.json({ ...tally, do: { ...doTally } });
+        const url = new URL(request.url);
+        if (url.pathname === "/__kv-probe") {
+            const answer = { ...tally, ...bytesTally, written_keys: perKey.size, do: { ...doTally } };
+            const keys = url.searchParams.getAll("key");
+            if (keys.length) answer.keys = Object.fromEntries(keys.map((k) => [k, keyStats(k)]));
+            if (url.searchParams.get("busiest")) {
+                let busiest = null;
+                for (const k of perKey.keys()) {
+                    const st = keyStats(k);
+                    if (!busiest || st.max_writes_per_1000ms > busiest.max_writes_per_1000ms) busiest = st;
+                }
+                answer.busiest = busiest;
+            }
+            return Response.json(answer);
         }
         return super.fetch(request);
     }

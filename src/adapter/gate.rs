@@ -30,7 +30,7 @@ use super::components::{HttpComponents, HttpNotifier};
 use super::config::Config;
 use super::http::{json_response, ApiError};
 use super::now_ms;
-use super::store::{GateStore, Ops, RunStore};
+use super::store::{GateStore, JournalMemory, Ops, RunStore};
 use crate::core::error::EngineError;
 use crate::core::pacing::{earliest, WritePacer};
 use crate::core::record::RunStatus;
@@ -97,8 +97,8 @@ pub struct RunGate {
     active: RefCell<Option<(String, Option<String>)>>,
     /// The alarm as this object last set it: `None` until known.
     alarm: Cell<Option<Option<u64>>>,
-    /// Whether the call journal is known to be empty (unknown when cold).
-    journal_clean: Rc<Cell<bool>>,
+    /// What the object knows of its call journal (nothing when cold).
+    journal: Rc<RefCell<JournalMemory>>,
     clock: WorkerClock,
     /// When the record may next be written to KV, and whether it must be.
     pacer: Cell<WritePacer>,
@@ -147,7 +147,7 @@ impl DurableObject for RunGate {
             cached: RefCell::new(None),
             active: RefCell::new(None),
             alarm: Cell::new(None),
-            journal_clean: Rc::new(Cell::new(false)),
+            journal: Rc::default(),
             clock: WorkerClock {
                 fixed: Cell::new(None),
             },
@@ -212,7 +212,7 @@ impl RunGate {
             kv: RunStore::new(&self.env)?,
             storage: self.state.storage(),
             do_ops: Cell::new(Ops::default()),
-            journal_clean: Rc::clone(&self.journal_clean),
+            journal: Rc::clone(&self.journal),
         })
     }
 
@@ -598,9 +598,20 @@ impl RunGate {
         };
         let since = self.pacer.get().dirty_since().unwrap_or(0);
         let covered = std::mem::take(&mut self.inbox.borrow_mut().applied);
+        let started = now_ms();
+        let writes_before = host.store.kv.ops().writes;
         let result = flush(host, &mut run, since).await;
         match result {
             Ok(_) => {
+                // The write, for the operator's log: segments report none
+                // when theirs came later, with what followed them.
+                worker::console_log!(
+                    r#"{{"event":"write","run_id":"{}","kept_requests":{},"kv_writes":{},"duration_ms":{}}}"#,
+                    run.record.run_id,
+                    covered.len(),
+                    host.store.kv.ops().writes - writes_before,
+                    now_ms().saturating_sub(started)
+                );
                 let mut pacer = self.pacer.get();
                 pacer.wrote(now_ms());
                 self.pacer.set(pacer);
@@ -650,6 +661,8 @@ impl RunGate {
                 continue;
             };
             self.clock.fixed.set(Some(at));
+            // Each replayed segment may need any of the journal's outcomes.
+            self.journal.borrow_mut().known = false;
             let result = self.segment(host, command, owner).await;
             self.clock.fixed.set(None);
             if let Ok(segment) = result {
@@ -716,6 +729,8 @@ impl RunGate {
     /// requests.
     fn drop_kept(&self) {
         *self.cached.borrow_mut() = None;
+        // The run rebuilt from KV needs the journal's outcomes again.
+        self.journal.borrow_mut().known = false;
         let mut pacer = self.pacer.get();
         pacer.forget_changes();
         self.pacer.set(pacer);
@@ -743,14 +758,14 @@ impl RunGate {
         let run_id = command_run_id(&command).to_string();
         *self.active.borrow_mut() = Some((run_id.clone(), owner));
         let cached = self.cached.borrow_mut().take();
-        let started = now_ms();
+        let before = (now_ms(), host.store.kv.ops(), host.store.do_ops.get());
         let (kept, result) = run_segment(host, cached, command).await;
         if kept.is_none() {
             self.drop_kept();
         }
         *self.cached.borrow_mut() = kept;
         *self.active.borrow_mut() = None;
-        log_segment(&run_id, &result, host.store, started);
+        log_segment(&run_id, &result, host.store, before);
         result
     }
 
@@ -893,10 +908,11 @@ fn log_segment(
     run_id: &str,
     result: &std::result::Result<Segment, EngineError>,
     store: &GateStore,
-    started: u64,
+    (started, kv_before, do_before): (u64, Ops, Ops),
 ) {
-    let kv = store.kv.ops();
-    let dos = store.do_ops.get();
+    // This segment's own: a request may apply several (queued callbacks).
+    let kv = store.kv.ops().since(kv_before);
+    let dos = store.do_ops.get().since(do_before);
     // Written by hand: every field is a number or one of our own words, and
     // run ids are URL-safe (checked at the edge), so nothing needs escaping.
     let what = match result {

@@ -9,8 +9,8 @@
 //!   the legacy bare `POST /workflows/resume` route is enabled, expiring with
 //!   the wait (entries of earlier releases, `task:{task_id}`, are still read).
 
-use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use worker::kv::KvStore;
@@ -90,6 +90,16 @@ impl Ops {
         )
     }
 
+    /// What was counted after `before`.
+    pub fn since(self, before: Ops) -> Ops {
+        Ops {
+            reads: self.reads.saturating_sub(before.reads),
+            writes: self.writes.saturating_sub(before.writes),
+            lists: self.lists.saturating_sub(before.lists),
+            deletes: self.deletes.saturating_sub(before.deletes),
+        }
+    }
+
     /// Adds the counts found in another response's header.
     pub fn absorb(&mut self, header: &str) {
         for part in header.split(';') {
@@ -160,9 +170,19 @@ pub struct GateStore {
     pub kv: RunStore,
     pub storage: Storage,
     pub do_ops: Cell<Ops>,
-    /// Known to hold no journal entries (the object's own memory of it):
-    /// then a segment need not list the journal before it starts.
-    pub journal_clean: Rc<Cell<bool>>,
+    /// What the object knows of its journal without listing it.
+    pub journal: Rc<RefCell<JournalMemory>>,
+}
+
+/// The gate's memory of its call journal: the keys it holds, and whether
+/// the kept run has applied all of them (`known`). Unknown when the object
+/// is cold or its kept run was dropped: a segment then lists the journal
+/// and replays it; otherwise it need not, and a write deletes the keys it
+/// remembers without listing them.
+#[derive(Debug, Default)]
+pub struct JournalMemory {
+    pub known: bool,
+    pub keys: BTreeSet<String>,
 }
 
 impl Store for GateStore {
@@ -210,7 +230,8 @@ impl Store for GateStore {
     }
 
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
-        if self.journal_clean.get() {
+        // Known: the kept run applied every outcome this object recorded.
+        if self.journal.borrow().known {
             return Ok(BTreeMap::new());
         }
         count(&self.do_ops, |o| o.reads += 1);
@@ -221,12 +242,14 @@ impl Store for GateStore {
                 outcomes.insert(key, outcome);
             }
         }
-        self.journal_clean.set(outcomes.is_empty());
+        let mut journal = self.journal.borrow_mut();
+        journal.known = true;
+        journal.keys = outcomes.keys().cloned().collect();
         Ok(outcomes)
     }
 
     async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError> {
-        self.journal_clean.set(false);
+        self.journal.borrow_mut().keys.insert(key.to_string());
         let text = serde_json::to_string(outcome).map_err(storage_error)?;
         if text.len() > MAX_JOURNALED_BYTES {
             return Err(EngineError::Storage("outcome too large to journal".into()));
@@ -267,8 +290,17 @@ impl Store for GateStore {
         Ok(noted)
     }
 
-    async fn forget_outcomes(&self, keys: Vec<String>) -> Result<(), EngineError> {
+    async fn forget_journal(&self) -> Result<(), EngineError> {
+        let known = self.journal.borrow().known;
+        if !known {
+            self.recorded_outcomes().await?;
+        }
+        let keys = std::mem::take(&mut self.journal.borrow_mut().keys);
+        if keys.is_empty() {
+            return Ok(());
+        }
         count(&self.do_ops, |o| o.deletes += keys.len() as u32);
+        let keys: Vec<String> = keys.into_iter().collect();
         // The storage API deletes at most 128 keys per call.
         for chunk in keys.chunks(128) {
             let chunk: Vec<String> = chunk
@@ -280,8 +312,6 @@ impl Store for GateStore {
                 .await
                 .map_err(storage_error)?;
         }
-        // Every entry a segment left is forgotten together, after its save.
-        self.journal_clean.set(true);
         Ok(())
     }
 }

@@ -63,10 +63,13 @@ pub trait Store {
     ) -> Result<(), EngineError>;
     /// What the bare route's index holds for a task id.
     async fn indexed_task(&self, task_id: &str) -> Result<Option<TaskIndex>, EngineError>;
-    /// Outcomes recorded by segments that did not finish.
+    /// Journaled outcomes the run about to be driven may lack (those of
+    /// segments whose change was lost); none when the store knows the run
+    /// it serves has applied every outcome it recorded.
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError>;
     async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError>;
-    async fn forget_outcomes(&self, keys: Vec<String>) -> Result<(), EngineError>;
+    /// Forgets every journaled outcome: the record just written holds them.
+    async fn forget_journal(&self) -> Result<(), EngineError>;
     /// Keeps what reached a wait without changing the run (a duplicate, a
     /// late callback, a task mismatch) beside it, so that costs no KV write.
     async fn note_event(&self, wait_id: &str, event: WaitEvent) -> Result<(), EngineError>;
@@ -716,14 +719,7 @@ pub async fn flush<S: Store, C, K: Clock, N>(
     }
     // Failing to clear the journal costs nothing but storage: entries are
     // per call, and a call is never issued again once its outcome is saved.
-    if let Ok(recorded) = host.store.recorded_outcomes().await {
-        if !recorded.is_empty() {
-            let _ = host
-                .store
-                .forget_outcomes(recorded.into_keys().collect())
-                .await;
-        }
-    }
+    let _ = host.store.forget_journal().await;
     Ok((run.status().is_finished() != was_finished).then(|| run.next_wake(now)))
 }
 
