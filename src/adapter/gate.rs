@@ -66,7 +66,8 @@ impl GateMeta {
     }
 
     fn text(&self) -> String {
-        serde_json::json!({"run_id": self.run_id, "wake_at": self.wake_at}).to_string()
+        // Run ids are URL-safe (checked at the edge): nothing to escape.
+        format!(r#"{{"run_id":"{}","wake_at":{}}}"#, self.run_id, self.wake_at)
     }
 }
 
@@ -209,6 +210,7 @@ type GateHost<'a> = Host<'a, GateStore, HttpComponents, WorkerClock, HttpNotifie
 impl RunGate {
     fn store(&self) -> std::result::Result<GateStore, ApiError> {
         Ok(GateStore {
+            env: self.env.clone(),
             kv: RunStore::new(&self.env)?,
             storage: self.state.storage(),
             do_ops: Cell::new(Ops::default()),

@@ -16,7 +16,7 @@ use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
 use super::mcp;
 use super::now_ms;
-use super::store::{KvOps, RunStore};
+use super::store::{find_task, KvOps, RunStore};
 use super::trigger::{
     idempotency_key, request_hash, start, trigger_fields, Start, REPLAYED_HEADER,
 };
@@ -276,7 +276,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                 }
             };
             let store = RunStore::new(env)?;
-            let (run_id, wait_id) = match store.find_task(&task_id).await? {
+            let (run_id, wait_id) = match find_task(env, &store, &task_id).await? {
                 Some(TaskIndex::Wait { run_id, wait_id }) => (run_id, wait_id),
                 Some(TaskIndex::Shared) => {
                     let response = ApiError::Engine(EngineError::TaskShared).into_response();

@@ -1,13 +1,14 @@
-//! Storage on Workers: run records in KV (the store of record), and the
-//! gate's journal of call outcomes in its Durable Object storage. KV keys:
+//! Storage on Workers: run records in KV (the store of record); the gate's
+//! journal of call outcomes and its kept requests in its Durable Object
+//! storage; the bare route's task index in claim objects. KV keys:
 //! - `runs/{owner tag}/{run_id}` → the stored run record (`core::stored`),
 //!   with its `RunSummary` as the key's metadata, expiring as
 //!   `core::segment::record_ttl` says (`core::listing` forms the key; runs
 //!   of the first release stay at `run:{run_id}`).
 //! - `workflows/{owner tag}/{name}` → a stored workflow (`catalog.rs`).
-//! - `task:{sha256 hex of task_id}` → `{run_id, wait_id}`, written only when
-//!   the legacy bare `POST /workflows/resume` route is enabled, expiring with
-//!   the wait (entries of earlier releases, `task:{task_id}`, are still read).
+//! - `task:{sha256 hex of task_id}` and, older, `task:{task_id}` →
+//!   `{run_id, wait_id}`: the task index of earlier releases, still read
+//!   by the bare route until those waits end; nothing writes them now.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,8 +19,12 @@ use worker::{js_sys, wasm_bindgen::JsCast, wasm_bindgen::JsValue, Env, ListOptio
 
 use sha2::Digest;
 
+use super::claims::{ask, Claim};
 use super::config::RUNS_KV;
+use super::gate::GateRequest;
 use super::http::ApiError;
+use super::now_ms;
+use super::routes::gate;
 use crate::core::auth::encode_hex;
 use crate::core::error::EngineError;
 use crate::core::listing::{record_key, RunSummary};
@@ -37,26 +42,64 @@ const INBOX_PREFIX: &str = "inbox:";
 /// limited); such a call is made again if its segment dies.
 const MAX_JOURNALED_BYTES: usize = 1 << 20;
 
-/// A task index entry as KV holds it: `{"run_id", "wait_id"}`, or
-/// `{"shared": true}` (read through `Value`, with no parser of its own).
-fn task_entry_text(entry: &TaskIndex) -> String {
-    match entry {
-        TaskIndex::Wait { run_id, wait_id } => {
-            serde_json::json!({"run_id": run_id, "wait_id": wait_id}).to_string()
-        }
-        TaskIndex::Shared => r#"{"shared":true}"#.to_string(),
+/// The bare route's task index: one `TriggerClaim` object per task id,
+/// named by its hash (`task/{sha256 hex}`), whose claim names the wait
+/// (`run_id`, and the wait id as `body_hash`) or, for a shared id, the run
+/// `*`. An object, not KV: two runs given the same id at the same moment
+/// are told apart atomically, and KV's one write a second per key does not
+/// apply. Entries written to KV by earlier releases are still read.
+const SHARED: &str = "*";
+
+fn task_claim(entry: &TaskIndex) -> Claim {
+    let (run_id, wait_id) = match entry {
+        TaskIndex::Wait { run_id, wait_id } => (run_id.clone(), wait_id.clone()),
+        TaskIndex::Shared => (SHARED.to_string(), String::new()),
+    };
+    Claim {
+        run_id,
+        body_hash: wait_id,
+        at: now_ms(),
+        ..Claim::default()
     }
 }
 
-fn parse_task_entry(text: &str) -> Option<TaskIndex> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    if value.get("shared").and_then(serde_json::Value::as_bool) == Some(true) {
-        return Some(TaskIndex::Shared);
+fn task_index(claim: Claim) -> Option<TaskIndex> {
+    match claim.run_id.as_str() {
+        "" => None,
+        SHARED => Some(TaskIndex::Shared),
+        _ => Some(TaskIndex::Wait {
+            run_id: claim.run_id,
+            wait_id: claim.body_hash,
+        }),
     }
-    Some(TaskIndex::Wait {
-        run_id: value.get("run_id")?.as_str()?.to_string(),
-        wait_id: value.get("wait_id")?.as_str()?.to_string(),
-    })
+}
+
+async fn ask_task(
+    env: &Env,
+    task_id: &str,
+    claim: &Claim,
+) -> Result<Option<TaskIndex>, EngineError> {
+    let hash = encode_hex(&sha2::Sha256::digest(task_id.as_bytes()));
+    let answer = ask(env, "task", &hash, claim)
+        .await
+        .map_err(|e| EngineError::Storage(e.message()))?;
+    Ok(task_index(answer))
+}
+
+/// What the index holds for a task id (the bare route's lookup).
+pub async fn find_task(
+    env: &Env,
+    store: &RunStore,
+    task_id: &str,
+) -> Result<Option<TaskIndex>, EngineError> {
+    let peek = Claim {
+        peek: true,
+        ..task_claim(&TaskIndex::Shared)
+    };
+    if let Some(found) = ask_task(env, task_id, &peek).await? {
+        return Ok(Some(found));
+    }
+    store.find_legacy_task(task_id).await
 }
 
 /// Storage operations performed for one request, reported in response
@@ -151,22 +194,36 @@ impl RunStore {
         self.ops.get()
     }
 
-    pub async fn find_task(&self, task_id: &str) -> Result<Option<TaskIndex>, EngineError> {
+    /// A task indexed in KV by an earlier release (`task:{sha256 hex}`, or
+    /// before that `task:{task_id}`): `{"run_id", "wait_id"}`, expiring
+    /// with its wait.
+    async fn find_legacy_task(&self, task_id: &str) -> Result<Option<TaskIndex>, EngineError> {
         count(&self.ops, |o| o.reads += 1);
         let get = |key: String| async move { self.kv.get(&key).text().await };
-        let mut text = get(task_key(task_id)).await.map_err(storage_error)?;
-        // Entries indexed before keys were hashed (they expire with their waits).
+        let hashed = format!(
+            "task:{}",
+            encode_hex(&sha2::Sha256::digest(task_id.as_bytes()))
+        );
+        let mut text = get(hashed).await.map_err(storage_error)?;
         let legacy = format!("task:{task_id}");
         if text.is_none() && legacy.len() <= MAX_KV_KEY_BYTES {
             count(&self.ops, |o| o.reads += 1);
             text = get(legacy).await.map_err(storage_error)?;
         }
-        Ok(text.and_then(|t| parse_task_entry(&t)))
+        let value: serde_json::Value = match text {
+            Some(text) => serde_json::from_str(&text).map_err(storage_error)?,
+            None => return Ok(None),
+        };
+        let field = |name: &str| value.get(name)?.as_str().map(str::to_string);
+        Ok(field("run_id")
+            .zip(field("wait_id"))
+            .map(|(run_id, wait_id)| TaskIndex::Wait { run_id, wait_id }))
     }
 }
 
 /// What a gate stores through: KV for records, its own storage for the journal.
 pub struct GateStore {
+    pub env: Env,
     pub kv: RunStore,
     pub storage: Storage,
     pub do_ops: Cell<Ops>,
@@ -211,22 +268,38 @@ impl Store for GateStore {
             .map_err(storage_error)
     }
 
-    async fn index_task(
+    async fn claim_task(
         &self,
         task_id: &str,
         entry: &TaskIndex,
+        replaces: Option<&TaskIndex>,
         ttl_secs: u64,
-    ) -> Result<(), EngineError> {
-        count(&self.kv.ops, |o| o.writes += 1);
-        let text = task_entry_text(entry);
-        self.kv
-            .put_raw(&task_key(task_id), &text, None, Some(ttl_secs))
-            .await
-            .map_err(storage_error)
+    ) -> Result<TaskIndex, EngineError> {
+        let claim = Claim {
+            replaces: replaces.map(task_claim).map(|c| (c.run_id, c.body_hash)),
+            ttl_ms: Some(ttl_secs.saturating_mul(1000)),
+            ..task_claim(entry)
+        };
+        Ok(ask_task(&self.env, task_id, &claim)
+            .await?
+            .unwrap_or_else(|| entry.clone()))
     }
 
-    async fn indexed_task(&self, task_id: &str) -> Result<Option<TaskIndex>, EngineError> {
-        self.kv.find_task(task_id).await
+    async fn wait_open(&self, run_id: &str, wait_id: &str, task_id: &str) -> bool {
+        let read = GateRequest::Read {
+            run_id: run_id.to_string(),
+            owner: None,
+        };
+        let Ok(mut response) = gate(&self.env, run_id, &read).await else {
+            return false;
+        };
+        let text = response.text().await.unwrap_or_default();
+        let details: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        details["waits"].as_array().is_some_and(|waits| {
+            waits
+                .iter()
+                .any(|w| w["wait_id"] == wait_id && w["task_id"] == task_id)
+        })
     }
 
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
@@ -375,13 +448,6 @@ impl GateStore {
 
 /// KV refuses keys longer than this.
 const MAX_KV_KEY_BYTES: usize = 512;
-
-/// A task's index key: a hash of its id, so that any task id (up to the
-/// 1 KB a pending answer may carry) fits KV's 512-byte keys.
-fn task_key(task_id: &str) -> String {
-    let digest = sha2::Sha256::digest(task_id.as_bytes());
-    format!("task:{}", encode_hex(&digest))
-}
 
 /// One page of a KV listing: its keys (with their metadata) and the cursor
 /// of the next page, if there is one.

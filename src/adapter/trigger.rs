@@ -114,7 +114,7 @@ pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
         run_id: run_id.clone(),
         body_hash: body_hash.clone(),
         at: now_ms(),
-        release: false,
+        ..Claim::default()
     };
     let in_force = ask(start.env, &start.owner, key, &claim).await?;
     match in_force.run_id != run_id {

@@ -8,9 +8,12 @@ use std::collections::BTreeMap;
 
 use super::error::EngineError;
 use super::listing::RunSummary;
+use super::plan::Directory;
 use super::record::{WaitEvent, MAX_WAIT_EVENTS};
+use super::run::Settings;
 use super::run::{CallOutcome, DeliveryOutcome};
 use super::segment::{Clock, Notifier, Store, TaskIndex};
+use super::stored::decode;
 
 /// Operations performed, by kind.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -104,20 +107,29 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn index_task(
+    async fn claim_task(
         &self,
         task_id: &str,
         entry: &TaskIndex,
+        replaces: Option<&TaskIndex>,
         _ttl_secs: u64,
-    ) -> Result<(), EngineError> {
-        self.tasks
-            .borrow_mut()
-            .insert(task_id.to_string(), entry.clone());
-        Ok(())
+    ) -> Result<TaskIndex, EngineError> {
+        let mut tasks = self.tasks.borrow_mut();
+        let held = tasks.get(task_id);
+        if held.is_none() || held == replaces {
+            tasks.insert(task_id.to_string(), entry.clone());
+        }
+        Ok(tasks[task_id].clone())
     }
 
-    async fn indexed_task(&self, task_id: &str) -> Result<Option<TaskIndex>, EngineError> {
-        Ok(self.tasks.borrow().get(task_id).cloned())
+    async fn wait_open(&self, run_id: &str, wait_id: &str, task_id: &str) -> bool {
+        let Some(text) = self.record(run_id) else {
+            return false;
+        };
+        decode(&text, &Directory::default(), Settings::default())
+            .ok()
+            .and_then(|run| run.record.waits.get(wait_id).map(|w| w.task_id == task_id))
+            .unwrap_or(false)
     }
 
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {

@@ -54,15 +54,19 @@ pub trait Store {
         ttl_secs: u64,
         summary: &RunSummary,
     ) -> Result<(), EngineError>;
-    /// Indexes a task id for the legacy bare resume route.
-    async fn index_task(
+    /// Indexes a task id for the legacy bare resume route, atomically: sets
+    /// `entry` if the index holds nothing live for the id (or holds
+    /// `replaces`), and answers what it holds after.
+    async fn claim_task(
         &self,
         task_id: &str,
         entry: &TaskIndex,
+        replaces: Option<&TaskIndex>,
         ttl_secs: u64,
-    ) -> Result<(), EngineError>;
-    /// What the bare route's index holds for a task id.
-    async fn indexed_task(&self, task_id: &str) -> Result<Option<TaskIndex>, EngineError>;
+    ) -> Result<TaskIndex, EngineError>;
+    /// Whether another run's wait is still open with this task id, as that
+    /// run stands now (its gate, not KV, which may lag).
+    async fn wait_open(&self, run_id: &str, wait_id: &str, task_id: &str) -> bool;
     /// Journaled outcomes the run about to be driven may lack (those of
     /// segments whose change was lost); none when the store knows the run
     /// it serves has applied every outcome it recorded.
@@ -713,8 +717,7 @@ pub async fn flush<S: Store, C, K: Clock, N>(
     if config.index_tasks {
         for wait in run.record.waits.values().filter(|w| w.since >= since) {
             let ttl = (wait.expires_at.saturating_sub(now) / 1000).max(MIN_TTL_SECS);
-            let entry = index_entry(host, run, &wait.task_id, &wait.wait_id).await?;
-            host.store.index_task(&wait.task_id, &entry, ttl).await?;
+            index_task(host, run, &wait.task_id, &wait.wait_id, ttl).await?;
         }
     }
     // Failing to clear the journal costs nothing but storage: entries are
@@ -723,53 +726,47 @@ pub async fn flush<S: Store, C, K: Clock, N>(
     Ok((run.status().is_finished() != was_finished).then(|| run.next_wake(now)))
 }
 
-/// The bare route's index entry for a wait just opened: the wait, unless
-/// another open wait — of another run, or of this one — holds the same task
-/// id, which makes the id shared. An entry left by a wait since closed (they
-/// live until their deadline) is replaced; telling which costs a read of
-/// that run, made only when ids collide.
-async fn index_entry<S: Store, C, K: Clock, N>(
+/// Indexes a wait just opened under its task id for the bare route: the
+/// wait claims the id; if another open wait — of another run, or of this
+/// one — holds it, the id becomes shared. An entry left by a wait since
+/// closed (entries live until their deadline) is replaced; telling which
+/// costs a read of that run, made only when ids collide.
+async fn index_task<S: Store, C, K: Clock, N>(
     host: &Host<'_, S, C, K, N>,
     run: &Run,
     task_id: &str,
     wait_id: &str,
-) -> Result<TaskIndex, EngineError> {
+    ttl: u64,
+) -> Result<(), EngineError> {
     let run_id = &run.record.run_id;
     let mine = TaskIndex::Wait {
         run_id: run_id.clone(),
         wait_id: wait_id.to_string(),
     };
-    let open_elsewhere = match host.store.indexed_task(task_id).await? {
-        None => false,
-        Some(TaskIndex::Shared) => true,
-        Some(entry) if entry == mine => false,
-        Some(TaskIndex::Wait {
-            run_id: other,
-            wait_id: other_wait,
-        }) => {
-            let open = |r: &Run| {
-                r.record
-                    .waits
-                    .get(&other_wait)
-                    .is_some_and(|w| w.task_id == task_id)
-            };
-            if other == *run_id {
-                open(run)
-            } else {
-                // Unreadable counts as closed: the wait that asks now wins.
-                load(host, None, &other)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| open(&r))
-            }
-        }
+    let held = host.store.claim_task(task_id, &mine, None, ttl).await?;
+    let TaskIndex::Wait {
+        run_id: other,
+        wait_id: other_wait,
+    } = &held
+    else {
+        return Ok(());
     };
-    Ok(if open_elsewhere {
-        TaskIndex::Shared
+    if held == mine {
+        return Ok(());
+    }
+    let open = if other == run_id {
+        run.record
+            .waits
+            .get(other_wait)
+            .is_some_and(|w| w.task_id == task_id)
     } else {
-        mine
-    })
+        host.store.wait_open(other, other_wait, task_id).await
+    };
+    let next = if open { TaskIndex::Shared } else { mine };
+    host.store
+        .claim_task(task_id, &next, Some(&held), ttl)
+        .await
+        .map(|_| ())
 }
 
 /// How long KV keeps the record: a finished run for the retention period; a
