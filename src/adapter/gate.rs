@@ -67,7 +67,10 @@ impl GateMeta {
 
     fn text(&self) -> String {
         // Run ids are URL-safe (checked at the edge): nothing to escape.
-        format!(r#"{{"run_id":"{}","wake_at":{}}}"#, self.run_id, self.wake_at)
+        format!(
+            r#"{{"run_id":"{}","wake_at":{}}}"#,
+            self.run_id, self.wake_at
+        )
     }
 }
 

@@ -20,6 +20,7 @@ import {
     TEST_API_KEY_HASH,
 } from "./harness.mjs";
 import { sleep, sha256hex } from "./harness.mjs";
+import { runView, kvCaughtUp, assertCallbackAnswer } from "./settle.mjs";
 
 
 /** Never starts anything: must see none of the others' runs. */
@@ -55,10 +56,14 @@ before(async () => {
 }, { timeout: 120_000 });
 
 after(async () => {
-    await worker?.stop();
-    await echo?.close();
-    await pend?.close();
-    await failing?.close();
+    // The components close even when stopping the Worker throws (a KV write-limit violation).
+    try {
+        await worker?.stop();
+    } finally {
+        await echo?.close();
+        await pend?.close();
+        await failing?.close();
+    }
 }, { timeout: 120_000 });
 
 /** `node:status` of each trace entry. */
@@ -194,16 +199,19 @@ test("date variables: in every run's context and templates, overridden by the tr
     assertDateVars(first, t0, t1, "at the first component");
     await sleep(1100);
     const cbAt = Date.now();
-    const done = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { v: 1 } });
-    assert.equal(done.status, 200, done.text);
-    assert.equal(done.body.status, "completed", done.text);
+    const answer = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { v: 1 } });
+    assert.equal(answer.status, 200, answer.text);
+    assertCallbackAnswer(answer.body, { status: "completed", run_id: p.body.run_id, task_id: call.taskId });
     assert.ok(cbAt - first._now_unix >= 1100, "the callback came more than a second later");
-    assert.deepEqual(done.body.data.r, first, "the Output rendered the values the run started with");
-    assert.equal(done.body.data.r._now_unix, first._now_unix);
-    assert.equal(done.body.data.page, `report-${first._today}`);
-    assert.deepEqual(pick(done.body.data, DATE_KEYS), first, "and the context still holds them");
-    const read = await worker.fetchJson(`/runs/${p.body.run_id}`);
-    assert.deepEqual(read.body.data.r, first);
+    const done = await runView(worker, p.body.run_id);
+    assert.equal(done.status, "completed");
+    assert.deepEqual(done.data.r, first, "the Output rendered the values the run started with");
+    assert.equal(done.data.r._now_unix, first._now_unix);
+    assert.equal(done.data.page, `report-${first._today}`);
+    assert.deepEqual(pick(done.data, DATE_KEYS), first, "and the context still holds them");
+    // And so does the record in KV, once written.
+    const { record } = await kvCaughtUp(worker, p.body.run_id);
+    assert.deepEqual(record.status.output.r, first);
 });
 
 // ---------------------------------------------------------------------------------------
@@ -481,6 +489,7 @@ test("duration_ms on every answer, failed_node on failures, task_id / paused_aga
     const c2 = await callOn("/chain-2");
     assert.equal(r1.body.task_id, c2.taskId, "paused again: the NEW task");
     assert.equal(r1.body.paused_node_id, "second");
+    assertCallbackAnswer(r1.body, { status: "paused", run_id: t.body.run_id, task_id: c2.taskId, paused_again: true, paused_node_id: "second" });
     assert.equal(typeof r1.body.duration_ms, "number");
     assert.ok(r1.body.duration_ms >= 300, `duration_ms ${r1.body.duration_ms} includes the wait`);
     // The second component's input: no task_id of the first, but readable by node id.
@@ -500,9 +509,10 @@ test("duration_ms on every answer, failed_node on failures, task_id / paused_aga
     assert.equal(r2.body.paused_again, undefined);
     assert.equal(typeof r2.body.duration_ms, "number");
     assert.ok(r2.body.duration_ms >= 300);
-    assert.deepEqual(pick(r2.body.data, ["a", "b", "t1", "t2"]), { a: 1, b: 2, t1: c1.taskId, t2: c2.taskId });
-    assert.equal(r2.body.data.task_id, undefined, "no task_id in the flowing context");
+    assertCallbackAnswer(r2.body, { status: "completed", run_id: t.body.run_id, task_id: c2.taskId });
     const done = await worker.fetchJson(`/runs/${t.body.run_id}`);
+    assert.deepEqual(pick(done.body.data, ["a", "b", "t1", "t2"]), { a: 1, b: 2, t1: c1.taskId, t2: c2.taskId });
+    assert.equal(done.body.data.task_id, undefined, "no task_id in the flowing context");
     assert.equal(done.body.duration_ms, done.body.finished_at - done.body.created_at);
     assert.equal(done.body.duration_ms, r2.body.duration_ms);
 
@@ -514,10 +524,13 @@ test("duration_ms on every answer, failed_node on failures, task_id / paused_aga
     const c3 = await callOn("/fail-late");
     const r3 = await postCallback(c3.callbackUrl, c3.taskId, { success: false, error: "late boom" });
     assert.equal(r3.body.status, "failed", r3.text);
+    assert.equal(r3.body.success, false);
     assert.equal(r3.body.failed_node, "slow");
     assert.equal(r3.body.task_id, c3.taskId);
     assert.equal(r3.body.paused_again, undefined);
     assert.equal(typeof r3.body.duration_ms, "number");
+    assertCallbackAnswer(r3.body, { status: "failed", run_id: t3.body.run_id, task_id: c3.taskId });
+    assert.equal(r3.body.error.message, "late boom");
     const read3 = await worker.fetchJson(`/runs/${t3.body.run_id}`);
     assert.equal(read3.body.failed_node, "slow");
     assert.equal(read3.body.error.message, "late boom");
@@ -559,7 +572,7 @@ test("GET /executions/{task_id} and /executions/paused answer like /runs, marked
 
     // After the run completed, the task still finds it.
     const done = await postCallback(c1.callbackUrl, c1.taskId, { success: true, data: { v: 1 } });
-    assert.equal(done.body.status, "completed", done.text);
+    assertCallbackAnswer(done.body, { status: "completed", run_id: p1.body.run_id, task_id: c1.taskId });
     const after = await worker.fetchJson(`/executions/${encodeURIComponent(c1.taskId)}`, { apiKey: EXEC_KEY });
     assert.equal(after.status, 200, after.text);
     assert.equal(after.headers.get("deprecation"), "true");
@@ -567,6 +580,8 @@ test("GET /executions/{task_id} and /executions/paused answer like /runs, marked
     assert.equal(after.body.run_id, p1.body.run_id);
     assert.deepEqual(after.body.closed_waits.map((w) => w.task_id), [c1.taskId]);
     assert.deepEqual(after.body, (await worker.fetchJson(`/runs/${p1.body.run_id}`, { apiKey: EXEC_KEY })).body);
+    // The listing shows the run's new status once its record is written (within about a second).
+    await kvCaughtUp(worker, p1.body.run_id, { apiKey: EXEC_KEY });
     const list2 = await worker.fetchJson("/executions/paused", { apiKey: EXEC_KEY });
     assert.deepEqual(list2.body.runs.map((r) => r.run_id), [p2.body.run_id]);
 
@@ -790,11 +805,14 @@ test("sub-workflow (b): a child that pauses — the parent waits on the child's 
     assert.equal(cb.status, 200, cb.text);
     assert.equal(cb.body.run_id, childId);
     assert.equal(cb.body.status, "completed", cb.text);
+    assertCallbackAnswer(cb.body, { status: "completed", run_id: childId, task_id: call.taskId });
+    const childDone = await runView(worker, childId);
+    assert.equal(childDone.status, "completed");
     const done = await waitForStatus(worker, t.body.run_id, ["completed", "failed"], 15_000);
     assert.equal(done.body.status, "completed", done.text);
     assert.equal(done.body.data.result.made, "after wait");
     assert.equal(done.body.data.result.got, 7);
-    assert.deepEqual(done.body.data.result, cb.body.data, "the child's data");
+    assert.deepEqual(done.body.data.result, childDone.data, "the child's data");
     assert.equal(done.body.data.child, childId);
     assert.equal(done.body.data.made, "after wait", "merged into the flowing context");
     assert.deepEqual(done.body.waits, []);
@@ -830,6 +848,7 @@ test("sub-workflow (b): a child that pauses — the parent waits on the child's 
         assert.equal(task.delivered, true, JSON.stringify(task));
         assert.equal(task.response?.status, "completed", JSON.stringify(task));
         assert.equal(task.response?.run_id, d.body.task_id);
+        assertCallbackAnswer(task.response, { status: "completed", run_id: d.body.task_id, task_id: task.task_id });
     } finally {
         await daemon.close();
     }

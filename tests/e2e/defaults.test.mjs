@@ -14,6 +14,7 @@ import path from "node:path";
 
 import { startWorker, startComponent, pendingComponent, postCallback, freePort, assertMatchesOpenApi, TEST_API_KEY } from "./harness.mjs";
 import { sleep } from "./harness.mjs";
+import { runView, assertCallbackAnswer } from "./settle.mjs";
 
 const MAX_BODY = 1 << 20; // MAX_BODY_BYTES default
 const AUTH = { authorization: `Bearer ${TEST_API_KEY}` };
@@ -242,7 +243,8 @@ test("COMPONENTS is read when a run starts: a later change neither breaks nor re
         const r = await postCallback(call.callbackUrl, call.taskId, { success: true });
         assert.equal(r.status, 200, r.text);
         assert.equal(r.body.status, "completed", r.text);
-        assert.equal(r.body.data.from, "original");
+        assertCallbackAnswer(r.body, { status: "completed", run_id: t.body.run_id, task_id: call.taskId });
+        assert.equal((await runView(w, t.body.run_id)).data.from, "original");
         assert.equal(after.hits("/after"), 1);
         assert.equal(moved.hits(), 0, "the run was not redirected");
     } finally {
@@ -377,11 +379,14 @@ test("JSON nesting: a paused run whose context the route accepted resumes and re
         for (const { total, runId, call } of runs) {
             const read = await w.fetchJson(`/runs/${runId}`);
             const r = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { ok: 1 } });
-            outcomes.push({ total, read: `${read.status} ${read.body?.status ?? read.text.slice(0, 200)}`, callback: `${r.status} ${r.body?.status ?? ""} ${r.status === 200 ? "" : r.text.slice(0, 200)}`.trim(), data: r.body?.data });
+            const after = r.status === 200 ? await w.fetchJson(`/runs/${runId}`) : null;
+            outcomes.push({ total, runId, taskId: call.taskId, read: `${read.status} ${read.body?.status ?? read.text.slice(0, 200)}`, callback: `${r.status} ${r.body?.status ?? ""} ${r.status === 200 ? "" : r.text.slice(0, 200)}`.trim(), answer: r.body, data: after?.body?.data });
         }
+        const summary = () => JSON.stringify(outcomes.map(({ data, answer, ...x }) => x));
         for (const o of outcomes) {
-            assert.equal(o.read, "200 paused", `${o.total} levels, GET /runs/{id} after the restart: ${JSON.stringify(outcomes.map(({ data, ...x }) => x))}`);
-            assert.equal(o.callback, "200 completed", `${o.total} levels, callback after the restart: ${JSON.stringify(outcomes.map(({ data, ...x }) => x))}`);
+            assert.equal(o.read, "200 paused", `${o.total} levels, GET /runs/{id} after the restart: ${summary()}`);
+            assert.equal(o.callback, "200 completed", `${o.total} levels, callback after the restart: ${summary()}`);
+            assertCallbackAnswer(o.answer, { status: "completed", run_id: o.runId, task_id: o.taskId });
             assert.deepEqual(o.data.deep, deepArrayValue(o.total - 2));
         }
     } finally {

@@ -10,12 +10,10 @@ import path from "node:path";
 import { startWorker, startComponent, freePort, TEST_API_KEY_HASH } from "./harness.mjs";
 import { startDaemon } from "../../daemon/daemon.mjs";
 import { sleep, sha256hex } from "./harness.mjs";
+import { recordKey, runView, kvCaughtUp, assertCallbackAnswer, CALLBACK_ANSWER_KEYS } from "./settle.mjs";
 
-/** Where a run's record is kept in KV: `runs/{owner tag}/{id}` for listed ids, `run:{id}` for 32-hex ones. */
-const recordKey = (id) => {
-    const m = /^([0-9a-f]{16})-[0-9a-f]{11}-[0-9a-f]+$/.exec(id);
-    return m ? `runs/${m[1]}/${id}` : `run:${id}`;
-};
+/** `node:status` of each trace entry. */
+const statuses = (trace) => trace.map((e) => `${e.node_id}:${e.status}`);
 
 let worker;
 let daemon;
@@ -104,23 +102,22 @@ test("trigger → paused → daemon callback → completed, readable in each sta
 
     const task = await delivered(daemon, t.task_id);
     assert.equal(task.last_status, 200);
+    // The daemon is told, in a few fields, what its callback did: the run and the task it ended.
     const resumed = task.response;
     assert.equal(resumed.success, true);
-    assert.equal(resumed.resumed, true);
-    assert.equal(resumed.status, "completed");
-    assert.equal(resumed.run_id, t.run_id);
-    assert.equal(resumed.data.last, 10);
-    assert.deepEqual(
-        resumed.trace.map((e) => `${e.node_id}:${e.status}`),
-        ["in:succeeded", "slow1:paused", "slow1:succeeded", "after:succeeded", "out:succeeded"],
-    );
+    assertCallbackAnswer(resumed, { status: "completed", run_id: t.run_id, task_id: t.task_id });
 
+    // The run itself, its output and its whole trace, is read from GET /runs/{id}.
     const done = await worker.fetchJson(`/runs/${t.run_id}`);
     assert.equal(done.body.status, "completed");
     assert.equal(done.body.data.last, 10);
+    assert.deepEqual(statuses(done.body.trace), ["in:succeeded", "slow1:paused", "slow1:succeeded", "after:succeeded", "out:succeeded"]);
     assert.deepEqual(done.body.waits, []);
+    // The completed record reaches KV (within a second of the previous write), still once.
+    await kvCaughtUp(worker, t.run_id);
     const finishedList = (await kv.list({ prefix: recordKey(t.run_id) })).keys;
     assert.equal(finishedList.length, 1);
+    assert.equal(finishedList[0].metadata.status, "completed");
     // Kept FINISHED_RUN_RETENTION_SECONDS (7 days by default) from when it finished.
     const keptUntil = done.body.finished_at / 1000 + 7 * 86400;
     assert.ok(Math.abs(finishedList[0].expiration - keptUntil) <= 5, `finished run expires at ${finishedList[0].expiration}, finished_at + 7 days is ${keptUntil}`);
@@ -137,12 +134,14 @@ test("callback with success:false takes the ON_FAIL path, not ON_SUCCESS", { tim
     const t = (await worker.fetchJson("/execute", { body: { graph } })).body;
     assert.equal(t.status, "paused");
     const task = await delivered(daemon, t.task_id);
-    assert.equal(task.response.status, "completed");
-    assert.equal(task.response.data.why, "model overloaded", "the completed sink is the result when the Output was skipped");
+    assertCallbackAnswer(task.response, { status: "completed", run_id: t.run_id, task_id: t.task_id });
+    const run = await runView(worker, t.run_id);
+    assert.equal(run.status, "completed");
+    assert.equal(run.data.why, "model overloaded", "the completed sink is the result when the Output was skipped");
     assert.equal(echo.hits("/after"), hitsAfter, "ON_SUCCESS branch did not run");
-    const statuses = task.response.trace.map((e) => `${e.node_id}:${e.status}`);
-    assert.deepEqual(statuses.slice(0, 3), ["in:succeeded", "slow1:paused", "slow1:failed"]);
-    assert.deepEqual(statuses.slice(3).sort(), ["after:skipped", "out:skipped", "recover:succeeded"]);
+    const order = statuses(run.trace);
+    assert.deepEqual(order.slice(0, 3), ["in:succeeded", "slow1:paused", "slow1:failed"]);
+    assert.deepEqual(order.slice(3).sort(), ["after:skipped", "out:skipped", "recover:succeeded"]);
     assert.equal(echo.hits("/recover"), 1, "the ON_FAIL branch ran once");
 });
 
@@ -150,14 +149,20 @@ test("three async nodes in a chain: pause, resume, pause again, … complete", {
     const t = (await worker.fetchJson("/execute", { body: { graph: asyncChain(3) } })).body;
     assert.equal(t.paused_node_id, "slow1");
     const first = await delivered(daemon, t.task_id);
-    assert.equal(first.response.status, "paused");
-    assert.equal(first.response.paused_node_id, "slow2");
+    // Paused again: the answer names the NEW task (the one the daemon was just handed).
+    assertCallbackAnswer(first.response, { status: "paused", run_id: t.run_id, paused_again: true, paused_node_id: "slow2" });
+    assert.notEqual(first.response.task_id, t.task_id);
     const second = await delivered(daemon, first.response.task_id);
-    assert.equal(second.response.paused_node_id, "slow3");
+    assertCallbackAnswer(second.response, { status: "paused", run_id: t.run_id, paused_again: true, paused_node_id: "slow3" });
+    assert.notEqual(second.response.task_id, first.response.task_id);
     const third = await delivered(daemon, second.response.task_id);
-    assert.equal(third.response.status, "completed");
-    assert.equal(third.response.data.last, 30);
-    const order = third.response.trace.map((e) => `${e.node_id}:${e.status}`);
+    assertCallbackAnswer(third.response, { status: "completed", run_id: t.run_id, task_id: second.response.task_id });
+    const run = await runView(worker, t.run_id);
+    assert.equal(run.status, "completed");
+    assert.equal(run.data.last, 30);
+    assert.deepEqual(run.waits, []);
+    assert.deepEqual(run.closed_waits.map((w) => [w.node_id, w.task_id]), [["slow1", t.task_id], ["slow2", first.response.task_id], ["slow3", second.response.task_id]]);
+    const order = statuses(run.trace);
     assert.deepEqual(order, [
         "in:succeeded",
         "slow1:paused",
@@ -196,11 +201,15 @@ test("a duplicate callback is a noop and nothing runs twice", { timeout: 60_000 
             fetch(callbackUrl, { method: "POST", body: JSON.stringify(body) }).then((r) => r.json()),
         ]);
         const [done, dup] = a.noop ? [b, a] : [a, b];
-        assert.equal(done.status, "completed");
-        assert.deepEqual(dup, { success: true, noop: true, reason: "already_resumed" });
+        assertCallbackAnswer(done, { status: "completed", run_id: t.run_id, task_id: "dup-task" });
+        const repeat = { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: t.run_id, task_id: "dup-task" };
+        assert.deepEqual(dup, repeat);
         const third = await fetch(callbackUrl, { method: "POST", body: JSON.stringify(body) }).then((r) => r.json());
-        assert.deepEqual(third, { success: true, noop: true, reason: "already_resumed" });
+        assert.deepEqual(third, repeat);
         assert.equal(counter.hits(), 1, "the downstream component ran exactly once");
+        const run = await runView(worker, t.run_id);
+        assert.equal(run.status, "completed");
+        assert.deepEqual(statuses(run.trace), ["slow:paused", "slow:succeeded", "count:succeeded"], "each node recorded once");
     } finally {
         await manual.close();
         await counter.close();
@@ -215,11 +224,13 @@ test("bare /workflows/resume resumes by task_id; unknown task is a noop", { time
         assert.equal(t.status, "paused");
         const r = await worker.fetchJson("/workflows/resume", { body: { task_id: "bare-task-1", success: true, data: { ok: 1 } } });
         assert.equal(r.status, 200);
-        assert.equal(r.body.status, "completed");
-        assert.equal(r.body.run_id, t.run_id);
+        assertCallbackAnswer(r.body, { status: "completed", run_id: t.run_id, task_id: "bare-task-1" });
+        const run = await runView(worker, t.run_id);
+        assert.equal(run.status, "completed");
+        assert.deepEqual(run.data.data, { ok: 1 }, "the callback's data reached the Output");
         const again = await worker.fetchJson("/workflows/resume", { body: { task_id: "bare-task-1", success: true } });
         assert.equal(again.status, 200);
-        assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed" });
+        assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: t.run_id, task_id: "bare-task-1" });
         const unknown = await worker.fetchJson("/workflows/resume", { body: { task_id: "never-issued" } });
         assert.deepEqual(unknown.body, { success: true, noop: true, reason: "unknown_task" });
     } finally {
@@ -243,9 +254,78 @@ test("bare /workflows/resume: a task id up to 1 KB is indexed under a hash of it
         assert.ok(keys.includes(hashed), `indexed as ${hashed}`);
         const r = await worker.fetchJson("/workflows/resume", { body: { task_id: longTask, success: true, data: { ok: 1 } } });
         assert.equal(r.status, 200, r.text);
-        assert.equal(r.body.status, "completed");
-        assert.equal(r.body.run_id, t.body.run_id);
+        assertCallbackAnswer(r.body, { status: "completed", run_id: t.body.run_id, task_id: longTask });
+        // Written to KV within a second of the trigger's write (so the next test starts from a quiet KV).
+        const { record } = await kvCaughtUp(worker, t.body.run_id);
+        assert.equal(record.status.state, "completed");
     } finally {
+        await manual.close();
+    }
+});
+
+test("a callback's answer is small: its exact fields when completed and when paused again, under 1 KB with a 200 KB output", { timeout: 60_000 }, async () => {
+    // in → big (answers 200 KB at once) → first (pending) → second (pending) → out
+    const blob = "b".repeat(200_000);
+    const big = await startComponent(() => ({ blob }));
+    const manual = await startComponent((body) => ({ pending: true, task_id: `small-${body.step}` }));
+    try {
+        const graph = {
+            nodes: [
+                { id: "in", type: "Input" },
+                { id: "big", type: "Component", componentId: big.url },
+                { id: "first", type: "Component", componentId: `${manual.url}/first`, data: { step: "first" } },
+                { id: "second", type: "Component", componentId: `${manual.url}/second`, data: { step: "second" } },
+                { id: "out", type: "Output", data: { size: "{{big.blob}}" } },
+            ],
+            edges: [
+                { from: "in", to: "big", type: "PIPE" },
+                { from: "big", to: "first", type: "PIPE" },
+                { from: "first", to: "second", type: "PIPE" },
+                { from: "second", to: "out", type: "PIPE" },
+            ],
+        };
+        const t = await worker.fetchJson("/execute", { body: { graph } });
+        assert.equal(t.status, 200, t.text.slice(0, 500));
+        assert.equal(t.body.status, "paused");
+        assert.equal(t.body.task_id, "small-first");
+        const waitOf = async (node) => (await runView(worker, t.body.run_id)).waits.find((w) => w.node_id === node);
+        assert.ok(await waitOf("first"));
+        const callbackUrl = (node) => manual.requests().find((q) => q.body?.step === node)?.body.callback_url;
+
+        // Resumed and paused again: on the NEW wait, with a large callback body of its own.
+        const firstUrl = callbackUrl("first");
+        assert.ok(firstUrl);
+        const r1 = await fetch(firstUrl, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ task_id: "small-first", success: true, data: { echo: "e".repeat(200_000) } }) });
+        const text1 = await r1.text();
+        assert.equal(r1.status, 200, text1.slice(0, 500));
+        const a1 = JSON.parse(text1);
+        assert.deepEqual(Object.keys(a1).sort(), ["duration_ms", "paused_again", "paused_node_id", "resumed", "run_id", "status", "success", "task_id"], text1);
+        assert.deepEqual({ ...a1, duration_ms: 0 }, { success: true, resumed: true, status: "paused", run_id: t.body.run_id, task_id: "small-second", duration_ms: 0, paused_again: true, paused_node_id: "second" });
+        assert.ok(Buffer.byteLength(text1) < 1024, `paused-again answer is ${Buffer.byteLength(text1)} bytes: ${text1}`);
+
+        // Resumed and completed: the output holds 200 KB (twice, with the flowing context), the answer does not.
+        const secondUrl = callbackUrl("second");
+        assert.ok(secondUrl, "the second component was called");
+        const r2 = await fetch(secondUrl, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ task_id: "small-second", success: true, data: { done: true } }) });
+        const text2 = await r2.text();
+        assert.equal(r2.status, 200, text2.slice(0, 500));
+        const a2 = JSON.parse(text2);
+        assert.deepEqual(Object.keys(a2).sort(), ["duration_ms", "resumed", "run_id", "status", "success", "task_id"], text2);
+        assert.deepEqual({ ...a2, duration_ms: 0 }, { success: true, resumed: true, status: "completed", run_id: t.body.run_id, task_id: "small-second", duration_ms: 0 });
+        assert.ok(Buffer.byteLength(text2) < 1024, `completed answer is ${Buffer.byteLength(text2)} bytes: ${text2}`);
+
+        // The run's output is all there, at GET /runs/{id}.
+        const run = await runView(worker, t.body.run_id);
+        assert.equal(run.status, "completed");
+        assert.equal(run.data.size, blob);
+        assert.equal(run.data.blob, blob);
+        assert.deepEqual(run.data.data, { done: true });
+        assert.equal(run.duration_ms, a2.duration_ms, "the answer's duration is the run's");
+        assert.deepEqual(statuses(run.trace), ["in:succeeded", "big:succeeded", "first:paused", "first:succeeded", "second:paused", "second:succeeded", "out:succeeded"]);
+        assert.ok(JSON.stringify(run).length > 400_000, "the run itself is large");
+        await kvCaughtUp(worker, t.body.run_id);
+    } finally {
+        await big.close();
         await manual.close();
     }
 });
@@ -408,7 +488,7 @@ test("the daemon's retries recover from a Worker that was not listening at first
         w = await startWorker({ port, persistDir: dir });
         const task = await delivered(slowDaemon, t.task_id, 20000);
         assert.ok(task.attempts >= 2);
-        assert.equal(task.response.status, "completed");
+        assertCallbackAnswer(task.response, { status: "completed", run_id: t.run_id, task_id: t.task_id });
         const read = await w.fetchJson(`/runs/${t.run_id}`);
         assert.equal(read.body.status, "completed");
         assert.equal(read.body.data.got, "late");

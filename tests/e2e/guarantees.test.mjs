@@ -25,9 +25,11 @@ import {
     heartbeatUrlOf,
     freePort,
     waitUntil,
+    waitForStatus,
     mintToken,
 } from "./harness.mjs";
 import { sleep, sha256hex as sha256 } from "./harness.mjs";
+import { runView, kvCaughtUp, assertCallbackAnswer, assertCallbackAccepted } from "./settle.mjs";
 
 
 const KV_HEADER = "x-arcrun-kv-ops";
@@ -130,7 +132,37 @@ async function measured(worker, send) {
         do: minus(after.do, before.do),
         storage,
         storageCalls: Object.values(storage).reduce((a, b) => a + b, 0),
+        before,
     };
+}
+
+/**
+ * A measured request that changed a run costs the run one KV write (README: a run's record is
+ * written at most once a second): either in the request itself (its header says writes=1), or —
+ * when it came less than a second after the run's previous write — none in the request (the
+ * header says writes=0, and x-arcrun-do-ops shows the change kept in the gate's storage) and
+ * exactly one when the second has passed, by the gate's alarm, with no read or list. Waits for
+ * that write, so the next measured request starts from a quiet binding. Returns "now" or "later".
+ */
+async function assertOneWrite(worker, m, what) {
+    const header = kvHeader(m.res, what);
+    assert.ok(header.writes === 0 || header.writes === 1, `${what}: ${KV_HEADER} writes=${header.writes}`);
+    assert.equal(header.reads, m.kv.get + m.kv.getWithMetadata, `${what}: the header's reads are the binding's`);
+    assert.equal(header.lists, 0, `${what}: lists`);
+    assert.equal(m.kv.list, 0, `${what}: lists at the binding`);
+    assert.equal(m.kv.delete, 0, `${what}: deletes`);
+    if (header.writes === 1) {
+        assert.equal(m.kv.put, 1, `${what}: the write the header counts is the binding's`);
+        return "now";
+    }
+    const doOps = /writes=(\d+)/.exec(m.res.headers.get(DO_HEADER) ?? "");
+    assert.ok(doOps && Number(doOps[1]) >= 1, `${what}: a change not yet in KV is kept in the gate's storage (${DO_HEADER}: ${m.res.headers.get(DO_HEADER)})`);
+    // The write the request did not make comes when the second has passed (it may already have).
+    await waitUntil(`${what}: the paced KV write`, async () => (await probeTotals(worker)).kv.put > m.before.kv.put, { timeoutMs: 10_000, everyMs: 50 });
+    await sleep(SETTLE_MS);
+    const since = minus((await probeTotals(worker)).kv, m.before.kv);
+    assert.deepEqual(since, { get: header.reads, getWithMetadata: 0, put: 1, list: 0, delete: 0 }, `${what}: from the request on, exactly one write and no other KV operation`);
+    return "later";
 }
 
 /** The header of `m.res` equals the count at the binding (reads, writes, lists), and no delete. */
@@ -212,11 +244,12 @@ test("two parallel waits resumed at the same instant: both applied, the join fir
                 assert.equal(r.status, 200, `round ${round}, callback ${name}: ${r.text}`);
                 assert.equal(r.body.resumed, true, `round ${round}, callback ${name} applied: ${r.text}`);
                 assert.equal(r.body.run_id, runId);
+                // Each names the task it ended; the first applied leaves the run waiting on the
+                // other wait (paused, but not paused again: no new wait was opened).
+                assertCallbackAnswer(r.body, { run_id: runId, task_id: (name === "a" ? a : b).taskId, paused_again: undefined }, `round ${round}, callback ${name}`);
             }
             // One was applied first (the other wait still open), the other finished the run.
             assert.deepEqual([ra.body.status, rb.body.status].sort(), ["completed", "paused"], `round ${round}`);
-            const last = ra.body.status === "completed" ? ra.body : rb.body;
-            assert.deepEqual(pick(last.data, ["from_a", "from_b", "joined"]), { from_a: `A${round}`, from_b: `B${round}`, joined: true }, `round ${round}: both results reached the end`);
 
             const joinCalls = joined.requests().filter((q) => q.path === "/join" && q.body?.round === round);
             assert.equal(joinCalls.length, 1, `round ${round}: the join fired exactly once`);
@@ -224,7 +257,7 @@ test("two parallel waits resumed at the same instant: both applied, the join fir
             const read = await worker.fetchJson(`/runs/${runId}`);
             assert.equal(read.status, 200);
             assert.equal(read.body.status, "completed", read.text);
-            assert.deepEqual(pick(read.body.data, ["from_a", "from_b", "joined"]), { from_a: `A${round}`, from_b: `B${round}`, joined: true });
+            assert.deepEqual(pick(read.body.data, ["from_a", "from_b", "joined"]), { from_a: `A${round}`, from_b: `B${round}`, joined: true }, `round ${round}: both results reached the end`);
             assert.deepEqual(read.body.waits, [], "no wait left open");
             const nodeStatuses = read.body.trace.map((e) => `${e.node_id}:${e.status}`);
             for (const entry of ["a:succeeded", "b:succeeded", "join:succeeded", "out:succeeded"]) {
@@ -234,7 +267,7 @@ test("two parallel waits resumed at the same instant: both applied, the join fir
             // And a repeat of either is a noop that runs nothing again.
             const again = await postCallback(a.callbackUrl, a.taskId, { success: true, data: { v: "late" } });
             assert.equal(again.status, 200);
-            assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed" }, again.text);
+            assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: runId, task_id: a.taskId }, again.text);
         }
         assert.equal(joined.hits("/join"), ROUNDS, `the join component was called once per run (${ROUNDS} runs)`);
     } finally {
@@ -298,12 +331,19 @@ test("a callback sent before the component has even answered pending is applied 
                     throw new Error(`round ${round}: the early callback got no answer in 30 s`);
                 }),
             ]);
-            assert.equal(reply.status, 200, `round ${round}: early callback answer: ${reply.text}`);
-            assert.equal(reply.body.resumed, true, `round ${round}: the early callback was applied: ${reply.text}`);
-            assert.equal(reply.body.status, "completed", `round ${round}: ${reply.text}`);
-            assert.deepEqual(pick(reply.body.data, ["got", "after"]), { got: `early-${round}`, after: true });
+            // The early callback is kept by the gate and applied when the trigger's segment ends;
+            // its sender waits for that (up to 3 s) and gets the real answer, or else a 202 saying
+            // it was accepted (a very slow machine): either way the run completes with it.
+            if (reply.status === 202) {
+                assertCallbackAccepted(reply.body, { run_id: t.body.run_id, task_id: entry.taskId }, `round ${round}: early callback`);
+            } else {
+                assert.equal(reply.status, 200, `round ${round}: early callback answer: ${reply.text}`);
+                assert.equal(reply.body.resumed, true, `round ${round}: the early callback was applied: ${reply.text}`);
+                assert.equal(reply.body.status, "completed", `round ${round}: ${reply.text}`);
+                assertCallbackAnswer(reply.body, { status: "completed", run_id: t.body.run_id, task_id: entry.taskId }, `round ${round}: early callback`);
+            }
 
-            const read = await worker.fetchJson(`/runs/${t.body.run_id}`);
+            const read = reply.status === 202 ? await waitForStatus(worker, t.body.run_id, ["completed", "failed"]) : await worker.fetchJson(`/runs/${t.body.run_id}`);
             assert.equal(read.body.status, "completed", `round ${round}: ${read.text}`);
             assert.deepEqual(pick(read.body.data, ["got", "after"]), { got: `early-${round}`, after: true });
             assert.equal(after.requests().filter((q) => q.body?.round === round).length, 1, `round ${round}: downstream ran once`);
@@ -386,21 +426,21 @@ test("KV operations at the binding: pause 1 put, resume 1 put (≤1 get), duplic
         assert.deepEqual(m.do, OK, "GET /runs/{id}: one Durable Object request");
         assertHeaderAgrees(m, "GET /runs/{id}");
 
-        // The callback that resumes it (gate warm): one write, at most one read, no list.
+        // The callback that resumes it (gate warm), well within a second of the trigger's write:
+        // one write, at most one read, no list — the write made when the second has passed.
         m = await measured(worker, callback(0));
         assert.equal(m.res.status, 200, m.res.text);
         assert.equal(m.res.body.status, "completed", m.res.text);
-        assert.equal(m.kv.put, 1, "callback resume: puts");
+        assertCallbackAnswer(m.res.body, { status: "completed", run_id: run0, task_id: parked[0].task_id });
         assert.ok(m.kv.get <= 1, `callback resume: at most one get, counted ${m.kv.get}`);
         assert.equal(m.kv.getWithMetadata, 0);
-        assert.equal(m.kv.list, 0, "callback resume: lists");
-        assert.equal(m.kv.delete, 0, "callback resume: deletes");
         assert.deepEqual(m.do, OK, "callback resume: one Durable Object request");
-        assertHeaderAgrees(m, "callback resume (warm)");
+        await assertOneWrite(worker, m, "callback resume (warm)");
+        assert.equal((await kvCaughtUp(worker, run0)).record.status.state, "completed", "the completed run is in KV");
 
         // A duplicate: noop, no write, no list.
         m = await measured(worker, callback(0));
-        assert.deepEqual(m.res.body, { success: true, noop: true, reason: "already_resumed" }, m.res.text);
+        assert.deepEqual(m.res.body, { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: run0, task_id: parked[0].task_id }, m.res.text);
         assert.equal(m.kv.put, 0, "duplicate callback: puts");
         assert.equal(m.kv.list, 0, "duplicate callback: lists");
         assert.equal(m.kv.delete, 0, "duplicate callback: deletes");
@@ -424,6 +464,7 @@ test("KV operations at the binding: pause 1 put, resume 1 put (≤1 get), duplic
         m = await measured(worker, callback(1));
         assert.equal(m.res.body.status, "completed", m.res.text);
         assert.equal(m.res.body.run_id, run1);
+        assertCallbackAnswer(m.res.body, { status: "completed", run_id: run1, task_id: parked[1].task_id });
         assert.deepEqual(m.kv, { get: 1, getWithMetadata: 0, put: 1, list: 0, delete: 0 }, "callback resume, gate cold: one read, one write");
         assert.deepEqual(m.do, OK, "callback resume (cold): one Durable Object request");
         assertHeaderAgrees(m, "callback resume (cold)");
@@ -447,10 +488,23 @@ test("KV operations at the binding: pause 1 put, resume 1 put (≤1 get), duplic
         assert.equal(m.kv.list, 0);
         assertHeaderAgrees(m, "callback after a cold read");
 
+        // A warm gate whose last write is more than a second old writes at once: one put in the
+        // callback's own request.
+        m = await measured(worker, trigger(graphPause, { seq: 3 }));
+        const run3 = m.res.body.run_id;
+        assert.equal(m.res.body.status, "paused", m.res.text);
+        assert.equal(m.kv.put, 1);
+        await sleep(1200);
+        m = await measured(worker, callback(3));
+        assertCallbackAnswer(m.res.body, { status: "completed", run_id: run3, task_id: parked[3].task_id });
+        assert.equal(m.kv.put, 1, "callback more than a second after the last write: puts");
+        assert.ok(m.kv.get <= 1);
+        assertHeaderAgrees(m, "callback more than a second after the last write");
+
         // Nothing happened at the bindings outside the measured requests.
         const idle = await measured(worker, () => sleep(500).then(() => worker.fetchJson("/health", { apiKey: null })));
         assertNoWork(idle, "idle half-second and /health");
-        assert.equal(counter.hits("/count"), 3, "each resumed run went on downstream once");
+        assert.equal(counter.hits("/count"), 4, "each resumed run went on downstream once");
     } finally {
         await worker.stop();
         await parker.close();
@@ -538,19 +592,21 @@ test("forged and expired callback and heartbeat URLs cost no KV operation and no
         let m = await measured(worker, () => postHeartbeat(xb.callbackUrl, { progress: { pct: 40 } }));
         assert.equal(m.res.status, 200, `real heartbeat: ${m.res.text}`);
         assert.equal(m.do.fetch, 1, "a real heartbeat is one Durable Object request");
-        assert.equal(m.kv.put, 1, "a real heartbeat costs one KV write");
-        assert.equal(m.kv.list, 0);
-        assertHeaderAgrees(m, "real heartbeat");
+        // One KV write (at once, or when a second has passed since the run's last one).
+        await assertOneWrite(worker, m, "real heartbeat");
 
         m = await measured(worker, () => postCallback(xa.callbackUrl, xa.taskId, { success: true, data: { v: "real-a" } }));
         assert.equal(m.res.status, 200, m.res.text);
         assert.equal(m.res.body.status, "paused", "b is still open");
+        // Still waiting on b: paused, not paused again (no new wait), naming the task it ended.
+        assertCallbackAnswer(m.res.body, { status: "paused", run_id: x.body.run_id, task_id: xa.taskId, paused_again: undefined }, "real callback a");
         assert.equal(m.do.fetch, 1);
-        assert.equal(m.kv.put, 1);
-        assertHeaderAgrees(m, "real callback a");
+        await assertOneWrite(worker, m, "real callback a");
         const done = await postCallback(xb.callbackUrl, xb.taskId, { success: true, data: { v: "real-b" } });
         assert.equal(done.body.status, "completed", done.text);
-        assert.deepEqual(pick(done.body.data, ["a", "b"]), { a: "real-a", b: "real-b" }, "no forged request changed the run");
+        assertCallbackAnswer(done.body, { status: "completed", run_id: x.body.run_id, task_id: xb.taskId });
+        const read = await runView(worker, x.body.run_id);
+        assert.deepEqual(pick(read.data, ["a", "b"]), { a: "real-a", b: "real-b" }, "no forged request changed the run");
     } finally {
         await worker.stop();
         await pc.close();
@@ -650,7 +706,8 @@ test("every response carries a well-formed x-arcrun-kv-ops header that matches t
             ["GET /runs (the listing)", 200, () => raw("/runs", { headers: auth }), { writes: 0, lists: 1 }],
             ["heartbeat", 200, () => raw(heartbeatUrlOf(call.callbackUrl), { method: "POST", body: JSON.stringify({ progress: { pct: 1 } }) }), { writes: 1, lists: 0 }],
             ["callback with a wrong task_id (409)", 409, () => raw(call.callbackUrl, { method: "POST", body: JSON.stringify({ task_id: "someone-else", success: true }) }), { writes: 0, lists: 0 }],
-            ["callback (resumes)", 200, () => raw(call.callbackUrl, { method: "POST", body: JSON.stringify({ task_id: call.taskId, success: true }) }), { writes: 1, lists: 0 }],
+            // Less than a second after the heartbeat's write: none in the request, one a moment later.
+            ["callback (resumes)", 200, () => raw(call.callbackUrl, { method: "POST", body: JSON.stringify({ task_id: call.taskId, success: true }) }), { writes: "paced", lists: 0 }],
             ["callback again (noop)", 200, () => raw(call.callbackUrl, { method: "POST", body: JSON.stringify({ task_id: call.taskId, success: true }) }), { writes: 0, lists: 0 }],
             ["POST /runs/{id}/cancel", 200, () => raw(`/runs/${toCancel.body.run_id}/cancel`, { method: "POST", headers: auth }), { writes: 1, lists: 0 }],
             ["POST /runs/{id}/cancel again (409)", 409, () => raw(`/runs/${toCancel.body.run_id}/cancel`, { method: "POST", headers: auth }), { writes: 0, lists: 0 }],
@@ -658,6 +715,10 @@ test("every response carries a well-formed x-arcrun-kv-ops header that matches t
         for (const [what, status, send, expected] of touched) {
             const m = await measured(worker, send);
             assert.equal(m.res.status, status, `${what}: ${m.res.text}`);
+            if (expected.writes === "paced") {
+                await assertOneWrite(worker, m, what);
+                continue;
+            }
             const header = assertHeaderAgrees(m, what);
             assert.equal(header.writes, expected.writes, `${what}: writes`);
             assert.equal(header.lists, expected.lists, `${what}: lists`);
@@ -708,11 +769,13 @@ test("CALLBACK_SECRET rotation: old URLs still resume through CALLBACK_SECRET_PR
         assert.equal(ra.status, 200, `the URL handed out before rotating: ${ra.text}`);
         assert.equal(ra.body.resumed, true);
         assert.equal(ra.body.status, "completed");
-        assert.equal(ra.body.data.v, "A");
+        assertCallbackAnswer(ra.body, { status: "completed", run_id: a.body.run_id, task_id: callA.taskId });
+        assert.equal((await runView(w, a.body.run_id)).data.v, "A");
         const rb = await postCallback(callB.callbackUrl, callB.taskId, { success: true, data: { v: "B" } });
         assert.equal(rb.status, 200, rb.text);
         assert.equal(rb.body.status, "completed");
-        assert.equal(rb.body.data.v, "B");
+        assertCallbackAnswer(rb.body, { status: "completed", run_id: b.body.run_id, task_id: callB.taskId });
+        assert.equal((await runView(w, b.body.run_id)).data.v, "B");
         await w.stop();
 
         // With the previous secret retired, a URL signed with the old one no longer verifies.
@@ -767,16 +830,22 @@ test("an API key removed from API_KEY_HASHES can no longer read its runs, which 
         assert.equal(r.status, 200, r.text);
         assert.equal(r.body.resumed, true);
         assert.equal(r.body.status, "completed", "the retired key's run still completes via its callback");
-        assert.equal(r.body.data.v, "retired");
-        // Kept under the retired key's own prefix: `runs/{owner tag}/{run_id}`.
+        assertCallbackAnswer(r.body, { status: "completed", run_id: retired.body.run_id, task_id: callR.taskId });
+        // Kept under the retired key's own prefix: `runs/{owner tag}/{run_id}`. No key can read it
+        // through the API any more, so it is read in KV (written within about a second).
         const retiredTag = sha256("retired-key").slice(0, 16);
         assert.ok(retired.body.run_id.startsWith(`${retiredTag}-`), retired.body.run_id);
-        const stored = (await w.kvSnapshot({ json: true })).get(`runs/${retiredTag}/${retired.body.run_id}`);
+        const stored = await waitUntil("the retired key's completed run in KV", async () => {
+            const record = (await w.kvSnapshot({ json: true })).get(`runs/${retiredTag}/${retired.body.run_id}`);
+            return record?.status?.state === "completed" ? record : null;
+        }, { timeoutMs: 8000, everyMs: 100 });
         assert.ok(stored, "the finished run is still stored (it expires normally)");
+        assert.equal(stored.status.output.v, "retired");
 
         const callK = callOf(pc, "/work", kept.body.run_id);
         const k = await postCallback(callK.callbackUrl, callK.taskId, { success: true, data: { v: "kept" } });
         assert.equal(k.body.status, "completed", k.text);
+        assertCallbackAnswer(k.body, { status: "completed", run_id: kept.body.run_id, task_id: callK.taskId });
         const readKept = await w.fetchJson(`/runs/${kept.body.run_id}`);
         assert.equal(readKept.status, 200);
         assert.equal(readKept.body.status, "completed");
@@ -852,6 +921,7 @@ test("callback answers redact credentials, and the Worker's logs hold no request
         });
         assert.equal(r.status, 200, r.text);
         assert.equal(r.body.status, "completed", r.text);
+        assertCallbackAnswer(r.body, { status: "completed", run_id: t.body.run_id, task_id: call.taskId });
         // Downstream got them intact too.
         const downstream = after.requests()[0].body;
         assert.equal(downstream.api_key, SECRETS.api_key);
@@ -868,7 +938,8 @@ test("callback answers redact credentials, and the Worker's logs hold no request
             }
             assert.ok(!shown.includes("?token="), `${name} shows a callback token`);
         }
-        const data = r.body.data;
+        // The run's output, read where the run is shown: redacted there.
+        const data = read.body.data;
         assert.equal(data.api_key, "[redacted]");
         assert.equal(data.nested.password, "[redacted]");
         assert.equal(data.headers.authorization, "[redacted]");
@@ -881,6 +952,8 @@ test("callback answers redact credentials, and the Worker's logs hold no request
         assert.equal(data.max_tokens, 64, "look-alike fields are kept");
         assert.equal(data.result, "after-ok");
 
+        // The callback's change reaches KV within about a second (a write that logs a line).
+        await kvCaughtUp(worker, t.body.run_id);
         // The logs: a marker written through the Worker's console must arrive (so the collector
         // works and everything logged before it has been read), and nothing of the run may.
         const marker = `probe-log-marker-${Date.now()}`;
@@ -893,14 +966,22 @@ test("callback answers redact credentials, and the Worker's logs hold no request
         }
         // The run id appears only in the segment lines an operator reads (README, "Logs"):
         // ids, kinds, statuses and counts, nothing else.
-        const segments = all
+        // ids, kinds, statuses and counts, nothing else: a line per segment, and a line per
+        // write of the run's record to KV (README, "Logs").
+        const runLines = all
             .split("\n")
             .filter((l) => l.includes(t.body.run_id))
             .map((l) => JSON.parse(l.slice(l.indexOf("{"), l.lastIndexOf("}") + 1)));
+        assert.deepEqual([...new Set(runLines.map((l) => l.event))].sort(), ["segment", "write"], all);
+        const segments = runLines.filter((l) => l.event === "segment");
         assert.deepEqual(segments.map((l) => l.kind), ["trigger", "callback"], all);
         for (const line of segments) {
             assert.deepEqual(Object.keys(line).sort(), ["calls", "do", "duration_ms", "event", "kind", "kv", "run_id", "status"]);
-            assert.equal(line.event, "segment");
+        }
+        const writes = runLines.filter((l) => l.event === "write");
+        assert.equal(writes.length, 2, `the trigger's write and the callback's: ${all}`);
+        for (const line of writes) {
+            assert.deepEqual(Object.keys(line).sort(), ["duration_ms", "event", "kept_requests", "kv_writes", "run_id"]);
         }
         for (const [what, value] of [
             ["the task id", call.taskId],

@@ -25,6 +25,7 @@ import { gzipSync } from "node:zlib";
 
 import { startWorker, startComponent, mintToken, kvOps, assertMatchesOpenApi, TEST_API_KEY, TEST_API_KEY_HASH, TEST_CALLBACK_SECRET } from "./harness.mjs";
 import { sha256hex } from "./harness.mjs";
+import { kvCaughtUp, assertCallbackAnswer } from "./settle.mjs";
 
 const OTHER_KEY = "other-key";
 const OTHER_KEY_HASH = sha256hex(OTHER_KEY);
@@ -389,7 +390,10 @@ before(async () => {
     ctx.C = { id: c.run_id, w1: waitOf("/c1") };
     const done = await fetch(ctx.C.w1.url, { method: "POST", body: json({ task_id: ctx.C.w1.taskId, success: true, data: { v: 1 } }) });
     assert.equal(done.status, 200);
-    assert.equal((await done.json()).status, "completed");
+    assertCallbackAnswer(await done.json(), { status: "completed", run_id: ctx.C.id, task_id: ctx.C.w1.taskId });
+    // C's completed record reaches KV within about a second of its trigger's write: KV is taken
+    // as it stands once it has.
+    await kvCaughtUp(worker, ctx.C.id);
 
     // The test's token minting agrees with the Worker's, so minted tokens below mean something.
     assert.equal(mintToken(CALLBACK_SECRET, ctx.A.id, ctx.A.w1.waitId, ctx.A.w1.exp), ctx.A.w1.token);
@@ -425,7 +429,8 @@ const problemsMatch = (...patterns) => (res) => {
 const callback = (name, pathFn, payload, status, code, more = {}) => ({ name, method: "POST", path: pathFn, body: payload, status, code, ...more });
 const A1 = (c) => c.A.w1;
 const validA1 = (c) => cbPath(c.A.id, c.A.w1.waitId, c.A.w1.token);
-const noopBody = (reason) => (res) => assert.deepEqual(res.json, { success: true, noop: true, reason });
+/** A noop answer: its reason, and (`more(ctx)`) where the run stands and the task the request named. */
+const noopBody = (reason, more = () => ({})) => (res, c) => assert.deepEqual(res.json, { success: true, noop: true, reason, ...more(c) });
 const pastMs = () => Date.now() - 60_000;
 const mismatchOnA1 = (c) => [ev("A", c.A.w1.waitId, "callback", "task_mismatch")];
 const mismatchOnA2 = (c) => [ev("A", c.A.w2.waitId, "callback", "task_mismatch")];
@@ -780,19 +785,19 @@ const CASES = [
     callback("expired token, body not an object", (c) => cbPath(c.A.id, c.A.w1.waitId, mintToken(CALLBACK_SECRET, c.A.id, c.A.w1.waitId, pastMs())), "[1]", 400, "invalid_callback"),
     callback("expired token signed with the wrong secret", (c) => cbPath(c.A.id, c.A.w1.waitId, mintToken("wrong-secret", c.A.id, c.A.w1.waitId, pastMs())), (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
     callback("replayed callback (already applied)", (c) => cbPath(c.C.id, c.C.w1.waitId, c.C.w1.token), (c) => json({ task_id: c.C.w1.taskId, success: true, data: { v: 2 } }), 200, null, {
-        check: noopBody("already_resumed"),
+        check: noopBody("already_resumed", (c) => ({ status: "completed", run_id: c.C.id, task_id: c.C.w1.taskId })),
         events: (c) => [ev("C", c.C.w1.waitId, "callback", "duplicate")],
     }),
     callback("replayed callback with another task_id", (c) => cbPath(c.C.id, c.C.w1.waitId, c.C.w1.token), json({ task_id: "other", success: false }), 200, null, {
-        check: noopBody("already_resumed"),
+        check: noopBody("already_resumed", (c) => ({ status: "completed", run_id: c.C.id, task_id: "other" })),
         events: (c) => [ev("C", c.C.w1.waitId, "callback", "duplicate")],
     }),
     callback("replayed callback, body not an object", (c) => cbPath(c.C.id, c.C.w1.waitId, c.C.w1.token), '"again"', 400, "invalid_callback"),
     callback("validly signed token for a run that does not exist", (c) => cbPath("f".repeat(32), "w1", mintToken(CALLBACK_SECRET, "f".repeat(32), "w1", Date.now() + 3_600_000)), json({ task_id: "t", success: true }), 200, null, {
-        check: noopBody("unknown_run"),
+        check: noopBody("unknown_run", () => ({ task_id: "t" })),
     }),
     callback("validly signed token for a wait run A never had", (c) => cbPath(c.A.id, "w99", mintToken(CALLBACK_SECRET, c.A.id, "w99", Date.now() + 3_600_000)), json({ task_id: "t", success: true }), 200, null, {
-        check: noopBody("unknown_wait"),
+        check: noopBody("unknown_wait", (c) => ({ status: "paused", run_id: c.A.id, task_id: "t" })),
     }),
     callback("run id with characters outside [A-Za-z0-9_-]", (c) => `/callbacks/${c.A.id}.x/${c.A.w1.waitId}?token=${encodeURIComponent(c.A.w1.token)}`, (c) => json({ task_id: A1(c).taskId }), 404, "not_found"),
     callback("wait id of 65 characters", (c) => cbPath(c.A.id, "w".repeat(65), c.A.w1.token), (c) => json({ task_id: A1(c).taskId }), 404, "not_found"),
@@ -1082,14 +1087,18 @@ test("after the corpus, KV is as it was and the paused runs still resume with th
 
     const r1 = await fetch(ctx.A.w1.url, { method: "POST", body: json({ task_id: ctx.A.w1.taskId, success: true, data: { one: 1 } }) });
     assert.equal(r1.status, 200);
-    assert.equal((await r1.json()).status, "paused", "one wait left");
+    const a1 = await r1.json();
+    assert.equal(a1.status, "paused", "one wait left");
+    assertCallbackAnswer(a1, { status: "paused", run_id: ctx.A.id, task_id: ctx.A.w1.taskId, paused_again: undefined });
     const r2 = await fetch(ctx.A.w2.url, { method: "POST", body: json({ task_id: ctx.A.w2.taskId, success: true, data: { two: 2 } }) });
     assert.equal(r2.status, 200);
-    assert.equal((await r2.json()).status, "completed");
+    assertCallbackAnswer(await r2.json(), { status: "completed", run_id: ctx.A.id, task_id: ctx.A.w2.taskId });
+    const doneA = await worker.fetchJson(`/runs/${ctx.A.id}`);
+    assert.equal(doneA.body.status, "completed");
     // The callback route is token-gated, not key-gated: B's owner need not be the caller.
     const r3 = await fetch(ctx.B.w1.url, { method: "POST", body: json({ task_id: ctx.B.w1.taskId, success: true }) });
     assert.equal(r3.status, 200);
-    assert.equal((await r3.json()).status, "completed");
+    assertCallbackAnswer(await r3.json(), { status: "completed", run_id: ctx.B.id, task_id: ctx.B.w1.taskId });
 });
 
 // ---------------------------------------------------------------------------------------

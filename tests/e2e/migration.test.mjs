@@ -8,6 +8,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 
 import { startWorker, startComponent, REPO_ROOT, mintToken, TEST_CALLBACK_SECRET } from "./harness.mjs";
+import { runView, kvCaughtUp, assertCallbackAnswer } from "./settle.mjs";
 
 const CALLBACK_SECRET = TEST_CALLBACK_SECRET;
 const fixture = (name) => readFile(path.join(REPO_ROOT, "tests", "fixtures", "v1", name), "utf8");
@@ -73,9 +74,11 @@ test("a paused v1 chain is readable, resumes once, and is stored as version 2", 
     assert.equal(r.status, 200, r.text);
     assert.equal(r.body.resumed, true);
     assert.equal(r.body.status, "completed", r.text);
-    assert.equal(r.body.data.answer, 42);
-    assert.equal(r.body.data.prepared, "migrations", "context from before the upgrade carried over");
-    assert.equal(r.body.data.after, "after");
+    assertCallbackAnswer(r.body, { status: "completed", run_id: id, task_id: "task-slow" });
+    const output = (await runView(worker, id)).data;
+    assert.equal(output.answer, 42);
+    assert.equal(output.prepared, "migrations", "context from before the upgrade carried over");
+    assert.equal(output.after, "after");
 
     assert.equal(afterComp.hits("/after") - afterHits, 1, "after_component called exactly once");
     const sent = afterComp.requests().filter((x) => x.path === "/after").at(-1).body;
@@ -83,6 +86,7 @@ test("a paused v1 chain is readable, resumes once, and is stored as version 2", 
     assert.equal(sent.topic, "migrations");
     assert.equal(daemonComp.hits() - daemonHits, 0, "the already-called daemon is not called again");
 
+    await kvCaughtUp(worker, id);
     const stored = JSON.parse(await getRecord(id));
     assert.equal(stored.version, 2);
     assert.equal(stored.status.state, "completed");
@@ -106,7 +110,7 @@ test("a paused v1 chain is readable, resumes once, and is stored as version 2", 
 
     const again = await callBack(record, "w1", { task_id: "task-slow", success: true, data: { answer: 43 } });
     assert.equal(again.status, 200);
-    assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed" });
+    assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: id, task_id: "task-slow" });
     assert.equal(afterComp.hits("/after") - afterHits, 1, "the repeat ran nothing");
 });
 
@@ -128,25 +132,28 @@ test("a paused v1 FOREACH with a join resumes item by item and completes", async
         const r = await callBack(record, waitId, { task_id: `task-each-${i}`, success: true, data: { v: i } });
         assert.equal(r.status, 200, r.text);
         assert.equal(r.body.resumed, true, r.text);
+        assertCallbackAnswer(r.body, { run_id: id, task_id: `task-each-${i}` }, `item ${i}`);
         answers.push(r.body);
     }
     assert.equal(answers[0].status, "paused");
     assert.equal(answers[1].status, "paused");
     const last = answers[2];
     assert.equal(last.status, "completed", JSON.stringify(last));
-    assert.equal(last.data.count, 3);
-    assert.equal(last.data.side, "side", "the join kept the side branch delivered before the upgrade");
     assert.equal(daemonComp.hits() - daemonHits, 0);
     assert.equal(afterComp.hits() - afterHits, 0, "the side branch finished before the upgrade and is not re-run");
 
     const done = await worker.fetchJson(`/runs/${id}`);
     assert.equal(done.body.status, "completed");
     assert.equal(done.body.data.count, 3);
+    assert.equal(done.body.data.side, "side", "the join kept the side branch delivered before the upgrade");
+    // The record is rewritten as version 2, its last change within about a second.
+    const { record: stored } = await kvCaughtUp(worker, id);
+    assert.equal(stored.version, 2);
     assert.equal(JSON.parse(await getRecord(id)).version, 2);
 
     const before = await worker.kvSnapshot();
     const again = await callBack(record, "w2", { task_id: "task-each-1", success: true, data: { v: 9 } });
-    assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed" });
+    assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: id, task_id: "task-each-1" });
     assert.deepEqual(await worker.kvSnapshot(), before);
 });
 

@@ -18,6 +18,7 @@ import {
 import { waitUntil as until, waitForStatus, kvOps, ALARM_SLACK_MS } from "./harness.mjs";
 import { startDaemon } from "../../daemon/daemon.mjs";
 import { sleep } from "./harness.mjs";
+import { runView, kvCaughtUp, assertCallbackAnswer } from "./settle.mjs";
 
 /** MAX_WAIT_SECONDS when unset: how far heartbeats may push a deadline from its wait's start. */
 const DEFAULT_MAX_WAIT_MS = 7 * 24 * 3600 * 1000;
@@ -349,10 +350,11 @@ test("status_url: the poll reports first and resumes the wait; the late callback
         assert.ok(status.polls[0].at - sentAt >= 950, `first poll ${status.polls[0].at - sentAt} ms after the trigger`);
         assert.equal(echo.hits("/p4a-after"), 1);
 
+        await kvCaughtUp(worker, t.body.run_id);
         const before = await worker.kvSnapshot();
         const late = await postCallback(comp.calls[0].callbackUrl, "job-4a", { success: true, data: { v: "from-callback" } });
         assert.equal(late.status, 200, late.text);
-        assert.deepEqual(late.body, { success: true, noop: true, reason: "already_resumed" });
+        assert.deepEqual(late.body, { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: t.body.run_id, task_id: "job-4a" });
         assert.equal(kvOps(late).writes, 0, late.headers.get("x-arcrun-kv-ops"));
         assert.deepEqual(await worker.kvSnapshot(), before, "the late callback changed nothing");
         assert.equal(echo.hits("/p4a-after"), 1, "downstream ran once");
@@ -379,7 +381,8 @@ test("status_url: a callback before the first poll wins and the status URL is ne
         assert.equal(r.status, 200, r.text);
         assert.equal(r.body.resumed, true, r.text);
         assert.equal(r.body.status, "completed", r.text);
-        assert.equal(r.body.data.v, "from-callback");
+        assertCallbackAnswer(r.body, { status: "completed", run_id: t.body.run_id, task_id: "job-4b" });
+        assert.equal((await runView(worker, t.body.run_id)).data.v, "from-callback");
 
         await sleep(3500); // past when the first poll would have been made
         assert.equal(status.polls.length, 0, "the status URL was never polled");
@@ -501,7 +504,8 @@ test("heartbeats report progress and push the deadline later, answering URLs sig
         assert.equal(r.status, 200, r.text);
         assert.equal(r.body.resumed, true, r.text);
         assert.equal(r.body.status, "completed", r.text);
-        assert.equal(r.body.data.v, "kept");
+        assertCallbackAnswer(r.body, { status: "completed", run_id: id, task_id: call.taskId });
+        assert.equal((await runView(worker, id)).data.v, "kept");
         assert.equal(echo.hits("/h1-fallback"), 0);
         const closed = closedWait(await worker.fetchJson(`/runs/${id}`), first.wait_id);
         assert.deepEqual(eventsOf(closed), ["heartbeat:accepted", "heartbeat:accepted", "heartbeat:accepted", "callback:accepted"]);
@@ -560,6 +564,7 @@ test("the reference daemon's heartbeats keep a 2 s wait open through a 5 s task;
         assert.equal(hbTask.last_heartbeat_response?.success, true);
         assert.equal(hbTask.attempts, 1);
         assert.equal(hbTask.response?.status, "completed", JSON.stringify(hbTask.response));
+        assertCallbackAnswer(hbTask.response, { status: "completed", run_id: beating.body.run_id, task_id: beating.body.task_id });
         assert.equal(hbTask.heartbeat_url, heartbeatUrlOf(hbTask.callback_url));
 
         const quietTask = task(silent.body.task_id);
@@ -594,16 +599,19 @@ test("events: a duplicate callback and heartbeat show on the closed wait and cos
         const call = pend.on("/e1")[0];
         const ok = await postCallback(call.callbackUrl, call.taskId, { success: true, data: {} });
         assert.equal(ok.body.status, "completed", ok.text);
-        assert.equal(kvOps(ok).writes, 1);
+        assertCallbackAnswer(ok.body, { status: "completed", run_id: t.body.run_id, task_id: call.taskId });
+        // One KV write: in the request, or (within a second of the trigger's) once the second has passed.
+        assert.ok(kvOps(ok).writes <= 1, ok.headers.get("x-arcrun-kv-ops"));
+        await kvCaughtUp(worker, t.body.run_id);
 
         const before = await worker.kvSnapshot();
         const dup = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { again: true } });
         assert.equal(dup.status, 200);
-        assert.deepEqual(dup.body, { success: true, noop: true, reason: "already_resumed" });
+        assert.deepEqual(dup.body, { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: t.body.run_id, task_id: call.taskId });
         assert.equal(kvOps(dup).writes, 0, dup.headers.get("x-arcrun-kv-ops"));
         const lateBeat = await postHeartbeat(call.callbackUrl, { progress: 99 });
         assert.equal(lateBeat.status, 200, lateBeat.text);
-        assert.deepEqual(lateBeat.body, { success: true, noop: true, reason: "already_resumed" });
+        assert.deepEqual(lateBeat.body, { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: t.body.run_id });
         assert.equal(kvOps(lateBeat).writes, 0, lateBeat.headers.get("x-arcrun-kv-ops"));
         assert.deepEqual(await worker.kvSnapshot(), before, "turned-away requests change nothing in KV");
         assert.equal(echo.hits("/e1-after"), 1);
@@ -647,6 +655,7 @@ test("events: a task mismatch shows on the open wait at no KV write; later event
         assert.equal(beat.status, 200, beat.text);
         const ok = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { v: 1 } });
         assert.equal(ok.body.status, "completed", ok.text);
+        assertCallbackAnswer(ok.body, { status: "completed", run_id: t.body.run_id, task_id: call.taskId });
 
         const read = await worker.fetchJson(`/runs/${t.body.run_id}`);
         assert.deepEqual(read.body.waits, []);
@@ -685,7 +694,7 @@ test("events: a callback after its deadline costs nothing; one after a cancel is
         assert.equal(cancelled.status, 200, cancelled.text);
         const call2 = pend.on("/e4")[0];
         const late = await postCallback(call2.callbackUrl, call2.taskId, { success: true });
-        assert.deepEqual(late.body, { success: true, noop: true, reason: "run_finished" });
+        assert.deepEqual(late.body, { success: true, noop: true, reason: "run_finished", status: "cancelled", run_id: c.body.run_id, task_id: call2.taskId });
         assert.equal(kvOps(late).writes, 0, late.headers.get("x-arcrun-kv-ops"));
         const after = await worker.fetchJson(`/runs/${c.body.run_id}`);
         const closed2 = after.body.closed_waits?.[0];
