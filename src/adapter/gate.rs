@@ -126,6 +126,8 @@ struct Inbox {
 /// sender is still waiting for it.
 struct Queued {
     key: String,
+    /// When it arrived.
+    at: u64,
     request: GateRequest,
     task_id: Option<String>,
     answer: oneshot::Sender<Response>,
@@ -274,7 +276,7 @@ impl RunGate {
         }
         // Kept only if its change cannot be written at once.
         let text = (!is_start).then(|| serde_json::to_string(&message).unwrap_or_default());
-        let Some((command, owner)) = command_of(message) else {
+        let Some((command, owner)) = command_of(message, None) else {
             return Err(ApiError::Internal("not a segment".into()));
         };
         // A trigger or retry that goes on past this invocation answers 202.
@@ -285,7 +287,7 @@ impl RunGate {
         // Taken before the segment: callbacks it queues sort after it.
         let key = self.next_key(started);
         let segment = self.segment(&host, command, owner).await;
-        let segment = match segment {
+        let mut segment = match segment {
             Ok(segment) => segment,
             Err(e) => {
                 self.settle(&host, &run_id, DRAIN_PER_TURN).await?;
@@ -294,10 +296,15 @@ impl RunGate {
         };
         if segment.dirty {
             self.changed(started);
-            if !self.pacer.get().may_write(now_ms()) {
-                if let Some(text) = text {
-                    self.keep(&host, key, text).await?;
+            if self.pacer.get().may_write(now_ms()) {
+                // Written before it is answered, so the answer is the run as
+                // stored (writing may truncate its trace, or fail it).
+                self.write(&host).await?;
+                if let Some(run) = self.cached.borrow().as_ref() {
+                    segment.refresh(run, &config.1);
                 }
+            } else if let Some(text) = text {
+                self.keep(&host, key, text).await?;
             }
         }
         // Rendered now: what the queue applies next is not this request's.
@@ -388,33 +395,20 @@ impl RunGate {
         message: GateRequest,
         task_id: Option<String>,
     ) -> std::result::Result<Response, ApiError> {
-        let GateRequest::Callback {
-            run_id,
-            wait_id,
-            body,
-            base_url,
-            token_expires_at,
-            ..
-        } = message
-        else {
+        let GateRequest::Callback { run_id, .. } = &message else {
             return Err(ApiError::Internal("only callbacks are queued".into()));
         };
+        let run_id = run_id.clone();
+        let text = serde_json::to_string(&message).unwrap_or_default();
+        // Its key holds its arrival time, at which it is judged.
         let now = now_ms();
-        let request = GateRequest::Callback {
-            run_id: run_id.clone(),
-            wait_id,
-            body,
-            base_url,
-            token_expires_at,
-            received_at: Some(now),
-        };
-        let text = serde_json::to_string(&request).unwrap_or_default();
         let key = self.next_key(now);
-        let (answer, mut answered) = oneshot::channel();
+        let (answer, answered) = oneshot::channel();
         // Queued before the write is awaited: the holder may finish meanwhile.
         self.inbox.borrow_mut().queued.push_back(Queued {
             key: key.clone(),
-            request,
+            at: now,
+            request: message,
             task_id: task_id.clone(),
             answer,
         });
@@ -422,30 +416,12 @@ impl RunGate {
             .keep_request(&key, text)
             .await
             .map_err(ApiError::Engine)?;
-        // Answered by whoever holds the lock, or, when the lock comes free
-        // first, this request takes its turn and applies the queue itself
-        // up to its own callback (a holder applies only so many, so that
-        // its own answer is not held up by a stream of arrivals).
+        // Answered by whoever holds the lock when it applies the callback:
+        // the holder of the segment under way (up to `DRAIN_PER_TURN`), or
+        // the alarm it set to apply the rest.
         let waited = Delay::from(Duration::from_millis(QUEUED_ANSWER_WAIT_MS));
-        let turn = self.lock.lock();
-        match select(select(&mut answered, turn), waited).await {
-            Either::Left((Either::Left((Ok(response), _)), _)) => return Ok(response),
-            Either::Left((Either::Right((_turn, _)), _)) => {
-                self.catch_up(host, &run_id).await?;
-                loop {
-                    match answered.try_recv() {
-                        Ok(Some(response)) => {
-                            self.settle(host, &run_id, 0).await?;
-                            return Ok(response);
-                        }
-                        // Dropped from the queue (with the kept run): kept
-                        // in storage, it is applied by the next turn.
-                        Err(_) => break,
-                        Ok(None) => self.settle(host, &run_id, DRAIN_PER_TURN).await?,
-                    }
-                }
-            }
-            _ => {}
+        if let Either::Left((Ok(response), _)) = select(answered, waited).await {
+            return Ok(response);
         }
         let mut answer = serde_json::json!({
             "success": true,
@@ -533,8 +509,9 @@ impl RunGate {
     /// Applies up to `limit` queued callbacks, writes the record when it is
     /// due, and sets the alarm. Every holder of the lock ends with this
     /// before it lets go (no await after it): whatever stays queued is
-    /// applied by a queued sender taking its turn, or by the alarm, set for
-    /// now while anything is queued — so no queued callback is left behind.
+    /// applied by the alarm, set for now while anything is queued — so no
+    /// queued callback is left behind, and no holder's own answer waits
+    /// behind a stream of arrivals.
     async fn settle(
         &self,
         host: &GateHost<'_>,
@@ -547,7 +524,7 @@ impl RunGate {
                 applied += 1;
                 let next = self.inbox.borrow_mut().queued.pop_front();
                 let Some(queued) = next else { break };
-                let Some((command, owner)) = command_of(queued.request) else {
+                let Some((command, owner)) = command_of(queued.request, Some(queued.at)) else {
                     continue;
                 };
                 let started = now_ms();
@@ -660,7 +637,7 @@ impl RunGate {
                 .unwrap_or(0);
             self.inbox.borrow_mut().applied.push(key);
             let Some((command, owner)) = GateRequest::parse(&text)
-                .and_then(command_of)
+                .and_then(|request| command_of(request, Some(at)))
                 .filter(|(c, _)| command_run_id(c) == run_id)
             else {
                 continue;
@@ -806,8 +783,9 @@ impl RunGate {
     }
 }
 
-/// The segment a request asks for, and the key it came with (`None` for a read).
-fn command_of(message: GateRequest) -> Option<(Command, Option<String>)> {
+/// The segment a request asks for, and the key it came with (`None` for a
+/// read); a callback kept for later is judged at `arrived`.
+fn command_of(message: GateRequest, arrived: Option<u64>) -> Option<(Command, Option<String>)> {
     Some(match message {
         GateRequest::Read { .. } => return None,
         GateRequest::Start {
@@ -840,7 +818,6 @@ fn command_of(message: GateRequest) -> Option<(Command, Option<String>)> {
             body,
             base_url,
             token_expires_at,
-            received_at,
         } => (
             Command::Callback {
                 run_id,
@@ -848,7 +825,7 @@ fn command_of(message: GateRequest) -> Option<(Command, Option<String>)> {
                 body,
                 callback_base: base_url,
                 token_expires_at,
-                received_at,
+                received_at: arrived,
             },
             None,
         ),

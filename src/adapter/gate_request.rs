@@ -32,9 +32,6 @@ pub enum GateRequest {
         base_url: String,
         #[serde(default)]
         token_expires_at: Option<u64>,
-        /// Set by the gate when it keeps the callback for later.
-        #[serde(default)]
-        received_at: Option<u64>,
     },
     Heartbeat {
         run_id: String,
@@ -96,7 +93,6 @@ impl GateRequest {
                 body: f.remove("body")?,
                 base_url: string(&mut f, "base_url")?,
                 token_expires_at: number(&f, "token_expires_at"),
-                received_at: number(&f, "received_at"),
             },
             "heartbeat" => Self::Heartbeat {
                 run_id,

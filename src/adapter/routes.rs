@@ -229,7 +229,6 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                     body,
                     base_url: base_url(&config, &url),
                     token_expires_at: Some(expires_at),
-                    received_at: None,
                 },
             )
             .await
@@ -297,7 +296,6 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                     body,
                     base_url,
                     token_expires_at: None,
-                    received_at: None,
                 },
             )
             .await?;

@@ -146,7 +146,6 @@ pub async fn notify_parent(env: &Env, url: &str, body: &str) -> DeliveryOutcome 
         body,
         base_url: String::new(),
         token_expires_at: None,
-        received_at: None,
     };
     match gate(env, run_id, &request).await {
         Ok(response) => DeliveryOutcome::Answered {

@@ -214,6 +214,20 @@ pub struct Segment {
     /// The run changed and its record must be written (`flush`). The gate
     /// decides when: at once, or within a second with what follows.
     pub dirty: bool,
+    answer: Answer,
+}
+
+/// What an outcome reply is built from, so it can be built again from the
+/// run as written (`Segment::refresh`).
+#[derive(Debug, Clone, Default)]
+enum Answer {
+    #[default]
+    Fixed,
+    Run,
+    Callback {
+        task_id: String,
+        resumed_at: u64,
+    },
 }
 
 impl Segment {
@@ -224,7 +238,26 @@ impl Segment {
             wake,
             report: Report::default(),
             dirty: false,
+            answer: Answer::Fixed,
         }
+    }
+
+    /// Builds an outcome reply again from the run as written at once after
+    /// the segment: writing drops the oldest trace entries of a record past
+    /// its size limit, or fails a run too large to store.
+    pub fn refresh(&mut self, run: &Run, config: &GateConfig) {
+        let body = match &self.answer {
+            Answer::Fixed => return,
+            Answer::Run => run_outcome(&run.record, &config.redactor),
+            Answer::Callback {
+                task_id,
+                resumed_at,
+            } => callback_answer(&run.record, task_id, *resumed_at, &config.redactor),
+        };
+        self.reply = Reply::Outcome {
+            body,
+            running: run.status() == &RunStatus::Running,
+        };
     }
 }
 
@@ -550,23 +583,22 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         Applied::Woken(kind) => kind,
         _ => "",
     };
+    let answer = match &applied {
+        Applied::Resumed { wait_id } => Answer::Callback {
+            task_id: run
+                .record
+                .closed
+                .get(wait_id)
+                .map_or_else(String::new, |c| c.task_id.clone()),
+            resumed_at: segment_start,
+        },
+        Applied::Started | Applied::Retried => Answer::Run,
+        _ => Answer::Fixed,
+    };
     let reply = match applied {
-        Applied::Resumed { wait_id } => Reply::Outcome {
-            body: callback_answer(
-                &run.record,
-                run.record
-                    .closed
-                    .get(&wait_id)
-                    .map_or("", |c| c.task_id.as_str()),
-                segment_start,
-                &config.redactor,
-            ),
-            running: run.status() == &RunStatus::Running,
-        },
-        Applied::Started | Applied::Retried => Reply::Outcome {
-            body: run_outcome(&run.record, &config.redactor),
-            running: run.status() == &RunStatus::Running,
-        },
+        Applied::Resumed { .. } => Reply::Idle,
+        // Built by `refresh`, below.
+        Applied::Started | Applied::Retried => Reply::Idle,
         Applied::Cancelled => Reply::Details(run_details(&run.record, &config.redactor)),
         Applied::Redelivery => Reply::Accepted(run_details(&run.record, &config.redactor)),
         Applied::Heartbeat {
@@ -589,15 +621,15 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         status: None,
         calls,
     };
-    (
-        Some(run),
-        Ok(Segment {
-            reply,
-            wake,
-            report,
-            dirty: true,
-        }),
-    )
+    let mut segment = Segment {
+        reply,
+        wake,
+        report,
+        dirty: true,
+        answer,
+    };
+    segment.refresh(&run, config);
+    (Some(run), Ok(segment))
 }
 
 /// A sub-workflow's run that finished in the segment that started it has
@@ -691,6 +723,7 @@ async fn deliver<S: Store, C, K: Clock, N: Notifier>(
             wake,
             report,
             dirty: true,
+            answer: Answer::Fixed,
         }),
     )
 }

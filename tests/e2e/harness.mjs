@@ -28,6 +28,8 @@ export const TEST_WEBHOOK_SECRET = "whsec_" + Buffer.from("arcrun-test-webhook-k
  * `stop()` fails the test that caused them.
  */
 export const KV_LIMIT_PREFIX = "kv-write-limit/violations/";
+/** Key prefixes written at a caller's request, whose pace is the caller's (see `stop()`). */
+const CALLER_PACED_KEYS = ["workflows/"];
 const KV_LIMIT_SOURCE = `
 const lastWrite = new Map();
 const PREFIX = ${JSON.stringify(KV_LIMIT_PREFIX)};
@@ -241,13 +243,17 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
     }
 
     let stopped = false;
-    /** Stops the Worker; throws when it wrote to a KV key faster than once a second. */
+    /**
+     * Stops the Worker; throws when it wrote to a key it paces (a run's record) faster than once
+     * a second. Keys written when a caller asks (a stored workflow put, then deleted at once) are
+     * refused like any other — the engine must cope, and tests see how — but are the caller's pace.
+     */
     async function stop() {
         if (stopped) return;
         stopped = true;
         let violations = [];
         try {
-            violations = await kvWriteViolations();
+            violations = (await kvWriteViolations()).filter((v) => !CALLER_PACED_KEYS.some((p) => v.key.startsWith(p)));
         } finally {
             await mf.dispose();
         }

@@ -411,8 +411,12 @@ before(async () => {
 }, { timeout: 120_000 });
 
 after(async () => {
-    await worker?.stop();
-    await pending?.close();
+    // Everything closes even when stopping the Worker throws (a KV write-limit violation).
+    try {
+        await worker?.stop();
+    } finally {
+        await pending?.close();
+    }
 }, { timeout: 120_000 });
 
 // ---------------------------------------------------------------------------------------

@@ -412,7 +412,9 @@ test("max_concurrency 3 over 20 pending items: never more than 3 in flight, each
             assertCallbackAnswer(a.body, { run_id: t.body.run_id });
         }
         const completing = answered.filter((a) => a.body.status === "completed").length;
-        assert.equal(completing, accepted.length === 0 ? 1 : completing > 1 ? -1 : completing, "the last callback completed the run");
+        // The last callback completed the run (unless the one that did was answered 202).
+        if (accepted.length === 0) assert.equal(completing, 1, "the last callback completed the run");
+        else assert.ok(completing <= 1, `${completing} answers say completed`);
     } finally {
         await comp.close();
     }

@@ -100,9 +100,13 @@ before(async () => {
 
 after(async () => {
     await client?.close().catch(() => {});
-    await worker?.stop();
-    await daemon?.close();
-    await stuck?.close();
+    // Everything closes even when stopping the Worker throws (a KV write-limit violation).
+    try {
+        await worker?.stop();
+    } finally {
+        await daemon?.close();
+        await stuck?.close();
+    }
 }, { timeout: 120_000 });
 
 test("initialize negotiates a protocol version and names the server; ping answers", { timeout: 60_000 }, async () => {

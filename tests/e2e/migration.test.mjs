@@ -29,9 +29,13 @@ before(async () => {
 });
 
 after(async () => {
-    await worker?.stop();
-    await daemonComp?.close();
-    await afterComp?.close();
+    // Everything closes even when stopping the Worker throws (a KV write-limit violation).
+    try {
+        await worker?.stop();
+    } finally {
+        await daemonComp?.close();
+        await afterComp?.close();
+    }
 });
 
 /** Stores a v1 record under `run:{run_id}` as the previous release did. */

@@ -153,9 +153,13 @@ before(async () => {
 });
 
 after(async () => {
-    await worker?.stop();
-    for (const c of [echo, failing, flaky, pending]) await c?.close();
-    await new Promise((r) => (receiver ? receiver.close(r) : r()));
+    // Everything closes even when stopping the Worker throws (a KV write-limit violation).
+    try {
+        await worker?.stop();
+    } finally {
+        for (const c of [echo, failing, flaky, pending]) await c?.close();
+        await new Promise((r) => (receiver ? receiver.close(r) : r()));
+    }
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -669,6 +673,67 @@ test("callbacks and heartbeats: resumed, paused again, every noop, every refusal
     assert.equal(finished.body.status, "completed");
     assert.equal(finished.body.task_id, s.taskId);
     await call(worker, `/runs/${single.body.run_id}`, { expect: 200 });
+});
+
+test("callbacks that arrive while a segment of their run is executing: kept, 202 accepted past 3 s, applied when it ends", { timeout: 60_000 }, async () => {
+    // in → a (pending) → out; in → b (pending) → slow (answers after 4.5 s) → out. b's callback
+    // runs a segment that waits on slow; a's callbacks (signed and bare) arrive meanwhile.
+    let slowCalled = 0;
+    const slow = await startComponent(async () => {
+        slowCalled++;
+        await new Promise((r) => setTimeout(r, 4500));
+        return { slow: true };
+    });
+    try {
+        const graph = {
+            nodes: [
+                { id: "in", type: "Input" },
+                { id: "a", type: "Component", componentId: `${pending.url}/acc-a` },
+                { id: "b", type: "Component", componentId: `${pending.url}/acc-b` },
+                { id: "slow", type: "Component", componentId: `${slow.url}/slow` },
+                { id: "out", type: "Output" },
+            ],
+            edges: [
+                { from: "in", to: "a" },
+                { from: "in", to: "b" },
+                { from: "b", to: "slow" },
+                { from: "a", to: "out" },
+                { from: "slow", to: "out" },
+            ],
+        };
+        const started = await call(worker, "/execute", { body: { graph }, expect: 200 });
+        assert.equal(started.body.status, "paused", started.text);
+        const runId = started.body.run_id;
+        const a = pending.on("/acc-a").at(-1);
+        const b = pending.on("/acc-b").at(-1);
+        const bAnswer = call(worker, local(b.callbackUrl), { apiKey: null, body: { task_id: b.taskId, success: true } });
+        await waitFor("b's segment to call slow", () => slowCalled > 0, 10_000);
+        const t0 = Date.now();
+        const [signed, bare] = await Promise.all([
+            call(worker, local(a.callbackUrl), { apiKey: null, body: { task_id: a.taskId, success: true, data: { from: "a" } } }),
+            call(worker, "/workflows/resume", { apiKey: null, body: { task_id: a.taskId, success: true, data: { from: "bare" } } }),
+        ]);
+        for (const [what, r] of [["signed", signed], ["bare", bare]]) {
+            assert.equal(r.status, 202, `${what}: ${r.text}`);
+            assert.equal(r.body.accepted, true, r.text);
+            assert.equal(r.body.status, "running", r.text);
+            assert.equal(r.body.run_id, runId, r.text);
+        }
+        assert.ok(Date.now() - t0 >= 2900, `answered 202 after waiting about 3 s (${Date.now() - t0} ms)`);
+        const bDone = await bAnswer;
+        assert.equal(bDone.status, 200, bDone.text);
+        assert.equal(bDone.body.resumed, true, bDone.text);
+        // Both were kept and applied once the segment ended: one resumed a, the other was a repeat.
+        const done = await runUntil(worker, runId, ["completed", "failed"]);
+        assert.equal(done.body.status, "completed", done.text);
+        const closedA = done.body.closed_waits.find((w) => w.task_id === a.taskId);
+        assert.ok(closedA, done.text);
+        assert.deepEqual(closedA.events.map((e) => `${e.kind}:${e.outcome}`).sort(), ["callback:accepted", "callback:duplicate"], done.text);
+        assert.ok(["a", "bare"].includes(done.body.data.data?.from), done.text);
+        assert.equal(slowCalled, 1);
+    } finally {
+        await slow.close();
+    }
 });
 
 test("legacy routes: /workflows/resume, /executions/paused, /executions/{task_id}", { timeout: 60_000 }, async () => {

@@ -77,8 +77,12 @@ before(async () => {
 });
 
 after(async () => {
-    await worker?.stop();
-    await echo?.close();
+    // Everything closes even when stopping the Worker throws (a KV write-limit violation).
+    try {
+        await worker?.stop();
+    } finally {
+        await echo?.close();
+    }
 });
 
 // ---------------------------------------------------------------------------------------

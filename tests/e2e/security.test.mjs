@@ -9,6 +9,7 @@ import path from "node:path";
 
 import { startWorker, startComponent, freePort, TEST_API_KEY_HASH } from "./harness.mjs";
 import { sha256hex as sha256 } from "./harness.mjs";
+import { assertCallbackAnswer } from "./settle.mjs";
 
 /** Where a run's record is kept in KV: `runs/{owner tag}/{id}` for listed ids, `run:{id}` for 32-hex ones. */
 const recordKey = (id) => {
@@ -122,7 +123,7 @@ test("rotating CALLBACK_SECRET keeps paused runs resumable through CALLBACK_SECR
         });
         r = await fetch(cb, { method: "POST", body });
         assert.equal(r.status, 200);
-        assert.equal((await r.json()).status, "completed");
+        assertCallbackAnswer(await r.json(), { status: "completed", run_id: t.run_id, task_id: "rotate-task" });
     } finally {
         await w.stop();
         await comp.close();

@@ -63,10 +63,17 @@ before(async () => {
 });
 
 after(async () => {
-    await worker?.stop();
-    await budget?.stop();
-    await pend?.close();
-    await echo?.close();
+    // Everything closes even when stopping a Worker throws (a KV write-limit violation).
+    try {
+        await worker?.stop();
+    } finally {
+        try {
+            await budget?.stop();
+        } finally {
+            await pend?.close();
+            await echo?.close();
+        }
+    }
 });
 
 // ---------------------------------------------------------------------------------------

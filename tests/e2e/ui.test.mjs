@@ -28,6 +28,7 @@ import {
     kvOps,
 } from "./harness.mjs";
 import { sleep } from "./harness.mjs";
+import { assertCallbackAnswer } from "./settle.mjs";
 
 const SCREENSHOT = path.join(REPO_ROOT, "target", "ui", "run.png");
 const KEY_STORAGE = "arcrun.apiKey";
@@ -66,10 +67,14 @@ before(async () => {
 
 after(async () => {
     await browser?.close();
-    await worker?.stop();
-    await pend?.close();
-    await failing?.close();
-    await receiver?.close();
+    // Everything closes even when stopping the Worker throws (a KV write-limit violation).
+    try {
+        await worker?.stop();
+    } finally {
+        await pend?.close();
+        await failing?.close();
+        await receiver?.close();
+    }
 }, { timeout: 120_000 });
 
 /** A fresh tab (its own sessionStorage) that records what it requests in `page.requests`. */
@@ -146,6 +151,7 @@ test("a paused run resumed by a callback: list, timeline with the wait, closed w
     await sleep(400); // a wait long enough to see
     const cb = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { answer: 42 } });
     assert.equal(cb.status, 200, cb.text);
+    assertCallbackAnswer(cb.body, { status: "completed", run_id: runId, task_id: call.taskId });
     const done = await waitForStatus(worker, runId, ["completed"]);
     // The final callback is delivered in the background; wait for it so the page shows it.
     const api = await waitUntil("the final callback's delivery", async () => {
@@ -300,6 +306,7 @@ test("a paused run shows its open wait and deadline, then refreshes to completed
         await page.evaluate(() => { window.__sameDocument = true; });
         const cb = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { answer: 7 } });
         assert.equal(cb.status, 200, cb.text);
+        assertCallbackAnswer(cb.body, { status: "completed", run_id: runId, task_id: call.taskId });
         await page.waitForFunction(() => document.getElementById("run").dataset.status === "completed", null, { timeout: 20_000 });
         assert.equal(await page.evaluate(() => window.__sameDocument), true);
         assert.equal(await text(page, "[data-testid=run-status]"), "completed");

@@ -83,6 +83,10 @@ impl Gate {
                         if let Some(wake) = changed {
                             segment.wake = wake;
                         }
+                        // As the gate answers a request written at once.
+                        if let Some(run) = self.cached.borrow().as_ref() {
+                            segment.refresh(run, &self.config);
+                        }
                         (self.cached.borrow_mut().take(), Ok(segment))
                     }
                     Err(e) => (None, Err(e)),
