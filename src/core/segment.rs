@@ -1,10 +1,13 @@
 //! One segment of a run, start to end: load the run (or take the one the
 //! gate kept) → apply what arrived (a trigger, a callback, a deadline, a
-//! continuation, a cancel) → drive it → save it once → answer. This is the
-//! gate's logic with the platform taken out: storage, components and the
-//! clock are traits, so it runs natively against in-memory doubles that can
-//! fail on purpose (`memory.rs`). The Durable Object only adds the lock, the
-//! cache and the alarm.
+//! continuation, a cancel) → drive it → answer, marked `dirty`; `flush`
+//! then writes the record once, for this segment and any before it that
+//! were not yet written (the gate decides when: `core::pacing`). This is
+//! the gate's logic with the platform taken out: storage, components and
+//! the clock are traits, so it runs natively against in-memory doubles that
+//! can fail on purpose (`memory.rs`). The Durable Object only adds the lock,
+//! the cache, the pace of writes with the requests kept meanwhile, and the
+//! alarm.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -543,7 +546,8 @@ enum Applied {
     Noop(Noop),
 }
 
-/// Drives the run to the end of the segment, saves it once, and answers.
+/// Drives the run to the end of the segment and answers; the run is left
+/// for `flush` to write.
 async fn finish<S: Store, C: Components, K: Clock, N>(
     host: &Host<'_, S, C, K, N>,
     mut run: Run,
@@ -662,9 +666,9 @@ pub fn heartbeat_url(callback_url: &str) -> String {
     }
 }
 
-/// Sends the final callback once, records the attempt and saves the run:
-/// the one KV write delivery costs when the receiver accepts at once, one
-/// more per retry.
+/// Sends the final callback once and records the attempt, for `flush` to
+/// write: the one KV write delivery costs when the receiver accepts at
+/// once, one more per retry.
 async fn deliver<S: Store, C, K: Clock, N: Notifier>(
     host: &Host<'_, S, C, K, N>,
     mut run: Run,
