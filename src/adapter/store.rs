@@ -74,13 +74,18 @@ fn task_index(claim: Claim) -> Option<TaskIndex> {
     }
 }
 
+/// A task id as the index names it: any id (up to the 1 KB a pending
+/// answer may carry) in 64 characters.
+fn task_hash(task_id: &str) -> String {
+    encode_hex(&sha2::Sha256::digest(task_id.as_bytes()))
+}
+
 async fn ask_task(
     env: &Env,
     task_id: &str,
     claim: &Claim,
 ) -> Result<Option<TaskIndex>, EngineError> {
-    let hash = encode_hex(&sha2::Sha256::digest(task_id.as_bytes()));
-    let answer = ask(env, "task", &hash, claim)
+    let answer = ask(env, "task", &task_hash(task_id), claim)
         .await
         .map_err(|e| EngineError::Storage(e.message()))?;
     Ok(task_index(answer))
@@ -200,10 +205,7 @@ impl RunStore {
     async fn find_legacy_task(&self, task_id: &str) -> Result<Option<TaskIndex>, EngineError> {
         count(&self.ops, |o| o.reads += 1);
         let get = |key: String| async move { self.kv.get(&key).text().await };
-        let hashed = format!(
-            "task:{}",
-            encode_hex(&sha2::Sha256::digest(task_id.as_bytes()))
-        );
+        let hashed = format!("task:{}", task_hash(task_id));
         let mut text = get(hashed).await.map_err(storage_error)?;
         let legacy = format!("task:{task_id}");
         if text.is_none() && legacy.len() <= MAX_KV_KEY_BYTES {
@@ -372,20 +374,8 @@ impl Store for GateStore {
         if keys.is_empty() {
             return Ok(());
         }
-        count(&self.do_ops, |o| o.deletes += keys.len() as u32);
         let keys: Vec<String> = keys.into_iter().collect();
-        // The storage API deletes at most 128 keys per call.
-        for chunk in keys.chunks(128) {
-            let chunk: Vec<String> = chunk
-                .iter()
-                .map(|k| format!("{OUTCOME_PREFIX}{k}"))
-                .collect();
-            self.storage
-                .delete_multiple(chunk)
-                .await
-                .map_err(storage_error)?;
-        }
-        Ok(())
+        self.delete_under(OUTCOME_PREFIX, &keys).await
     }
 }
 
@@ -408,9 +398,15 @@ impl GateStore {
 
     /// Forgets kept requests once the record written holds what they did.
     pub async fn forget_requests(&self, keys: &[String]) -> Result<(), EngineError> {
+        self.delete_under(INBOX_PREFIX, keys).await
+    }
+
+    /// Deletes `keys` (without their `prefix`) from the gate's storage.
+    async fn delete_under(&self, prefix: &str, keys: &[String]) -> Result<(), EngineError> {
         count(&self.do_ops, |o| o.deletes += keys.len() as u32);
+        // The storage API deletes at most 128 keys per call.
         for chunk in keys.chunks(128) {
-            let chunk: Vec<String> = chunk.iter().map(|k| format!("{INBOX_PREFIX}{k}")).collect();
+            let chunk: Vec<String> = chunk.iter().map(|k| format!("{prefix}{k}")).collect();
             self.storage
                 .delete_multiple(chunk)
                 .await

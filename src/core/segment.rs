@@ -736,16 +736,15 @@ async fn deliver<S: Store, C, K: Clock, N: Notifier>(
 /// the task ids of waits opened since `since` (the previous flush) when the
 /// bare route is on; then forgets the call journal, whose every outcome the
 /// record now holds. One flush may cover several segments: the gate keeps
-/// what they applied durably until it runs. Returns the run's next wake when
-/// writing changed it (a run too large to store fails here).
+/// what they applied durably until it runs. A run too large to store fails
+/// here: its next wake is then its final callback's (`Run::next_wake`).
 pub async fn flush<S: Store, C, K: Clock, N>(
     host: &Host<'_, S, C, K, N>,
     run: &mut Run,
     since: u64,
-) -> Result<Option<Option<u64>>, EngineError> {
+) -> Result<(), EngineError> {
     let now = host.clock.now();
     let config = host.config;
-    let was_finished = run.status().is_finished();
     let text = encode(run, config.max_record_bytes, now);
     let ttl = record_ttl(run, config, now);
     host.store
@@ -760,7 +759,7 @@ pub async fn flush<S: Store, C, K: Clock, N>(
     // Failing to clear the journal costs nothing but storage: entries are
     // per call, and a call is never issued again once its outcome is saved.
     let _ = host.store.forget_journal().await;
-    Ok((run.status().is_finished() != was_finished).then(|| run.next_wake(now)))
+    Ok(())
 }
 
 /// Indexes a wait just opened under its task id for the bare route: the

@@ -442,17 +442,7 @@ test("template bomb: 40 items × 256 KB of callback data, each downstream item t
         assert.equal(b.stats.total, 0, "no item of b was built and sent");
         assert.ok(done.text.length < 4 << 20, `GET /runs/{id} is ${done.text.length} bytes`);
 
-        // The Worker is still there and runs new work.
-        const health = await w.fetchJson("/health");
-        answers.push(health.status);
-        assert.equal(health.status, 200);
-        assert.equal(health.body.ok, true);
-        const fresh = await w.fetchJson("/execute", { body: { graph: { nodes: [{ id: "c", type: "Component", componentId: echo.url }], edges: [] }, context: { x: "fresh" } } });
-        answers.push(fresh.status);
-        assert.equal(fresh.status, 200, fresh.text);
-        assert.equal(fresh.body.status, "completed", fresh.text);
-        assert.equal(fresh.body.data.echoed, "fresh");
-        assert.deepEqual(answers.filter((s) => s >= 500), [], `no 5xx: ${answers.join(",")}`);
+        await assertStillServing(w, echo, answers);
     } catch (err) {
         failure = err;
         throw err;
@@ -462,6 +452,23 @@ test("template bomb: 40 items × 256 KB of callback data, each downstream item t
         await stopWorker(w, failure);
     }
 });
+
+/**
+ * After a bomb: the Worker still answers and runs new work (through `echo`), and no answer it
+ * gave (`answers`, statuses gathered by the test) was a 5xx.
+ */
+async function assertStillServing(w, echo, answers) {
+    const health = await w.fetchJson("/health");
+    answers.push(health.status);
+    assert.equal(health.status, 200);
+    assert.equal(health.body.ok, true);
+    const fresh = await w.fetchJson("/execute", { body: { graph: { nodes: [{ id: "c", type: "Component", componentId: echo.url }], edges: [] }, context: { x: "fresh" } } });
+    answers.push(fresh.status);
+    assert.equal(fresh.status, 200, fresh.text);
+    assert.equal(fresh.body.status, "completed", fresh.text);
+    assert.equal(fresh.body.data.echoed, "fresh");
+    assert.deepEqual(answers.filter((s) => s >= 500), [], `no 5xx: ${answers.join(",")}`);
+}
 
 test("template bomb within the template budget: 40 items each templating ~768 KB of callback data are built a few at a time and the run stops at run_too_large", { timeout: 120_000 }, async () => {
     // Each of b's items renders three of a's results (768 KB, under MAX_TEMPLATE_BYTES) and its
@@ -493,14 +500,7 @@ test("template bomb within the template budget: 40 items each templating ~768 KB
         assert.ok(b.stats.total < N, `the run stopped before all of b's ${N} items (${b.stats.total} called)`);
         assert.ok(done.text.length < 4 << 20, `GET /runs/{id} is ${done.text.length} bytes`);
 
-        const health = await w.fetchJson("/health");
-        answers.push(health.status);
-        assert.equal(health.status, 200);
-        const fresh = await w.fetchJson("/execute", { body: { graph: { nodes: [{ id: "c", type: "Component", componentId: echo.url }], edges: [] }, context: { x: "fresh" } } });
-        answers.push(fresh.status);
-        assert.equal(fresh.body.status, "completed", fresh.text);
-        assert.equal(fresh.body.data.echoed, "fresh");
-        assert.deepEqual(answers.filter((s) => s >= 500), [], `no 5xx: ${answers.join(",")}`);
+        await assertStillServing(w, echo, answers);
     } catch (err) {
         failure = err;
         throw err;

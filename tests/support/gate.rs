@@ -78,13 +78,12 @@ impl Gate {
         let (kept, result) = match (kept, result) {
             (Some(run), Ok(mut segment)) if segment.dirty => {
                 *self.cached.borrow_mut() = Some(run);
-                match self.write_changed(since) {
-                    Ok(changed) => {
-                        if let Some(wake) = changed {
-                            segment.wake = wake;
-                        }
-                        // As the gate answers a request written at once.
+                match self.write(since) {
+                    Ok(()) => {
+                        // As the gate takes them from the run as written
+                        // (writing may fail a run too large to store).
                         if let Some(run) = self.cached.borrow().as_ref() {
+                            segment.wake = run.next_wake(Clock::now(&self.clock));
                             segment.refresh(run, &self.config);
                         }
                         (self.cached.borrow_mut().take(), Ok(segment))
@@ -98,16 +97,19 @@ impl Gate {
         result
     }
 
-    fn segment(&self, command: Command) -> (Option<Run>, Result<Segment, EngineError>) {
-        let host = Host {
+    fn host(&self) -> Host<'_, MemoryStore, Network, ManualClock, MemoryNotifier> {
+        Host {
             store: &self.store,
             components: &self.net,
             clock: &self.clock,
             notifier: &self.notifier,
             config: &self.config,
-        };
+        }
+    }
+
+    fn segment(&self, command: Command) -> (Option<Run>, Result<Segment, EngineError>) {
         let cached = self.cached.borrow_mut().take();
-        block_on(run_segment(&host, cached, command))
+        block_on(run_segment(&self.host(), cached, command))
     }
 
     /// Runs a segment and keeps its change unwritten, as the gate does
@@ -120,19 +122,8 @@ impl Gate {
 
     /// Writes the kept run with everything applied since `since`.
     pub fn write(&self, since: u64) -> Result<(), EngineError> {
-        self.write_changed(since).map(|_| ())
-    }
-
-    fn write_changed(&self, since: u64) -> Result<Option<Option<u64>>, EngineError> {
-        let host = Host {
-            store: &self.store,
-            components: &self.net,
-            clock: &self.clock,
-            notifier: &self.notifier,
-            config: &self.config,
-        };
         let mut run = self.cached.borrow_mut().take().expect("a kept run");
-        let result = block_on(flush(&host, &mut run, since));
+        let result = block_on(flush(&self.host(), &mut run, since));
         *self.cached.borrow_mut() = Some(run);
         result
     }
