@@ -621,15 +621,18 @@ impl RunGate {
         if !self.inbox.borrow().unchecked {
             return Ok(());
         }
+        // Unchecked, there is no kept run and nothing applied (`drop_kept`).
         let kept = host.store.kept_requests().await.map_err(ApiError::Engine)?;
         {
             let mut inbox = self.inbox.borrow_mut();
             inbox.unchecked = false;
-            // Everything queued is among what storage holds.
-            inbox.queued.clear();
-            inbox.applied.clear();
+            // Queued callbacks the listing holds are applied below, in their
+            // place; one whose write had not landed when storage was listed
+            // stays queued, for `settle`.
+            inbox
+                .queued
+                .retain(|q| !kept.iter().any(|(key, _)| *key == q.key));
         }
-        *self.cached.borrow_mut() = None;
         for (key, text) in kept {
             let at = key
                 .get(..13)
