@@ -31,15 +31,16 @@ fn foreach(count: usize) -> (Value, Value) {
     (graph, json!({ "things": (0..count).collect::<Vec<_>>() }))
 }
 
-fn callback(wait_id: &str, task_id: &str, at: Option<u64>) -> Command {
-    Command::Callback {
+/// A callback, and when the gate received it if that was before its turn.
+fn callback(wait_id: &str, task_id: &str, at: Option<u64>) -> (Command, Option<u64>) {
+    let command = Command::Callback {
         run_id: "run-1".into(),
         wait_id: wait_id.into(),
         body: json!({"task_id": task_id, "success": true, "data": {"item": wait_id}}),
-        callback_base: "https://engine.test".into(),
+        base_url: "https://engine.test".into(),
         token_expires_at: None,
-        received_at: at,
-    }
+    };
+    (command, at)
 }
 
 /// The open waits as (wait id, task id), in order.
@@ -66,7 +67,7 @@ fn one_write_covers_many_applied_callbacks() {
     for (wait_id, task_id) in &open[..4] {
         gate.clock.advance(50);
         let segment = gate
-            .send_unwritten(callback(wait_id, task_id, None))
+            .send_arrived_pair(callback(wait_id, task_id, None))
             .unwrap();
         assert!(segment.dirty, "a resumed wait changes the run");
         let Reply::Outcome { body, .. } = segment.reply else {
@@ -96,7 +97,8 @@ fn kept_requests_applied_again_to_the_older_record_rebuild_the_same_run() {
         gate.clock.advance(100);
         let at = Clock::now(&gate.clock);
         kept.push((at, callback(wait_id, task_id, Some(at))));
-        gate.send_unwritten(kept.last().unwrap().1.clone()).unwrap();
+        let (command, at) = kept.last().unwrap().1.clone();
+        gate.send_arrived(command, at).unwrap();
     }
     let ahead = text(&gate);
     assert!(matches!(
@@ -107,17 +109,17 @@ fn kept_requests_applied_again_to_the_older_record_rebuild_the_same_run() {
     // and the kept requests, and applies them at the times they arrived.
     gate.forget();
     let now = Clock::now(&gate.clock);
-    for (at, command) in &kept {
+    for (at, (command, arrived)) in &kept {
         gate.clock.set(*at);
-        gate.send_unwritten(command.clone()).unwrap();
+        gate.send_arrived(command.clone(), *arrived).unwrap();
     }
     gate.clock.set(now);
     assert_eq!(text(&gate), ahead, "the same run, byte for byte");
     gate.write(T0).unwrap();
     // Kept requests the write covered but that were not forgotten (the
     // delete failed) are applied again as no-ops.
-    for (_, command) in &kept {
-        let segment = gate.send_unwritten(command.clone()).unwrap();
+    for (_, (command, arrived)) in &kept {
+        let segment = gate.send_arrived(command.clone(), *arrived).unwrap();
         assert!(!segment.dirty);
         assert!(matches!(segment.reply, Reply::Noop(_)));
     }
@@ -134,7 +136,7 @@ fn a_kept_callback_is_judged_by_when_it_arrived() {
     // It arrived a second before the deadline; its turn came after it.
     gate.clock.set(deadline + 5_000);
     let segment = gate
-        .send_unwritten(callback(&open[0].0, &open[0].1, Some(deadline - 1_000)))
+        .send_arrived_pair(callback(&open[0].0, &open[0].1, Some(deadline - 1_000)))
         .unwrap();
     let Reply::Outcome { body, .. } = segment.reply else {
         panic!("applied, not expired: {:?}", segment.reply);
@@ -145,7 +147,7 @@ fn a_kept_callback_is_judged_by_when_it_arrived() {
     assert_eq!(gate.kept().record.waits.len(), 1);
     // Without an arrival time, the same callback now would be too late.
     let late = gate
-        .send_unwritten(callback(&open[1].0, &open[1].1, None))
+        .send_arrived_pair(callback(&open[1].0, &open[1].1, None))
         .unwrap();
     assert!(matches!(late.reply, Reply::Noop(_)), "{:?}", late.reply);
 }
@@ -165,7 +167,7 @@ fn the_callback_answer_does_not_grow_with_the_run() {
             assert_eq!(waits(&gate).len(), count);
             let (wait_id, task_id) = waits(&gate)[0].clone();
             gate.clock.advance(10);
-            let segment = gate.send(callback(&wait_id, &task_id, None)).unwrap();
+            let segment = gate.send(callback(&wait_id, &task_id, None).0).unwrap();
             let Reply::Outcome { body, .. } = segment.reply else {
                 panic!("resumed");
             };

@@ -37,9 +37,8 @@ fn callback(gate: &Gate, body: Value, signed: u64) -> Result<Reply, EngineError>
         run_id: "run-1".into(),
         wait_id: "n0".into(),
         body,
-        callback_base: "https://engine.test".into(),
+        base_url: "https://engine.test".into(),
         token_expires_at: Some(signed),
-        received_at: None,
     })
     .map(|s| s.reply)
 }
@@ -235,9 +234,8 @@ fn a_callback_before_its_wait_opened_is_recorded_as_early() {
             run_id: "run-1".into(),
             wait_id: "n1".into(),
             body: json!({"task_id": "t-second"}),
-            callback_base: "https://engine.test".into(),
+            base_url: "https://engine.test".into(),
             token_expires_at: None,
-            received_at: None,
         })
         .unwrap();
     assert_eq!(early.reply, Reply::Noop(Noop::UnknownWait));

@@ -628,9 +628,8 @@ fn a_paused_version_1_record_resumes_and_is_stored_as_version_2() {
             run_id: run_id.into(),
             wait_id: "w1".into(),
             body: json!({"task_id": "task-slow", "success": true, "data": {"answer": 42}}),
-            callback_base: "https://engine.test".into(),
+            base_url: "https://engine.test".into(),
             token_expires_at: None,
-            received_at: None,
         })
         .unwrap();
     let Reply::Outcome { body, .. } = resumed.reply else {

@@ -8,11 +8,11 @@ use worker::{Env, Response};
 
 use super::catalog;
 use super::config::Config;
-use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
 use super::routes::{execute, gate};
 use super::store::Ops;
 use crate::core::listing::ListQuery;
+use crate::core::segment::Command;
 
 /// Protocol revisions this server speaks; the newest is offered when the
 /// client asks for one it does not know.
@@ -141,7 +141,7 @@ async fn call_tool(
         }
         "get_run" => {
             let run_id = run_id()?;
-            let read = GateRequest::Read {
+            let read = Command::Read {
                 run_id: run_id.clone(),
                 owner: Some(owner),
             };
@@ -149,7 +149,7 @@ async fn call_tool(
         }
         "cancel_run" => {
             let run_id = run_id()?;
-            let cancel = GateRequest::Cancel {
+            let cancel = Command::Cancel {
                 run_id: run_id.clone(),
                 owner: Some(owner),
             };

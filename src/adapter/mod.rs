@@ -7,7 +7,6 @@ mod components;
 mod config;
 mod cors;
 mod gate;
-mod gate_request;
 mod http;
 mod mcp;
 mod routes;

@@ -12,7 +12,6 @@ use worker::{ByteStream, Delay, Env, Headers, Method, Request, Response};
 use super::catalog;
 use super::config::{Config, RUN_GATE};
 use super::cors::{allowed_origin, preflight, with_cors, Origin};
-use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
 use super::mcp;
 use super::now_ms;
@@ -26,6 +25,7 @@ use crate::core::error::EngineError;
 use crate::core::listing::{ListCursor, ListQuery, MAX_LIMIT};
 use crate::core::protocol::{json_depth, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES};
 use crate::core::run::Noop;
+use crate::core::segment::Command;
 use crate::core::segment::TaskIndex;
 use crate::core::view::noop;
 
@@ -145,7 +145,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                 ));
                 return with_kv_ops(e.into_response(), ops).await;
             };
-            let read = GateRequest::Read {
+            let read = Command::Read {
                 run_id: run_id.clone(),
                 owner: Some(owner),
             };
@@ -158,7 +158,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
         }
         ["runs", run_id, "retry"] => {
             for_owner(req, env, &method, "POST", run_id, |run_id, owner| {
-                GateRequest::Retry { run_id, owner }
+                Command::Retry { run_id, owner }
             })
             .await
         }
@@ -197,19 +197,19 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
         }
         ["runs", run_id] => {
             for_owner(req, env, &method, "GET", run_id, |run_id, owner| {
-                GateRequest::Read { run_id, owner }
+                Command::Read { run_id, owner }
             })
             .await
         }
         ["runs", run_id, "cancel"] => {
             for_owner(req, env, &method, "POST", run_id, |run_id, owner| {
-                GateRequest::Cancel { run_id, owner }
+                Command::Cancel { run_id, owner }
             })
             .await
         }
         ["runs", run_id, "redeliver"] => {
             for_owner(req, env, &method, "POST", run_id, |run_id, owner| {
-                GateRequest::Redeliver { run_id, owner }
+                Command::Redeliver { run_id, owner }
             })
             .await
         }
@@ -223,7 +223,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             gate(
                 env,
                 run_id,
-                &GateRequest::Callback {
+                &Command::Callback {
                     run_id: run_id.to_string(),
                     wait_id: wait_id.to_string(),
                     body,
@@ -243,11 +243,11 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             gate(
                 env,
                 run_id,
-                &GateRequest::Heartbeat {
+                &Command::Heartbeat {
                     run_id: run_id.to_string(),
                     wait_id: wait_id.to_string(),
                     body,
-                    token_expires_at: expires_at,
+                    token_expires_at: Some(expires_at),
                 },
             )
             .await
@@ -290,7 +290,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             let response = gate(
                 env,
                 &run_id.clone(),
-                &GateRequest::Callback {
+                &Command::Callback {
                     run_id,
                     wait_id,
                     body,
@@ -321,7 +321,7 @@ async fn for_owner(
     method: &str,
     expected: &'static str,
     run_id: &str,
-    message: impl FnOnce(String, Option<String>) -> GateRequest,
+    message: impl FnOnce(String, Option<String>) -> Command,
 ) -> Result<Response, ApiError> {
     require(method, expected)?;
     let config = config(env)?;
@@ -399,11 +399,7 @@ pub(super) async fn execute(
 }
 
 /// Forwards a request to the run's Durable Object and relays its answer.
-pub(super) async fn gate(
-    env: &Env,
-    run_id: &str,
-    message: &GateRequest,
-) -> Result<Response, ApiError> {
+pub(super) async fn gate(env: &Env, run_id: &str, message: &Command) -> Result<Response, ApiError> {
     let stub = env
         .durable_object(RUN_GATE)?
         .id_from_name(run_id)?

@@ -1,6 +1,7 @@
-//! Storage on Workers: run records in KV (the store of record); the gate's
-//! journal of call outcomes and its kept requests in its Durable Object
-//! storage; the bare route's task index in claim objects. KV keys:
+//! Storage on Workers: run records in KV (the store of record); a gate's
+//! Durable Object storage and alarm (what the gate keeps there is
+//! `core::gate::storage`'s); the bare route's task index in claim objects.
+//! KV keys:
 //! - `runs/{owner tag}/{run_id}` → the stored run record (`core::stored`),
 //!   with its `RunSummary` as the key's metadata, expiring as
 //!   `core::segment::record_ttl` says (`core::listing` forms the key; runs
@@ -10,9 +11,7 @@
 //!   `{run_id, wait_id}`: the task index of earlier releases, still read
 //!   by the bare route until those waits end; nothing writes them now.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
+use std::cell::Cell;
 
 use worker::kv::KvStore;
 use worker::{js_sys, wasm_bindgen::JsCast, wasm_bindgen::JsValue, Env, ListOptions, Storage};
@@ -21,26 +20,15 @@ use sha2::Digest;
 
 use super::claims::{ask, Claim};
 use super::config::RUNS_KV;
-use super::gate::GateRequest;
 use super::http::ApiError;
 use super::now_ms;
 use super::routes::gate;
 use crate::core::auth::encode_hex;
 use crate::core::error::EngineError;
+use crate::core::gate::storage::ObjectStorage;
 use crate::core::listing::{record_key, RunSummary};
-use crate::core::record::{WaitEvent, MAX_WAIT_EVENTS};
-use crate::core::run::CallOutcome;
-use crate::core::segment::{Store, TaskIndex};
-
-/// Journal entries live under this prefix in the gate's storage.
-const OUTCOME_PREFIX: &str = "outcome:";
-/// Turned-away callbacks and heartbeats, per wait, under this prefix.
-const EVENT_PREFIX: &str = "event:";
-/// Requests applied but not yet in the KV record (`gate.rs`), by arrival.
-const INBOX_PREFIX: &str = "inbox:";
-/// Outcomes larger than this are not journaled (Durable Object values are
-/// limited); such a call is made again if its segment dies.
-const MAX_JOURNALED_BYTES: usize = 1 << 20;
+use crate::core::segment::Command;
+use crate::core::store::{Records, TaskIndex, TaskIndexStore};
 
 /// The bare route's task index: one `TriggerClaim` object per task id,
 /// named by its hash (`task/{sha256 hex}`), whose claim names the wait
@@ -223,28 +211,14 @@ impl RunStore {
     }
 }
 
-/// What a gate stores through: KV for records, its own storage for the journal.
-pub struct GateStore {
+/// What a gate reaches outside itself: KV for records, claim objects for
+/// the bare route's task index, other gates to ask whether a wait is open.
+pub struct GateRecords {
     pub env: Env,
     pub kv: RunStore,
-    pub storage: Storage,
-    pub do_ops: Cell<Ops>,
-    /// What the object knows of its journal without listing it.
-    pub journal: Rc<RefCell<JournalMemory>>,
 }
 
-/// The gate's memory of its call journal: the keys it holds, and whether
-/// the kept run has applied all of them (`known`). Unknown when the object
-/// is cold or its kept run was dropped: a segment then lists the journal
-/// and replays it; otherwise it need not, and a write deletes the keys it
-/// remembers without listing them.
-#[derive(Debug, Default)]
-pub struct JournalMemory {
-    pub known: bool,
-    pub keys: BTreeSet<String>,
-}
-
-impl Store for GateStore {
+impl Records for GateRecords {
     async fn load(&self, run_id: &str) -> Result<Option<String>, EngineError> {
         count(&self.kv.ops, |o| o.reads += 1);
         self.kv
@@ -269,7 +243,9 @@ impl Store for GateStore {
             .await
             .map_err(storage_error)
     }
+}
 
+impl TaskIndexStore for GateRecords {
     async fn claim_task(
         &self,
         task_id: &str,
@@ -288,7 +264,7 @@ impl Store for GateStore {
     }
 
     async fn wait_open(&self, run_id: &str, wait_id: &str, task_id: &str) -> bool {
-        let read = GateRequest::Read {
+        let read = Command::Read {
             run_id: run_id.to_string(),
             owner: None,
         };
@@ -303,121 +279,30 @@ impl Store for GateStore {
                 .any(|w| w["wait_id"] == wait_id && w["task_id"] == task_id)
         })
     }
-
-    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
-        // Known: the kept run applied every outcome this object recorded.
-        if self.journal.borrow().known {
-            return Ok(BTreeMap::new());
-        }
-        count(&self.do_ops, |o| o.reads += 1);
-        let mut outcomes = BTreeMap::new();
-        for (key, text) in self.list_prefix(OUTCOME_PREFIX).await? {
-            // An entry that does not parse is skipped: the call is made again.
-            if let Ok(outcome) = serde_json::from_str(&text) {
-                outcomes.insert(key, outcome);
-            }
-        }
-        let mut journal = self.journal.borrow_mut();
-        journal.known = true;
-        journal.keys = outcomes.keys().cloned().collect();
-        Ok(outcomes)
-    }
-
-    async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError> {
-        self.journal.borrow_mut().keys.insert(key.to_string());
-        let text = serde_json::to_string(outcome).map_err(storage_error)?;
-        if text.len() > MAX_JOURNALED_BYTES {
-            return Err(EngineError::Storage("outcome too large to journal".into()));
-        }
-        count(&self.do_ops, |o| o.writes += 1);
-        self.storage
-            .put_raw(&format!("{OUTCOME_PREFIX}{key}"), text)
-            .await
-            .map_err(storage_error)
-    }
-
-    async fn note_event(&self, wait_id: &str, event: WaitEvent) -> Result<(), EngineError> {
-        let key = format!("{EVENT_PREFIX}{wait_id}");
-        count(&self.do_ops, |o| o.reads += 1);
-        let mut events: Vec<WaitEvent> = match self.storage.get::<String>(&key).await {
-            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        events.push(event);
-        let excess = events.len().saturating_sub(MAX_WAIT_EVENTS);
-        events.drain(..excess);
-        count(&self.do_ops, |o| o.writes += 1);
-        let text = serde_json::to_string(&events).map_err(storage_error)?;
-        self.storage
-            .put_raw(&key, text)
-            .await
-            .map_err(storage_error)
-    }
-
-    async fn noted_events(&self) -> Result<BTreeMap<String, Vec<WaitEvent>>, EngineError> {
-        count(&self.do_ops, |o| o.reads += 1);
-        let mut noted = BTreeMap::new();
-        for (key, text) in self.list_prefix(EVENT_PREFIX).await? {
-            if let Ok(events) = serde_json::from_str(&text) {
-                noted.insert(key, events);
-            }
-        }
-        Ok(noted)
-    }
-
-    async fn forget_journal(&self) -> Result<(), EngineError> {
-        let known = self.journal.borrow().known;
-        if !known {
-            self.recorded_outcomes().await?;
-        }
-        let keys = std::mem::take(&mut self.journal.borrow_mut().keys);
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<String> = keys.into_iter().collect();
-        self.delete_under(OUTCOME_PREFIX, &keys).await
-    }
 }
 
-impl GateStore {
-    /// Keeps a request the run applied (or will apply) before its record
-    /// is next written, so a crash before that write loses nothing.
-    pub async fn keep_request(&self, key: &str, text: String) -> Result<(), EngineError> {
-        count(&self.do_ops, |o| o.writes += 1);
+/// A gate's Durable Object storage and alarm, counting its operations.
+pub struct ObjectStore {
+    pub storage: Storage,
+    pub ops: Cell<Ops>,
+}
+
+impl ObjectStorage for ObjectStore {
+    async fn get(&self, key: &str) -> Result<Option<String>, EngineError> {
+        count(&self.ops, |o| o.reads += 1);
+        self.storage.get::<String>(key).await.map_err(storage_error)
+    }
+
+    async fn put(&self, key: &str, value: String) -> Result<(), EngineError> {
+        count(&self.ops, |o| o.writes += 1);
         self.storage
-            .put_raw(&format!("{INBOX_PREFIX}{key}"), text)
+            .put_raw(key, value)
             .await
             .map_err(storage_error)
     }
 
-    /// The kept requests, oldest first (keys sort by arrival).
-    pub async fn kept_requests(&self) -> Result<Vec<(String, String)>, EngineError> {
-        count(&self.do_ops, |o| o.reads += 1);
-        self.list_prefix(INBOX_PREFIX).await
-    }
-
-    /// Forgets kept requests once the record written holds what they did.
-    pub async fn forget_requests(&self, keys: &[String]) -> Result<(), EngineError> {
-        self.delete_under(INBOX_PREFIX, keys).await
-    }
-
-    /// Deletes `keys` (without their `prefix`) from the gate's storage.
-    async fn delete_under(&self, prefix: &str, keys: &[String]) -> Result<(), EngineError> {
-        count(&self.do_ops, |o| o.deletes += keys.len() as u32);
-        // The storage API deletes at most 128 keys per call.
-        for chunk in keys.chunks(128) {
-            let chunk: Vec<String> = chunk.iter().map(|k| format!("{prefix}{k}")).collect();
-            self.storage
-                .delete_multiple(chunk)
-                .await
-                .map_err(storage_error)?;
-        }
-        Ok(())
-    }
-
-    /// Every text value under `prefix` in the gate's storage, by key with
-    /// the prefix taken off.
-    async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, EngineError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, EngineError> {
+        count(&self.ops, |o| o.reads += 1);
         let listed = self
             .storage
             .list_with_options(ListOptions::new().prefix(prefix))
@@ -439,6 +324,32 @@ impl GateStore {
             }
         }
         Ok(found)
+    }
+
+    async fn delete(&self, prefix: &str, keys: &[String]) -> Result<(), EngineError> {
+        count(&self.ops, |o| o.deletes += keys.len() as u32);
+        // The storage API deletes at most 128 keys per call.
+        for chunk in keys.chunks(128) {
+            let chunk: Vec<String> = chunk.iter().map(|k| format!("{prefix}{k}")).collect();
+            self.storage
+                .delete_multiple(chunk)
+                .await
+                .map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    async fn set_alarm(&self, at: Option<u64>) -> Result<(), EngineError> {
+        match at {
+            Some(at) => {
+                let when = js_sys::Date::new(&js_sys::Number::from(at as f64));
+                self.storage
+                    .set_alarm(worker::ScheduledTime::new(when))
+                    .await
+            }
+            None => self.storage.delete_alarm().await,
+        }
+        .map_err(storage_error)
     }
 }
 

@@ -5,12 +5,15 @@
 //! child's run id as the task, and the child's gate resumes the parent's
 //! wait when the child ends (`run://{parent}/{wait}`, delivered like a final
 //! callback, with its retries). A call issued again (after a crash or a
-//! yield) finds the child it started, through a claim on its idempotency key.
+//! yield) finds the child it started, through a claim on its idempotency key
+//! (`ClaimName::Subflow`, a name no caller can claim); a child that was
+//! claimed but never stored — the runtime died during its first segment —
+//! is started again under the same run id.
 
 use serde_json::Value;
 use worker::Env;
 
-use super::claims::{ask, Claim};
+use super::claims::{claim_run, settle_start, ClaimName, Claimed};
 use super::gate::GateRequest;
 use super::routes::gate;
 use super::store::RunStore;
@@ -66,48 +69,58 @@ async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
         .ok_or_else(|| format!("no stored workflow '{name}' for this run's API key"))?;
     let random = random_id().map_err(|e| e.to_string())?;
     let child = new_run_id(&owner, now_ms(), &random);
-    // One child per call, however often the call is issued.
-    let claim = Claim {
-        run_id: child.clone(),
-        at: now_ms(),
-        ..Claim::default()
+    // One child per call, however often the call is issued: claimed under
+    // a name of its own kind, which no caller's Idempotency-Key can name.
+    let claim_name = ClaimName::Subflow {
+        owner: &owner,
+        call: &call.idempotency_key,
     };
-    let claim_key = format!("subflow:{}", call.idempotency_key);
-    let in_force = ask(env, &owner, &claim_key, &claim)
+    let claimed = claim_run(env, &claim_name, &child, "", &owner)
         .await
         .map_err(|e| e.message())?;
-    let (child, request) = match in_force.run_id != child {
-        // The call was issued before: its child is already under way.
-        true => (
-            in_force.run_id.clone(),
-            GateRequest::Read {
-                run_id: in_force.run_id,
-                owner: Some(owner),
-            },
-        ),
-        false => {
+    let (child, mut response) = match claimed {
+        // The call was issued before: its child is under way (or done).
+        Claimed::Replay {
+            run_id,
+            view: Some(view),
+        } => (run_id, view),
+        // ...and the issue before is still starting it: the parent waits
+        // on it, resumed by its end like any child's.
+        Claimed::Replay { run_id, view: None } => {
+            return Ok(CallOutcome::Answered(subflow_answer(
+                &run_id, "running", None, None,
+            )))
+        }
+        Claimed::Conflict(held) => {
+            return Err(format!(
+                "the call's child is claimed by another request (run '{}')",
+                held.run_id
+            ))
+        }
+        // A fresh child, or — the call's child never stored (the runtime
+        // died during its first segment) — the same child started again.
+        Claimed::Start(claim) => {
             let base = call
                 .callback_url
                 .as_deref()
                 .and_then(|u| u.split_once("/callbacks/"))
                 .map_or_else(String::new, |(base, _)| base.to_string());
-            (
-                child.clone(),
-                GateRequest::Start {
-                    run_id: child,
-                    graph,
-                    context: call.input.clone(),
-                    base_url: base,
-                    owner: Some(owner),
-                    final_callback_url: None,
-                    workflow: Some(name.to_string()),
-                    depth: call.depth + 1,
-                    parent: Some(format!("{PARENT_SCHEME}{parent_run}/{wait_id}")),
-                },
-            )
+            let request = GateRequest::Start {
+                run_id: claim.run_id.clone(),
+                graph,
+                context: call.input.clone(),
+                base_url: base,
+                owner: Some(owner.clone()),
+                final_callback_url: None,
+                workflow: Some(name.to_string()),
+                depth: call.depth + 1,
+                parent: Some(format!("{PARENT_SCHEME}{parent_run}/{wait_id}")),
+            };
+            let answer = gate(env, &claim.run_id, &request).await;
+            settle_start(env, &claim_name, &claim, &owner, &answer).await;
+            (claim.run_id, answer.map_err(|e| e.message())?)
         }
     };
-    let mut response = gate(env, &child, &request).await.map_err(|e| e.message())?;
     let status = response.status_code();
     let body: Value = response.json().await.map_err(|e| e.to_string())?;
     if status >= 400 {

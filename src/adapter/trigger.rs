@@ -2,12 +2,15 @@
 //! with a stored one, both honouring `Idempotency-Key` — the same key from
 //! the same API key within 24 hours answers the run it started (its current
 //! view, `200`) instead of starting another; with a different body, `422`.
+//! A run the key names that was never stored (the runtime died during its
+//! first segment) is started again, under the same id, by the next request
+//! with the key; one whose start was refused leaves the key free.
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use worker::{Env, Request, Response};
 
-use super::claims::{ask, Claim};
+use super::claims::{claim_run, settle_start, starting_view, ClaimName, Claimed};
 use super::config::Config;
 use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
@@ -100,7 +103,8 @@ pub struct Start<'a> {
 }
 
 /// Starts a run — or, for an idempotency key already used, answers the run
-/// it started.
+/// it started (starting it again, under the same run id, if it was claimed
+/// and never stored: see `claims::claim_run`).
 pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
     // The graph is validated once, by the gate that plans and runs it.
     start.config.signing_secret()?;
@@ -110,53 +114,31 @@ pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
     let Some((key, body_hash)) = &start.idempotency else {
         return gate(start.env, &run_id.clone(), &start_request(&start, run_id)).await;
     };
-    let claim = Claim {
-        run_id: run_id.clone(),
-        body_hash: body_hash.clone(),
-        at: now_ms(),
-        ..Claim::default()
+    let name = ClaimName::Trigger {
+        owner: &start.owner,
+        key,
     };
-    let in_force = ask(start.env, &start.owner, key, &claim).await?;
-    match in_force.run_id != run_id {
-        // An earlier request holds the key.
-        true => {
-            let held = in_force.run_id;
-            if in_force.body_hash != *body_hash {
-                return Ok(json_response(
-                    422,
-                    &json!({
-                        "success": false,
-                        "error": {
-                            "code": "idempotency_key_reused",
-                            "message": "this Idempotency-Key was used within the last 24 hours \
-                                        with a different request body",
-                            "run_id": held,
-                        },
-                    }),
-                ));
-            }
-            let read = GateRequest::Read {
-                run_id: held.clone(),
-                owner: Some(start.owner.clone()),
-            };
-            replayed(gate(start.env, &held, &read).await?).await
+    match claim_run(start.env, &name, &run_id, body_hash, &start.owner).await? {
+        Claimed::Conflict(held) => Ok(json_response(
+            422,
+            &json!({
+                "success": false,
+                "error": {
+                    "code": "idempotency_key_reused",
+                    "message": "this Idempotency-Key was used within the last 24 hours \
+                                with a different request body",
+                    "run_id": held.run_id,
+                },
+            }),
+        )),
+        Claimed::Replay { run_id, view } => {
+            replayed(view.unwrap_or_else(|| starting_view(&run_id))).await
         }
-        false => {
-            let response = gate(
-                start.env,
-                &run_id.clone(),
-                &start_request(&start, run_id.clone()),
-            )
-            .await?;
-            if response.status_code() >= 400 {
-                // Nothing started: a retry of the request may try again.
-                let release = Claim {
-                    release: true,
-                    ..claim
-                };
-                let _ = ask(start.env, &start.owner, key, &release).await;
-            }
-            Ok(response)
+        Claimed::Start(claim) => {
+            let request = start_request(&start, claim.run_id.clone());
+            let answer = gate(start.env, &claim.run_id, &request).await;
+            settle_start(start.env, &name, &claim, &start.owner, &answer).await;
+            answer
         }
     }
 }

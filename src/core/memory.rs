@@ -12,7 +12,8 @@ use super::plan::Directory;
 use super::record::{WaitEvent, MAX_WAIT_EVENTS};
 use super::run::Settings;
 use super::run::{CallOutcome, DeliveryOutcome};
-use super::segment::{Clock, Notifier, Store, TaskIndex};
+use super::segment::{Clock, Notifier};
+use super::store::{JournalStore, Records, TaskIndex, TaskIndexStore, WaitNotes};
 use super::stored::decode;
 
 /// Operations performed, by kind.
@@ -78,7 +79,7 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl Records for MemoryStore {
     async fn load(&self, run_id: &str) -> Result<Option<String>, EngineError> {
         self.count(|o| o.loads += 1);
         if Self::injected(&self.fail_loads) {
@@ -106,7 +107,9 @@ impl Store for MemoryStore {
             .insert(run_id.to_string(), (text, ttl_secs));
         Ok(())
     }
+}
 
+impl TaskIndexStore for MemoryStore {
     async fn claim_task(
         &self,
         task_id: &str,
@@ -131,7 +134,9 @@ impl Store for MemoryStore {
             .and_then(|run| run.record.waits.get(wait_id).map(|w| w.task_id == task_id))
             .unwrap_or(false)
     }
+}
 
+impl JournalStore for MemoryStore {
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
         self.count(|o| o.journal_reads += 1);
         Ok(self.journal.borrow().clone())
@@ -145,6 +150,15 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn forget_journal(&self) -> Result<(), EngineError> {
+        let mut journal = self.journal.borrow_mut();
+        self.count(|o| o.journal_deletes += journal.len() as u32);
+        journal.clear();
+        Ok(())
+    }
+}
+
+impl WaitNotes for MemoryStore {
     async fn note_event(&self, wait_id: &str, event: WaitEvent) -> Result<(), EngineError> {
         let mut events = self.events.borrow_mut();
         let list = events.entry(wait_id.to_string()).or_default();
@@ -156,13 +170,6 @@ impl Store for MemoryStore {
 
     async fn noted_events(&self) -> Result<BTreeMap<String, Vec<WaitEvent>>, EngineError> {
         Ok(self.events.borrow().clone())
-    }
-
-    async fn forget_journal(&self) -> Result<(), EngineError> {
-        let mut journal = self.journal.borrow_mut();
-        self.count(|o| o.journal_deletes += journal.len() as u32);
-        journal.clear();
-        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::dates::with_date_vars;
@@ -43,57 +44,7 @@ pub const MAX_TTL_SECS: u64 = MAX_WAIT_SECONDS + DEADLINE_GRACE_SECS;
 /// A record stored `running` is continued by an alarm within moments.
 pub const RUNNING_TTL_SECS: u64 = 60;
 
-/// The store of record (KV) and the gate's own journal of call outcomes
-/// (Durable Object storage).
-#[allow(async_fn_in_trait)]
-pub trait Store {
-    async fn load(&self, run_id: &str) -> Result<Option<String>, EngineError>;
-    /// Writes the record, with the summary a listing shows beside its key
-    /// (KV metadata: it costs no write of its own).
-    async fn save(
-        &self,
-        run_id: &str,
-        text: String,
-        ttl_secs: u64,
-        summary: &RunSummary,
-    ) -> Result<(), EngineError>;
-    /// Indexes a task id for the legacy bare resume route, atomically: sets
-    /// `entry` if the index holds nothing live for the id (or holds
-    /// `replaces`), and answers what it holds after.
-    async fn claim_task(
-        &self,
-        task_id: &str,
-        entry: &TaskIndex,
-        replaces: Option<&TaskIndex>,
-        ttl_secs: u64,
-    ) -> Result<TaskIndex, EngineError>;
-    /// Whether another run's wait is still open with this task id, as that
-    /// run stands now (its gate, not KV, which may lag).
-    async fn wait_open(&self, run_id: &str, wait_id: &str, task_id: &str) -> bool;
-    /// Journaled outcomes the run about to be driven may lack (those of
-    /// segments whose change was lost); none when the store knows the run
-    /// it serves has applied every outcome it recorded.
-    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError>;
-    async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError>;
-    /// Forgets every journaled outcome: the record just written holds them.
-    async fn forget_journal(&self) -> Result<(), EngineError>;
-    /// Keeps what reached a wait without changing the run (a duplicate, a
-    /// late callback, a task mismatch) beside it, so that costs no KV write.
-    async fn note_event(&self, wait_id: &str, event: WaitEvent) -> Result<(), EngineError>;
-    /// The events kept by `note_event`, by wait id.
-    async fn noted_events(&self) -> Result<BTreeMap<String, Vec<WaitEvent>>, EngineError>;
-}
-
-/// An entry of the bare route's task index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskIndex {
-    /// The open wait this task id resumes.
-    Wait { run_id: String, wait_id: String },
-    /// Open waits of different runs were given this task id: a body that
-    /// names only the task cannot say which it is for, so the route refuses
-    /// it (the signed `callback_url` of each still works).
-    Shared,
-}
+pub use super::store::{JournalStore, Records, Store, TaskIndex, TaskIndexStore, WaitNotes};
 
 pub trait Clock {
     fn now(&self) -> u64;
@@ -126,22 +77,31 @@ pub struct GateConfig {
     pub redactor: Redactor,
 }
 
-/// What arrived at the run's gate.
-#[derive(Debug, Clone)]
+/// What arrives at a run's gate: the one message between the front Worker
+/// and the run's Durable Object, serialized once by the sender and kept as
+/// it came (an `inbox:` entry) when its change waits for the next write.
+/// Externally tagged in snake case, as kept requests of earlier releases are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     Start {
         run_id: String,
         graph: Value,
         context: Map<String, Value>,
         owner: Option<String>,
-        callback_base: String,
+        /// Where the trigger arrived: the base of the run's callback URLs.
+        base_url: String,
         /// Where to POST the run's outcome when it finishes (already checked).
+        #[serde(default)]
         final_callback_url: Option<String>,
         /// The stored workflow it runs, if it was started by name.
+        #[serde(default)]
         workflow: Option<String>,
         /// For a sub-workflow's run: how deep it is, and the parent's wait
         /// to resume when it finishes (`run://{run_id}/{wait_id}`).
+        #[serde(default)]
         depth: u32,
+        #[serde(default)]
         parent: Option<String>,
     },
     Callback {
@@ -150,20 +110,24 @@ pub enum Command {
         body: Value,
         /// Where this request arrived: the callback origin for runs stored
         /// before the origin was kept with the run.
-        callback_base: String,
+        base_url: String,
         /// The expiry the callback URL was signed with (none on the bare route).
+        #[serde(default)]
         token_expires_at: Option<u64>,
-        /// When the gate received it, if that was before now (it was kept
-        /// while a segment ran): deadlines are judged at arrival, so a
-        /// callback that came in time is applied even if its turn comes later.
-        received_at: Option<u64>,
     },
     /// A daemon reports progress on a wait, and may extend its deadline.
     Heartbeat {
         run_id: String,
         wait_id: String,
         body: Value,
+        #[serde(default)]
         token_expires_at: Option<u64>,
+    },
+    /// `GET /runs/{id}`: not a segment; the gate answers it from the run it
+    /// keeps, or the stored record.
+    Read {
+        run_id: String,
+        owner: Option<String>,
     },
     /// The alarm fired: take due deadlines, continue a yielded run.
     Wake { run_id: String },
@@ -289,12 +253,22 @@ pub struct Host<'a, S, C, K, N> {
 /// never stale: every segment of the run passes through the gate). Returns
 /// the run to keep — `None` after a failure, so the next segment reloads the
 /// stored record instead of a half-applied one.
+///
+/// `arrived` is when the gate received the request, when that was before
+/// now (it was kept while a segment ran, or is replayed after a restart):
+/// deadlines are judged at arrival, so a callback that came in time is
+/// applied even if its turn comes later.
 pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
     host: &Host<'_, S, C, K, N>,
     cached: Option<Run>,
     command: Command,
+    arrived: Option<u64>,
 ) -> (Option<Run>, Result<Segment, EngineError>) {
     let kind = match &command {
+        Command::Read { .. } => {
+            let e = EngineError::InvalidRequest("a read is not a segment".into());
+            return (cached, Err(e));
+        }
         Command::Start { .. } => "trigger",
         Command::Callback { .. } => "callback",
         Command::Heartbeat { .. } => "heartbeat",
@@ -304,7 +278,7 @@ pub async fn run_segment<S: Store, C: Components, K: Clock, N: Notifier>(
         // Named by what the alarm found to do.
         Command::Wake { .. } => "idle",
     };
-    let (kept, mut result) = apply(host, cached, command).await;
+    let (kept, mut result) = apply(host, cached, command, arrived).await;
     if let Ok(segment) = &mut result {
         if segment.report.kind.is_empty() {
             segment.report.kind = kind;
@@ -318,6 +292,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
     host: &Host<'_, S, C, K, N>,
     cached: Option<Run>,
     command: Command,
+    arrived: Option<u64>,
 ) -> (Option<Run>, Result<Segment, EngineError>) {
     let now = host.clock.now();
     let config = host.config;
@@ -327,7 +302,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             graph,
             context,
             owner,
-            callback_base,
+            base_url,
             final_callback_url,
             workflow,
             depth,
@@ -341,7 +316,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             let mut run = Run::start(plan, run_id.clone(), context, now, config.settings);
             run.record.owner = owner.clone();
             run.record.workflow = workflow.clone().or_else(|| run.record.graph.name.clone());
-            run.record.callback_base = Some(callback_base.clone());
+            run.record.callback_base = Some(base_url.clone());
             run.record.depth = *depth;
             if let Some(url) = final_callback_url.as_ref().or(parent.as_ref()) {
                 run.notify_on_finish(url.clone());
@@ -349,11 +324,10 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             return finish(host, run, Applied::Started).await;
         }
         Command::Callback {
-            run_id,
-            callback_base,
-            ..
-        } => (run_id, Some(callback_base)),
-        Command::Wake { run_id }
+            run_id, base_url, ..
+        } => (run_id, Some(base_url)),
+        Command::Read { run_id, .. }
+        | Command::Wake { run_id }
         | Command::Cancel { run_id, .. }
         | Command::Redeliver { run_id, .. }
         | Command::Retry { run_id, .. }
@@ -412,11 +386,8 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
     // Deadlines that passed are taken first, whatever arrived: a callback
     // after its deadline is answered `expired`, never applied. One kept while
     // a segment ran is judged at its arrival; later deadlines wait for the alarm.
-    let judged_at = match &command {
-        Command::Callback {
-            received_at: Some(at),
-            ..
-        } => (*at).min(now),
+    let judged_at = match (&command, arrived) {
+        (Command::Callback { .. }, Some(at)) => at.min(now),
         _ => now,
     };
     let expired = match run.expire(judged_at) {
@@ -443,7 +414,9 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
     };
     let mut noted = None;
     let applied = match command {
-        Command::Start { .. } | Command::Retry { .. } => unreachable!("handled above"),
+        Command::Start { .. } | Command::Retry { .. } | Command::Read { .. } => {
+            unreachable!("handled above")
+        }
         Command::Callback {
             wait_id,
             body,

@@ -108,8 +108,36 @@ impl Gate {
     }
 
     fn segment(&self, command: Command) -> (Option<Run>, Result<Segment, EngineError>) {
+        self.segment_arrived(command, None)
+    }
+
+    fn segment_arrived(
+        &self,
+        command: Command,
+        arrived: Option<u64>,
+    ) -> (Option<Run>, Result<Segment, EngineError>) {
         let cached = self.cached.borrow_mut().take();
-        block_on(run_segment(&self.host(), cached, command))
+        block_on(run_segment(&self.host(), cached, command, arrived))
+    }
+
+    /// Runs a segment for a request the gate received at `arrived` (kept
+    /// while another ran, or replayed), and keeps its change unwritten.
+    pub fn send_arrived(
+        &self,
+        command: Command,
+        arrived: Option<u64>,
+    ) -> Result<Segment, EngineError> {
+        let (kept, result) = self.segment_arrived(command, arrived);
+        *self.cached.borrow_mut() = kept;
+        result
+    }
+
+    /// `send_arrived` of a (request, arrival) pair.
+    pub fn send_arrived_pair(
+        &self,
+        (command, arrived): (Command, Option<u64>),
+    ) -> Result<Segment, EngineError> {
+        self.send_arrived(command, arrived)
     }
 
     /// Runs a segment and keeps its change unwritten, as the gate does
@@ -156,7 +184,7 @@ impl Gate {
             graph,
             context: start.context.as_object().cloned().unwrap_or_default(),
             owner: Some(OWNER.into()),
-            callback_base: "https://engine.test".into(),
+            base_url: "https://engine.test".into(),
             final_callback_url: start.final_callback_url,
             workflow: start.workflow,
             depth: start.depth,
@@ -169,9 +197,8 @@ impl Gate {
             run_id: "run-1".into(),
             wait_id: wait_id.into(),
             body,
-            callback_base: "https://engine.test".into(),
+            base_url: "https://engine.test".into(),
             token_expires_at: None,
-            received_at: None,
         })
     }
 

@@ -1,0 +1,98 @@
+//! The gate's inbox: requests kept in its storage until a write of the
+//! record covers them. Pure bookkeeping, tested natively; the gate performs
+//! the storage operations it implies.
+//!
+//! A request is *kept* (stored under `inbox:{key}`) when the change it made
+//! cannot be written at once, or, for a callback that found a segment
+//! running, before it is applied at all (*queued*). Keys sort by arrival,
+//! so replaying them in key order applies them in the order they arrived.
+
+use std::collections::VecDeque;
+
+/// Width of the arrival time in a key: Unix ms, zero-padded.
+const TIME_DIGITS: usize = 13;
+
+/// A storage key that sorts by arrival: the time, then a counter that
+/// orders keys made in the same millisecond.
+pub fn key(at: u64, counter: u32) -> String {
+    format!("{at:0width$}-{counter:010}", width = TIME_DIGITS)
+}
+
+/// The arrival time a key records (`None` for a key this gate did not make).
+pub fn arrival(key: &str) -> Option<u64> {
+    key.get(..TIME_DIGITS)?.parse().ok()
+}
+
+/// Requests the gate has kept, as far as its memory knows them.
+#[derive(Debug)]
+pub struct Inbox<Q> {
+    /// Storage may hold requests the kept run has not applied: true when
+    /// cold, and again whenever the kept run is dropped.
+    pub unchecked: bool,
+    /// Kept requests the kept run has applied: forgotten after the next write.
+    pub applied: Vec<String>,
+    /// Callbacks that arrived while a segment ran: kept, not yet applied.
+    pub queued: VecDeque<Q>,
+    counter: u32,
+}
+
+impl<Q> Default for Inbox<Q> {
+    fn default() -> Self {
+        Self {
+            unchecked: true,
+            applied: Vec::new(),
+            queued: VecDeque::new(),
+            counter: 0,
+        }
+    }
+}
+
+impl<Q> Inbox<Q> {
+    /// The key for a request arriving at `at`.
+    pub fn next_key(&mut self, at: u64) -> String {
+        self.counter = self.counter.wrapping_add(1);
+        key(at, self.counter)
+    }
+
+    /// What memory knew is lost (the kept run was dropped): storage is the
+    /// truth again, and the next turn replays all of it — queued callbacks
+    /// included, since they were kept before they were queued.
+    pub fn forget(&mut self) {
+        self.unchecked = true;
+        self.queued.clear();
+        self.applied.clear();
+    }
+
+    /// The write covered every applied request: these keys may go.
+    pub fn take_applied(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_arrival_then_by_order_within_a_millisecond() {
+        let mut inbox = Inbox::<()>::default();
+        let a = inbox.next_key(1_700_000_000_123);
+        let b = inbox.next_key(1_700_000_000_123);
+        let c = inbox.next_key(1_700_000_000_124);
+        assert!(a < b && b < c);
+        assert_eq!(arrival(&a), Some(1_700_000_000_123));
+        assert_eq!(arrival("junk"), None);
+    }
+
+    #[test]
+    fn forgetting_makes_storage_the_truth_again() {
+        let mut inbox = Inbox::<u8> {
+            unchecked: false,
+            ..Inbox::default()
+        };
+        inbox.applied.push("k".into());
+        inbox.queued.push_back(1);
+        inbox.forget();
+        assert!(inbox.unchecked && inbox.applied.is_empty() && inbox.queued.is_empty());
+    }
+}

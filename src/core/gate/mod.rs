@@ -1,0 +1,862 @@
+//! A run's gate: the one place every segment and read of a run passes
+//! through (on Workers, the run's Durable Object). It holds what a single
+//! segment cannot:
+//! - the lock that serialises segments, so two callbacks never resume one
+//!   wait twice;
+//! - the run as it last left it, so it never depends on KV catching up;
+//! - the pace of KV writes (`core::pacing`): at most one a second per run,
+//!   across restarts, with the requests applied meanwhile kept in its
+//!   storage until the write (`inbox`);
+//! - callbacks that arrive while a segment runs (its component may await
+//!   its own callback before it answers): kept, answered `202` after a
+//!   while, and applied when the segment ends — a callback never waits on a
+//!   component call, and the alarm applies it if this object dies first;
+//! - the journal of call outcomes, and the alarm that makes the run act
+//!   with no request arriving: deadlines, continuation after a yield,
+//!   delivery, the write that is due, and callbacks kept but not applied.
+//!
+//! It is platform-free: storage, components, the clock and sleeping are
+//! traits. `adapter::gate` performs them on Workers; `tests/sim` performs
+//! them in a deterministic simulation that crashes it at every await.
+
+pub mod inbox;
+pub mod storage;
+
+use std::cell::{Cell, RefCell};
+
+use futures::channel::oneshot;
+use futures::future::{select, Either};
+use futures::lock::Mutex;
+use serde_json::{json, Value};
+
+use self::inbox::Inbox;
+use self::storage::{GateMeta, GateStore, JournalMemory, ObjectStorage, INBOX_PREFIX, META_KEY};
+use super::driver::Components;
+use super::error::EngineError;
+use super::pacing::{earliest, WritePacer, MIN_WRITE_INTERVAL_MS};
+use super::record::RunStatus;
+use super::run::Run;
+use super::segment::{
+    add_noted, details, flush, read, run_segment, Clock, Command, GateConfig, Host, Notifier,
+    Reply, Report, Segment,
+};
+use super::store::{Records, TaskIndexStore};
+use super::view::noop_answer;
+
+/// How long a callback that found a segment running waits for its own
+/// answer before it is told `202 accepted` (it is kept either way). Long
+/// enough for a burst of callbacks to be answered in full; short enough
+/// that a component awaiting its own callback is not held up for long.
+pub const QUEUED_ANSWER_WAIT_MS: u64 = 3_000;
+
+/// How many queued callbacks one holder of the lock applies before it lets
+/// go (and answers its own request).
+pub const DRAIN_PER_TURN: usize = 16;
+
+/// A kept callback not yet applied has the alarm set no later than this
+/// after its arrival, so it is applied even if nothing else reaches the run.
+pub const KEPT_ALARM_SLACK_MS: u64 = 1_000;
+
+/// A gate started again does not know when a write that was under way at
+/// the crash reached KV; it waits this long past its start as well.
+pub const WRITE_MARGIN_MS: u64 = MIN_WRITE_INTERVAL_MS;
+
+/// Sleeping, for the time a queued callback waits for its answer.
+#[allow(async_fn_in_trait)]
+pub trait Sleep {
+    async fn sleep(&self, ms: u64);
+}
+
+/// What a gate reports for the operator's log.
+pub enum GateLog<'a> {
+    /// A segment, or a write, is about to run.
+    Begins,
+    Segment {
+        run_id: &'a str,
+        outcome: Result<&'a Report, &'a EngineError>,
+        started: u64,
+    },
+    /// The record was written, covering this many kept requests.
+    Write {
+        run_id: &'a str,
+        kept_requests: usize,
+        started: u64,
+    },
+}
+
+/// The platform pieces a gate works through, for one request.
+pub struct Platform<'a, R, C, K, N, O> {
+    /// KV's records, and the bare route's task index.
+    pub records: &'a R,
+    pub components: &'a C,
+    pub clock: &'a K,
+    pub notifier: &'a N,
+    /// The object's own storage and alarm.
+    pub object: &'a O,
+    pub config: &'a GateConfig,
+    pub log: &'a dyn Fn(GateLog<'_>),
+}
+
+/// An answer to a request: an HTTP status and its JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    fn ok(body: Value) -> Self {
+        Self { status: 200, body }
+    }
+}
+
+/// A callback kept while a segment ran, and where its answer goes if its
+/// sender is still waiting for it.
+pub struct Queued {
+    key: String,
+    at: u64,
+    command: Command,
+    task_id: Option<String>,
+    answer: oneshot::Sender<Result<Answer, EngineError>>,
+}
+
+/// The platform's clock, or, while kept requests are applied again after a
+/// restart, the time each arrived.
+struct GateClock<'a, K> {
+    inner: &'a K,
+    fixed: &'a Cell<Option<u64>>,
+}
+
+impl<K: Clock> Clock for GateClock<'_, K> {
+    fn now(&self) -> u64 {
+        self.fixed.get().unwrap_or_else(|| self.inner.now())
+    }
+}
+
+/// The gate of one run: everything it holds in memory, lost when the
+/// object is evicted or crashes; its storage keeps the rest.
+#[derive(Default)]
+pub struct Gate {
+    /// Held by one segment at a time (and by the write that follows it).
+    lock: Mutex<()>,
+    /// The run as the last segment left it — possibly ahead of KV by what
+    /// the kept requests hold — taken out while a segment executes.
+    kept: RefCell<Option<Run>>,
+    /// The run id and owner of the segment executing now, if any.
+    active: RefCell<Option<(String, Option<String>)>>,
+    /// The alarm as this object last set it: `None` until known.
+    alarm: Cell<Option<Option<u64>>>,
+    /// The meta as this object last stored it: `None` until read.
+    meta: RefCell<Option<GateMeta>>,
+    journal: RefCell<JournalMemory>,
+    /// When the record may next be written to KV, and whether it must be.
+    pacer: Cell<WritePacer>,
+    inbox: RefCell<Inbox<Queued>>,
+    /// The time kept requests are replayed at.
+    replay_at: Cell<Option<u64>>,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Answers one request. A callback that finds a segment running is
+    /// queued instead of waiting; a read never waits for a segment.
+    pub async fn handle<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        command: Command,
+    ) -> Result<Answer, EngineError>
+    where
+        R: Records + TaskIndexStore,
+        C: Components,
+        K: Clock + Sleep,
+        N: Notifier,
+        O: ObjectStorage,
+    {
+        if let Command::Read { run_id, owner } = &command {
+            return self.read(p, run_id, owner.as_deref()).await;
+        }
+        let task_id = match &command {
+            Command::Callback { body, .. } | Command::Heartbeat { body, .. } => body
+                .get("task_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            _ => None,
+        };
+        let _turn = match self.lock.try_lock() {
+            Some(turn) => turn,
+            None if matches!(command, Command::Callback { .. }) => {
+                return self.queue(p, command, task_id).await;
+            }
+            None => self.lock.lock().await,
+        };
+        let is_start = matches!(command, Command::Start { .. });
+        if is_start {
+            // A fresh run id names a fresh object: no alarm, nothing kept,
+            // no write yet.
+            self.alarm.set(Some(None));
+            self.inbox.borrow_mut().unchecked = false;
+            *self.meta.borrow_mut() = Some(GateMeta::default());
+        }
+        // A trigger or retry that goes on past this invocation answers 202.
+        let may_continue = is_start || matches!(command, Command::Retry { .. });
+        let run_id = command_run_id(&command).to_string();
+        self.catch_up(p, &run_id).await?;
+        let started = p.clock.now();
+        // Taken before the segment: callbacks it queues sort after it.
+        let key = self.inbox.borrow_mut().next_key(started);
+        // Kept only if its change cannot be written at once.
+        let text = (!is_start).then(|| serde_json::to_string(&command).unwrap_or_default());
+        let mut segment = match self.segment(p, command, None).await {
+            Ok(segment) => segment,
+            Err(e) => {
+                self.settle(p, &run_id, DRAIN_PER_TURN).await?;
+                return Err(e);
+            }
+        };
+        if segment.dirty {
+            self.changed(started);
+            if self.pacer.get().may_write(p.clock.now()) {
+                // Written before it is answered, so the answer is the run as
+                // stored (writing may truncate its trace, or fail it).
+                self.write(p).await?;
+                if let Some(run) = self.kept.borrow().as_ref() {
+                    segment.refresh(run, p.config);
+                }
+            } else if let Some(text) = text {
+                self.keep(p, key, text).await?;
+            }
+        }
+        // Rendered now: what the queue applies next is not this request's.
+        let answer = self.render(segment.reply, may_continue, task_id.as_deref());
+        self.settle(p, &run_id, DRAIN_PER_TURN).await?;
+        Ok(answer)
+    }
+
+    /// The alarm fired: write what waits to be written, apply what was
+    /// kept, take due deadlines, continue a yielded run, deliver. An alarm
+    /// with nothing due re-arms from the meta and costs no KV operation. An
+    /// error asks the platform to retry the alarm.
+    pub async fn alarm<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+    ) -> Result<(), EngineError>
+    where
+        R: Records + TaskIndexStore,
+        C: Components,
+        K: Clock + Sleep,
+        N: Notifier,
+        O: ObjectStorage,
+    {
+        let _turn = self.lock.lock().await;
+        // Whatever is decided below sets the alarm again if needed.
+        self.alarm.set(Some(None));
+        let Some(meta) = self.meta(p).await? else {
+            return Ok(());
+        };
+        let now = p.clock.now();
+        let cold = self.kept.borrow().is_none();
+        let idle = self.inbox.borrow().queued.is_empty() && !self.inbox.borrow().unchecked;
+        if let (true, Some(at)) = (cold && idle, meta.wake_at) {
+            if at > now {
+                self.ensure_alarm(p, &meta.run_id, Some(at)).await;
+                return Ok(());
+            }
+        }
+        let run_id = meta.run_id;
+        self.catch_up(p, &run_id).await?;
+        // The run acts when it is due and a write may follow at once (a
+        // deadline is taken at most a second late) — except a continuation,
+        // which goes on at once and is kept like a request: replayed in its
+        // place, it makes the same calls, their outcomes from the journal.
+        let now = p.clock.now();
+        let due = self
+            .run_wake(now)
+            .is_none_or(|wake| wake.is_some_and(|w| w <= now));
+        if due && (self.pacer.get().may_write(now) || self.continuing()) {
+            let command = Command::Wake {
+                run_id: run_id.clone(),
+            };
+            let key = self.inbox.borrow_mut().next_key(now);
+            match self.segment(p, command.clone(), None).await {
+                Ok(segment) => {
+                    if segment.dirty {
+                        self.changed(now);
+                        if !self.pacer.get().may_write(p.clock.now()) {
+                            let text = serde_json::to_string(&command).unwrap_or_default();
+                            self.keep(p, key, text).await?;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Try again shortly; the platform also retries a failed handler.
+                    self.ensure_alarm(p, &run_id, Some(now + 5_000)).await;
+                    self.settle(p, &run_id, usize::MAX).await?;
+                    return Err(e);
+                }
+            }
+        }
+        // No one waits on an alarm: it applies all that is queued.
+        self.settle(p, &run_id, usize::MAX).await
+    }
+
+    /// The run this gate holds in memory, if any (for tests and checks).
+    pub fn kept_run(&self) -> Option<Run> {
+        self.kept.borrow().clone()
+    }
+
+    /// The answer to a segment's request, from its reply and the kept run.
+    fn render(&self, reply: Reply, may_continue: bool, task_id: Option<&str>) -> Answer {
+        match reply {
+            Reply::Outcome { body, running } => Answer {
+                status: if running && may_continue { 202 } else { 200 },
+                body,
+            },
+            Reply::Noop(reason) => {
+                let kept = self.kept.borrow();
+                let run = kept.as_ref().map(|run| &run.record);
+                Answer::ok(noop_answer(reason, run, task_id))
+            }
+            Reply::Details(body) => Answer::ok(body),
+            Reply::Accepted(body) => Answer { status: 202, body },
+            Reply::Heartbeat {
+                expires_at,
+                callback_url,
+                heartbeat_url,
+            } => Answer::ok(json!({
+                "success": true,
+                "expires_at": expires_at,
+                "callback_url": callback_url,
+                "heartbeat_url": heartbeat_url,
+            })),
+            Reply::Idle => Answer::ok(json!({"success": true})),
+        }
+    }
+
+    /// `GET /runs/{id}`: the kept run when there is one, else KV's record.
+    /// A read never waits for a segment: while one runs, the record stored
+    /// last is shown as `running`.
+    async fn read<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        run_id: &str,
+        owner: Option<&str>,
+    ) -> Result<Answer, EngineError>
+    where
+        R: Records + TaskIndexStore,
+        C: Components,
+        K: Clock + Sleep,
+        N: Notifier,
+        O: ObjectStorage,
+    {
+        let active =
+            self.active.borrow().as_ref().is_some_and(|(id, who)| {
+                id == run_id && (owner.is_none() || who.as_deref() == owner)
+            });
+        // A cold object may hold requests newer than KV's record: those are
+        // applied first, so a read never goes back in time.
+        if !active && self.kept.borrow().is_none() && self.inbox.borrow().unchecked {
+            let _turn = self.lock.lock().await;
+            self.catch_up(p, run_id).await?;
+            self.settle(p, run_id, DRAIN_PER_TURN).await?;
+        }
+        let store = self.store(p);
+        let clock = GateClock {
+            inner: p.clock,
+            fixed: &self.replay_at,
+        };
+        let host = host(p, &store, &clock);
+        let now = p.clock.now();
+        // The kept run is read in place (no await while borrowed);
+        // otherwise the stored record is.
+        let kept = self.kept.borrow().as_ref().and_then(|run| {
+            (run.record.run_id == run_id)
+                .then(|| details(run, owner, active, &p.config.redactor, now))
+        });
+        let (details, wake) = match kept {
+            Some(Some((mut body, wake))) => {
+                add_noted(&store, &mut body).await;
+                (body, wake)
+            }
+            Some(None) => return Err(EngineError::NotFound(format!("no run '{run_id}'"))),
+            None => read(&host, run_id, owner, active).await?,
+        };
+        // A cold object learns whether its alarm survived (a restart of a
+        // local runtime may lose it) and re-arms it.
+        if !active && self.alarm.get().is_none() && wake.is_some() {
+            self.ensure_alarm(p, run_id, wake).await;
+        }
+        Ok(Answer::ok(details))
+    }
+
+    /// A callback that arrived while a segment runs: kept in storage (that
+    /// is what makes it safe to answer), with the alarm set to apply it if
+    /// this object dies first, and queued for the segment's holder to apply
+    /// when it ends. It is answered as it was applied, or, if that takes
+    /// longer than `QUEUED_ANSWER_WAIT_MS`, `202 accepted`.
+    async fn queue<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        command: Command,
+        task_id: Option<String>,
+    ) -> Result<Answer, EngineError>
+    where
+        K: Clock + Sleep,
+        O: ObjectStorage,
+    {
+        let run_id = command_run_id(&command).to_string();
+        let text = serde_json::to_string(&command).unwrap_or_default();
+        // Its key holds its arrival time, at which it is judged.
+        let now = p.clock.now();
+        let key = self.inbox.borrow_mut().next_key(now);
+        let (answer, answered) = oneshot::channel();
+        // Queued before the write is awaited: the holder may finish meanwhile.
+        self.inbox.borrow_mut().queued.push_back(Queued {
+            key: key.clone(),
+            at: now,
+            command,
+            task_id: task_id.clone(),
+            answer,
+        });
+        p.object.put(&format!("{INBOX_PREFIX}{key}"), text).await?;
+        let soon = now + KEPT_ALARM_SLACK_MS;
+        if !matches!(self.alarm.get(), Some(Some(at)) if at <= soon) {
+            self.ensure_alarm(p, &run_id, Some(now)).await;
+        }
+        let waited = p.clock.sleep(QUEUED_ANSWER_WAIT_MS);
+        if let Either::Left((Ok(answer), _)) = select(answered, Box::pin(waited)).await {
+            return answer;
+        }
+        let mut body = json!({
+            "success": true,
+            "accepted": true,
+            "status": "running",
+            "run_id": run_id,
+        });
+        if let Some(task_id) = task_id {
+            body["task_id"] = Value::from(task_id);
+        }
+        Ok(Answer { status: 202, body })
+    }
+
+    /// Applies up to `limit` queued callbacks, writes the record when it is
+    /// due, and sets the alarm. Every holder of the lock ends with this
+    /// before it lets go: whatever stays queued is applied by the alarm, set
+    /// for now while anything is queued — so no queued callback is left
+    /// behind, and no holder's own answer waits behind a stream of arrivals.
+    async fn settle<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        run_id: &str,
+        limit: usize,
+    ) -> Result<(), EngineError>
+    where
+        R: Records + TaskIndexStore,
+        C: Components,
+        K: Clock + Sleep,
+        N: Notifier,
+        O: ObjectStorage,
+    {
+        let mut applied = 0;
+        loop {
+            while applied < limit {
+                let next = self.inbox.borrow_mut().queued.pop_front();
+                let Some(queued) = next else { break };
+                applied += 1;
+                let started = p.clock.now();
+                let result = self.segment(p, queued.command, Some(queued.at)).await;
+                self.inbox.borrow_mut().applied.push(queued.key);
+                let answer = result.map(|segment| {
+                    if segment.dirty {
+                        self.changed(started);
+                    }
+                    self.render(segment.reply, false, queued.task_id.as_deref())
+                });
+                // Its sender may have stopped waiting (answered 202).
+                let _ = queued.answer.send(answer);
+                if self.kept.borrow().is_none() {
+                    // The kept run was dropped: the queue is in storage, and
+                    // the alarm replays all of it, whoever comes next.
+                    self.drop_kept();
+                    break;
+                }
+            }
+            let now = p.clock.now();
+            let pacer = self.pacer.get();
+            if pacer.dirty_since().is_some() && pacer.may_write(now) {
+                self.write(p).await?;
+            }
+            let now = p.clock.now();
+            let unapplied = {
+                let inbox = self.inbox.borrow();
+                !inbox.queued.is_empty() || inbox.unchecked
+            };
+            if unapplied {
+                self.ensure_alarm(p, run_id, Some(now)).await;
+            } else if let Some(wake) = self.run_wake(now) {
+                // The run acts when its change can be written at once, or
+                // needs no writing to be safe (a continuation).
+                let pacer = self.pacer.get();
+                let wake = match self.continuing() {
+                    true => wake,
+                    false => wake.map(|w| w.max(pacer.allowed_at())),
+                };
+                let wake = earliest(wake, pacer.flush_at());
+                self.ensure_alarm(p, run_id, wake).await;
+            }
+            let inbox = self.inbox.borrow();
+            if inbox.queued.is_empty() || applied >= limit || inbox.unchecked {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes the kept run to KV with everything applied since the last
+    /// write, then forgets the kept requests that write covers. The time
+    /// of the write is stored first, so a gate started again after a crash
+    /// waits out KV's limit whether or not the write landed.
+    async fn write<R, C, K, N, O>(&self, p: &Platform<'_, R, C, K, N, O>) -> Result<(), EngineError>
+    where
+        R: Records + TaskIndexStore,
+        C: Components,
+        K: Clock + Sleep,
+        N: Notifier,
+        O: ObjectStorage,
+    {
+        if self.kept.borrow().is_none() {
+            return Ok(());
+        }
+        let started = p.clock.now();
+        let run_id = self
+            .kept
+            .borrow()
+            .as_ref()
+            .map(|run| run.record.run_id.clone())
+            .unwrap_or_default();
+        let meta = {
+            let mut meta = self.meta.borrow_mut();
+            let meta = meta.get_or_insert_with(GateMeta::default);
+            meta.run_id.clone_from(&run_id);
+            meta.last_write = Some(started);
+            meta.clone()
+        };
+        if let Err(e) = self.put_meta(p, &meta).await {
+            self.drop_kept();
+            return Err(e);
+        }
+        let Some(mut run) = self.kept.borrow_mut().take() else {
+            return Ok(());
+        };
+        let since = self.pacer.get().dirty_since().unwrap_or(0);
+        let covered = self.inbox.borrow_mut().take_applied();
+        let store = self.store(p);
+        let clock = GateClock {
+            inner: p.clock,
+            fixed: &self.replay_at,
+        };
+        (p.log)(GateLog::Begins);
+        let result = flush(&host(p, &store, &clock), &mut run, since).await;
+        match result {
+            Ok(()) => {
+                (p.log)(GateLog::Write {
+                    run_id: &run_id,
+                    kept_requests: covered.len(),
+                    started,
+                });
+                let mut pacer = self.pacer.get();
+                pacer.wrote(p.clock.now());
+                self.pacer.set(pacer);
+                *self.kept.borrow_mut() = Some(run);
+                if !covered.is_empty() {
+                    // Left behind, they are applied again as no-ops.
+                    let _ = p.object.delete(INBOX_PREFIX, &covered).await;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.drop_kept();
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies the requests kept in storage that the kept run lacks (a cold
+    /// object, or one whose run was dropped), each at the time it arrived.
+    async fn catch_up<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        run_id: &str,
+    ) -> Result<(), EngineError>
+    where
+        R: Records + TaskIndexStore,
+        C: Components,
+        K: Clock + Sleep,
+        N: Notifier,
+        O: ObjectStorage,
+    {
+        if !self.inbox.borrow().unchecked {
+            return Ok(());
+        }
+        // The last write's time first: nothing is written before it is known.
+        self.meta(p).await?;
+        // Unchecked, there is no kept run and nothing applied (`drop_kept`).
+        let kept = p.object.list(INBOX_PREFIX).await?;
+        {
+            let mut inbox = self.inbox.borrow_mut();
+            inbox.unchecked = false;
+            // Queued callbacks the listing holds are applied below, in their
+            // place; one whose write had not landed when storage was listed
+            // stays queued, for `settle`.
+            inbox
+                .queued
+                .retain(|q| !kept.iter().any(|(key, _)| *key == q.key));
+        }
+        for (key, text) in kept {
+            let at = inbox::arrival(&key).unwrap_or(0);
+            self.inbox.borrow_mut().applied.push(key);
+            let command = serde_json::from_str::<Command>(&text)
+                .ok()
+                .filter(|c| command_run_id(c) == run_id && !matches!(c, Command::Read { .. }));
+            let Some(command) = command else {
+                continue;
+            };
+            self.replay_at.set(Some(at));
+            // Each replayed segment may need any of the journal's outcomes.
+            self.journal.borrow_mut().known = false;
+            let result = self.segment(p, command, Some(at)).await;
+            self.replay_at.set(None);
+            if let Ok(segment) = result {
+                if segment.dirty {
+                    self.changed(at);
+                }
+            }
+            if self.kept.borrow().is_none() {
+                // Its record could not be read: try again next turn.
+                self.drop_kept();
+                return Err(EngineError::Storage(
+                    "the run could not be loaded to apply what it was sent".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the request of the segment that just ran, whose change waits
+    /// for the next write.
+    async fn keep<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        key: String,
+        text: String,
+    ) -> Result<(), EngineError>
+    where
+        O: ObjectStorage,
+    {
+        match p.object.put(&format!("{INBOX_PREFIX}{key}"), text).await {
+            Ok(()) => {
+                self.inbox.borrow_mut().applied.push(key);
+                Ok(())
+            }
+            Err(e) => {
+                // Not durable, so not applied: rebuild from what is.
+                self.drop_kept();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs one segment with the kept run, marking it active meanwhile, and
+    /// logs it. The caller holds the lock.
+    async fn segment<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        command: Command,
+        arrived: Option<u64>,
+    ) -> Result<Segment, EngineError>
+    where
+        R: Records + TaskIndexStore,
+        C: Components,
+        K: Clock + Sleep,
+        N: Notifier,
+        O: ObjectStorage,
+    {
+        let run_id = command_run_id(&command).to_string();
+        *self.active.borrow_mut() = Some((run_id.clone(), command_owner(&command)));
+        let cached = self.kept.borrow_mut().take();
+        let store = self.store(p);
+        let clock = GateClock {
+            inner: p.clock,
+            fixed: &self.replay_at,
+        };
+        let started = clock.now();
+        (p.log)(GateLog::Begins);
+        let (kept, result) = run_segment(&host(p, &store, &clock), cached, command, arrived).await;
+        if kept.is_none() {
+            self.drop_kept();
+        }
+        *self.kept.borrow_mut() = kept;
+        *self.active.borrow_mut() = None;
+        (p.log)(GateLog::Segment {
+            run_id: &run_id,
+            outcome: result.as_ref().map(|s| &s.report),
+            started,
+        });
+        result
+    }
+
+    /// The meta, read from storage the first time it is needed; the pacer
+    /// learns from it when the record was last written.
+    async fn meta<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+    ) -> Result<Option<GateMeta>, EngineError>
+    where
+        O: ObjectStorage,
+    {
+        if let Some(meta) = self.meta.borrow().as_ref() {
+            return Ok((!meta.run_id.is_empty()).then(|| meta.clone()));
+        }
+        let text = p.object.get(META_KEY).await?;
+        let meta: GateMeta = text
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        if let Some(at) = meta.last_write {
+            let mut pacer = self.pacer.get();
+            pacer.wrote(at.saturating_add(WRITE_MARGIN_MS));
+            self.pacer.set(pacer);
+        }
+        *self.meta.borrow_mut() = Some(meta.clone());
+        Ok((!meta.run_id.is_empty()).then_some(meta))
+    }
+
+    async fn put_meta<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        meta: &GateMeta,
+    ) -> Result<(), EngineError>
+    where
+        O: ObjectStorage,
+    {
+        let text = serde_json::to_string(meta)
+            .map_err(|e| EngineError::Storage(format!("meta not serialized: {e}")))?;
+        p.object.put(META_KEY, text).await
+    }
+
+    /// Sets (or clears) the alarm to `wake`, unless it is already so. The
+    /// meta is stored first, so an alarm always finds its run.
+    async fn ensure_alarm<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        run_id: &str,
+        wake: Option<u64>,
+    ) where
+        O: ObjectStorage,
+    {
+        if self.alarm.get() == Some(wake) {
+            return;
+        }
+        // Known before the first await: a concurrent caller sees it.
+        self.alarm.set(Some(wake));
+        let set = match wake {
+            Some(at) => {
+                let meta = {
+                    let mut meta = self.meta.borrow_mut();
+                    let meta = meta.get_or_insert_with(GateMeta::default);
+                    meta.run_id = run_id.to_string();
+                    meta.wake_at = Some(at);
+                    meta.clone()
+                };
+                self.put_meta(p, &meta).await.is_ok() && p.object.set_alarm(Some(at)).await.is_ok()
+            }
+            // The meta may stay: with no alarm nothing reads it, and the next
+            // alarm set rewrites it.
+            None => p.object.set_alarm(None).await.is_ok(),
+        };
+        // Unknown after a failure, so the next request tries again.
+        if !set && self.alarm.get() == Some(wake) {
+            self.alarm.set(None);
+        }
+    }
+
+    /// When the kept run must next act on its own (deadline, continuation,
+    /// delivery); `None` when no run is kept, so it is not known.
+    fn run_wake(&self, now: u64) -> Option<Option<u64>> {
+        self.kept.borrow().as_ref().map(|run| run.next_wake(now))
+    }
+
+    /// The kept run yielded and goes on as soon as the alarm fires.
+    fn continuing(&self) -> bool {
+        self.kept
+            .borrow()
+            .as_ref()
+            .is_some_and(|run| run.status() == &RunStatus::Running)
+    }
+
+    fn changed(&self, at: u64) {
+        let mut pacer = self.pacer.get();
+        pacer.changed(at);
+        self.pacer.set(pacer);
+    }
+
+    /// Forgets the kept run: the next turn rebuilds it from KV and the kept
+    /// requests.
+    fn drop_kept(&self) {
+        *self.kept.borrow_mut() = None;
+        // The run rebuilt from KV needs the journal's outcomes again.
+        self.journal.borrow_mut().known = false;
+        let mut pacer = self.pacer.get();
+        pacer.forget_changes();
+        self.pacer.set(pacer);
+        self.inbox.borrow_mut().forget();
+    }
+
+    fn store<'a, R, C, K, N, O>(&'a self, p: &Platform<'a, R, C, K, N, O>) -> GateStore<'a, R, O> {
+        GateStore {
+            records: p.records,
+            object: p.object,
+            journal: &self.journal,
+        }
+    }
+}
+
+/// The segment's view of the platform: the gate's store and clock.
+fn host<'a, R, C, K, N, O>(
+    p: &Platform<'a, R, C, K, N, O>,
+    store: &'a GateStore<'a, R, O>,
+    clock: &'a GateClock<'a, K>,
+) -> Host<'a, GateStore<'a, R, O>, C, GateClock<'a, K>, N> {
+    Host {
+        store,
+        components: p.components,
+        clock,
+        notifier: p.notifier,
+        config: p.config,
+    }
+}
+
+pub fn command_run_id(command: &Command) -> &str {
+    match command {
+        Command::Start { run_id, .. }
+        | Command::Callback { run_id, .. }
+        | Command::Wake { run_id }
+        | Command::Read { run_id, .. }
+        | Command::Cancel { run_id, .. }
+        | Command::Redeliver { run_id, .. }
+        | Command::Retry { run_id, .. }
+        | Command::Heartbeat { run_id, .. } => run_id,
+    }
+}
+
+/// The API key's owner a request came with, if it names one.
+fn command_owner(command: &Command) -> Option<String> {
+    match command {
+        Command::Start { owner, .. }
+        | Command::Read { owner, .. }
+        | Command::Cancel { owner, .. }
+        | Command::Redeliver { owner, .. }
+        | Command::Retry { owner, .. } => owner.clone(),
+        _ => None,
+    }
+}

@@ -1,0 +1,182 @@
+//! The gate's own storage (a Durable Object's, on Workers) and what the
+//! gate keeps in it: the requests applied since the last write (`inbox:`),
+//! the call journal (`outcome:`), the events turned away from waits
+//! (`event:`), and its meta beside the alarm (`gate`). The platform only
+//! gets, puts, lists and deletes; what the keys mean is decided here.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::error::EngineError;
+use crate::core::listing::RunSummary;
+use crate::core::record::{WaitEvent, MAX_WAIT_EVENTS};
+use crate::core::run::CallOutcome;
+use crate::core::store::{JournalStore, Records, TaskIndex, TaskIndexStore, WaitNotes};
+
+/// Journal entries, by the call's idempotency key.
+pub const OUTCOME_PREFIX: &str = "outcome:";
+/// Turned-away callbacks and heartbeats, per wait.
+pub const EVENT_PREFIX: &str = "event:";
+/// Requests applied but not yet in the KV record, by arrival.
+pub const INBOX_PREFIX: &str = "inbox:";
+/// The gate's meta, beside its alarm.
+pub const META_KEY: &str = "gate";
+/// Outcomes larger than this are not journaled (Durable Object values are
+/// limited); such a call is made again if its segment dies.
+pub const MAX_JOURNALED_BYTES: usize = 1 << 20;
+
+/// A Durable Object's storage and alarm, as the gate uses them. Each put is
+/// durable once it returns; the alarm survives restarts and fires at least
+/// once (maybe late, maybe twice).
+#[allow(async_fn_in_trait)]
+pub trait ObjectStorage {
+    async fn get(&self, key: &str) -> Result<Option<String>, EngineError>;
+    async fn put(&self, key: &str, value: String) -> Result<(), EngineError>;
+    /// Every entry whose key starts with `prefix`, sorted by key, keys
+    /// without the prefix.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, EngineError>;
+    /// Deletes these keys (each with `prefix` before it).
+    async fn delete(&self, prefix: &str, keys: &[String]) -> Result<(), EngineError>;
+    /// Sets the alarm, or clears it (`None`).
+    async fn set_alarm(&self, at: Option<u64>) -> Result<(), EngineError>;
+}
+
+/// The gate's own record, kept beside the alarm so that an alarm knows its
+/// run and whether anything is due without a KV read, and so that a gate
+/// started again knows when the record was last written (KV refuses a
+/// second write to a key within a second, whatever the writer remembers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateMeta {
+    pub run_id: String,
+    /// When the alarm was last set for.
+    #[serde(default)]
+    pub wake_at: Option<u64>,
+    /// When the record's last write began: stored before the write starts,
+    /// so a crash during the write errs on the side of waiting.
+    #[serde(default)]
+    pub last_write: Option<u64>,
+}
+
+/// The gate's memory of its call journal: the keys it holds, and whether
+/// the kept run has applied all of them (`known`). Unknown when the object
+/// is cold or its kept run was dropped: a segment then lists the journal
+/// and replays it; otherwise it need not, and a write deletes the keys it
+/// remembers without listing them.
+#[derive(Debug, Default)]
+pub struct JournalMemory {
+    pub known: bool,
+    pub keys: BTreeSet<String>,
+}
+
+/// What a gate's segments store through: the records (and task index) of
+/// the platform, and the journal and wait events in the object's storage.
+pub struct GateStore<'a, R, O> {
+    pub records: &'a R,
+    pub object: &'a O,
+    pub journal: &'a RefCell<JournalMemory>,
+}
+
+impl<R: Records, O> Records for GateStore<'_, R, O> {
+    async fn load(&self, run_id: &str) -> Result<Option<String>, EngineError> {
+        self.records.load(run_id).await
+    }
+
+    async fn save(
+        &self,
+        run_id: &str,
+        text: String,
+        ttl_secs: u64,
+        summary: &RunSummary,
+    ) -> Result<(), EngineError> {
+        self.records.save(run_id, text, ttl_secs, summary).await
+    }
+}
+
+impl<R: TaskIndexStore, O> TaskIndexStore for GateStore<'_, R, O> {
+    async fn claim_task(
+        &self,
+        task_id: &str,
+        entry: &TaskIndex,
+        replaces: Option<&TaskIndex>,
+        ttl_secs: u64,
+    ) -> Result<TaskIndex, EngineError> {
+        self.records
+            .claim_task(task_id, entry, replaces, ttl_secs)
+            .await
+    }
+
+    async fn wait_open(&self, run_id: &str, wait_id: &str, task_id: &str) -> bool {
+        self.records.wait_open(run_id, wait_id, task_id).await
+    }
+}
+
+impl<R, O: ObjectStorage> JournalStore for GateStore<'_, R, O> {
+    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
+        // Known: the kept run applied every outcome this object recorded.
+        if self.journal.borrow().known {
+            return Ok(BTreeMap::new());
+        }
+        let mut outcomes = BTreeMap::new();
+        for (key, text) in self.object.list(OUTCOME_PREFIX).await? {
+            // An entry that does not parse is skipped: the call is made again.
+            if let Ok(outcome) = serde_json::from_str(&text) {
+                outcomes.insert(key, outcome);
+            }
+        }
+        let mut journal = self.journal.borrow_mut();
+        journal.known = true;
+        journal.keys = outcomes.keys().cloned().collect();
+        Ok(outcomes)
+    }
+
+    async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError> {
+        let text = serde_json::to_string(outcome)
+            .map_err(|e| EngineError::Storage(format!("outcome not serialized: {e}")))?;
+        if text.len() > MAX_JOURNALED_BYTES {
+            return Err(EngineError::Storage("outcome too large to journal".into()));
+        }
+        self.journal.borrow_mut().keys.insert(key.to_string());
+        let key = format!("{OUTCOME_PREFIX}{key}");
+        self.object.put(&key, text).await
+    }
+
+    async fn forget_journal(&self) -> Result<(), EngineError> {
+        if !self.journal.borrow().known {
+            self.recorded_outcomes().await?;
+        }
+        let keys = std::mem::take(&mut self.journal.borrow_mut().keys);
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = keys.into_iter().collect();
+        self.object.delete(OUTCOME_PREFIX, &keys).await
+    }
+}
+
+impl<R, O: ObjectStorage> WaitNotes for GateStore<'_, R, O> {
+    async fn note_event(&self, wait_id: &str, event: WaitEvent) -> Result<(), EngineError> {
+        let key = format!("{EVENT_PREFIX}{wait_id}");
+        let mut events: Vec<WaitEvent> = match self.object.get(&key).await {
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        events.push(event);
+        let excess = events.len().saturating_sub(MAX_WAIT_EVENTS);
+        events.drain(..excess);
+        let text = serde_json::to_string(&events)
+            .map_err(|e| EngineError::Storage(format!("events not serialized: {e}")))?;
+        self.object.put(&key, text).await
+    }
+
+    async fn noted_events(&self) -> Result<BTreeMap<String, Vec<WaitEvent>>, EngineError> {
+        let mut noted = BTreeMap::new();
+        for (key, text) in self.object.list(EVENT_PREFIX).await? {
+            if let Ok(events) = serde_json::from_str(&text) {
+                noted.insert(key, events);
+            }
+        }
+        Ok(noted)
+    }
+}
