@@ -5,5 +5,10 @@
 
 pub mod core;
 
+/// The deterministic simulation of gates under crashes and races: a test
+/// instrument, built natively only.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod sim;
+
 #[cfg(target_arch = "wasm32")]
 mod adapter;

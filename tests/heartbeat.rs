@@ -214,35 +214,92 @@ fn events_are_bounded_per_wait() {
     assert_eq!(events[0].at, T0 + 10, "the most recent are kept");
 }
 
+fn two_waits_in_a_row() -> Value {
+    json!({
+        "nodes": [
+            {"id": "first", "type": "Component", "componentId": "http://c/async-1"},
+            {"id": "second", "type": "Component", "componentId": "http://c/async-2"}
+        ],
+        "edges": [{"from": "first", "to": "second"}]
+    })
+}
+
+fn early_callback(gate: &Gate, body: Value) -> Reply {
+    gate.send(Command::Callback {
+        run_id: "run-1".into(),
+        wait_id: "n1".into(),
+        body,
+        base_url: "https://engine.test".into(),
+        token_expires_at: None,
+    })
+    .unwrap()
+    .reply
+}
+
+/// A callback whose wait has not opened — its call was made by a segment a
+/// crash lost, so the run will make it again (its answer from the journal) —
+/// is held, answered accepted, and applied the moment the wait opens.
 #[test]
-fn a_callback_before_its_wait_opened_is_recorded_as_early() {
+fn a_callback_before_its_wait_opened_is_held_until_it_opens() {
     let gate = Gate::new(Network::echo_with_async());
-    gate.start(
-        json!({
-            "nodes": [
-                {"id": "first", "type": "Component", "componentId": "http://c/async-1"},
-                {"id": "second", "type": "Component", "componentId": "http://c/async-2"}
-            ],
-            "edges": [{"from": "first", "to": "second"}]
-        }),
-        json!({}),
-    );
-    // `second`'s wait (n1) does not exist yet: its call has not been made.
+    gate.start(two_waits_in_a_row(), json!({}));
     gate.clock.advance(1);
-    let early = gate
-        .send(Command::Callback {
-            run_id: "run-1".into(),
-            wait_id: "n1".into(),
-            body: json!({"task_id": "t-second"}),
-            base_url: "https://engine.test".into(),
-            token_expires_at: None,
-        })
-        .unwrap();
-    assert_eq!(early.reply, Reply::Noop(Noop::UnknownWait));
+    let Reply::Accepted(body) = early_callback(&gate, json!({"task_id": "t-second", "data": 7}))
+    else {
+        panic!("held, not refused");
+    };
+    assert_eq!(body["accepted"], json!(true));
+    assert_eq!(body["task_id"], json!("t-second"));
+    // A repeat is the same callback, still held once.
+    assert!(matches!(
+        early_callback(&gate, json!({"task_id": "t-second", "data": 8})),
+        Reply::Accepted(_)
+    ));
+    assert_eq!(gate.kept().record.early.len(), 1);
+    // It survives a write and a reload.
+    assert_eq!(gate.stored().record.early.len(), 1);
+    gate.clock.advance(1);
+    callback(&gate, json!({"task_id": "t-first"}), T0 + 86_400_000).unwrap();
+    let run = gate.stored();
+    assert!(run.record.waits.is_empty(), "{:?}", run.record.waits);
+    assert!(run.record.early.is_empty());
+    let RunStatus::Completed { output, .. } = &run.record.status else {
+        panic!("completed by the held callback: {:?}", run.record.status);
+    };
+    assert_eq!(output["data"], json!(7));
+}
+
+/// A held callback naming another task than the one its wait opens for was
+/// not for this call: it is dropped, and the wait stays open.
+#[test]
+fn a_held_callback_for_another_task_is_dropped_when_the_wait_opens() {
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(two_waits_in_a_row(), json!({}));
+    gate.clock.advance(1);
+    early_callback(&gate, json!({"task_id": "t-someone-else"}));
     gate.clock.advance(1);
     callback(&gate, json!({"task_id": "t-first"}), T0 + 86_400_000).unwrap();
     let view = shown(&gate);
-    let wait = &view["waits"][0];
-    assert_eq!(wait["wait_id"], json!("n1"));
-    assert_eq!(wait["events"][0]["outcome"], json!("early"));
+    assert_eq!(view["status"], json!("paused"));
+    assert_eq!(view["waits"][0]["wait_id"], json!("n1"));
+    assert!(gate.stored().record.early.is_empty());
+}
+
+/// A callback for a wait that can no longer open (its node finished) is
+/// turned away and recorded as early on nothing: a noop.
+#[test]
+fn a_callback_for_a_wait_that_cannot_open_is_a_noop() {
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(two_waits_in_a_row(), json!({}));
+    let reply = gate
+        .send(Command::Callback {
+            run_id: "run-1".into(),
+            wait_id: "n7".into(),
+            body: json!({"task_id": "t"}),
+            base_url: "https://engine.test".into(),
+            token_expires_at: None,
+        })
+        .unwrap()
+        .reply;
+    assert_eq!(reply, Reply::Noop(Noop::UnknownWait));
 }

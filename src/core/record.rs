@@ -31,6 +31,11 @@ pub struct RunRecord {
     /// Waits that are closed — resumed, timed out or cancelled — so a late or
     /// repeated callback is answered with the reason.
     pub closed: BTreeMap<String, ClosedWait>,
+    /// Callbacks that came for waits not open yet, by wait id: their call
+    /// was made and the daemon answered before the run took the pending
+    /// answer (a crash lost it, and the call is due again). Applied the
+    /// moment the wait opens, judged at their arrival.
+    pub early: BTreeMap<String, EarlyCallback>,
     pub trace: Vec<TraceEntry>,
     /// Entries dropped from the front of `trace` to respect the size limit.
     pub trace_dropped: usize,
@@ -230,6 +235,15 @@ pub enum WaitClosed {
     Polled,
     TimedOut,
     Cancelled,
+}
+
+/// A callback held until its wait opens (`RunRecord::early`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyCallback {
+    pub body: Value,
+    pub arrived: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

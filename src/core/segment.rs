@@ -24,7 +24,7 @@ use super::listing::RunSummary;
 use super::plan::{plan_from_json, Directory, GraphLimits};
 use super::record::{DeliveryState, EventKind, EventOutcome, RunStatus, WaitEvent};
 use super::redact::Redactor;
-use super::run::{CallOutcome, DeliveryOutcome, Noop, Run, Settings, Signer};
+use super::run::{CallOutcome, DeliveryOutcome, Noop, Resume, Run, Settings, Signer};
 use super::stored::{decode, encode};
 use super::view::{
     callback_answer, child_result, final_event, merge_noted, run_details, run_outcome,
@@ -423,11 +423,16 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             token_expires_at,
             ..
         } => {
+            let task_id = body
+                .get("task_id")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let result = match run.resume_arrived(&wait_id, body, token_expires_at, judged_at, now)
             {
-                Ok(Ok(())) => Ok(Applied::Resumed {
+                Ok(Ok(Resume::Applied)) => Ok(Applied::Resumed {
                     wait_id: wait_id.clone(),
                 }),
+                Ok(Ok(Resume::Held)) => Ok(Applied::Held { task_id }),
                 Ok(Err(noop)) => Ok(Applied::Noop(noop)),
                 Err(e) => Err(e),
             };
@@ -480,6 +485,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
         || matches!(
             applied,
             Applied::Resumed { .. }
+                | Applied::Held { .. }
                 | Applied::Cancelled
                 | Applied::Redelivery
                 | Applied::Heartbeat { .. }
@@ -517,6 +523,10 @@ enum Applied {
     },
     /// Nothing from the request, but a deadline was taken.
     Noop(Noop),
+    /// A callback came before its wait opened: held until it does.
+    Held {
+        task_id: Option<String>,
+    },
 }
 
 /// Drives the run to the end of the segment and answers; the run is left
@@ -592,6 +602,7 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         }
         Applied::Woken(_) => Reply::Idle,
         Applied::Noop(noop) => Reply::Noop(noop),
+        Applied::Held { task_id } => Reply::Accepted(held_answer(&run, task_id)),
     };
     let report = Report {
         kind,
@@ -607,6 +618,21 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
     };
     segment.refresh(&run, config);
     (Some(run), Ok(segment))
+}
+
+/// The answer to a callback held until its wait opens: accepted, as one
+/// kept while a segment runs is (do not send it again).
+fn held_answer(run: &Run, task_id: Option<String>) -> Value {
+    let mut body = serde_json::json!({
+        "success": true,
+        "accepted": true,
+        "status": run.status().name(),
+        "run_id": run.record.run_id,
+    });
+    if let Some(task_id) = task_id {
+        body["task_id"] = Value::from(task_id);
+    }
+    body
 }
 
 /// A sub-workflow's run that finished in the segment that started it has
@@ -731,6 +757,7 @@ pub async fn flush<S: Store, C, K: Clock, N>(
     }
     // Failing to clear the journal costs nothing but storage: entries are
     // per call, and a call is never issued again once its outcome is saved.
+    // Only the outcomes this record holds go; others wait for their request.
     let _ = host.store.forget_journal().await;
     Ok(())
 }
@@ -889,7 +916,11 @@ struct StoreJournal<'a, S> {
 
 impl<S: Store> Journal for StoreJournal<'_, S> {
     fn replay(&self, key: &str) -> Option<CallOutcome> {
-        self.recorded.get(key).cloned()
+        let outcome = self.recorded.get(key).cloned();
+        if outcome.is_some() {
+            self.store.outcome_replayed(key);
+        }
+        outcome
     }
 
     async fn record(&self, key: &str, outcome: &CallOutcome) {

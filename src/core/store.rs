@@ -53,8 +53,10 @@ pub trait JournalStore {
     /// segments whose change was lost); none when the store knows the run
     /// it serves has applied every outcome it recorded.
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError>;
+    /// A recorded outcome was used in place of a call: the run now holds it.
+    fn outcome_replayed(&self, _key: &str) {}
     async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError>;
-    /// Forgets every journaled outcome: the record just written holds them.
+    /// Forgets the journaled outcomes the record just written holds.
     async fn forget_journal(&self) -> Result<(), EngineError>;
 }
 

@@ -275,7 +275,11 @@ impl Gate {
         let due = self
             .run_wake(now)
             .is_none_or(|wake| wake.is_some_and(|w| w <= now));
-        if due && (self.pacer.get().may_write(now) || self.continuing()) {
+        if due && !(self.pacer.get().may_write(now) || self.continuing()) {
+            // Due, but KV would refuse the write: come back when it will not.
+            let at = self.pacer.get().allowed_at();
+            self.ensure_alarm(p, &run_id, Some(at)).await;
+        } else if due {
             let command = Command::Wake {
                 run_id: run_id.clone(),
             };
@@ -302,9 +306,9 @@ impl Gate {
         self.settle(p, &run_id, usize::MAX).await
     }
 
-    /// The run this gate holds in memory, if any (for tests and checks).
-    pub fn kept_run(&self) -> Option<Run> {
-        self.kept.borrow().clone()
+    /// Looks at the run this gate holds in memory, if any (for checks).
+    pub fn inspect<T>(&self, f: impl FnOnce(Option<&Run>) -> T) -> T {
+        f(self.kept.borrow().as_ref())
     }
 
     /// The answer to a segment's request, from its reply and the kept run.
@@ -467,7 +471,8 @@ impl Gate {
                 applied += 1;
                 let started = p.clock.now();
                 let result = self.segment(p, queued.command, Some(queued.at)).await;
-                self.inbox.borrow_mut().applied.push(queued.key);
+                let held = self.kept.borrow().is_some();
+                let failed = result.is_err();
                 let answer = result.map(|segment| {
                     if segment.dirty {
                         self.changed(started);
@@ -476,11 +481,18 @@ impl Gate {
                 });
                 // Its sender may have stopped waiting (answered 202).
                 let _ = queued.answer.send(answer);
-                if self.kept.borrow().is_none() {
-                    // The kept run was dropped: the queue is in storage, and
-                    // the alarm replays all of it, whoever comes next.
-                    self.drop_kept();
-                    break;
+                match (held, failed) {
+                    (true, _) => self.inbox.borrow_mut().applied.push(queued.key),
+                    // No such run: nothing will ever cover it.
+                    (false, false) => {
+                        let _ = p.object.delete(INBOX_PREFIX, &[queued.key]).await;
+                    }
+                    (false, true) => {
+                        // The kept run was dropped: the queue is in storage,
+                        // and the alarm replays all of it, whoever comes next.
+                        self.drop_kept();
+                        break;
+                    }
                 }
             }
             let now = p.clock.now();
@@ -528,23 +540,39 @@ impl Gate {
         if self.kept.borrow().is_none() {
             return Ok(());
         }
+        self.meta(p).await?;
         let started = p.clock.now();
-        let run_id = self
+        let (run_id, wake) = self
             .kept
             .borrow()
             .as_ref()
-            .map(|run| run.record.run_id.clone())
+            .map(|run| (run.record.run_id.clone(), run.next_wake(started)))
             .unwrap_or_default();
+        // The alarm the written run needs is set before the write: an
+        // object that dies after writing a paused run must still take its
+        // deadline, though nothing may ever reach it again.
+        let alarm = wake.filter(|w| !matches!(self.alarm.get(), Some(Some(at)) if at <= *w));
         let meta = {
             let mut meta = self.meta.borrow_mut();
             let meta = meta.get_or_insert_with(GateMeta::default);
             meta.run_id.clone_from(&run_id);
             meta.last_write = Some(started);
+            if alarm.is_some() {
+                meta.wake_at = alarm;
+            }
             meta.clone()
         };
         if let Err(e) = self.put_meta(p, &meta).await {
             self.drop_kept();
             return Err(e);
+        }
+        if let Some(at) = alarm {
+            self.alarm.set(Some(Some(at)));
+            if let Err(e) = p.object.set_alarm(Some(at)).await {
+                self.alarm.set(None);
+                self.drop_kept();
+                return Err(e);
+            }
         }
         let Some(mut run) = self.kept.borrow_mut().take() else {
             return Ok(());
@@ -613,32 +641,41 @@ impl Gate {
                 .queued
                 .retain(|q| !kept.iter().any(|(key, _)| *key == q.key));
         }
+        // Requests for a run that was never stored (its trigger died before
+        // its first write): nothing to apply them to, nothing will cover them.
+        let mut moot = Vec::new();
         for (key, text) in kept {
             let at = inbox::arrival(&key).unwrap_or(0);
-            self.inbox.borrow_mut().applied.push(key);
             let command = serde_json::from_str::<Command>(&text)
                 .ok()
                 .filter(|c| command_run_id(c) == run_id && !matches!(c, Command::Read { .. }));
             let Some(command) = command else {
+                self.inbox.borrow_mut().applied.push(key);
                 continue;
             };
             self.replay_at.set(Some(at));
-            // Each replayed segment may need any of the journal's outcomes.
-            self.journal.borrow_mut().known = false;
             let result = self.segment(p, command, Some(at)).await;
             self.replay_at.set(None);
-            if let Ok(segment) = result {
-                if segment.dirty {
-                    self.changed(at);
+            let held = self.kept.borrow().is_some();
+            match result {
+                Ok(segment) if held => {
+                    self.inbox.borrow_mut().applied.push(key);
+                    if segment.dirty {
+                        self.changed(at);
+                    }
+                }
+                Ok(_) => moot.push(key),
+                // Refused, it changed nothing; the next write covers it.
+                Err(_) if held => self.inbox.borrow_mut().applied.push(key),
+                Err(e) => {
+                    // The record could not be read: try again next turn.
+                    self.drop_kept();
+                    return Err(e);
                 }
             }
-            if self.kept.borrow().is_none() {
-                // Its record could not be read: try again next turn.
-                self.drop_kept();
-                return Err(EngineError::Storage(
-                    "the run could not be loaded to apply what it was sent".into(),
-                ));
-            }
+        }
+        if !moot.is_empty() {
+            let _ = p.object.delete(INBOX_PREFIX, &moot).await;
         }
         Ok(())
     }
@@ -693,7 +730,9 @@ impl Gate {
         let started = clock.now();
         (p.log)(GateLog::Begins);
         let (kept, result) = run_segment(&host(p, &store, &clock), cached, command, arrived).await;
-        if kept.is_none() {
+        // No run after a failure: what memory held is not to be trusted.
+        // (No run after a success: there is none to hold.)
+        if kept.is_none() && result.is_err() {
             self.drop_kept();
         }
         *self.kept.borrow_mut() = kept;
@@ -760,6 +799,9 @@ impl Gate {
         // Known before the first await: a concurrent caller sees it.
         self.alarm.set(Some(wake));
         let set = match wake {
+            // The stored meta is read first if unknown: rewriting it from
+            // nothing would forget when the record was last written.
+            Some(_) if self.meta(p).await.is_err() => false,
             Some(at) => {
                 let meta = {
                     let mut meta = self.meta.borrow_mut();
@@ -805,7 +847,7 @@ impl Gate {
     fn drop_kept(&self) {
         *self.kept.borrow_mut() = None;
         // The run rebuilt from KV needs the journal's outcomes again.
-        self.journal.borrow_mut().known = false;
+        *self.journal.borrow_mut() = JournalMemory::default();
         let mut pacer = self.pacer.get();
         pacer.forget_changes();
         self.pacer.set(pacer);

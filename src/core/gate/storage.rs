@@ -59,15 +59,21 @@ pub struct GateMeta {
     pub last_write: Option<u64>,
 }
 
-/// The gate's memory of its call journal: the keys it holds, and whether
-/// the kept run has applied all of them (`known`). Unknown when the object
-/// is cold or its kept run was dropped: a segment then lists the journal
-/// and replays it; otherwise it need not, and a write deletes the keys it
-/// remembers without listing them.
+/// The gate's memory of its call journal, so that a segment lists it only
+/// when the kept run was (re)built, and a write deletes exactly the entries
+/// the run it wrote holds — never one a lost segment left for a request
+/// still to come (a callback whose segment died is sent again later, and
+/// its calls must find their outcomes then).
 #[derive(Debug, Default)]
 pub struct JournalMemory {
+    /// The journal was listed since the kept run was built: `unapplied`
+    /// holds every entry the run has not used.
     pub known: bool,
-    pub keys: BTreeSet<String>,
+    /// Entries listed but not yet used by the kept run.
+    pub unapplied: BTreeMap<String, CallOutcome>,
+    /// Entries the kept run has used (recorded or replayed): the next write
+    /// holds them, and then they are deleted.
+    pub applied: BTreeSet<String>,
 }
 
 /// What a gate's segments store through: the records (and task index) of
@@ -114,21 +120,26 @@ impl<R: TaskIndexStore, O> TaskIndexStore for GateStore<'_, R, O> {
 
 impl<R, O: ObjectStorage> JournalStore for GateStore<'_, R, O> {
     async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
-        // Known: the kept run applied every outcome this object recorded.
-        if self.journal.borrow().known {
-            return Ok(BTreeMap::new());
-        }
-        let mut outcomes = BTreeMap::new();
-        for (key, text) in self.object.list(OUTCOME_PREFIX).await? {
-            // An entry that does not parse is skipped: the call is made again.
-            if let Ok(outcome) = serde_json::from_str(&text) {
-                outcomes.insert(key, outcome);
+        if !self.journal.borrow().known {
+            let mut listed = BTreeMap::new();
+            for (key, text) in self.object.list(OUTCOME_PREFIX).await? {
+                // An entry that does not parse is skipped: the call is made again.
+                if let Ok(outcome) = serde_json::from_str(&text) {
+                    listed.insert(key, outcome);
+                }
             }
+            let mut journal = self.journal.borrow_mut();
+            listed.retain(|key, _| !journal.applied.contains(key));
+            journal.unapplied = listed;
+            journal.known = true;
         }
+        Ok(self.journal.borrow().unapplied.clone())
+    }
+
+    fn outcome_replayed(&self, key: &str) {
         let mut journal = self.journal.borrow_mut();
-        journal.known = true;
-        journal.keys = outcomes.keys().cloned().collect();
-        Ok(outcomes)
+        journal.unapplied.remove(key);
+        journal.applied.insert(key.to_string());
     }
 
     async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError> {
@@ -137,16 +148,13 @@ impl<R, O: ObjectStorage> JournalStore for GateStore<'_, R, O> {
         if text.len() > MAX_JOURNALED_BYTES {
             return Err(EngineError::Storage("outcome too large to journal".into()));
         }
-        self.journal.borrow_mut().keys.insert(key.to_string());
+        self.journal.borrow_mut().applied.insert(key.to_string());
         let key = format!("{OUTCOME_PREFIX}{key}");
         self.object.put(&key, text).await
     }
 
     async fn forget_journal(&self) -> Result<(), EngineError> {
-        if !self.journal.borrow().known {
-            self.recorded_outcomes().await?;
-        }
-        let keys = std::mem::take(&mut self.journal.borrow_mut().keys);
+        let keys = std::mem::take(&mut self.journal.borrow_mut().applied);
         if keys.is_empty() {
             return Ok(());
         }

@@ -115,7 +115,11 @@ impl Run {
                 );
                 self.finish_instance(key, out, via, now);
             }
-            None => self.finish_instance(key, output, via, now),
+            None => {
+                // Answered at once: a callback held for it was not needed.
+                self.record.early.remove(&key.wait_id(self.record.attempt));
+                self.finish_instance(key, output, via, now)
+            }
         }
     }
 
@@ -164,7 +168,7 @@ impl Run {
         self.record.waits.insert(
             wait_id.clone(),
             Wait {
-                wait_id,
+                wait_id: wait_id.clone(),
                 task_id,
                 node_id,
                 item: key.item,
@@ -176,6 +180,7 @@ impl Run {
                 events: Vec::new(),
             },
         );
+        self.take_early(&wait_id, now);
     }
 
     /// A node (or one FOREACH item) has its output.
@@ -415,6 +420,7 @@ impl Run {
         };
         self.record.updated_at = now;
         self.record.waits.clear();
+        self.record.early.clear();
         self.ready.clear();
         self.to_call.clear();
         self.in_flight.clear();

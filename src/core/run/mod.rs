@@ -81,6 +81,28 @@ impl CallKey {
     /// carries the same callback URL and idempotency key as the first time.
     /// Within a retry (`attempt` > 0) the id names the attempt too, so a
     /// callback for the failed attempt's wait can never resume the new one.
+    /// The call a wait id names in `attempt`, if it names one (the inverse
+    /// of `wait_id`).
+    pub fn from_wait_id(wait_id: &str, attempt: u32) -> Option<Self> {
+        let rest = wait_id.strip_prefix('n')?;
+        let (node_part, item) = match rest.split_once('-') {
+            Some((node, item)) => (node, Some(item.parse().ok()?)),
+            None => (rest, None),
+        };
+        let node = match node_part.split_once('r') {
+            Some((node, a)) if a.parse::<u32>().ok()? == attempt && attempt > 0 => node,
+            Some(_) => return None,
+            None if attempt == 0 => node_part,
+            None => return None,
+        };
+        let key = Self {
+            node: node.parse().ok()?,
+            item,
+        };
+        // Only the canonical spelling: `n01` is not a wait id this run made.
+        (key.wait_id(attempt) == wait_id).then_some(key)
+    }
+
     pub fn wait_id(&self, attempt: u32) -> String {
         let retry = if attempt == 0 {
             String::new()
@@ -135,6 +157,16 @@ pub enum CallOutcome {
     Answered(Value),
     /// No usable answer: non-2xx, not JSON, too large, refused, timed out.
     Failed { status: Option<u16>, error: String },
+}
+
+/// What a callback did to its wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// The wait closed with the callback's result.
+    Applied,
+    /// The wait is not open yet (its call's pending answer is not taken):
+    /// held, and applied when it opens.
+    Held,
 }
 
 /// Why a callback changed nothing.
@@ -229,6 +261,7 @@ impl Run {
             nodes: vec![NodeState::Idle; n],
             waits: BTreeMap::new(),
             closed: BTreeMap::new(),
+            early: BTreeMap::new(),
             trace: Vec::new(),
             trace_dropped: 0,
             segments: 0,
@@ -441,4 +474,29 @@ fn check_shape(plan: &Plan, record: &RunRecord) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod wait_id_tests {
+    use super::CallKey;
+
+    #[test]
+    fn a_wait_id_names_its_call_in_its_attempt_only() {
+        for (node, item, attempt) in [
+            (0, None, 0),
+            (12, Some(3), 0),
+            (4, None, 2),
+            (7, Some(0), 1),
+        ] {
+            let key = CallKey { node, item };
+            let id = key.wait_id(attempt);
+            assert_eq!(CallKey::from_wait_id(&id, attempt), Some(key), "{id}");
+            assert_eq!(CallKey::from_wait_id(&id, attempt + 1), None, "{id}");
+        }
+        for junk in [
+            "", "n", "x1", "n01", "n1r0", "n1-", "n1-x", "n-1", "n1r2-3-4",
+        ] {
+            assert_eq!(CallKey::from_wait_id(junk, 0), None, "{junk}");
+        }
+    }
 }

@@ -291,6 +291,7 @@ impl Run {
         for state in &mut self.record.nodes {
             *state = NodeState::Idle;
         }
+        self.record.early.clear();
         self.output_bytes = 0;
         self.ready.clear();
         self.to_call.clear();

@@ -5,9 +5,12 @@ use serde_json::Value;
 
 use super::super::error::EngineError;
 use super::super::protocol::{json_depth, wait_timeout, MAX_JSON_DEPTH};
-use super::super::record::{ClosedWait, EventKind, EventOutcome, RunStatus, Wait, WaitClosed};
+use super::super::record::{
+    ClosedWait, EarlyCallback, EventKind, EventOutcome, ItemState, NodeState, RunStatus, Wait,
+    WaitClosed,
+};
 use super::complete::Via;
-use super::{CallKey, Noop, Run};
+use super::{CallKey, Noop, Resume, Run};
 
 impl Run {
     /// Applies a callback to an open wait. On success the run is `Running`
@@ -20,13 +23,15 @@ impl Run {
         body: Value,
         token_expires_at: Option<u64>,
         now: u64,
-    ) -> Result<Result<(), Noop>, EngineError> {
+    ) -> Result<Result<Resume, Noop>, EngineError> {
         self.resume_arrived(wait_id, body, token_expires_at, now, now)
     }
 
     /// `resume` for a callback that arrived at `arrived` and is applied
     /// now (the gate kept it while a segment ran): its deadlines are judged
-    /// at its arrival.
+    /// at its arrival. A callback for a wait that is not open yet, but whose
+    /// call was made (its pending answer not yet taken), is held until the
+    /// wait opens (`RunRecord::early`).
     pub fn resume_arrived(
         &mut self,
         wait_id: &str,
@@ -34,9 +39,29 @@ impl Run {
         token_expires_at: Option<u64>,
         arrived: u64,
         now: u64,
-    ) -> Result<Result<(), Noop>, EngineError> {
-        if let Err(noop) = self.check_wait(wait_id, &body, token_expires_at, arrived)? {
-            return Ok(Err(noop));
+    ) -> Result<Result<Resume, Noop>, EngineError> {
+        match self.check_wait(wait_id, &body, token_expires_at, arrived)? {
+            Err(Noop::UnknownWait) if self.may_open(wait_id) => {
+                if !body.is_object() || json_depth(&body) > MAX_JSON_DEPTH {
+                    return Err(EngineError::InvalidRequest(
+                        "a callback body must be a JSON object no more than \
+                         100 levels deep"
+                            .into(),
+                    ));
+                }
+                // The first arrival is held; a repeat is the same callback.
+                self.record
+                    .early
+                    .entry(wait_id.to_string())
+                    .or_insert(EarlyCallback {
+                        body,
+                        arrived,
+                        token_expires_at,
+                    });
+                return Ok(Ok(Resume::Held));
+            }
+            Err(noop) => return Ok(Err(noop)),
+            Ok(()) => {}
         }
         let Some(wait) = self.record.waits.get_mut(wait_id) else {
             return Ok(Err(Noop::UnknownWait));
@@ -46,7 +71,52 @@ impl Run {
         self.record.status = RunStatus::Running;
         let since = wait.since;
         self.finish_instance(self.key_of(&wait)?, body, Via::Callback { since }, now);
-        Ok(Ok(()))
+        Ok(Ok(Resume::Applied))
+    }
+
+    /// Whether `wait_id` may still open in this attempt: it names a node
+    /// (or FOREACH item) not reached yet, calling, or held for a slot. A
+    /// callback URL for it is signed only into its call, so a callback that
+    /// names it came from that call — made by a segment whose change was
+    /// lost (a crash), and to be made again, its answer from the journal.
+    fn may_open(&self, wait_id: &str) -> bool {
+        let Some(key) = CallKey::from_wait_id(wait_id, self.record.attempt) else {
+            return false;
+        };
+        match (self.record.nodes.get(key.node), key.item) {
+            (Some(NodeState::Idle | NodeState::Waiting { .. }), _) => true,
+            (Some(NodeState::Calling { .. }), None) => true,
+            (Some(NodeState::Mapping(m)), Some(i)) => matches!(
+                m.items.get(i),
+                Some(ItemState::Todo(_) | ItemState::Held(_))
+            ),
+            _ => false,
+        }
+    }
+
+    /// A wait just opened: a callback held for it is applied now, judged at
+    /// its arrival; one naming another task is dropped (it was not for
+    /// this call).
+    pub(super) fn take_early(&mut self, wait_id: &str, now: u64) {
+        let Some(early) = self.record.early.remove(wait_id) else {
+            return;
+        };
+        let result = self.resume_arrived(
+            wait_id,
+            early.body,
+            early.token_expires_at,
+            early.arrived,
+            now,
+        );
+        if let (Err(EngineError::TaskMismatch { .. }), Some(wait)) =
+            (result, self.record.waits.get_mut(wait_id))
+        {
+            wait.note(
+                early.arrived,
+                EventKind::Callback,
+                EventOutcome::TaskMismatch,
+            );
+        }
     }
 
     /// A heartbeat for an open wait: records its `progress` and, with

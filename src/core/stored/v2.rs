@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::super::error::EngineError;
 use super::super::graph::Graph;
 use super::super::plan::{build_plan, Directory, GraphLimits, Plan};
+use super::super::record::EarlyCallback;
 use super::super::record::{
     Arrival, ClosedWait, FinalCallback, ItemState, Mapping, NodeState, RunRecord, RunStatus,
     TraceEntry, Wait,
@@ -43,6 +44,8 @@ pub struct StoredRun<'a> {
     pub waits: Cow<'a, BTreeMap<String, Wait>>,
     #[serde(default)]
     pub closed: Cow<'a, BTreeMap<String, ClosedWait>>,
+    #[serde(default, skip_serializing_if = "no_early")]
+    pub early: Cow<'a, BTreeMap<String, EarlyCallback>>,
     pub trace: Cow<'a, [TraceEntry]>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub trace_dropped: usize,
@@ -58,6 +61,12 @@ pub struct StoredRun<'a> {
     pub depth: u32,
     pub created_at: u64,
     pub updated_at: u64,
+}
+
+// serde hands `skip_serializing_if` the field as it is: a `&Cow`.
+#[allow(clippy::ptr_arg)]
+fn no_early(early: &Cow<'_, BTreeMap<String, EarlyCallback>>) -> bool {
+    early.is_empty()
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -212,6 +221,7 @@ pub fn from_run(run: &Run) -> StoredRun<'_> {
         nodes,
         waits: Cow::Borrowed(&record.waits),
         closed: Cow::Borrowed(&record.closed),
+        early: Cow::Borrowed(&record.early),
         trace: Cow::Borrowed(&record.trace),
         trace_dropped: record.trace_dropped,
         segments: record.segments,
@@ -241,6 +251,7 @@ pub fn into_run(stored: StoredRun<'_>, settings: Settings) -> Result<Run, Engine
         nodes,
         waits: stored.waits.into_owned(),
         closed: stored.closed.into_owned(),
+        early: stored.early.into_owned(),
         trace: stored.trace.into_owned(),
         trace_dropped: stored.trace_dropped,
         segments: stored.segments,

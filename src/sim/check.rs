@@ -1,0 +1,272 @@
+//! The invariants a schedule must keep, checked as it runs (`World` counts
+//! KV writes refused and journaled calls made again) and when it is quiet:
+//! - every run whose trigger was answered, or that was stored, settles
+//!   (completed, failed or cancelled), and its record is in KV;
+//! - the run a gate holds in memory equals the record KV holds;
+//! - every callback answered `resumed` or `accepted` is applied — its wait
+//!   closes as resumed, never by its deadline — within 2 s of arrival
+//!   (more only while a component call of the run is in flight, or after a
+//!   crash, when the alarm's retry applies it);
+//! - no two callbacks of one wait are both answered `resumed`;
+//! - a noop names a documented reason;
+//! - a deadline is taken within 2 s of being due (the same allowances).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use serde_json::Value;
+
+use super::world::record_key;
+use super::Simulation;
+use crate::core::gate::Gate;
+use crate::core::record::{RunStatus, WaitClosed};
+use crate::core::run::Run;
+use crate::core::segment::Command;
+use crate::core::stored::decode;
+use crate::core::view::run_details;
+
+/// How late an answered callback or a deadline may be applied when nothing
+/// holds it up.
+pub const PROMPT_MS: u64 = 2_000;
+/// Extra allowance after a crash: the alarm's retry comes within seconds.
+const AFTER_CRASH_MS: u64 = 6_000;
+
+/// The documented reasons a request changes nothing.
+const NOOP_REASONS: [&str; 6] = [
+    "already_resumed",
+    "unknown_wait",
+    "run_finished",
+    "expired",
+    "unknown_run",
+    "unknown_task",
+];
+
+/// What the scheduler saw of the gates' runs as it went.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// The latest deadline seen of each open wait, by (run, wait).
+    open: BTreeMap<(String, String), u64>,
+    /// When each wait was first seen closed, and how.
+    closed: BTreeMap<(String, String), (u64, WaitClosed)>,
+    crashes: BTreeMap<String, Vec<u64>>,
+    /// When each run was seen failed or cancelled (a retry may follow).
+    cut: BTreeMap<String, Vec<u64>>,
+}
+
+impl Observed {
+    pub fn run(&mut self, object: &str, run: &Run, now: u64) {
+        if matches!(
+            run.status(),
+            RunStatus::Failed { .. } | RunStatus::Cancelled { .. }
+        ) {
+            self.cut.entry(object.to_string()).or_default().push(now);
+        }
+        for wait in run.record.waits.values() {
+            self.open
+                .insert((object.to_string(), wait.wait_id.clone()), wait.expires_at);
+        }
+        for (wait_id, closed) in &run.record.closed {
+            self.closed
+                .entry((object.to_string(), wait_id.clone()))
+                .or_insert((now, closed.how));
+        }
+    }
+
+    pub fn crash(&mut self, object: &str, at: u64) {
+        self.crashes.entry(object.to_string()).or_default().push(at);
+    }
+}
+
+/// How late something of `object` may be between `from` and `to`: 2 s,
+/// plus the time the run's component calls held its lock meanwhile (a
+/// segment runs to its end before anything else is applied), plus a
+/// crash's allowance.
+fn allowance(sim: &Simulation, object: &str, from: u64, to: u64) -> u64 {
+    let world = sim.world();
+    let mut spans: Vec<(u64, u64)> = world
+        .calls
+        .iter()
+        .filter(|c| c.run_id == object && c.at <= to && c.ends_at >= from)
+        .map(|c| (c.at.max(from), c.ends_at.min(to)))
+        .collect();
+    spans.sort_unstable();
+    let mut busy = 0;
+    let mut covered_to = from;
+    for (start, end) in spans {
+        let start = start.max(covered_to);
+        if end > start {
+            busy += end - start;
+            covered_to = end;
+        }
+    }
+    let crashed = sim
+        .observed
+        .crashes
+        .get(object)
+        .is_some_and(|at| at.iter().any(|t| *t + AFTER_CRASH_MS >= from && *t <= to));
+    PROMPT_MS + busy + if crashed { AFTER_CRASH_MS } else { 0 }
+}
+
+pub fn at_quiet(sim: &Simulation, gates: &BTreeMap<String, Rc<Gate>>) {
+    let config = sim.config();
+    let mut stored: BTreeMap<String, Run> = BTreeMap::new();
+    // Runs whose trigger was answered must exist; stored ones must settle.
+    let mut must_exist: Vec<String> = Vec::new();
+    for sent in sim.sent.values() {
+        if let (Command::Start { run_id, .. }, Some(Ok(answer))) = (&sent.command, &sent.answer) {
+            if (200..300).contains(&answer.status) {
+                must_exist.push(run_id.clone());
+            }
+        }
+    }
+    let keys: Vec<(String, String)> = sim
+        .world()
+        .kv
+        .iter()
+        .map(|(k, e)| (k.clone(), e.text.clone()))
+        .collect();
+    for (key, text) in keys {
+        let run_id = key.trim_start_matches("runs/").to_string();
+        match decode(&text, &config.directory, config.settings) {
+            Ok(run) => {
+                if !run.status().is_finished() {
+                    let status = run.status().name();
+                    sim.record_violation(format!(
+                        "{run_id} is {status} at quiet: it never settled"
+                    ));
+                }
+                stored.insert(run_id, run);
+            }
+            Err(e) => sim.record_violation(format!("{run_id}'s record does not load: {e}")),
+        }
+    }
+    for run_id in must_exist {
+        if sim.world().kv_read(&record_key(&run_id)).is_none() {
+            sim.record_violation(format!("{run_id} was answered but is not stored: lost"));
+        }
+    }
+    // The gate's memory and KV agree.
+    for (run_id, gate) in gates {
+        gate.inspect(|kept| {
+            let Some(kept) = kept else { return };
+            let Some(run) = stored.get(run_id) else {
+                sim.record_violation(format!("{run_id} is held by its gate but not in KV"));
+                return;
+            };
+            let a = run_details(&kept.record, &config.redactor);
+            let b = run_details(&run.record, &config.redactor);
+            if a != b {
+                sim.record_violation(format!(
+                    "{run_id}: the gate holds {} but KV holds {}",
+                    short(&a),
+                    short(&b)
+                ));
+            }
+        });
+    }
+    callbacks(sim, &stored);
+    deadlines(sim);
+}
+
+fn short(v: &Value) -> String {
+    let text = v.to_string();
+    text.chars().take(600).collect()
+}
+
+fn callbacks(sim: &Simulation, stored: &BTreeMap<String, Run>) {
+    let mut resumed: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for sent in sim.sent.values() {
+        let Command::Callback {
+            run_id, wait_id, ..
+        } = &sent.command
+        else {
+            if let Some(Ok(answer)) = &sent.answer {
+                noop_reason(sim, answer);
+            }
+            continue;
+        };
+        let Some(Ok(answer)) = &sent.answer else {
+            continue;
+        };
+        noop_reason(sim, answer);
+        let is_resumed = answer.body["resumed"] == Value::Bool(true);
+        let accepted = answer.status == 202 && answer.body["accepted"] == Value::Bool(true);
+        if is_resumed {
+            *resumed
+                .entry((run_id.clone(), wait_id.clone()))
+                .or_default() += 1;
+        }
+        if !(is_resumed || accepted) || !stored.contains_key(run_id) {
+            continue;
+        }
+        let key = (run_id.clone(), wait_id.clone());
+        let what = format!(
+            "callback {:?} to {run_id}/{wait_id} (arrived t={})",
+            sent.callback, sent.at
+        );
+        // A run that failed or was cancelled cuts its open waits short:
+        // the callback then meets a finished run, as it should.
+        let cut_short = sim
+            .observed
+            .cut
+            .get(run_id)
+            .is_some_and(|at| at.iter().any(|t| *t >= sent.at));
+        match sim.observed.closed.get(&key) {
+            None if cut_short => {}
+            None => sim.record_violation(format!("{what} was answered but never applied")),
+            Some((_, WaitClosed::TimedOut)) => sim.record_violation(format!(
+                "{what} was answered but its wait timed out instead"
+            )),
+            Some((seen, _)) => {
+                let allowed = allowance(sim, run_id, sent.at, *seen);
+                if *seen > sent.at + allowed {
+                    sim.record_violation(format!(
+                        "{what} was applied {} ms after it arrived (allowed {allowed})",
+                        seen - sent.at
+                    ));
+                }
+            }
+        }
+    }
+    for ((run_id, wait_id), n) in resumed {
+        if n > 1 {
+            sim.record_violation(format!("{run_id}/{wait_id} was answered resumed {n} times"));
+        }
+    }
+}
+
+fn noop_reason(sim: &Simulation, answer: &crate::core::gate::Answer) {
+    if answer.body["noop"] == Value::Bool(true) {
+        let reason = answer.body["reason"].as_str().unwrap_or("");
+        if !NOOP_REASONS.contains(&reason) {
+            sim.record_violation(format!(
+                "a noop with an undocumented reason: {}",
+                answer.body
+            ));
+        }
+    }
+}
+
+fn deadlines(sim: &Simulation) {
+    for ((run_id, wait_id), (seen, how)) in &sim.observed.closed {
+        if *how != WaitClosed::TimedOut {
+            continue;
+        }
+        let Some(due) = sim.observed.open.get(&(run_id.clone(), wait_id.clone())) else {
+            continue;
+        };
+        let allowed = allowance(sim, run_id, *due, *seen);
+        if *seen > due + allowed {
+            sim.record_violation(format!(
+                "{run_id}/{wait_id}'s deadline was taken {} ms late (allowed {allowed})",
+                seen - due
+            ));
+        }
+        if *seen < *due {
+            sim.record_violation(format!(
+                "{run_id}/{wait_id} timed out {} ms before its deadline",
+                due - seen
+            ));
+        }
+    }
+}

@@ -1,0 +1,692 @@
+//! A deterministic simulation of runs' gates against simulated Cloudflare,
+//! in the spirit of FoundationDB's simulator and TigerBeetle's VOPR: the
+//! real gate (`core::gate`) and run state machine, driven by a scheduler
+//! that decides from one source every interleaving of concurrent requests
+//! (at every await), every latency, every daemon's habit and every crash.
+//! Invariants are checked as the schedule runs and when it is quiet
+//! (`check`); a failing seed replays exactly.
+//!
+//! Native only: it is a test instrument, never part of the Worker.
+
+pub mod check;
+pub mod scenario;
+pub mod source;
+pub mod world;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use serde_json::{json, Value};
+
+use self::check::Observed;
+use self::scenario::Plan;
+use self::source::Source;
+use self::world::{
+    callback_body, DaemonAct, Dispatch, Shared, SimClock, SimComponents, SimNotifier, SimObject,
+    SimRecords, World,
+};
+use crate::core::error::EngineError;
+use crate::core::gate::{command_run_id, Answer, Gate, GateLog, Platform};
+use crate::core::plan::{Directory, GraphLimits};
+use crate::core::redact::Redactor;
+use crate::core::run::Settings;
+use crate::core::segment::{Command, GateConfig};
+
+/// When every schedule starts (simulated Unix ms).
+pub const T0: u64 = 1_800_000_000_000;
+/// A schedule that has not gone quiet after this much simulated time is stuck.
+const HORIZON_MS: u64 = 30 * 60 * 1000;
+/// Or after this many scheduling steps.
+const MAX_STEPS: u64 = 400_000;
+/// The reference daemon's waits before each retry of a callback.
+const DAEMON_RETRY_MS: [u64; 4] = [0, 1_000, 5_000, 30_000];
+
+/// What one schedule did, and what it found wrong.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub steps: u64,
+    pub crashes: u64,
+    pub requests: u64,
+    pub alarms: u64,
+    pub violations: Vec<String>,
+    /// What happened, line by line, when asked for (`simulate_traced`).
+    pub trace: Vec<String>,
+}
+
+/// Who sent a request, so the right party retries it.
+#[derive(Debug, Clone)]
+enum Sender {
+    Daemon { dispatch: Dispatch, attempt: usize },
+    Caller,
+}
+
+/// A request as sent and answered.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub at: u64,
+    pub command: Command,
+    /// The daemon's callback id, for a callback.
+    pub callback: Option<u64>,
+    pub answer: Option<Result<Answer, String>>,
+    pub answered_at: Option<u64>,
+}
+
+enum Event {
+    Send(Box<(Sender, Command)>),
+    Crash(String),
+}
+
+type TaskFuture = Pin<Box<dyn Future<Output = Result<Answer, EngineError>>>>;
+
+struct Task {
+    object: String,
+    /// The request it answers; `None` for an alarm.
+    request: Option<(u64, Sender)>,
+    future: TaskFuture,
+}
+
+/// One schedule in motion.
+pub struct Simulation {
+    world: Shared,
+    config: Rc<GateConfig>,
+    gates: BTreeMap<String, Rc<Gate>>,
+    tasks: Vec<Task>,
+    events: Vec<(u64, u64, Event)>,
+    alarm_running: BTreeSet<String>,
+    pub sent: BTreeMap<u64, Sent>,
+    pub observed: Observed,
+    report: Report,
+    seq: u64,
+}
+
+/// Runs one schedule to quiet (or to its horizon) and checks it.
+pub fn simulate(source: Source) -> Report {
+    simulate_traced(source, false)
+}
+
+/// `simulate`, keeping a line for every request, answer, crash and alarm.
+pub fn simulate_traced(mut source: Source, tracing: bool) -> Report {
+    let plan = scenario::plan(&mut source, T0);
+    let mut sim = Simulation::new(source, &plan);
+    if tracing {
+        sim.world.borrow_mut().trace = Some(Vec::new());
+        sim.note(format!("plan: {plan:?}"));
+    }
+    sim.run(&plan);
+    sim.finish()
+}
+
+impl Simulation {
+    fn new(source: Source, plan: &Plan) -> Self {
+        let settings = Settings {
+            max_calls_per_segment: plan.max_calls_per_segment,
+            ..Settings::default()
+        };
+        let config = GateConfig {
+            settings,
+            directory: Directory::default(),
+            limits: GraphLimits::default(),
+            max_record_bytes: 24 << 20,
+            retention_secs: 24 * 3600,
+            index_tasks: false,
+            callback_secret: Some(Rc::from("sim-secret")),
+            webhook_keys: vec![b"sim-webhook-key-0123456789abcdef".to_vec()],
+            delivery_window_ms: 3600 * 1000,
+            max_wait_ms: 7 * 24 * 3600 * 1000,
+            redactor: Redactor::with_extra(Vec::<String>::new()),
+        };
+        let mut world = World::new(source, T0);
+        world.daemon_knobs = plan.knobs;
+        Self {
+            world: Rc::new(RefCell::new(world)),
+            config: Rc::new(config),
+            gates: BTreeMap::new(),
+            tasks: Vec::new(),
+            events: Vec::new(),
+            alarm_running: BTreeSet::new(),
+            sent: BTreeMap::new(),
+            observed: Observed::default(),
+            report: Report::default(),
+            seq: 0,
+        }
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.events.push((at, self.seq, event));
+    }
+
+    fn run(&mut self, plan: &Plan) {
+        for run in &plan.runs {
+            let start = Command::Start {
+                run_id: run.run_id.clone(),
+                graph: run.graph.clone(),
+                context: run.context.clone(),
+                owner: Some("owner".into()),
+                base_url: "https://engine.sim".into(),
+                final_callback_url: None,
+                workflow: None,
+                depth: 0,
+                parent: None,
+            };
+            self.schedule(run.start_at, Event::Send(Box::new((Sender::Caller, start))));
+            let owner = Some("owner".to_string());
+            if let Some(at) = run.cancel_at {
+                let cancel = Command::Cancel {
+                    run_id: run.run_id.clone(),
+                    owner: owner.clone(),
+                };
+                self.schedule(at, Event::Send(Box::new((Sender::Caller, cancel))));
+            }
+            if let Some(at) = run.retry_at {
+                let retry = Command::Retry {
+                    run_id: run.run_id.clone(),
+                    owner,
+                };
+                self.schedule(at, Event::Send(Box::new((Sender::Caller, retry))));
+            }
+        }
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        loop {
+            self.report.steps += 1;
+            let now = self.world.borrow().now;
+            if self.report.steps > MAX_STEPS || now > T0 + HORIZON_MS {
+                self.violation("the schedule did not go quiet: a run is stuck".into());
+                return;
+            }
+            self.take_dispatches();
+            self.fire_due();
+            if plan.crash > 0 && self.chance(plan.crash) {
+                self.crash_someone();
+            }
+            if self.poll_one(&mut cx) {
+                continue;
+            }
+            if !self.advance() {
+                return;
+            }
+        }
+    }
+
+    fn note(&mut self, line: String) {
+        self.world.borrow_mut().note(|| line);
+    }
+
+    fn chance(&self, per_mille: u64) -> bool {
+        self.world.borrow_mut().source.chance(per_mille)
+    }
+
+    fn below(&self, n: u64) -> u64 {
+        self.world.borrow_mut().source.below(n)
+    }
+
+    fn violation(&mut self, what: String) {
+        self.world.borrow_mut().violation(what);
+    }
+
+    /// Daemons that components set in motion become scheduled requests.
+    fn take_dispatches(&mut self) {
+        let dispatched = std::mem::take(&mut self.world.borrow_mut().dispatched);
+        for dispatch in dispatched {
+            let at = dispatch.at;
+            let command = daemon_command(&dispatch);
+            let sender = Sender::Daemon {
+                dispatch,
+                attempt: 0,
+            };
+            self.schedule(at, Event::Send(Box::new((sender, command))));
+        }
+    }
+
+    /// Sends what is due, and fires due alarms.
+    fn fire_due(&mut self) {
+        let now = self.world.borrow().now;
+        self.events.sort_by_key(|(at, seq, _)| (*at, *seq));
+        while self.events.first().is_some_and(|(at, _, _)| *at <= now) {
+            let (_, _, event) = self.events.remove(0);
+            match event {
+                Event::Send(message) => self.send(message.0, message.1),
+                Event::Crash(object) => self.crash(&object),
+            }
+        }
+        let due: Vec<String> = self
+            .world
+            .borrow()
+            .objects
+            .iter()
+            .filter(|(id, o)| {
+                o.alarm.is_some_and(|at| at <= now) && !self.alarm_running.contains(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for object in due {
+            // Consumed as it fires; the handler sets the next one.
+            if let Some(o) = self.world.borrow_mut().objects.get_mut(&object) {
+                o.alarm = None;
+            }
+            self.report.alarms += 1;
+            self.note(format!("alarm fires for {object}"));
+            self.alarm_running.insert(object.clone());
+            let future = self.alarm_future(&object);
+            self.tasks.push(Task {
+                object,
+                request: None,
+                future,
+            });
+        }
+    }
+
+    /// A request reaches the Worker: the route refuses a callback whose
+    /// token has expired without reaching the gate; the rest go to the
+    /// run's gate.
+    fn send(&mut self, sender: Sender, command: Command) {
+        self.report.requests += 1;
+        let now = self.world.borrow().now;
+        let id = self.world.borrow_mut().id();
+        let callback = match &sender {
+            Sender::Daemon { dispatch, .. } => match dispatch.what {
+                DaemonAct::Callback { id, .. } => Some(id),
+                DaemonAct::Heartbeat { .. } => None,
+            },
+            Sender::Caller => None,
+        };
+        self.sent.insert(
+            id,
+            Sent {
+                at: now,
+                command: command.clone(),
+                callback,
+                answer: None,
+                answered_at: None,
+            },
+        );
+        self.note(format!("#{id} sent: {}", brief(&command)));
+        if let Sender::Daemon { dispatch, .. } = &sender {
+            if now > dispatch.token_expires_at {
+                let body = json!({"success": true, "noop": true, "reason": "expired"});
+                self.answered(id, Ok(Answer { status: 200, body }));
+                return;
+            }
+        }
+        let object = command_run_id(&command).to_string();
+        let future = self.request_future(&object, command);
+        self.tasks.push(Task {
+            object,
+            request: Some((id, sender)),
+            future,
+        });
+    }
+
+    fn gate(&mut self, object: &str) -> Rc<Gate> {
+        Rc::clone(
+            self.gates
+                .entry(object.to_string())
+                .or_insert_with(|| Rc::new(Gate::new())),
+        )
+    }
+
+    fn request_future(&mut self, object: &str, command: Command) -> TaskFuture {
+        let gate = self.gate(object);
+        let world = Rc::clone(&self.world);
+        let config = Rc::clone(&self.config);
+        let object = object.to_string();
+        Box::pin(async move {
+            let parts = Parts::new(&world, &object);
+            let log = |_: GateLog<'_>| {};
+            gate.handle(&parts.platform(&config, &log), command).await
+        })
+    }
+
+    fn alarm_future(&mut self, object: &str) -> TaskFuture {
+        let gate = self.gate(object);
+        let world = Rc::clone(&self.world);
+        let config = Rc::clone(&self.config);
+        let object = object.to_string();
+        Box::pin(async move {
+            let parts = Parts::new(&world, &object);
+            let log = |_: GateLog<'_>| {};
+            gate.alarm(&parts.platform(&config, &log)).await?;
+            Ok(Answer {
+                status: 200,
+                body: Value::Null,
+            })
+        })
+    }
+
+    /// Polls tasks in a random order until one moves; false if none can
+    /// until time passes.
+    fn poll_one(&mut self, cx: &mut Context<'_>) -> bool {
+        let n = self.tasks.len();
+        if n == 0 {
+            return false;
+        }
+        let first = self.below(n as u64) as usize;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let before = self.world.borrow().progress;
+            let poll = self.tasks[i].future.as_mut().poll(cx);
+            let object = self.tasks[i].object.clone();
+            let moved = self.world.borrow().progress != before;
+            match poll {
+                Poll::Ready(result) => {
+                    let task = self.tasks.remove(i);
+                    self.finished(task, result);
+                    self.observe(&object);
+                    return true;
+                }
+                Poll::Pending if moved => {
+                    self.observe(&object);
+                    return true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        false
+    }
+
+    fn finished(&mut self, task: Task, result: Result<Answer, EngineError>) {
+        match task.request {
+            Some((id, sender)) => {
+                let retry = match &result {
+                    Ok(answer) => !(200..300).contains(&answer.status),
+                    Err(_) => true,
+                };
+                self.answered(id, result.map_err(|e| e.to_string()));
+                if retry {
+                    self.retry(sender);
+                }
+            }
+            None => {
+                self.alarm_running.remove(&task.object);
+                let line = format!("alarm of {} ends: {:?}", task.object, result.as_ref().err());
+                self.note(line);
+                let now = self.world.borrow().now;
+                match result {
+                    // At least once: now and then an alarm fires again.
+                    Ok(_) if self.chance(30) => {
+                        let again = now + self.below(1_500);
+                        self.set_alarm_if_later(&task.object, again);
+                    }
+                    Ok(_) => {}
+                    // A failed handler is retried by the platform.
+                    Err(_) => self.set_alarm_if_later(&task.object, now + 2_000),
+                }
+            }
+        }
+    }
+
+    fn set_alarm_if_later(&mut self, object: &str, at: u64) {
+        let mut world = self.world.borrow_mut();
+        let o = world.objects.entry(object.to_string()).or_default();
+        if o.alarm.is_none_or(|set| set > at) {
+            o.alarm = Some(at);
+        }
+    }
+
+    fn answered(&mut self, id: u64, answer: Result<Answer, String>) {
+        let now = self.world.borrow().now;
+        let line = match &answer {
+            Ok(a) => format!(
+                "#{id} answered {} {}",
+                a.status,
+                a.body.to_string().chars().take(160).collect::<String>()
+            ),
+            Err(e) => format!("#{id} failed: {e}"),
+        };
+        self.note(line);
+        if let Some(sent) = self.sent.get_mut(&id) {
+            sent.answer = Some(answer);
+            sent.answered_at = Some(now);
+        }
+    }
+
+    /// A daemon tries again after an error, as the reference daemon does;
+    /// callers do not (their run may or may not have started).
+    fn retry(&mut self, sender: Sender) {
+        let Sender::Daemon { dispatch, attempt } = sender else {
+            return;
+        };
+        let Some(wait) = DAEMON_RETRY_MS.get(attempt) else {
+            return;
+        };
+        let at = self.world.borrow().now + wait;
+        let command = daemon_command(&dispatch);
+        let sender = Sender::Daemon {
+            dispatch,
+            attempt: attempt + 1,
+        };
+        self.schedule(at, Event::Send(Box::new((sender, command))));
+    }
+
+    /// An object crashes (or is evicted): its requests fail (their senders
+    /// see a dropped connection), a running alarm handler counts as failed,
+    /// KV writes under way land or not, and its memory is gone. Its storage
+    /// and alarm stay.
+    fn crash(&mut self, object: &str) {
+        self.report.crashes += 1;
+        self.note(format!("{object} crashes"));
+        self.observed.crash(object, self.world.borrow().now);
+        let (dead, alive): (Vec<Task>, Vec<Task>) = std::mem::take(&mut self.tasks)
+            .into_iter()
+            .partition(|t| t.object == object);
+        self.tasks = alive;
+        for task in dead {
+            drop(task.future);
+            match task.request {
+                Some((id, sender)) => {
+                    self.answered(id, Err("connection lost: the object crashed".into()));
+                    self.retry(sender);
+                }
+                None => {
+                    self.alarm_running.remove(object);
+                    let now = self.world.borrow().now;
+                    self.set_alarm_if_later(object, now + 2_000);
+                }
+            }
+        }
+        let in_flight: Vec<u64> = self
+            .world
+            .borrow()
+            .kv_in_flight
+            .iter()
+            .filter(|(_, (o, _, _))| o == object)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in in_flight {
+            let lands = self.chance(500);
+            let mut world = self.world.borrow_mut();
+            if let Some((_, key, entry)) = world.kv_in_flight.remove(&id) {
+                if lands {
+                    let _ = world.kv_land(&key, entry);
+                }
+            }
+        }
+        self.gates.insert(object.to_string(), Rc::new(Gate::new()));
+    }
+
+    fn crash_someone(&mut self) {
+        let busy: Vec<String> = self.tasks.iter().map(|t| t.object.clone()).collect();
+        let candidates: Vec<String> = if busy.is_empty() {
+            self.gates.keys().cloned().collect()
+        } else {
+            busy
+        };
+        if candidates.is_empty() {
+            return;
+        }
+        let i = self.below(candidates.len() as u64) as usize;
+        let object = candidates[i].clone();
+        let now = self.world.borrow().now;
+        self.schedule(now, Event::Crash(object));
+    }
+
+    /// Moves the clock to the next thing that can happen; false when
+    /// nothing ever will (the schedule is quiet).
+    fn advance(&mut self) -> bool {
+        let now = self.world.borrow().now;
+        let next_event = self.events.iter().map(|(at, _, _)| *at).min();
+        let next_alarm = self
+            .world
+            .borrow()
+            .objects
+            .iter()
+            .filter(|(id, _)| !self.alarm_running.contains(*id))
+            .filter_map(|(_, o)| o.alarm)
+            .min();
+        let next_wakeup = self.next_wakeup(now);
+        let next = [next_event, next_alarm, next_wakeup]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(next) = next else {
+            return !self.tasks.is_empty() && {
+                self.violation("tasks wait on nothing that will ever happen".into());
+                false
+            };
+        };
+        // Alarms and timers run a little late at times.
+        let jitter = if self.chance(200) { self.below(200) } else { 0 };
+        self.world.borrow_mut().now = next.max(now + 1) + jitter;
+        true
+    }
+
+    /// The earliest time a task waiting on time is due.
+    fn next_wakeup(&self, now: u64) -> Option<u64> {
+        let mut world = self.world.borrow_mut();
+        let later = world.wakeups.split_off(&(now + 1));
+        world.wakeups = later;
+        world.wakeups.first().copied()
+    }
+
+    /// Notes what the gate's run shows now: waits opened and closed.
+    fn observe(&mut self, object: &str) {
+        let Some(gate) = self.gates.get(object) else {
+            return;
+        };
+        let now = self.world.borrow().now;
+        let observed = &mut self.observed;
+        gate.inspect(|run| {
+            if let Some(run) = run {
+                observed.run(object, run, now);
+            }
+        });
+    }
+
+    fn finish(mut self) -> Report {
+        let gates = std::mem::take(&mut self.gates);
+        check::at_quiet(&self, &gates);
+        let mut world = self.world.borrow_mut();
+        self.report.violations.clone_from(&world.violations);
+        self.report.trace = world.trace.take().unwrap_or_default();
+        drop(world);
+        self.report
+    }
+
+    pub fn world(&self) -> std::cell::Ref<'_, World> {
+        self.world.borrow()
+    }
+
+    pub fn config(&self) -> &GateConfig {
+        &self.config
+    }
+
+    pub fn record_violation(&self, what: String) {
+        self.world.borrow_mut().violation(what);
+    }
+}
+
+/// A request in a trace line.
+fn brief(command: &Command) -> String {
+    match command {
+        Command::Callback {
+            run_id,
+            wait_id,
+            body,
+            ..
+        } => {
+            format!("callback {run_id}/{wait_id} {body}")
+        }
+        Command::Heartbeat {
+            run_id, wait_id, ..
+        } => format!("heartbeat {run_id}/{wait_id}"),
+        other => format!(
+            "{} {}",
+            serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.as_object().and_then(|o| o.keys().next().cloned()))
+                .unwrap_or_default(),
+            command_run_id(other)
+        ),
+    }
+}
+
+/// The request a daemon's act becomes, as the route hands it to the gate.
+fn daemon_command(dispatch: &Dispatch) -> Command {
+    match dispatch.what {
+        DaemonAct::Callback { id, success } => Command::Callback {
+            run_id: dispatch.run_id.clone(),
+            wait_id: dispatch.wait_id.clone(),
+            body: callback_body(&dispatch.task_id, id, success),
+            base_url: "https://engine.sim".into(),
+            token_expires_at: Some(dispatch.token_expires_at),
+        },
+        DaemonAct::Heartbeat { extend_seconds } => Command::Heartbeat {
+            run_id: dispatch.run_id.clone(),
+            wait_id: dispatch.wait_id.clone(),
+            body: json!({"task_id": dispatch.task_id, "extend_seconds": extend_seconds}),
+            token_expires_at: Some(dispatch.token_expires_at),
+        },
+    }
+}
+
+/// The platform pieces of one object, owned by the task that uses them.
+struct Parts {
+    records: SimRecords,
+    components: SimComponents,
+    clock: SimClock,
+    object: SimObject,
+}
+
+impl Parts {
+    fn new(world: &Shared, object: &str) -> Self {
+        Self {
+            records: SimRecords {
+                world: Rc::clone(world),
+                object: object.to_string(),
+            },
+            components: SimComponents {
+                world: Rc::clone(world),
+                run_id: object.to_string(),
+            },
+            clock: SimClock {
+                world: Rc::clone(world),
+            },
+            object: SimObject {
+                world: Rc::clone(world),
+                run_id: object.to_string(),
+            },
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn platform<'a>(
+        &'a self,
+        config: &'a GateConfig,
+        log: &'a dyn Fn(GateLog<'_>),
+    ) -> Platform<'a, SimRecords, SimComponents, SimClock, SimNotifier, SimObject> {
+        Platform {
+            records: &self.records,
+            components: &self.components,
+            clock: &self.clock,
+            notifier: &SimNotifier,
+            object: &self.object,
+            config,
+            log,
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! What a simulated schedule is made of: the runs (their graphs), the
+//! daemons' habits, the callers' cancels and retries, and how often the
+//! objects crash — all drawn from the schedule's source.
+
+use serde_json::{json, Map, Value};
+
+use super::source::Source;
+use super::world::DaemonKnobs;
+
+/// The shape of one schedule.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub runs: Vec<RunPlan>,
+    pub knobs: DaemonKnobs,
+    /// Per mille, at each scheduling step: an object crashes.
+    pub crash: u64,
+    /// Calls one segment may make before it yields.
+    pub max_calls_per_segment: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub run_id: String,
+    pub graph: Value,
+    pub context: Map<String, Value>,
+    pub start_at: u64,
+    pub cancel_at: Option<u64>,
+    pub retry_at: Option<u64>,
+}
+
+const PEND: &str = "http://pend.sim/task";
+const OK: &str = "http://ok.sim/step";
+
+fn component(id: &str, url: &str, timeout_secs: u64) -> Value {
+    json!({"id": id, "type": "Component", "componentId": url, "wait_timeout_seconds": timeout_secs})
+}
+
+/// One of the graph shapes that exercise waits: a chain, a join of two
+/// waits, a FOREACH of waits (maybe bounded), a wait with a failure branch.
+fn graph(source: &mut Source) -> (Value, Map<String, Value>) {
+    let timeout = source.between(3, 30);
+    let input = json!({"id": "in", "type": "Input"});
+    let output = json!({"id": "out", "type": "Output"});
+    let mut context = Map::new();
+    let graph = match source.below(4) {
+        0 => json!({
+            "nodes": [input, component("a", PEND, timeout), component("b", OK, timeout), output],
+            "edges": [
+                {"from": "in", "to": "a", "type": "PIPE"},
+                {"from": "a", "to": "b", "type": "ON_SUCCESS"},
+                {"from": "b", "to": "out", "type": "PIPE"}
+            ]
+        }),
+        1 => json!({
+            "nodes": [input, component("a", PEND, timeout), component("b", PEND, timeout),
+                      component("j", OK, timeout), output],
+            "edges": [
+                {"from": "in", "to": "a", "type": "PIPE"},
+                {"from": "in", "to": "b", "type": "PIPE"},
+                {"from": "a", "to": "j", "type": "PIPE"},
+                {"from": "b", "to": "j", "type": "PIPE"},
+                {"from": "j", "to": "out", "type": "PIPE"}
+            ]
+        }),
+        2 => {
+            let items = source.between(1, 6);
+            context.insert("things".into(), json!((0..items).collect::<Vec<_>>()));
+            let mut each =
+                json!({"from": "in", "to": "each", "type": "FOREACH", "items": "things"});
+            if source.chance(500) {
+                each["max_concurrency"] = json!(source.between(1, 3));
+            }
+            if source.chance(300) {
+                each["tolerated_failures"] = json!(1);
+            }
+            json!({
+                "nodes": [input, component("each", PEND, timeout), output],
+                "edges": [each, {"from": "each", "to": "out", "type": "PIPE"}]
+            })
+        }
+        _ => json!({
+            "nodes": [input, component("a", PEND, timeout), component("f", OK, timeout), output],
+            "edges": [
+                {"from": "in", "to": "a", "type": "PIPE"},
+                {"from": "a", "to": "out", "type": "ON_SUCCESS"},
+                {"from": "a", "to": "f", "type": "ON_FAIL"}
+            ]
+        }),
+    };
+    (graph, context)
+}
+
+/// Draws a schedule's plan from its source.
+pub fn plan(source: &mut Source, t0: u64) -> Plan {
+    let knobs = DaemonKnobs {
+        early: *source.pick(&[0, 100, 300]),
+        late: *source.pick(&[0, 50, 150]),
+        never: *source.pick(&[0, 50, 200]),
+        duplicate: *source.pick(&[0, 150, 500]),
+        heartbeat: *source.pick(&[0, 200]),
+        fail_result: *source.pick(&[0, 100]),
+        hang: *source.pick(&[0, 0, 30]),
+        fail: *source.pick(&[0, 30]),
+    };
+    let crash = *source.pick(&[0, 0, 2, 10, 40]);
+    let runs = (0..source.between(1, 3))
+        .map(|i| {
+            let (graph, context) = graph(source);
+            let start_at = t0 + source.below(2_000);
+            RunPlan {
+                run_id: format!("run-{i}"),
+                graph,
+                context,
+                start_at,
+                cancel_at: source.chance(100).then(|| start_at + source.below(20_000)),
+                retry_at: source
+                    .chance(200)
+                    .then(|| start_at + source.between(5_000, 60_000)),
+            }
+        })
+        .collect();
+    Plan {
+        runs,
+        knobs,
+        crash,
+        max_calls_per_segment: *source.pick(&[2, 3, 45]),
+    }
+}
