@@ -14,7 +14,7 @@ use arcrun::sim::{simulate, simulate_traced, source::Source, Report};
 const REGRESSIONS: &[u64] = &[];
 
 /// How many fresh seeds `cargo test` runs after the regressions.
-const SEEDS: u64 = 2_000;
+const SEEDS: u64 = 30_000;
 
 fn replay_hint(seed: u64) -> String {
     format!("SIM_SEED={seed} cargo test --release --test sim -- one_seed --nocapture")

@@ -30,6 +30,7 @@ use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
 use super::now_ms;
 use super::routes::gate;
+use super::store::Ops;
 
 /// How long a key keeps naming its run.
 pub const CLAIM_TTL_MS: u64 = 24 * 3600 * 1000;
@@ -59,10 +60,12 @@ const OWNER_ID_LEN: usize = 64;
 /// entries last as long as their waits. Sub-workflow calls were claimed
 /// under `{owner}/subflow:{call key}`, among callers' names, which is what
 /// let a caller choose a call's child: those entries are no longer read
-/// (each object forgets its entry within 24 hours). A call issued again
-/// across the upgrade — its parent's segment died mid-call just before it —
-/// starts a second child; the first one's end then finds the wait closed
-/// or answered by the other.
+/// by calls (each object forgets its entry within 24 hours; meanwhile a
+/// caller sending that name as its key is told `422`, its body differing).
+/// A call issued again across the upgrade — its parent's segment died
+/// mid-call just before it — starts a second child; the first one's end,
+/// delivered to the same wait, is turned away (the wait is closed, or
+/// waits on the other child's run id).
 #[derive(Debug, Clone, Copy)]
 pub enum ClaimName<'a> {
     /// An `Idempotency-Key` sent by a caller with its API key's owner id.
@@ -169,12 +172,6 @@ impl Claim {
     fn ttl(&self) -> u64 {
         self.ttl_ms.unwrap_or(CLAIM_TTL_MS)
     }
-
-    /// The same claim, `held` as asked by a request that is (or would be)
-    /// told about it.
-    fn is(&self, held: &Claim) -> bool {
-        self.run_id == held.run_id && self.taken == held.taken
-    }
 }
 
 #[durable_object]
@@ -213,91 +210,33 @@ impl DurableObject for TriggerClaim {
             .flatten()
             .and_then(|text| serde_json::from_str(&text).ok())
             .filter(|c: &Claim| asked.at < c.at.saturating_add(c.ttl()));
-        let starting = |c: &Claim| {
-            !c.started
-                && self
-                    .handed_out
-                    .get()
-                    .is_some_and(|at| now_ms() < at.saturating_add(START_GRACE_MS))
-        };
-        let told = |c: Claim| Claim {
-            starting: starting(&c),
-            ..c
-        };
-        let replaced = |c: &Claim| {
-            asked
-                .replaces
-                .as_ref()
-                .is_some_and(|(run, what)| c.run_id == *run && c.body_hash == *what)
-        };
-        let answer = match held {
-            Some(claim) if asked.release && asked.is(&claim) => {
+        let handed_out = self
+            .handed_out
+            .get()
+            .is_some_and(|at| now_ms() < at.saturating_add(START_GRACE_MS));
+        let answer = match decide(asked, held, handed_out) {
+            Verdict::Tell(claim) => claim,
+            Verdict::Forget(claim) => {
                 storage.delete_all().await?;
-                self.handed_out.set(None);
-                asked
-            }
-            Some(claim) if asked.started && asked.is(&claim) => {
-                let claim = Claim {
-                    started: true,
-                    ..claim
-                };
-                storage
-                    .put_raw(CLAIM_KEY, serde_json::to_string(&claim)?)
-                    .await?;
                 self.handed_out.set(None);
                 claim
             }
-            Some(claim) if asked.take_over.is_some() => {
-                let takes = asked.take_over == Some(claim.taken)
-                    && asked.run_id == claim.run_id
-                    && asked.body_hash == claim.body_hash
-                    && !starting(&claim);
-                if !takes {
-                    told(claim)
-                } else {
-                    // The first time stays: the key's 24 hours (and the
-                    // alarm set for their end) are unchanged.
-                    let claim = Claim {
-                        taken: claim.taken + 1,
-                        ..claim
-                    };
-                    storage
-                        .put_raw(CLAIM_KEY, serde_json::to_string(&claim)?)
-                        .await?;
-                    self.handed_out.set(Some(now_ms()));
-                    Claim {
-                        made: true,
-                        ..claim
-                    }
-                }
-            }
-            Some(claim) if asked.release || asked.started || asked.peek || !replaced(&claim) => {
-                told(claim)
-            }
-            None if asked.release || asked.started || asked.peek => Claim {
-                run_id: String::new(),
-                ..asked
-            },
-            _ => {
-                let claim = Claim {
-                    run_id: asked.run_id,
-                    body_hash: asked.body_hash,
-                    at: asked.at,
-                    ttl_ms: asked.ttl_ms,
-                    // A claim taken over after its object forgot it keeps
-                    // counting, so an asker that lost stays lost.
-                    taken: asked.take_over.map_or(0, |n| n + 1),
-                    ..Claim::default()
-                };
+            Verdict::Keep {
+                claim,
+                hand_out,
+                new,
+            } => {
                 storage
                     .put_raw(CLAIM_KEY, serde_json::to_string(&claim)?)
                     .await?;
-                let forget_at = claim.at.saturating_add(claim.ttl()) as f64;
-                let when = js_sys::Date::new(&js_sys::Number::from(forget_at));
-                storage.set_alarm(worker::ScheduledTime::new(when)).await?;
-                self.handed_out.set(Some(now_ms()));
+                if new {
+                    let forget_at = claim.at.saturating_add(claim.ttl()) as f64;
+                    let when = js_sys::Date::new(&js_sys::Number::from(forget_at));
+                    storage.set_alarm(worker::ScheduledTime::new(when)).await?;
+                }
+                self.handed_out.set(hand_out.then(now_ms));
                 Claim {
-                    made: true,
+                    made: hand_out,
                     ..claim
                 }
             }
@@ -309,6 +248,115 @@ impl DurableObject for TriggerClaim {
         self.state.storage().delete_all().await?;
         self.handed_out.set(None);
         Response::ok("forgotten")
+    }
+}
+
+/// What a claim object does with a request.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// Answers this, changing nothing.
+    Tell(Claim),
+    /// Forgets the claim it holds, and answers this.
+    Forget(Claim),
+    /// Stores `claim` (a `new` one with the alarm that forgets it) and
+    /// answers it; `hand_out`: to the asker, who is to start its run.
+    Keep {
+        claim: Claim,
+        hand_out: bool,
+        new: bool,
+    },
+}
+
+/// The claim object's decision on `asked`, given the claim it `held` in
+/// force and whether it `handed_out` that claim moments ago (its holder may
+/// still be on its way to the run's gate). No I/O: the object performs it.
+fn decide(asked: Claim, held: Option<Claim>, handed_out: bool) -> Verdict {
+    let starting = |c: &Claim| handed_out && !c.started;
+    let told = |c: Claim| {
+        Verdict::Tell(Claim {
+            starting: starting(&c),
+            ..c
+        })
+    };
+    let Some(held) = held else {
+        return match asked.release || asked.started || asked.peek {
+            true => Verdict::Tell(Claim {
+                run_id: String::new(),
+                ..asked
+            }),
+            false => Verdict::Keep {
+                claim: Claim {
+                    run_id: asked.run_id,
+                    body_hash: asked.body_hash,
+                    at: asked.at,
+                    ttl_ms: asked.ttl_ms,
+                    // A claim taken over after its object forgot it keeps
+                    // counting, so an asker that lost stays lost.
+                    taken: asked.take_over.map_or(0, |n| n + 1),
+                    ..Claim::default()
+                },
+                hand_out: true,
+                new: true,
+            },
+        };
+    };
+    let same = asked.run_id == held.run_id && asked.taken == held.taken;
+    if asked.release {
+        return match same {
+            true => Verdict::Forget(asked),
+            false => told(held),
+        };
+    }
+    if asked.started {
+        return match same {
+            true => Verdict::Keep {
+                claim: Claim {
+                    started: true,
+                    ..held
+                },
+                hand_out: false,
+                new: false,
+            },
+            false => told(held),
+        };
+    }
+    if let Some(taken) = asked.take_over {
+        let takes = taken == held.taken
+            && asked.run_id == held.run_id
+            && asked.body_hash == held.body_hash
+            && !held.started
+            && !starting(&held);
+        return match takes {
+            // The first time stays: the key's 24 hours (and the alarm set
+            // for their end) are unchanged.
+            true => Verdict::Keep {
+                claim: Claim {
+                    taken: held.taken + 1,
+                    ..held
+                },
+                hand_out: true,
+                new: false,
+            },
+            false => told(held),
+        };
+    }
+    let replaced = asked
+        .replaces
+        .as_ref()
+        .is_some_and(|(run, what)| held.run_id == *run && held.body_hash == *what);
+    match replaced && !asked.peek {
+        true => Verdict::Keep {
+            claim: Claim {
+                run_id: asked.run_id,
+                body_hash: asked.body_hash,
+                at: asked.at,
+                ttl_ms: asked.ttl_ms,
+                ..Claim::default()
+            },
+            hand_out: true,
+            new: true,
+        },
+        false => told(held),
     }
 }
 
@@ -359,12 +407,9 @@ pub enum Claimed {
     Start(Claim),
     /// An earlier request claimed the name with another body.
     Conflict(Claim),
-    /// An earlier request started the run: its gate's answer to a read, or
-    /// `None` while that request is still starting it.
-    Replay {
-        run_id: String,
-        view: Option<Response>,
-    },
+    /// An earlier request started the run: its gate's answer to a read
+    /// (`running` while that request is still starting it).
+    Replay { run_id: String, view: Response },
 }
 
 /// Claims `name` for a new run `run_id` (of a request hashed `body_hash`),
@@ -398,13 +443,13 @@ pub async fn claim_run(
     if view.status_code() != 404 || held.started {
         return Ok(Claimed::Replay {
             run_id: held.run_id,
-            view: Some(view),
+            view,
         });
     }
     if held.starting {
         return Ok(Claimed::Replay {
+            view: starting_view(&held.run_id, &view),
             run_id: held.run_id,
-            view: None,
         });
     }
     let take = Claim {
@@ -423,17 +468,24 @@ pub async fn claim_run(
     }
     // Another request took it over first, and starts it.
     let view = read(env, &held.run_id, owner).await?;
+    let view = match view.status_code() {
+        404 => starting_view(&held.run_id, &view),
+        _ => view,
+    };
     Ok(Claimed::Replay {
-        view: (view.status_code() != 404).then_some(view),
         run_id: held.run_id,
+        view,
     })
 }
 
 /// Settles the claim `claimed` for by the start of its run, with the gate's
 /// answer: confirmed once the first segment answered (its record is
 /// written); released when the start was refused (nothing was stored, so
-/// the request may be sent again), or when the gate could not be reached
-/// and does not know the run — never while the run is in flight.
+/// the request may be sent again). When the answer says nothing sure — the
+/// gate failed, or could not be reached — the gate is asked: released if it
+/// does not know the run, else left as it is (in flight, or stored), for
+/// the run's gate to judge when the name comes again. Never released while
+/// the run is in flight.
 pub async fn settle_start(
     env: &Env,
     name: &ClaimName<'_>,
@@ -441,11 +493,18 @@ pub async fn settle_start(
     owner: &str,
     answer: &std::result::Result<Response, ApiError>,
 ) {
-    let release = match answer {
-        Ok(response) => response.status_code() >= 400,
-        Err(_) => read(env, &claimed.run_id, owner)
-            .await
-            .is_ok_and(|view| view.status_code() == 404),
+    let release = match answer.as_ref().map(Response::status_code) {
+        Ok(status) if status < 400 => false,
+        Ok(status) if status < 500 => true,
+        _ => {
+            let unknown = read(env, &claimed.run_id, owner)
+                .await
+                .is_ok_and(|view| view.status_code() == 404);
+            if !unknown {
+                return;
+            }
+            true
+        }
     };
     let settle = Claim {
         run_id: claimed.run_id.clone(),
@@ -457,10 +516,9 @@ pub async fn settle_start(
         ..Claim::default()
     };
     // Best effort: a claim left unsettled is judged by the run's gate when
-    // the key comes again, once its holder's grace has passed.
-    if answer.is_ok() || release {
-        let _ = ask_named(env, name, &settle).await;
-    }
+    // the name comes again, once the object's memory of handing it out has
+    // lapsed.
+    let _ = ask_named(env, name, &settle).await;
 }
 
 /// The run's gate's answer to a read on behalf of `owner`.
@@ -473,11 +531,16 @@ async fn read(env: &Env, run_id: &str, owner: &str) -> std::result::Result<Respo
 }
 
 /// What a replay shows of a run still being started by the request that
-/// claimed it, before its gate has heard of it: what the gate itself shows
-/// of a run whose first segment is under way.
-pub fn starting_view(run_id: &str) -> Response {
-    json_response(
+/// claimed it, before its gate has heard of it (`unknown`, the gate's
+/// answer): what the gate itself shows of a run whose first segment is
+/// executing, with what asking it cost.
+fn starting_view(run_id: &str, unknown: &Response) -> Response {
+    let view = json_response(
         200,
         &json!({"success": true, "run_id": run_id, "status": "running", "waits": [], "trace": []}),
-    )
+    );
+    if let Ok(Some(ops)) = unknown.headers().get(Ops::DO_HEADER) {
+        let _ = view.headers().set(Ops::DO_HEADER, &ops);
+    }
+    view
 }

@@ -80,17 +80,7 @@ async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
         .map_err(|e| e.message())?;
     let (child, mut response) = match claimed {
         // The call was issued before: its child is under way (or done).
-        Claimed::Replay {
-            run_id,
-            view: Some(view),
-        } => (run_id, view),
-        // ...and the issue before is still starting it: the parent waits
-        // on it, resumed by its end like any child's.
-        Claimed::Replay { run_id, view: None } => {
-            return Ok(CallOutcome::Answered(subflow_answer(
-                &run_id, "running", None, None,
-            )))
-        }
+        Claimed::Replay { run_id, view } => (run_id, view),
         Claimed::Conflict(held) => {
             return Err(format!(
                 "the call's child is claimed by another request (run '{}')",

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use worker::{Env, Request, Response};
 
-use super::claims::{claim_run, settle_start, starting_view, ClaimName, Claimed};
+use super::claims::{claim_run, settle_start, ClaimName, Claimed};
 use super::config::Config;
 use super::gate::GateRequest;
 use super::http::{json_response, ApiError};
@@ -131,9 +131,7 @@ pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
                 },
             }),
         )),
-        Claimed::Replay { run_id, view } => {
-            replayed(view.unwrap_or_else(|| starting_view(&run_id))).await
-        }
+        Claimed::Replay { view, .. } => replayed(view).await,
         Claimed::Start(claim) => {
             let request = start_request(&start, claim.run_id.clone());
             let answer = gate(start.env, &claim.run_id, &request).await;

@@ -6,7 +6,7 @@
 use futures::future::join_all;
 
 use super::effect::Effect;
-use super::run::{Call, CallOutcome, Run};
+use super::run::{Call, CallOutcome, Journaled, Run};
 
 /// Reaches components over the network (or a test double of the network).
 // Workers run single-threaded, so the returned futures need not be `Send`.
@@ -21,20 +21,20 @@ pub trait Components {
 #[allow(async_fn_in_trait)]
 pub trait Journal {
     /// The outcome recorded for this call by an earlier, unfinished attempt.
-    fn replay(&self, idempotency_key: &str) -> Option<CallOutcome>;
+    fn replay(&self, idempotency_key: &str) -> Option<Journaled>;
     /// Records an outcome. Best effort: a failure here only means the call
     /// may be made again if the segment dies.
-    async fn record(&self, idempotency_key: &str, outcome: &CallOutcome);
+    async fn record(&self, idempotency_key: &str, entry: &Journaled);
 }
 
 /// No journal: every call is made.
 pub struct NoJournal;
 
 impl Journal for NoJournal {
-    fn replay(&self, _: &str) -> Option<CallOutcome> {
+    fn replay(&self, _: &str) -> Option<Journaled> {
         None
     }
-    async fn record(&self, _: &str, _: &CallOutcome) {}
+    async fn record(&self, _: &str, _: &Journaled) {}
 }
 
 /// Steps `run` until the segment ends and returns the effects that ended it
@@ -54,16 +54,19 @@ pub async fn drive<C: Components, J: Journal>(
             return effects;
         }
         let outcomes = join_all(calls.iter().map(|call| async move {
-            if let Some(outcome) = journal.replay(&call.idempotency_key) {
-                return outcome;
+            if let Some(entry) = journal.replay(&call.idempotency_key) {
+                return entry;
             }
-            let outcome = components.call(call).await;
-            journal.record(&call.idempotency_key, &outcome).await;
-            outcome
+            let entry = Journaled {
+                outcome: components.call(call).await,
+                expires_at: Some(call.expires_at),
+            };
+            journal.record(&call.idempotency_key, &entry).await;
+            entry
         }))
         .await;
-        for (call, outcome) in calls.into_iter().zip(outcomes) {
-            run.complete_call(call.key, outcome, now());
+        for (call, entry) in calls.into_iter().zip(outcomes) {
+            run.complete_replayed(call.key, entry, now());
         }
     }
 }

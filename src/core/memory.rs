@@ -11,7 +11,7 @@ use super::listing::RunSummary;
 use super::plan::Directory;
 use super::record::{WaitEvent, MAX_WAIT_EVENTS};
 use super::run::Settings;
-use super::run::{CallOutcome, DeliveryOutcome};
+use super::run::{DeliveryOutcome, Journaled};
 use super::segment::{Clock, Notifier};
 use super::store::{JournalStore, Records, TaskIndex, TaskIndexStore, WaitNotes};
 use super::stored::decode;
@@ -35,7 +35,7 @@ pub struct MemoryStore {
     /// The summary saved beside each record (KV metadata), by run id.
     pub summaries: RefCell<BTreeMap<String, RunSummary>>,
     /// The gate's Durable Object storage: the outcome journal.
-    pub journal: RefCell<BTreeMap<String, CallOutcome>>,
+    pub journal: RefCell<BTreeMap<String, Journaled>>,
     /// Events kept beside the run (the gate's storage too).
     pub events: RefCell<BTreeMap<String, Vec<WaitEvent>>>,
     pub ops: Cell<StoreOps>,
@@ -137,16 +137,16 @@ impl TaskIndexStore for MemoryStore {
 }
 
 impl JournalStore for MemoryStore {
-    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
+    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, Journaled>, EngineError> {
         self.count(|o| o.journal_reads += 1);
         Ok(self.journal.borrow().clone())
     }
 
-    async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError> {
+    async fn record_outcome(&self, key: &str, entry: &Journaled) -> Result<(), EngineError> {
         self.count(|o| o.journal_writes += 1);
         self.journal
             .borrow_mut()
-            .insert(key.to_string(), outcome.clone());
+            .insert(key.to_string(), entry.clone());
         Ok(())
     }
 

@@ -24,7 +24,7 @@ use super::listing::RunSummary;
 use super::plan::{plan_from_json, Directory, GraphLimits};
 use super::record::{DeliveryState, EventKind, EventOutcome, RunStatus, WaitEvent};
 use super::redact::Redactor;
-use super::run::{CallOutcome, DeliveryOutcome, Noop, Resume, Run, Settings, Signer};
+use super::run::{DeliveryOutcome, Journaled, Noop, Resume, Run, Settings, Signer};
 use super::stored::{decode, encode};
 use super::view::{
     callback_answer, child_result, final_event, merge_noted, run_details, run_outcome,
@@ -386,10 +386,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
     // Deadlines that passed are taken first, whatever arrived: a callback
     // after its deadline is answered `expired`, never applied. One kept while
     // a segment ran is judged at its arrival; later deadlines wait for the alarm.
-    let judged_at = match (&command, arrived) {
-        (Command::Callback { .. }, Some(at)) => at.min(now),
-        _ => now,
-    };
+    let judged_at = arrived.map_or(now, |at| at.min(now));
     let expired = match run.expire(judged_at) {
         Ok(n) => n,
         Err(e) => return (None, Err(e)),
@@ -445,15 +442,20 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             token_expires_at,
             ..
         } => {
-            let result =
-                match run.heartbeat(&wait_id, body, token_expires_at, config.max_wait_ms, now) {
-                    Ok(Ok(expires_at)) => Ok(Applied::Heartbeat {
-                        wait_id: wait_id.clone(),
-                        expires_at,
-                    }),
-                    Ok(Err(noop)) => Ok(Applied::Noop(noop)),
-                    Err(e) => Err(e),
-                };
+            let result = match run.heartbeat(
+                &wait_id,
+                body,
+                token_expires_at,
+                config.max_wait_ms,
+                judged_at,
+            ) {
+                Ok(Ok(expires_at)) => Ok(Applied::Heartbeat {
+                    wait_id: wait_id.clone(),
+                    expires_at,
+                }),
+                Ok(Err(noop)) => Ok(Applied::Noop(noop)),
+                Err(e) => Err(e),
+            };
             noted = turned_away(&wait_id, EventKind::Heartbeat, &result);
             result
         }
@@ -911,11 +913,11 @@ pub async fn read<S: Store, C, K: Clock, N>(
 /// replayed, new ones written as they arrive.
 struct StoreJournal<'a, S> {
     store: &'a S,
-    recorded: BTreeMap<String, CallOutcome>,
+    recorded: BTreeMap<String, Journaled>,
 }
 
 impl<S: Store> Journal for StoreJournal<'_, S> {
-    fn replay(&self, key: &str) -> Option<CallOutcome> {
+    fn replay(&self, key: &str) -> Option<Journaled> {
         let outcome = self.recorded.get(key).cloned();
         if outcome.is_some() {
             self.store.outcome_replayed(key);
@@ -923,8 +925,8 @@ impl<S: Store> Journal for StoreJournal<'_, S> {
         outcome
     }
 
-    async fn record(&self, key: &str, outcome: &CallOutcome) {
+    async fn record(&self, key: &str, entry: &Journaled) {
         // Best effort: without it, a crash before the flush calls again.
-        let _ = self.store.record_outcome(key, outcome).await;
+        let _ = self.store.record_outcome(key, entry).await;
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::error::EngineError;
 use super::listing::RunSummary;
 use super::record::WaitEvent;
-use super::run::CallOutcome;
+use super::run::Journaled;
 
 /// The store of record: one KV key per run.
 #[allow(async_fn_in_trait)]
@@ -52,10 +52,10 @@ pub trait JournalStore {
     /// Journaled outcomes the run about to be driven may lack (those of
     /// segments whose change was lost); none when the store knows the run
     /// it serves has applied every outcome it recorded.
-    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError>;
+    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, Journaled>, EngineError>;
     /// A recorded outcome was used in place of a call: the run now holds it.
     fn outcome_replayed(&self, _key: &str) {}
-    async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError>;
+    async fn record_outcome(&self, key: &str, entry: &Journaled) -> Result<(), EngineError>;
     /// Forgets the journaled outcomes the record just written holds.
     async fn forget_journal(&self) -> Result<(), EngineError>;
 }

@@ -54,7 +54,9 @@ pub struct Observed {
 }
 
 impl Observed {
-    pub fn run(&mut self, object: &str, run: &Run, now: u64) {
+    /// Notes what `run` shows now; answers a line per change, for traces.
+    pub fn run(&mut self, object: &str, run: &Run, now: u64) -> Vec<String> {
+        let mut lines = Vec::new();
         if matches!(
             run.status(),
             RunStatus::Failed { .. } | RunStatus::Cancelled { .. }
@@ -62,14 +64,21 @@ impl Observed {
             self.cut.entry(object.to_string()).or_default().push(now);
         }
         for wait in run.record.waits.values() {
-            self.open
-                .insert((object.to_string(), wait.wait_id.clone()), wait.expires_at);
+            let key = (object.to_string(), wait.wait_id.clone());
+            let before = self.open.insert(key, wait.expires_at);
+            if before != Some(wait.expires_at) {
+                let due = wait.expires_at - super::T0;
+                lines.push(format!("  seen {object}/{} open until {due}", wait.wait_id));
+            }
         }
         for (wait_id, closed) in &run.record.closed {
-            self.closed
-                .entry((object.to_string(), wait_id.clone()))
-                .or_insert((now, closed.how));
+            let key = (object.to_string(), wait_id.clone());
+            if let std::collections::btree_map::Entry::Vacant(entry) = self.closed.entry(key) {
+                lines.push(format!("  seen {object}/{wait_id} closed {:?}", closed.how));
+                entry.insert((now, closed.how));
+            }
         }
+        lines
     }
 
     pub fn crash(&mut self, object: &str, at: u64) {
@@ -79,8 +88,8 @@ impl Observed {
 
 /// How late something of `object` may be between `from` and `to`: 2 s,
 /// plus the time the run's component calls held its lock meanwhile (a
-/// segment runs to its end before anything else is applied), plus a
-/// crash's allowance.
+/// segment runs to its end before anything else is applied); after a
+/// crash, counted from the last crash, plus the alarm's retry.
 fn allowance(sim: &Simulation, object: &str, from: u64, to: u64) -> u64 {
     let world = sim.world();
     let mut spans: Vec<(u64, u64)> = world
@@ -99,12 +108,17 @@ fn allowance(sim: &Simulation, object: &str, from: u64, to: u64) -> u64 {
             covered_to = end;
         }
     }
-    let crashed = sim
-        .observed
-        .crashes
-        .get(object)
-        .is_some_and(|at| at.iter().any(|t| *t + AFTER_CRASH_MS >= from && *t <= to));
-    PROMPT_MS + busy + if crashed { AFTER_CRASH_MS } else { 0 }
+    // After a crash the clock starts again: the alarm's retry comes within
+    // seconds of the last crash (a storm of them postpones everything).
+    let last_crash = sim.observed.crashes.get(object).and_then(|at| {
+        at.iter()
+            .filter(|t| **t + AFTER_CRASH_MS >= from && **t <= to)
+            .max()
+    });
+    match last_crash {
+        Some(crash) => crash.saturating_sub(from) + AFTER_CRASH_MS + PROMPT_MS + busy,
+        None => PROMPT_MS + busy,
+    }
 }
 
 pub fn at_quiet(sim: &Simulation, gates: &BTreeMap<String, Rc<Gate>>) {

@@ -337,7 +337,7 @@ impl Simulation {
         let object = object.to_string();
         Box::pin(async move {
             let parts = Parts::new(&world, &object);
-            let log = |_: GateLog<'_>| {};
+            let log = |event: GateLog<'_>| trace_log(&world, event);
             gate.handle(&parts.platform(&config, &log), command).await
         })
     }
@@ -349,7 +349,7 @@ impl Simulation {
         let object = object.to_string();
         Box::pin(async move {
             let parts = Parts::new(&world, &object);
-            let log = |_: GateLog<'_>| {};
+            let log = |event: GateLog<'_>| trace_log(&world, event);
             gate.alarm(&parts.platform(&config, &log)).await?;
             Ok(Answer {
                 status: 200,
@@ -570,11 +570,15 @@ impl Simulation {
         };
         let now = self.world.borrow().now;
         let observed = &mut self.observed;
+        let mut lines = Vec::new();
         gate.inspect(|run| {
             if let Some(run) = run {
-                observed.run(object, run, now);
+                lines = observed.run(object, run, now);
             }
         });
+        for line in lines {
+            self.note(line);
+        }
     }
 
     fn finish(mut self) -> Report {
@@ -597,6 +601,22 @@ impl Simulation {
 
     pub fn record_violation(&self, what: String) {
         self.world.borrow_mut().violation(what);
+    }
+}
+
+/// The gate's own log, in the trace.
+fn trace_log(world: &Shared, event: GateLog<'_>) {
+    if let GateLog::Segment {
+        run_id,
+        outcome,
+        started,
+    } = event
+    {
+        let line = match outcome {
+            Ok(report) => format!("  segment {run_id} {} from {}", report.kind, started - T0),
+            Err(e) => format!("  segment {run_id} failed: {e}"),
+        };
+        world.borrow_mut().note(|| line);
     }
 }
 

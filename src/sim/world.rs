@@ -317,6 +317,8 @@ impl ObjectStorage for SimObject {
         Ok(value)
     }
 
+    /// Applied as it is issued, as Durable Object storage applies writes in
+    /// the order they are made (a list that follows sees them).
     async fn put(&self, key: &str, value: String) -> Result<(), EngineError> {
         self.with(|o, world| {
             world.note(|| format!("  {} put {key}", self.run_id));

@@ -118,7 +118,7 @@ test("a caller's Idempotency-Key cannot name a sub-workflow call's child: the pa
         const childView = await w.fetchJson(`/runs/${child}`);
         assert.equal(childView.status, 200, childView.text);
         assert.equal(childView.body.workflow, "real-child");
-        assert.deepEqual(childView.body.data, { made: "by the real child" });
+        assert.equal(childView.body.data.made, "by the real child");
     } finally {
         await w.stop();
         await pend.close();

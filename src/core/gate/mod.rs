@@ -120,19 +120,6 @@ pub struct Queued {
     answer: oneshot::Sender<Result<Answer, EngineError>>,
 }
 
-/// The platform's clock, or, while kept requests are applied again after a
-/// restart, the time each arrived.
-struct GateClock<'a, K> {
-    inner: &'a K,
-    fixed: &'a Cell<Option<u64>>,
-}
-
-impl<K: Clock> Clock for GateClock<'_, K> {
-    fn now(&self) -> u64 {
-        self.fixed.get().unwrap_or_else(|| self.inner.now())
-    }
-}
-
 /// The gate of one run: everything it holds in memory, lost when the
 /// object is evicted or crashes; its storage keeps the rest.
 #[derive(Default)]
@@ -152,8 +139,6 @@ pub struct Gate {
     /// When the record may next be written to KV, and whether it must be.
     pacer: Cell<WritePacer>,
     inbox: RefCell<Inbox<Queued>>,
-    /// The time kept requests are replayed at.
-    replay_at: Cell<Option<u64>>,
 }
 
 impl Gate {
@@ -178,6 +163,10 @@ impl Gate {
         if let Command::Read { run_id, owner } = &command {
             return self.read(p, run_id, owner.as_deref()).await;
         }
+        // Judged at its arrival, like everything kept or queued before it:
+        // a deadline that passes while it waits for the lock is taken after
+        // what arrived before it.
+        let arrived = p.clock.now();
         let task_id = match &command {
             Command::Callback { body, .. } | Command::Heartbeat { body, .. } => body
                 .get("task_id")
@@ -209,7 +198,7 @@ impl Gate {
         let key = self.inbox.borrow_mut().next_key(started);
         // Kept only if its change cannot be written at once.
         let text = (!is_start).then(|| serde_json::to_string(&command).unwrap_or_default());
-        let mut segment = match self.segment(p, command, None).await {
+        let mut segment = match self.segment(p, command, Some(arrived)).await {
             Ok(segment) => segment,
             Err(e) => {
                 self.settle(p, &run_id, DRAIN_PER_TURN).await?;
@@ -267,6 +256,9 @@ impl Gate {
         }
         let run_id = meta.run_id;
         self.catch_up(p, &run_id).await?;
+        // Callbacks that arrived meanwhile go before the deadlines the
+        // alarm takes: they are judged at their arrival.
+        self.drain(p, usize::MAX).await;
         // The run acts when it is due and a write may follow at once (a
         // deadline is taken at most a second late) — except a continuation,
         // which goes on at once and is kept like a request: replayed in its
@@ -367,11 +359,7 @@ impl Gate {
             self.settle(p, run_id, DRAIN_PER_TURN).await?;
         }
         let store = self.store(p);
-        let clock = GateClock {
-            inner: p.clock,
-            fixed: &self.replay_at,
-        };
-        let host = host(p, &store, &clock);
+        let host = host(p, &store);
         let now = p.clock.now();
         // The kept run is read in place (no await while borrowed);
         // otherwise the stored record is.
@@ -465,36 +453,7 @@ impl Gate {
     {
         let mut applied = 0;
         loop {
-            while applied < limit {
-                let next = self.inbox.borrow_mut().queued.pop_front();
-                let Some(queued) = next else { break };
-                applied += 1;
-                let started = p.clock.now();
-                let result = self.segment(p, queued.command, Some(queued.at)).await;
-                let held = self.kept.borrow().is_some();
-                let failed = result.is_err();
-                let answer = result.map(|segment| {
-                    if segment.dirty {
-                        self.changed(started);
-                    }
-                    self.render(segment.reply, false, queued.task_id.as_deref())
-                });
-                // Its sender may have stopped waiting (answered 202).
-                let _ = queued.answer.send(answer);
-                match (held, failed) {
-                    (true, _) => self.inbox.borrow_mut().applied.push(queued.key),
-                    // No such run: nothing will ever cover it.
-                    (false, false) => {
-                        let _ = p.object.delete(INBOX_PREFIX, &[queued.key]).await;
-                    }
-                    (false, true) => {
-                        // The kept run was dropped: the queue is in storage,
-                        // and the alarm replays all of it, whoever comes next.
-                        self.drop_kept();
-                        break;
-                    }
-                }
-            }
+            applied += self.drain(p, limit - applied).await;
             let now = p.clock.now();
             let pacer = self.pacer.get();
             if pacer.dirty_since().is_some() && pacer.may_write(now) {
@@ -523,6 +482,52 @@ impl Gate {
                 return Ok(());
             }
         }
+    }
+
+    /// Applies up to `limit` queued callbacks, each judged at its arrival,
+    /// and answers their senders if they still wait; stops early if the
+    /// kept run is dropped (the alarm then replays the queue from storage).
+    /// Answers how many it took from the queue.
+    async fn drain<R, C, K, N, O>(&self, p: &Platform<'_, R, C, K, N, O>, limit: usize) -> usize
+    where
+        R: Records + TaskIndexStore,
+        C: Components,
+        K: Clock + Sleep,
+        N: Notifier,
+        O: ObjectStorage,
+    {
+        let mut applied = 0;
+        while applied < limit {
+            let next = self.inbox.borrow_mut().queued.pop_front();
+            let Some(queued) = next else { break };
+            applied += 1;
+            let started = p.clock.now();
+            let result = self.segment(p, queued.command, Some(queued.at)).await;
+            let held = self.kept.borrow().is_some();
+            let failed = result.is_err();
+            let answer = result.map(|segment| {
+                if segment.dirty {
+                    self.changed(started);
+                }
+                self.render(segment.reply, false, queued.task_id.as_deref())
+            });
+            // Its sender may have stopped waiting (answered 202).
+            let _ = queued.answer.send(answer);
+            match (held, failed) {
+                (true, _) => self.inbox.borrow_mut().applied.push(queued.key),
+                // No such run: nothing will ever cover it.
+                (false, false) => {
+                    let _ = p.object.delete(INBOX_PREFIX, &[queued.key]).await;
+                }
+                (false, true) => {
+                    // The kept run was dropped: the queue is in storage, and
+                    // the alarm replays all of it, whoever comes next.
+                    self.drop_kept();
+                    break;
+                }
+            }
+        }
+        applied
     }
 
     /// Writes the kept run to KV with everything applied since the last
@@ -580,12 +585,8 @@ impl Gate {
         let since = self.pacer.get().dirty_since().unwrap_or(0);
         let covered = self.inbox.borrow_mut().take_applied();
         let store = self.store(p);
-        let clock = GateClock {
-            inner: p.clock,
-            fixed: &self.replay_at,
-        };
         (p.log)(GateLog::Begins);
-        let result = flush(&host(p, &store, &clock), &mut run, since).await;
+        let result = flush(&host(p, &store), &mut run, since).await;
         match result {
             Ok(()) => {
                 (p.log)(GateLog::Write {
@@ -653,9 +654,7 @@ impl Gate {
                 self.inbox.borrow_mut().applied.push(key);
                 continue;
             };
-            self.replay_at.set(Some(at));
             let result = self.segment(p, command, Some(at)).await;
-            self.replay_at.set(None);
             let held = self.kept.borrow().is_some();
             match result {
                 Ok(segment) if held => {
@@ -723,13 +722,9 @@ impl Gate {
         *self.active.borrow_mut() = Some((run_id.clone(), command_owner(&command)));
         let cached = self.kept.borrow_mut().take();
         let store = self.store(p);
-        let clock = GateClock {
-            inner: p.clock,
-            fixed: &self.replay_at,
-        };
-        let started = clock.now();
+        let started = p.clock.now();
         (p.log)(GateLog::Begins);
-        let (kept, result) = run_segment(&host(p, &store, &clock), cached, command, arrived).await;
+        let (kept, result) = run_segment(&host(p, &store), cached, command, arrived).await;
         // No run after a failure: what memory held is not to be trusted.
         // (No run after a success: there is none to hold.)
         if kept.is_none() && result.is_err() {
@@ -863,16 +858,15 @@ impl Gate {
     }
 }
 
-/// The segment's view of the platform: the gate's store and clock.
+/// The segment's view of the platform: the gate's store over its storage.
 fn host<'a, R, C, K, N, O>(
     p: &Platform<'a, R, C, K, N, O>,
     store: &'a GateStore<'a, R, O>,
-    clock: &'a GateClock<'a, K>,
-) -> Host<'a, GateStore<'a, R, O>, C, GateClock<'a, K>, N> {
+) -> Host<'a, GateStore<'a, R, O>, C, K, N> {
     Host {
         store,
         components: p.components,
-        clock,
+        clock: p.clock,
         notifier: p.notifier,
         config: p.config,
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::error::EngineError;
 use crate::core::listing::RunSummary;
 use crate::core::record::{WaitEvent, MAX_WAIT_EVENTS};
-use crate::core::run::CallOutcome;
+use crate::core::run::Journaled;
 use crate::core::store::{JournalStore, Records, TaskIndex, TaskIndexStore, WaitNotes};
 
 /// Journal entries, by the call's idempotency key.
@@ -70,7 +70,7 @@ pub struct JournalMemory {
     /// holds every entry the run has not used.
     pub known: bool,
     /// Entries listed but not yet used by the kept run.
-    pub unapplied: BTreeMap<String, CallOutcome>,
+    pub unapplied: BTreeMap<String, Journaled>,
     /// Entries the kept run has used (recorded or replayed): the next write
     /// holds them, and then they are deleted.
     pub applied: BTreeSet<String>,
@@ -119,13 +119,13 @@ impl<R: TaskIndexStore, O> TaskIndexStore for GateStore<'_, R, O> {
 }
 
 impl<R, O: ObjectStorage> JournalStore for GateStore<'_, R, O> {
-    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, CallOutcome>, EngineError> {
+    async fn recorded_outcomes(&self) -> Result<BTreeMap<String, Journaled>, EngineError> {
         if !self.journal.borrow().known {
             let mut listed = BTreeMap::new();
             for (key, text) in self.object.list(OUTCOME_PREFIX).await? {
                 // An entry that does not parse is skipped: the call is made again.
-                if let Ok(outcome) = serde_json::from_str(&text) {
-                    listed.insert(key, outcome);
+                if let Some(entry) = Journaled::parse(&text) {
+                    listed.insert(key, entry);
                 }
             }
             let mut journal = self.journal.borrow_mut();
@@ -142,8 +142,8 @@ impl<R, O: ObjectStorage> JournalStore for GateStore<'_, R, O> {
         journal.applied.insert(key.to_string());
     }
 
-    async fn record_outcome(&self, key: &str, outcome: &CallOutcome) -> Result<(), EngineError> {
-        let text = serde_json::to_string(outcome)
+    async fn record_outcome(&self, key: &str, entry: &Journaled) -> Result<(), EngineError> {
+        let text = serde_json::to_string(entry)
             .map_err(|e| EngineError::Storage(format!("outcome not serialized: {e}")))?;
         if text.len() > MAX_JOURNALED_BYTES {
             return Err(EngineError::Storage("outcome too large to journal".into()));

@@ -19,7 +19,7 @@ use super::super::scope::NodeScope;
 use super::super::template::json_size;
 use super::foreach::foreach_arrival;
 use super::poll::status_url_poll;
-use super::{CallKey, CallOutcome, InFlight, Run};
+use super::{CallKey, CallOutcome, InFlight, Journaled, Run};
 
 /// Whether a node's result counts as success. Remote answers are judged by
 /// the result protocol; in-process nodes succeed unless the engine itself
@@ -72,6 +72,15 @@ impl Via {
 }
 
 impl Run {
+    /// Feeds back an outcome the journal kept for a call returned by
+    /// `step`: the wait it opens keeps the deadline the call was made with.
+    pub fn complete_replayed(&mut self, key: CallKey, journaled: Journaled, now: u64) {
+        if let (Some(flight), Some(at)) = (self.in_flight.get_mut(&key), journaled.expires_at) {
+            flight.expires_at = at;
+        }
+        self.complete_call(key, journaled.outcome, now);
+    }
+
     /// Feeds back the outcome of a call returned by `step`.
     pub fn complete_call(&mut self, key: CallKey, outcome: CallOutcome, now: u64) {
         let Some(flight) = self.in_flight.remove(&key) else {

@@ -159,6 +159,28 @@ pub enum CallOutcome {
     Failed { status: Option<u16>, error: String },
 }
 
+/// A call's outcome as the journal keeps it, with the deadline the call
+/// was made with: a wait opened from it after a crash keeps the deadline
+/// its callback URL was signed with, whenever the call is replayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Journaled {
+    pub outcome: CallOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+impl Journaled {
+    /// Reads an entry, or the bare outcome earlier releases journaled.
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok().or_else(|| {
+            serde_json::from_str(text).ok().map(|outcome| Self {
+                outcome,
+                expires_at: None,
+            })
+        })
+    }
+}
+
 /// What a callback did to its wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resume {
