@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [seconds-per-target] [target...]
 #
-# Defaults: 60 seconds each for graph, template and token. Targets run one after
+# Defaults: 60 seconds each for graph, template, token, stored and sim. Targets run one after
 # another, as one libFuzzer job at low priority (nice 15), built without a
 # sanitizer (the core is safe Rust) but with debug assertions and overflow checks.
 # Seeds under fuzz/seeds/<target>/ are copied into fuzz/corpus/<target>/ (which
@@ -20,7 +20,7 @@ case ":$PATH:" in
     *) export PATH="$HOME/.cargo/bin:$PATH" ;;
 esac
 
-ALL_TARGETS=(graph template token stored)
+ALL_TARGETS=(graph template token stored sim)
 secs="${1:-60}"
 if ! [[ "$secs" =~ ^[0-9]+$ ]] || [[ "$secs" -eq 0 ]]; then
     echo "usage: $0 [seconds-per-target] [target...]   (targets: ${ALL_TARGETS[*]})" >&2

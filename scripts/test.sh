@@ -27,7 +27,7 @@ section "fuzz targets: build, and replay every seed as a test"
 # The targets build on the stable toolchain (fuzzing itself, scripts/fuzz.sh, wants nightly);
 # given files instead of a corpus, a libFuzzer binary runs each once and fails on a crash.
 cargo build --manifest-path fuzz/Cargo.toml --bins
-for target in graph stored template token; do
+for target in graph stored template token sim; do
     seeds=(fuzz/seeds/"$target"/*)
     echo "[fuzz] $target: replaying ${#seeds[@]} seeds"
     if ! fuzz/target/debug/"$target" "${seeds[@]}" >"fuzz/replay-$target.log" 2>&1; then

@@ -17,7 +17,7 @@ const REGRESSIONS: &[u64] = &[];
 const SEEDS: u64 = 30_000;
 
 fn replay_hint(seed: u64) -> String {
-    format!("SIM_SEED={seed} cargo test --release --test sim -- one_seed --nocapture")
+    format!("SIM_SEED={seed} cargo test --test sim -- one_seed --ignored --nocapture")
 }
 
 fn run(seed: u64) -> Report {

@@ -2,19 +2,21 @@
 //! prefix and metadata — one list operation per page, no reads) and its
 //! stored workflows (`/workflows/{name}`: put, get, list, delete, execute).
 
-use serde_json::{json, Map, Value};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
 use worker::{Env, Response};
 
 use super::config::Config;
 use super::http::{json_response, ApiError};
-use super::now_ms;
-use super::routes::with_kv_ops;
-use super::store::{KvOps, RunStore};
+use super::ops::{with_kv_ops, KvOps};
+use super::runtime::now_ms;
+use super::store::RunStore;
 use super::trigger::{request_hash, start, trigger_fields, Start};
 use crate::core::error::EngineError;
 use crate::core::listing::{
     owner_prefix, take_page, valid_workflow_name, workflow_prefix, ListCursor, ListQuery,
-    ListedKey, PageEnd, KV_PAGE, MAX_PAGES_PER_REQUEST,
+    ListedKey, PageEnd, RunSummary, StoredWorkflow, WorkflowSummary, KV_PAGE,
+    MAX_PAGES_PER_REQUEST,
 };
 use crate::core::plan::plan_from_json;
 
@@ -47,7 +49,7 @@ pub async fn list_runs(query: &ListQuery, env: &Env, owner: &str) -> Result<Resp
             .into_iter()
             .map(|(name, meta)| ListedKey {
                 name,
-                summary: meta,
+                summary: summary(meta),
             })
             .collect();
         match take_page(query, &at, &keys, page.next, &mut runs) {
@@ -82,8 +84,8 @@ pub async fn find_task_run(
     for _ in 0..MAX_PAGES_PER_REQUEST {
         let page = store.list(&prefix, cursor, KV_PAGE).await?;
         for (name, meta) in page.keys {
-            let tasks = meta.as_ref().and_then(|m| m["tasks"].as_array());
-            if tasks.is_some_and(|t| t.iter().any(|t| t.as_str() == Some(task_id))) {
+            let summary: Option<RunSummary> = summary(meta);
+            if summary.is_some_and(|s| s.tasks.iter().any(|t| t == task_id)) {
                 return Ok((name.rsplit('/').next().map(str::to_string), store.ops()));
             }
         }
@@ -93,6 +95,12 @@ pub async fn find_task_run(
         }
     }
     Ok((None, store.ops()))
+}
+
+/// A listed key's metadata as the summary it was written as: none when the
+/// key has none, or metadata of another shape (one not written by us).
+fn summary<T: DeserializeOwned>(metadata: Option<Value>) -> Option<T> {
+    metadata.and_then(|m| serde_json::from_value(m).ok())
 }
 
 fn with_ops(response: Response, store: &RunStore) -> Result<Response, ApiError> {
@@ -110,14 +118,6 @@ fn workflow_key(owner: &str, name: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(format!("{}{name}", workflow_prefix(owner)))
-}
-
-/// A stored workflow as kept in KV.
-fn stored_workflow(text: &str, owner: &str) -> Option<Map<String, Value>> {
-    let Ok(Value::Object(stored)) = serde_json::from_str(text) else {
-        return None;
-    };
-    (stored.get("owner").and_then(Value::as_str) == Some(owner)).then_some(stored)
 }
 
 fn no_workflow(name: &str) -> ApiError {
@@ -143,10 +143,21 @@ pub async fn put_workflow(
     let plan = plan_from_json(&graph, &config.directory, config.limits)?;
     let now = now_ms();
     let nodes = plan.graph.nodes.len();
-    let stored = json!({ "owner": owner, "name": name, "graph": graph, "updated_at": now });
+    let stored = StoredWorkflow {
+        owner: owner.to_string(),
+        name: name.to_string(),
+        graph,
+        updated_at: now,
+    };
+    let summary = WorkflowSummary {
+        updated_at: now,
+        nodes,
+    };
+    let unwritable = |e: serde_json::Error| ApiError::Internal(e.to_string());
+    let text = serde_json::to_string(&stored).map_err(unwritable)?;
+    let meta = serde_json::to_value(summary).map_err(unwritable)?;
     let store = RunStore::new(env)?;
-    let meta = json!({ "updated_at": now, "nodes": nodes });
-    store.put_text(&key, stored.to_string(), &meta).await?;
+    store.put_text(&key, text, &meta).await?;
     let body = json!({
         "success": true,
         "workflow": { "name": name, "updated_at": now, "nodes": nodes },
@@ -159,11 +170,16 @@ pub async fn get_workflow(name: &str, env: &Env, owner: &str) -> Result<Response
     let key = workflow_key(owner, name)?;
     let store = RunStore::new(env)?;
     let text = store.get_text(&key).await?;
-    let Some(mut stored) = text.as_deref().and_then(|t| stored_workflow(t, owner)) else {
+    let Some(stored) = text.as_deref().and_then(|t| StoredWorkflow::read(t, owner)) else {
         return Err(no_workflow(name));
     };
-    stored.remove("owner");
-    let body = json!({ "success": true, "workflow": stored });
+    // Everything stored but the owner, which is the caller.
+    let workflow = json!({
+        "name": stored.name,
+        "graph": stored.graph,
+        "updated_at": stored.updated_at,
+    });
+    let body = json!({ "success": true, "workflow": workflow });
     with_ops(json_response(200, &body), &store)
 }
 
@@ -174,7 +190,7 @@ pub async fn delete_workflow(name: &str, env: &Env, owner: &str) -> Result<Respo
     let text = store.get_text(&key).await?;
     if text
         .as_deref()
-        .and_then(|t| stored_workflow(t, owner))
+        .and_then(|t| StoredWorkflow::read(t, owner))
         .is_none()
     {
         return Err(no_workflow(name));
@@ -216,10 +232,12 @@ pub async fn list_workflows(
     let workflows: Vec<Value> = page
         .keys
         .into_iter()
-        .map(|(name, meta)| {
-            let mut entry = meta.unwrap_or_else(|| json!({}));
-            entry["name"] = Value::from(name.strip_prefix(&prefix).unwrap_or(&name));
-            entry
+        .map(|(key, meta)| {
+            let name = key.strip_prefix(&prefix).unwrap_or(&key);
+            match summary::<WorkflowSummary>(meta) {
+                Some(s) => json!({ "name": name, "updated_at": s.updated_at, "nodes": s.nodes }),
+                None => json!({ "name": name }),
+            }
         })
         .collect();
     let mut body = json!({ "success": true, "workflows": workflows });
@@ -262,16 +280,18 @@ pub async fn execute_workflow(
     let trigger = trigger_fields(&mut fields, config)?;
     let store = RunStore::new(env)?;
     let text = store.get_text(&key).await?;
-    let Some(mut stored) = text.as_deref().and_then(|t| stored_workflow(t, &owner)) else {
+    let Some(stored) = text
+        .as_deref()
+        .and_then(|t| StoredWorkflow::read(t, &owner))
+    else {
         return Err(no_workflow(name));
     };
-    let graph = stored.remove("graph").unwrap_or_default();
     let response = start(Start {
         env,
         config,
         url,
         owner,
-        graph,
+        graph: stored.graph,
         trigger,
         workflow: Some(name.to_string()),
         idempotency,

@@ -26,11 +26,11 @@ use serde_json::json;
 use worker::{durable_object, js_sys, DurableObject, Env, Request, Response, Result, State};
 
 use super::config::TRIGGER_CLAIM;
-use super::gate::GateRequest;
+use super::gate_stub::gate;
 use super::http::{json_response, ApiError};
-use super::now_ms;
-use super::routes::gate;
-use super::store::Ops;
+use super::ops::Ops;
+use super::runtime::now_ms;
+use crate::core::segment::Command;
 
 /// How long a key keeps naming its run.
 pub const CLAIM_TTL_MS: u64 = 24 * 3600 * 1000;
@@ -523,7 +523,7 @@ pub async fn settle_start(
 
 /// The run's gate's answer to a read on behalf of `owner`.
 async fn read(env: &Env, run_id: &str, owner: &str) -> std::result::Result<Response, ApiError> {
-    let read = GateRequest::Read {
+    let read = Command::Read {
         run_id: run_id.to_string(),
         owner: Some(owner.to_string()),
     };

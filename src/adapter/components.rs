@@ -9,6 +9,8 @@ use futures::StreamExt;
 use serde_json::Value;
 use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
 
+use super::runtime::now_ms;
+use super::subflow;
 use crate::core::driver::Components;
 use crate::core::plan::SUBFLOW_SCHEME;
 use crate::core::run::{Call, CallOutcome, DeliveryOutcome};
@@ -161,7 +163,7 @@ impl HttpComponents {
 impl Components for HttpComponents {
     async fn call(&self, call: &Call) -> CallOutcome {
         if call.url.starts_with(SUBFLOW_SCHEME) {
-            return super::subflow::call(&self.env, call).await;
+            return subflow::call(&self.env, call).await;
         }
         match self.post(call).await {
             Ok(outcome) | Err(Trouble::Failed(outcome)) => outcome,
@@ -192,10 +194,10 @@ pub struct HttpNotifier {
 impl Notifier for HttpNotifier {
     async fn deliver(&self, url: &str, headers: &[(&str, String)], body: &str) -> DeliveryOutcome {
         if url.starts_with(PARENT_SCHEME) {
-            return super::subflow::notify_parent(&self.env, url, body).await;
+            return subflow::notify_parent(&self.env, url, body).await;
         }
-        let started = crate::adapter::now_ms();
-        let elapsed = || crate::adapter::now_ms().saturating_sub(started);
+        let started = now_ms();
+        let elapsed = || now_ms().saturating_sub(started);
         let sending = async {
             let h = Headers::new();
             for (name, value) in headers {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use worker::Env;
 
+use super::http::ApiError;
 use crate::core::auth::{parse_key_hashes, KeyHash};
 use std::rc::Rc;
 
@@ -53,12 +54,12 @@ pub struct Config {
 
 impl Config {
     /// The current callback secret, or the error that says how to set one.
-    pub fn signing_secret(&self) -> Result<&str, super::http::ApiError> {
+    pub fn signing_secret(&self) -> Result<&str, ApiError> {
         self.callback_secrets
             .first()
             .map(String::as_str)
             .ok_or_else(|| {
-                super::http::ApiError::Misconfigured(
+                ApiError::Misconfigured(
                     "CALLBACK_SECRET is not set: run `wrangler secret put CALLBACK_SECRET` \
                  (locally, put it in .dev.vars)"
                         .into(),
@@ -178,6 +179,14 @@ impl Config {
 }
 
 impl Config {
+    /// The base of callback URLs for a request that came to `url`:
+    /// `PUBLIC_BASE_URL`, or else the origin the request arrived at.
+    pub fn base_url(&self, url: &worker::Url) -> String {
+        self.public_base_url
+            .clone()
+            .unwrap_or_else(|| url.origin().ascii_serialization())
+    }
+
     /// What a run's gate needs from the configuration.
     pub fn gate_config(&self) -> GateConfig {
         GateConfig {

@@ -8,7 +8,7 @@ use worker::{Env, Headers, Request, Response};
 
 use super::config::Config;
 use super::http::{json_response, ApiError};
-use super::store::KvOps;
+use super::ops::KvOps;
 
 /// Where a browser request comes from, as far as CORS is concerned.
 pub(super) enum Origin {

@@ -15,8 +15,9 @@ use worker::{durable_object, Delay, DurableObject, Env, Request, Response, Resul
 use super::components::{HttpComponents, HttpNotifier};
 use super::config::Config;
 use super::http::{json_response, ApiError};
-use super::now_ms;
-use super::store::{GateRecords, ObjectStore, Ops, RunStore};
+use super::ops::Ops;
+use super::runtime::now_ms;
+use super::store::{GateRecords, ObjectStore, RunStore};
 use crate::core::gate::{Answer, Gate, GateLog, Platform, Sleep};
 use crate::core::segment::{Clock, Command, GateConfig};
 

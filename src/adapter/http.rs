@@ -5,6 +5,11 @@ use worker::{Headers, Response};
 
 use crate::core::error::EngineError;
 
+/// Set on the answer to a repeated `Idempotency-Key` (`trigger.rs`): this is
+/// the run an earlier request started. Here rather than in `trigger`
+/// because `ops::with_kv_ops`, below it, keeps it on the answers it rebuilds.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
 #[derive(Debug)]
 pub enum ApiError {
     Engine(EngineError),

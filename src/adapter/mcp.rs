@@ -8,9 +8,10 @@ use worker::{Env, Response};
 
 use super::catalog;
 use super::config::Config;
+use super::gate_stub::gate;
 use super::http::{json_response, ApiError};
-use super::routes::{execute, gate};
-use super::store::Ops;
+use super::ops::Ops;
+use super::trigger::execute;
 use crate::core::listing::ListQuery;
 use crate::core::segment::Command;
 

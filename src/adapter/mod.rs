@@ -1,5 +1,12 @@
 //! Everything that knows about Workers: routing, configuration, KV, the
 //! per-run Durable Object, outbound fetch, the clock and randomness.
+//!
+//! The modules import one another without a circle (`tests/architecture.rs`
+//! checks it): the entry points and `routes` at the top, the routes'
+//! handlers (`mcp`, `catalog`, `trigger`) below them, then the run's gate
+//! and what it reaches (`components`, `subflow`, `store`, `claims`), and at
+//! the bottom what everything uses (`gate_stub`, `config`, `ops`, `http`,
+//! `runtime`).
 
 mod catalog;
 mod claims;
@@ -7,9 +14,12 @@ mod components;
 mod config;
 mod cors;
 mod gate;
+mod gate_stub;
 mod http;
 mod mcp;
+mod ops;
 mod routes;
+mod runtime;
 mod store;
 mod subflow;
 mod trigger;
@@ -24,16 +34,4 @@ fn start() {
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     Ok(routes::handle(req, env).await)
-}
-
-/// Milliseconds since the Unix epoch, from the runtime's clock.
-pub(crate) fn now_ms() -> u64 {
-    worker::Date::now().as_millis()
-}
-
-/// A fresh unguessable identifier (128 bits, hex).
-pub(crate) fn random_id() -> std::result::Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes)?;
-    Ok(crate::core::auth::encode_hex(&bytes))
 }

@@ -7,18 +7,18 @@ use futures::future::select;
 use futures::StreamExt;
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
-use worker::{ByteStream, Delay, Env, Headers, Method, Request, Response};
+use worker::{ByteStream, Delay, Env, Request, Response};
 
 use super::catalog;
-use super::config::{Config, RUN_GATE};
+use super::config::Config;
 use super::cors::{allowed_origin, preflight, with_cors, Origin};
+use super::gate_stub::gate;
 use super::http::{json_response, ApiError};
 use super::mcp;
-use super::now_ms;
-use super::store::{find_task, KvOps, RunStore};
-use super::trigger::{
-    idempotency_key, request_hash, start, trigger_fields, Start, REPLAYED_HEADER,
-};
+use super::ops::{with_kv_ops, KvOps};
+use super::runtime::now_ms;
+use super::store::{find_task, RunStore};
+use super::trigger::{execute, idempotency_key};
 use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
@@ -227,7 +227,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                     run_id: run_id.to_string(),
                     wait_id: wait_id.to_string(),
                     body,
-                    base_url: base_url(&config, &url),
+                    base_url: config.base_url(&url),
                     token_expires_at: Some(expires_at),
                 },
             )
@@ -286,7 +286,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                     return with_kv_ops(response, store.ops()).await;
                 }
             };
-            let base_url = base_url(&config, &url);
+            let base_url = config.base_url(&url);
             let response = gate(
                 env,
                 &run_id.clone(),
@@ -365,83 +365,8 @@ async fn signed_body(
     Ok((now_ms() < expires_at).then_some((expires_at, body)))
 }
 
-pub(super) async fn execute(
-    idempotency_key: Option<String>,
-    body: Value,
-    url: &worker::Url,
-    config: &Config,
-    env: &Env,
-    owner: String,
-) -> Result<Response, ApiError> {
-    let Value::Object(mut body) = body else {
-        return Err(ApiError::BadRequest(
-            "invalid_request",
-            "the body must be a JSON object".into(),
-        ));
-    };
-    let hash = request_hash(&[&Value::Object(body.clone())]);
-    let idempotency = idempotency_key.map(|k| (k, hash));
-    let graph = body.remove("graph").ok_or_else(|| {
-        ApiError::BadRequest("invalid_request", "the body needs a \"graph\"".into())
-    })?;
-    let trigger = trigger_fields(&mut body, config)?;
-    start(Start {
-        env,
-        config,
-        url,
-        owner,
-        graph,
-        trigger,
-        workflow: None,
-        idempotency,
-    })
-    .await
-}
-
-/// Forwards a request to the run's Durable Object and relays its answer.
-pub(super) async fn gate(env: &Env, run_id: &str, message: &Command) -> Result<Response, ApiError> {
-    let stub = env
-        .durable_object(RUN_GATE)?
-        .id_from_name(run_id)?
-        .get_stub()?;
-    let body = serde_json::to_string(message).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut init = worker::RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let request = Request::new_with_init("https://gate.internal/", &init)?;
-    Ok(stub.fetch_with_request(request).await?)
-}
-
-/// Answers with `ops` in the KV-operations header, keeping what the answer
-/// said of its gate's Durable Object operations and of an idempotent replay.
-/// A response relayed from the gate has immutable headers, so it is rebuilt
-/// rather than edited.
-pub(super) async fn with_kv_ops(mut response: Response, ops: KvOps) -> Result<Response, ApiError> {
-    let status = response.status_code();
-    let kept: Vec<(&str, String)> = [KvOps::DO_HEADER, REPLAYED_HEADER]
-        .into_iter()
-        .filter_map(|name| Some((name, response.headers().get(name).ok().flatten()?)))
-        .collect();
-    let text = response.text().await?;
-    let headers = Headers::new();
-    headers.set("content-type", "application/json; charset=utf-8")?;
-    headers.set(KvOps::HEADER, &ops.header_value())?;
-    for (name, value) in kept {
-        headers.set(name, &value)?;
-    }
-    Ok(Response::ok(text)?
-        .with_status(status)
-        .with_headers(headers))
-}
-
 fn config(env: &Env) -> Result<Config, ApiError> {
     Config::from_env(env).map_err(ApiError::Misconfigured)
-}
-
-pub(super) fn base_url(config: &Config, url: &worker::Url) -> String {
-    config
-        .public_base_url
-        .clone()
-        .unwrap_or_else(|| url.origin().ascii_serialization())
 }
 
 /// Marks an answer of a route kept for clients of the engine we descend

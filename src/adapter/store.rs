@@ -20,9 +20,10 @@ use sha2::Digest;
 
 use super::claims::{ask, Claim};
 use super::config::RUNS_KV;
+use super::gate_stub::gate;
 use super::http::ApiError;
-use super::now_ms;
-use super::routes::gate;
+use super::ops::Ops;
+use super::runtime::now_ms;
 use crate::core::auth::encode_hex;
 use crate::core::error::EngineError;
 use crate::core::gate::storage::ObjectStorage;
@@ -93,65 +94,6 @@ pub async fn find_task(
         return Ok(Some(found));
     }
     store.find_legacy_task(task_id).await
-}
-
-/// Storage operations performed for one request, reported in response
-/// headers (`x-arcrun-kv-ops`, `x-arcrun-do-ops`) so cost is measured, not
-/// estimated. For Durable Object storage, `reads` counts list calls.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Ops {
-    pub reads: u32,
-    pub writes: u32,
-    pub lists: u32,
-    pub deletes: u32,
-}
-
-pub type KvOps = Ops;
-
-impl Ops {
-    pub const HEADER: &'static str = "x-arcrun-kv-ops";
-    pub const DO_HEADER: &'static str = "x-arcrun-do-ops";
-
-    pub fn header_value(self) -> String {
-        format!(
-            "reads={};writes={};lists={}",
-            self.reads, self.writes, self.lists
-        )
-    }
-
-    pub fn do_header_value(self) -> String {
-        format!(
-            "reads={};writes={};deletes={}",
-            self.reads, self.writes, self.deletes
-        )
-    }
-
-    /// What was counted after `before`.
-    pub fn since(self, before: Ops) -> Ops {
-        Ops {
-            reads: self.reads.saturating_sub(before.reads),
-            writes: self.writes.saturating_sub(before.writes),
-            lists: self.lists.saturating_sub(before.lists),
-            deletes: self.deletes.saturating_sub(before.deletes),
-        }
-    }
-
-    /// Adds the counts found in another response's header.
-    pub fn absorb(&mut self, header: &str) {
-        for part in header.split(';') {
-            let Some((k, v)) = part.split_once('=') else {
-                continue;
-            };
-            let n: u32 = v.trim().parse().unwrap_or(0);
-            match k.trim() {
-                "reads" => self.reads += n,
-                "writes" => self.writes += n,
-                "lists" => self.lists += n,
-                "deletes" => self.deletes += n,
-                _ => {}
-            }
-        }
-    }
 }
 
 fn count(ops: &Cell<Ops>, f: impl FnOnce(&mut Ops)) {

@@ -14,14 +14,13 @@ use serde_json::Value;
 use worker::Env;
 
 use super::claims::{claim_run, settle_start, ClaimName, Claimed};
-use super::gate::GateRequest;
-use super::routes::gate;
+use super::gate_stub::gate;
+use super::runtime::{now_ms, random_id};
 use super::store::RunStore;
-use super::{now_ms, random_id};
-use crate::core::listing::{new_run_id, workflow_prefix};
+use crate::core::listing::{new_run_id, workflow_prefix, StoredWorkflow};
 use crate::core::plan::SUBFLOW_SCHEME;
 use crate::core::run::{Call, CallOutcome, DeliveryOutcome};
-use crate::core::segment::PARENT_SCHEME;
+use crate::core::segment::{Command, PARENT_SCHEME};
 use crate::core::view::subflow_answer;
 
 /// How deep sub-workflows may nest: a workflow that calls itself, directly
@@ -63,9 +62,8 @@ async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
     let text = store.get_text(&key).await.map_err(|e| e.message())?;
     let graph = text
         .as_deref()
-        .and_then(|t| serde_json::from_str::<Value>(t).ok())
-        .filter(|w| w["owner"].as_str() == Some(owner.as_str()))
-        .map(|mut w| w["graph"].take())
+        .and_then(|t| StoredWorkflow::read(t, &owner))
+        .map(|w| w.graph)
         .ok_or_else(|| format!("no stored workflow '{name}' for this run's API key"))?;
     let random = random_id().map_err(|e| e.to_string())?;
     let child = new_run_id(&owner, now_ms(), &random);
@@ -95,7 +93,7 @@ async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
                 .as_deref()
                 .and_then(|u| u.split_once("/callbacks/"))
                 .map_or_else(String::new, |(base, _)| base.to_string());
-            let request = GateRequest::Start {
+            let request = Command::Start {
                 run_id: claim.run_id.clone(),
                 graph,
                 context: call.input.clone(),
@@ -143,7 +141,7 @@ pub async fn notify_parent(env: &Env, url: &str, body: &str) -> DeliveryOutcome 
         };
     };
     let body: Value = serde_json::from_str(body).unwrap_or_default();
-    let request = GateRequest::Callback {
+    let request = Command::Callback {
         run_id: run_id.to_string(),
         wait_id: wait_id.to_string(),
         body,

@@ -13,17 +13,15 @@ use worker::{Env, Request, Response};
 use super::claims::{claim_run, settle_start, ClaimName, Claimed};
 use super::config::Config;
 use super::gate::GateRequest;
-use super::http::{json_response, ApiError};
-use super::routes::{base_url, gate, with_kv_ops};
-use super::store::KvOps;
-use super::{now_ms, random_id};
+use super::gate_stub::gate;
+use super::http::{json_response, ApiError, REPLAYED_HEADER};
+use super::ops::{with_kv_ops, KvOps};
+use super::runtime::{now_ms, random_id};
 use crate::core::auth::encode_hex;
 use crate::core::listing::new_run_id;
 use crate::core::webhook::check_receiver_url;
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-/// Set on the answer to a repeated key: this is the run an earlier request started.
-pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// What a trigger asks for, read from its body.
@@ -89,6 +87,41 @@ pub fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
     Ok(Some(key))
 }
 
+/// `POST /execute` (and the MCP tool `execute_workflow` without a stored
+/// workflow): the body's graph, started as a new run.
+pub async fn execute(
+    idempotency_key: Option<String>,
+    body: Value,
+    url: &worker::Url,
+    config: &Config,
+    env: &Env,
+    owner: String,
+) -> Result<Response, ApiError> {
+    let Value::Object(mut body) = body else {
+        return Err(ApiError::BadRequest(
+            "invalid_request",
+            "the body must be a JSON object".into(),
+        ));
+    };
+    let hash = request_hash(&[&Value::Object(body.clone())]);
+    let idempotency = idempotency_key.map(|k| (k, hash));
+    let graph = body.remove("graph").ok_or_else(|| {
+        ApiError::BadRequest("invalid_request", "the body needs a \"graph\"".into())
+    })?;
+    let trigger = trigger_fields(&mut body, config)?;
+    start(Start {
+        env,
+        config,
+        url,
+        owner,
+        graph,
+        trigger,
+        workflow: None,
+        idempotency,
+    })
+    .await
+}
+
 /// Everything a new run starts from.
 pub struct Start<'a> {
     pub env: &'a Env,
@@ -146,7 +179,7 @@ fn start_request(start: &Start<'_>, run_id: String) -> GateRequest {
         run_id,
         graph: start.graph.clone(),
         context: start.trigger.context.clone(),
-        base_url: base_url(start.config, start.url),
+        base_url: start.config.base_url(start.url),
         owner: Some(start.owner.clone()),
         final_callback_url: start.trigger.final_callback_url.clone(),
         workflow: start.workflow.clone(),

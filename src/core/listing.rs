@@ -82,8 +82,9 @@ fn owner_of_id(run_id: &str) -> Option<&str> {
 }
 
 /// What a listing shows of a run, kept as the metadata of its KV key (KV
-/// allows 1024 bytes; the workflow name is cut to fit).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// allows 1024 bytes; the workflow name is cut to fit). Written with every
+/// record and read back by listings: the shape of keys already in KV.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
@@ -146,6 +147,34 @@ impl RunSummary {
             tasks,
         }
     }
+}
+
+/// A stored workflow as kept in KV at `workflows/{owner tag}/{name}`. The
+/// owner is kept whole: the tag in the key is only the start of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredWorkflow {
+    pub owner: String,
+    pub name: String,
+    pub graph: Value,
+    pub updated_at: u64,
+}
+
+impl StoredWorkflow {
+    /// The workflow stored as `text`, if it is `owner`'s (two owners whose
+    /// tags collide share a prefix, never a workflow).
+    pub fn read(text: &str, owner: &str) -> Option<Self> {
+        serde_json::from_str::<Self>(text)
+            .ok()
+            .filter(|w| w.owner == owner)
+    }
+}
+
+/// What `GET /workflows` shows of a stored workflow beside its name, kept
+/// as the metadata of its KV key (a listing reads no values).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowSummary {
+    pub updated_at: u64,
+    pub nodes: usize,
 }
 
 /// Where a listing goes on: a KV cursor (none for the first page) and how
@@ -221,20 +250,17 @@ impl ListQuery {
         Ok(query)
     }
 
-    fn shows(&self, summary: &Value) -> bool {
-        self.statuses.is_empty()
-            || summary["status"]
-                .as_str()
-                .is_some_and(|s| self.statuses.iter().any(|want| want == s))
+    fn shows(&self, summary: &RunSummary) -> bool {
+        self.statuses.is_empty() || self.statuses.contains(&summary.status)
     }
 }
 
-/// One key of a KV listing page, with its metadata (a `RunSummary` as JSON,
-/// read as JSON: no deserializer of its own in the bundle).
+/// One key of a KV listing page, with its summary (none when the key was
+/// written without one).
 #[derive(Debug, Clone)]
 pub struct ListedKey {
     pub name: String,
-    pub summary: Option<Value>,
+    pub summary: Option<RunSummary>,
 }
 
 /// After one page: the listing is full or exhausted (`Done`, with the cursor
@@ -290,19 +316,18 @@ pub fn take_page(
 
 fn entry(key: &ListedKey) -> Value {
     let run_id = key.name.rsplit('/').next().unwrap_or(&key.name);
-    let mut entry = json!({ "run_id": run_id });
-    if let Some(s) = &key.summary {
-        for field in [
-            "workflow",
-            "status",
-            "created_at",
-            "updated_at",
-            "open_waits",
-        ] {
-            entry[field] = s.get(field).cloned().unwrap_or(Value::Null);
-        }
+    match &key.summary {
+        // `workflow` is shown as null for a run not started from one.
+        Some(s) => json!({
+            "run_id": run_id,
+            "workflow": s.workflow,
+            "status": s.status,
+            "created_at": s.created_at,
+            "updated_at": s.updated_at,
+            "open_waits": s.open_waits,
+        }),
+        None => json!({ "run_id": run_id }),
     }
-    entry
 }
 
 #[cfg(test)]
@@ -329,9 +354,14 @@ mod tests {
     fn key(n: usize, status: &str) -> ListedKey {
         ListedKey {
             name: format!("runs/t/{n}"),
-            summary: Some(json!({
-                "status": status, "created_at": 1, "updated_at": 2, "open_waits": 0
-            })),
+            summary: Some(RunSummary {
+                workflow: None,
+                status: status.into(),
+                created_at: 1,
+                updated_at: 2,
+                open_waits: 0,
+                tasks: Vec::new(),
+            }),
         }
     }
 
@@ -399,6 +429,53 @@ mod tests {
         let size = serde_json::to_string(&summary).unwrap().len();
         assert!(size <= 1024, "{size} bytes");
         assert!(!summary.tasks.is_empty());
+    }
+
+    #[test]
+    fn metadata_keeps_the_shape_already_in_kv() {
+        // A summary as every release wrote it, without the optional fields.
+        let kept = json!({"status": "paused", "created_at": 1, "updated_at": 2, "open_waits": 1});
+        let summary: RunSummary = serde_json::from_value(kept.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&summary).unwrap(), kept);
+        let full = json!({
+            "workflow": "w", "status": "completed", "created_at": 1, "updated_at": 2,
+            "open_waits": 0, "tasks": ["t1"],
+        });
+        let summary: RunSummary = serde_json::from_value(full.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&summary).unwrap(), full);
+        // A listing shows every field but the task ids, `workflow` as null
+        // when there is none; a key without a summary shows its run id.
+        let listed = ListedKey {
+            name: "runs/t/r1".into(),
+            summary: Some(RunSummary {
+                workflow: None,
+                tasks: vec!["t1".into()],
+                ..summary
+            }),
+        };
+        assert_eq!(
+            entry(&listed),
+            json!({
+                "run_id": "r1", "workflow": null, "status": "completed",
+                "created_at": 1, "updated_at": 2, "open_waits": 0,
+            })
+        );
+        let bare = ListedKey {
+            name: "runs/t/r2".into(),
+            summary: None,
+        };
+        assert_eq!(entry(&bare), json!({ "run_id": "r2" }));
+
+        let workflow = json!({"updated_at": 5, "nodes": 3});
+        let summary: WorkflowSummary = serde_json::from_value(workflow.clone()).unwrap();
+        assert_eq!(serde_json::to_value(summary).unwrap(), workflow);
+        let stored = json!({"owner": OWNER, "name": "w", "graph": {"nodes": []}, "updated_at": 5});
+        let read = StoredWorkflow::read(&stored.to_string(), OWNER).unwrap();
+        assert_eq!(serde_json::to_value(&read).unwrap(), stored);
+        assert_eq!(
+            StoredWorkflow::read(&stored.to_string(), "someone else"),
+            None
+        );
     }
 
     #[test]

@@ -628,6 +628,7 @@ fn held_answer(run: &Run, task_id: Option<String>) -> Value {
     let mut body = serde_json::json!({
         "success": true,
         "accepted": true,
+        "held": true,
         "status": run.status().name(),
         "run_id": run.record.run_id,
     });

@@ -46,6 +46,7 @@ const NOOP_REASONS: [&str; 6] = [
 pub struct Observed {
     /// The latest deadline seen of each open wait, by (run, wait).
     open: BTreeMap<(String, String), u64>,
+
     /// When each wait was first seen closed, and how.
     closed: BTreeMap<(String, String), (u64, WaitClosed)>,
     crashes: BTreeMap<String, Vec<u64>>,
@@ -232,11 +233,18 @@ fn callbacks(sim: &Simulation, stored: &BTreeMap<String, Run>) {
                 "{what} was answered but its wait timed out instead"
             )),
             Some((seen, _)) => {
-                let allowed = allowance(sim, run_id, sent.at, *seen);
-                if *seen > sent.at + allowed {
+                // A callback that came before its wait opened is held and
+                // applied as the wait opens (when a slot, an upstream result
+                // or the call's replay comes): no promptness is promised.
+                if answer.body["held"] == Value::Bool(true) {
+                    continue;
+                }
+                let from = sent.at;
+                let allowed = allowance(sim, run_id, from, *seen);
+                if *seen > from + allowed {
                     sim.record_violation(format!(
                         "{what} was applied {} ms after it arrived (allowed {allowed})",
-                        seen - sent.at
+                        seen - from
                     ));
                 }
             }
@@ -261,7 +269,38 @@ fn noop_reason(sim: &Simulation, answer: &crate::core::gate::Answer) {
     }
 }
 
+/// The deadline each wait was promised: the one its call was made with, or
+/// a later one a heartbeat's answer gave (a heartbeat whose answer was lost
+/// to a crash promised nothing).
+fn promised(sim: &Simulation) -> BTreeMap<(String, String), u64> {
+    let mut promised: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for call in &sim.world().calls {
+        let key = (call.run_id.clone(), call.wait_id.clone());
+        let at = promised.entry(key).or_default();
+        *at = (*at).max(call.expires_at);
+    }
+    for sent in sim.sent.values() {
+        let (
+            Command::Heartbeat {
+                run_id, wait_id, ..
+            },
+            Some(Ok(answer)),
+        ) = (&sent.command, &sent.answer)
+        else {
+            continue;
+        };
+        if let Some(expires_at) = answer.body["expires_at"].as_u64() {
+            let at = promised
+                .entry((run_id.clone(), wait_id.clone()))
+                .or_default();
+            *at = (*at).max(expires_at);
+        }
+    }
+    promised
+}
+
 fn deadlines(sim: &Simulation) {
+    let promised = promised(sim);
     for ((run_id, wait_id), (seen, how)) in &sim.observed.closed {
         if *how != WaitClosed::TimedOut {
             continue;
@@ -276,10 +315,11 @@ fn deadlines(sim: &Simulation) {
                 seen - due
             ));
         }
-        if *seen < *due {
+        let promise = promised.get(&(run_id.clone(), wait_id.clone()));
+        if let Some(promise) = promise.filter(|p| *seen < **p) {
             sim.record_violation(format!(
-                "{run_id}/{wait_id} timed out {} ms before its deadline",
-                due - seen
+                "{run_id}/{wait_id} timed out {} ms before the deadline it was promised",
+                promise - seen
             ));
         }
     }

@@ -307,7 +307,7 @@ impl Simulation {
         );
         self.note(format!("#{id} sent: {}", brief(&command)));
         if let Sender::Daemon { dispatch, .. } = &sender {
-            if now > dispatch.token_expires_at {
+            if now >= dispatch.token_expires_at {
                 let body = json!({"success": true, "noop": true, "reason": "expired"});
                 self.answered(id, Ok(Answer { status: 200, body }));
                 return;

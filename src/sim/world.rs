@@ -51,6 +51,8 @@ pub struct CallSeen {
     pub wait_id: String,
     pub idempotency_key: String,
     pub ends_at: u64,
+    /// The deadline the component was given with its callback URL.
+    pub expires_at: u64,
 }
 
 /// Something a component set in motion: a daemon's callback or heartbeat.
@@ -430,6 +432,7 @@ impl SimComponents {
             wait_id: call.wait_id.clone(),
             idempotency_key: key,
             ends_at: w.now + duration,
+            expires_at: call.expires_at,
         });
         (duration, outcome)
     }

@@ -4,7 +4,8 @@
 //
 // Set E2E_LOG=1 to see workerd's and the Worker's own logs while debugging.
 
-import { createHash, createHmac } from "node:crypto";
+import { createHash, createHmac, randomUUID } from "node:crypto";
+import { readFileSync, readdirSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -23,28 +24,33 @@ export const TEST_WEBHOOK_SECRET = "whsec_" + Buffer.from("arcrun-test-webhook-k
 /**
  * KV's limit of one write per second to a key, as Cloudflare applies it (local KV has no
  * limit): a wrapped binding around the real local namespace that refuses a second write
- * (put or delete) to a key within 1000 ms the way Cloudflare does (an error from the call),
- * and records each refusal under `KV_LIMIT_PREFIX`, so `kvWriteViolations()` lists them and
- * `stop()` fails the test that caused them.
+ * (put or delete) to a key within 1000 ms the way Cloudflare does (an error from the call).
+ * `kvWriteViolations()` lists the refusals and `stop()` fails the test that caused them.
+ *
+ * The wrapper runs inside workerd, but what it remembers (each key's last write, and the
+ * refusals) lives here, in the test process: before each write it asks a loopback service
+ * of this process, keyed by the state it guards (the persistDir, else one Worker's own
+ * state). So a Worker restarted on the same persistDir — after stop() or a SIGKILL — still
+ * refuses a write that comes within a second of one made before the restart, as Cloudflare
+ * would; a Map inside workerd forgot it with the process. The time judged is workerd's own
+ * Date.now() at the call, as before, so restarts compare wall-clock times.
  */
-export const KV_LIMIT_PREFIX = "kv-write-limit/violations/";
+export const KV_WRITE_INTERVAL_MS = 1000;
 /** Key prefixes written at a caller's request, whose pace is the caller's (see `stop()`). */
 const CALLER_PACED_KEYS = ["workflows/"];
 const KV_LIMIT_SOURCE = `
-const lastWrite = new Map();
-const PREFIX = ${JSON.stringify(KV_LIMIT_PREFIX)};
 export default function (env) {
     const inner = env.INNER;
     async function limited(key, write) {
-        const now = Date.now();
-        const last = lastWrite.get(key);
-        if (last !== undefined && now - last < 1000) {
-            const gap = now - last;
-            await inner.put(PREFIX + now + "-" + Math.random().toString(16).slice(2), JSON.stringify({ key, gap_ms: gap }));
-            console.error("[kv-write-limit] second write to " + key + " within " + gap + " ms");
+        const at = Date.now();
+        // The verdict comes from the test process, which outlives this workerd.
+        const res = await fetch(env.LIMIT_URL, { method: "POST", body: JSON.stringify({ key, at }) });
+        if (!res.ok) throw new Error("kv-write-limit: the test process answered " + res.status);
+        const verdict = await res.json();
+        if (!verdict.ok) {
+            console.error("[kv-write-limit] second write to " + key + " within " + verdict.gap_ms + " ms");
             throw new Error("KV PUT failed: 429 Too Many Requests (one write per second to a key: " + key + ")");
         }
-        lastWrite.set(key, now);
         return write();
     }
     return {
@@ -56,6 +62,51 @@ export default function (env) {
     };
 }
 `;
+
+/** The limiter's memory, per guarded state: `{windowMs, last: Map<key, ms>, violations}`. */
+const limiterStates = new Map();
+let limiterUrl; // a promise of the service's base URL, once started
+
+/** The loopback service the wrappers ask (one per test process, started on first use). */
+function limiterService() {
+    limiterUrl ??= (async () => {
+        const server = http.createServer((req, res) => {
+            const chunks = [];
+            req.on("data", (c) => chunks.push(c));
+            req.on("end", () => {
+                const state = limiterStates.get(decodeURIComponent(new URL(req.url, "http://limiter").pathname.slice(1)));
+                let verdict;
+                try {
+                    const { key, at } = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+                    if (!state || typeof key !== "string" || typeof at !== "number") throw new Error("bad check");
+                    // Checked and recorded in one step: two concurrent writes cannot both pass.
+                    const last = state.last.get(key);
+                    if (last !== undefined && at - last < state.windowMs) {
+                        verdict = { ok: false, gap_ms: at - last };
+                        state.violations.push({ key, gap_ms: at - last });
+                    } else {
+                        state.last.set(key, at);
+                        verdict = { ok: true };
+                    }
+                } catch (err) {
+                    res.writeHead(400).end(String(err?.message ?? err));
+                    return;
+                }
+                res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(verdict));
+            });
+        });
+        // Neither the service nor workerd's kept-alive connections hold the test process open.
+        server.on("connection", (socket) => socket.unref());
+        await new Promise((resolve, reject) => {
+            server.once("error", reject);
+            server.listen(0, "127.0.0.1", resolve);
+        });
+        server.unref();
+        return `http://127.0.0.1:${server.address().port}`;
+    })();
+    return limiterUrl;
+}
+
 /** Miniflare options shared by all workers of one instance (the rest are per worker). */
 const SHARED_OPTIONS = new Set(["host", "port", "log", "handleRuntimeStdio", "logRequests", "kvPersist", "durableObjectsPersist", "cachePersist", "d1Persist", "r2Persist", "unsafeDevRegistryPath"]);
 
@@ -106,9 +157,20 @@ async function decodeResponse(res) {
  * @param {string} [opts.scriptPath]  defaults to build/index.js
  * @param {object} [opts.miniflare]   extra Miniflare options, merged last (an inline
  *                                    `script` here replaces scriptPath)
- * @param {boolean} [opts.kvWriteLimit] enforce KV's one write per second per key (default on)
+ * @param {boolean|{windowMs: number}} [opts.kvWriteLimit] enforce KV's one write per second
+ *                                    per key (default on); `{windowMs}` widens the window (the
+ *                                    harness's own test, to restart workerd inside it)
  */
 export async function startWorker({ port, persistDir, bindings = {}, scriptPath, miniflare = {}, kvWriteLimit = true } = {}) {
+    // The limiter's memory for this state: a persistDir's outlives this workerd.
+    let limit;
+    if (kvWriteLimit) {
+        const id = persistDir ? `dir:${path.resolve(persistDir)}` : `mem:${randomUUID()}`;
+        const state = limiterStates.get(id) ?? { last: new Map(), violations: [] };
+        state.windowMs = kvWriteLimit.windowMs ?? KV_WRITE_INTERVAL_MS;
+        limiterStates.set(id, state);
+        limit = { id, state, url: `${await limiterService()}/${encodeURIComponent(id)}`, seen: state.violations.length };
+    }
     const buildOptions = (listenPort) => {
         const script = path.resolve(REPO_ROOT, scriptPath ?? "build/index.js");
         const options = {
@@ -160,6 +222,7 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
             // A wrapped binding takes the compatibility date of the worker that uses it.
             modules: [{ type: "ESModule", path: path.join(REPO_ROOT, "kv-write-limit.mjs"), contents: KV_LIMIT_SOURCE }],
             kvNamespaces: { INNER: "RUNS" },
+            bindings: { LIMIT_URL: limit.url },
         };
         return { ...shared, workers: [main, limiter] };
     };
@@ -203,18 +266,12 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
         mf.getKVNamespace = (name, workerName) => getKVNamespace(name === "RUNS" ? "RUNS_DIRECT" : name, workerName);
     }
 
-    /** Writes the limiter refused: `[{key, gap_ms}]` (empty when the engine kept to the limit). */
+    /**
+     * Writes the limiter refused: `[{key, gap_ms}]` (empty when the engine kept to the limit),
+     * over the whole life of the state (before a restart on the same persistDir too).
+     */
     async function kvWriteViolations() {
-        if (!kvWriteLimit) return [];
-        const kv = await mf.getKVNamespace("RUNS");
-        const found = [];
-        let cursor;
-        do {
-            const page = await kv.list({ prefix: KV_LIMIT_PREFIX, ...(cursor ? { cursor } : {}) });
-            for (const { name } of page.keys) found.push(JSON.parse(await kv.get(name, "text")));
-            cursor = page.list_complete ? undefined : page.cursor;
-        } while (cursor);
-        return found;
+        return limit ? limit.state.violations.map((v) => ({ ...v })) : [];
     }
 
     /** Every key of the RUNS namespace and its value (text, or parsed with {json: true}). */
@@ -225,7 +282,6 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
         do {
             const page = await kv.list(cursor ? { cursor } : {});
             for (const { name } of page.keys) {
-                if (name.startsWith(KV_LIMIT_PREFIX)) continue;
                 const value = await kv.get(name, "text");
                 let v = value;
                 if (json && value !== null) {
@@ -244,25 +300,92 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
 
     let stopped = false;
     /**
-     * Stops the Worker; throws when it wrote to a key it paces (a run's record) faster than once
-     * a second. Keys written when a caller asks (a stored workflow put, then deleted at once) are
-     * refused like any other — the engine must cope, and tests see how — but are the caller's pace.
+     * Stops the Worker; throws when, since it started, it wrote to a key it paces (a run's
+     * record) faster than once a second. Keys written when a caller asks (a stored workflow put,
+     * then deleted at once) are refused like any other — the engine must cope, and tests see
+     * how — but are the caller's pace.
      */
     async function stop() {
         if (stopped) return;
         stopped = true;
-        let violations = [];
-        try {
-            violations = (await kvWriteViolations()).filter((v) => !CALLER_PACED_KEYS.some((p) => v.key.startsWith(p)));
-        } finally {
-            await mf.dispose();
-        }
+        await mf.dispose();
+        // State kept in memory died with workerd; a persistDir's may be started again.
+        if (limit?.id.startsWith("mem:")) limiterStates.delete(limit.id);
+        const violations = (limit?.state.violations.slice(limit.seen) ?? []).filter((v) => !CALLER_PACED_KEYS.some((p) => v.key.startsWith(p)));
         if (violations.length > 0) {
             throw new Error(`the Worker wrote to KV keys faster than once a second (${violations.length} refused): ${JSON.stringify(violations.slice(0, 5))}`);
         }
     }
 
-    return { mf, url, port: listenPort, fetchJson, kvSnapshot, kvWriteViolations, stop };
+    /**
+     * A crash: SIGKILL to workerd (and anything it started) at once, with whatever it is doing
+     * in flight — Miniflare's dispose is asked for nothing first — then the rest is released as
+     * by stop() (which throws the same way). A Worker started again with the same persistDir
+     * (and port, so that the callback URLs it handed out still reach it) finds what the killed
+     * one had made durable.
+     */
+    async function kill() {
+        if (stopped) return;
+        const pids = workerdProcesses(listenPort);
+        if (pids.length === 0) throw new Error(`no workerd process of this test serves port ${listenPort}`);
+        for (const pid of pids) {
+            try {
+                process.kill(pid, "SIGKILL");
+            } catch (err) {
+                if (err.code !== "ESRCH") throw err;
+            }
+        }
+        await waitUntil("workerd to die", () => pids.every((pid) => !alive(pid)), { timeoutMs: 10_000, everyMs: 20 });
+        await stop();
+    }
+
+    return { mf, url, port: listenPort, fetchJson, kvSnapshot, kvWriteViolations, stop, kill };
+}
+
+/** Whether a process exists and is not a zombie. */
+function alive(pid) {
+    try {
+        return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+    } catch {
+        return false;
+    }
+}
+
+/**
+ * The workerd this process started to serve `port` (Miniflare spawns it with
+ * `--socket-addr=entry=127.0.0.1:{port}`), and every process below it. It shares the test's
+ * process group, so the group itself is not signalled. Linux (/proc) only.
+ */
+function workerdProcesses(port) {
+    const children = new Map(); // ppid → [pid]
+    for (const entry of readdirSync("/proc")) {
+        if (!/^\d+$/.test(entry)) continue;
+        try {
+            const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+            // The fields after the command (which may hold spaces) in parentheses.
+            const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+            children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+        } catch {
+            // gone meanwhile
+        }
+    }
+    const argvOf = (pid) => {
+        try {
+            return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+        } catch {
+            return [];
+        }
+    };
+    const roots = (children.get(process.pid) ?? []).filter((pid) =>
+        argvOf(pid).some((a) => a.startsWith("--socket-addr=") && a.endsWith(`=127.0.0.1:${port}`)),
+    );
+    const all = [];
+    for (let todo = [...roots]; todo.length > 0; ) {
+        const pid = todo.pop();
+        all.push(pid);
+        todo.push(...(children.get(pid) ?? []));
+    }
+    return all;
 }
 
 /**
@@ -807,10 +930,14 @@ if (OPENAPI_CHECK_ENABLED) {
         const w = await startWorkerUnchecked(opts);
         if (opts?.miniflare?.script !== undefined) return w;
         const release = trackOpenApiOrigin(w.url, { instrumented: opts?.scriptPath !== undefined });
-        const stop = w.stop;
+        const { stop, kill } = w;
         w.stop = async () => {
             release();
             return stop();
+        };
+        w.kill = async () => {
+            release();
+            return kill();
         };
         return w;
     };

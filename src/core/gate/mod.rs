@@ -719,6 +719,7 @@ impl Gate {
         O: ObjectStorage,
     {
         let run_id = command_run_id(&command).to_string();
+        let is_start = matches!(command, Command::Start { .. });
         *self.active.borrow_mut() = Some((run_id.clone(), command_owner(&command)));
         let cached = self.kept.borrow_mut().take();
         let store = self.store(p);
@@ -726,8 +727,9 @@ impl Gate {
         (p.log)(GateLog::Begins);
         let (kept, result) = run_segment(&host(p, &store), cached, command, arrived).await;
         // No run after a failure: what memory held is not to be trusted.
-        // (No run after a success: there is none to hold.)
-        if kept.is_none() && result.is_err() {
+        // (No run after a success: there is none to hold. A trigger refused
+        // — an invalid graph — found a fresh object and leaves it so.)
+        if kept.is_none() && result.is_err() && !is_start {
             self.drop_kept();
         }
         *self.kept.borrow_mut() = kept;

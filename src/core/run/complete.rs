@@ -8,8 +8,8 @@ use serde_json::Value;
 use super::super::condition::{boolean_result, chosen_branch, evaluate};
 use super::super::graph::EdgeKind;
 use super::super::protocol::{
-    error_text, failure, is_failure, json_depth, pending, too_deep, Pending, MAX_JSON_DEPTH,
-    MAX_TASK_ID_BYTES, RESULT_STATUS_KEYS,
+    error_text, failure, json_depth, pending, too_deep, Pending, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES,
+    RESULT_STATUS_KEYS,
 };
 use super::super::record::{
     Arrival, Context, ItemState, NodeState, Poll, RunError, RunStatus, TraceEntry, TraceStatus,
@@ -19,57 +19,8 @@ use super::super::scope::NodeScope;
 use super::super::template::json_size;
 use super::foreach::foreach_arrival;
 use super::poll::status_url_poll;
+use super::verdict::{Verdict, Via};
 use super::{CallKey, CallOutcome, InFlight, Journaled, Run};
-
-/// Whether a node's result counts as success. Remote answers are judged by
-/// the result protocol; in-process nodes succeed unless the engine itself
-/// failed them — their output echoes upstream context, which may legitimately
-/// carry an `error` routed to them by `ON_FAIL`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
-    Success,
-    Failure,
-}
-
-impl Verdict {
-    pub(super) fn judge(output: &Value) -> Self {
-        if is_failure(output) {
-            Self::Failure
-        } else {
-            Self::Success
-        }
-    }
-}
-
-/// How a result came to be, for the trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Via {
-    /// Computed in-process (a built-in, an Input or Output node).
-    InProcess,
-    /// The engine failed the node before or instead of calling it.
-    Engine,
-    /// A component's answer to a call started at this time.
-    Call { started: u64 },
-    /// A callback for a wait open since this time.
-    Callback { since: u64 },
-    /// A wait open since this time passed its deadline.
-    Deadline { since: u64 },
-    /// A wait open since this time was ended by polling its status URL.
-    Poll { since: u64 },
-}
-
-impl Via {
-    fn duration(self, now: u64) -> Option<u64> {
-        match self {
-            Self::InProcess => Some(0),
-            Self::Engine => None,
-            Self::Call { started: t }
-            | Self::Callback { since: t }
-            | Self::Deadline { since: t }
-            | Self::Poll { since: t } => Some(now.saturating_sub(t)),
-        }
-    }
-}
 
 impl Run {
     /// Feeds back an outcome the journal kept for a call returned by

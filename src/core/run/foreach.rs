@@ -10,7 +10,7 @@ use super::super::protocol::{failure, is_failure, json_depth, too_deep, MAX_JSON
 use super::super::record::{Arrival, Context, ItemState, Mapping, NodeState};
 use super::super::scope::NodeScope;
 use super::super::template::{json_map_size, json_size, walk, Scope};
-use super::complete::{Verdict, Via};
+use super::verdict::{Verdict, Via};
 use super::{CallKey, Run};
 use std::rc::Rc;
 

@@ -7,6 +7,7 @@
 //! - `complete` — a node's (or item's) result: trace, edges, joins
 //! - `foreach` — FOREACH targets, one call per item
 //! - `timers` — callbacks, deadlines and cancel
+//! - `verdict` — how a result is judged, and how it came (`Verdict`, `Via`)
 //!
 //! Scheduling is a work queue over node indices, never recursion, so graph
 //! size cannot overflow the stack. A node fires once every incoming edge has
@@ -20,6 +21,7 @@ mod poll;
 mod retry;
 mod schedule;
 mod timers;
+mod verdict;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;

@@ -14,7 +14,7 @@ use super::super::protocol::failure;
 use super::super::record::{
     Context, EventKind, EventOutcome, Poll, PollKind, TraceEntry, TraceStatus, Wait, WaitClosed,
 };
-use super::complete::Via;
+use super::verdict::Via;
 use super::{Call, CallKey, CallOutcome, InFlight, PollRequest, Run};
 
 /// Polls in a row without a usable answer before a `poll_task` fails (a

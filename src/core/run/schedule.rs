@@ -11,7 +11,7 @@ use super::super::protocol::failure;
 use super::super::record::{Arrival, Context, ItemState, NodeState, RunStatus};
 use super::super::scope::NodeScope;
 use super::super::template::{json_map_size, render_map, Scope};
-use super::complete::{Verdict, Via};
+use super::verdict::{Verdict, Via};
 use super::{Call, CallKey, InFlight, Run};
 use std::rc::Rc;
 

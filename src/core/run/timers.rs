@@ -9,7 +9,7 @@ use super::super::record::{
     ClosedWait, EarlyCallback, EventKind, EventOutcome, ItemState, NodeState, RunStatus, Wait,
     WaitClosed,
 };
-use super::complete::Via;
+use super::verdict::Via;
 use super::{CallKey, Noop, Resume, Run};
 
 impl Run {
