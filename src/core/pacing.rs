@@ -12,9 +12,9 @@ pub const MIN_WRITE_INTERVAL_MS: u64 = 1000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WritePacer {
-    /// When the record was last written. A fresh object knows of no write:
-    /// it was idle long before it was evicted, and a run's first write is
-    /// its trigger's.
+    /// When the record was last written (began to be). A fresh object
+    /// learns it from the gate's meta before it writes (`learned_write`):
+    /// KV remembers a write whatever restarts.
     last_write: Option<u64>,
     /// When the oldest change not yet written was made.
     dirty_since: Option<u64>,
@@ -51,6 +51,13 @@ impl WritePacer {
     pub fn wrote(&mut self, at: u64) {
         self.last_write = Some(at);
         self.dirty_since = None;
+    }
+
+    /// A write is known to have begun at `at` (a gate started again read it
+    /// from its own storage): none may follow within the interval. Changes
+    /// waiting to be written still wait.
+    pub fn learned_write(&mut self, at: u64) {
+        self.last_write = Some(self.last_write.map_or(at, |known| known.max(at)));
     }
 
     /// What is known is lost (the kept run was dropped): changes wait again
@@ -119,6 +126,19 @@ mod tests {
         pacer.forget_changes();
         assert_eq!(pacer.flush_at(), None);
         assert!(!pacer.may_write(1_500));
+    }
+
+    #[test]
+    fn a_write_learned_after_a_restart_keeps_what_waits() {
+        let mut pacer = WritePacer::default();
+        pacer.changed(5_000);
+        pacer.learned_write(4_500);
+        assert_eq!(pacer.dirty_since(), Some(5_000));
+        assert!(!pacer.may_write(5_400));
+        assert_eq!(pacer.flush_at(), Some(5_500));
+        // An older write learned later changes nothing.
+        pacer.learned_write(1_000);
+        assert_eq!(pacer.allowed_at(), 5_500);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! the cache, the pace of writes with the requests kept meanwhile, and the
 //! alarm.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -194,6 +194,8 @@ enum Answer {
     Callback {
         task_id: String,
         resumed_at: u64,
+        /// Waits open before it was applied: none of them paused the run again.
+        open_before: BTreeSet<String>,
     },
 }
 
@@ -219,7 +221,14 @@ impl Segment {
             Answer::Callback {
                 task_id,
                 resumed_at,
-            } => callback_answer(&run.record, task_id, *resumed_at, &config.redactor),
+                open_before,
+            } => callback_answer(
+                &run.record,
+                task_id,
+                *resumed_at,
+                open_before,
+                &config.redactor,
+            ),
         };
         self.reply = Reply::Outcome {
             body,
@@ -540,6 +549,10 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
 ) -> (Option<Run>, Result<Segment, EngineError>) {
     let config = host.config;
     let segment_start = host.clock.now();
+    let open_before: BTreeSet<String> = match &applied {
+        Applied::Resumed { .. } => run.record.waits.keys().cloned().collect(),
+        _ => BTreeSet::new(),
+    };
     let wake;
     let mut calls = 0;
     if !run.status().is_finished() && !matches!(applied, Applied::Heartbeat { .. }) {
@@ -580,6 +593,7 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
                 .get(wait_id)
                 .map_or_else(String::new, |c| c.task_id.clone()),
             resumed_at: segment_start,
+            open_before: open_before.clone(),
         },
         Applied::Started | Applied::Retried => Answer::Run,
         _ => Answer::Fixed,

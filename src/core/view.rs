@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::record::{DeliveryState, RunRecord, RunStatus, Wait, WaitEvent, MAX_WAIT_EVENTS};
 use super::redact::Redactor;
@@ -21,6 +21,7 @@ pub fn callback_answer(
     record: &RunRecord,
     task_id: &str,
     resumed_at: u64,
+    open_before: &BTreeSet<String>,
     redactor: &Redactor,
 ) -> Value {
     let mut body = Map::new();
@@ -36,7 +37,10 @@ pub fn callback_answer(
     body.insert("run_id".into(), json!(record.run_id));
     let mut task_id = task_id;
     if matches!(record.status, RunStatus::Paused { .. }) {
-        if let Some(w) = latest_wait(record).filter(|w| w.since >= resumed_at) {
+        // A wait another segment opened (one that ran while this callback
+        // was kept) is not this callback's doing, even within the same ms.
+        let new = |w: &&Wait| w.since >= resumed_at && !open_before.contains(&w.wait_id);
+        if let Some(w) = latest_wait(record).filter(new) {
             body.insert("paused_again".into(), json!(true));
             task_id = &w.task_id;
             body.insert("paused_node_id".into(), json!(w.node_id));

@@ -755,12 +755,16 @@ impl Gate {
             return Ok((!meta.run_id.is_empty()).then(|| meta.clone()));
         }
         let text = p.object.get(META_KEY).await?;
+        // Another turn may have read it meanwhile, and changed it since.
+        if let Some(meta) = self.meta.borrow().as_ref() {
+            return Ok((!meta.run_id.is_empty()).then(|| meta.clone()));
+        }
         let meta: GateMeta = text
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default();
         if let Some(at) = meta.last_write {
             let mut pacer = self.pacer.get();
-            pacer.wrote(at.saturating_add(WRITE_MARGIN_MS));
+            pacer.learned_write(at.saturating_add(WRITE_MARGIN_MS));
             self.pacer.set(pacer);
         }
         *self.meta.borrow_mut() = Some(meta.clone());
