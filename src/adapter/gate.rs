@@ -21,9 +21,6 @@ use super::store::{GateRecords, ObjectStore, RunStore};
 use crate::core::gate::{Answer, Gate, GateLog, Platform, Sleep};
 use crate::core::segment::{Clock, Command, GateConfig};
 
-/// The message a gate is sent: the core's command itself.
-pub type GateRequest = Command;
-
 /// Final callbacks get this long to answer.
 const DELIVERY_TIMEOUT_MS: u64 = 10_000;
 

@@ -3,10 +3,10 @@
 //!
 //! The modules import one another without a circle (`tests/architecture.rs`
 //! checks it): the entry points and `routes` at the top, the routes'
-//! handlers (`mcp`, `catalog`, `trigger`) below them, then the run's gate
-//! and what it reaches (`components`, `subflow`, `store`, `claims`), and at
-//! the bottom what everything uses (`gate_stub`, `config`, `ops`, `http`,
-//! `runtime`).
+//! handlers (`mcp`, `catalog`, `trigger`, `cors`) below them, then the
+//! run's gate and what it reaches (`components`, `subflow`, `store`,
+//! `claims`), and at the bottom what everything uses (`gate_stub`,
+//! `config`, `ops`, `http`, `runtime`).
 
 mod catalog;
 mod claims;

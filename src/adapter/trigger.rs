@@ -12,13 +12,13 @@ use worker::{Env, Request, Response};
 
 use super::claims::{claim_run, settle_start, ClaimName, Claimed};
 use super::config::Config;
-use super::gate::GateRequest;
 use super::gate_stub::gate;
 use super::http::{json_response, ApiError, REPLAYED_HEADER};
 use super::ops::{with_kv_ops, KvOps};
 use super::runtime::{now_ms, random_id};
 use crate::core::auth::encode_hex;
 use crate::core::listing::new_run_id;
+use crate::core::segment::Command;
 use crate::core::webhook::check_receiver_url;
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -174,8 +174,8 @@ pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
     }
 }
 
-fn start_request(start: &Start<'_>, run_id: String) -> GateRequest {
-    GateRequest::Start {
+fn start_request(start: &Start<'_>, run_id: String) -> Command {
+    Command::Start {
         run_id,
         graph: start.graph.clone(),
         context: start.trigger.context.clone(),
