@@ -9,7 +9,10 @@
 //   (d) KV operations per request: the x-arcrun-kv-ops header against a count at the binding
 //   (e) bytes: a paused run's stored record against its context and node outputs; FOREACH
 //       response size at 100 and 1,000 items
-//   (f) bundle: raw and gzip size of build/index_bg.wasm
+//   (f) bundle and cold start: raw and gzip size of build/index_bg.wasm (against Cloudflare's
+//       64 MiB and a 1 MiB gzip tripwire); workerd started → first answered request, over
+//       fresh starts; the wasm's compile, instantiate and glue evaluation timed inside workerd,
+//       against Cloudflare's 1 s startup limit
 //   (g) deadlines: how late after its `expires_at` a wait's deadline fires (the run's alarm),
 //       measured where its ON_FAIL component is hit
 //   (h) KV operations per segment kind, counted at the binding (alarm segments included):
@@ -60,7 +63,10 @@ const DEADLINE_SECONDS = 2;
 /** (h) MAX_SUBREQUESTS_PER_INVOCATION for the continuation, and its chain length. */
 const SEGMENT_CALL_BUDGET = 5;
 const CONTINUATION_CHAIN = 12;
-const GZIP_BUDGET_BYTES = 400 * 1024;
+/** (f) Cloudflare's limit on a Worker's size, uncompressed; it no longer limits compressed size. */
+const WASM_RAW_LIMIT_BYTES = 64 * 1024 * 1024;
+/** (f) a tripwire to look at when crossed, not a target to shrink towards. */
+const GZIP_TRIPWIRE_BYTES = 1024 * 1024;
 const STORED_OVERHEAD_BUDGET = 1.5;
 const LINEAR_RATIO_BUDGET = 11;
 
@@ -2267,7 +2273,7 @@ async function benchRunViewer(figures, sizes) {
 async function benchBundle(figures) {
     const wasm = await readFile(path.join(REPO_ROOT, "build", "index_bg.wasm"));
     const js = await readFile(path.join(REPO_ROOT, "build", "index.js"));
-    // The budget is measured as `npm test` measures it: GNU `gzip -9` (zlib's deflate at level 9,
+    // The tripwire is measured as `npm test` measures it: GNU `gzip -9` (zlib's deflate at level 9,
     // shown beside it, comes out about 1% larger on this module).
     const zlib = gzipSync(wasm, { level: 9 }).length;
     let gz = zlib;
@@ -2282,17 +2288,243 @@ async function benchBundle(figures) {
         value: wasm.length,
         unit: "B",
         display: `${fmtInt(wasm.length)} B (${(wasm.length / 1024).toFixed(0)} KiB)`,
+        budget: `≤ ${WASM_RAW_LIMIT_BYTES / (1024 * 1024)} MiB (Cloudflare's limit)`,
+        pass: wasm.length <= WASM_RAW_LIMIT_BYTES,
     });
     figures.add("f", "wasm_gzip", "build/index_bg.wasm, gzip -9", {
         value: gz,
         unit: "B",
         display: `${fmtInt(gz)} B (${(gz / 1024).toFixed(0)} KiB; ${how})`,
-        budget: `≤ ${GZIP_BUDGET_BYTES / 1024} KiB`,
-        pass: gz <= GZIP_BUDGET_BYTES,
+        budget: `≤ ${GZIP_TRIPWIRE_BYTES / (1024 * 1024)} MiB (a tripwire, not a target)`,
+        pass: gz <= GZIP_TRIPWIRE_BYTES,
     });
     figures.add("f", "js_raw", "build/index.js, raw", { value: js.length, unit: "B", display: `${fmtInt(js.length)} B` });
     const sha256 = createHash("sha256").update(wasm).digest("hex");
     return { wasmBytes: wasm.length, wasmGzipBytes: gz, jsBytes: js.length, wasmSha256: sha256 };
+}
+
+// ---------------------------------------------------------------------------------------
+// (f) cold start
+// ---------------------------------------------------------------------------------------
+//
+// Cloudflare allows a Worker 1 s of startup: its module compiled and its global scope run.
+// Measured in workerd, whose V8 is the one that counts (Node 20's V8 rejects this module: it uses
+// the `noexternref` type, which that V8 has only behind --experimental-wasm-gc):
+//
+//  - fresh starts of the built Worker, set up as the end-to-end tests run it, each a new
+//    workerd process: from `new Miniflare(…)` to `ready` (workerd listening, the Worker loaded),
+//    to the first answered GET /health, then one more GET /health (warm). Interleaved with
+//    them, the same set-up with a one-line Worker: workerd's own start, to tell from the module's.
+//    The difference is more than the module's startup: Miniflare also finds and reads the
+//    modules in Node and ships the wasm to workerd (tens of milliseconds here).
+//  - the module alone, inside workerd: a probe Worker whose modules are build/index.js and
+//    build/index_bg.wasm (as CompiledWasm, as deployed) times the evaluation of index.js (the
+//    wasm instantiated with the bindgen glue's imports, and its start function run) on
+//    Date.now(), which local workerd advances during a script (to the millisecond; its
+//    performance.now() stands still outside requests). In a request it then compiles the wasm
+//    bytes again (through workerd's UnsafeEval binding, newWasmModule; each copy carries a
+//    custom section of its own, so that V8's module cache cannot answer) and instantiates that
+//    with stub imports. V8 compiles wasm functions lazily, on their first call: that part of
+//    the work falls in the first request, which the fresh starts show.
+
+/** Fresh workerd starts per measurement, and compiles per probe start. */
+const COLD_START = { full: { starts: 7, compiles: 5 }, smoke: { starts: 3, compiles: 3 } };
+const STARTUP_LIMIT_MS = 1000;
+
+const COLD_PROBE_T0 = "export const t0 = Date.now();\n";
+const COLD_PROBE = `
+import { t0 } from "./cold-probe-t0.mjs";
+import * as glue from "./index.js";
+const evaluatedMs = Date.now() - t0;
+import bytes from "./cold-probe-wasm.bin";
+
+/** The module's bytes with one more custom section, named uniquely. */
+function unique(i) {
+    const name = new TextEncoder().encode("arcrun-cold-" + i + "-" + Math.random());
+    const out = new Uint8Array(bytes.byteLength + 3 + name.length);
+    out.set(new Uint8Array(bytes), 0);
+    let p = bytes.byteLength;
+    out[p++] = 0; // custom section
+    out[p++] = name.length + 1; // its size (< 128)
+    out[p++] = name.length;
+    out.set(name, p);
+    return out;
+}
+
+function stubImports(mod) {
+    const imports = {};
+    for (const { module, name, kind } of WebAssembly.Module.imports(mod)) {
+        imports[module] ??= {};
+        if (kind === "function") imports[module][name] = () => {};
+        else if (kind === "tag") imports[module][name] = WebAssembly.JSTag ?? new WebAssembly.Tag({ parameters: ["externref"] });
+        else throw new Error("import of kind " + kind + " not stubbed: " + module + "." + name);
+    }
+    return imports;
+}
+
+export default {
+    async fetch(request, env) {
+        const reps = Number(new URL(request.url).searchParams.get("reps"));
+        const compile = [], instantiate = [];
+        for (let i = 0; i < reps; i++) {
+            const copy = unique(i);
+            let t = performance.now();
+            const mod = env.EVAL.newWasmModule(copy);
+            compile.push(performance.now() - t);
+            const imports = stubImports(mod);
+            t = performance.now();
+            new WebAssembly.Instance(mod, imports);
+            instantiate.push(performance.now() - t);
+            await scheduler.wait(1);
+        }
+        return Response.json({ evaluatedMs, compile, instantiate, exports: Object.keys(glue).length });
+    },
+};
+`;
+
+/** A Worker that answers at once, with the built Worker's Durable Object classes (stubs). */
+const COLD_ONE_LINE_WORKER = `
+export class RunGate { fetch() { return new Response("{}"); } }
+export class TriggerClaim { fetch() { return new Response("{}"); } }
+export default { fetch() { return Response.json({ ok: true }); } };
+`;
+
+async function benchColdStart(figures, sizes) {
+    const { Miniflare } = await import("miniflare");
+    const plan = sizes === SIZES.smoke ? COLD_START.smoke : COLD_START.full;
+    const buildDir = path.join(REPO_ROOT, "build");
+    const wasm = await readFile(path.join(buildDir, "index_bg.wasm"));
+    const js = await readFile(path.join(buildDir, "index.js"));
+    const wrangler = await readFile(path.join(REPO_ROOT, "wrangler.toml"), "utf8");
+    const compatibilityDate = /^compatibility_date\s*=\s*"([^"]+)"/m.exec(wrangler)?.[1] ?? "2026-04-01";
+
+    // The built Worker as the tests start it: KV, both Durable Objects, static assets.
+    const workerOptions = (oneLine) => ({
+        ...(oneLine
+            ? { script: COLD_ONE_LINE_WORKER, modules: true }
+            : {
+                  scriptPath: path.join(buildDir, "index.js"),
+                  modulesRoot: buildDir,
+                  modules: true,
+                  modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"], fallthrough: true }],
+              }),
+        compatibilityDate,
+        kvNamespaces: ["RUNS"],
+        durableObjects: { RUN_GATE: "RunGate", TRIGGER_CLAIM: "TriggerClaim" },
+        assets: { directory: path.join(REPO_ROOT, "public"), routerConfig: { has_user_worker: true } },
+        bindings: { CALLBACK_SECRET: "cold-start", API_KEY_HASHES: createHash("sha256").update(TEST_API_KEY).digest("hex") },
+        host: "127.0.0.1",
+        port: 0,
+    });
+
+    async function freshStart(oneLine) {
+        const t0 = now();
+        const mf = new Miniflare(workerOptions(oneLine));
+        try {
+            const base = await mf.ready;
+            const ready = now() - t0;
+            const first = await fetch(new URL("/health", base));
+            const body = await first.json();
+            const answered = now() - t0;
+            expect(first.status === 200 && body.ok === true, `GET /health after a fresh start: ${first.status} ${JSON.stringify(body)}`);
+            const w0 = now();
+            const warm = await fetch(new URL("/health", base));
+            await warm.arrayBuffer();
+            return { ready, answered, warm: now() - w0 };
+        } finally {
+            await mf.dispose();
+        }
+    }
+
+    async function probeStart() {
+        const mf = new Miniflare({
+            modulesRoot: buildDir,
+            modules: [
+                { type: "ESModule", path: path.join(buildDir, "cold-probe.mjs"), contents: COLD_PROBE },
+                { type: "ESModule", path: path.join(buildDir, "cold-probe-t0.mjs"), contents: COLD_PROBE_T0 },
+                { type: "ESModule", path: path.join(buildDir, "index.js"), contents: js },
+                { type: "CompiledWasm", path: path.join(buildDir, "index_bg.wasm"), contents: wasm },
+                { type: "Data", path: path.join(buildDir, "cold-probe-wasm.bin"), contents: wasm },
+            ],
+            unsafeEvalBinding: "EVAL",
+            compatibilityDate,
+            host: "127.0.0.1",
+            port: 0,
+        });
+        try {
+            const res = await fetch(new URL(`/?reps=${plan.compiles}`, await mf.ready));
+            const text = await res.text();
+            expect(res.status === 200, `cold-start probe: ${res.status} ${text.slice(0, 300)}`);
+            return JSON.parse(text);
+        } finally {
+            await mf.dispose();
+        }
+    }
+
+    const real = [], oneLine = [], probes = [];
+    for (let i = 0; i < plan.starts; i++) {
+        // Alternate which goes first, so that neither always follows the other's dispose.
+        if (i % 2 === 0) {
+            real.push(await freshStart(false));
+            oneLine.push(await freshStart(true));
+        } else {
+            oneLine.push(await freshStart(true));
+            real.push(await freshStart(false));
+        }
+        probes.push(await probeStart());
+    }
+
+    const med = (values) => percentile(values, 0.5);
+    const range = (values) => `${fmtMs(Math.min(...values))}–${fmtMs(Math.max(...values))}`;
+    // What workerd times itself comes in whole milliseconds.
+    const whole = (ms) => `${Math.round(ms)} ms`;
+    const wholeRange = (values) => `${whole(Math.min(...values))}–${whole(Math.max(...values))}`;
+    const answered = real.map((s) => s.answered);
+    const baseline = oneLine.map((s) => s.answered);
+    const compile = probes.flatMap((p) => p.compile);
+    const instantiate = probes.flatMap((p) => p.instantiate);
+    const evaluated = probes.map((p) => p.evaluatedMs);
+    const startup = med(compile) + med(evaluated);
+    const n = plan.starts;
+
+    figures.add("f", "cold_start", `cold start: workerd started → first GET /health answered (median of ${n} fresh starts)`, {
+        value: med(answered),
+        unit: "ms",
+        display: `${fmtMs(med(answered))} (range ${range(answered)}; ready after ${fmtMs(med(real.map((s) => s.ready)))}, then the first answer); includes starting workerd itself`,
+    });
+    figures.add("f", "cold_start_one_line", "the same set-up with a one-line Worker (workerd's own start)", {
+        value: med(baseline),
+        unit: "ms",
+        display: `${fmtMs(med(baseline))} (range ${range(baseline)}): the built Worker adds ${fmtMs(med(answered) - med(baseline))}, Miniflare's reading and shipping of its modules included`,
+    });
+    figures.add("f", "warm_health", "then GET /health again (warm)", {
+        value: med(real.map((s) => s.warm)),
+        unit: "ms",
+        display: fmtMs(med(real.map((s) => s.warm))),
+    });
+    figures.add("f", "wasm_compile", `wasm compiled in workerd (median of ${compile.length}, each a new copy)`, {
+        value: med(compile),
+        unit: "ms",
+        display: `${whole(med(compile))} (range ${wholeRange(compile)}; V8 compiles functions lazily, on first call)`,
+    });
+    figures.add("f", "wasm_instantiate", "wasm instantiated alone (stub imports)", {
+        value: med(instantiate),
+        unit: "ms",
+        display: `${whole(med(instantiate))} (range ${wholeRange(instantiate)}; timed to 1 ms)`,
+    });
+    figures.add("f", "module_evaluate", `build/index.js evaluated: wasm instantiated by the glue, start run (median of ${n})`, {
+        value: med(evaluated),
+        unit: "ms",
+        display: `${whole(med(evaluated))} (range ${wholeRange(evaluated)}; timed to 1 ms)`,
+    });
+    figures.add("f", "startup", "startup: compile + evaluation (Cloudflare's limit: 1 s)", {
+        value: startup,
+        unit: "ms",
+        display: `${whole(startup)} (${((startup / STARTUP_LIMIT_MS) * 100).toFixed(1)} % of the limit)`,
+        budget: `≤ ${STARTUP_LIMIT_MS / 1000} s`,
+        pass: startup <= STARTUP_LIMIT_MS,
+    });
+    return { starts: real, oneLineStarts: oneLine, probes, compatibilityDate };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2672,6 +2904,7 @@ async function main() {
     };
 
     await run("f", "bundle", () => benchBundle(figures));
+    await run("f", "coldStart", () => benchColdStart(figures, sizes));
     if (["a", "b", "c", "e", "g"].some(want)) {
         const worker = await startWorker({ bindings: { COMPONENT_TIMEOUT_SECONDS: "30" } });
         try {

@@ -44,17 +44,30 @@ build_log="$(mktemp -t arcrun-build.XXXXXX.log)"
 npx wrangler deploy --dry-run --outdir "$REPO_ROOT/target/deploy-dry-run" 2>&1 | tee "$build_log"
 
 section "wasm size budget"
-# 400 KiB gzipped. An unoptimised build (wasm-opt failed) is far over it, so it fails here too.
-budget=$((400 * 1024))
+# Cloudflare limits a Worker to 64 MiB uncompressed (and its startup to 1 s, which the benchmark
+# measures: `npm run bench`, section (f)); it no longer limits the compressed size. 1 MiB gzipped
+# is a tripwire, not a target: crossing it means something grew a lot and is worth a look (a new
+# dependency, a table compiled in), not that bytes should be saved at the expense of clear code.
+limit=$((64 * 1024 * 1024))
+tripwire=$((1024 * 1024))
 gz="$(gzip -9 -c build/index_bg.wasm | wc -c)"
 raw="$(wc -c <build/index_bg.wasm)"
-echo "build/index_bg.wasm: $raw bytes, $gz bytes gzipped (budget $budget)"
+echo "build/index_bg.wasm: $raw bytes (limit $limit), $gz bytes gzipped (tripwire $tripwire)"
+# The deployed module is the optimised one. build.sh falls back to an unoptimised build when
+# wasm-opt fails, so that local work goes on; here that is a broken toolchain to fix, not a
+# bundle to ship (larger, with more to compile at startup), and no size figure would catch it.
 if grep -q 'NOT optimised' "$build_log"; then
     echo "the wasm-opt step failed, so the bundle is not optimised (see the build output above)" >&2
     exit 1
 fi
-if (( gz > budget )); then
-    echo "the wasm bundle is over its budget: $gz > $budget bytes gzipped" >&2
+if (( raw > limit )); then
+    echo "the wasm bundle is over Cloudflare's limit: $raw > $limit bytes uncompressed" >&2
+    exit 1
+fi
+if (( gz > tripwire )); then
+    echo "the wasm bundle trips the 1 MiB gzip tripwire: $gz > $tripwire bytes gzipped." >&2
+    echo "This is a tripwire to look at, not a target: find what grew (a new dependency, a table" >&2
+    echo "compiled in) and decide whether it is worth its bytes; if it is, raise the tripwire here." >&2
     exit 1
 fi
 rm -f "$build_log"

@@ -48,7 +48,7 @@ use arcrun::core::graph::EdgeKind;
 use arcrun::core::plan::{plan_from_json, Directory, GraphLimits};
 use arcrun::core::protocol::error_code;
 use arcrun::core::record::{Arrival, ItemState, NodeState, RunStatus, TraceStatus, WaitClosed};
-use arcrun::core::run::{Call, CallKey, CallOutcome, Noop, Run, Settings, Signer};
+use arcrun::core::run::{Call, CallKey, CallOutcome, Noop, Resume, Run, Settings, Signer};
 use arcrun::core::stored::{decode, encode};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
@@ -351,12 +351,13 @@ impl Harness {
         }
         let before = run.record.clone();
         match run.resume(id, body, token, now) {
-            Ok(Ok(())) => {}
+            Ok(Ok(Resume::Applied)) => {}
+            Ok(Ok(Resume::Held)) => panic!("a callback for open wait {id} was held"),
             Ok(Err(noop)) => panic!("resume of open wait {id} was a no-op: {noop:?}"),
             Err(_) => {
                 assert_eq!(run.record, before, "a refused callback changed the run");
                 let body = json!({ "task_id": wait.task_id });
-                assert_eq!(run.resume(id, body, token, now), Ok(Ok(())));
+                assert_eq!(run.resume(id, body, token, now), Ok(Ok(Resume::Applied)));
             }
         }
         assert_eq!(run.record.closed[id].how, WaitClosed::Resumed);
