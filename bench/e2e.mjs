@@ -1108,6 +1108,12 @@ function probeDelta(before, after) {
             alarm_sets: d("alarm_sets"),
             alarm_deletes: d("alarm_deletes"),
             other: d("unknown") + d("alarm_gets"),
+            // Every storage operation, as x-arcrun-do-ops counts them.
+            all: {
+                reads: d("journal_lists") + d("other_gets") + d("other_lists"),
+                writes: d("journal_puts") + d("other_puts"),
+                deletes: d("journal_deleted_keys") + d("other_deletes"),
+            },
         },
     };
 }
@@ -1275,7 +1281,7 @@ async function benchSegmentKv(figures) {
         });
     }
     const withResponse = rows.filter((r) => r.header);
-    const agree = withResponse.filter((r) => sameKv(r.header, r.kv) && sameDo(r.doHeader, r.do));
+    const agree = withResponse.filter((r) => sameKv(r.header, r.kv) && sameDo(r.doHeader, r.do.all));
     figures.add("h", "segment_header_accuracy", "x-arcrun-kv-ops / x-arcrun-do-ops equal the counts at the binding / storage", {
         value: agree.length,
         unit: "requests",
@@ -1306,33 +1312,33 @@ async function benchJournalCost(figures, sizes) {
         const segments = new Set(step.requests().map((r) => r.headers["x-arcrun-segment"])).size;
         expect(step.hits() === calls && segments === 1, `(i) ${step.hits()} calls over ${segments} segments`);
         const label = `chain of ${calls} HTTP calls completing in one segment`;
-        figures.add("i", "journal_writes_per_call", `journal writes per call (x-arcrun-do-ops), ${label}`, {
-            value: header.writes / calls,
+        figures.add("i", "journal_writes_per_call", `journal writes per call (at the storage), ${label}`, {
+            value: delta.do.writes / calls,
             unit: "writes/call",
-            display: `${(header.writes / calls).toFixed(2)} (${header.writes} writes; at the storage: ${delta.do.writes})`,
+            display: `${(delta.do.writes / calls).toFixed(2)} (${delta.do.writes} journal puts; the request's x-arcrun-do-ops, meta included: ${header.writes})`,
             budget: "≤ 1",
-            pass: header.writes / calls <= 1,
+            pass: delta.do.writes / calls <= 1,
         });
-        figures.add("i", "journal_deletes_per_call", `journal deletes per call (x-arcrun-do-ops), ${label}`, {
-            value: header.deletes / calls,
+        figures.add("i", "journal_deletes_per_call", `journal deletes per call (at the storage), ${label}`, {
+            value: delta.do.deletes / calls,
             unit: "deletes/call",
-            display: `${(header.deletes / calls).toFixed(2)} (${header.deletes} keys; at the storage: ${delta.do.deletes} keys in ${delta.do.delete_calls} delete call${delta.do.delete_calls === 1 ? "" : "s"})`,
+            display: `${(delta.do.deletes / calls).toFixed(2)} (${delta.do.deletes} keys in ${delta.do.delete_calls} delete call${delta.do.delete_calls === 1 ? "" : "s"}; x-arcrun-do-ops: ${header.deletes})`,
             budget: "≤ 1",
-            pass: header.deletes / calls <= 1,
+            pass: delta.do.deletes / calls <= 1,
         });
-        figures.add("i", "journal_lists_per_segment", `journal lists (x-arcrun-do-ops reads), ${label}`, {
-            value: header.reads,
+        figures.add("i", "journal_lists_per_segment", `journal lists (at the storage), ${label}`, {
+            value: delta.do.reads,
             unit: "lists",
-            display: `${header.reads} (at the storage: ${delta.do.reads}); KV ${showKv(kvHeader)}`,
+            display: `${delta.do.reads} (x-arcrun-do-ops reads, meta included: ${header.reads}); KV ${showKv(kvHeader)}`,
             budget: "≤ 1 per segment",
-            pass: header.reads <= segments,
+            pass: delta.do.reads <= segments,
         });
         figures.add("i", "journal_header_accuracy", "x-arcrun-do-ops equals the count at the storage", {
-            value: sameDo(header, delta.do),
+            value: sameDo(header, delta.do.all),
             unit: "",
-            display: `header ${showDo(header)}, storage ${showDo(delta.do)}`,
+            display: `header ${showDo(header)}, storage ${showDo(delta.do.all)}`,
             budget: "equal",
-            pass: sameDo(header, delta.do),
+            pass: sameDo(header, delta.do.all),
         });
         return { calls, segments, header, kvHeader, storage: delta.do, kv: delta.kv };
     } finally {

@@ -24,8 +24,9 @@ const tally = { reads: 0, writes: 0, lists: 0, deletes: 0 };
 
 /**
  * Durable Object storage operations of every RunGate. Journal entries (keys `outcome:…`)
- * are told apart from the gate's meta, so that they compare with x-arcrun-do-ops
- * (reads = journal lists, writes = journal puts, deletes = journal keys deleted).
+ * are told apart from the rest (the gate's meta, kept requests, events turned away), so the
+ * journal's cost per call can be read; all of them together compare with x-arcrun-do-ops
+ * (reads = gets and lists, writes = puts, deletes = keys deleted).
  */
 const doTally = {
     journal_lists: 0,
@@ -33,6 +34,7 @@ const doTally = {
     journal_deleted_keys: 0,
     journal_delete_calls: 0,
     other_gets: 0,
+    other_lists: 0,
     other_puts: 0,
     other_deletes: 0,
     alarm_sets: 0,
@@ -194,7 +196,7 @@ function countStorage(name, args) {
         }
         case "list":
             if (isJournal(options?.prefix ?? first?.prefix)) doTally.journal_lists += 1;
-            else doTally.unknown += 1;
+            else doTally.other_lists += 1;
             break;
         case "setAlarm":
             doTally.alarm_sets += 1;
