@@ -47,6 +47,8 @@ pub struct Observed {
     /// The latest deadline seen of each open wait, by (run, wait).
     open: BTreeMap<(String, String), u64>,
 
+    /// Waits a callback was seen held for (it came before they opened).
+    held: std::collections::BTreeSet<(String, String)>,
     /// When each wait was first seen closed, and how.
     closed: BTreeMap<(String, String), (u64, WaitClosed)>,
     crashes: BTreeMap<String, Vec<u64>>,
@@ -71,6 +73,9 @@ impl Observed {
                 let due = wait.expires_at - super::T0;
                 lines.push(format!("  seen {object}/{} open until {due}", wait.wait_id));
             }
+        }
+        for wait_id in run.record.early.keys() {
+            self.held.insert((object.to_string(), wait_id.clone()));
         }
         for (wait_id, closed) in &run.record.closed {
             let key = (object.to_string(), wait_id.clone());
@@ -236,7 +241,7 @@ fn callbacks(sim: &Simulation, stored: &BTreeMap<String, Run>) {
                 // A callback that came before its wait opened is held and
                 // applied as the wait opens (when a slot, an upstream result
                 // or the call's replay comes): no promptness is promised.
-                if answer.body["held"] == Value::Bool(true) {
+                if answer.body["held"] == Value::Bool(true) || sim.observed.held.contains(&key) {
                     continue;
                 }
                 let from = sent.at;

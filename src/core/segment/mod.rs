@@ -1,13 +1,12 @@
 //! One segment of a run, start to end: load the run (or take the one the
-//! gate kept) → apply what arrived (a trigger, a callback, a deadline, a
-//! continuation, a cancel) → drive it → answer, marked `dirty`; `flush`
-//! then writes the record once, for this segment and any before it that
-//! were not yet written (the gate decides when: `core::pacing`). This is
-//! the gate's logic with the platform taken out: storage, components and
-//! the clock are traits, so it runs natively against in-memory doubles that
-//! can fail on purpose (`memory.rs`). The Durable Object only adds the lock,
-//! the cache, the pace of writes with the requests kept meanwhile, and the
-//! alarm.
+//! gate kept) → take the deadlines due at the request's arrival → apply
+//! what arrived, one module per transition (`start`, `callback`,
+//! `heartbeat`, `wake`, `cancel`, `redeliver`, `retry`) → drive it →
+//! answer, marked `dirty`; `write::flush` then writes the record once, for
+//! this segment and any before it not yet written (`core::gate` decides
+//! when). Storage, components and the clock are traits, so it runs
+//! natively against in-memory doubles that can fail on purpose
+//! (`memory.rs`) and inside the simulation (`sim`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -15,21 +14,28 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::dates::with_date_vars;
 use super::driver::{drive, Components, Journal};
 use super::effect::next_wake;
 use super::error::EngineError;
 use super::graph::MAX_WAIT_SECONDS;
-use super::listing::RunSummary;
-use super::plan::{plan_from_json, Directory, GraphLimits};
+use super::plan::{Directory, GraphLimits};
 use super::record::{DeliveryState, EventKind, EventOutcome, RunStatus, WaitEvent};
 use super::redact::Redactor;
-use super::run::{DeliveryOutcome, Journaled, Noop, Resume, Run, Settings, Signer};
-use super::stored::{decode, encode};
-use super::view::{
-    callback_answer, child_result, final_event, merge_noted, run_details, run_outcome,
-};
-use super::webhook::signature;
+use super::run::{DeliveryOutcome, Journaled, Noop, Run, Settings, Signer};
+use super::view::{callback_answer, run_details, run_outcome};
+
+mod callback;
+mod cancel;
+mod heartbeat;
+mod read;
+mod redeliver;
+mod retry;
+mod start;
+mod wake;
+mod write;
+
+pub use read::{add_noted, details, read};
+pub use write::{flush, record_ttl};
 
 /// Where a sub-workflow's run reports its end: `run://{parent run}/{wait}`.
 pub const PARENT_SCHEME: &str = "run://";
@@ -187,7 +193,7 @@ pub struct Segment {
 /// What an outcome reply is built from, so it can be built again from the
 /// run as written (`Segment::refresh`).
 #[derive(Debug, Clone, Default)]
-enum Answer {
+pub(super) enum Answer {
     #[default]
     Fixed,
     Run,
@@ -306,31 +312,11 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
     let now = host.clock.now();
     let config = host.config;
     let (run_id, fallback_base) = match &command {
-        Command::Start {
-            run_id,
-            graph,
-            context,
-            owner,
-            base_url,
-            final_callback_url,
-            workflow,
-            depth,
-            parent,
-        } => {
-            let plan = match plan_from_json(graph, &config.directory, config.limits) {
-                Ok(plan) => plan,
-                Err(e) => return (cached, Err(e)),
+        Command::Start { .. } => {
+            return match start::run(config, command, now) {
+                Ok(run) => finish(host, run, Applied::Started).await,
+                Err(e) => (cached, Err(e)),
             };
-            let context = with_date_vars(context.clone(), now);
-            let mut run = Run::start(plan, run_id.clone(), context, now, config.settings);
-            run.record.owner = owner.clone();
-            run.record.workflow = workflow.clone().or_else(|| run.record.graph.name.clone());
-            run.record.callback_base = Some(base_url.clone());
-            run.record.depth = *depth;
-            if let Some(url) = final_callback_url.as_ref().or(parent.as_ref()) {
-                run.notify_on_finish(url.clone());
-            }
-            return finish(host, run, Applied::Started).await;
         }
         Command::Callback {
             run_id, base_url, ..
@@ -342,7 +328,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
         | Command::Retry { run_id, .. }
         | Command::Heartbeat { run_id, .. } => (run_id, None),
     };
-    let mut run = match load(host, cached, run_id).await {
+    let mut run = match read::load(host, cached, run_id).await {
         Ok(Some(run)) => run,
         Ok(None) => {
             let result = match command {
@@ -379,15 +365,15 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
     // A failed run is retried before anything else: its deadlines were
     // dropped when it failed.
     if matches!(command, Command::Retry { .. }) {
-        return match run.retry(now) {
-            Ok(()) => finish(host, run, Applied::Retried).await,
+        return match retry::OnRetry.apply(&mut run, now) {
+            Ok(applied) => finish(host, run, applied).await,
             Err(e) => (Some(run), Err(e)),
         };
     }
     // A finished run acts on its own only to deliver its final callback.
     if run.status().is_finished() && matches!(command, Command::Wake { .. }) {
         if run.delivery_due().is_some_and(|due| due <= now) {
-            return deliver(host, run).await;
+            return wake::deliver(host, run).await;
         }
         let wake = run.next_wake(now);
         return (Some(run), Ok(Segment::unreported(Reply::Idle, wake)));
@@ -400,26 +386,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
         Ok(n) => n,
         Err(e) => return (None, Err(e)),
     };
-    // What reached a wait and was turned away is kept beside the run.
-    let turned_away = |wait_id: &str, kind: EventKind, result: &Result<Applied, EngineError>| {
-        let outcome = match result {
-            Ok(Applied::Noop(Noop::AlreadyResumed)) => EventOutcome::Duplicate,
-            Ok(Applied::Noop(Noop::Expired | Noop::RunFinished)) => EventOutcome::Late,
-            Ok(Applied::Noop(Noop::UnknownWait)) => EventOutcome::Early,
-            Err(EngineError::TaskMismatch { .. }) => EventOutcome::TaskMismatch,
-            _ => return None,
-        };
-        Some((
-            wait_id.to_string(),
-            WaitEvent {
-                at: now,
-                kind,
-                outcome,
-            },
-        ))
-    };
-    let mut noted = None;
-    let applied = match command {
+    let (applied, noted) = match command {
         Command::Start { .. } | Command::Retry { .. } | Command::Read { .. } => {
             unreachable!("handled above")
         }
@@ -428,59 +395,29 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             body,
             token_expires_at,
             ..
-        } => {
-            let task_id = body
-                .get("task_id")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            let result = match run.resume_arrived(&wait_id, body, token_expires_at, judged_at, now)
-            {
-                Ok(Ok(Resume::Applied)) => Ok(Applied::Resumed {
-                    wait_id: wait_id.clone(),
-                }),
-                Ok(Ok(Resume::Held)) => Ok(Applied::Held { task_id }),
-                Ok(Err(noop)) => Ok(Applied::Noop(noop)),
-                Err(e) => Err(e),
-            };
-            noted = turned_away(&wait_id, EventKind::Callback, &result);
-            result
+        } => callback::OnCallback {
+            wait_id,
+            body,
+            token_expires_at,
         }
+        .apply(&mut run, judged_at, now),
         Command::Heartbeat {
             wait_id,
             body,
             token_expires_at,
             ..
-        } => {
-            let result = match run.heartbeat(
-                &wait_id,
-                body,
-                token_expires_at,
-                config.max_wait_ms,
-                judged_at,
-            ) {
-                Ok(Ok(expires_at)) => Ok(Applied::Heartbeat {
-                    wait_id: wait_id.clone(),
-                    expires_at,
-                }),
-                Ok(Err(noop)) => Ok(Applied::Noop(noop)),
-                Err(e) => Err(e),
-            };
-            noted = turned_away(&wait_id, EventKind::Heartbeat, &result);
-            result
+        } => heartbeat::OnHeartbeat {
+            wait_id,
+            body,
+            token_expires_at,
         }
-        Command::Wake { .. } => Ok(Applied::Woken(if expired > 0 {
-            "deadline"
-        } else if run.status() == &RunStatus::Running {
-            "continuation"
-        } else if run.polls_due_at(now) {
-            "poll"
-        } else {
-            "idle"
-        })),
-        Command::Cancel { .. } => run.cancel(now).map(|()| Applied::Cancelled),
-        Command::Redeliver { .. } => run.redeliver(now).map(|()| Applied::Redelivery),
+        .apply(&mut run, judged_at, config.max_wait_ms),
+        Command::Wake { .. } => (Ok(wake::OnWake { expired }.apply(&run, now)), None),
+        Command::Cancel { .. } => (cancel::OnCancel.apply(&mut run, now), None),
+        Command::Redeliver { .. } => (redeliver::OnRedeliver.apply(&mut run, now), None),
     };
     if let Some((wait_id, event)) = noted {
+        let event = WaitEvent { at: now, ..event };
         // Best effort: the answer does not depend on it.
         let _ = host.store.note_event(&wait_id, event).await;
     }
@@ -516,7 +453,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
 
 /// What a segment applied before driving the run.
 #[derive(Debug, Clone)]
-enum Applied {
+pub(super) enum Applied {
     Started,
     /// A callback resumed this wait.
     Resumed {
@@ -538,6 +475,30 @@ enum Applied {
     Held {
         task_id: Option<String>,
     },
+}
+
+/// What reached a wait and was turned away, to keep beside the run (the
+/// time is the segment's, set when it is noted).
+pub(super) fn turned_away(
+    wait_id: &str,
+    kind: EventKind,
+    result: &Result<Applied, EngineError>,
+) -> Option<(String, WaitEvent)> {
+    let outcome = match result {
+        Ok(Applied::Noop(Noop::AlreadyResumed)) => EventOutcome::Duplicate,
+        Ok(Applied::Noop(Noop::Expired | Noop::RunFinished)) => EventOutcome::Late,
+        Ok(Applied::Noop(Noop::UnknownWait)) => EventOutcome::Early,
+        Err(EngineError::TaskMismatch { .. }) => EventOutcome::TaskMismatch,
+        _ => return None,
+    };
+    Some((
+        wait_id.to_string(),
+        WaitEvent {
+            at: 0,
+            kind,
+            outcome,
+        },
+    ))
 }
 
 /// Drives the run to the end of the segment and answers; the run is left
@@ -664,7 +625,7 @@ fn answered_parent(run: &mut Run, now: u64) {
 }
 
 /// Signs the run's callback URLs, when the deployment has a secret.
-fn signer(config: &GateConfig, run: &Run) -> Option<Signer> {
+pub(super) fn signer(config: &GateConfig, run: &Run) -> Option<Signer> {
     match (&config.callback_secret, &run.record.callback_base) {
         (Some(secret), Some(base)) => Some(Signer {
             base: base.clone(),
@@ -679,248 +640,6 @@ pub fn heartbeat_url(callback_url: &str) -> String {
     match callback_url.split_once('?') {
         Some((path, query)) => format!("{path}/heartbeat?{query}"),
         None => format!("{callback_url}/heartbeat"),
-    }
-}
-
-/// Sends the final callback once and records the attempt, for `flush` to
-/// write: the one KV write delivery costs when the receiver accepts at
-/// once, one more per retry.
-async fn deliver<S: Store, C, K: Clock, N: Notifier>(
-    host: &Host<'_, S, C, K, N>,
-    mut run: Run,
-) -> (Option<Run>, Result<Segment, EngineError>) {
-    let config = host.config;
-    let now = host.clock.now();
-    let (Some(event_type), Some(callback)) =
-        (run.final_event_type(), run.record.final_callback.as_ref())
-    else {
-        return (Some(run), Ok(Segment::unreported(Reply::Idle, None)));
-    };
-    let outcome = if callback.url.starts_with(PARENT_SCHEME) {
-        // A sub-workflow's end resumes its parent's wait, as a daemon's
-        // callback would, through the parent's gate (no signature: it never
-        // leaves the deployment).
-        let body =
-            serde_json::to_string(&child_result(&run.record, &config.redactor)).unwrap_or_default();
-        let headers = [("content-type", "application/json".to_string())];
-        host.notifier.deliver(&callback.url, &headers, &body).await
-    } else if config.webhook_keys.is_empty() {
-        DeliveryOutcome::Failed {
-            error: "WEBHOOK_SECRET is not set, so the final callback cannot be signed".into(),
-            duration_ms: 0,
-        }
-    } else {
-        let body = serde_json::to_string(&final_event(&run.record, event_type, &config.redactor))
-            .unwrap_or_default();
-        // Stable per run, status and attempt, so a receiver can deduplicate retries.
-        let id = match run.record.attempt {
-            0 => format!("msg_{}_{}", run.record.run_id, run.record.status.name()),
-            n => format!("msg_{}_{}_{n}", run.record.run_id, run.record.status.name()),
-        };
-        let timestamp = now / 1000;
-        let headers = [
-            ("content-type", "application/json".to_string()),
-            ("webhook-id", id.clone()),
-            ("webhook-timestamp", timestamp.to_string()),
-            (
-                "webhook-signature",
-                signature(&config.webhook_keys, &id, timestamp, &body),
-            ),
-        ];
-        host.notifier.deliver(&callback.url, &headers, &body).await
-    };
-    run.record_delivery(outcome, host.clock.now(), config.delivery_window_ms);
-    let wake = run.delivery_due();
-    let report = Report {
-        kind: "delivery",
-        status: None,
-        calls: 1,
-    };
-    (
-        Some(run),
-        Ok(Segment {
-            reply: Reply::Idle,
-            wake,
-            report,
-            dirty: true,
-            answer: Answer::Fixed,
-        }),
-    )
-}
-
-/// Writes the run's record once, with a TTL that fits its status; indexes
-/// the task ids of waits opened since `since` (the previous flush) when the
-/// bare route is on; then forgets the call journal, whose every outcome the
-/// record now holds. One flush may cover several segments: the gate keeps
-/// what they applied durably until it runs. A run too large to store fails
-/// here: its next wake is then its final callback's (`Run::next_wake`).
-pub async fn flush<S: Store, C, K: Clock, N>(
-    host: &Host<'_, S, C, K, N>,
-    run: &mut Run,
-    since: u64,
-) -> Result<(), EngineError> {
-    let now = host.clock.now();
-    let config = host.config;
-    let text = encode(run, config.max_record_bytes, now);
-    let ttl = record_ttl(run, config, now);
-    host.store
-        .save(&run.record.run_id, text, ttl, &RunSummary::of(&run.record))
-        .await?;
-    if config.index_tasks {
-        for wait in run.record.waits.values().filter(|w| w.since >= since) {
-            let ttl = (wait.expires_at.saturating_sub(now) / 1000).max(MIN_TTL_SECS);
-            index_task(host, run, &wait.task_id, &wait.wait_id, ttl).await?;
-        }
-    }
-    // Failing to clear the journal costs nothing but storage: entries are
-    // per call, and a call is never issued again once its outcome is saved.
-    // Only the outcomes this record holds go; others wait for their request.
-    let _ = host.store.forget_journal().await;
-    Ok(())
-}
-
-/// Indexes a wait just opened under its task id for the bare route: the
-/// wait claims the id; if another open wait — of another run, or of this
-/// one — holds it, the id becomes shared. An entry left by a wait since
-/// closed (entries live until their deadline) is replaced; telling which
-/// costs a read of that run, made only when ids collide.
-async fn index_task<S: Store, C, K: Clock, N>(
-    host: &Host<'_, S, C, K, N>,
-    run: &Run,
-    task_id: &str,
-    wait_id: &str,
-    ttl: u64,
-) -> Result<(), EngineError> {
-    let run_id = &run.record.run_id;
-    let mine = TaskIndex::Wait {
-        run_id: run_id.clone(),
-        wait_id: wait_id.to_string(),
-    };
-    let held = host.store.claim_task(task_id, &mine, None, ttl).await?;
-    let TaskIndex::Wait {
-        run_id: other,
-        wait_id: other_wait,
-    } = &held
-    else {
-        return Ok(());
-    };
-    if held == mine {
-        return Ok(());
-    }
-    let open = if other == run_id {
-        run.record
-            .waits
-            .get(other_wait)
-            .is_some_and(|w| w.task_id == task_id)
-    } else {
-        host.store.wait_open(other, other_wait, task_id).await
-    };
-    let next = if open { TaskIndex::Shared } else { mine };
-    host.store
-        .claim_task(task_id, &next, Some(&held), ttl)
-        .await
-        .map(|_| ())
-}
-
-/// How long KV keeps the record: a finished run for the retention period; a
-/// paused one past its last deadline by a grace period, so the alarm finds
-/// it; a running one briefly, since an alarm continues it at once.
-pub fn record_ttl(run: &Run, config: &GateConfig, now: u64) -> u64 {
-    let record = &run.record;
-    let secs = match record.status {
-        RunStatus::Completed { .. } | RunStatus::Failed { .. } | RunStatus::Cancelled { .. } => {
-            // Kept while its final callback may still be retried.
-            let delivering = run.delivery_due().map_or(0, |due| {
-                due.saturating_sub(now).div_ceil(1000) + DEADLINE_GRACE_SECS
-            });
-            config.retention_secs.max(delivering)
-        }
-        RunStatus::Running => RUNNING_TTL_SECS,
-        RunStatus::Paused { .. } => {
-            let last = record.last_deadline().unwrap_or(now);
-            last.saturating_sub(now).div_ceil(1000) + DEADLINE_GRACE_SECS
-        }
-    };
-    // KV takes TTLs as 32-bit seconds; no wait is allowed longer than a year
-    // (older records may name later deadlines, and keep the longest TTL).
-    secs.clamp(MIN_TTL_SECS, MAX_TTL_SECS)
-}
-
-async fn load<S: Store, C, K, N>(
-    host: &Host<'_, S, C, K, N>,
-    cached: Option<Run>,
-    run_id: &str,
-) -> Result<Option<Run>, EngineError> {
-    if let Some(run) = cached.filter(|r| r.record.run_id == run_id) {
-        return Ok(Some(run));
-    }
-    let Some(text) = host.store.load(run_id).await? else {
-        return Ok(None);
-    };
-    let run = decode(&text, &host.config.directory, host.config.settings)?;
-    if run.record.run_id != run_id {
-        return Err(EngineError::CorruptRecord(format!(
-            "the record stored for '{run_id}' is for '{}'",
-            run.record.run_id
-        )));
-    }
-    Ok(Some(run))
-}
-
-/// What `GET /runs/{id}` shows of a run, and when it next wakes; `None` when
-/// the run is not `owner`'s. While a segment of the run is executing
-/// (`active`), its status reads `running`.
-pub fn details(
-    run: &Run,
-    owner: Option<&str>,
-    active: bool,
-    redactor: &Redactor,
-    now: u64,
-) -> Option<(Value, Option<u64>)> {
-    // Another key's run reads as absent, exactly like a run that never was.
-    if owner.is_some() && run.record.owner.as_deref() != owner {
-        return None;
-    }
-    let mut body = run_details(&run.record, redactor);
-    if active {
-        body["status"] = Value::from("running");
-    }
-    Some((body, run.next_wake(now)))
-}
-
-/// Adds to a run's details the events kept beside it (turned-away callbacks
-/// and heartbeats), reading them only when the run shows a wait to put them on.
-pub async fn add_noted<S: Store>(store: &S, details: &mut Value) {
-    let shows_waits = details["waits"].as_array().is_some_and(|w| !w.is_empty())
-        || details.get("closed_waits").is_some();
-    if shows_waits {
-        if let Ok(noted) = store.noted_events().await {
-            merge_noted(details, &noted);
-        }
-    }
-}
-
-/// `details` of the stored record.
-pub async fn read<S: Store, C, K: Clock, N>(
-    host: &Host<'_, S, C, K, N>,
-    run_id: &str,
-    owner: Option<&str>,
-    active: bool,
-) -> Result<(Value, Option<u64>), EngineError> {
-    let now = host.clock.now();
-    let run = load(host, None, run_id).await?;
-    match run.and_then(|r| details(&r, owner, active, &host.config.redactor, now)) {
-        Some((mut body, wake)) => {
-            add_noted(host.store, &mut body).await;
-            Ok((body, wake))
-        }
-        None if active => Ok((
-            serde_json::json!({
-                "success": true, "run_id": run_id, "status": "running", "waits": [], "trace": []
-            }),
-            None,
-        )),
-        None => Err(EngineError::NotFound(format!("no run '{run_id}'"))),
     }
 }
 

@@ -1,0 +1,89 @@
+//! Reading a run: the record loaded (or the run the gate keeps), and what
+//! `GET /runs/{id}` shows of it, with the events turned away from its waits.
+
+use serde_json::Value;
+
+use super::{Clock, Host, Store};
+use crate::core::error::EngineError;
+use crate::core::redact::Redactor;
+use crate::core::run::Run;
+use crate::core::stored::decode;
+use crate::core::view::{merge_noted, run_details};
+
+pub(super) async fn load<S: Store, C, K, N>(
+    host: &Host<'_, S, C, K, N>,
+    cached: Option<Run>,
+    run_id: &str,
+) -> Result<Option<Run>, EngineError> {
+    if let Some(run) = cached.filter(|r| r.record.run_id == run_id) {
+        return Ok(Some(run));
+    }
+    let Some(text) = host.store.load(run_id).await? else {
+        return Ok(None);
+    };
+    let run = decode(&text, &host.config.directory, host.config.settings)?;
+    if run.record.run_id != run_id {
+        return Err(EngineError::CorruptRecord(format!(
+            "the record stored for '{run_id}' is for '{}'",
+            run.record.run_id
+        )));
+    }
+    Ok(Some(run))
+}
+
+/// What `GET /runs/{id}` shows of a run, and when it next wakes; `None` when
+/// the run is not `owner`'s. While a segment of the run is executing
+/// (`active`), its status reads `running`.
+pub fn details(
+    run: &Run,
+    owner: Option<&str>,
+    active: bool,
+    redactor: &Redactor,
+    now: u64,
+) -> Option<(Value, Option<u64>)> {
+    // Another key's run reads as absent, exactly like a run that never was.
+    if owner.is_some() && run.record.owner.as_deref() != owner {
+        return None;
+    }
+    let mut body = run_details(&run.record, redactor);
+    if active {
+        body["status"] = Value::from("running");
+    }
+    Some((body, run.next_wake(now)))
+}
+
+/// Adds to a run's details the events kept beside it (turned-away callbacks
+/// and heartbeats), reading them only when the run shows a wait to put them on.
+pub async fn add_noted<S: Store>(store: &S, details: &mut Value) {
+    let shows_waits = details["waits"].as_array().is_some_and(|w| !w.is_empty())
+        || details.get("closed_waits").is_some();
+    if shows_waits {
+        if let Ok(noted) = store.noted_events().await {
+            merge_noted(details, &noted);
+        }
+    }
+}
+
+/// `details` of the stored record.
+pub async fn read<S: Store, C, K: Clock, N>(
+    host: &Host<'_, S, C, K, N>,
+    run_id: &str,
+    owner: Option<&str>,
+    active: bool,
+) -> Result<(Value, Option<u64>), EngineError> {
+    let now = host.clock.now();
+    let run = load(host, None, run_id).await?;
+    match run.and_then(|r| details(&r, owner, active, &host.config.redactor, now)) {
+        Some((mut body, wake)) => {
+            add_noted(host.store, &mut body).await;
+            Ok((body, wake))
+        }
+        None if active => Ok((
+            serde_json::json!({
+                "success": true, "run_id": run_id, "status": "running", "waits": [], "trace": []
+            }),
+            None,
+        )),
+        None => Err(EngineError::NotFound(format!("no run '{run_id}'"))),
+    }
+}
