@@ -124,18 +124,31 @@ fn one_seed() {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut total = Report::default();
     let mut seed = base;
+    let mut broken = None;
     while Instant::now() < deadline {
-        let report = run(seed);
+        let report = simulate(Source::seeded(seed));
         total.steps += report.steps;
         total.crashes += report.crashes;
         total.requests += report.requests;
+        if !report.violations.is_empty() {
+            broken = Some((seed, report.violations));
+            break;
+        }
         seed += 1;
     }
     println!(
-        "sim: {} schedules (seeds {base}..{seed}), {} steps, {} requests, {} crashes injected, 0 invariants broken",
+        "sim: {} schedules (seeds {base}..{seed}), {} steps, {} requests, {} crashes injected, {} invariant broken",
         seed - base,
         total.steps,
         total.requests,
-        total.crashes
+        total.crashes,
+        if broken.is_some() { "an" } else { "no" }
     );
+    if let Some((seed, violations)) = broken {
+        panic!(
+            "seed {seed} breaks an invariant:\n  {}\nreplay: {}",
+            violations.join("\n  "),
+            replay_hint(seed)
+        );
+    }
 }

@@ -194,8 +194,9 @@ impl Gate {
         let run_id = command_run_id(&command).to_string();
         self.catch_up(p, &run_id).await?;
         let started = p.clock.now();
-        // Taken before the segment: callbacks it queues sort after it.
-        let key = self.inbox.borrow_mut().next_key(started);
+        // Keyed by its arrival, like every kept request: a replay applies
+        // them in the order they arrived, each judged as of then.
+        let key = self.inbox.borrow_mut().next_key(arrived);
         // Kept only if its change cannot be written at once.
         let text = (!is_start).then(|| serde_json::to_string(&command).unwrap_or_default());
         let mut segment = match self.segment(p, command, Some(arrived)).await {
