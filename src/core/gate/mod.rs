@@ -465,17 +465,14 @@ impl Gate {
                 let inbox = self.inbox.borrow();
                 !inbox.queued.is_empty() || inbox.unchecked
             };
-            if unapplied {
-                self.ensure_alarm(p, run_id, Some(now)).await;
-            } else if let Some(wake) = self.run_wake(now) {
-                // The run acts when its change can be written at once, or
-                // needs no writing to be safe (a continuation).
-                let pacer = self.pacer.get();
-                let wake = match self.continuing() {
-                    true => wake,
-                    false => wake.map(|w| w.max(pacer.allowed_at())),
-                };
-                let wake = earliest(wake, pacer.flush_at());
+            let plan = alarm_after_turn(AlarmInputs {
+                now,
+                unapplied,
+                run_wake: self.run_wake(now),
+                continuing: self.continuing(),
+                pacer: self.pacer.get(),
+            });
+            if let AlarmPlan::Set(wake) = plan {
                 self.ensure_alarm(p, run_id, wake).await;
             }
             let inbox = self.inbox.borrow();
@@ -865,6 +862,54 @@ impl Gate {
     }
 }
 
+/// What decides the alarm at the end of a turn.
+#[derive(Debug, Clone, Copy)]
+pub struct AlarmInputs {
+    pub now: u64,
+    /// Requests are kept but not applied (queued, or storage unchecked).
+    pub unapplied: bool,
+    /// When the kept run next acts on its own; `None` when no run is kept.
+    pub run_wake: Option<Option<u64>>,
+    /// The kept run yielded and goes on at once.
+    pub continuing: bool,
+    pub pacer: WritePacer,
+}
+
+/// What a turn does to the alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmPlan {
+    /// Set it for this time, or clear it (`None`).
+    Set(Option<u64>),
+    /// Leave it: with no run kept, when it must act is not known here.
+    Leave,
+}
+
+/// The alarm a turn leaves: now while anything kept is unapplied (so it is
+/// applied whoever comes next); else the run's own wake — a deadline, a
+/// poll, a delivery — no earlier than KV allows the write it will make
+/// (a continuation goes on at once: its change is kept), or the moment the
+/// changes waiting to be written may be.
+pub fn alarm_after_turn(inputs: AlarmInputs) -> AlarmPlan {
+    let AlarmInputs {
+        now,
+        unapplied,
+        run_wake,
+        continuing,
+        pacer,
+    } = inputs;
+    if unapplied {
+        return AlarmPlan::Set(Some(now));
+    }
+    let Some(wake) = run_wake else {
+        return AlarmPlan::Leave;
+    };
+    let wake = match continuing {
+        true => wake,
+        false => wake.map(|w| w.max(pacer.allowed_at())),
+    };
+    AlarmPlan::Set(earliest(wake, pacer.flush_at()))
+}
+
 /// The segment's view of the platform: the gate's store over its storage.
 fn host<'a, R, C, K, N, O>(
     p: &Platform<'a, R, C, K, N, O>,
@@ -901,5 +946,70 @@ fn command_owner(command: &Command) -> Option<String> {
         | Command::Redeliver { owner, .. }
         | Command::Retry { owner, .. } => owner.clone(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(now: u64) -> AlarmInputs {
+        AlarmInputs {
+            now,
+            unapplied: false,
+            run_wake: Some(None),
+            continuing: false,
+            pacer: WritePacer::default(),
+        }
+    }
+
+    #[test]
+    fn anything_kept_but_unapplied_sets_the_alarm_for_now() {
+        let plan = alarm_after_turn(AlarmInputs {
+            unapplied: true,
+            run_wake: Some(Some(90_000)),
+            ..inputs(10_000)
+        });
+        assert_eq!(plan, AlarmPlan::Set(Some(10_000)));
+    }
+
+    #[test]
+    fn a_deadline_waits_for_the_write_it_will_make_but_a_continuation_does_not() {
+        let mut pacer = WritePacer::default();
+        pacer.wrote(10_000);
+        let deadline = AlarmInputs {
+            run_wake: Some(Some(10_200)),
+            pacer,
+            ..inputs(10_100)
+        };
+        assert_eq!(alarm_after_turn(deadline), AlarmPlan::Set(Some(11_000)));
+        let continuation = AlarmInputs {
+            continuing: true,
+            ..deadline
+        };
+        assert_eq!(alarm_after_turn(continuation), AlarmPlan::Set(Some(10_200)));
+    }
+
+    #[test]
+    fn changes_waiting_to_be_written_bring_the_alarm_forward() {
+        let mut pacer = WritePacer::default();
+        pacer.wrote(10_000);
+        pacer.changed(10_100);
+        let plan = alarm_after_turn(AlarmInputs {
+            run_wake: Some(Some(60_000)),
+            pacer,
+            ..inputs(10_100)
+        });
+        assert_eq!(plan, AlarmPlan::Set(Some(11_000)));
+    }
+
+    #[test]
+    fn a_finished_run_with_nothing_to_write_clears_it_and_no_run_leaves_it() {
+        assert_eq!(alarm_after_turn(inputs(5)), AlarmPlan::Set(None));
+        let cold = AlarmInputs {
+            run_wake: None,
+            ..inputs(5)
+        };
+        assert_eq!(alarm_after_turn(cold), AlarmPlan::Leave);
     }
 }
