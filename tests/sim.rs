@@ -48,6 +48,9 @@ const REGRESSIONS: &[u64] = &[
     // The holder's own kept request was keyed by when its turn came, not
     // its arrival: replayed late, its heartbeat found the wait expired.
     1_796_651_066_481,
+    // A write trusted an alarm a queued callback had asked for but that had
+    // not landed: the object died, and the paused run had no alarm.
+    1_796_651_330_356,
     // Bugs put back on purpose to show the simulation finds them:
     // `catch_up` clearing the queue (fixed in 69fe82f) loses a callback
     // queued while the kept requests were listed;

@@ -131,8 +131,11 @@ pub struct Gate {
     kept: RefCell<Option<Run>>,
     /// The run id and owner of the segment executing now, if any.
     active: RefCell<Option<(String, Option<String>)>>,
-    /// The alarm as this object last set it: `None` until known.
+    /// The alarm as this object last asked for it (the ask may not have
+    /// landed yet): `None` until known.
     alarm: Cell<Option<Option<u64>>>,
+    /// The alarm as storage is known to hold it: what a write relies on.
+    alarm_landed: Cell<Option<Option<u64>>>,
     /// The meta as this object last stored it: `None` until read.
     meta: RefCell<Option<GateMeta>>,
     journal: RefCell<JournalMemory>,
@@ -186,6 +189,7 @@ impl Gate {
             // A fresh run id names a fresh object: no alarm, nothing kept,
             // no write yet.
             self.alarm.set(Some(None));
+            self.alarm_landed.set(Some(None));
             self.inbox.borrow_mut().unchecked = false;
             *self.meta.borrow_mut() = Some(GateMeta::default());
         }
@@ -243,6 +247,7 @@ impl Gate {
         let _turn = self.lock.lock().await;
         // Whatever is decided below sets the alarm again if needed.
         self.alarm.set(Some(None));
+        self.alarm_landed.set(Some(None));
         let Some(meta) = self.meta(p).await? else {
             return Ok(());
         };
@@ -554,7 +559,11 @@ impl Gate {
         // The alarm the written run needs is set before the write: an
         // object that dies after writing a paused run must still take its
         // deadline, though nothing may ever reach it again.
-        let alarm = wake.filter(|w| !matches!(self.alarm.get(), Some(Some(at)) if at <= *w));
+        // No later than an alarm asked for and not yet landed (a queued
+        // callback's): whichever lands last must still cover both.
+        let wanted = wake.map(|w| earliest(Some(w), self.alarm.get().flatten()).unwrap_or(w));
+        let alarm =
+            wanted.filter(|w| !matches!(self.alarm_landed.get(), Some(Some(at)) if at <= *w));
         let meta = {
             let mut meta = self.meta.borrow_mut();
             let meta = meta.get_or_insert_with(GateMeta::default);
@@ -573,9 +582,11 @@ impl Gate {
             self.alarm.set(Some(Some(at)));
             if let Err(e) = p.object.set_alarm(Some(at)).await {
                 self.alarm.set(None);
+                self.alarm_landed.set(None);
                 self.drop_kept();
                 return Err(e);
             }
+            self.alarm_landed.set(Some(Some(at)));
         }
         let Some(mut run) = self.kept.borrow_mut().take() else {
             return Ok(());
@@ -815,8 +826,10 @@ impl Gate {
             // alarm set rewrites it.
             None => p.object.set_alarm(None).await.is_ok(),
         };
-        // Unknown after a failure, so the next request tries again.
-        if !set && self.alarm.get() == Some(wake) {
+        if set {
+            self.alarm_landed.set(Some(wake));
+        } else if self.alarm.get() == Some(wake) {
+            // Unknown after a failure, so the next request tries again.
             self.alarm.set(None);
         }
     }
