@@ -7,6 +7,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use super::error::EngineError;
+use super::gate::storage::ObjectStorage;
+use super::gate::Sleep;
 use super::listing::RunSummary;
 use super::plan::Directory;
 use super::record::{WaitEvent, MAX_WAIT_EVENTS};
@@ -224,5 +226,66 @@ impl Notifier for MemoryNotifier {
                 status: 200,
                 duration_ms: 1,
             })
+    }
+}
+
+/// A Durable Object's storage and alarm in memory, for driving the real
+/// gate (`core::gate::Gate`) in native tests; it outlives the `Gate` the
+/// way storage outlives an evicted object.
+#[derive(Debug, Default)]
+pub struct MemoryObject {
+    pub storage: RefCell<BTreeMap<String, String>>,
+    pub alarm: Cell<Option<u64>>,
+}
+
+impl MemoryObject {
+    /// The keys stored under `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.storage
+            .borrow()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+impl ObjectStorage for MemoryObject {
+    async fn get(&self, key: &str) -> Result<Option<String>, EngineError> {
+        Ok(self.storage.borrow().get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, value: String) -> Result<(), EngineError> {
+        self.storage.borrow_mut().insert(key.to_string(), value);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, EngineError> {
+        Ok(self
+            .storage
+            .borrow()
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+            .collect())
+    }
+
+    async fn delete(&self, prefix: &str, keys: &[String]) -> Result<(), EngineError> {
+        let mut storage = self.storage.borrow_mut();
+        for key in keys {
+            storage.remove(&format!("{prefix}{key}"));
+        }
+        Ok(())
+    }
+
+    async fn set_alarm(&self, at: Option<u64>) -> Result<(), EngineError> {
+        self.alarm.set(at);
+        Ok(())
+    }
+}
+
+impl Sleep for ManualClock {
+    /// Time passes only when a test says so; a sleep moves it.
+    async fn sleep(&self, ms: u64) {
+        self.advance(ms);
     }
 }

@@ -362,10 +362,15 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             return (Some(run), Err(e));
         }
     }
+    // Every request is judged, and takes effect, as of its arrival: one kept
+    // while a segment ran, or replayed after a restart, does what it did (or
+    // would have done) then — its deadlines, its trace times. What the run
+    // then does on its own (calls, their deadlines) happens now.
+    let judged_at = arrived.map_or(now, |at| at.min(now));
     // A failed run is retried before anything else: its deadlines were
     // dropped when it failed.
     if matches!(command, Command::Retry { .. }) {
-        return match retry::OnRetry.apply(&mut run, now) {
+        return match retry::OnRetry.apply(&mut run, judged_at) {
             Ok(applied) => finish(host, run, applied).await,
             Err(e) => (Some(run), Err(e)),
         };
@@ -379,9 +384,8 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
         return (Some(run), Ok(Segment::unreported(Reply::Idle, wake)));
     }
     // Deadlines that passed are taken first, whatever arrived: a callback
-    // after its deadline is answered `expired`, never applied. One kept while
-    // a segment ran is judged at its arrival; later deadlines wait for the alarm.
-    let judged_at = arrived.map_or(now, |at| at.min(now));
+    // after its deadline is answered `expired`, never applied. Later
+    // deadlines wait for the alarm.
     let expired = match run.expire(judged_at) {
         Ok(n) => n,
         Err(e) => return (None, Err(e)),
@@ -400,7 +404,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             body,
             token_expires_at,
         }
-        .apply(&mut run, judged_at, now),
+        .apply(&mut run, judged_at, judged_at),
         Command::Heartbeat {
             wait_id,
             body,
@@ -413,11 +417,14 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
         }
         .apply(&mut run, judged_at, config.max_wait_ms),
         Command::Wake { .. } => (Ok(wake::OnWake { expired }.apply(&run, now)), None),
-        Command::Cancel { .. } => (cancel::OnCancel.apply(&mut run, now), None),
-        Command::Redeliver { .. } => (redeliver::OnRedeliver.apply(&mut run, now), None),
+        Command::Cancel { .. } => (cancel::OnCancel.apply(&mut run, judged_at), None),
+        Command::Redeliver { .. } => (redeliver::OnRedeliver.apply(&mut run, judged_at), None),
     };
     if let Some((wait_id, event)) = noted {
-        let event = WaitEvent { at: now, ..event };
+        let event = WaitEvent {
+            at: judged_at,
+            ..event
+        };
         // Best effort: the answer does not depend on it.
         let _ = host.store.note_event(&wait_id, event).await;
     }
