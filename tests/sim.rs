@@ -51,6 +51,9 @@ const REGRESSIONS: &[u64] = &[
     // A write trusted an alarm a queued callback had asked for but that had
     // not landed: the object died, and the paused run had no alarm.
     1_796_651_330_356,
+    // A gate that kept crashing for a minute let its `running` record
+    // expire from KV (60 s TTL): the run and what was kept for it were lost.
+    1_796_651_512_154,
     // Bugs put back on purpose to show the simulation finds them:
     // `catch_up` clearing the queue (fixed in 69fe82f) loses a callback
     // queued while the kept requests were listed;

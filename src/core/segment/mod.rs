@@ -47,8 +47,10 @@ pub const MIN_TTL_SECS: u64 = 60;
 pub const DEADLINE_GRACE_SECS: u64 = 3600;
 /// The longest TTL a record gets: the longest wait plus the grace period.
 pub const MAX_TTL_SECS: u64 = MAX_WAIT_SECONDS + DEADLINE_GRACE_SECS;
-/// A record stored `running` is continued by an alarm within moments.
-pub const RUNNING_TTL_SECS: u64 = 60;
+/// A record stored `running` is continued by an alarm within moments, but
+/// it must outlive a gate that keeps failing for a while (its kept requests
+/// are applied to this record when it recovers): the grace period too.
+pub const RUNNING_TTL_SECS: u64 = DEADLINE_GRACE_SECS;
 
 pub use super::store::{JournalStore, Records, Store, TaskIndex, TaskIndexStore, WaitNotes};
 
