@@ -114,14 +114,22 @@ fn fixed_seeds_hold() {
     assert!(total.crashes > 0 && total.alarms > 0);
 }
 
-/// `SIM_SEED=n` replays one schedule; `SIM_SECONDS=s` (with `SIM_BASE`)
-/// runs fresh seeds for that long (scripts/sim.sh).
+/// `SIM_SEED=n` (or `SIM_BYTES=file`, a fuzzer's input) replays one
+/// schedule with its trace; `SIM_SECONDS=s` (with `SIM_BASE`) runs fresh
+/// seeds for that long (scripts/sim.sh).
 #[test]
 #[ignore = "run by scripts/sim.sh or to replay a seed"]
 fn one_seed() {
-    if let Ok(seed) = std::env::var("SIM_SEED") {
-        let seed = seed.parse().expect("SIM_SEED is a number");
-        let report = simulate_traced(Source::seeded(seed), true);
+    // A fuzzer's input (an artifact of fuzz/fuzz_targets/sim.rs), or a seed.
+    let source = match (std::env::var("SIM_BYTES"), std::env::var("SIM_SEED")) {
+        (Ok(path), _) => Some(Source::from_bytes(
+            &std::fs::read(&path).expect("SIM_BYTES names a readable file"),
+        )),
+        (_, Ok(seed)) => Some(Source::seeded(seed.parse().expect("SIM_SEED is a number"))),
+        _ => None,
+    };
+    if let Some(source) = source {
+        let report = simulate_traced(source, true);
         for line in &report.trace {
             println!("{line}");
         }

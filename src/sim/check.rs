@@ -20,7 +20,7 @@ use super::world::record_key;
 use super::Simulation;
 use crate::core::gate::Gate;
 use crate::core::record::{RunStatus, WaitClosed};
-use crate::core::run::Run;
+use crate::core::run::{CallKey, Run};
 use crate::core::segment::Command;
 use crate::core::stored::decode;
 use crate::core::view::run_details;
@@ -231,8 +231,11 @@ fn callbacks(sim: &Simulation, stored: &BTreeMap<String, Run>) {
             .cut
             .get(run_id)
             .is_some_and(|at| at.iter().any(|t| *t >= sent.at));
+        // A wait of an attempt the run has since retried past: its callback
+        // meets a run that no longer waits for it, and is turned away.
+        let superseded = CallKey::from_wait_id(wait_id, stored[run_id].record.attempt).is_none();
         match sim.observed.closed.get(&key) {
-            None if cut_short => {}
+            None if cut_short || superseded => {}
             None => sim.record_violation(format!("{what} was answered but never applied")),
             Some((_, WaitClosed::TimedOut)) => sim.record_violation(format!(
                 "{what} was answered but its wait timed out instead"
