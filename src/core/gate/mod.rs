@@ -34,7 +34,6 @@ use self::storage::{GateMeta, GateStore, JournalMemory, ObjectStorage, INBOX_PRE
 use super::driver::Components;
 use super::error::EngineError;
 use super::pacing::{earliest, WritePacer, MIN_WRITE_INTERVAL_MS};
-use super::record::RunStatus;
 use super::run::Run;
 use super::segment::{
     add_noted, details, flush, read, run_segment, Clock, Command, GateConfig, Host, Notifier,
@@ -265,19 +264,15 @@ impl Gate {
         // Callbacks that arrived meanwhile go before the deadlines the
         // alarm takes: they are judged at their arrival.
         self.drain(p, usize::MAX).await;
-        // The run acts when it is due and a write may follow at once (a
-        // deadline is taken at most a second late) — except a continuation,
-        // which goes on at once and is kept like a request: replayed in its
-        // place, it makes the same calls, their outcomes from the journal.
+        // The run acts when it is due — a deadline, a continuation, a poll —
+        // even within the second of its last write: its change is kept like
+        // a request (`wake`), replayed in its place if this object dies, its
+        // calls answered from the journal; the write follows when KV allows.
         let now = p.clock.now();
         let due = self
             .run_wake(now)
             .is_none_or(|wake| wake.is_some_and(|w| w <= now));
-        if due && !(self.pacer.get().may_write(now) || self.continuing()) {
-            // Due, but KV would refuse the write: come back when it will not.
-            let at = self.pacer.get().allowed_at();
-            self.ensure_alarm(p, &run_id, Some(at)).await;
-        } else if due {
+        if due {
             let command = Command::Wake {
                 run_id: run_id.clone(),
             };
@@ -474,7 +469,6 @@ impl Gate {
                 now,
                 unapplied,
                 run_wake: self.run_wake(now),
-                continuing: self.continuing(),
                 pacer: self.pacer.get(),
             });
             if let AlarmPlan::Set(wake) = plan {
@@ -840,14 +834,6 @@ impl Gate {
         self.kept.borrow().as_ref().map(|run| run.next_wake(now))
     }
 
-    /// The kept run yielded and goes on as soon as the alarm fires.
-    fn continuing(&self) -> bool {
-        self.kept
-            .borrow()
-            .as_ref()
-            .is_some_and(|run| run.status() == &RunStatus::Running)
-    }
-
     fn changed(&self, at: u64) {
         let mut pacer = self.pacer.get();
         pacer.changed(at);
@@ -883,8 +869,6 @@ pub struct AlarmInputs {
     pub unapplied: bool,
     /// When the kept run next acts on its own; `None` when no run is kept.
     pub run_wake: Option<Option<u64>>,
-    /// The kept run yielded and goes on at once.
-    pub continuing: bool,
     pub pacer: WritePacer,
 }
 
@@ -898,16 +882,15 @@ pub enum AlarmPlan {
 }
 
 /// The alarm a turn leaves: now while anything kept is unapplied (so it is
-/// applied whoever comes next); else the run's own wake — a deadline, a
-/// poll, a delivery — no earlier than KV allows the write it will make
-/// (a continuation goes on at once: its change is kept), or the moment the
-/// changes waiting to be written may be.
+/// applied whoever comes next); else the earlier of the run's own wake — a
+/// deadline, a continuation, a poll, a delivery: taken when due, its change
+/// kept until KV allows the write — and the moment the changes waiting to be
+/// written may be.
 pub fn alarm_after_turn(inputs: AlarmInputs) -> AlarmPlan {
     let AlarmInputs {
         now,
         unapplied,
         run_wake,
-        continuing,
         pacer,
     } = inputs;
     if unapplied {
@@ -915,10 +898,6 @@ pub fn alarm_after_turn(inputs: AlarmInputs) -> AlarmPlan {
     }
     let Some(wake) = run_wake else {
         return AlarmPlan::Leave;
-    };
-    let wake = match continuing {
-        true => wake,
-        false => wake.map(|w| w.max(pacer.allowed_at())),
     };
     AlarmPlan::Set(earliest(wake, pacer.flush_at()))
 }
@@ -971,7 +950,6 @@ mod tests {
             now,
             unapplied: false,
             run_wake: Some(None),
-            continuing: false,
             pacer: WritePacer::default(),
         }
     }
@@ -987,7 +965,7 @@ mod tests {
     }
 
     #[test]
-    fn a_deadline_waits_for_the_write_it_will_make_but_a_continuation_does_not() {
+    fn a_deadline_is_taken_when_due_even_within_the_second_of_a_write() {
         let mut pacer = WritePacer::default();
         pacer.wrote(10_000);
         let deadline = AlarmInputs {
@@ -995,12 +973,7 @@ mod tests {
             pacer,
             ..inputs(10_100)
         };
-        assert_eq!(alarm_after_turn(deadline), AlarmPlan::Set(Some(11_000)));
-        let continuation = AlarmInputs {
-            continuing: true,
-            ..deadline
-        };
-        assert_eq!(alarm_after_turn(continuation), AlarmPlan::Set(Some(10_200)));
+        assert_eq!(alarm_after_turn(deadline), AlarmPlan::Set(Some(10_200)));
     }
 
     #[test]
