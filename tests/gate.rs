@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use arcrun::core::error::EngineError;
@@ -35,6 +35,8 @@ struct Object {
     notifier: MemoryNotifier,
     config: GateConfig,
     gate: RefCell<Rc<Gate>>,
+    /// How many times the object has started.
+    lives: Cell<u32>,
 }
 
 impl Object {
@@ -58,7 +60,8 @@ impl Object {
                 max_wait_ms: 7 * 24 * 3600 * 1000,
                 redactor: Redactor::with_extra(Vec::<String>::new()),
             },
-            gate: RefCell::new(Rc::new(Gate::new())),
+            gate: RefCell::new(Rc::new(Gate::starting(1))),
+            lives: Cell::new(1),
         }
     }
 
@@ -99,7 +102,8 @@ impl Object {
 
     /// The object dies: its memory goes, its storage, alarm and KV stay.
     fn crash(&self) {
-        *self.gate.borrow_mut() = Rc::new(Gate::new());
+        self.lives.set(self.lives.get() + 1);
+        *self.gate.borrow_mut() = Rc::new(Gate::starting(self.lives.get()));
     }
 
     fn start(&self, graph: Value, context: Value) -> Answer {

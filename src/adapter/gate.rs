@@ -54,7 +54,7 @@ impl DurableObject for RunGate {
             state,
             env,
             config: RefCell::new(None),
-            gate: Gate::new(),
+            gate: Gate::starting(life()),
         }
     }
 
@@ -153,6 +153,17 @@ impl RunGate {
         let both = Rc::new((config, gate));
         *self.config.borrow_mut() = Some(Rc::clone(&both));
         Ok(both)
+    }
+}
+
+/// A number for this life of the object, so its kept requests never take
+/// the keys of an earlier life's (a crash loses the counter, not storage).
+fn life() -> u32 {
+    let mut bytes = [0u8; 4];
+    // Without randomness, the clock's milliseconds still tell lives apart.
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => u32::from_le_bytes(bytes),
+        Err(_) => now_ms() as u32,
     }
 }
 

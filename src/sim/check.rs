@@ -46,6 +46,10 @@ const NOOP_REASONS: [&str; 6] = [
 pub struct Observed {
     /// The latest deadline seen of each open wait, by (run, wait).
     open: BTreeMap<(String, String), u64>,
+    /// When each wait was first seen open since its object last crashed
+    /// (a crash may lose an opening; the replay opens it again, later), and
+    /// in which of the object's lives.
+    opened: BTreeMap<(String, String), (u64, usize)>,
 
     /// Waits a callback was seen held for (it came before they opened).
     held: std::collections::BTreeSet<(String, String)>,
@@ -68,6 +72,11 @@ impl Observed {
         }
         for wait in run.record.waits.values() {
             let key = (object.to_string(), wait.wait_id.clone());
+            let life = self.crashes.get(object).map_or(0, Vec::len);
+            let seen = self.opened.entry(key.clone()).or_insert((now, life));
+            if seen.1 < life {
+                *seen = (now, life);
+            }
             let before = self.open.insert(key, wait.expires_at);
             if before != Some(wait.expires_at) {
                 let due = wait.expires_at - super::T0;
@@ -313,9 +322,15 @@ fn deadlines(sim: &Simulation) {
         if *how != WaitClosed::TimedOut {
             continue;
         }
-        let Some(due) = sim.observed.open.get(&(run_id.clone(), wait_id.clone())) else {
+        let key = (run_id.clone(), wait_id.clone());
+        let Some(deadline) = sim.observed.open.get(&key) else {
             continue;
         };
+        // A wait can be taken no earlier than it opened: one whose call was
+        // made again from the journal may open past the deadline its call
+        // was made with (and is taken at once).
+        let opened = sim.observed.opened.get(&key).map_or(0, |(at, _)| *at);
+        let due = &(*deadline).max(opened);
         let allowed = allowance(sim, run_id, *due, *seen);
         if *seen > due + allowed {
             sim.record_violation(format!(

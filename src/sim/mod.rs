@@ -323,11 +323,17 @@ impl Simulation {
     }
 
     fn gate(&mut self, object: &str) -> Rc<Gate> {
-        Rc::clone(
-            self.gates
-                .entry(object.to_string())
-                .or_insert_with(|| Rc::new(Gate::new())),
-        )
+        if !self.gates.contains_key(object) {
+            let gate = self.fresh_gate();
+            self.gates.insert(object.to_string(), gate);
+        }
+        Rc::clone(&self.gates[object])
+    }
+
+    /// A new life of an object: its memory empty, its keys its own.
+    fn fresh_gate(&self) -> Rc<Gate> {
+        let life = self.world.borrow_mut().source.below(u64::from(u32::MAX)) as u32;
+        Rc::new(Gate::starting(life))
     }
 
     fn request_future(&mut self, object: &str, command: Command) -> TaskFuture {
@@ -506,7 +512,8 @@ impl Simulation {
                 }
             }
         }
-        self.gates.insert(object.to_string(), Rc::new(Gate::new()));
+        let gate = self.fresh_gate();
+        self.gates.insert(object.to_string(), gate);
     }
 
     fn crash_someone(&mut self) {

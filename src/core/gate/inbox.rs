@@ -12,10 +12,13 @@ use std::collections::VecDeque;
 /// Width of the arrival time in a key: Unix ms, zero-padded.
 const TIME_DIGITS: usize = 13;
 
-/// A storage key that sorts by arrival: the time, then a counter that
-/// orders keys made in the same millisecond.
-pub fn key(at: u64, counter: u32) -> String {
-    format!("{at:0width$}-{counter:010}", width = TIME_DIGITS)
+/// A storage key that sorts by arrival: the time, then the life of the
+/// object that made it (a gate started again after a crash counts from
+/// zero, and must never overwrite what its predecessor kept in the same
+/// millisecond), then a counter that orders keys made in the same
+/// millisecond.
+pub fn key(at: u64, life: u32, counter: u32) -> String {
+    format!("{at:0width$}-{life:08x}-{counter:010}", width = TIME_DIGITS)
 }
 
 /// The arrival time a key records (`None` for a key this gate did not make).
@@ -33,6 +36,8 @@ pub struct Inbox<Q> {
     pub applied: Vec<String>,
     /// Callbacks that arrived while a segment ran: kept, not yet applied.
     pub queued: VecDeque<Q>,
+    /// Tells this object's keys from those of its earlier lives.
+    pub life: u32,
     counter: u32,
 }
 
@@ -42,6 +47,7 @@ impl<Q> Default for Inbox<Q> {
             unchecked: true,
             applied: Vec::new(),
             queued: VecDeque::new(),
+            life: 0,
             counter: 0,
         }
     }
@@ -51,7 +57,7 @@ impl<Q> Inbox<Q> {
     /// The key for a request arriving at `at`.
     pub fn next_key(&mut self, at: u64) -> String {
         self.counter = self.counter.wrapping_add(1);
-        key(at, self.counter)
+        key(at, self.life, self.counter)
     }
 
     /// What memory knew is lost (the kept run was dropped): storage is the
@@ -82,6 +88,18 @@ mod tests {
         assert!(a < b && b < c);
         assert_eq!(arrival(&a), Some(1_700_000_000_123));
         assert_eq!(arrival("junk"), None);
+        // Keys of earlier releases (no life) still tell their arrival.
+        assert_eq!(arrival("1700000000123-0000000001"), Some(1_700_000_000_123));
+    }
+
+    #[test]
+    fn an_object_started_again_never_reuses_its_predecessors_keys() {
+        let mut before = Inbox::<()>::default();
+        let mut after = Inbox::<()> {
+            life: 7,
+            ..Inbox::default()
+        };
+        assert_ne!(before.next_key(5), after.next_key(5));
     }
 
     #[test]

@@ -148,6 +148,14 @@ impl Gate {
         Self::default()
     }
 
+    /// A gate whose kept requests are told apart from those of the
+    /// object's earlier lives by `life` (random, from the platform).
+    pub fn starting(life: u32) -> Self {
+        let gate = Self::default();
+        gate.inbox.borrow_mut().life = life;
+        gate
+    }
+
     /// Answers one request. A callback that finds a segment running is
     /// queued instead of waiting; a read never waits for a segment.
     pub async fn handle<R, C, K, N, O>(
