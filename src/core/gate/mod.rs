@@ -16,21 +16,30 @@
 //!   delivery, the write that is due, and callbacks kept but not applied.
 //!
 //! It is platform-free: storage, components, the clock and sleeping are
-//! traits. `adapter::gate` performs them on Workers; `tests/sim` performs
+//! traits. `adapter::gate` performs them on Workers; `sim` performs
 //! them in a deterministic simulation that crashes it at every await.
+//!
+//! Its parts: this module (requests, segments, writes), `queue` (callbacks
+//! that find a segment running), `replay` (a gate coming back after a
+//! crash or eviction), `alarm` (the alarm's handler, and where each turn
+//! leaves it), `inbox` and `storage` (what is kept, and where).
 
+mod alarm;
 pub mod inbox;
+mod queue;
+mod replay;
 pub mod storage;
+
+pub use alarm::{alarm_after_turn, AlarmInputs, AlarmPlan};
 
 use std::cell::{Cell, RefCell};
 
 use futures::channel::oneshot;
-use futures::future::{select, Either};
 use futures::lock::Mutex;
 use serde_json::{json, Value};
 
 use self::inbox::Inbox;
-use self::storage::{GateMeta, GateStore, JournalMemory, ObjectStorage, INBOX_PREFIX, META_KEY};
+use self::storage::{GateMeta, GateStore, JournalMemory, ObjectStorage, INBOX_PREFIX};
 use super::driver::Components;
 use super::error::EngineError;
 use super::pacing::{earliest, WritePacer, MIN_WRITE_INTERVAL_MS};
@@ -236,77 +245,6 @@ impl Gate {
         Ok(answer)
     }
 
-    /// The alarm fired: write what waits to be written, apply what was
-    /// kept, take due deadlines, continue a yielded run, deliver. An alarm
-    /// with nothing due re-arms from the meta and costs no KV operation. An
-    /// error asks the platform to retry the alarm.
-    pub async fn alarm<R, C, K, N, O>(
-        &self,
-        p: &Platform<'_, R, C, K, N, O>,
-    ) -> Result<(), EngineError>
-    where
-        R: Records + TaskIndexStore,
-        C: Components,
-        K: Clock + Sleep,
-        N: Notifier,
-        O: ObjectStorage,
-    {
-        let _turn = self.lock.lock().await;
-        // Whatever is decided below sets the alarm again if needed.
-        self.alarm.set(Some(None));
-        self.alarm_landed.set(Some(None));
-        let Some(meta) = self.meta(p).await? else {
-            return Ok(());
-        };
-        let now = p.clock.now();
-        let cold = self.kept.borrow().is_none();
-        let idle = self.inbox.borrow().queued.is_empty() && !self.inbox.borrow().unchecked;
-        if let (true, Some(at)) = (cold && idle, meta.wake_at) {
-            if at > now {
-                self.ensure_alarm(p, &meta.run_id, Some(at)).await;
-                return Ok(());
-            }
-        }
-        let run_id = meta.run_id;
-        self.catch_up(p, &run_id).await?;
-        // Callbacks that arrived meanwhile go before the deadlines the
-        // alarm takes: they are judged at their arrival.
-        self.drain(p, usize::MAX).await;
-        // The run acts when it is due — a deadline, a continuation, a poll —
-        // even within the second of its last write: its change is kept like
-        // a request (`wake`), replayed in its place if this object dies, its
-        // calls answered from the journal; the write follows when KV allows.
-        let now = p.clock.now();
-        let due = self
-            .run_wake(now)
-            .is_none_or(|wake| wake.is_some_and(|w| w <= now));
-        if due {
-            let command = Command::Wake {
-                run_id: run_id.clone(),
-            };
-            let key = self.inbox.borrow_mut().next_key(now);
-            match self.segment(p, command.clone(), None).await {
-                Ok(segment) => {
-                    if segment.dirty {
-                        self.changed(now);
-                        if !self.pacer.get().may_write(p.clock.now()) {
-                            let text = serde_json::to_string(&command).unwrap_or_default();
-                            self.keep(p, key, text).await?;
-                        }
-                    }
-                }
-                Err(e) => {
-                    // Try again shortly; the platform also retries a failed handler.
-                    self.ensure_alarm(p, &run_id, Some(now + 5_000)).await;
-                    self.settle(p, &run_id, usize::MAX).await?;
-                    return Err(e);
-                }
-            }
-        }
-        // No one waits on an alarm: it applies all that is queued.
-        self.settle(p, &run_id, usize::MAX).await
-    }
-
     /// Looks at the run this gate holds in memory, if any (for checks).
     pub fn inspect<T>(&self, f: impl FnOnce(Option<&Run>) -> T) -> T {
         f(self.kept.borrow().as_ref())
@@ -392,56 +330,6 @@ impl Gate {
         Ok(Answer::ok(details))
     }
 
-    /// A callback that arrived while a segment runs: kept in storage (that
-    /// is what makes it safe to answer), with the alarm set to apply it if
-    /// this object dies first, and queued for the segment's holder to apply
-    /// when it ends. It is answered as it was applied, or, if that takes
-    /// longer than `QUEUED_ANSWER_WAIT_MS`, `202 accepted`.
-    async fn queue<R, C, K, N, O>(
-        &self,
-        p: &Platform<'_, R, C, K, N, O>,
-        command: Command,
-        task_id: Option<String>,
-    ) -> Result<Answer, EngineError>
-    where
-        K: Clock + Sleep,
-        O: ObjectStorage,
-    {
-        let run_id = command_run_id(&command).to_string();
-        let text = serde_json::to_string(&command).unwrap_or_default();
-        // Its key holds its arrival time, at which it is judged.
-        let now = p.clock.now();
-        let key = self.inbox.borrow_mut().next_key(now);
-        let (answer, answered) = oneshot::channel();
-        // Queued before the write is awaited: the holder may finish meanwhile.
-        self.inbox.borrow_mut().queued.push_back(Queued {
-            key: key.clone(),
-            at: now,
-            command,
-            task_id: task_id.clone(),
-            answer,
-        });
-        p.object.put(&format!("{INBOX_PREFIX}{key}"), text).await?;
-        let soon = now + KEPT_ALARM_SLACK_MS;
-        if !matches!(self.alarm.get(), Some(Some(at)) if at <= soon) {
-            self.ensure_alarm(p, &run_id, Some(now)).await;
-        }
-        let waited = p.clock.sleep(QUEUED_ANSWER_WAIT_MS);
-        if let Either::Left((Ok(answer), _)) = select(answered, Box::pin(waited)).await {
-            return answer;
-        }
-        let mut body = json!({
-            "success": true,
-            "accepted": true,
-            "status": "running",
-            "run_id": run_id,
-        });
-        if let Some(task_id) = task_id {
-            body["task_id"] = Value::from(task_id);
-        }
-        Ok(Answer { status: 202, body })
-    }
-
     /// Applies up to `limit` queued callbacks, writes the record when it is
     /// due, and sets the alarm. Every holder of the lock ends with this
     /// before it lets go: whatever stays queued is applied by the alarm, set
@@ -487,52 +375,6 @@ impl Gate {
                 return Ok(());
             }
         }
-    }
-
-    /// Applies up to `limit` queued callbacks, each judged at its arrival,
-    /// and answers their senders if they still wait; stops early if the
-    /// kept run is dropped (the alarm then replays the queue from storage).
-    /// Answers how many it took from the queue.
-    async fn drain<R, C, K, N, O>(&self, p: &Platform<'_, R, C, K, N, O>, limit: usize) -> usize
-    where
-        R: Records + TaskIndexStore,
-        C: Components,
-        K: Clock + Sleep,
-        N: Notifier,
-        O: ObjectStorage,
-    {
-        let mut applied = 0;
-        while applied < limit {
-            let next = self.inbox.borrow_mut().queued.pop_front();
-            let Some(queued) = next else { break };
-            applied += 1;
-            let started = p.clock.now();
-            let result = self.segment(p, queued.command, Some(queued.at)).await;
-            let held = self.kept.borrow().is_some();
-            let failed = result.is_err();
-            let answer = result.map(|segment| {
-                if segment.dirty {
-                    self.changed(started);
-                }
-                self.render(segment.reply, false, queued.task_id.as_deref())
-            });
-            // Its sender may have stopped waiting (answered 202).
-            let _ = queued.answer.send(answer);
-            match (held, failed) {
-                (true, _) => self.inbox.borrow_mut().applied.push(queued.key),
-                // No such run: nothing will ever cover it.
-                (false, false) => {
-                    let _ = p.object.delete(INBOX_PREFIX, &[queued.key]).await;
-                }
-                (false, true) => {
-                    // The kept run was dropped: the queue is in storage, and
-                    // the alarm replays all of it, whoever comes next.
-                    self.drop_kept();
-                    break;
-                }
-            }
-        }
-        applied
     }
 
     /// Writes the kept run to KV with everything applied since the last
@@ -622,74 +464,6 @@ impl Gate {
         }
     }
 
-    /// Applies the requests kept in storage that the kept run lacks (a cold
-    /// object, or one whose run was dropped), each at the time it arrived.
-    async fn catch_up<R, C, K, N, O>(
-        &self,
-        p: &Platform<'_, R, C, K, N, O>,
-        run_id: &str,
-    ) -> Result<(), EngineError>
-    where
-        R: Records + TaskIndexStore,
-        C: Components,
-        K: Clock + Sleep,
-        N: Notifier,
-        O: ObjectStorage,
-    {
-        if !self.inbox.borrow().unchecked {
-            return Ok(());
-        }
-        // The last write's time first: nothing is written before it is known.
-        self.meta(p).await?;
-        // Unchecked, there is no kept run and nothing applied (`drop_kept`).
-        let kept = p.object.list(INBOX_PREFIX).await?;
-        {
-            let mut inbox = self.inbox.borrow_mut();
-            inbox.unchecked = false;
-            // Queued callbacks the listing holds are applied below, in their
-            // place; one whose write had not landed when storage was listed
-            // stays queued, for `settle`.
-            inbox
-                .queued
-                .retain(|q| !kept.iter().any(|(key, _)| *key == q.key));
-        }
-        // Requests for a run that was never stored (its trigger died before
-        // its first write): nothing to apply them to, nothing will cover them.
-        let mut moot = Vec::new();
-        for (key, text) in kept {
-            let at = inbox::arrival(&key).unwrap_or(0);
-            let command = serde_json::from_str::<Command>(&text)
-                .ok()
-                .filter(|c| command_run_id(c) == run_id && !matches!(c, Command::Read { .. }));
-            let Some(command) = command else {
-                self.inbox.borrow_mut().applied.push(key);
-                continue;
-            };
-            let result = self.segment(p, command, Some(at)).await;
-            let held = self.kept.borrow().is_some();
-            match result {
-                Ok(segment) if held => {
-                    self.inbox.borrow_mut().applied.push(key);
-                    if segment.dirty {
-                        self.changed(at);
-                    }
-                }
-                Ok(_) => moot.push(key),
-                // Refused, it changed nothing; the next write covers it.
-                Err(_) if held => self.inbox.borrow_mut().applied.push(key),
-                Err(e) => {
-                    // The record could not be read: try again next turn.
-                    self.drop_kept();
-                    return Err(e);
-                }
-            }
-        }
-        if !moot.is_empty() {
-            let _ = p.object.delete(INBOX_PREFIX, &moot).await;
-        }
-        Ok(())
-    }
-
     /// Keeps the request of the segment that just ran, whose change waits
     /// for the next write.
     async fn keep<R, C, K, N, O>(
@@ -753,89 +527,6 @@ impl Gate {
         result
     }
 
-    /// The meta, read from storage the first time it is needed; the pacer
-    /// learns from it when the record was last written.
-    async fn meta<R, C, K, N, O>(
-        &self,
-        p: &Platform<'_, R, C, K, N, O>,
-    ) -> Result<Option<GateMeta>, EngineError>
-    where
-        O: ObjectStorage,
-    {
-        if let Some(meta) = self.meta.borrow().as_ref() {
-            return Ok((!meta.run_id.is_empty()).then(|| meta.clone()));
-        }
-        let text = p.object.get(META_KEY).await?;
-        // Another turn may have read it meanwhile, and changed it since.
-        if let Some(meta) = self.meta.borrow().as_ref() {
-            return Ok((!meta.run_id.is_empty()).then(|| meta.clone()));
-        }
-        let meta: GateMeta = text
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default();
-        if let Some(at) = meta.last_write {
-            let mut pacer = self.pacer.get();
-            pacer.learned_write(at.saturating_add(WRITE_MARGIN_MS));
-            self.pacer.set(pacer);
-        }
-        *self.meta.borrow_mut() = Some(meta.clone());
-        Ok((!meta.run_id.is_empty()).then_some(meta))
-    }
-
-    async fn put_meta<R, C, K, N, O>(
-        &self,
-        p: &Platform<'_, R, C, K, N, O>,
-        meta: &GateMeta,
-    ) -> Result<(), EngineError>
-    where
-        O: ObjectStorage,
-    {
-        let text = serde_json::to_string(meta)
-            .map_err(|e| EngineError::Storage(format!("meta not serialized: {e}")))?;
-        p.object.put(META_KEY, text).await
-    }
-
-    /// Sets (or clears) the alarm to `wake`, unless it is already so. The
-    /// meta is stored first, so an alarm always finds its run.
-    async fn ensure_alarm<R, C, K, N, O>(
-        &self,
-        p: &Platform<'_, R, C, K, N, O>,
-        run_id: &str,
-        wake: Option<u64>,
-    ) where
-        O: ObjectStorage,
-    {
-        if self.alarm.get() == Some(wake) {
-            return;
-        }
-        // Known before the first await: a concurrent caller sees it.
-        self.alarm.set(Some(wake));
-        let set = match wake {
-            // The stored meta is read first if unknown: rewriting it from
-            // nothing would forget when the record was last written.
-            Some(_) if self.meta(p).await.is_err() => false,
-            Some(at) => {
-                let meta = {
-                    let mut meta = self.meta.borrow_mut();
-                    let meta = meta.get_or_insert_with(GateMeta::default);
-                    meta.run_id = run_id.to_string();
-                    meta.wake_at = Some(at);
-                    meta.clone()
-                };
-                self.put_meta(p, &meta).await.is_ok() && p.object.set_alarm(Some(at)).await.is_ok()
-            }
-            // The meta may stay: with no alarm nothing reads it, and the next
-            // alarm set rewrites it.
-            None => p.object.set_alarm(None).await.is_ok(),
-        };
-        if set {
-            self.alarm_landed.set(Some(wake));
-        } else if self.alarm.get() == Some(wake) {
-            // Unknown after a failure, so the next request tries again.
-            self.alarm.set(None);
-        }
-    }
-
     /// When the kept run must next act on its own (deadline, continuation,
     /// delivery); `None` when no run is kept, so it is not known.
     fn run_wake(&self, now: u64) -> Option<Option<u64>> {
@@ -867,47 +558,6 @@ impl Gate {
             journal: &self.journal,
         }
     }
-}
-
-/// What decides the alarm at the end of a turn.
-#[derive(Debug, Clone, Copy)]
-pub struct AlarmInputs {
-    pub now: u64,
-    /// Requests are kept but not applied (queued, or storage unchecked).
-    pub unapplied: bool,
-    /// When the kept run next acts on its own; `None` when no run is kept.
-    pub run_wake: Option<Option<u64>>,
-    pub pacer: WritePacer,
-}
-
-/// What a turn does to the alarm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlarmPlan {
-    /// Set it for this time, or clear it (`None`).
-    Set(Option<u64>),
-    /// Leave it: with no run kept, when it must act is not known here.
-    Leave,
-}
-
-/// The alarm a turn leaves: now while anything kept is unapplied (so it is
-/// applied whoever comes next); else the earlier of the run's own wake — a
-/// deadline, a continuation, a poll, a delivery: taken when due, its change
-/// kept until KV allows the write — and the moment the changes waiting to be
-/// written may be.
-pub fn alarm_after_turn(inputs: AlarmInputs) -> AlarmPlan {
-    let AlarmInputs {
-        now,
-        unapplied,
-        run_wake,
-        pacer,
-    } = inputs;
-    if unapplied {
-        return AlarmPlan::Set(Some(now));
-    }
-    let Some(wake) = run_wake else {
-        return AlarmPlan::Leave;
-    };
-    AlarmPlan::Set(earliest(wake, pacer.flush_at()))
 }
 
 /// The segment's view of the platform: the gate's store over its storage.
@@ -946,64 +596,5 @@ fn command_owner(command: &Command) -> Option<String> {
         | Command::Redeliver { owner, .. }
         | Command::Retry { owner, .. } => owner.clone(),
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn inputs(now: u64) -> AlarmInputs {
-        AlarmInputs {
-            now,
-            unapplied: false,
-            run_wake: Some(None),
-            pacer: WritePacer::default(),
-        }
-    }
-
-    #[test]
-    fn anything_kept_but_unapplied_sets_the_alarm_for_now() {
-        let plan = alarm_after_turn(AlarmInputs {
-            unapplied: true,
-            run_wake: Some(Some(90_000)),
-            ..inputs(10_000)
-        });
-        assert_eq!(plan, AlarmPlan::Set(Some(10_000)));
-    }
-
-    #[test]
-    fn a_deadline_is_taken_when_due_even_within_the_second_of_a_write() {
-        let mut pacer = WritePacer::default();
-        pacer.wrote(10_000);
-        let deadline = AlarmInputs {
-            run_wake: Some(Some(10_200)),
-            pacer,
-            ..inputs(10_100)
-        };
-        assert_eq!(alarm_after_turn(deadline), AlarmPlan::Set(Some(10_200)));
-    }
-
-    #[test]
-    fn changes_waiting_to_be_written_bring_the_alarm_forward() {
-        let mut pacer = WritePacer::default();
-        pacer.wrote(10_000);
-        pacer.changed(10_100);
-        let plan = alarm_after_turn(AlarmInputs {
-            run_wake: Some(Some(60_000)),
-            pacer,
-            ..inputs(10_100)
-        });
-        assert_eq!(plan, AlarmPlan::Set(Some(11_000)));
-    }
-
-    #[test]
-    fn a_finished_run_with_nothing_to_write_clears_it_and_no_run_leaves_it() {
-        assert_eq!(alarm_after_turn(inputs(5)), AlarmPlan::Set(None));
-        let cold = AlarmInputs {
-            run_wake: None,
-            ..inputs(5)
-        };
-        assert_eq!(alarm_after_turn(cold), AlarmPlan::Leave);
     }
 }
