@@ -28,7 +28,7 @@ import {
     kvOps,
 } from "./harness.mjs";
 import { sleep } from "./harness.mjs";
-import { assertCallbackAnswer } from "./settle.mjs";
+import { assertCallbackAnswer, kvCaughtUp } from "./settle.mjs";
 
 const SCREENSHOT = path.join(REPO_ROOT, "target", "ui", "run.png");
 const KEY_STORAGE = "arcrun.apiKey";
@@ -159,6 +159,8 @@ test("a paused run resumed by a callback: list, timeline with the wait, closed w
         return r.body.final_callback?.state === "delivered" && r;
     }, { timeoutMs: 20_000, everyMs: 200 });
     assert.equal(done.body.status, "completed");
+    // The list is read from KV, which follows the run within about a second of its last change.
+    await kvCaughtUp(worker, runId);
 
     const page = await newPage();
     try {
