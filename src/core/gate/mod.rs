@@ -406,8 +406,11 @@ impl Gate {
         // No later than an alarm asked for and not yet landed (a queued
         // callback's): whichever lands last must still cover both.
         let wanted = wake.map(|w| earliest(Some(w), self.alarm.get().flatten()).unwrap_or(w));
-        let alarm =
-            wanted.filter(|w| !matches!(self.alarm_landed.get(), Some(Some(at)) if at <= *w));
+        // An alarm that landed covers it only while it is still to come: one
+        // whose time has passed may have fired already, and is spent.
+        let alarm = wanted.filter(
+            |w| !matches!(self.alarm_landed.get(), Some(Some(at)) if at > started && at <= *w),
+        );
         let meta = {
             let mut meta = self.meta.borrow_mut();
             let meta = meta.get_or_insert_with(GateMeta::default);
