@@ -236,6 +236,18 @@ impl Gate {
                     segment.refresh(run, p.config);
                 }
             } else if let Some(text) = text {
+                // The alarm that will write it is set before it is kept: an
+                // object that dies in between leaves nothing waiting on a
+                // later alarm (a deadline the change opened comes due).
+                if let Some(at) = self.pacer.get().flush_at() {
+                    let at = earliest(Some(at), self.alarm.get().flatten()).unwrap_or(at);
+                    let now = p.clock.now();
+                    let covered =
+                        matches!(self.alarm_landed.get(), Some(Some(a)) if a > now && a <= at);
+                    if !covered {
+                        self.ensure_alarm(p, &run_id, Some(at)).await;
+                    }
+                }
                 self.keep(p, key, text).await?;
             }
         }
