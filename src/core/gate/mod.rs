@@ -134,6 +134,9 @@ pub struct Queued {
 pub struct Gate {
     /// Held by one segment at a time (and by the write that follows it).
     lock: Mutex<()>,
+    /// Held while the kept run is out being written: a read waits for it
+    /// rather than show KV's older record.
+    writing: Mutex<()>,
     /// The run as the last segment left it — possibly ahead of KV by what
     /// the kept requests hold — taken out while a segment executes.
     kept: RefCell<Option<Run>>,
@@ -317,6 +320,10 @@ impl Gate {
             self.catch_up(p, run_id).await?;
             self.settle(p, run_id, DRAIN_PER_TURN).await?;
         }
+        if !active && self.kept.borrow().is_none() {
+            // A write under way has the run out for a moment.
+            drop(self.writing.lock().await);
+        }
         let store = self.store(p);
         let host = host(p, &store);
         let now = p.clock.now();
@@ -447,6 +454,7 @@ impl Gate {
             }
             self.alarm_landed.set(Some(Some(at)));
         }
+        let _writing = self.writing.lock().await;
         let Some(mut run) = self.kept.borrow_mut().take() else {
             return Ok(());
         };
