@@ -13,9 +13,8 @@ use arcrun::core::error::EngineError;
 use arcrun::core::gate::storage::{INBOX_PREFIX, OUTCOME_PREFIX};
 use arcrun::core::gate::{Answer, Gate, GateLog, Platform};
 use arcrun::core::memory::{ManualClock, MemoryNotifier, MemoryObject, MemoryStore};
-use arcrun::core::plan::{Directory, GraphLimits};
+use arcrun::core::plan::Directory;
 use arcrun::core::record::RunStatus;
-use arcrun::core::redact::Redactor;
 use arcrun::core::run::Settings;
 use arcrun::core::segment::{Clock, Command, GateConfig};
 use arcrun::core::stored::decode;
@@ -47,19 +46,7 @@ impl Object {
             clock: ManualClock::at(T0),
             net: Network::echo_with_async(),
             notifier: MemoryNotifier::default(),
-            config: GateConfig {
-                settings: Settings::default(),
-                directory: Directory::default(),
-                limits: GraphLimits::default(),
-                max_record_bytes: 24 << 20,
-                retention_secs: 3600,
-                index_tasks: false,
-                callback_secret: Some(Rc::from("secret")),
-                webhook_keys: vec![b"webhook-key-for-tests-0123456789".to_vec()],
-                delivery_window_ms: 24 * 3600 * 1000,
-                max_wait_ms: 7 * 24 * 3600 * 1000,
-                redactor: Redactor::with_extra(Vec::<String>::new()),
-            },
+            config: support::gate::config(Settings::default(), Directory::default()),
             gate: RefCell::new(Rc::new(Gate::starting(1))),
             lives: Cell::new(1),
         }

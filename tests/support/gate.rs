@@ -30,6 +30,23 @@ pub struct Start {
     pub parent: Option<String>,
 }
 
+/// The configuration native tests run gates with.
+pub fn config(settings: Settings, directory: Directory) -> GateConfig {
+    GateConfig {
+        settings,
+        directory,
+        limits: GraphLimits::default(),
+        max_record_bytes: 24 << 20,
+        retention_secs: 3600,
+        index_tasks: false,
+        callback_secret: Some(Rc::from("secret")),
+        webhook_keys: vec![b"webhook-key-for-tests-0123456789".to_vec()],
+        delivery_window_ms: 24 * 3600 * 1000,
+        max_wait_ms: 7 * 24 * 3600 * 1000,
+        redactor: Redactor::with_extra(Vec::<String>::new()),
+    }
+}
+
 /// A gate without the platform: the kept run, the store, a clock, a network.
 pub struct Gate {
     pub store: MemoryStore,
@@ -51,19 +68,7 @@ impl Gate {
             clock: ManualClock::at(T0),
             net,
             notifier: MemoryNotifier::default(),
-            config: GateConfig {
-                settings,
-                directory,
-                limits: GraphLimits::default(),
-                max_record_bytes: 24 << 20,
-                retention_secs: 3600,
-                index_tasks: false,
-                callback_secret: Some(Rc::from("secret")),
-                webhook_keys: vec![b"webhook-key-for-tests-0123456789".to_vec()],
-                delivery_window_ms: 24 * 3600 * 1000,
-                max_wait_ms: 7 * 24 * 3600 * 1000,
-                redactor: Redactor::with_extra(Vec::<String>::new()),
-            },
+            config: config(settings, directory),
             cached: RefCell::new(None),
         }
     }
