@@ -104,6 +104,7 @@ impl Object {
             workflow: None,
             depth: 0,
             parent: None,
+            restart: false,
         })
         .expect("the run starts")
     }
@@ -279,6 +280,7 @@ fn a_refused_trigger_leaves_a_fresh_object_untouched() {
         workflow: None,
         depth: 0,
         parent: None,
+        restart: false,
     });
     assert!(
         matches!(refused, Err(EngineError::InvalidGraph(_))),

@@ -84,24 +84,17 @@ impl ApiError {
                     Some(json!({ "problems": problems })),
                 )
             }
-            Self::Engine(e @ (EngineError::CorruptRecord(_) | EngineError::Storage(_))) => {
-                (500, e.code(), e.to_string(), None)
-            }
-            Self::Engine(e @ (EngineError::TaskMismatch { .. } | EngineError::TaskShared)) => {
-                (409, e.code(), e.to_string(), None)
-            }
             Self::Engine(
                 e @ (EngineError::RunFinished { status }
                 | EngineError::RunNotFinished { status }
                 | EngineError::NotRetryable { status, .. }),
             ) => (
-                409,
+                e.status(),
                 e.code(),
                 e.to_string(),
                 Some(json!({ "status": status })),
             ),
-            Self::Engine(e @ EngineError::NotFound(_)) => (404, e.code(), e.to_string(), None),
-            Self::Engine(e) => (400, e.code(), e.to_string(), None),
+            Self::Engine(e) => (e.status(), e.code(), e.to_string(), None),
             Self::BadRequest(code, m) => (400, code, m, None),
             Self::Unauthorized(m) => (401, "unauthorized", m, None),
             Self::Forbidden(m) => (403, "origin_not_allowed", m, None),

@@ -18,13 +18,14 @@ use worker::{js_sys, wasm_bindgen::JsCast, wasm_bindgen::JsValue, Env, ListOptio
 
 use sha2::Digest;
 
-use super::claims::{ask, Claim};
+use super::claims::ask;
 use super::config::RUNS_KV;
 use super::gate_stub::gate;
 use super::http::ApiError;
 use super::ops::Ops;
 use super::runtime::now_ms;
 use crate::core::auth::encode_hex;
+use crate::core::claim::Claim;
 use crate::core::error::EngineError;
 use crate::core::gate::storage::ObjectStorage;
 use crate::core::listing::{record_key, RunSummary};

@@ -13,10 +13,11 @@
 use serde_json::Value;
 use worker::Env;
 
-use super::claims::{claim_run, settle_start, ClaimName, Claimed};
+use super::claims::{claim_run, settle_start, Claimant, Claimed};
 use super::gate_stub::gate;
 use super::runtime::{now_ms, random_id};
 use super::store::RunStore;
+use crate::core::claim::ClaimName;
 use crate::core::listing::{new_run_id, workflow_prefix, StoredWorkflow};
 use crate::core::plan::SUBFLOW_SCHEME;
 use crate::core::run::{Call, CallOutcome, DeliveryOutcome};
@@ -73,12 +74,13 @@ async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
         owner: &owner,
         call: &call.idempotency_key,
     };
-    let claimed = claim_run(env, &claim_name, &child, "", &owner)
+    let claimant = Claimant { env, owner: &owner };
+    let claimed = claim_run(&claimant, &claim_name, &child, "")
         .await
         .map_err(|e| e.message())?;
     let (child, mut response) = match claimed {
         // The call was issued before: its child is under way (or done).
-        Claimed::Replay { run_id, view } => (run_id, view),
+        Claimed::Replay { run_id, view, .. } => (run_id, view),
         Claimed::Conflict(held) => {
             return Err(format!(
                 "the call's child is claimed by another request (run '{}')",
@@ -103,9 +105,10 @@ async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
                 workflow: Some(name.to_string()),
                 depth: call.depth + 1,
                 parent: Some(format!("{PARENT_SCHEME}{parent_run}/{wait_id}")),
+                restart: claim.taken > 0,
             };
             let answer = gate(env, &claim.run_id, &request).await;
-            settle_start(env, &claim_name, &claim, &owner, &answer).await;
+            settle_start(&claimant, &claim_name, &claim, &answer).await;
             (claim.run_id, answer.map_err(|e| e.message())?)
         }
     };

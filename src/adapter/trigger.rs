@@ -10,13 +10,14 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use worker::{Env, Request, Response};
 
-use super::claims::{claim_run, settle_start, ClaimName, Claimed};
+use super::claims::{claim_run, settle_start, Claimant, Claimed};
 use super::config::Config;
 use super::gate_stub::gate;
 use super::http::{json_response, ApiError, REPLAYED_HEADER};
 use super::ops::{with_kv_ops, KvOps};
 use super::runtime::{now_ms, random_id};
 use crate::core::auth::encode_hex;
+use crate::core::claim::ClaimName;
 use crate::core::listing::new_run_id;
 use crate::core::segment::Command;
 use crate::core::webhook::check_receiver_url;
@@ -145,13 +146,22 @@ pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
         random_id().map_err(|e| ApiError::Internal(format!("randomness unavailable: {e}")))?;
     let run_id = new_run_id(&start.owner, now_ms(), &random);
     let Some((key, body_hash)) = &start.idempotency else {
-        return gate(start.env, &run_id.clone(), &start_request(&start, run_id)).await;
+        return gate(
+            start.env,
+            &run_id.clone(),
+            &start_request(&start, run_id, false),
+        )
+        .await;
     };
     let name = ClaimName::Trigger {
         owner: &start.owner,
         key,
     };
-    match claim_run(start.env, &name, &run_id, body_hash, &start.owner).await? {
+    let claimant = Claimant {
+        env: start.env,
+        owner: &start.owner,
+    };
+    match claim_run(&claimant, &name, &run_id, body_hash).await? {
         Claimed::Conflict(held) => Ok(json_response(
             422,
             &json!({
@@ -166,15 +176,15 @@ pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
         )),
         Claimed::Replay { view, .. } => replayed(view).await,
         Claimed::Start(claim) => {
-            let request = start_request(&start, claim.run_id.clone());
+            let request = start_request(&start, claim.run_id.clone(), claim.taken > 0);
             let answer = gate(start.env, &claim.run_id, &request).await;
-            settle_start(start.env, &name, &claim, &start.owner, &answer).await;
+            settle_start(&claimant, &name, &claim, &answer).await;
             answer
         }
     }
 }
 
-fn start_request(start: &Start<'_>, run_id: String) -> Command {
+fn start_request(start: &Start<'_>, run_id: String, restart: bool) -> Command {
     Command::Start {
         run_id,
         graph: start.graph.clone(),
@@ -185,6 +195,7 @@ fn start_request(start: &Start<'_>, run_id: String) -> Command {
         workflow: start.workflow.clone(),
         depth: 0,
         parent: None,
+        restart,
     }
 }
 

@@ -57,6 +57,21 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// The HTTP status the edge answers with: the client's mistake (4xx),
+    /// or the engine's storage failing (500, worth retrying).
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidGraph(_) | Self::InvalidRequest(_) => 400,
+            Self::NotFound(_) => 404,
+            Self::TaskMismatch { .. }
+            | Self::TaskShared
+            | Self::RunFinished { .. }
+            | Self::RunNotFinished { .. }
+            | Self::NotRetryable { .. } => 409,
+            Self::CorruptRecord(_) | Self::Storage(_) => 500,
+        }
+    }
+
     /// A stable machine-readable code for clients.
     pub fn code(&self) -> &'static str {
         match self {

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod builtins;
 pub mod callback;
+pub mod claim;
 pub mod condition;
 pub mod dates;
 pub mod driver;

@@ -11,7 +11,7 @@
 //! - a noop names a documented reason;
 //! - a deadline is taken within 2 s of being due (the same allowances).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use serde_json::Value;
@@ -58,9 +58,20 @@ pub struct Observed {
     crashes: BTreeMap<String, Vec<u64>>,
     /// When each run was seen failed or cancelled (a retry may follow).
     cut: BTreeMap<String, Vec<u64>>,
+    /// When each run was started again under its claim, having been
+    /// claimed and never stored.
+    restarts: BTreeMap<String, Vec<u64>>,
 }
 
 impl Observed {
+    /// A start taken over under its claim reaches the run's gate.
+    pub fn restart(&mut self, run_id: &str, at: u64) {
+        self.restarts
+            .entry(run_id.to_string())
+            .or_default()
+            .push(at);
+    }
+
     /// Notes what `run` shows now; answers a line per change, for traces.
     pub fn run(&mut self, object: &str, run: &Run, now: u64) -> Vec<String> {
         let mut lines = Vec::new();
@@ -144,10 +155,13 @@ pub fn at_quiet(sim: &Simulation, gates: &BTreeMap<String, Rc<Gate>>) {
     for sent in sim.sent.values() {
         if let (Command::Start { run_id, .. }, Some(Ok(answer))) = (&sent.command, &sent.answer) {
             if (200..300).contains(&answer.status) {
-                must_exist.push(run_id.clone());
+                // A start under a claim may answer the run another began.
+                let named = answer.body["run_id"].as_str().unwrap_or(run_id);
+                must_exist.push(named.to_string());
             }
         }
     }
+    claims(sim);
     let keys: Vec<(String, String)> = sim
         .world()
         .kv
@@ -195,6 +209,41 @@ pub fn at_quiet(sim: &Simulation, gates: &BTreeMap<String, Rc<Gate>>) {
     }
     callbacks(sim, &stored);
     deadlines(sim);
+}
+
+/// One name, one run: every start under a claimed name that was answered
+/// names the same run, and the last one (sent when the schedule had gone
+/// quiet) is answered — so a run the name was given to and never stored
+/// was started again, not left behind a claim that answers `404`.
+fn claims(sim: &Simulation) {
+    let mut named: BTreeMap<&str, Vec<(u64, u16, String)>> = BTreeMap::new();
+    for sent in sim.sent.values() {
+        let (Some(key), Some(Ok(answer))) = (&sent.key, &sent.answer) else {
+            continue;
+        };
+        let run = answer.body["run_id"].as_str().unwrap_or_default();
+        named
+            .entry(key)
+            .or_default()
+            .push((sent.at, answer.status, run.to_string()));
+    }
+    for (key, answers) in named {
+        let runs: BTreeSet<&str> = answers
+            .iter()
+            .filter(|(_, status, _)| (200..300).contains(status))
+            .map(|(_, _, run)| run.as_str())
+            .collect();
+        if runs.len() > 1 {
+            sim.record_violation(format!("{key} named more than one run: {runs:?}"));
+        }
+        let last = answers.iter().max_by_key(|(at, _, _)| *at);
+        if let Some((_, status, run)) = last.filter(|(_, status, _)| !(200..300).contains(status)) {
+            sim.record_violation(format!(
+                "{key}'s last start was answered {status} (run {run:?}): the name holds a run \
+                 that cannot be had"
+            ));
+        }
+    }
 }
 
 fn short(v: &Value) -> String {
@@ -256,7 +305,14 @@ fn callbacks(sim: &Simulation, stored: &BTreeMap<String, Run>) {
                 if answer.body["held"] == Value::Bool(true) || sim.observed.held.contains(&key) {
                     continue;
                 }
-                let from = sent.at;
+                // A run that was not stored when it came could not apply it
+                // before it was started again.
+                let restarted = sim
+                    .observed
+                    .restarts
+                    .get(run_id)
+                    .and_then(|at| at.iter().filter(|t| **t >= sent.at && **t <= *seen).max());
+                let from = restarted.copied().unwrap_or(sent.at);
                 let allowed = allowance(sim, run_id, from, *seen);
                 if *seen > from + allowed {
                     sim.record_violation(format!(

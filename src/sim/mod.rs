@@ -9,6 +9,7 @@
 //! Native only: it is a test instrument, never part of the Worker.
 
 pub mod check;
+pub mod claims;
 pub mod scenario;
 pub mod source;
 pub mod world;
@@ -23,12 +24,16 @@ use std::task::{Context, Poll, Waker};
 use serde_json::{json, Value};
 
 use self::check::Observed;
+use self::claims::{
+    keyed_start, KeyKind, Rpc, RpcAnswer, SimClaimStorage, CLAIM_OBJECT, WORKER_OBJECT,
+};
 use self::scenario::Plan;
 use self::source::Source;
 use self::world::{
     callback_body, DaemonAct, Dispatch, Shared, SimClock, SimComponents, SimNotifier, SimObject,
     SimRecords, World,
 };
+use crate::core::claim::{ClaimKeeper, START_GRACE_MS};
 use crate::core::error::EngineError;
 use crate::core::gate::{command_run_id, Answer, Gate, GateLog, Platform};
 use crate::core::plan::{Directory, GraphLimits};
@@ -60,8 +65,49 @@ pub struct Report {
 /// Who sent a request, so the right party retries it.
 #[derive(Debug, Clone)]
 enum Sender {
-    Daemon { dispatch: Dispatch, attempt: usize },
+    Daemon {
+        dispatch: Dispatch,
+        attempt: usize,
+    },
     Caller,
+    /// A start under a claim: a caller with an `Idempotency-Key`, or a
+    /// sub-workflow call issued again.
+    Keyed(Keyed),
+    /// The sender of a keyed start that was answered reading its run: not
+    /// found, it sends the start again.
+    Check(Keyed),
+}
+
+/// A start under a claim, as its sender sends it again.
+#[derive(Debug, Clone)]
+struct Keyed {
+    kind: KeyKind,
+    key: String,
+    /// Names the run id this request would start (each request makes its
+    /// own).
+    start: Command,
+    /// Sent again after an error so far.
+    attempt: usize,
+    /// Sent again after the run it was told was not found so far.
+    checks: usize,
+}
+
+impl Keyed {
+    /// The same start as a new request sends it, with a run id of its own.
+    fn again(&self, mark: &str, attempt: usize, checks: usize) -> Self {
+        let id = format!("{}{mark}", command_run_id(&self.start));
+        Self {
+            start: with_fresh_id(&self.start, &id),
+            attempt,
+            checks,
+            ..self.clone()
+        }
+    }
+
+    fn send(self) -> Event {
+        let start = self.start.clone();
+        Event::Send(Box::new((Sender::Keyed(self), start)))
+    }
 }
 
 /// A request as sent and answered.
@@ -71,6 +117,8 @@ pub struct Sent {
     pub command: Command,
     /// The daemon's callback id, for a callback.
     pub callback: Option<u64>,
+    /// The claimed name, for a start under one.
+    pub key: Option<String>,
     pub answer: Option<Result<Answer, String>>,
     pub answered_at: Option<u64>,
 }
@@ -84,9 +132,17 @@ type TaskFuture = Pin<Box<dyn Future<Output = Result<Answer, EngineError>>>>;
 
 struct Task {
     object: String,
-    /// The request it answers; `None` for an alarm.
-    request: Option<(u64, Sender)>,
+    origin: Origin,
     future: TaskFuture,
+}
+
+/// What a task is doing on its object.
+enum Origin {
+    /// Answering a request from outside.
+    Request(u64, Box<Sender>),
+    /// Answering a sub-request of another task (`claims::Rpc`).
+    Rpc(u64),
+    Alarm,
 }
 
 /// One schedule in motion.
@@ -94,6 +150,11 @@ pub struct Simulation {
     world: Shared,
     config: Rc<GateConfig>,
     gates: BTreeMap<String, Rc<Gate>>,
+    /// Claim objects' memory, by object: lost when one crashes.
+    keepers: BTreeMap<String, Rc<ClaimKeeper>>,
+    /// Keyed starts, to send once more when the schedule goes quiet.
+    keyed: Vec<Keyed>,
+    probed: bool,
     tasks: Vec<Task>,
     events: Vec<(u64, u64, Event)>,
     alarm_running: BTreeSet<String>,
@@ -145,6 +206,9 @@ impl Simulation {
             world: Rc::new(RefCell::new(world)),
             config: Rc::new(config),
             gates: BTreeMap::new(),
+            keepers: BTreeMap::new(),
+            keyed: Vec::new(),
+            probed: false,
             tasks: Vec::new(),
             events: Vec::new(),
             alarm_running: BTreeSet::new(),
@@ -172,8 +236,34 @@ impl Simulation {
                 workflow: None,
                 depth: 0,
                 parent: None,
+                restart: false,
             };
-            self.schedule(run.start_at, Event::Send(Box::new((Sender::Caller, start))));
+            match run.keyed {
+                Some(kind) => {
+                    let key = format!("key-{}", run.run_id);
+                    // Each request makes its own run id; the first sent
+                    // names the plan's.
+                    for n in 0..=run.duplicates {
+                        let start = match n {
+                            0 => start.clone(),
+                            n => with_fresh_id(&start, &format!("{}k{n}", run.run_id)),
+                        };
+                        let keyed = Keyed {
+                            kind,
+                            key: key.clone(),
+                            start,
+                            attempt: 0,
+                            checks: 0,
+                        };
+                        if n == 0 {
+                            self.keyed.push(keyed.clone());
+                        }
+                        let at = run.start_at + n * self.below(300);
+                        self.schedule(at, keyed.send());
+                    }
+                }
+                None => self.schedule(run.start_at, Event::Send(Box::new((Sender::Caller, start)))),
+            }
             let owner = Some("owner".to_string());
             if let Some(at) = run.cancel_at {
                 let cancel = Command::Cancel {
@@ -200,6 +290,7 @@ impl Simulation {
                 return;
             }
             self.take_dispatches();
+            self.take_rpcs();
             self.fire_due();
             if plan.crash > 0 && self.chance(plan.crash) {
                 self.crash_someone();
@@ -207,7 +298,7 @@ impl Simulation {
             if self.poll_one(&mut cx) {
                 continue;
             }
-            if !self.advance() {
+            if !self.advance() && !self.probe() {
                 return;
             }
         }
@@ -243,6 +334,59 @@ impl Simulation {
         }
     }
 
+    /// Sub-requests become tasks on their objects. A claim object takes one
+    /// at a time, as its input gate holds others while it awaits its own
+    /// storage.
+    fn take_rpcs(&mut self) -> bool {
+        let queued = std::mem::take(&mut self.world.borrow_mut().rpcs);
+        let begun = queued.len();
+        let mut waiting = Vec::new();
+        for (id, object, rpc) in queued {
+            let busy = |tasks: &[Task]| tasks.iter().any(|t| t.object == object);
+            let future = match rpc {
+                Rpc::Claim(claim) if busy(&self.tasks) => {
+                    waiting.push((id, object, Rpc::Claim(claim)));
+                    continue;
+                }
+                Rpc::Claim(claim) => self.claim_future(&object, claim),
+                Rpc::Gate(command) => {
+                    if let Command::Start { restart: true, .. } = &command {
+                        let now = self.world.borrow().now;
+                        self.observed.restart(&object, now);
+                    }
+                    self.request_future(&object, command)
+                }
+            };
+            self.tasks.push(Task {
+                object,
+                origin: Origin::Rpc(id),
+                future,
+            });
+        }
+        let begun = begun > waiting.len();
+        self.world.borrow_mut().rpcs.extend(waiting);
+        begun
+    }
+
+    /// When the schedule goes quiet, every keyed start is sent once more,
+    /// as a caller that lost its answer would: the claim must still name
+    /// the run, and that run must exist (started again, if it never was
+    /// stored). False when that was done already.
+    fn probe(&mut self) -> bool {
+        if self.probed || self.keyed.is_empty() {
+            return false;
+        }
+        self.probed = true;
+        // After a claim object's memory of handing its claim out has
+        // lapsed: until then it answers that the run is being started.
+        let at = self.world.borrow().now + START_GRACE_MS + 1;
+        for keyed in std::mem::take(&mut self.keyed) {
+            self.schedule(at, keyed.again("p", 0, 0).send());
+        }
+        self.world.borrow_mut().now = at;
+        true
+    }
+
     /// Sends what is due, and fires due alarms.
     fn fire_due(&mut self) {
         let now = self.world.borrow().now;
@@ -272,10 +416,13 @@ impl Simulation {
             self.report.alarms += 1;
             self.note(format!("alarm fires for {object}"));
             self.alarm_running.insert(object.clone());
-            let future = self.alarm_future(&object);
+            let future = match object.starts_with(CLAIM_OBJECT) {
+                true => self.claim_alarm_future(&object),
+                false => self.alarm_future(&object),
+            };
             self.tasks.push(Task {
                 object,
-                request: None,
+                origin: Origin::Alarm,
                 future,
             });
         }
@@ -293,7 +440,11 @@ impl Simulation {
                 DaemonAct::Callback { id, .. } => Some(id),
                 DaemonAct::Heartbeat { .. } => None,
             },
-            Sender::Caller => None,
+            Sender::Caller | Sender::Keyed(_) | Sender::Check(_) => None,
+        };
+        let key = match &sender {
+            Sender::Keyed(keyed) => Some(keyed.key.clone()),
+            _ => None,
         };
         self.sent.insert(
             id,
@@ -301,6 +452,7 @@ impl Simulation {
                 at: now,
                 command: command.clone(),
                 callback,
+                key,
                 answer: None,
                 answered_at: None,
             },
@@ -313,11 +465,24 @@ impl Simulation {
                 return;
             }
         }
-        let object = command_run_id(&command).to_string();
-        let future = self.request_future(&object, command);
+        let (object, future) = match &sender {
+            Sender::Keyed(keyed) => {
+                let world = Rc::clone(&self.world);
+                let future = keyed_start(world, keyed.kind, keyed.key.clone(), command);
+                (
+                    format!("{WORKER_OBJECT}{id}"),
+                    Box::pin(future) as TaskFuture,
+                )
+            }
+            _ => {
+                let object = command_run_id(&command).to_string();
+                let future = self.request_future(&object, command);
+                (object, future)
+            }
+        };
         self.tasks.push(Task {
             object,
-            request: Some((id, sender)),
+            origin: Origin::Request(id, Box::new(sender)),
             future,
         });
     }
@@ -364,6 +529,42 @@ impl Simulation {
         })
     }
 
+    fn keeper(&mut self, object: &str) -> Rc<ClaimKeeper> {
+        Rc::clone(self.keepers.entry(object.to_string()).or_default())
+    }
+
+    fn claim_future(&mut self, object: &str, claim: crate::core::claim::Claim) -> TaskFuture {
+        let keeper = self.keeper(object);
+        let world = Rc::clone(&self.world);
+        let storage = SimClaimStorage {
+            world: Rc::clone(&self.world),
+            object: object.to_string(),
+        };
+        Box::pin(async move {
+            let now = world.borrow().now;
+            let answer = keeper.handle(&storage, claim, now).await?;
+            Ok(Answer {
+                status: 200,
+                body: serde_json::to_value(answer).unwrap_or_default(),
+            })
+        })
+    }
+
+    fn claim_alarm_future(&mut self, object: &str) -> TaskFuture {
+        let keeper = self.keeper(object);
+        let storage = SimClaimStorage {
+            world: Rc::clone(&self.world),
+            object: object.to_string(),
+        };
+        Box::pin(async move {
+            keeper.expire(&storage).await?;
+            Ok(Answer {
+                status: 200,
+                body: Value::Null,
+            })
+        })
+    }
+
     /// Polls tasks in a random order until one moves; false if none can
     /// until time passes.
     fn poll_one(&mut self, cx: &mut Context<'_>) -> bool {
@@ -396,18 +597,50 @@ impl Simulation {
     }
 
     fn finished(&mut self, task: Task, result: Result<Answer, EngineError>) {
-        match task.request {
-            Some((id, sender)) => {
-                let retry = match &result {
-                    Ok(answer) => !(200..300).contains(&answer.status),
-                    Err(_) => true,
+        match task.origin {
+            Origin::Rpc(id) => {
+                let answer = match result {
+                    Ok(answer) if task.object.starts_with(CLAIM_OBJECT) => {
+                        serde_json::from_value(answer.body)
+                            .map(RpcAnswer::Claim)
+                            .map_err(|e| e.to_string())
+                    }
+                    Ok(answer) => Ok(RpcAnswer::Gate(answer)),
+                    Err(e) if e.status() < 500 => Ok(RpcAnswer::Refused(e.status())),
+                    Err(e) => Err(e.to_string()),
+                };
+                let mut world = self.world.borrow_mut();
+                world.rpc_answers.insert(id, answer);
+                world.progress += 1;
+            }
+            Origin::Request(id, sender) => {
+                let sender = *sender;
+                let retry = match (&result, &sender) {
+                    // A caller retries what failed, not what was refused.
+                    (Ok(answer), Sender::Keyed(_)) => answer.status >= 500,
+                    (_, Sender::Check(_)) => true,
+                    (Ok(answer), _) => !(200..300).contains(&answer.status),
+                    (Err(_), _) => true,
+                };
+                let told = match (&result, &sender) {
+                    (Ok(answer), Sender::Keyed(_)) if answer.status < 300 => {
+                        answer.body["run_id"].as_str().map(str::to_string)
+                    }
+                    _ => None,
+                };
+                let found = match (&result, &sender) {
+                    (Ok(answer), Sender::Check(_)) => answer.status != 404,
+                    _ => false,
                 };
                 self.answered(id, result.map_err(|e| e.to_string()));
-                if retry {
+                if let (Some(run_id), Sender::Keyed(keyed)) = (told, &sender) {
+                    self.check_later(keyed, run_id);
+                }
+                if retry && !found {
                     self.retry(sender);
                 }
             }
-            None => {
+            Origin::Alarm => {
                 self.alarm_running.remove(&task.object);
                 let line = format!("alarm of {} ends: {:?}", task.object, result.as_ref().err());
                 self.note(line);
@@ -452,8 +685,29 @@ impl Simulation {
     }
 
     /// A daemon tries again after an error, as the reference daemon does;
-    /// callers do not (their run may or may not have started).
+    /// so does a caller with an `Idempotency-Key` (and a parent issuing its
+    /// call again), as a new request, until it has its run; callers without
+    /// one do not (their run may or may not have started).
     fn retry(&mut self, sender: Sender) {
+        match sender {
+            // It needs its run: it tries until it has it, backing off as
+            // a daemon does.
+            Sender::Keyed(keyed) => {
+                let last = DAEMON_RETRY_MS.len() - 1;
+                let at = self.world.borrow().now + DAEMON_RETRY_MS[keyed.attempt.min(last)];
+                let again = keyed.again("r", keyed.attempt + 1, keyed.checks);
+                self.schedule(at, again.send());
+                return;
+            }
+            // Not found (or the read failed): the start is sent again.
+            Sender::Check(keyed) => {
+                let now = self.world.borrow().now;
+                let again = keyed.again("c", 0, keyed.checks + 1);
+                self.schedule(now, again.send());
+                return;
+            }
+            _ => {}
+        }
         let Sender::Daemon { dispatch, attempt } = sender else {
             return;
         };
@@ -467,6 +721,19 @@ impl Simulation {
             attempt: attempt + 1,
         };
         self.schedule(at, Event::Send(Box::new((sender, command))));
+    }
+
+    /// A caller told of a run reads it once a claim object's memory of
+    /// handing the claim out has lapsed (until then a run being started is
+    /// shown as running before its gate knows it).
+    fn check_later(&mut self, keyed: &Keyed, run_id: String) {
+        let read = Command::Read {
+            run_id,
+            owner: Some("owner".into()),
+        };
+        let at = self.world.borrow().now + START_GRACE_MS + 1;
+        let check = Sender::Check(keyed.clone());
+        self.schedule(at, Event::Send(Box::new((check, read))));
     }
 
     /// An object crashes (or is evicted): its requests fail (their senders
@@ -483,12 +750,19 @@ impl Simulation {
         self.tasks = alive;
         for task in dead {
             drop(task.future);
-            match task.request {
-                Some((id, sender)) => {
+            match task.origin {
+                Origin::Request(id, sender) => {
+                    let sender = *sender;
                     self.answered(id, Err("connection lost: the object crashed".into()));
                     self.retry(sender);
                 }
-                None => {
+                Origin::Rpc(id) => {
+                    let mut world = self.world.borrow_mut();
+                    let lost = Err("connection lost: the object crashed".to_string());
+                    world.rpc_answers.insert(id, lost);
+                    world.progress += 1;
+                }
+                Origin::Alarm => {
                     self.alarm_running.remove(object);
                     let now = self.world.borrow().now;
                     self.set_alarm_if_later(object, now + 2_000);
@@ -512,8 +786,12 @@ impl Simulation {
                 }
             }
         }
-        let gate = self.fresh_gate();
-        self.gates.insert(object.to_string(), gate);
+        if object.starts_with(CLAIM_OBJECT) {
+            self.keepers.remove(object);
+        } else if !object.starts_with(WORKER_OBJECT) {
+            let gate = self.fresh_gate();
+            self.gates.insert(object.to_string(), gate);
+        }
     }
 
     fn crash_someone(&mut self) {
@@ -535,6 +813,11 @@ impl Simulation {
     /// Moves the clock to the next thing that can happen; false when
     /// nothing ever will (the schedule is quiet).
     fn advance(&mut self) -> bool {
+        // A sub-request held back by a busy object that has since crashed
+        // begins now.
+        if self.take_rpcs() {
+            return true;
+        }
         let now = self.world.borrow().now;
         let next_event = self.events.iter().map(|(at, _, _)| *at).min();
         let next_alarm = self
@@ -543,6 +826,8 @@ impl Simulation {
             .objects
             .iter()
             .filter(|(id, _)| !self.alarm_running.contains(*id))
+            // A claim's alarm forgets it a day later: no work of the schedule.
+            .filter(|(id, _)| !id.starts_with(CLAIM_OBJECT))
             .filter_map(|(_, o)| o.alarm)
             .min();
         let next_wakeup = self.next_wakeup(now);
@@ -650,6 +935,13 @@ fn brief(command: &Command) -> String {
             command_run_id(other)
         ),
     }
+}
+
+/// `start` as another request would send it: with a run id of its own.
+fn with_fresh_id(start: &Command, run_id: &str) -> Command {
+    let mut value = serde_json::to_value(start).unwrap_or_default();
+    value["start"]["run_id"] = json!(run_id);
+    serde_json::from_value(value).unwrap_or_else(|_| start.clone())
 }
 
 /// The request a daemon's act becomes, as the route hands it to the gate.

@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::claims::KeyKind;
 use super::source::Source;
 use super::world::DaemonKnobs;
 
@@ -26,6 +27,10 @@ pub struct RunPlan {
     pub start_at: u64,
     pub cancel_at: Option<u64>,
     pub retry_at: Option<u64>,
+    /// Started under a claim (else by a caller without a key).
+    pub keyed: Option<KeyKind>,
+    /// Further requests sent with the same key, at nearly the same moment.
+    pub duplicates: u64,
 }
 
 const PEND: &str = "http://pend.sim/task";
@@ -90,6 +95,25 @@ fn graph(source: &mut Source) -> (Value, Map<String, Value>) {
     (graph, context)
 }
 
+/// Half the schedules start their runs under claims (a caller's
+/// `Idempotency-Key`, a sub-workflow call's child), sent more than once.
+/// Drawn from a fork, so the other half replay as they did before claims
+/// were simulated.
+fn with_claims(mut fork: Source, mut runs: Vec<RunPlan>) -> Vec<RunPlan> {
+    if !fork.chance(500) {
+        return runs;
+    }
+    for run in &mut runs {
+        run.keyed = match fork.below(3) {
+            0 => Some(KeyKind::Trigger),
+            1 => Some(KeyKind::Subflow),
+            _ => None,
+        };
+        run.duplicates = *fork.pick(&[0, 1, 1, 2]);
+    }
+    runs
+}
+
 /// Draws a schedule's plan from its source.
 pub fn plan(source: &mut Source, t0: u64) -> Plan {
     let knobs = DaemonKnobs {
@@ -116,9 +140,12 @@ pub fn plan(source: &mut Source, t0: u64) -> Plan {
                 retry_at: source
                     .chance(200)
                     .then(|| start_at + source.between(5_000, 60_000)),
+                keyed: None,
+                duplicates: 0,
             }
         })
         .collect();
+    let runs = with_claims(source.fork(1), runs);
     Plan {
         runs,
         knobs,

@@ -40,6 +40,15 @@ impl Source {
         z ^ (z >> 31)
     }
 
+    /// A source of its own, drawn from this one's state without moving it:
+    /// choices added to the simulator later draw from a fork, so a seed
+    /// that does not take them replays the schedule it always did.
+    pub fn fork(&self, salt: u64) -> Self {
+        let mut fork = Self::seeded(self.state ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        fork.next_seeded();
+        fork
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         if self.at + 2 <= self.bytes.len() {
             let pair = [self.bytes[self.at], self.bytes[self.at + 1]];

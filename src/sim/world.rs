@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 
 use serde_json::{json, Value};
 
+use super::claims::{Rpc, RpcAnswer};
 use super::source::Source;
 use crate::core::driver::Components;
 use crate::core::error::EngineError;
@@ -110,6 +111,10 @@ pub struct World {
     pub answers: BTreeMap<String, (u64, CallOutcome)>,
     /// A line per operation, when tracing.
     pub trace: Option<Vec<String>>,
+    /// Sub-requests a task has sent another object, not yet begun there.
+    pub rpcs: Vec<(u64, String, Rpc)>,
+    /// Their answers, until their asker takes them.
+    pub rpc_answers: BTreeMap<u64, Result<RpcAnswer, String>>,
 }
 
 /// How pending components' daemons behave in this schedule, per mille.
@@ -145,6 +150,8 @@ impl World {
             wakeups: BTreeSet::new(),
             answers: BTreeMap::new(),
             trace: None,
+            rpcs: Vec::new(),
+            rpc_answers: BTreeMap::new(),
         }
     }
 

@@ -194,6 +194,7 @@ impl Gate {
             workflow: start.workflow,
             depth: start.depth,
             parent: start.parent,
+            restart: false,
         })
     }
 

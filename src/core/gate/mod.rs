@@ -204,13 +204,28 @@ impl Gate {
             None => self.lock.lock().await,
         };
         let is_start = matches!(command, Command::Start { .. });
-        if is_start {
+        let restart = matches!(command, Command::Start { restart: true, .. });
+        if restart {
+            // Taken over because no one could find the run: if it was
+            // started after all (two takeovers raced, say), it is answered
+            // as it stands.
+            let run_id = command_run_id(&command).to_string();
+            if self.started(p, &run_id).await? {
+                let owner = command_owner(&command);
+                return self.read(p, &run_id, owner.as_deref()).await;
+            }
+        }
+        if is_start && !restart {
             // A fresh run id names a fresh object: no alarm, nothing kept,
             // no write yet.
             self.alarm.set(Some(None));
             self.alarm_landed.set(Some(None));
             self.inbox.borrow_mut().unchecked = false;
             *self.meta.borrow_mut() = Some(GateMeta::default());
+        }
+        if restart {
+            // Not fresh: what its storage kept is applied once it starts.
+            self.inbox.borrow_mut().unchecked = false;
         }
         // A trigger or retry that goes on past this invocation answers 202.
         let may_continue = is_start || matches!(command, Command::Retry { .. });
@@ -220,8 +235,12 @@ impl Gate {
         // Keyed by its arrival, like every kept request: a replay applies
         // them in the order they arrived, each judged as of then.
         let key = self.inbox.borrow_mut().next_key(arrived);
-        // Kept only if its change cannot be written at once.
-        let text = (!is_start).then(|| serde_json::to_string(&command).unwrap_or_default());
+        // Kept only if its change cannot be written at once. A fresh
+        // trigger is never kept: the run is stored by its first write or
+        // not at all (its caller is told it failed). A restart is kept, as
+        // the request's answer may confirm the run's claim.
+        let text =
+            (!is_start || restart).then(|| serde_json::to_string(&command).unwrap_or_default());
         let mut segment = match self.segment(p, command, Some(arrived)).await {
             Ok(segment) => segment,
             Err(e) => {
@@ -229,6 +248,12 @@ impl Gate {
                 return Err(e);
             }
         };
+        if restart && self.kept.borrow().is_some() {
+            // Callbacks that came while the run was never stored were kept
+            // for it: applied now, each as of its arrival.
+            self.inbox.borrow_mut().unchecked = true;
+            self.catch_up(p, &run_id).await?;
+        }
         if segment.dirty {
             self.changed(started);
             if self.pacer.get().may_write(p.clock.now()) {

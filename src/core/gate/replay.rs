@@ -9,6 +9,10 @@ use crate::core::error::EngineError;
 use crate::core::segment::{Clock, Command, Notifier};
 use crate::core::store::{Records, TaskIndexStore};
 
+/// How long requests kept for a run that was never stored are kept: as long
+/// as the claim that may start it again lasts.
+const UNSTORED_KEPT_MS: u64 = crate::core::claim::CLAIM_TTL_MS;
+
 impl Gate {
     /// Applies the requests kept in storage that the kept run lacks (a cold
     /// object, or one whose run was dropped), each at the time it arrived.
@@ -41,10 +45,15 @@ impl Gate {
                 .queued
                 .retain(|q| !kept.iter().any(|(key, _)| *key == q.key));
         }
+        // A restart (`Command::Start::restart`) comes first: what was kept
+        // before it arrived came for the run it starts again.
+        let (starts, rest): (Vec<_>, Vec<_>) = kept
+            .into_iter()
+            .partition(|(_, text)| text.starts_with("{\"start\""));
         // Requests for a run that was never stored (its trigger died before
-        // its first write): nothing to apply them to, nothing will cover them.
+        // its first write): nothing to apply them to yet.
         let mut moot = Vec::new();
-        for (key, text) in kept {
+        for (key, text) in starts.into_iter().chain(rest) {
             let at = inbox::arrival(&key).unwrap_or(0);
             let command = serde_json::from_str::<Command>(&text)
                 .ok()
@@ -53,6 +62,12 @@ impl Gate {
                 self.inbox.borrow_mut().applied.push(key);
                 continue;
             };
+            if matches!(command, Command::Start { .. }) && self.started(p, run_id).await? {
+                // Written since (the write that covered it died before it
+                // forgot it): starting it over would lose what it did.
+                self.inbox.borrow_mut().applied.push(key);
+                continue;
+            }
             let result = self.segment(p, command, Some(at)).await;
             let held = self.kept.borrow().is_some();
             match result {
@@ -62,6 +77,9 @@ impl Gate {
                         self.changed(at);
                     }
                 }
+                // Kept a while: the run's claim may start it again under
+                // this id (`Command::Start::restart`), and then they apply.
+                Ok(_) if p.clock.now().saturating_sub(at) < UNSTORED_KEPT_MS => {}
                 Ok(_) => moot.push(key),
                 // Refused, it changed nothing; the next write covers it.
                 Err(_) if held => self.inbox.borrow_mut().applied.push(key),
@@ -76,6 +94,18 @@ impl Gate {
             let _ = p.object.delete(INBOX_PREFIX, &moot).await;
         }
         Ok(())
+    }
+
+    /// Whether the run exists already: kept here, or stored.
+    pub(super) async fn started<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        run_id: &str,
+    ) -> Result<bool, EngineError>
+    where
+        R: Records,
+    {
+        Ok(self.kept.borrow().is_some() || p.records.load(run_id).await?.is_some())
     }
 
     /// The meta, read from storage the first time it is needed; the pacer

@@ -111,6 +111,13 @@ pub enum Command {
         depth: u32,
         #[serde(default)]
         parent: Option<String>,
+        /// Started again under its claim, which was taken over: the run was
+        /// claimed before and, as far as anyone could tell, never stored. Its
+        /// object may hold requests that came for it meanwhile (callbacks
+        /// from its calls), applied once it starts; and a run stored after
+        /// all is answered as it stands, not started over.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        restart: bool,
     },
     Callback {
         run_id: String,

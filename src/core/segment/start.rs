@@ -20,6 +20,7 @@ pub(super) fn run(config: &GateConfig, command: Command, now: u64) -> Result<Run
         workflow,
         depth,
         parent,
+        restart: _,
     } = command
     else {
         return Err(EngineError::InvalidRequest("not a trigger".into()));
