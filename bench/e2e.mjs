@@ -51,7 +51,7 @@ import path from "node:path";
 import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 
-import { REPO_ROOT, TEST_API_KEY, freePort, startComponent as startHarnessComponent, startWorker } from "../tests/e2e/harness.mjs";
+import { REPO_ROOT, TEST_API_KEY, freePort, startComponent as startHarnessComponent, startWorker, storedStatus } from "../tests/e2e/harness.mjs";
 import { startDaemon } from "../daemon/daemon.mjs";
 
 const KV_HEADER = "x-arcrun-kv-ops";
@@ -868,13 +868,13 @@ async function benchKvOps(figures) {
 // (e) bytes
 // ---------------------------------------------------------------------------------------
 
-/** Which part of a stored record (version 2; version 1 field names too) takes how many bytes. */
+/** Which part of a stored record (version 3 or 2; version 1 field names too) takes how many bytes. */
 function recordBreakdown(record) {
     const parts = { graph: 0, context: 0, done_outputs: 0, paused_ctx: 0, waiting_arrivals: 0, other_nodes: 0, trace: 0, waits: 0 };
     parts.graph = bytesOf(record.graph);
     parts.context = bytesOf(record.context);
     parts.trace = bytesOf(record.trace);
-    // v2: open waits and closed ones; v1: waits and resumed waits.
+    // v2 and v3: open waits and closed ones; v1: waits and resumed waits.
     parts.waits = bytesOf(record.waits) + bytesOf(record.closed) + bytesOf(record.resumed);
     for (const node of record.nodes) {
         if (node?.done) parts.done_outputs += bytesOf(node.done.output);
@@ -1163,7 +1163,7 @@ async function benchSegmentKv(figures) {
     // Read past the probe (Miniflare's own binding), so polling costs the Worker nothing.
     const storedState = async (runId) => {
         const text = await kv.get(recordKey(runId), "text");
-        return text ? JSON.parse(text).status?.state : null;
+        return text ? storedStatus(JSON.parse(text)) : null;
     };
     const probe = async () => (await worker.fetchJson("/__kv-probe")).body;
     const pausing = (seconds) => ({
@@ -2682,7 +2682,7 @@ async function benchCallbackBurst(figures, sizes) {
         const kvCaughtUp = await pollUntil(
             async () => {
                 const text = await kv.get(rk, "text");
-                return text && JSON.parse(text).status?.state === final.body?.status;
+                return text && storedStatus(JSON.parse(text)) === final.body?.status;
             },
             { timeoutMs: 10_000, everyMs: 100 },
         );

@@ -612,7 +612,7 @@ fn v1_directory() -> Directory {
 }
 
 #[test]
-fn a_paused_version_1_record_resumes_and_is_stored_as_version_2() {
+fn a_paused_version_1_record_resumes_and_is_stored_as_version_3() {
     let gate = Gate::with(
         Network::echo_with_async(),
         Settings::default(),
@@ -642,10 +642,11 @@ fn a_paused_version_1_record_resumes_and_is_stored_as_version_2() {
     assert_eq!(body.get("data"), None);
     assert_eq!(gate.net.hits("http://c/after"), 1);
     let stored: Value = serde_json::from_str(&gate.store.record(run_id).unwrap()).unwrap();
-    let output = &stored["status"]["output"];
+    let output = &stored["status"]["completed"]["output"];
     assert_eq!(output["answer"], json!(42), "{stored}");
     assert_eq!(output["prepared"], json!("migrations"));
-    assert_eq!(stored["version"], json!(2));
+    assert_eq!(stored["version"], json!(3));
+    assert!(stored["revision"].is_u64(), "{stored}");
     assert_eq!(stored["closed"]["w1"]["how"], json!("resumed"));
 }
 
@@ -703,7 +704,7 @@ fn records_that_do_not_fit_their_graph_are_corrupt_not_panics() {
     let mut c = good.clone();
     c["graph"]["nodes"][3]["componentId"] = json!("unknown_component");
     cases.push(c);
-    // Version 2: a mapping whose item waits on a wait that is not open.
+    // Version 3: a mapping whose item waits on a wait that is not open.
     let plan = support::plan(json!({
         "nodes": [{"id": "in", "type": "Input"}, {"id": "each", "type": "Component", "componentId": "http://c/async"}],
         "edges": [{"from": "in", "to": "each", "type": "FOREACH", "items": "list"}]
@@ -720,13 +721,13 @@ fn records_that_do_not_fit_their_graph_are_corrupt_not_panics() {
         &Network::echo_with_async(),
         &support::Clock::new(),
     );
-    let v2: Value =
+    let v3: Value =
         serde_json::from_str(&arcrun::core::stored::encode(&mut run, usize::MAX, T0)).unwrap();
-    assert!(decode(&v2.to_string(), &dir, Settings::default()).is_ok());
-    let mut c = v2.clone();
+    assert!(decode(&v3.to_string(), &dir, Settings::default()).is_ok());
+    let mut c = v3.clone();
     c["waits"] = json!({});
     cases.push(c);
-    let mut c = v2.clone();
+    let mut c = v3.clone();
     c["nodes"][1]["mapping"]["items"][0] = json!({"paused": {"wait_id": "n9"}});
     cases.push(c);
     for (i, case) in cases.iter().enumerate() {

@@ -3,12 +3,14 @@
 //!
 //! Input, by its first byte:
 //!   `{`  → the whole input is the record text (seeds: real records, v1 and
-//!          v2, which libFuzzer mutates byte-wise);
+//!          v2, which libFuzzer mutates byte-wise; what they become once
+//!          written is v3);
 //!   else → the rest drives structured mutations of a valid record: one of
-//!          a few records built here by running small graphs (paused on a
-//!          chain, paused mid-FOREACH with a join waiting, yielded with calls
-//!          due, completed, cancelled, with a timed-out wait, paused on
-//!          polling waits) or the v1 fixtures, parsed as JSON, edited (node states deleted, duplicated,
+//!          a few version-3 records built here by running small graphs
+//!          (paused on a chain, paused mid-FOREACH with a join waiting,
+//!          yielded with calls due, completed, cancelled, with a timed-out
+//!          wait, paused on polling waits) or the v1 fixtures, parsed as
+//!          JSON, edited (node states deleted, duplicated,
 //!          replaced or renamed; numbers changed; wait keys dropped; items and
 //!          arrivals edited; the version changed; any value replaced or
 //!          deleted), written back and decoded.
@@ -388,6 +390,16 @@ fn nth_wait(obj: &mut Map<String, Value>, i: u8) -> Option<&mut Map<String, Valu
     waits.get_mut(&k)?.as_object_mut()
 }
 
+/// The status's fields: beside its `state` up to version 2, inside its one
+/// key from version 3 (`{"paused": {"since": 5}}`).
+fn status_fields(obj: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
+    let status = obj.get_mut("status")?.as_object_mut()?;
+    if status.contains_key("state") {
+        return Some(status);
+    }
+    status.values_mut().next()?.as_object_mut()
+}
+
 /// The object holding `field`, and its key.
 type Slot<'a> = (&'a mut Map<String, Value>, &'static str);
 
@@ -398,8 +410,8 @@ fn number_at(obj: &mut Map<String, Value>, field: Field) -> Option<Slot<'_>> {
         Field::UpdatedAt => (obj, "updated_at"),
         Field::Segments => (obj, "segments"),
         Field::TraceDropped => (obj, "trace_dropped"),
-        Field::StatusSince => (obj.get_mut("status")?.as_object_mut()?, "since"),
-        Field::StatusFinishedAt => (obj.get_mut("status")?.as_object_mut()?, "finished_at"),
+        Field::StatusSince => (status_fields(obj)?, "since"),
+        Field::StatusFinishedAt => (status_fields(obj)?, "finished_at"),
         Field::WaitSince(i) => (nth_wait(obj, i)?, "since"),
         Field::WaitExpiresAt(i) => (nth_wait(obj, i)?, "expires_at"),
         Field::WaitItem(i) => (nth_wait(obj, i)?, "item"),

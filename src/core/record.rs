@@ -54,10 +54,17 @@ pub struct RunRecord {
     pub depth: u32,
     pub created_at: u64,
     pub updated_at: u64,
+    /// How many times the record has been written to KV: the gate stores the
+    /// number it last wrote in its own storage, so a read of KV that returns
+    /// an older record (a lagging read) is recognised instead of taken as the
+    /// run.
+    pub revision: u64,
 }
 
+/// Stored externally tagged, like every other enum of the record:
+/// `"running"`, `{"paused": {"since": 5}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Executing now, or stopped at the end of an invocation's call budget
     /// and due to continue in the next.

@@ -211,7 +211,7 @@ test("date variables: in every run's context and templates, overridden by the tr
     assert.deepEqual(pick(done.data, DATE_KEYS), first, "and the context still holds them");
     // And so does the record in KV, once written.
     const { record } = await kvCaughtUp(worker, p.body.run_id);
-    assert.deepEqual(record.status.output.r, first);
+    assert.deepEqual(record.status.completed.output.r, first);
 });
 
 // ---------------------------------------------------------------------------------------

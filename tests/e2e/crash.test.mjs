@@ -18,7 +18,7 @@ import os from "node:os";
 import path from "node:path";
 
 import { DEFAULT_CALLBACK_TIMEOUT_MS, DEFAULT_RETRY_DELAYS_MS } from "../../daemon/daemon.mjs";
-import { startWorker, startComponent, pendingComponent, freePort, waitUntil, sleep } from "./harness.mjs";
+import { startWorker, startComponent, pendingComponent, freePort, waitUntil, sleep, storedStatus } from "./harness.mjs";
 import { recordKey, assertCallbackAccepted } from "./settle.mjs";
 
 const RUNS = 20;
@@ -170,15 +170,15 @@ test("SIGKILL with segments waiting on a slow component and callbacks accepted: 
             "every run to be completed in KV",
             async () => {
                 for (const run of runs) {
-                    if (stored.get(run.id)?.status?.state === "completed") continue;
+                    if (storedStatus(stored.get(run.id)) === "completed") continue;
                     const text = await kv.get(recordKey(run.id), "text");
                     if (text) stored.set(run.id, JSON.parse(text));
                 }
-                return runs.every((run) => stored.get(run.id)?.status?.state === "completed");
+                return runs.every((run) => storedStatus(stored.get(run.id)) === "completed");
             },
             { timeoutMs: SETTLE_WITHIN_MS, everyMs: 250 },
         ).catch((err) => {
-            const states = runs.map((r) => `${r.seq}${IMPATIENT.has(r.seq) ? "*" : ""}:${stored.get(r.id)?.status?.state}/${Object.keys(stored.get(r.id)?.waits ?? {}).length}`);
+            const states = runs.map((r) => `${r.seq}${IMPATIENT.has(r.seq) ? "*" : ""}:${storedStatus(stored.get(r.id))}/${Object.keys(stored.get(r.id)?.waits ?? {}).length}`);
             err.message += ` (seq:state/open waits, * = no request after the restart: ${states.join(" ")})`;
             throw err;
         });

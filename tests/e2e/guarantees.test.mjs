@@ -28,7 +28,7 @@ import {
     waitForStatus,
     mintToken,
 } from "./harness.mjs";
-import { sleep, sha256hex as sha256 } from "./harness.mjs";
+import { sleep, sha256hex as sha256, storedStatus } from "./harness.mjs";
 import { runView, kvCaughtUp, assertCallbackAnswer, assertCallbackAccepted } from "./settle.mjs";
 
 
@@ -436,7 +436,7 @@ test("KV operations at the binding: pause 1 put, resume 1 put (≤1 get), duplic
         assert.equal(m.kv.getWithMetadata, 0);
         assert.deepEqual(m.do, OK, "callback resume: one Durable Object request");
         await assertOneWrite(worker, m, "callback resume (warm)");
-        assert.equal((await kvCaughtUp(worker, run0)).record.status.state, "completed", "the completed run is in KV");
+        assert.equal(storedStatus((await kvCaughtUp(worker, run0)).record), "completed", "the completed run is in KV");
 
         // A duplicate: noop, no write, no list.
         m = await measured(worker, callback(0));
@@ -841,10 +841,10 @@ test("an API key removed from API_KEY_HASHES can no longer read its runs, which 
         assert.ok(retired.body.run_id.startsWith(`${retiredTag}-`), retired.body.run_id);
         const stored = await waitUntil("the retired key's completed run in KV", async () => {
             const record = (await w.kvSnapshot({ json: true })).get(`runs/${retiredTag}/${retired.body.run_id}`);
-            return record?.status?.state === "completed" ? record : null;
+            return storedStatus(record) === "completed" ? record : null;
         }, { timeoutMs: 8000, everyMs: 100 });
         assert.ok(stored, "the finished run is still stored (it expires normally)");
-        assert.equal(stored.status.output.v, "retired");
+        assert.equal(stored.status.completed.output.v, "retired");
 
         const callK = callOf(pc, "/work", kept.body.run_id);
         const k = await postCallback(callK.callbackUrl, callK.taskId, { success: true, data: { v: "kept" } });

@@ -554,6 +554,18 @@ export function mintToken(secret, runId, waitId, expiresAt) {
     return `${expiresAt}.${mac.digest("base64url")}`;
 }
 
+/**
+ * The name of a stored run's status, from its KV record (version 3): `"running"` is the status
+ * itself, the others are `{"<name>": {...fields}}`. Anything else (version 2's
+ * `{"state": ...}`) is `undefined`.
+ */
+export function storedStatus(record) {
+    const status = record?.status;
+    if (typeof status === "string") return status;
+    const keys = status && typeof status === "object" ? Object.keys(status) : [];
+    return keys.length === 1 && status[keys[0]] && typeof status[keys[0]] === "object" ? keys[0] : undefined;
+}
+
 /** Alarms fire within ~2 s locally; the shared machine is slow, so allow far more. */
 export const ALARM_SLACK_MS = 10000;
 

@@ -1,17 +1,18 @@
-// Upgrading with runs in flight: records stored by the previous release (record version 1,
-// commit 50fd88b) are put into KV exactly as that release wrote them, then read and resumed
-// by this one. A record whose shape does not fit its graph is refused cleanly, not crashed on.
+// Upgrading with runs in flight: records stored by earlier releases (record version 1, commit
+// 50fd88b; record version 2, commit 208d02a) are put into KV exactly as those releases wrote
+// them, then read, resumed and written back as version 3 by this one. A record whose shape does
+// not fit its graph is refused cleanly, not crashed on.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 
-import { startWorker, startComponent, REPO_ROOT, mintToken, TEST_CALLBACK_SECRET } from "./harness.mjs";
+import { startWorker, startComponent, REPO_ROOT, mintToken, TEST_CALLBACK_SECRET, storedStatus } from "./harness.mjs";
 import { runView, kvCaughtUp, assertCallbackAnswer } from "./settle.mjs";
 
 const CALLBACK_SECRET = TEST_CALLBACK_SECRET;
-const fixture = (name) => readFile(path.join(REPO_ROOT, "tests", "fixtures", "v1", name), "utf8");
+const fixture = (name, version = "v1") => readFile(path.join(REPO_ROOT, "tests", "fixtures", version, name), "utf8");
 
 
 let worker;
@@ -38,7 +39,7 @@ after(async () => {
     }
 });
 
-/** Stores a v1 record under `run:{run_id}` as the previous release did. */
+/** Stores a record under `run:{run_id}` as earlier releases did for ids of this form. */
 async function putRecord(text) {
     const runId = JSON.parse(text).run_id;
     await (await worker.mf.getKVNamespace("RUNS")).put(`run:${runId}`, text);
@@ -58,7 +59,7 @@ async function callBack(record, waitId, body) {
 
 const statuses = (trace) => trace.map((e) => `${e.node_id}${Number.isInteger(e.item) ? `[${e.item}]` : ""}:${e.status}`);
 
-test("a paused v1 chain is readable, resumes once, and is stored as version 2", async () => {
+test("a paused v1 chain is readable, resumes once, and is stored as version 3", async () => {
     const text = await fixture("paused-chain.json");
     const record = JSON.parse(text);
     const id = await putRecord(text);
@@ -92,8 +93,10 @@ test("a paused v1 chain is readable, resumes once, and is stored as version 2", 
 
     await kvCaughtUp(worker, id);
     const stored = JSON.parse(await getRecord(id));
-    assert.equal(stored.version, 2);
-    assert.equal(stored.status.state, "completed");
+    assert.equal(stored.version, 3);
+    assert.equal(storedStatus(stored), "completed");
+    assert.equal(stored.status.completed.output.answer, 42, JSON.stringify(stored.status));
+    assert.ok(Number.isInteger(stored.revision), "a version-3 record counts its writes");
     // A run of the old id form stays under `run:{id}` (runs of the listed form live under
     // `runs/{owner tag}/`) and is not listed.
     assert.deepEqual([...(await worker.kvSnapshot()).keys()].filter((k) => k.endsWith(id)), [`run:${id}`]);
@@ -150,15 +153,57 @@ test("a paused v1 FOREACH with a join resumes item by item and completes", async
     assert.equal(done.body.status, "completed");
     assert.equal(done.body.data.count, 3);
     assert.equal(done.body.data.side, "side", "the join kept the side branch delivered before the upgrade");
-    // The record is rewritten as version 2, its last change within about a second.
+    // The record is rewritten as version 3, its last change within about a second.
     const { record: stored } = await kvCaughtUp(worker, id);
-    assert.equal(stored.version, 2);
-    assert.equal(JSON.parse(await getRecord(id)).version, 2);
+    assert.equal(stored.version, 3);
+    assert.equal(JSON.parse(await getRecord(id)).version, 3);
+    assert.equal(storedStatus(stored), "completed");
 
     const before = await worker.kvSnapshot();
     const again = await callBack(record, "w2", { task_id: "task-each-1", success: true, data: { v: 9 } });
     assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: id, task_id: "task-each-1" });
     assert.deepEqual(await worker.kvSnapshot(), before);
+});
+
+test("a paused v2 chain is readable, resumes once, and is stored as version 3", async () => {
+    const text = await fixture("paused-chain.json", "v2");
+    const record = JSON.parse(text);
+    assert.equal(record.version, 2);
+    assert.deepEqual(record.status, { state: "paused", since: 1790000000005 }, "version 2 tags the status inside");
+    // Version 2 pins named components to the URLs they had when the run started; the fixture's
+    // point at nothing, so they are pointed at this test's servers. The rest is as written.
+    const pinned = { ...record, components: { daemon_task: `${daemonComp.url}/daemon`, after_component: `${afterComp.url}/after` } };
+    const id = await putRecord(JSON.stringify(pinned));
+    assert.equal(id, "v2chainrun");
+
+    const read = await worker.fetchJson(`/runs/${id}`);
+    assert.equal(read.status, 200, read.text);
+    assert.equal(read.body.status, "paused");
+    assert.deepEqual(read.body.waits.map((w) => [w.wait_id, w.task_id, w.node_id]), [["n2", "task-slow", "slow"]], read.text);
+    assert.equal(JSON.parse(await getRecord(id)).version, 2, "a read writes nothing");
+
+    const daemonHits = daemonComp.hits();
+    const afterHits = afterComp.hits("/after");
+    const r = await callBack(record, "n2", { task_id: "task-slow", success: true, data: { answer: 42 } });
+    assert.equal(r.status, 200, r.text);
+    assertCallbackAnswer(r.body, { status: "completed", run_id: id, task_id: "task-slow" });
+    const output = (await runView(worker, id)).data;
+    assert.equal(output.answer, 42);
+    assert.equal(output.prepared, "migrations", "context from before the upgrade carried over");
+    assert.equal(output.after, "after");
+    assert.equal(afterComp.hits("/after") - afterHits, 1, "after_component called once, at its pinned URL");
+    assert.equal(daemonComp.hits() - daemonHits, 0, "the already-called daemon is not called again");
+
+    const { record: stored } = await kvCaughtUp(worker, id);
+    assert.equal(stored.version, 3);
+    assert.equal(storedStatus(stored), "completed");
+    assert.deepEqual(stored.status.completed.output, output, "the status is tagged outside");
+    assert.ok(Number.isInteger(stored.revision), JSON.stringify(stored.revision));
+    assert.equal(stored.closed.n2.how, "resumed");
+
+    const again = await callBack(record, "n2", { task_id: "task-slow", success: true, data: { answer: 43 } });
+    assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: id, task_id: "task-slow" });
+    assert.equal(afterComp.hits("/after") - afterHits, 1, "the repeat ran nothing");
 });
 
 test("a v1 record that does not fit its graph is refused with JSON errors and left as it was", async () => {

@@ -10,7 +10,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
-import { startWorker, pendingComponent, postCallback, waitUntil, waitForStatus, kvOpsOf, freePort } from "./harness.mjs";
+import { startWorker, pendingComponent, postCallback, waitUntil, waitForStatus, kvOpsOf, freePort, storedStatus } from "./harness.mjs";
 
 const recordKey = (id) => `runs/${id.slice(0, 16)}/${id}`;
 
@@ -119,7 +119,7 @@ test("300 item callbacks, each sent twice, 50 at once: each applied exactly once
         await waitUntil("KV holds the completed run", async () => {
             const kv = await worker.mf.getKVNamespace("RUNS");
             const text = await kv.get(recordKey(runId), "text");
-            return text && JSON.parse(text).status?.state === "completed";
+            return text && storedStatus(JSON.parse(text)) === "completed";
         }, { timeoutMs: 5_000 });
         assert.deepEqual(await worker.kvWriteViolations(), []);
     } finally {

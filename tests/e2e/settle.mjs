@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 
-import { TEST_API_KEY, waitUntil } from "./harness.mjs";
+import { TEST_API_KEY, waitUntil, storedStatus } from "./harness.mjs";
 
 /** Where a run's record is kept in KV: `runs/{owner tag}/{id}` for listed ids, `run:{id}` for 32-hex ones. */
 export const recordKey = (id) => {
@@ -42,8 +42,8 @@ export async function kvCaughtUp(worker, runId, { apiKey = TEST_API_KEY, timeout
                 const text = await kv.get(key, "text");
                 if (text === null) return null;
                 const record = JSON.parse(text);
-                last = { state: record.status?.state, updated_at: record.updated_at };
-                if (record.updated_at !== view.updated_at || record.status?.state !== view.status) return null;
+                last = { status: storedStatus(record), updated_at: record.updated_at };
+                if (record.updated_at !== view.updated_at || storedStatus(record) !== view.status) return null;
                 const entry = (await kv.list({ prefix: key })).keys.find((k) => k.name === key);
                 return entry ? { view, record, entry } : null;
             },

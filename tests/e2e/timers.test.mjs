@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 
 import { startWorker, startComponent, freePort, pendingComponent, postCallback, TEST_API_KEY_HASH } from "./harness.mjs";
-import { waitUntil as until, waitForStatus, kvOps, ALARM_SLACK_MS } from "./harness.mjs";
+import { waitUntil as until, waitForStatus, kvOps, ALARM_SLACK_MS, storedStatus } from "./harness.mjs";
 import { sleep, sha256hex as sha256 } from "./harness.mjs";
 import { runView, kvCaughtUp, assertCallbackAnswer, assertCallbackAccepted } from "./settle.mjs";
 
@@ -37,7 +37,7 @@ async function storedRun(w, runId) {
  * the stored run's state is one of `states`.
  */
 const waitForStored = (w, runId, states, timeoutMs = ALARM_SLACK_MS) =>
-    until(`stored run ${runId} to be ${states}`, async () => states.includes((await storedRun(w, runId)).status.state), { timeoutMs });
+    until(`stored run ${runId} to be ${states}`, async () => states.includes(storedStatus(await storedRun(w, runId))), { timeoutMs });
 
 /** POSTs a callback for a call remembered by pendingComponent, as its daemon would. */
 const callBack = (call, extra) => postCallback(call.callbackUrl, call.taskId, extra);
@@ -113,7 +113,7 @@ test("an expired deadline with no ON_FAIL fails the run with wait_timeout; a lat
     assert.equal(failed.body.error.node_id, "slow");
     assert.ok(statuses(failed.body.trace).includes("slow:failed"), failed.text);
     assert.deepEqual(failed.body.waits, []);
-    assert.equal((await storedRun(worker, t.body.run_id)).status.state, "failed");
+    assert.equal(storedStatus(await storedRun(worker, t.body.run_id)), "failed");
     assert.equal(echo.hits("/d1-after"), 0, "ON_SUCCESS did not run");
 
     const before = await worker.kvSnapshot();
@@ -252,7 +252,7 @@ test("a timed-out FOREACH item with no ON_FAIL fails the run", async () => {
     const done = await worker.fetchJson(`/runs/${t.body.run_id}`);
     assert.equal(done.body.status, "failed", done.text);
     assert.equal(done.body.error.node_id, "each");
-    assert.equal((await storedRun(worker, t.body.run_id)).status.state, "failed");
+    assert.equal(storedStatus(await storedRun(worker, t.body.run_id)), "failed");
 });
 
 // ---------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ test("cancel: only the owner may, then the run is cancelled and its callbacks ar
     const read = await worker.fetchJson(`/runs/${id}`);
     assert.equal(read.body.status, "cancelled");
     await kvCaughtUp(worker, id);
-    assert.equal((await storedRun(worker, id)).status.state, "cancelled");
+    assert.equal(storedStatus(await storedRun(worker, id)), "cancelled");
 
     const cb = await callBack(pend.on("/c1")[0], { success: true, data: {} });
     assert.equal(cb.status, 200);
@@ -359,7 +359,7 @@ test("each segment costs at most one KV write and no list: pause, resume, cancel
     const r = await callBack(pend.on("/k1")[0], { success: true, data: {} });
     assert.equal(r.body.status, "completed", r.text);
     assert.deepEqual([kvOps(r).writes, kvOps(r).lists], [1, 0], `callback: ${r.headers.get("x-arcrun-kv-ops")}`);
-    assert.equal((await storedRun(worker, t.body.run_id)).status.state, "completed", "written by the callback itself");
+    assert.equal(storedStatus(await storedRun(worker, t.body.run_id)), "completed", "written by the callback itself");
 
     // Within a second of the last write: none in the request (the change is kept in the gate's
     // storage), and the record is written when the second has passed.
@@ -371,7 +371,7 @@ test("each segment costs at most one KV write and no list: pause, resume, cancel
     assert.ok(kvOps(rq).writes <= 1, `quick callback: ${rq.headers.get("x-arcrun-kv-ops")}`);
     if (kvOps(rq).writes === 0) assert.match(rq.headers.get("x-arcrun-do-ops") ?? "", /writes=[1-9]/, "the change is kept in the gate's storage");
     await kvCaughtUp(worker, tq.body.run_id);
-    assert.equal((await storedRun(worker, tq.body.run_id)).status.state, "completed");
+    assert.equal(storedStatus(await storedRun(worker, tq.body.run_id)), "completed");
 
     const t2 = await worker.fetchJson("/execute", { body: { graph: pausingGraph("/k2") } });
     await sleep(1100);
@@ -595,7 +595,7 @@ test("a deadline still fires after the Worker restarts with the same state", asy
         console.log(`[restart] the deadline fired with no request, ${Date.now() - t0} ms after the pause answer`);
         assert.equal(fallback.hits(), 1, "ON_FAIL ran once, by the alarm");
         const stored = await storedRun(w, t.body.run_id);
-        assert.equal(stored.status.state, "completed", JSON.stringify(stored.status));
+        assert.equal(storedStatus(stored), "completed", JSON.stringify(stored.status));
 
         const done = await waitForStatus(w, t.body.run_id, ["completed", "failed"]);
         assert.equal(done.body.status, "completed", done.text);

@@ -295,6 +295,7 @@ impl Run {
             depth: 0,
             created_at: now,
             updated_at: now,
+            revision: 0,
         };
         let mut run = Self::assemble(plan, record, settings);
         // Start nodes get a single synthetic arrival carrying the trigger context.

@@ -2,13 +2,16 @@
 //! from the in-memory run. `encode` writes the current version; `decode`
 //! reads every version ever written, migrating old ones.
 //!
-//! - `v2` — today's format (contexts as deltas, pinned components)
-//! - `v1` — the first release's format, read and migrated
+//! - `v3` — today's format (contexts as deltas, pinned components, every
+//!   enum tagged outside, a `revision`)
+//! - `v2` — the previous format (the status tagged inside), read and migrated
+//! - `v1` — the first release's format, read and migrated through v2
 //! - `delta` — contexts stored as differences from the record's baseline
 
 pub mod delta;
 pub mod v1;
 pub mod v2;
+pub mod v3;
 
 use serde::Deserialize;
 
@@ -17,7 +20,7 @@ use super::plan::Directory;
 use super::record::{NodeState, RunError, RunStatus};
 use super::run::{Run, Settings};
 
-pub use v2::VERSION as CURRENT_VERSION;
+pub use v3::VERSION as CURRENT_VERSION;
 
 /// Serializes the run within `max_bytes` (KV refuses values over 25 MiB).
 /// Oldest trace entries go first, counted in `trace_dropped` so readers see
@@ -54,7 +57,7 @@ pub fn encode(run: &mut Run, max_bytes: usize, now: u64) -> String {
 
 fn to_json(run: &Run) -> String {
     // A record holds only JSON values and plain fields; serializing it cannot fail.
-    serde_json::to_string(&v2::from_run(run)).unwrap_or_default()
+    serde_json::to_string(&v3::from_run(run)).unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -69,18 +72,22 @@ struct Version {
 pub fn decode(text: &str, directory: &Directory, settings: Settings) -> Result<Run, EngineError> {
     let corrupt = |e: serde_json::Error| EngineError::CorruptRecord(e.to_string());
     let Version { version } = serde_json::from_str(text).map_err(corrupt)?;
-    match version {
-        v2::VERSION => v2::into_run(serde_json::from_str(text).map_err(corrupt)?, settings),
-        v1::VERSION => {
-            // Rewritten as a version-2 document, then read as one.
-            let v2 = v1::to_v2(serde_json::from_str(text).map_err(corrupt)?, directory)?;
-            v2::into_run(
-                serde_json::from_str(&v2.to_string()).map_err(corrupt)?,
-                settings,
-            )
+    // Older versions are rewritten as a version-3 document, then read as one.
+    let migrated = match version {
+        v3::VERSION => return v3::into_run(serde_json::from_str(text).map_err(corrupt)?, settings),
+        v2::VERSION => v2::to_v3(serde_json::from_str(text).map_err(corrupt)?)?,
+        v1::VERSION => v2::to_v3(v1::to_v2(
+            serde_json::from_str(text).map_err(corrupt)?,
+            directory,
+        )?)?,
+        other => {
+            return Err(EngineError::CorruptRecord(format!(
+                "record version {other} is not one this release reads (1 to {CURRENT_VERSION})"
+            )))
         }
-        other => Err(EngineError::CorruptRecord(format!(
-            "record version {other} is not one this release reads (1 to {CURRENT_VERSION})"
-        ))),
-    }
+    };
+    v3::into_run(
+        serde_json::from_str(&migrated.to_string()).map_err(corrupt)?,
+        settings,
+    )
 }

@@ -1,7 +1,8 @@
 //! Version 1 of the stored run record, written by the first release, read
-//! by rewriting it into a version-2 document (JSON to JSON) that the v2
-//! reader then loads — so there is one reader of typed records, and the
-//! migration adds no deserializers of its own to the bundle.
+//! by rewriting it into a version-2 document (JSON to JSON), which `v2`
+//! rewrites into a version-3 one that the v3 reader then loads — so there
+//! is one reader of typed records, and the migrations add no deserializers
+//! of their own to the bundle.
 //!
 //! What the rewrite papers over: contexts were deltas only when a flag said
 //! so, with removed keys in a side table (version 2's baseline is the same

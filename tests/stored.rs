@@ -1,0 +1,255 @@
+//! The stored record's versions: what version 3 writes (every enum tagged
+//! outside, a `revision`), and records of versions 2 and 1 — as earlier
+//! releases wrote them — read exactly, written back as version 3, and read
+//! again unchanged.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use arcrun::core::error::EngineError;
+use arcrun::core::plan::Directory;
+use arcrun::core::record::RunStatus;
+use arcrun::core::run::{Run, Settings};
+use arcrun::core::segment::{Command, Reply};
+use arcrun::core::stored::{decode, encode, CURRENT_VERSION};
+use serde_json::{json, Value};
+use support::gate::Gate;
+use support::Network;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Every version-2 record kept: the fixtures and the stored fuzz target's seeds.
+fn v2_records() -> Vec<(String, String)> {
+    let mut records = Vec::new();
+    for dir in ["tests/fixtures/v2", "fuzz/seeds/stored"] {
+        let root = format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"));
+        let mut names: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        names.sort();
+        for name in names {
+            let text = read(&format!("{dir}/{name}"));
+            if serde_json::from_str::<Value>(&text).unwrap()["version"] == json!(2) {
+                records.push((format!("{dir}/{name}"), text));
+            }
+        }
+    }
+    assert!(records.len() >= 9, "{} version-2 records", records.len());
+    records
+}
+
+fn v1_directory() -> Directory {
+    Directory::new(BTreeMap::from([
+        ("daemon_task".to_string(), "http://c/daemon".to_string()),
+        ("after_component".to_string(), "http://c/after".to_string()),
+    ]))
+}
+
+fn settings() -> Settings {
+    Settings::default()
+}
+
+fn encoded(run: &Run) -> String {
+    encode(&mut run.clone(), usize::MAX, run.record.updated_at)
+}
+
+/// The status as version 2 wrote it, from the run read back.
+fn v2_status(status: &RunStatus) -> Value {
+    match serde_json::to_value(status).unwrap() {
+        Value::String(name) => json!({ "state": name }),
+        Value::Object(tagged) => {
+            let (name, mut fields) = tagged.into_iter().next().unwrap();
+            fields["state"] = json!(name);
+            fields
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn version_3_tags_the_status_outside_and_always_writes_the_revision() {
+    let net = Network::echo_with_async();
+    let clock = support::Clock::new();
+    let graph = |component: &str| {
+        json!({"nodes": [{"id": "in", "type": "Input"},
+            {"id": "job", "type": "Component", "componentId": component},
+            {"id": "out", "type": "Output"}],
+          "edges": [{"from": "in", "to": "job"}, {"from": "job", "to": "out"}]})
+    };
+    let mut paused = support::run_graph(graph("http://c/async"), json!({"a": 1}), &net, &clock);
+    let completed = support::run_graph(graph("http://c/echo"), json!({"a": 1}), &net, &clock);
+    let stored = |run: &Run| -> Value { serde_json::from_str(&encoded(run)).unwrap() };
+
+    let text = stored(&paused);
+    assert_eq!(text["version"], json!(CURRENT_VERSION));
+    assert_eq!(CURRENT_VERSION, 3);
+    assert_eq!(text["revision"], json!(0), "written even when 0");
+    assert_eq!(
+        text["status"],
+        json!({"paused": {"since": paused.record.updated_at}})
+    );
+    let done = stored(&completed);
+    assert_eq!(
+        done["status"]["completed"]["output"]["a"],
+        json!(1),
+        "{done}"
+    );
+
+    paused.record.status = RunStatus::Running;
+    assert_eq!(stored(&paused)["status"], json!("running"));
+    paused.record.status = RunStatus::Cancelled { finished_at: 7 };
+    assert_eq!(
+        stored(&paused)["status"],
+        json!({"cancelled": {"finished_at": 7}})
+    );
+
+    // The revision is kept as written; a version-3 record without one reads as 0.
+    paused.record.revision = 41;
+    let text = encoded(&paused);
+    assert_eq!(
+        decode(&text, &Directory::default(), settings())
+            .unwrap()
+            .record
+            .revision,
+        41
+    );
+    let mut without: Value = serde_json::from_str(&text).unwrap();
+    without.as_object_mut().unwrap().remove("revision");
+    let run = decode(&without.to_string(), &Directory::default(), settings()).unwrap();
+    assert_eq!(run.record.revision, 0);
+}
+
+#[test]
+fn version_2_records_read_exactly_and_round_trip_as_version_3() {
+    for (name, text) in v2_records() {
+        let v2: Value = serde_json::from_str(&text).unwrap();
+        let run = decode(&text, &Directory::default(), settings())
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let record = &run.record;
+        assert_eq!(record.revision, 0, "{name}");
+        assert_eq!(v2_status(&record.status), v2["status"], "{name}");
+        assert_eq!(json!(record.run_id), v2["run_id"], "{name}");
+        assert_eq!(json!(record.updated_at), v2["updated_at"], "{name}");
+        assert_eq!(json!(record.segments), v2["segments"], "{name}");
+        assert_eq!(
+            record.nodes.len(),
+            v2["nodes"].as_array().unwrap().len(),
+            "{name}"
+        );
+        assert_eq!(
+            record.waits.keys().collect::<Vec<_>>(),
+            v2["waits"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+
+        let v3 = encoded(&run);
+        let stored: Value = serde_json::from_str(&v3).unwrap();
+        assert_eq!(stored["version"], json!(3), "{name}");
+        assert_eq!(stored["revision"], json!(0), "{name}");
+        // Only the status's tagging and the version changed; the rest is as it was.
+        let mut same = stored.clone();
+        let mut before = v2.clone();
+        for doc in [&mut same, &mut before] {
+            for key in ["version", "revision", "status"] {
+                doc.as_object_mut().unwrap().remove(key);
+            }
+        }
+        assert_eq!(same, before, "{name}");
+
+        let again = decode(&v3, &Directory::default(), settings()).unwrap();
+        assert_eq!(again.record, run.record, "{name}");
+        assert_eq!(encoded(&again), v3, "{name}");
+    }
+}
+
+#[test]
+fn version_1_records_read_through_version_2_and_round_trip_as_version_3() {
+    for name in ["paused-chain.json", "paused-foreach-join.json"] {
+        let text = read(&format!("tests/fixtures/v1/{name}"));
+        let run = decode(&text, &v1_directory(), settings()).unwrap();
+        assert_eq!(run.record.revision, 0);
+        assert!(matches!(run.record.status, RunStatus::Paused { .. }));
+        let v3 = encoded(&run);
+        let stored: Value = serde_json::from_str(&v3).unwrap();
+        assert_eq!(stored["version"], json!(3));
+        assert_eq!(
+            stored["status"],
+            json!({"paused": {"since": 1_790_000_000_005u64}})
+        );
+        let again = decode(&v3, &Directory::default(), settings()).unwrap();
+        assert_eq!(again.record, run.record, "{name}");
+    }
+}
+
+#[test]
+fn a_paused_version_2_record_resumes_and_is_stored_as_version_3() {
+    let gate = Gate::with(
+        Network::echo_with_async(),
+        Settings::default(),
+        Directory::default(),
+    );
+    let text = read("tests/fixtures/v2/paused-chain.json");
+    gate.store.put_record("v2chainrun", text);
+    gate.clock.set(1_790_000_100_000);
+    let resumed = gate
+        .send(Command::Callback {
+            run_id: "v2chainrun".into(),
+            wait_id: "n2".into(),
+            body: json!({"task_id": "task-slow", "success": true, "data": {"answer": 42}}),
+            base_url: "https://engine.test".into(),
+            token_expires_at: None,
+        })
+        .unwrap();
+    let Reply::Outcome { body, .. } = resumed.reply else {
+        panic!("outcome expected");
+    };
+    assert_eq!(body["status"], json!("completed"), "{body}");
+    // `after` is called at the URL the run pinned, not through a directory.
+    assert_eq!(gate.net.hits("http://components.invalid/after"), 1);
+    assert_eq!(gate.net.hits("http://components.invalid/daemon"), 0);
+    let stored: Value = serde_json::from_str(&gate.store.record("v2chainrun").unwrap()).unwrap();
+    assert_eq!(stored["version"], json!(3));
+    let output = &stored["status"]["completed"]["output"];
+    assert_eq!(output["answer"], json!(42), "{stored}");
+    assert_eq!(output["prepared"], json!("migrations"));
+    assert_eq!(stored["closed"]["n2"]["how"], json!("resumed"));
+}
+
+#[test]
+fn a_version_2_status_that_does_not_fit_is_corrupt() {
+    let good: Value = serde_json::from_str(&read("tests/fixtures/v2/failed.json")).unwrap();
+    assert!(decode(&good.to_string(), &Directory::default(), settings()).is_ok());
+    let bad = [
+        json!("failed"),
+        json!({"failed": {"finished_at": 1}}),
+        json!({"state": "failed"}),
+        json!({"state": "paused", "finished_at": 1}),
+        json!({"state": "sleeping", "since": 1}),
+        json!({"state": 7}),
+        json!(null),
+    ];
+    for status in bad {
+        let mut c = good.clone();
+        c["status"] = status.clone();
+        match decode(&c.to_string(), &Directory::default(), settings()) {
+            Err(EngineError::CorruptRecord(_)) => {}
+            other => panic!(
+                "{status}: expected corrupt_record, got {:?}",
+                other.map(|r| r.record.status)
+            ),
+        }
+    }
+    // A version-2 status read by the version-3 reader, or the other way round, is corrupt too.
+    let mut c = good.clone();
+    c["version"] = json!(3);
+    assert!(decode(&c.to_string(), &Directory::default(), settings()).is_err());
+    let run = decode(&good.to_string(), &Directory::default(), settings()).unwrap();
+    let mut c: Value = serde_json::from_str(&encoded(&run)).unwrap();
+    c["version"] = json!(2);
+    assert!(decode(&c.to_string(), &Directory::default(), settings()).is_err());
+}
