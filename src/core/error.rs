@@ -51,6 +51,9 @@ pub enum EngineError {
     },
     /// The store of record or the gate's own storage failed; the caller may retry.
     Storage(String),
+    /// KV answered a record older than one the run's object wrote (a read
+    /// at a location the write has not reached yet); the caller may retry.
+    StaleRead(String),
     /// The bare resume route was given a task id that open waits of more
     /// than one run hold.
     TaskShared,
@@ -69,6 +72,7 @@ impl EngineError {
             | Self::RunNotFinished { .. }
             | Self::NotRetryable { .. } => 409,
             Self::CorruptRecord(_) | Self::Storage(_) => 500,
+            Self::StaleRead(_) => 503,
         }
     }
 
@@ -84,6 +88,7 @@ impl EngineError {
             Self::RunNotFinished { .. } => "run_not_finished",
             Self::NotRetryable { .. } => "not_retryable",
             Self::Storage(_) => "storage_unavailable",
+            Self::StaleRead(_) => "record_lagging",
             Self::TaskShared => "task_id_shared",
         }
     }
@@ -120,6 +125,7 @@ impl fmt::Display for EngineError {
             }
             Self::NotRetryable { reason, .. } => f.write_str(reason),
             Self::Storage(m) => write!(f, "storage failed: {m}"),
+            Self::StaleRead(m) => write!(f, "{m}"),
             Self::TaskShared => f.write_str(
                 "this task_id is held by open waits of more than one run, so a body naming only \
                  the task cannot say which it is for; call back through the signed callback_url \

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::error::EngineError;
 use super::listing::RunSummary;
 use super::record::WaitEvent;
@@ -16,6 +18,11 @@ use super::run::Journaled;
 #[allow(async_fn_in_trait)]
 pub trait Records {
     async fn load(&self, run_id: &str) -> Result<Option<String>, EngineError>;
+    /// What is known of the record's writes, to tell a lagging read (KV
+    /// at another location) from the run.
+    fn writes(&self) -> Writes {
+        Writes::default()
+    }
     /// Writes the record, with the summary a listing shows beside its key
     /// (KV metadata: it costs no write of its own).
     async fn save(
@@ -25,6 +32,56 @@ pub trait Records {
         ttl_secs: u64,
         summary: &RunSummary,
     ) -> Result<(), EngineError>;
+}
+
+/// A write of a run's record that landed: its revision
+/// (`RunRecord::revision`), when it began, and when KV forgets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Written {
+    pub revision: u64,
+    pub at: u64,
+    pub expires_at: u64,
+}
+
+/// How long a KV write may stay unseen at another location. Cloudflare
+/// documents up to 60 seconds; a margin on top.
+pub const KV_LAG_MS: u64 = 90_000;
+
+/// What a run's gate knows of the writes of its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Writes {
+    /// The last write seen to land.
+    pub landed: Option<Written>,
+    /// A later write that may have landed unseen (the object died before it
+    /// heard) holding a change no kept request holds.
+    pub unconfirmed: Option<Unconfirmed>,
+}
+
+/// A write begun and not seen to land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unconfirmed {
+    pub revision: u64,
+    pub at: u64,
+}
+
+impl Writes {
+    /// Whether a load at `now` that found no record may be lagging.
+    pub fn absence_doubtful(&self, now: u64) -> bool {
+        self.landed.is_some_and(|w| now < w.expires_at) || self.doubt(now, 0)
+    }
+
+    /// Whether a record of `revision` read at `now` may be older than the
+    /// record KV holds: older than a write seen to land, or, while KV may
+    /// still be catching up, than one that may have landed unseen holding
+    /// what nothing else holds (what kept requests hold is applied again).
+    pub fn outdated(&self, revision: u64, now: u64) -> bool {
+        self.landed.is_some_and(|w| revision < w.revision) || self.doubt(now, revision)
+    }
+
+    fn doubt(&self, now: u64, revision: u64) -> bool {
+        self.unconfirmed
+            .is_some_and(|u| revision < u.revision && now < u.at.saturating_add(KV_LAG_MS))
+    }
 }
 
 /// The legacy bare resume route's index of task ids.

@@ -597,6 +597,16 @@ impl Simulation {
     }
 
     fn finished(&mut self, task: Task, result: Result<Answer, EngineError>) {
+        if let Err(EngineError::StaleRead(_)) = &result {
+            // Refused until KV is known to have caught up: late, not lost.
+            let mut world = self.world.borrow_mut();
+            let now = world.now;
+            world
+                .lagged
+                .entry(task.object.clone())
+                .or_default()
+                .push(now);
+        }
         match task.origin {
             Origin::Rpc(id) => {
                 let answer = match result {
@@ -782,9 +792,17 @@ impl Simulation {
             let mut world = self.world.borrow_mut();
             if let Some((_, key, entry)) = world.kv_in_flight.remove(&id) {
                 if lands {
-                    let _ = world.kv_land(&key, entry);
+                    let _ = world.kv_land(object, &key, entry);
                 }
             }
+        }
+        // Now and then an object comes back in another location, where KV
+        // may not show its latest writes for a while.
+        if self.chance(100) {
+            let mut world = self.world.borrow_mut();
+            let moved = world.location(object) + 1;
+            world.locations.insert(object.to_string(), moved);
+            world.note(|| format!("{object} comes back in location {moved}"));
         }
         if object.starts_with(CLAIM_OBJECT) {
             self.keepers.remove(object);

@@ -25,6 +25,10 @@ use crate::core::run::{Call, CallOutcome, DeliveryOutcome};
 use crate::core::segment::{Clock, Notifier};
 use crate::core::store::{Records, TaskIndex, TaskIndexStore};
 
+/// How long a write may stay unseen at locations other than its own
+/// (Cloudflare: "up to 60 seconds or more"; reads cached at the edge).
+pub const KV_LAG_MS: u64 = 60_000;
+
 /// How long a component may take before the gate's fetch gives up.
 pub const COMPONENT_TIMEOUT_MS: u64 = 10_000;
 
@@ -91,6 +95,14 @@ pub struct World {
     /// KV writes under way, by the object that issued them: a crash lands
     /// each or not.
     pub kv_in_flight: BTreeMap<u64, (String, String, KvEntry)>,
+    /// Per key, what it held before its latest write, and when and where
+    /// that write was made: for `KV_LAG_MS` a read elsewhere may see it.
+    pub kv_before: BTreeMap<String, (Option<KvEntry>, u64, u32)>,
+    /// Where each object runs now. It stays put, except that after a crash
+    /// it may come back in another location.
+    pub locations: BTreeMap<String, u32>,
+    /// When each object's reads of KV lagged.
+    pub lagged: BTreeMap<String, Vec<u64>>,
     pub calls: Vec<CallSeen>,
     /// Idempotency keys whose outcome reached the journal, ever.
     pub journaled: BTreeSet<String>,
@@ -140,6 +152,9 @@ impl World {
             kv_written: BTreeMap::new(),
             objects: BTreeMap::new(),
             kv_in_flight: BTreeMap::new(),
+            kv_before: BTreeMap::new(),
+            locations: BTreeMap::new(),
+            lagged: BTreeMap::new(),
             calls: Vec::new(),
             journaled: BTreeSet::new(),
             dispatched: Vec::new(),
@@ -171,8 +186,9 @@ impl World {
         self.violations.push(format!("t={} {what}", self.now));
     }
 
-    /// A KV write landing now: refused within a second of the last.
-    pub fn kv_land(&mut self, key: &str, entry: KvEntry) -> Result<(), EngineError> {
+    /// A KV write by `object` landing now: refused within a second of the
+    /// last.
+    pub fn kv_land(&mut self, object: &str, key: &str, entry: KvEntry) -> Result<(), EngineError> {
         if let Some(last) = self.kv_written.get(key) {
             if self.now < last + MIN_WRITE_INTERVAL_MS {
                 let gap = self.now - last;
@@ -184,8 +200,36 @@ impl World {
         }
         self.note(|| format!("  kv write {key}"));
         self.kv_written.insert(key.to_string(), self.now);
-        self.kv.insert(key.to_string(), entry);
+        let location = self.location(object);
+        let before = self.kv.insert(key.to_string(), entry);
+        self.kv_before
+            .insert(key.to_string(), (before, self.now, location));
         Ok(())
+    }
+
+    pub fn location(&self, object: &str) -> u32 {
+        self.locations.get(object).copied().unwrap_or(0)
+    }
+
+    /// KV as read by `object`: where the key was last written, the latest
+    /// value; elsewhere, for a while after a write, maybe the one before.
+    pub fn kv_read_from(&mut self, object: &str, key: &str) -> Option<String> {
+        let here = self.location(object);
+        let lagging = match self.kv_before.get(key) {
+            Some((_, at, there)) => *there != here && self.now < at + KV_LAG_MS,
+            None => false,
+        };
+        if lagging && self.source.chance(500) {
+            self.note(|| format!("  kv read of {key} lags"));
+            let now = self.now;
+            self.lagged.entry(object.to_string()).or_default().push(now);
+            return self.kv_before[key]
+                .0
+                .as_ref()
+                .filter(|e| e.expires_at > self.now)
+                .map(|e| e.text.clone());
+        }
+        self.kv_read(key)
     }
 
     pub fn kv_read(&self, key: &str) -> Option<String> {
@@ -255,7 +299,8 @@ pub fn record_key(run_id: &str) -> String {
 impl Records for SimRecords {
     async fn load(&self, run_id: &str) -> Result<Option<String>, EngineError> {
         after(&self.world, latency(&self.world, 1, 30)).await;
-        Ok(self.world.borrow().kv_read(&record_key(run_id)))
+        let key = record_key(run_id);
+        Ok(self.world.borrow_mut().kv_read_from(&self.object, &key))
     }
 
     async fn save(
@@ -283,7 +328,7 @@ impl Records for SimRecords {
         let Some((_, key, entry)) = world.kv_in_flight.remove(&id) else {
             return Err(EngineError::Storage("lost".into()));
         };
-        world.kv_land(&key, entry)
+        world.kv_land(&self.object, &key, entry)
     }
 }
 

@@ -10,6 +10,7 @@ use arcrun::core::plan::{Directory, GraphLimits};
 use arcrun::core::redact::Redactor;
 use arcrun::core::run::{Run, Settings};
 use arcrun::core::segment::{flush, run_segment, Clock, Command, GateConfig, Host, Segment};
+use arcrun::core::store::JournalStore;
 use arcrun::core::stored::decode;
 use futures::executor::block_on;
 use serde_json::Value;
@@ -156,8 +157,12 @@ impl Gate {
     /// Writes the kept run with everything applied since `since`.
     pub fn write(&self, since: u64) -> Result<(), EngineError> {
         let mut run = self.cached.borrow_mut().take().expect("a kept run");
-        let result = block_on(flush(&self.host(), &mut run, since));
+        let result = block_on(flush(&self.host(), &mut run, since)).map(|_| ());
         *self.cached.borrow_mut() = Some(run);
+        if result.is_ok() {
+            // As the gate does once it knows the write landed.
+            let _ = block_on(self.store.forget_journal());
+        }
         result
     }
 

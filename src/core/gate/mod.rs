@@ -48,7 +48,7 @@ use super::segment::{
     add_noted, details, flush, read, run_segment, Clock, Command, GateConfig, Host, Notifier,
     Reply, Report, Segment,
 };
-use super::store::{Records, TaskIndexStore};
+use super::store::{JournalStore, Records, TaskIndexStore, Written};
 use super::view::noop_answer;
 
 /// How long a callback that found a segment running waits for its own
@@ -259,7 +259,7 @@ impl Gate {
             if self.pacer.get().may_write(p.clock.now()) {
                 // Written before it is answered, so the answer is the run as
                 // stored (writing may truncate its trace, or fail it).
-                self.write(p).await?;
+                self.write(p, true).await?;
                 if let Some(run) = self.kept.borrow().as_ref() {
                     segment.refresh(run, p.config);
                 }
@@ -398,7 +398,7 @@ impl Gate {
             let now = p.clock.now();
             let pacer = self.pacer.get();
             if pacer.dirty_since().is_some() && pacer.may_write(now) {
-                self.write(p).await?;
+                self.write(p, false).await?;
             }
             let now = p.clock.now();
             let unapplied = {
@@ -425,7 +425,13 @@ impl Gate {
     /// write, then forgets the kept requests that write covers. The time
     /// of the write is stored first, so a gate started again after a crash
     /// waits out KV's limit whether or not the write landed.
-    async fn write<R, C, K, N, O>(&self, p: &Platform<'_, R, C, K, N, O>) -> Result<(), EngineError>
+    /// `unkept`: the write holds a change no kept request holds (the
+    /// segment written at once).
+    async fn write<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        unkept: bool,
+    ) -> Result<(), EngineError>
     where
         R: Records + TaskIndexStore,
         C: Components,
@@ -438,11 +444,14 @@ impl Gate {
         }
         self.meta(p).await?;
         let started = p.clock.now();
-        let (run_id, wake) = self
+        let (run_id, wake, revision) = self
             .kept
             .borrow()
             .as_ref()
-            .map(|run| (run.record.run_id.clone(), run.next_wake(started)))
+            .map(|run| {
+                let id = run.record.run_id.clone();
+                (id, run.next_wake(started), run.record.revision)
+            })
             .unwrap_or_default();
         // The alarm the written run needs is set before the write: an
         // object that dies after writing a paused run must still take its
@@ -460,6 +469,10 @@ impl Gate {
             let meta = meta.get_or_insert_with(GateMeta::default);
             meta.run_id.clone_from(&run_id);
             meta.last_write = Some(started);
+            meta.revision = meta.revision.max(revision) + 1;
+            // Until a write is seen to land, every one begun since the last
+            // that was may have: the doubt stays.
+            meta.unkept |= unkept;
             if alarm.is_some() {
                 meta.wake_at = alarm;
             }
@@ -483,13 +496,14 @@ impl Gate {
         let Some(mut run) = self.kept.borrow_mut().take() else {
             return Ok(());
         };
+        run.record.revision = meta.revision;
         let since = self.pacer.get().dirty_since().unwrap_or(0);
         let covered = self.inbox.borrow_mut().take_applied();
         let store = self.store(p);
         (p.log)(GateLog::Begins);
         let result = flush(&host(p, &store), &mut run, since).await;
         match result {
-            Ok(()) => {
+            Ok(expires_at) => {
                 (p.log)(GateLog::Write {
                     run_id: &run_id,
                     kept_requests: covered.len(),
@@ -498,10 +512,31 @@ impl Gate {
                 let mut pacer = self.pacer.get();
                 pacer.wrote(p.clock.now());
                 self.pacer.set(pacer);
+                // Known to have landed: a later read of KV that returns an
+                // older record lags. Only then may what the write covered
+                // go (journaled outcomes, kept requests): until it is known,
+                // a read at another location may still show the record
+                // before it, and they are applied again to that.
+                let meta = {
+                    let mut meta = self.meta.borrow_mut();
+                    let meta = meta.get_or_insert_with(GateMeta::default);
+                    meta.written = Some(Written {
+                        revision: run.record.revision,
+                        at: started,
+                        expires_at,
+                    });
+                    meta.unkept = false;
+                    meta.clone()
+                };
                 *self.kept.borrow_mut() = Some(run);
-                if !covered.is_empty() {
-                    // Left behind, they are applied again as no-ops.
-                    let _ = p.object.delete(INBOX_PREFIX, &covered).await;
+                if self.put_meta(p, &meta).await.is_ok() {
+                    // Failing to clear the journal costs nothing but
+                    // storage: only outcomes the record holds go.
+                    let _ = store.forget_journal().await;
+                    if !covered.is_empty() {
+                        // Left behind, they are applied again as no-ops.
+                        let _ = p.object.delete(INBOX_PREFIX, &covered).await;
+                    }
                 }
                 Ok(())
             }
@@ -604,6 +639,12 @@ impl Gate {
             records: p.records,
             object: p.object,
             journal: &self.journal,
+            writes: self
+                .meta
+                .borrow()
+                .as_ref()
+                .map(GateMeta::writes)
+                .unwrap_or_default(),
         }
     }
 }

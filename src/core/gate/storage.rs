@@ -13,7 +13,9 @@ use crate::core::error::EngineError;
 use crate::core::listing::RunSummary;
 use crate::core::record::{WaitEvent, MAX_WAIT_EVENTS};
 use crate::core::run::Journaled;
-use crate::core::store::{JournalStore, Records, TaskIndex, TaskIndexStore, WaitNotes};
+use crate::core::store::{
+    JournalStore, Records, TaskIndex, TaskIndexStore, Unconfirmed, WaitNotes, Writes, Written,
+};
 
 /// Journal entries, by the call's idempotency key.
 pub const OUTCOME_PREFIX: &str = "outcome:";
@@ -57,6 +59,39 @@ pub struct GateMeta {
     /// so a crash during the write errs on the side of waiting.
     #[serde(default)]
     pub last_write: Option<u64>,
+    /// The write of the record this object last saw land. Stored after the
+    /// write, so a crash in between leaves it behind KV (harmless: the
+    /// requests the write covered are still kept, and apply again), never
+    /// ahead of it.
+    #[serde(default)]
+    pub written: Option<Written>,
+    /// The revision of the last write begun (stored before it starts): the
+    /// next is numbered above it, so no two records written ever share a
+    /// revision, landed or not.
+    #[serde(default)]
+    pub revision: u64,
+    /// A write begun since the last seen to land holds a change no kept
+    /// request holds: until one is seen to land, an older record may be all
+    /// KV shows of it.
+    #[serde(default)]
+    pub unkept: bool,
+}
+
+impl GateMeta {
+    /// What the meta tells of the record's writes.
+    pub fn writes(&self) -> Writes {
+        let unconfirmed = self
+            .last_write
+            .filter(|began| self.unkept && self.written.is_none_or(|w| *began > w.at))
+            .map(|at| Unconfirmed {
+                revision: self.revision,
+                at,
+            });
+        Writes {
+            landed: self.written,
+            unconfirmed,
+        }
+    }
 }
 
 /// The gate's memory of its call journal, so that a segment lists it only
@@ -82,11 +117,17 @@ pub struct GateStore<'a, R, O> {
     pub records: &'a R,
     pub object: &'a O,
     pub journal: &'a RefCell<JournalMemory>,
+    /// What this object knows of the record's writes (from its meta).
+    pub writes: Writes,
 }
 
 impl<R: Records, O> Records for GateStore<'_, R, O> {
     async fn load(&self, run_id: &str) -> Result<Option<String>, EngineError> {
         self.records.load(run_id).await
+    }
+
+    fn writes(&self) -> Writes {
+        self.writes
     }
 
     async fn save(

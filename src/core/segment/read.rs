@@ -10,7 +10,7 @@ use crate::core::run::Run;
 use crate::core::stored::decode;
 use crate::core::view::{merge_noted, run_details};
 
-pub(super) async fn load<S: Store, C, K, N>(
+pub(super) async fn load<S: Store, C, K: Clock, N>(
     host: &Host<'_, S, C, K, N>,
     cached: Option<Run>,
     run_id: &str,
@@ -18,10 +18,17 @@ pub(super) async fn load<S: Store, C, K, N>(
     if let Some(run) = cached.filter(|r| r.record.run_id == run_id) {
         return Ok(Some(run));
     }
+    let writes = host.store.writes();
     let Some(text) = host.store.load(run_id).await? else {
+        if writes.absence_doubtful(host.clock.now()) {
+            return Err(lagging(run_id, None));
+        }
         return Ok(None);
     };
     let run = decode(&text, &host.config.directory, host.config.settings)?;
+    if writes.outdated(run.record.revision, host.clock.now()) {
+        return Err(lagging(run_id, Some(run.record.revision)));
+    }
     if run.record.run_id != run_id {
         return Err(EngineError::CorruptRecord(format!(
             "the record stored for '{run_id}' is for '{}'",
@@ -29,6 +36,17 @@ pub(super) async fn load<S: Store, C, K, N>(
         )));
     }
     Ok(Some(run))
+}
+
+/// A load of KV that returned less than this object knows it wrote: a read
+/// at a location the write has not reached yet. Taken as the run, it would
+/// lose what the write held; the request fails and is tried again.
+fn lagging(run_id: &str, got: Option<u64>) -> EngineError {
+    let got = got.map_or_else(|| "no record".to_string(), |r| format!("revision {r}"));
+    EngineError::StaleRead(format!(
+        "KV answered {got} for run '{run_id}', older than a write this run's object made: \
+         a read that lags the last write; try again"
+    ))
 }
 
 /// What `GET /runs/{id}` shows of a run, and when it next wakes; `None` when

@@ -1,6 +1,6 @@
-//! Writing a run's record: once, with a TTL that fits its status, the task
-//! index of the bare route kept with it, and the journal entries it now
-//! holds forgotten.
+//! Writing a run's record: once, with a TTL that fits its status, and the
+//! task index of the bare route kept with it. The gate forgets the journal
+//! entries it now holds once it knows the write landed.
 
 use super::{
     Clock, GateConfig, Host, Store, TaskIndex, DEADLINE_GRACE_SECS, MAX_TTL_SECS, MIN_TTL_SECS,
@@ -12,17 +12,18 @@ use crate::core::record::RunStatus;
 use crate::core::run::Run;
 use crate::core::stored::encode;
 
-/// Writes the run's record once, with a TTL that fits its status; indexes
-/// the task ids of waits opened since `since` (the previous flush) when the
-/// bare route is on; then forgets the call journal, whose every outcome the
-/// record now holds. One flush may cover several segments: the gate keeps
-/// what they applied durably until it runs. A run too large to store fails
-/// here: its next wake is then its final callback's (`Run::next_wake`).
+/// Writes the run's record once, with a TTL that fits its status, and
+/// indexes the task ids of waits opened since `since` (the previous flush)
+/// when the bare route is on. One flush may cover several segments: the
+/// gate keeps what they applied durably until it runs. A run too large to
+/// store fails here: its next wake is then its final callback's
+/// (`Run::next_wake`). The gate numbers the write first
+/// (`RunRecord::revision`). Answers when KV forgets the record written.
 pub async fn flush<S: Store, C, K: Clock, N>(
     host: &Host<'_, S, C, K, N>,
     run: &mut Run,
     since: u64,
-) -> Result<(), EngineError> {
+) -> Result<u64, EngineError> {
     let now = host.clock.now();
     let config = host.config;
     let text = encode(run, config.max_record_bytes, now);
@@ -36,11 +37,7 @@ pub async fn flush<S: Store, C, K: Clock, N>(
             index_task(host, run, &wait.task_id, &wait.wait_id, ttl).await?;
         }
     }
-    // Failing to clear the journal costs nothing but storage: entries are
-    // per call, and a call is never issued again once its outcome is saved.
-    // Only the outcomes this record holds go; others wait for their request.
-    let _ = host.store.forget_journal().await;
-    Ok(())
+    Ok(now + ttl * 1000)
 }
 
 /// Indexes a wait just opened under its task id for the bare route: the
