@@ -268,6 +268,35 @@ fn a_gate_started_again_waits_out_the_last_write_it_stored() {
 }
 
 #[test]
+fn a_restart_of_a_run_stored_after_all_answers_it_as_it_stands() {
+    let object = Object::new();
+    let (graph, context) = three_items();
+    let first = object.start(graph.clone(), context.clone());
+    assert_eq!(status(&first.body), "paused");
+    object.crash();
+    object.advance(40_000);
+    // Its claim taken over by a request that could not find it (say, two
+    // takeovers raced): starting it over would lose what it did.
+    let again = object
+        .send(Command::Start {
+            run_id: "run-1".into(),
+            graph,
+            context: context.as_object().cloned().unwrap_or_default(),
+            owner: Some("owner".into()),
+            base_url: "https://engine.test".into(),
+            final_callback_url: None,
+            workflow: None,
+            depth: 0,
+            parent: None,
+            restart: true,
+        })
+        .expect("answered");
+    assert_eq!(again.body["status"], json!("paused"), "{}", again.body);
+    assert_eq!(history(&again.body), history(&object.stored()));
+    assert_eq!(object.saves(), 1, "nothing written again");
+}
+
+#[test]
 fn a_refused_trigger_leaves_a_fresh_object_untouched() {
     let object = Object::new();
     let refused = object.send(Command::Start {

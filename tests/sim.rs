@@ -1,8 +1,9 @@
 //! The deterministic simulation (`arcrun::sim`): the real gate and run
-//! state machine against simulated Cloudflare — KV's write limit, Durable
-//! Object storage, alarms that fire late or twice, crashes at every await,
-//! concurrent requests, daemons and callers with every habit — under a
-//! fixed set of seeds. A failing seed prints the command that replays it.
+//! state machine against simulated Cloudflare — KV's write limit and reads
+//! that lag at other locations, Durable Object storage, alarms that fire late
+//! or twice, crashes at every await, concurrent requests, daemons and
+//! callers with every habit, starts under claims — under a fixed set of
+//! seeds. A failing seed prints the command that replays it.
 //! `scripts/sim.sh [seconds]` runs new seeds for longer.
 
 use std::time::{Duration, Instant};
@@ -65,6 +66,28 @@ const REGRESSIONS: &[u64] = &[
     // writes it: the object died in between, and a deadline its change had
     // opened waited for an older, later alarm.
     7_000_001_896_817,
+    // Once claims were simulated: an unsure start (its gate crashed)
+    // released the claim, and the name then named a second run;
+    0,
+    // callbacks answered `202` for a run whose first segment died were
+    // dropped as moot, and its restart under the claim timed their wait out;
+    250,
+    // a restart that could not be written at once lived only in memory,
+    // and its answer confirmed a claim whose run was then lost;
+    1772,
+    // two takeovers raced, and the second started the run over.
+    1914,
+    // Once KV's reads lagged at other locations: a cold gate took the record
+    // before the last write for the run (a call made again);
+    2351,
+    // the journal was forgotten before the write was known to land;
+    2694,
+    // no record (the first write landed unseen) was taken for no run;
+    684,
+    7777,
+    // and a write held a change no kept request held (a retry), so the
+    // record before it lost it.
+    20011,
     // Bugs put back on purpose to show the simulation finds them:
     // `catch_up` clearing the queue (fixed in 69fe82f) loses a callback
     // queued while the kept requests were listed;

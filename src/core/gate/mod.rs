@@ -196,7 +196,7 @@ impl Gate {
                 .map(str::to_string),
             _ => None,
         };
-        let _turn = match self.lock.try_lock() {
+        let turn = match self.lock.try_lock() {
             Some(turn) => turn,
             None if matches!(command, Command::Callback { .. }) => {
                 return self.queue(p, command, task_id).await;
@@ -212,6 +212,8 @@ impl Gate {
             let run_id = command_run_id(&command).to_string();
             if self.started(p, &run_id).await? {
                 let owner = command_owner(&command);
+                // A read takes the turn itself when it must catch up.
+                drop(turn);
                 return self.read(p, &run_id, owner.as_deref()).await;
             }
         }
