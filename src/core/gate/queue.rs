@@ -102,10 +102,9 @@ impl Gate {
             let _ = queued.answer.send(answer);
             match (held, failed) {
                 (true, _) => self.inbox.borrow_mut().applied.push(queued.key),
-                // No such run: nothing will ever cover it.
-                (false, false) => {
-                    let _ = p.object.delete(INBOX_PREFIX, &[queued.key]).await;
-                }
+                // No such run, yet: it stays kept, for a restart of the run
+                // under its claim (`catch_up` forgets it after a day).
+                (false, false) => {}
                 (false, true) => {
                     // The kept run was dropped: the queue is in storage, and
                     // the alarm replays all of it, whoever comes next.
