@@ -72,6 +72,14 @@ impl Observed {
             .push(at);
     }
 
+    /// `from`, or the latest restart of the run between it and `to`.
+    fn restarted(&self, run_id: &str, from: u64, to: u64) -> u64 {
+        self.restarts
+            .get(run_id)
+            .and_then(|at| at.iter().filter(|t| **t >= from && **t <= to).max())
+            .map_or(from, |t| *t)
+    }
+
     /// Notes what `run` shows now; answers a line per change, for traces.
     pub fn run(&mut self, object: &str, run: &Run, now: u64) -> Vec<String> {
         let mut lines = Vec::new();
@@ -313,12 +321,7 @@ fn callbacks(sim: &Simulation, stored: &BTreeMap<String, Run>) {
                 }
                 // A run that was not stored when it came could not apply it
                 // before it was started again.
-                let restarted = sim
-                    .observed
-                    .restarts
-                    .get(run_id)
-                    .and_then(|at| at.iter().filter(|t| **t >= sent.at && **t <= *seen).max());
-                let from = restarted.copied().unwrap_or(sent.at);
+                let from = sim.observed.restarted(run_id, sent.at, *seen);
                 let allowed = allowance(sim, run_id, from, *seen);
                 if *seen > from + allowed {
                     sim.record_violation(format!(
@@ -392,7 +395,10 @@ fn deadlines(sim: &Simulation) {
         // made again from the journal may open past the deadline its call
         // was made with (and is taken at once).
         let opened = sim.observed.opened.get(&key).map_or(0, |(at, _)| *at);
-        let due = &(*deadline).max(opened);
+        // Nor before the run, never stored, was started again.
+        let due = &sim
+            .observed
+            .restarted(run_id, (*deadline).max(opened), *seen);
         let allowed = allowance(sim, run_id, *due, *seen);
         if *seen > due + allowed {
             sim.record_violation(format!(
