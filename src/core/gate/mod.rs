@@ -369,9 +369,14 @@ impl Gate {
             None => read(&host, run_id, owner, active).await?,
         };
         // A cold object learns whether its alarm survived (a restart of a
-        // local runtime may lose it) and re-arms it.
+        // local runtime may lose it) and re-arms it — unless a turn is under
+        // way: it may be applying kept requests the record shown lacks, and
+        // sets the alarm they need as it ends (the record's own wake could
+        // be a deadline hours away).
         if !active && self.alarm.get().is_none() && wake.is_some() {
-            self.ensure_alarm(p, run_id, wake).await;
+            if let Some(_turn) = self.lock.try_lock() {
+                self.ensure_alarm(p, run_id, wake).await;
+            }
         }
         Ok(Answer::ok(details))
     }
@@ -461,6 +466,15 @@ impl Gate {
         // No later than an alarm asked for and not yet landed (a queued
         // callback's): whichever lands last must still cover both.
         let wanted = wake.map(|w| earliest(Some(w), self.alarm.get().flatten()).unwrap_or(w));
+        // A write that covers kept requests may die before it lands: they
+        // are then applied by the next alarm, which must come soon, not at
+        // the run's own wake (a deadline hours away). A turn that goes on
+        // sets it to the wake once the write has landed.
+        let covers_kept = !self.inbox.borrow().applied.is_empty();
+        let wanted = match covers_kept {
+            true => earliest(wanted, Some(started + KEPT_ALARM_SLACK_MS)),
+            false => wanted,
+        };
         // An alarm that landed covers it only while it is still to come: one
         // whose time has passed may have fired already, and is spent.
         let alarm = wanted.filter(
