@@ -145,10 +145,11 @@ fn allowance(sim: &Simulation, object: &str, from: u64, to: u64) -> u64 {
     // After a crash the clock starts again: the alarm's retry comes within
     // seconds of the last crash (a storm of them postpones everything). So
     // after a read of KV that lagged (it is failed, and tried again).
-    let last_lag = world
-        .lagged
-        .get(object)
-        .and_then(|at| at.iter().filter(|t| **t >= from && **t <= to).max());
+    let last_lag = world.lagged.get(object).and_then(|at| {
+        at.iter()
+            .filter(|t| **t + AFTER_CRASH_MS >= from && **t <= to)
+            .max()
+    });
     let last_crash = sim.observed.crashes.get(object).and_then(|at| {
         at.iter()
             .filter(|t| **t + AFTER_CRASH_MS >= from && **t <= to)
