@@ -43,8 +43,9 @@ fn callback(gate: &Gate, body: Value, signed: u64) -> Result<Reply, EngineError>
     .map(|s| s.reply)
 }
 
-/// The deadline a heartbeat answered, checking the URLs it answered with.
-fn deadline(reply: Reply) -> u64 {
+/// The deadline a heartbeat answered, checking the URLs it answered with:
+/// the ones the daemon holds, good until `signed`.
+fn deadline(reply: Reply, signed: u64) -> u64 {
     let Reply::Heartbeat {
         expires_at,
         callback_url,
@@ -53,10 +54,10 @@ fn deadline(reply: Reply) -> u64 {
     else {
         panic!("a heartbeat answer expected, got {reply:?}");
     };
-    let callback_url = callback_url.expect("a fresh callback URL");
+    let callback_url = callback_url.expect("a callback URL");
     assert!(
         callback_url.starts_with("https://engine.test/callbacks/run-1/n0?token=")
-            && callback_url.contains(&format!("token={expires_at}.")),
+            && callback_url.contains(&format!("token={signed}.")),
         "{callback_url}"
     );
     assert_eq!(
@@ -64,6 +65,11 @@ fn deadline(reply: Reply) -> u64 {
         Some(callback_url.replace("n0?", "n0/heartbeat?").as_str())
     );
     expires_at
+}
+
+/// When the URLs handed to a component called at `T0` stop being good.
+fn first_url_expiry(gate: &Gate) -> u64 {
+    T0 + gate.config.settings.max_wait_ms
 }
 
 /// `GET /runs/{id}` as the gate answers it from the store.
@@ -84,7 +90,8 @@ fn shown(gate: &Gate) -> Value {
 fn a_heartbeat_extends_a_deadline_that_would_have_fired() {
     let gate = Gate::new(Network::echo_with_async());
     gate.start(slow_graph(10), json!({}));
-    let signed = T0 + 10_000;
+    // The daemon keeps the URLs it was handed with the task throughout.
+    let signed = first_url_expiry(&gate);
     gate.clock.set(T0 + 8_000);
     let beat = heartbeat(
         &gate,
@@ -92,7 +99,7 @@ fn a_heartbeat_extends_a_deadline_that_would_have_fired() {
         signed,
     )
     .unwrap();
-    let extended = deadline(beat);
+    let extended = deadline(beat, signed);
     assert_eq!(extended, T0 + 28_000);
     // The first deadline passes: nothing happens, the alarm now waits for the new one.
     gate.clock.set(T0 + 10_000);
@@ -105,12 +112,13 @@ fn a_heartbeat_extends_a_deadline_that_would_have_fired() {
     assert_eq!(view["waits"][0]["progress"], json!({"pct": 40}));
     assert_eq!(view["waits"][0]["expires_at"], json!(T0 + 28_000));
 
-    // The URL signed with the first deadline is past it; the one the
-    // heartbeat answered is good.
+    // Past the first deadline, heartbeats by the first URL keep working, and
+    // so does the result posted to it.
     gate.clock.set(T0 + 25_000);
-    let stale = callback(&gate, json!({"task_id": "t-slow"}), signed).unwrap();
-    assert_eq!(stale, Reply::Noop(Noop::Expired));
-    let resumed = callback(&gate, json!({"task_id": "t-slow", "data": 1}), extended).unwrap();
+    let again = heartbeat(&gate, json!({"extend_seconds": 10}), signed).unwrap();
+    assert_eq!(deadline(again, signed), T0 + 35_000);
+    gate.clock.set(T0 + 33_000);
+    let resumed = callback(&gate, json!({"task_id": "t-slow", "data": 1}), signed).unwrap();
     assert!(matches!(resumed, Reply::Outcome { .. }), "{resumed:?}");
     assert_eq!(gate.net.hits("http://c/after"), 1);
     let events = &gate.stored().record.closed["n0"].events;
@@ -119,22 +127,38 @@ fn a_heartbeat_extends_a_deadline_that_would_have_fired() {
         kinds,
         vec![
             (EventKind::Heartbeat, EventOutcome::Accepted),
+            (EventKind::Heartbeat, EventOutcome::Accepted),
             (EventKind::Callback, EventOutcome::Accepted)
         ]
     );
 }
 
 #[test]
+fn a_callback_past_the_current_deadline_is_expired_though_its_url_is_good() {
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(slow_graph(10), json!({}));
+    let signed = first_url_expiry(&gate);
+    gate.clock.set(T0 + 10_000);
+    let late = callback(&gate, json!({"task_id": "t-slow"}), signed).unwrap();
+    assert_eq!(late, Reply::Noop(Noop::Expired));
+    assert_eq!(gate.net.hits("http://c/after"), 0);
+}
+
+#[test]
 fn extensions_are_capped_and_never_shorten() {
     let gate = Gate::new(Network::echo_with_async());
     gate.start(slow_graph(60), json!({}));
-    let signed = T0 + 60_000;
+    let signed = first_url_expiry(&gate);
     let short = heartbeat(&gate, json!({"extend_seconds": 5}), signed).unwrap();
-    assert_eq!(deadline(short), T0 + 60_000, "never earlier");
+    assert_eq!(deadline(short, signed), T0 + 60_000, "never earlier");
+    // Never past the URL it came by: the wait does not outlive the URL.
+    let older = T0 + 90_000;
+    let by_old_url = heartbeat(&gate, json!({"extend_seconds": 600}), older).unwrap();
+    assert_eq!(deadline(by_old_url, older), T0 + 90_000);
     let huge = heartbeat(&gate, json!({"extend_seconds": 100_000_000}), signed).unwrap();
     assert_eq!(
-        deadline(huge),
-        T0 + gate.config.max_wait_ms,
+        deadline(huge, signed),
+        T0 + gate.config.settings.max_wait_ms,
         "at most MAX_WAIT_SECONDS from when the wait began"
     );
     for bad in [

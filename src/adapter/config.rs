@@ -45,8 +45,6 @@ pub struct Config {
     /// `final_callback_url` may be plain http to any host (else loopback only).
     pub allow_http_callbacks: bool,
     pub delivery_window_ms: u64,
-    /// How far heartbeats may extend a wait, from when it began.
-    pub max_wait_ms: u64,
     /// SHA-256 hashes of the API keys; empty means none configured (fail closed).
     pub api_key_hashes: Vec<KeyHash>,
     pub redactor: Redactor,
@@ -122,6 +120,9 @@ impl Config {
         }
         let defaults = GraphLimits::default();
         let max_record_bytes = number("MAX_RUN_RECORD_BYTES", 24 << 20)?.min(25 << 20) as usize;
+        let max_wait_ms = number("MAX_WAIT_SECONDS", 7 * 24 * 3600)?
+            .clamp(MIN_TTL_SECS, crate::core::graph::MAX_WAIT_SECONDS)
+            * 1000;
         Ok(Self {
             public_base_url: var("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
             retention_secs,
@@ -135,6 +136,7 @@ impl Config {
             },
             settings: Settings {
                 wait_ttl_ms: paused_ttl_secs * 1000,
+                max_wait_ms,
                 max_template_bytes: number(
                     "MAX_TEMPLATE_BYTES",
                     Settings::default().max_template_bytes as u64,
@@ -160,9 +162,6 @@ impl Config {
             allow_http_callbacks: var("ALLOW_HTTP_CALLBACKS")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
             delivery_window_ms: number("FINAL_CALLBACK_RETRY_SECONDS", 24 * 3600)?.max(1) * 1000,
-            max_wait_ms: number("MAX_WAIT_SECONDS", 7 * 24 * 3600)?
-                .clamp(MIN_TTL_SECS, crate::core::graph::MAX_WAIT_SECONDS)
-                * 1000,
             api_key_hashes: match secret("API_KEY_HASHES") {
                 Some(text) => parse_key_hashes(&text)?,
                 None => Vec::new(),
@@ -199,7 +198,6 @@ impl Config {
             callback_secret: self.callback_secrets.first().map(|s| Rc::from(s.as_str())),
             webhook_keys: self.webhook_keys.clone(),
             delivery_window_ms: self.delivery_window_ms,
-            max_wait_ms: self.max_wait_ms,
             redactor: self.redactor.clone(),
         }
     }

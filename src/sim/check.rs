@@ -310,6 +310,15 @@ fn callbacks(sim: &Simulation, stored: &BTreeMap<String, Run>) {
         match sim.observed.closed.get(&key) {
             None if cut_short || superseded => {}
             None => sim.record_violation(format!("{what} was answered but never applied")),
+            // Its URL outlives the deadline (a daemon keeps it across
+            // heartbeats): one kept while the run was busy, and judged as of
+            // its arrival, may find it came too late.
+            Some((_, WaitClosed::TimedOut))
+                if sim
+                    .observed
+                    .open
+                    .get(&key)
+                    .is_some_and(|due| sent.at >= *due) => {}
             Some((_, WaitClosed::TimedOut)) => sim.record_violation(format!(
                 "{what} was answered but its wait timed out instead"
             )),

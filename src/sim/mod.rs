@@ -201,7 +201,6 @@ impl Simulation {
             callback_secret: Some(Rc::from("sim-secret")),
             webhook_keys: vec![b"sim-webhook-key-0123456789abcdef".to_vec()],
             delivery_window_ms: 3600 * 1000,
-            max_wait_ms: 7 * 24 * 3600 * 1000,
             redactor: Redactor::with_extra(Vec::<String>::new()),
         };
         let mut world = World::new(source, T0);

@@ -574,10 +574,20 @@ fn plan_daemon(w: &mut World, call: &Call, task_id: &str, answer_in: u64) {
             run_id: call_run_id(call),
             wait_id: call.wait_id.clone(),
             task_id: task_id.to_string(),
-            token_expires_at: call.expires_at,
+            token_expires_at: url_expiry(call),
             what,
         });
     }
+}
+
+/// When the callback URL a call was handed stops being good: the daemon
+/// keeps it however often it heartbeats.
+fn url_expiry(call: &Call) -> u64 {
+    call.callback_url
+        .as_deref()
+        .and_then(|url| url.split_once("token=")?.1.split_once('.'))
+        .and_then(|(at, _)| at.parse().ok())
+        .unwrap_or(call.expires_at)
 }
 
 /// The run a call belongs to: its idempotency key is `{run_id}.{wait_id}`.

@@ -18,7 +18,7 @@ import {
 import { waitUntil as until, waitForStatus, kvOps, ALARM_SLACK_MS } from "./harness.mjs";
 import { startDaemon } from "../../daemon/daemon.mjs";
 import { sleep } from "./harness.mjs";
-import { runView, kvCaughtUp, assertCallbackAnswer } from "./settle.mjs";
+import { runView, kvCaughtUp, assertCallbackAnswer, assertExpired } from "./settle.mjs";
 
 /** MAX_WAIT_SECONDS when unset: how far heartbeats may push a deadline from its wait's start. */
 const DEFAULT_MAX_WAIT_MS = 7 * 24 * 3600 * 1000;
@@ -446,7 +446,7 @@ test("heartbeats: bad token 401, bad body 400, bad extend_seconds 400 invalid_re
     }
 });
 
-test("heartbeats report progress and push the deadline later, answering URLs signed with it", async () => {
+test("heartbeats report progress and push the deadline later; the URLs first handed out stay good", async () => {
     const pend = await pendingComponent();
     try {
         const graph = {
@@ -498,13 +498,12 @@ test("heartbeats report progress and push the deadline later, answering URLs sig
         assert.equal(still.body.status, "paused", still.text);
         assert.equal(echo.hits("/h1-fallback"), 0, "the original deadline did not fire");
 
-        // The URL the component was given is past the deadline it was signed with: refused
-        // before reaching the run. The one the heartbeat answered resumes.
-        const stale = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { v: "stale" } });
-        assert.deepEqual(stale.body, { success: true, noop: true, reason: "expired" }, stale.text);
-        assert.ok(hb.body.callback_url.includes(`token=${hb.body.expires_at}.`), hb.text);
-        assert.equal(hb.body.heartbeat_url, heartbeatUrlOf(hb.body.callback_url));
-        const r = await postCallback(hb.body.callback_url, call.taskId, { success: true, data: { v: "kept" } });
+        // The URLs the component was given stay good while the wait is open, however often
+        // heartbeats move its deadline (a daemon keeps them): the heartbeat answered the same
+        // ones, and the result posted to the first, past its first deadline, resumes the run.
+        assert.equal(hb.body.callback_url, call.callbackUrl, hb.text);
+        assert.equal(hb.body.heartbeat_url, heartbeatUrlOf(call.callbackUrl));
+        const r = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { v: "kept" } });
         assert.equal(r.status, 200, r.text);
         assert.equal(r.body.resumed, true, r.text);
         assert.equal(r.body.status, "completed", r.text);
@@ -513,6 +512,31 @@ test("heartbeats report progress and push the deadline later, answering URLs sig
         assert.equal(echo.hits("/h1-fallback"), 0);
         const closed = closedWait(await worker.fetchJson(`/runs/${id}`), first.wait_id);
         assert.deepEqual(eventsOf(closed), ["heartbeat:accepted", "heartbeat:accepted", "heartbeat:accepted", "callback:accepted"]);
+    } finally {
+        await pend.close();
+    }
+});
+
+test("a result past the wait's deadline is expired, though its URL is good while the wait may last", async () => {
+    const pend = await pendingComponent();
+    try {
+        const graph = {
+            nodes: [
+                { id: "slow", type: "Component", componentId: `${pend.url}/late`, wait_timeout_seconds: 2 },
+                { id: "fallback", type: "Component", componentId: `${echo.url}/late-fallback` },
+            ],
+            edges: [{ from: "slow", to: "fallback", type: "ON_FAIL" }],
+        };
+        const t = await worker.fetchJson("/execute", { body: { graph } });
+        assert.equal(t.body.status, "paused", t.text);
+        const call = pend.on("/late")[0];
+        await waitForStatus(worker, t.body.run_id, ["completed", "failed"], 2000 + ALARM_SLACK_MS);
+        assert.equal(echo.hits("/late-fallback"), 1, "the deadline fired");
+        const late = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { v: "late" } });
+        assert.equal(late.status, 200, late.text);
+        assert.equal(late.body.noop, true, late.text);
+        assert.equal(late.body.reason, "expired", late.text);
+        assert.equal(echo.hits("/late-fallback"), 1, "nothing ran again");
     } finally {
         await pend.close();
     }
@@ -573,7 +597,7 @@ test("the reference daemon's heartbeats keep a 2 s wait open through a 5 s task;
 
         const quietTask = task(silent.body.task_id);
         assert.equal(quietTask.heartbeats, 0);
-        assert.deepEqual(quietTask.response, { success: true, noop: true, reason: "expired" });
+        assertExpired(quietTask.response);
 
         const closed = closedWait(done, w.wait_id);
         const events = eventsOf(closed);
@@ -674,8 +698,8 @@ test("events: a task mismatch shows on the open wait at no KV write; later event
 test("events: a callback after its deadline costs nothing; one after a cancel is recorded late, at no KV write", async () => {
     const pend = await pendingComponent();
     try {
-        // Past the deadline its URL was signed with, a callback is refused before it reaches the
-        // run (no storage work, so nothing recorded either).
+        // Past the wait's deadline (its URL still good: it is for as long as the wait may last),
+        // a callback is answered expired by the run's gate, and changes nothing.
         const graph = { nodes: [{ id: "slow", type: "Component", componentId: `${pend.url}/e3`, wait_timeout_seconds: 1 }], edges: [] };
         const t = await worker.fetchJson("/execute", { body: { graph } });
         assert.equal(t.body.status, "paused", t.text);
@@ -683,8 +707,8 @@ test("events: a callback after its deadline costs nothing; one after a cancel is
         assert.equal(failed.body.status, "failed", failed.text);
         const call = pend.on("/e3")[0];
         const expired = await postCallback(call.callbackUrl, call.taskId, { success: true });
-        assert.deepEqual(expired.body, { success: true, noop: true, reason: "expired" });
-        assert.equal(expired.headers.get("x-arcrun-kv-ops"), "reads=0;writes=0;lists=0");
+        assertExpired(expired.body);
+        assert.match(expired.headers.get("x-arcrun-kv-ops") ?? "", /writes=0;lists=0$/);
         const read = await worker.fetchJson(`/runs/${t.body.run_id}`);
         const closed = read.body.closed_waits?.[0];
         assert.equal(closed?.how, "timed_out", read.text);

@@ -102,3 +102,14 @@ export function assertCallbackAccepted(body, { run_id, task_id } = {}, what = "a
     assert.deepEqual(rest, { success: true, accepted: true, status: "running", run_id }, `${what}: ${text}`);
     if (given !== undefined && task_id !== undefined) assert.equal(given, task_id, `${what}: task_id: ${text}`);
 }
+
+/**
+ * A callback or heartbeat told its wait's deadline has passed: a noop that changes nothing. Its URL
+ * may still be good (it is for as long as the wait may last), so the run's gate may answer it, with
+ * the run's `run_id`, `status` and `task_id` beside the reason.
+ */
+export function assertExpired(body, what = "") {
+    assert.equal(body?.success, true, `${what} ${JSON.stringify(body)}`);
+    assert.equal(body?.noop, true, `${what} ${JSON.stringify(body)}`);
+    assert.equal(body?.reason, "expired", `${what} ${JSON.stringify(body)}`);
+}

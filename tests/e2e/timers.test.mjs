@@ -13,7 +13,7 @@ import path from "node:path";
 import { startWorker, startComponent, freePort, pendingComponent, postCallback, TEST_API_KEY_HASH } from "./harness.mjs";
 import { waitUntil as until, waitForStatus, kvOps, ALARM_SLACK_MS, storedStatus } from "./harness.mjs";
 import { sleep, sha256hex as sha256 } from "./harness.mjs";
-import { runView, kvCaughtUp, assertCallbackAnswer, assertCallbackAccepted } from "./settle.mjs";
+import { runView, kvCaughtUp, assertCallbackAnswer, assertCallbackAccepted, assertExpired } from "./settle.mjs";
 
 const OTHER_KEY = "key-b";
 
@@ -119,7 +119,7 @@ test("an expired deadline with no ON_FAIL fails the run with wait_timeout; a lat
     const before = await worker.kvSnapshot();
     const late = await callBack(pend.on("/d1")[0], { success: true, data: { late: true } });
     assert.equal(late.status, 200);
-    assert.deepEqual(late.body, { success: true, noop: true, reason: "expired" });
+    assertExpired(late.body);
     assert.deepEqual(await worker.kvSnapshot(), before, "a late callback changes nothing");
     assert.equal(echo.hits("/d1-after"), 0);
 });
@@ -160,7 +160,7 @@ test("a deadline takes ON_FAIL while another branch still waits; the late callba
     await kvCaughtUp(worker, t.body.run_id);
     const before = await worker.kvSnapshot();
     const late = await callBack(pend.on("/d2a")[0]);
-    assert.deepEqual(late.body, { success: true, noop: true, reason: "expired" });
+    assertExpired(late.body);
     assert.deepEqual(await worker.kvSnapshot(), before);
 
     const done = await callBack(pend.on("/d2b")[0], { success: true, data: { v: 7 } });
@@ -240,7 +240,7 @@ test("FOREACH deadlines apply per item: answered items succeed, the rest time ou
     assert.equal(failed, 1);
     assert.ok(statuses(done.body.trace).includes("each[1]:failed"), done.text);
     const late = await callBack(byIndex(1));
-    assert.deepEqual(late.body, { success: true, noop: true, reason: "expired" });
+    assertExpired(late.body);
 });
 
 test("a timed-out FOREACH item with no ON_FAIL fails the run", async () => {

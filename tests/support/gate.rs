@@ -43,7 +43,6 @@ pub fn config(settings: Settings, directory: Directory) -> GateConfig {
         callback_secret: Some(Rc::from("secret")),
         webhook_keys: vec![b"webhook-key-for-tests-0123456789".to_vec()],
         delivery_window_ms: 24 * 3600 * 1000,
-        max_wait_ms: 7 * 24 * 3600 * 1000,
         redactor: Redactor::with_extra(Vec::<String>::new()),
     }
 }

@@ -91,6 +91,8 @@ impl Gate {
     ) where
         O: ObjectStorage,
     {
+        let backoff = self.lag_backoff.get().unwrap_or(0);
+        let wake = wake.map(|at| at.max(backoff));
         if self.alarm.get() == Some(wake) {
             return;
         }

@@ -57,6 +57,10 @@ use super::view::noop_answer;
 /// that a component awaiting its own callback is not held up for long.
 pub const QUEUED_ANSWER_WAIT_MS: u64 = 3_000;
 
+/// After a read of KV refused as lagging, how long before the alarm tries
+/// again.
+pub const LAG_RETRY_MS: u64 = 2_000;
+
 /// How many queued callbacks one holder of the lock applies before it lets
 /// go (and answers its own request).
 pub const DRAIN_PER_TURN: usize = 16;
@@ -153,6 +157,9 @@ pub struct Gate {
     /// When the record may next be written to KV, and whether it must be.
     pacer: Cell<WritePacer>,
     inbox: RefCell<Inbox<Queued>>,
+    /// After a read of KV refused as lagging, no alarm before this: trying
+    /// again at once would only meet the same lag, as fast as alarms fire.
+    lag_backoff: Cell<Option<u64>>,
 }
 
 impl Gate {
@@ -615,6 +622,10 @@ impl Gate {
         // — an invalid graph — found a fresh object and leaves it so.)
         if kept.is_none() && result.is_err() && !is_start {
             self.drop_kept();
+        }
+        if let Err(EngineError::StaleRead(_)) = &result {
+            let now = p.clock.now();
+            self.lag_backoff.set(Some(now.saturating_add(LAG_RETRY_MS)));
         }
         *self.kept.borrow_mut() = kept;
         *self.active.borrow_mut() = None;

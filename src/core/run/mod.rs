@@ -44,6 +44,10 @@ pub struct Settings {
     /// How long a pending answer waits for its callback when its node sets
     /// no `wait_timeout_seconds`.
     pub wait_ttl_ms: u64,
+    /// How long a wait may last from when its call was made, however often
+    /// heartbeats extend it (`MAX_WAIT_SECONDS`); its callback URL is good
+    /// that long.
+    pub max_wait_ms: u64,
     /// Upper bound on the text one template string may expand to.
     pub max_template_bytes: usize,
     /// Upper bound on the items one FOREACH may iterate.
@@ -62,6 +66,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             wait_ttl_ms: 24 * 3600 * 1000,
+            max_wait_ms: 7 * 24 * 3600 * 1000,
             max_template_bytes: 1 << 20,
             max_foreach_items: 10_000,
             max_run_bytes: 24 << 20,

@@ -219,10 +219,13 @@ impl Run {
             url,
             input,
             idempotency_key: format!("{run_id}.{wait_id}"),
+            // Good for as long as the wait may last, however often
+            // heartbeats move its deadline: a daemon keeps the URL it was
+            // handed. Past the deadline the gate answers `expired`.
             callback_url: self
                 .signer
                 .as_ref()
-                .map(|s| s.url(run_id, &wait_id, expires_at)),
+                .map(|s| s.url(run_id, &wait_id, self.url_expiry_from(now, expires_at))),
             wait_id,
             expires_at,
             segment: self.record.segments,

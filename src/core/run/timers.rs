@@ -119,19 +119,35 @@ impl Run {
         }
     }
 
+    /// When a callback URL for a wait whose deadline is `expires_at` stops
+    /// being good, its call made now: as long as the wait may last (the
+    /// longest wait, `Settings::max_wait_ms`), or its deadline if later.
+    pub fn url_expiry_from(&self, now: u64, expires_at: u64) -> u64 {
+        expires_at.max(now.saturating_add(self.settings.max_wait_ms))
+    }
+
+    /// `url_expiry_from` for an open wait, counted from when it began: for
+    /// URLs handed out to a request that came without one (the bare route).
+    pub fn url_expiry_of(&self, wait_id: &str, expires_at: u64) -> u64 {
+        self.record
+            .waits
+            .get(wait_id)
+            .map_or(expires_at, |w| self.url_expiry_from(w.since, expires_at))
+    }
+
     /// A heartbeat for an open wait: records its `progress` and, with
-    /// `extend_seconds`, moves the deadline later — never earlier, and never
-    /// past `max_wait_ms` from when the wait began (unless it already was).
-    /// Answers the deadline: the caller signs new URLs with it, since a URL
-    /// is good only until the deadline it was signed with.
+    /// `extend_seconds`, moves the deadline later — never earlier, never
+    /// past `max_wait_ms` from when the wait began (unless it already was),
+    /// and never past the expiry of the URL it came by, so the wait never
+    /// outlives the URL the daemon holds. Answers the deadline.
     pub fn heartbeat(
         &mut self,
         wait_id: &str,
         body: Value,
         token_expires_at: Option<u64>,
-        max_wait_ms: u64,
         now: u64,
     ) -> Result<Result<u64, Noop>, EngineError> {
+        let max_wait_ms = self.settings.max_wait_ms;
         let extend_ms = match body.get("extend_seconds") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) if n.as_u64().is_some_and(|s| s >= 1) => {
@@ -154,7 +170,10 @@ impl Run {
         }
         wait.heartbeat_at = Some(now);
         if let Some(extend) = extend_ms {
-            let limit = wait.since.saturating_add(max_wait_ms);
+            let limit = wait
+                .since
+                .saturating_add(max_wait_ms)
+                .min(token_expires_at.unwrap_or(u64::MAX));
             let wanted = now.saturating_add(extend).min(limit);
             wait.expires_at = wait.expires_at.max(wanted);
         }

@@ -80,8 +80,6 @@ pub struct GateConfig {
     pub webhook_keys: Vec<Vec<u8>>,
     /// How long failed final callbacks are retried, from the first attempt.
     pub delivery_window_ms: u64,
-    /// How far heartbeats may extend a wait, from when it began.
-    pub max_wait_ms: u64,
     pub redactor: Redactor,
 }
 
@@ -424,7 +422,7 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
             body,
             token_expires_at,
         }
-        .apply(&mut run, judged_at, config.max_wait_ms),
+        .apply(&mut run, judged_at),
         Command::Wake { .. } => (Ok(wake::OnWake { expired }.apply(&run, now)), None),
         Command::Cancel { .. } => (cancel::OnCancel.apply(&mut run, judged_at), None),
         Command::Redeliver { .. } => (redeliver::OnRedeliver.apply(&mut run, judged_at), None),
@@ -484,6 +482,7 @@ pub(super) enum Applied {
     Heartbeat {
         wait_id: String,
         expires_at: u64,
+        url_expires_at: u64,
     },
     /// Nothing from the request, but a deadline was taken.
     Noop(Noop),
@@ -584,9 +583,10 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
         Applied::Heartbeat {
             wait_id,
             expires_at,
+            url_expires_at,
         } => {
             let callback_url =
-                signer(config, &run).map(|s| s.url(&run.record.run_id, &wait_id, expires_at));
+                signer(config, &run).map(|s| s.url(&run.record.run_id, &wait_id, url_expires_at));
             Reply::Heartbeat {
                 expires_at,
                 heartbeat_url: callback_url.as_deref().map(heartbeat_url),
