@@ -69,7 +69,8 @@ fn deadline(reply: Reply, signed: u64) -> u64 {
 
 /// When the URLs handed to a component called at `T0` stop being good.
 fn first_url_expiry(gate: &Gate) -> u64 {
-    T0 + gate.config.settings.max_wait_ms
+    let settings = gate.config.settings;
+    T0 + settings.max_wait_ms + settings.call_timeout_ms
 }
 
 /// `GET /runs/{id}` as the gate answers it from the store.

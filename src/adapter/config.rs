@@ -137,6 +137,7 @@ impl Config {
             settings: Settings {
                 wait_ttl_ms: paused_ttl_secs * 1000,
                 max_wait_ms,
+                call_timeout_ms: component_timeout_ms,
                 max_template_bytes: number(
                     "MAX_TEMPLATE_BYTES",
                     Settings::default().max_template_bytes as u64,

@@ -43,44 +43,24 @@ pub struct Written {
     pub expires_at: u64,
 }
 
-/// How long a KV write may stay unseen at another location. Cloudflare
-/// documents up to 60 seconds; a margin on top.
-pub const KV_LAG_MS: u64 = 90_000;
-
 /// What a run's gate knows of the writes of its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Writes {
-    /// The last write seen to land.
+    /// The last write seen to land. (One begun since and not seen to land
+    /// holds nothing that is not also kept in the gate's storage.)
     pub landed: Option<Written>,
-    /// A later write that may have landed unseen (the object died before it
-    /// heard) holding a change no kept request holds.
-    pub unconfirmed: Option<Unconfirmed>,
-}
-
-/// A write begun and not seen to land.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unconfirmed {
-    pub revision: u64,
-    pub at: u64,
 }
 
 impl Writes {
-    /// Whether a load at `now` that found no record may be lagging.
+    /// Whether a load at `now` that found no record may be lagging: one was
+    /// seen to land and KV has not forgotten it.
     pub fn absence_doubtful(&self, now: u64) -> bool {
-        self.landed.is_some_and(|w| now < w.expires_at) || self.doubt(now, 0)
+        self.landed.is_some_and(|w| now < w.expires_at)
     }
 
-    /// Whether a record of `revision` read at `now` may be older than the
-    /// record KV holds: older than a write seen to land, or, while KV may
-    /// still be catching up, than one that may have landed unseen holding
-    /// what nothing else holds (what kept requests hold is applied again).
-    pub fn outdated(&self, revision: u64, now: u64) -> bool {
-        self.landed.is_some_and(|w| revision < w.revision) || self.doubt(now, revision)
-    }
-
-    fn doubt(&self, now: u64, revision: u64) -> bool {
-        self.unconfirmed
-            .is_some_and(|u| revision < u.revision && now < u.at.saturating_add(KV_LAG_MS))
+    /// Whether a record of `revision` is older than one seen to land.
+    pub fn outdated(&self, revision: u64) -> bool {
+        self.landed.is_some_and(|w| revision < w.revision)
     }
 }
 

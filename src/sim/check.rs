@@ -267,6 +267,7 @@ fn short(v: &Value) -> String {
 }
 
 fn callbacks(sim: &Simulation, stored: &BTreeMap<String, Run>) {
+    let promised = promised(sim);
     let mut resumed: BTreeMap<(String, String), usize> = BTreeMap::new();
     for sent in sim.sent.values() {
         let Command::Callback {
@@ -314,11 +315,7 @@ fn callbacks(sim: &Simulation, stored: &BTreeMap<String, Run>) {
             // heartbeats): one kept while the run was busy, and judged as of
             // its arrival, may find it came too late.
             Some((_, WaitClosed::TimedOut))
-                if sim
-                    .observed
-                    .open
-                    .get(&key)
-                    .is_some_and(|due| sent.at >= *due) => {}
+                if promised.get(&key).is_some_and(|due| sent.at >= *due) => {}
             Some((_, WaitClosed::TimedOut)) => sim.record_violation(format!(
                 "{what} was answered but its wait timed out instead"
             )),

@@ -189,6 +189,7 @@ impl Simulation {
     fn new(source: Source, plan: &Plan) -> Self {
         let settings = Settings {
             max_calls_per_segment: plan.max_calls_per_segment,
+            call_timeout_ms: world::COMPONENT_TIMEOUT_MS,
             ..Settings::default()
         };
         let config = GateConfig {

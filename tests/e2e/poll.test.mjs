@@ -695,11 +695,11 @@ test("events: a task mismatch shows on the open wait at no KV write; later event
     }
 });
 
-test("events: a callback after its deadline costs nothing; one after a cancel is recorded late, at no KV write", async () => {
+test("events: a callback after its deadline, or after a cancel, is recorded late, at no KV write", async () => {
     const pend = await pendingComponent();
     try {
         // Past the wait's deadline (its URL still good: it is for as long as the wait may last),
-        // a callback is answered expired by the run's gate, and changes nothing.
+        // a callback is answered expired by the run's gate, and recorded late on the wait.
         const graph = { nodes: [{ id: "slow", type: "Component", componentId: `${pend.url}/e3`, wait_timeout_seconds: 1 }], edges: [] };
         const t = await worker.fetchJson("/execute", { body: { graph } });
         assert.equal(t.body.status, "paused", t.text);
@@ -712,7 +712,7 @@ test("events: a callback after its deadline costs nothing; one after a cancel is
         const read = await worker.fetchJson(`/runs/${t.body.run_id}`);
         const closed = read.body.closed_waits?.[0];
         assert.equal(closed?.how, "timed_out", read.text);
-        assert.deepEqual(eventsOf(closed), []);
+        assert.deepEqual(eventsOf(closed), ["callback:late"]);
 
         // With a URL still good, a callback after the run was cancelled reaches the wait and is
         // recorded as late, without a KV write.

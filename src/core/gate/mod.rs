@@ -244,12 +244,10 @@ impl Gate {
         // Keyed by its arrival, like every kept request: a replay applies
         // them in the order they arrived, each judged as of then.
         let key = self.inbox.borrow_mut().next_key(arrived);
-        // Kept only if its change cannot be written at once. A fresh
-        // trigger is never kept: the run is stored by its first write or
-        // not at all (its caller is told it failed). A restart is kept, as
-        // the request's answer may confirm the run's claim.
-        let text =
-            (!is_start || restart).then(|| serde_json::to_string(&command).unwrap_or_default());
+        // Every change is kept until a write that holds it is seen to land:
+        // a crash before then, or a read of KV at another location that
+        // does not show the write yet, finds it here and applies it again.
+        let text = serde_json::to_string(&command).unwrap_or_default();
         let mut segment = match self.segment(p, command, Some(arrived)).await {
             Ok(segment) => segment,
             Err(e) => {
@@ -268,11 +266,11 @@ impl Gate {
             if self.pacer.get().may_write(p.clock.now()) {
                 // Written before it is answered, so the answer is the run as
                 // stored (writing may truncate its trace, or fail it).
-                self.write(p, true).await?;
+                self.write(p, Some((key, text))).await?;
                 if let Some(run) = self.kept.borrow().as_ref() {
                     segment.refresh(run, p.config);
                 }
-            } else if let Some(text) = text {
+            } else {
                 // The alarm that will write it is set before it is kept: an
                 // object that dies in between leaves nothing waiting on a
                 // later alarm (a deadline the change opened comes due).
@@ -412,7 +410,7 @@ impl Gate {
             let now = p.clock.now();
             let pacer = self.pacer.get();
             if pacer.dirty_since().is_some() && pacer.may_write(now) {
-                self.write(p, false).await?;
+                self.write(p, None).await?;
             }
             let now = p.clock.now();
             let unapplied = {
@@ -439,12 +437,13 @@ impl Gate {
     /// write, then forgets the kept requests that write covers. The time
     /// of the write is stored first, so a gate started again after a crash
     /// waits out KV's limit whether or not the write landed.
-    /// `unkept`: the write holds a change no kept request holds (the
-    /// segment written at once).
+    /// `keep`: the request of the segment written at once, kept (under its
+    /// key) once the alarm is set and before the write starts, like every
+    /// request whose change is not yet known to be in KV.
     async fn write<R, C, K, N, O>(
         &self,
         p: &Platform<'_, R, C, K, N, O>,
-        unkept: bool,
+        keep: Option<(String, String)>,
     ) -> Result<(), EngineError>
     where
         R: Records + TaskIndexStore,
@@ -477,7 +476,7 @@ impl Gate {
         // are then applied by the next alarm, which must come soon, not at
         // the run's own wake (a deadline hours away). A turn that goes on
         // sets it to the wake once the write has landed.
-        let covers_kept = !self.inbox.borrow().applied.is_empty();
+        let covers_kept = keep.is_some() || !self.inbox.borrow().applied.is_empty();
         let wanted = match covers_kept {
             true => earliest(wanted, Some(started + KEPT_ALARM_SLACK_MS)),
             false => wanted,
@@ -493,9 +492,6 @@ impl Gate {
             meta.run_id.clone_from(&run_id);
             meta.last_write = Some(started);
             meta.revision = meta.revision.max(revision) + 1;
-            // Until a write is seen to land, every one begun since the last
-            // that was may have: the doubt stays.
-            meta.unkept |= unkept;
             if alarm.is_some() {
                 meta.wake_at = alarm;
             }
@@ -514,6 +510,12 @@ impl Gate {
                 return Err(e);
             }
             self.alarm_landed.set(Some(Some(at)));
+        }
+        if let Some((key, text)) = keep {
+            if let Err(e) = self.keep(p, key, text).await {
+                self.drop_kept();
+                return Err(e);
+            }
         }
         let _writing = self.writing.lock().await;
         let Some(mut run) = self.kept.borrow_mut().take() else {
@@ -548,7 +550,6 @@ impl Gate {
                         at: started,
                         expires_at,
                     });
-                    meta.unkept = false;
                     meta.clone()
                 };
                 *self.kept.borrow_mut() = Some(run);

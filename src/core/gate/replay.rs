@@ -62,9 +62,13 @@ impl Gate {
                 self.inbox.borrow_mut().applied.push(key);
                 continue;
             };
-            if matches!(command, Command::Start { .. }) && self.started(p, run_id).await? {
+            if matches!(command, Command::Start { .. }) && self.seen_written(p).await? {
                 // Written since (the write that covered it died before it
-                // forgot it): starting it over would lose what it did.
+                // forgot it): starting it over would lose what it did. Not
+                // seen written, it is started again, its calls answered
+                // from the journal — whatever a read of KV shows, which may
+                // lag a write that landed unseen (that write held nothing
+                // the requests kept here do not).
                 self.inbox.borrow_mut().applied.push(key);
                 continue;
             }
@@ -96,7 +100,8 @@ impl Gate {
         Ok(())
     }
 
-    /// Whether the run exists already: kept here, or stored.
+    /// Whether the run exists already: kept here, seen written (a read of
+    /// KV may lag it), or stored.
     pub(super) async fn started<R, C, K, N, O>(
         &self,
         p: &Platform<'_, R, C, K, N, O>,
@@ -104,8 +109,23 @@ impl Gate {
     ) -> Result<bool, EngineError>
     where
         R: Records,
+        O: ObjectStorage,
     {
-        Ok(self.kept.borrow().is_some() || p.records.load(run_id).await?.is_some())
+        Ok(self.seen_written(p).await? || p.records.load(run_id).await?.is_some())
+    }
+
+    /// Whether the run is kept here, or a write of it was seen to land.
+    async fn seen_written<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+    ) -> Result<bool, EngineError>
+    where
+        O: ObjectStorage,
+    {
+        if self.kept.borrow().is_some() {
+            return Ok(true);
+        }
+        Ok(self.meta(p).await?.is_some_and(|m| m.written.is_some()))
     }
 
     /// The meta, read from storage the first time it is needed; the pacer

@@ -14,7 +14,7 @@ use crate::core::listing::RunSummary;
 use crate::core::record::{WaitEvent, MAX_WAIT_EVENTS};
 use crate::core::run::Journaled;
 use crate::core::store::{
-    JournalStore, Records, TaskIndex, TaskIndexStore, Unconfirmed, WaitNotes, Writes, Written,
+    JournalStore, Records, TaskIndex, TaskIndexStore, WaitNotes, Writes, Written,
 };
 
 /// Journal entries, by the call's idempotency key.
@@ -70,26 +70,13 @@ pub struct GateMeta {
     /// revision, landed or not.
     #[serde(default)]
     pub revision: u64,
-    /// A write begun since the last seen to land holds a change no kept
-    /// request holds: until one is seen to land, an older record may be all
-    /// KV shows of it.
-    #[serde(default)]
-    pub unkept: bool,
 }
 
 impl GateMeta {
     /// What the meta tells of the record's writes.
     pub fn writes(&self) -> Writes {
-        let unconfirmed = self
-            .last_write
-            .filter(|began| self.unkept && self.written.is_none_or(|w| *began > w.at))
-            .map(|at| Unconfirmed {
-                revision: self.revision,
-                at,
-            });
         Writes {
             landed: self.written,
-            unconfirmed,
         }
     }
 }

@@ -44,10 +44,14 @@ pub struct Settings {
     /// How long a pending answer waits for its callback when its node sets
     /// no `wait_timeout_seconds`.
     pub wait_ttl_ms: u64,
-    /// How long a wait may last from when its call was made, however often
-    /// heartbeats extend it (`MAX_WAIT_SECONDS`); its callback URL is good
-    /// that long.
+    /// How far heartbeats may extend a wait, from when it began
+    /// (`MAX_WAIT_SECONDS`).
     pub max_wait_ms: u64,
+    /// The longest a component call may take (`COMPONENT_TIMEOUT_SECONDS`):
+    /// a wait begins no later than this after its call, so a callback URL
+    /// signed at the call for `max_wait_ms` past it and this is good for as
+    /// long as the wait may last.
+    pub call_timeout_ms: u64,
     /// Upper bound on the text one template string may expand to.
     pub max_template_bytes: usize,
     /// Upper bound on the items one FOREACH may iterate.
@@ -67,6 +71,7 @@ impl Default for Settings {
         Self {
             wait_ttl_ms: 24 * 3600 * 1000,
             max_wait_ms: 7 * 24 * 3600 * 1000,
+            call_timeout_ms: 120 * 1000,
             max_template_bytes: 1 << 20,
             max_foreach_items: 10_000,
             max_run_bytes: 24 << 20,

@@ -120,10 +120,12 @@ impl Run {
     }
 
     /// When a callback URL for a wait whose deadline is `expires_at` stops
-    /// being good, its call made now: as long as the wait may last (the
-    /// longest wait, `Settings::max_wait_ms`), or its deadline if later.
-    pub fn url_expiry_from(&self, now: u64, expires_at: u64) -> u64 {
-        expires_at.max(now.saturating_add(self.settings.max_wait_ms))
+    /// being good, its call made at `called`: as long as the wait may last
+    /// (it begins within the call's timeout, and heartbeats extend it at
+    /// most `max_wait_ms` from then), or its deadline if later.
+    pub fn url_expiry_from(&self, called: u64, expires_at: u64) -> u64 {
+        let longest = self.settings.max_wait_ms + self.settings.call_timeout_ms;
+        expires_at.max(called.saturating_add(longest))
     }
 
     /// `url_expiry_from` for an open wait, counted from when it began: for

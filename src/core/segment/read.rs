@@ -26,7 +26,7 @@ pub(super) async fn load<S: Store, C, K: Clock, N>(
         return Ok(None);
     };
     let run = decode(&text, &host.config.directory, host.config.settings)?;
-    if writes.outdated(run.record.revision, host.clock.now()) {
+    if writes.outdated(run.record.revision) {
         return Err(lagging(run_id, Some(run.record.revision)));
     }
     if run.record.run_id != run_id {
