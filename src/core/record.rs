@@ -257,6 +257,9 @@ pub struct EarlyCallback {
 pub struct ClosedWait {
     pub task_id: String,
     pub node_id: String,
+    /// The FOREACH item the wait belonged to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
     pub at: u64,
     pub how: WaitClosed,
     /// What reached the wait while it was open.

@@ -110,6 +110,8 @@ test("300 item callbacks, each sent twice, 50 at once: each applied exactly once
         results.forEach((r, i) => assert.deepEqual(r.data, { item: i, task: calls[i].taskId }, `item ${i}: ${JSON.stringify(r)}`));
         assert.equal(done.body.closed_waits.length, 300);
         assert.ok(done.body.closed_waits.every((w) => w.how === "resumed"));
+        // Each names its item, as its trace entries do.
+        assert.deepEqual(done.body.closed_waits.map((w) => w.item).sort((a, b) => a - b), results.map((_, i) => i));
         // Each wait was resumed once and turned the other copy away as a duplicate.
         for (const w of done.body.closed_waits) {
             const outcomes = (w.events ?? []).map((e) => e.outcome).sort();

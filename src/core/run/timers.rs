@@ -305,6 +305,7 @@ impl Run {
             ClosedWait {
                 task_id: wait.task_id.clone(),
                 node_id: wait.node_id.clone(),
+                item: wait.item,
                 at: now,
                 how,
                 events: wait.events.clone(),
