@@ -23,7 +23,7 @@ use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
 use crate::core::listing::{ListCursor, ListQuery, MAX_LIMIT};
-use crate::core::protocol::{json_depth, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES};
+use crate::core::protocol::{json_depth, task_id_text, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES};
 use crate::core::run::Noop;
 use crate::core::segment::Command;
 use crate::core::segment::TaskIndex;
@@ -263,14 +263,12 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                 ));
             }
             let body = read_json(req, &config).await?;
-            let task_id = match body.get("task_id") {
-                Some(Value::String(t)) if !t.is_empty() && t.len() <= MAX_TASK_ID_BYTES => {
-                    t.clone()
-                }
+            let task_id = match body.get("task_id").and_then(task_id_text) {
+                Some(t) if !t.is_empty() && t.len() <= MAX_TASK_ID_BYTES => t,
                 _ => {
                     return Err(ApiError::BadRequest(
                         "invalid_callback",
-                        "task_id must be a non-empty string".into(),
+                        "task_id must be a non-empty string (or a number)".into(),
                     ))
                 }
             };

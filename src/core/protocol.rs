@@ -113,14 +113,24 @@ pub enum Pending {
     TaskIdTooLong(usize),
 }
 
+/// A task id as a daemon sends it: a string, or a number (daemons that
+/// number their tasks), taken as its decimal text. `None` for anything else.
+pub fn task_id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(t) => Some(t.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// `None` when the answer is not pending.
 pub fn pending(output: &Value) -> Option<Pending> {
     if output.get("pending") != Some(&Value::Bool(true)) {
         return None;
     }
-    Some(match output.get("task_id") {
-        Some(Value::String(t)) if t.len() > MAX_TASK_ID_BYTES => Pending::TaskIdTooLong(t.len()),
-        Some(Value::String(t)) if !t.trim().is_empty() => Pending::Task(t.clone()),
+    Some(match output.get("task_id").and_then(task_id_text) {
+        Some(t) if t.len() > MAX_TASK_ID_BYTES => Pending::TaskIdTooLong(t.len()),
+        Some(t) if !t.trim().is_empty() => Pending::Task(t),
         _ => Pending::NoTaskId,
     })
 }
@@ -144,6 +154,15 @@ mod tests {
             Some(Pending::NoTaskId)
         );
         assert_eq!(pending(&json!({"pending": "yes"})), None);
+        assert_eq!(
+            pending(&json!({"pending": true, "task_id": 12345})),
+            Some(Pending::Task("12345".into())),
+            "a numbered task is its decimal text"
+        );
+        assert_eq!(
+            pending(&json!({"pending": true, "task_id": [1]})),
+            Some(Pending::NoTaskId)
+        );
         assert_eq!(json_depth(&json!(1)), 0);
         assert_eq!(json_depth(&json!({"a": [1, {"b": []}]})), 4);
         assert_eq!(

@@ -451,6 +451,34 @@ test("GET /runs/{id} while running, and 404 for a run that does not exist", { ti
     }
 });
 
+test("a daemon that numbers its tasks: a numeric task_id pauses, and its callback (by URL or bare route) resumes", { timeout: 60_000 }, async () => {
+    const urls = [];
+    const numbered = await startComponent((body) => {
+        urls.push(body.callback_url);
+        return { pending: true, task_id: 40_000 + urls.length };
+    });
+    try {
+        const graph = { nodes: [{ id: "slow", type: "Component", componentId: numbered.url }, { id: "out", type: "Output" }], edges: [{ from: "slow", to: "out", type: "PIPE" }] };
+        const t = await worker.fetchJson("/execute", { body: { graph } });
+        assert.equal(t.body.status, "paused", t.text);
+        assert.equal(t.body.task_id, "40001", "the number, as its decimal text");
+        const r = await fetch(urls[0], { method: "POST", body: JSON.stringify({ task_id: 40001, success: true, data: { n: 1 } }) });
+        const answer = await r.json();
+        assert.equal(r.status, 200, JSON.stringify(answer));
+        assert.equal(answer.resumed, true, JSON.stringify(answer));
+        assert.equal(answer.status, "completed", JSON.stringify(answer));
+
+        // The bare route (on in this Worker) takes the number too.
+        const t2 = await worker.fetchJson("/execute", { body: { graph } });
+        assert.equal(t2.body.task_id, "40002", t2.text);
+        const bare = await worker.fetchJson("/workflows/resume", { body: { task_id: 40002, success: true, data: { n: 2 } } });
+        assert.equal(bare.status, 200, bare.text);
+        assert.equal(bare.body.resumed, true, bare.text);
+    } finally {
+        await numbered.close();
+    }
+});
+
 test("a tampered callback token is refused and changes nothing", { timeout: 60_000 }, async () => {
     let callbackUrl;
     const manual = await startComponent((body) => {
