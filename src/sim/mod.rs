@@ -11,31 +11,27 @@
 pub mod check;
 pub mod claims;
 pub mod scenario;
+mod senders;
 pub mod source;
+mod tasks;
 pub mod world;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use serde_json::{json, Value};
-
 use self::check::Observed;
-use self::claims::{
-    keyed_start, KeyKind, Rpc, RpcAnswer, SimClaimStorage, CLAIM_OBJECT, WORKER_OBJECT,
-};
+use self::claims::{Rpc, RpcAnswer, CLAIM_OBJECT, WORKER_OBJECT};
 use self::scenario::Plan;
+pub use self::senders::Sent;
+use self::senders::{with_fresh_id, Keyed, Sender};
 use self::source::Source;
-use self::world::{
-    callback_body, DaemonAct, Dispatch, Shared, SimClock, SimComponents, SimNotifier, SimObject,
-    SimRecords, World,
-};
-use crate::core::claim::{ClaimKeeper, START_GRACE_MS};
+use self::tasks::{Origin, Task, TaskFuture};
+use self::world::{Shared, World};
+use crate::core::claim::ClaimKeeper;
 use crate::core::error::EngineError;
-use crate::core::gate::{command_run_id, Answer, Gate, GateLog, Platform};
+use crate::core::gate::{Answer, Gate};
 use crate::core::plan::{Directory, GraphLimits};
 use crate::core::redact::Redactor;
 use crate::core::run::Settings;
@@ -52,7 +48,7 @@ const STORMS_END_MS: u64 = 15 * 60 * 1000;
 /// Or after this many scheduling steps.
 const MAX_STEPS: u64 = 400_000;
 /// The reference daemon's waits before each retry of a callback.
-const DAEMON_RETRY_MS: [u64; 4] = [0, 1_000, 5_000, 30_000];
+pub(super) const DAEMON_RETRY_MS: [u64; 4] = [0, 1_000, 5_000, 30_000];
 
 /// What one schedule did, and what it found wrong.
 #[derive(Debug, Default, Clone)]
@@ -66,87 +62,9 @@ pub struct Report {
     pub trace: Vec<String>,
 }
 
-/// Who sent a request, so the right party retries it.
-#[derive(Debug, Clone)]
-enum Sender {
-    Daemon {
-        dispatch: Dispatch,
-        attempt: usize,
-    },
-    Caller,
-    /// A start under a claim: a caller with an `Idempotency-Key`, or a
-    /// sub-workflow call issued again.
-    Keyed(Keyed),
-    /// The sender of a keyed start that was answered reading its run: not
-    /// found, it sends the start again.
-    Check(Keyed),
-}
-
-/// A start under a claim, as its sender sends it again.
-#[derive(Debug, Clone)]
-struct Keyed {
-    kind: KeyKind,
-    key: String,
-    /// Names the run id this request would start (each request makes its
-    /// own).
-    start: Command,
-    /// Sent again after an error so far.
-    attempt: usize,
-    /// Sent again after the run it was told was not found so far.
-    checks: usize,
-}
-
-impl Keyed {
-    /// The same start as a new request sends it, with a run id of its own.
-    fn again(&self, mark: &str, attempt: usize, checks: usize) -> Self {
-        let id = format!("{}{mark}", command_run_id(&self.start));
-        Self {
-            start: with_fresh_id(&self.start, &id),
-            attempt,
-            checks,
-            ..self.clone()
-        }
-    }
-
-    fn send(self) -> Event {
-        let start = self.start.clone();
-        Event::Send(Box::new((Sender::Keyed(self), start)))
-    }
-}
-
-/// A request as sent and answered.
-#[derive(Debug, Clone)]
-pub struct Sent {
-    pub at: u64,
-    pub command: Command,
-    /// The daemon's callback id, for a callback.
-    pub callback: Option<u64>,
-    /// The claimed name, for a start under one.
-    pub key: Option<String>,
-    pub answer: Option<Result<Answer, String>>,
-    pub answered_at: Option<u64>,
-}
-
 enum Event {
     Send(Box<(Sender, Command)>),
     Crash(String),
-}
-
-type TaskFuture = Pin<Box<dyn Future<Output = Result<Answer, EngineError>>>>;
-
-struct Task {
-    object: String,
-    origin: Origin,
-    future: TaskFuture,
-}
-
-/// What a task is doing on its object.
-enum Origin {
-    /// Answering a request from outside.
-    Request(u64, Box<Sender>),
-    /// Answering a sub-request of another task (`claims::Rpc`).
-    Rpc(u64),
-    Alarm,
 }
 
 /// One schedule in motion.
@@ -324,20 +242,6 @@ impl Simulation {
         self.world.borrow_mut().violation(what);
     }
 
-    /// Daemons that components set in motion become scheduled requests.
-    fn take_dispatches(&mut self) {
-        let dispatched = std::mem::take(&mut self.world.borrow_mut().dispatched);
-        for dispatch in dispatched {
-            let at = dispatch.at;
-            let command = daemon_command(&dispatch);
-            let sender = Sender::Daemon {
-                dispatch,
-                attempt: 0,
-            };
-            self.schedule(at, Event::Send(Box::new((sender, command))));
-        }
-    }
-
     /// Sub-requests become tasks on their objects. A claim object takes one
     /// at a time, as its input gate holds others while it awaits its own
     /// storage.
@@ -370,25 +274,6 @@ impl Simulation {
         let begun = begun > waiting.len();
         self.world.borrow_mut().rpcs.extend(waiting);
         begun
-    }
-
-    /// When the schedule goes quiet, every keyed start is sent once more,
-    /// as a caller that lost its answer would: the claim must still name
-    /// the run, and that run must exist (started again, if it never was
-    /// stored). False when that was done already.
-    fn probe(&mut self) -> bool {
-        if self.probed || self.keyed.is_empty() {
-            return false;
-        }
-        self.probed = true;
-        // After a claim object's memory of handing its claim out has
-        // lapsed: until then it answers that the run is being started.
-        let at = self.world.borrow().now + START_GRACE_MS + 1;
-        for keyed in std::mem::take(&mut self.keyed) {
-            self.schedule(at, keyed.again("p", 0, 0).send());
-        }
-        self.world.borrow_mut().now = at;
-        true
     }
 
     /// Sends what is due, and fires due alarms.
@@ -430,143 +315,6 @@ impl Simulation {
                 future,
             });
         }
-    }
-
-    /// A request reaches the Worker: the route refuses a callback whose
-    /// token has expired without reaching the gate; the rest go to the
-    /// run's gate.
-    fn send(&mut self, sender: Sender, command: Command) {
-        self.report.requests += 1;
-        let now = self.world.borrow().now;
-        let id = self.world.borrow_mut().id();
-        let callback = match &sender {
-            Sender::Daemon { dispatch, .. } => match dispatch.what {
-                DaemonAct::Callback { id, .. } => Some(id),
-                DaemonAct::Heartbeat { .. } => None,
-            },
-            Sender::Caller | Sender::Keyed(_) | Sender::Check(_) => None,
-        };
-        let key = match &sender {
-            Sender::Keyed(keyed) => Some(keyed.key.clone()),
-            _ => None,
-        };
-        self.sent.insert(
-            id,
-            Sent {
-                at: now,
-                command: command.clone(),
-                callback,
-                key,
-                answer: None,
-                answered_at: None,
-            },
-        );
-        self.note(format!("#{id} sent: {}", brief(&command)));
-        if let Sender::Daemon { dispatch, .. } = &sender {
-            if now >= dispatch.token_expires_at {
-                let body = json!({"success": true, "noop": true, "reason": "expired"});
-                self.answered(id, Ok(Answer { status: 200, body }));
-                return;
-            }
-        }
-        let (object, future) = match &sender {
-            Sender::Keyed(keyed) => {
-                let world = Rc::clone(&self.world);
-                let future = keyed_start(world, keyed.kind, keyed.key.clone(), command);
-                (
-                    format!("{WORKER_OBJECT}{id}"),
-                    Box::pin(future) as TaskFuture,
-                )
-            }
-            _ => {
-                let object = command_run_id(&command).to_string();
-                let future = self.request_future(&object, command);
-                (object, future)
-            }
-        };
-        self.tasks.push(Task {
-            object,
-            origin: Origin::Request(id, Box::new(sender)),
-            future,
-        });
-    }
-
-    fn gate(&mut self, object: &str) -> Rc<Gate> {
-        if !self.gates.contains_key(object) {
-            let gate = self.fresh_gate();
-            self.gates.insert(object.to_string(), gate);
-        }
-        Rc::clone(&self.gates[object])
-    }
-
-    /// A new life of an object: its memory empty, its keys its own.
-    fn fresh_gate(&self) -> Rc<Gate> {
-        let life = self.world.borrow_mut().source.below(u64::from(u32::MAX)) as u32;
-        Rc::new(Gate::starting(life))
-    }
-
-    fn request_future(&mut self, object: &str, command: Command) -> TaskFuture {
-        let gate = self.gate(object);
-        let world = Rc::clone(&self.world);
-        let config = Rc::clone(&self.config);
-        let object = object.to_string();
-        Box::pin(async move {
-            let parts = Parts::new(&world, &object);
-            let log = |event: GateLog<'_>| trace_log(&world, event);
-            gate.handle(&parts.platform(&config, &log), command).await
-        })
-    }
-
-    fn alarm_future(&mut self, object: &str) -> TaskFuture {
-        let gate = self.gate(object);
-        let world = Rc::clone(&self.world);
-        let config = Rc::clone(&self.config);
-        let object = object.to_string();
-        Box::pin(async move {
-            let parts = Parts::new(&world, &object);
-            let log = |event: GateLog<'_>| trace_log(&world, event);
-            gate.alarm(&parts.platform(&config, &log)).await?;
-            Ok(Answer {
-                status: 200,
-                body: Value::Null,
-            })
-        })
-    }
-
-    fn keeper(&mut self, object: &str) -> Rc<ClaimKeeper> {
-        Rc::clone(self.keepers.entry(object.to_string()).or_default())
-    }
-
-    fn claim_future(&mut self, object: &str, claim: crate::core::claim::Claim) -> TaskFuture {
-        let keeper = self.keeper(object);
-        let world = Rc::clone(&self.world);
-        let storage = SimClaimStorage {
-            world: Rc::clone(&self.world),
-            object: object.to_string(),
-        };
-        Box::pin(async move {
-            let now = world.borrow().now;
-            let answer = keeper.handle(&storage, claim, now).await?;
-            Ok(Answer {
-                status: 200,
-                body: serde_json::to_value(answer).unwrap_or_default(),
-            })
-        })
-    }
-
-    fn claim_alarm_future(&mut self, object: &str) -> TaskFuture {
-        let keeper = self.keeper(object);
-        let storage = SimClaimStorage {
-            world: Rc::clone(&self.world),
-            object: object.to_string(),
-        };
-        Box::pin(async move {
-            keeper.expire(&storage).await?;
-            Ok(Answer {
-                status: 200,
-                body: Value::Null,
-            })
-        })
     }
 
     /// Polls tasks in a random order until one moves; false if none can
@@ -696,58 +444,6 @@ impl Simulation {
             sent.answer = Some(answer);
             sent.answered_at = Some(now);
         }
-    }
-
-    /// A daemon tries again after an error, as the reference daemon does;
-    /// so does a caller with an `Idempotency-Key` (and a parent issuing its
-    /// call again), as a new request, until it has its run; callers without
-    /// one do not (their run may or may not have started).
-    fn retry(&mut self, sender: Sender) {
-        match sender {
-            // It needs its run: it tries until it has it, backing off as
-            // a daemon does.
-            Sender::Keyed(keyed) => {
-                let last = DAEMON_RETRY_MS.len() - 1;
-                let at = self.world.borrow().now + DAEMON_RETRY_MS[keyed.attempt.min(last)];
-                let again = keyed.again("r", keyed.attempt + 1, keyed.checks);
-                self.schedule(at, again.send());
-                return;
-            }
-            // Not found (or the read failed): the start is sent again.
-            Sender::Check(keyed) => {
-                let now = self.world.borrow().now;
-                let again = keyed.again("c", 0, keyed.checks + 1);
-                self.schedule(now, again.send());
-                return;
-            }
-            _ => {}
-        }
-        let Sender::Daemon { dispatch, attempt } = sender else {
-            return;
-        };
-        let Some(wait) = DAEMON_RETRY_MS.get(attempt) else {
-            return;
-        };
-        let at = self.world.borrow().now + wait;
-        let command = daemon_command(&dispatch);
-        let sender = Sender::Daemon {
-            dispatch,
-            attempt: attempt + 1,
-        };
-        self.schedule(at, Event::Send(Box::new((sender, command))));
-    }
-
-    /// A caller told of a run reads it once a claim object's memory of
-    /// handing the claim out has lapsed (until then a run being started is
-    /// shown as running before its gate knows it).
-    fn check_later(&mut self, keyed: &Keyed, run_id: String) {
-        let read = Command::Read {
-            run_id,
-            owner: Some("owner".into()),
-        };
-        let at = self.world.borrow().now + START_GRACE_MS + 1;
-        let check = Sender::Check(keyed.clone());
-        self.schedule(at, Event::Send(Box::new((check, read))));
     }
 
     /// An object crashes (or is evicted): its requests fail (their senders
@@ -915,119 +611,5 @@ impl Simulation {
 
     pub fn record_violation(&self, what: String) {
         self.world.borrow_mut().violation(what);
-    }
-}
-
-/// The gate's own log, in the trace.
-fn trace_log(world: &Shared, event: GateLog<'_>) {
-    if let GateLog::Segment {
-        run_id,
-        outcome,
-        started,
-    } = event
-    {
-        let line = match outcome {
-            Ok(report) => format!("  segment {run_id} {} from {}", report.kind, started - T0),
-            Err(e) => format!("  segment {run_id} failed: {e}"),
-        };
-        world.borrow_mut().note(|| line);
-    }
-}
-
-/// A request in a trace line.
-fn brief(command: &Command) -> String {
-    match command {
-        Command::Callback {
-            run_id,
-            wait_id,
-            body,
-            ..
-        } => {
-            format!("callback {run_id}/{wait_id} {body}")
-        }
-        Command::Heartbeat {
-            run_id, wait_id, ..
-        } => format!("heartbeat {run_id}/{wait_id}"),
-        other => format!(
-            "{} {}",
-            serde_json::to_value(other)
-                .ok()
-                .and_then(|v| v.as_object().and_then(|o| o.keys().next().cloned()))
-                .unwrap_or_default(),
-            command_run_id(other)
-        ),
-    }
-}
-
-/// `start` as another request would send it: with a run id of its own.
-fn with_fresh_id(start: &Command, run_id: &str) -> Command {
-    let mut value = serde_json::to_value(start).unwrap_or_default();
-    value["start"]["run_id"] = json!(run_id);
-    serde_json::from_value(value).unwrap_or_else(|_| start.clone())
-}
-
-/// The request a daemon's act becomes, as the route hands it to the gate.
-fn daemon_command(dispatch: &Dispatch) -> Command {
-    match dispatch.what {
-        DaemonAct::Callback { id, success } => Command::Callback {
-            run_id: dispatch.run_id.clone(),
-            wait_id: dispatch.wait_id.clone(),
-            body: callback_body(&dispatch.task_id, id, success),
-            base_url: "https://engine.sim".into(),
-            token_expires_at: Some(dispatch.token_expires_at),
-        },
-        DaemonAct::Heartbeat { extend_seconds } => Command::Heartbeat {
-            run_id: dispatch.run_id.clone(),
-            wait_id: dispatch.wait_id.clone(),
-            body: json!({"task_id": dispatch.task_id, "extend_seconds": extend_seconds}),
-            token_expires_at: Some(dispatch.token_expires_at),
-        },
-    }
-}
-
-/// The platform pieces of one object, owned by the task that uses them.
-struct Parts {
-    records: SimRecords,
-    components: SimComponents,
-    clock: SimClock,
-    object: SimObject,
-}
-
-impl Parts {
-    fn new(world: &Shared, object: &str) -> Self {
-        Self {
-            records: SimRecords {
-                world: Rc::clone(world),
-                object: object.to_string(),
-            },
-            components: SimComponents {
-                world: Rc::clone(world),
-                run_id: object.to_string(),
-            },
-            clock: SimClock {
-                world: Rc::clone(world),
-            },
-            object: SimObject {
-                world: Rc::clone(world),
-                run_id: object.to_string(),
-            },
-        }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn platform<'a>(
-        &'a self,
-        config: &'a GateConfig,
-        log: &'a dyn Fn(GateLog<'_>),
-    ) -> Platform<'a, SimRecords, SimComponents, SimClock, SimNotifier, SimObject> {
-        Platform {
-            records: &self.records,
-            components: &self.components,
-            clock: &self.clock,
-            notifier: &SimNotifier,
-            object: &self.object,
-            config,
-            log,
-        }
     }
 }
