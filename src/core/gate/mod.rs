@@ -29,6 +29,7 @@ pub mod inbox;
 mod queue;
 mod replay;
 pub mod storage;
+mod write;
 
 pub use alarm::{alarm_after_turn, AlarmInputs, AlarmPlan};
 
@@ -39,16 +40,16 @@ use futures::lock::Mutex;
 use serde_json::{json, Value};
 
 use self::inbox::Inbox;
-use self::storage::{GateMeta, GateStore, JournalMemory, ObjectStorage, INBOX_PREFIX};
+use self::storage::{GateMeta, GateStore, JournalMemory, ObjectStorage};
 use super::driver::Components;
 use super::error::EngineError;
 use super::pacing::{earliest, WritePacer, MIN_WRITE_INTERVAL_MS};
 use super::run::Run;
 use super::segment::{
-    add_noted, details, flush, read, run_segment, Clock, Command, GateConfig, Host, Notifier,
-    Reply, Report, Segment,
+    add_noted, details, read, run_segment, Clock, Command, GateConfig, Host, Notifier, Reply,
+    Report, Segment,
 };
-use super::store::{JournalStore, Records, TaskIndexStore, Written};
+use super::store::{Records, TaskIndexStore};
 use super::view::noop_answer;
 
 /// How long a callback that found a segment running waits for its own
@@ -429,168 +430,6 @@ impl Gate {
             let inbox = self.inbox.borrow();
             if inbox.queued.is_empty() || applied >= limit || inbox.unchecked {
                 return Ok(());
-            }
-        }
-    }
-
-    /// Writes the kept run to KV with everything applied since the last
-    /// write, then forgets the kept requests that write covers. The time
-    /// of the write is stored first, so a gate started again after a crash
-    /// waits out KV's limit whether or not the write landed.
-    /// `keep`: the request of the segment written at once, kept (under its
-    /// key) once the alarm is set and before the write starts, like every
-    /// request whose change is not yet known to be in KV.
-    async fn write<R, C, K, N, O>(
-        &self,
-        p: &Platform<'_, R, C, K, N, O>,
-        keep: Option<(String, String)>,
-    ) -> Result<(), EngineError>
-    where
-        R: Records + TaskIndexStore,
-        C: Components,
-        K: Clock + Sleep,
-        N: Notifier,
-        O: ObjectStorage,
-    {
-        if self.kept.borrow().is_none() {
-            return Ok(());
-        }
-        self.meta(p).await?;
-        let started = p.clock.now();
-        let (run_id, wake, revision) = self
-            .kept
-            .borrow()
-            .as_ref()
-            .map(|run| {
-                let id = run.record.run_id.clone();
-                (id, run.next_wake(started), run.record.revision)
-            })
-            .unwrap_or_default();
-        // The alarm the written run needs is set before the write: an
-        // object that dies after writing a paused run must still take its
-        // deadline, though nothing may ever reach it again.
-        // No later than an alarm asked for and not yet landed (a queued
-        // callback's): whichever lands last must still cover both.
-        let wanted = wake.map(|w| earliest(Some(w), self.alarm.get().flatten()).unwrap_or(w));
-        // A write that covers kept requests may die before it lands: they
-        // are then applied by the next alarm, which must come soon, not at
-        // the run's own wake (a deadline hours away). A turn that goes on
-        // sets it to the wake once the write has landed.
-        let covers_kept = keep.is_some() || !self.inbox.borrow().applied.is_empty();
-        let wanted = match covers_kept {
-            true => earliest(wanted, Some(started + KEPT_ALARM_SLACK_MS)),
-            false => wanted,
-        };
-        // An alarm that landed covers it only while it is still to come: one
-        // whose time has passed may have fired already, and is spent.
-        let alarm = wanted.filter(
-            |w| !matches!(self.alarm_landed.get(), Some(Some(at)) if at > started && at <= *w),
-        );
-        let meta = {
-            let mut meta = self.meta.borrow_mut();
-            let meta = meta.get_or_insert_with(GateMeta::default);
-            meta.run_id.clone_from(&run_id);
-            meta.last_write = Some(started);
-            meta.revision = meta.revision.max(revision) + 1;
-            if alarm.is_some() {
-                meta.wake_at = alarm;
-            }
-            meta.clone()
-        };
-        if let Err(e) = self.put_meta(p, &meta).await {
-            self.drop_kept();
-            return Err(e);
-        }
-        if let Some(at) = alarm {
-            self.alarm.set(Some(Some(at)));
-            if let Err(e) = p.object.set_alarm(Some(at)).await {
-                self.alarm.set(None);
-                self.alarm_landed.set(None);
-                self.drop_kept();
-                return Err(e);
-            }
-            self.alarm_landed.set(Some(Some(at)));
-        }
-        if let Some((key, text)) = keep {
-            if let Err(e) = self.keep(p, key, text).await {
-                self.drop_kept();
-                return Err(e);
-            }
-        }
-        let _writing = self.writing.lock().await;
-        let Some(mut run) = self.kept.borrow_mut().take() else {
-            return Ok(());
-        };
-        run.record.revision = meta.revision;
-        let since = self.pacer.get().dirty_since().unwrap_or(0);
-        let covered = self.inbox.borrow_mut().take_applied();
-        let store = self.store(p);
-        (p.log)(GateLog::Begins);
-        let result = flush(&host(p, &store), &mut run, since).await;
-        match result {
-            Ok(expires_at) => {
-                (p.log)(GateLog::Write {
-                    run_id: &run_id,
-                    kept_requests: covered.len(),
-                    started,
-                });
-                let mut pacer = self.pacer.get();
-                pacer.wrote(p.clock.now());
-                self.pacer.set(pacer);
-                // Known to have landed: a later read of KV that returns an
-                // older record lags. Only then may what the write covered
-                // go (journaled outcomes, kept requests): until it is known,
-                // a read at another location may still show the record
-                // before it, and they are applied again to that.
-                let meta = {
-                    let mut meta = self.meta.borrow_mut();
-                    let meta = meta.get_or_insert_with(GateMeta::default);
-                    meta.written = Some(Written {
-                        revision: run.record.revision,
-                        at: started,
-                        expires_at,
-                    });
-                    meta.clone()
-                };
-                *self.kept.borrow_mut() = Some(run);
-                if self.put_meta(p, &meta).await.is_ok() {
-                    // Failing to clear the journal costs nothing but
-                    // storage: only outcomes the record holds go.
-                    let _ = store.forget_journal().await;
-                    if !covered.is_empty() {
-                        // Left behind, they are applied again as no-ops.
-                        let _ = p.object.delete(INBOX_PREFIX, &covered).await;
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.drop_kept();
-                Err(e)
-            }
-        }
-    }
-
-    /// Keeps the request of the segment that just ran, whose change waits
-    /// for the next write.
-    async fn keep<R, C, K, N, O>(
-        &self,
-        p: &Platform<'_, R, C, K, N, O>,
-        key: String,
-        text: String,
-    ) -> Result<(), EngineError>
-    where
-        O: ObjectStorage,
-    {
-        match p.object.put(&format!("{INBOX_PREFIX}{key}"), text).await {
-            Ok(()) => {
-                self.inbox.borrow_mut().applied.push(key);
-                Ok(())
-            }
-            Err(e) => {
-                // Not durable, so not applied: rebuild from what is.
-                self.drop_kept();
-                Err(e)
             }
         }
     }
