@@ -201,32 +201,16 @@ pub async fn keyed_start(
     }
 }
 
-fn with_run_id(command: Command, id: &str, restart: bool) -> Command {
-    match command {
-        Command::Start {
-            graph,
-            context,
-            owner,
-            base_url,
-            final_callback_url,
-            workflow,
-            depth,
-            parent,
-            ..
-        } => Command::Start {
-            restart,
-            run_id: id.to_string(),
-            graph,
-            context,
-            owner,
-            base_url,
-            final_callback_url,
-            workflow,
-            depth,
-            parent,
-        },
-        other => other,
+/// `command`, a trigger, naming run `id` (as a restart or not).
+pub(super) fn with_run_id(mut command: Command, id: &str, again: bool) -> Command {
+    if let Command::Start {
+        run_id, restart, ..
+    } = &mut command
+    {
+        *run_id = id.to_string();
+        *restart = again;
     }
+    command
 }
 
 /// A claim object's storage in the world: one key and the alarm, both

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use serde_json::json;
 
-use super::claims::{keyed_start, KeyKind, WORKER_OBJECT};
+use super::claims::{keyed_start, with_run_id, KeyKind, WORKER_OBJECT};
 use super::world::{callback_body, DaemonAct, Dispatch};
 use super::{Event, Origin, Simulation, Task, TaskFuture, DAEMON_RETRY_MS};
 use crate::core::claim::START_GRACE_MS;
@@ -103,9 +103,7 @@ fn brief(command: &Command) -> String {
 
 /// `start` as another request would send it: with a run id of its own.
 pub(super) fn with_fresh_id(start: &Command, run_id: &str) -> Command {
-    let mut value = serde_json::to_value(start).unwrap_or_default();
-    value["start"]["run_id"] = json!(run_id);
-    serde_json::from_value(value).unwrap_or_else(|_| start.clone())
+    with_run_id(start.clone(), run_id, false)
 }
 
 /// The request a daemon's act becomes, as the route hands it to the gate.
