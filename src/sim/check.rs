@@ -9,7 +9,9 @@
 //!   crash, when the alarm's retry applies it);
 //! - no two callbacks of one wait are both answered `resumed`;
 //! - a noop names a documented reason;
-//! - a deadline is taken within 2 s of being due (the same allowances).
+//! - a deadline is taken within 2 s of being due (the same allowances);
+//! - a finished run whose caller asked to be told has told them how it
+//!   ended (or been refused, or given up after its retries).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -19,7 +21,7 @@ use serde_json::Value;
 use super::world::record_key;
 use super::Simulation;
 use crate::core::gate::Gate;
-use crate::core::record::{RunStatus, WaitClosed};
+use crate::core::record::{DeliveryState, RunStatus, WaitClosed};
 use crate::core::run::{CallKey, Run};
 use crate::core::segment::Command;
 use crate::core::stored::decode;
@@ -224,6 +226,49 @@ pub fn at_quiet(sim: &Simulation, gates: &BTreeMap<String, Rc<Gate>>) {
     }
     callbacks(sim, &stored);
     deadlines(sim);
+    final_callbacks(sim, &stored);
+}
+
+/// A caller who asked to be told is told: every finished run with a final
+/// callback has had it answered (or given it up, or been refused), and the
+/// last outcome its receiver accepted is how the run ended (a run retried
+/// after it failed tells each ending).
+fn final_callbacks(sim: &Simulation, stored: &BTreeMap<String, Run>) {
+    let deliveries = sim.world().deliveries.clone();
+    for (run_id, run) in stored {
+        let (Some(callback), Some(kind)) =
+            (run.record.final_callback.as_ref(), run.final_event_type())
+        else {
+            continue;
+        };
+        let accepted = deliveries
+            .iter()
+            .filter(|d| &d.run_id == run_id && d.status == 200)
+            .max_by_key(|d| d.at);
+        match (&callback.state, accepted) {
+            (DeliveryState::Waiting | DeliveryState::Retrying { .. }, _) => {
+                sim.record_violation(format!(
+                    "{run_id} ended {kind} and its final callback is still {} at quiet: \
+                     nothing will send it",
+                    callback.state.name()
+                ));
+            }
+            (DeliveryState::Delivered { .. }, None) => {
+                sim.record_violation(format!(
+                    "{run_id}'s final callback is recorded delivered, but its receiver \
+                     never answered 200"
+                ));
+            }
+            (DeliveryState::Delivered { .. }, Some(last)) if last.kind != kind => {
+                sim.record_violation(format!(
+                    "{run_id} ended {kind} but its receiver was last told {} at {}",
+                    last.kind,
+                    last.at - super::T0
+                ));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// One name, one run: every start under a claimed name that was answered

@@ -47,6 +47,8 @@ const HORIZON_MS: u64 = 30 * 60 * 1000;
 const STORMS_END_MS: u64 = 15 * 60 * 1000;
 /// Or after this many scheduling steps.
 const MAX_STEPS: u64 = 400_000;
+/// Where callers that ask for a final callback want it.
+const RECEIVER: &str = "https://receiver.sim/hook";
 /// The reference daemon's waits before each retry of a callback.
 pub(super) const DAEMON_RETRY_MS: [u64; 4] = [0, 1_000, 5_000, 30_000];
 
@@ -119,11 +121,14 @@ impl Simulation {
             index_tasks: false,
             callback_secret: Some(Rc::from("sim-secret")),
             webhook_keys: vec![b"sim-webhook-key-0123456789abcdef".to_vec()],
-            delivery_window_ms: 3600 * 1000,
+            // Short enough that a receiver that keeps failing is given up on
+            // well inside the horizon.
+            delivery_window_ms: 10 * 60 * 1000,
             redactor: Redactor::with_extra(Vec::<String>::new()),
         };
         let mut world = World::new(source, T0);
         world.daemon_knobs = plan.knobs;
+        world.receiver_fails = plan.receiver_fails;
         Self {
             world: Rc::new(RefCell::new(world)),
             config: Rc::new(config),
@@ -154,7 +159,7 @@ impl Simulation {
                 context: run.context.clone(),
                 owner: Some("owner".into()),
                 base_url: "https://engine.sim".into(),
-                final_callback_url: None,
+                final_callback_url: run.notify.then(|| RECEIVER.to_string()),
                 workflow: None,
                 depth: 0,
                 parent: None,
@@ -300,7 +305,7 @@ impl Simulation {
         for object in due {
             // Consumed as it fires; the handler sets the next one.
             if let Some(o) = self.world.borrow_mut().objects.get_mut(&object) {
-                o.alarm = None;
+                o.firing = o.alarm.take();
             }
             self.report.alarms += 1;
             self.note(format!("alarm fires for {object}"));
@@ -407,6 +412,22 @@ impl Simulation {
                 let line = format!("alarm of {} ends: {:?}", task.object, result.as_ref().err());
                 self.note(line);
                 let now = self.world.borrow().now;
+                let lost = {
+                    let mut world = self.world.borrow_mut();
+                    let o = world.objects.entry(task.object.clone()).or_default();
+                    let fired = o.firing.take();
+                    let lost = result.is_ok() && fired.is_some() && o.alarm == fired;
+                    if lost {
+                        o.alarm = None;
+                    }
+                    lost
+                };
+                if lost {
+                    self.note(format!(
+                        "alarm of {} set again to the time that fired: deleted with it",
+                        task.object
+                    ));
+                }
                 match result {
                     // At least once: now and then an alarm fires again.
                     Ok(_) if self.chance(30) => {
@@ -474,6 +495,9 @@ impl Simulation {
                 }
                 Origin::Alarm => {
                     self.alarm_running.remove(object);
+                    if let Some(o) = self.world.borrow_mut().objects.get_mut(object) {
+                        o.firing = None;
+                    }
                     let now = self.world.borrow().now;
                     self.set_alarm_if_later(object, now + 2_000);
                 }

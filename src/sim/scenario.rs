@@ -17,6 +17,8 @@ pub struct Plan {
     pub crash: u64,
     /// Calls one segment may make before it yields.
     pub max_calls_per_segment: usize,
+    /// Per mille: the final callback's receiver answers `500` (or `410`).
+    pub receiver_fails: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +33,8 @@ pub struct RunPlan {
     pub keyed: Option<KeyKind>,
     /// Further requests sent with the same key, at nearly the same moment.
     pub duplicates: u64,
+    /// The caller asked to be told when the run finishes.
+    pub notify: bool,
 }
 
 const PEND: &str = "http://pend.sim/task";
@@ -114,6 +118,19 @@ fn with_claims(mut fork: Source, mut runs: Vec<RunPlan>) -> Vec<RunPlan> {
     runs
 }
 
+/// Half the schedules ask, for some of their runs, to be told when they
+/// finish (a final callback). Drawn from a fork, so the other half replay as
+/// they did before final callbacks were simulated.
+fn with_receivers(fork: &mut Source, mut runs: Vec<RunPlan>) -> Vec<RunPlan> {
+    if !fork.chance(500) {
+        return runs;
+    }
+    for run in &mut runs {
+        run.notify = fork.chance(700);
+    }
+    runs
+}
+
 /// Draws a schedule's plan from its source.
 pub fn plan(source: &mut Source, t0: u64) -> Plan {
     let knobs = DaemonKnobs {
@@ -142,14 +159,18 @@ pub fn plan(source: &mut Source, t0: u64) -> Plan {
                     .then(|| start_at + source.between(5_000, 60_000)),
                 keyed: None,
                 duplicates: 0,
+                notify: false,
             }
         })
         .collect();
     let runs = with_claims(source.fork(1), runs);
+    let mut receivers = source.fork(2);
+    let runs = with_receivers(&mut receivers, runs);
     Plan {
         runs,
         knobs,
         crash,
         max_calls_per_segment: *source.pick(&[2, 3, 45]),
+        receiver_fails: *receivers.pick(&[0, 0, 100, 400]),
     }
 }

@@ -56,6 +56,7 @@ struct Parts {
     components: SimComponents,
     clock: SimClock,
     object: SimObject,
+    notifier: SimNotifier,
 }
 
 impl Parts {
@@ -76,6 +77,9 @@ impl Parts {
                 world: Rc::clone(world),
                 run_id: object.to_string(),
             },
+            notifier: SimNotifier {
+                world: Rc::clone(world),
+            },
         }
     }
 
@@ -89,7 +93,7 @@ impl Parts {
             records: &self.records,
             components: &self.components,
             clock: &self.clock,
-            notifier: &SimNotifier,
+            notifier: &self.notifier,
             object: &self.object,
             config,
             log,

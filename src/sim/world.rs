@@ -46,6 +46,10 @@ pub struct KvEntry {
 pub struct ObjectState {
     pub storage: BTreeMap<String, String>,
     pub alarm: Option<u64>,
+    /// The time of the alarm whose handler runs now. workerd deletes the
+    /// alarm when its handler succeeds unless the handler set another: one
+    /// set again to this very time counts as unchanged, and goes with it.
+    pub firing: Option<u64>,
 }
 
 /// A component call as the component saw it.
@@ -115,6 +119,9 @@ pub struct World {
     pub next_id: u64,
     /// How components and their daemons behave in this schedule.
     pub daemon_knobs: DaemonKnobs,
+    /// Per mille: the final callback's receiver does not answer `200`.
+    pub receiver_fails: u64,
+    pub deliveries: Vec<Delivery>,
     /// When tasks waiting on time are due.
     pub wakeups: BTreeSet<u64>,
     /// What each component answered, by idempotency key: a repeat of a call
@@ -162,6 +169,8 @@ impl World {
             progress: 0,
             next_id: 0,
             daemon_knobs: DaemonKnobs::default(),
+            receiver_fails: 0,
+            deliveries: Vec::new(),
             wakeups: BTreeSet::new(),
             answers: BTreeMap::new(),
             trace: None,
@@ -441,14 +450,49 @@ impl Sleep for SimClock {
     }
 }
 
-/// Final callbacks: none are configured in the simulation; answered 200.
-pub struct SimNotifier;
+/// A final callback as its receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub at: u64,
+    pub run_id: String,
+    /// The event's type: `run.completed`, `run.failed`, `run.cancelled`.
+    pub kind: String,
+    pub status: u16,
+}
+
+/// Final callbacks: the receiver notes each delivery, and answers `200`
+/// unless the schedule's knob makes it fail (`500`) or refuse (`410`).
+pub struct SimNotifier {
+    pub world: Shared,
+}
 
 impl Notifier for SimNotifier {
-    async fn deliver(&self, _: &str, _: &[(&str, String)], _: &str) -> DeliveryOutcome {
+    async fn deliver(&self, _: &str, _: &[(&str, String)], body: &str) -> DeliveryOutcome {
+        let event: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let (status, took) = {
+            let mut world = self.world.borrow_mut();
+            let fails = world.receiver_fails;
+            let status = match world.source.chance(fails) {
+                true if world.source.chance(100) => 410,
+                true => 500,
+                false => 200,
+            };
+            let took = world.source.between(1, 200);
+            (status, took)
+        };
+        after(&self.world, took).await;
+        let mut world = self.world.borrow_mut();
+        let delivery = Delivery {
+            at: world.now,
+            run_id: event["run_id"].as_str().unwrap_or_default().to_string(),
+            kind: event["type"].as_str().unwrap_or_default().to_string(),
+            status,
+        };
+        world.note(|| format!("  final callback {delivery:?}"));
+        world.deliveries.push(delivery);
         DeliveryOutcome::Answered {
-            status: 200,
-            duration_ms: 1,
+            status,
+            duration_ms: took,
         }
     }
 }

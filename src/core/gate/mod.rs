@@ -152,6 +152,8 @@ pub struct Gate {
     alarm: Cell<Option<Option<u64>>>,
     /// The alarm as storage is known to hold it: what a write relies on.
     alarm_landed: Cell<Option<Option<u64>>>,
+    /// While an alarm's handler runs: the time that fired (`alarm::firing`).
+    firing: Cell<Option<u64>>,
     /// The meta as this object last stored it: `None` until read.
     meta: RefCell<Option<GateMeta>>,
     journal: RefCell<JournalMemory>,
@@ -453,10 +455,19 @@ impl Gate {
         let is_start = matches!(command, Command::Start { .. });
         *self.active.borrow_mut() = Some((run_id.clone(), command_owner(&command)));
         let cached = self.kept.borrow_mut().take();
+        let rebuilt = cached.is_none();
         let store = self.store(p);
         let started = p.clock.now();
         (p.log)(GateLog::Begins);
         let (kept, result) = run_segment(&host(p, &store), cached, command, arrived).await;
+        // Rebuilt from a record older than a write begun since (one that
+        // landed unseen, and a read of KV that lags it): KV may hold another
+        // rebuild of the same changes, stamped when it ran. Written again,
+        // so KV holds what the gate holds.
+        let begun = self.meta.borrow().as_ref().map_or(0, |m| m.revision);
+        if rebuilt && kept.as_ref().is_some_and(|run| run.record.revision < begun) {
+            self.changed(started);
+        }
         // No run after a failure: what memory held is not to be trusted.
         // (No run after a success: there is none to hold. A trigger refused
         // — an invalid graph — found a fresh object and leaves it so.)

@@ -97,19 +97,6 @@ impl Gate {
         if !moot.is_empty() {
             let _ = p.object.delete(INBOX_PREFIX, &moot).await;
         }
-        // Rebuilt from a record older than a write begun since (one that
-        // landed unseen, and a read of KV that lags it): KV may hold another
-        // rebuild of the same requests, stamped when it ran. Written again,
-        // so KV holds what the gate holds.
-        let begun = self.meta.borrow().as_ref().map_or(0, |m| m.revision);
-        let behind = self
-            .kept
-            .borrow()
-            .as_ref()
-            .is_some_and(|run| run.record.revision < begun);
-        if behind {
-            self.changed(p.clock.now());
-        }
         Ok(())
     }
 

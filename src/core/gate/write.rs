@@ -60,7 +60,8 @@ impl Gate {
         let wanted = match covers_kept {
             true => earliest(wanted, Some(started + KEPT_ALARM_SLACK_MS)),
             false => wanted,
-        };
+        }
+        .map(|at| self.after_firing(at));
         // An alarm that landed covers it only while it is still to come: one
         // whose time has passed may have fired already, and is spent.
         let alarm = wanted.filter(
