@@ -328,3 +328,36 @@ fn a_callback_for_a_wait_that_cannot_open_is_a_noop() {
         .reply;
     assert_eq!(reply, Reply::Noop(Noop::UnknownWait));
 }
+
+#[test]
+fn progress_past_its_bound_is_refused_and_changes_nothing() {
+    use arcrun::core::run::MAX_PROGRESS_BYTES;
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(slow_graph(10), json!({}));
+    let signed = first_url_expiry(&gate);
+    gate.clock.set(T0 + 2_000);
+    let fits = "x".repeat(MAX_PROGRESS_BYTES - 2);
+    let beat = heartbeat(&gate, json!({"progress": fits}), signed).unwrap();
+    assert_eq!(deadline(beat, signed), T0 + 10_000);
+    let before = gate.stored().record;
+
+    // A daemon that sends its whole result as progress, and asks for more time.
+    let huge = "x".repeat(MAX_PROGRESS_BYTES - 1);
+    let refused = heartbeat(
+        &gate,
+        json!({"progress": huge, "extend_seconds": 60}),
+        signed,
+    );
+    let Err(EngineError::InvalidRequest(message)) = refused else {
+        panic!("refused as invalid expected, got {refused:?}");
+    };
+    assert!(
+        message.contains("progress") && message.contains(&MAX_PROGRESS_BYTES.to_string()),
+        "{message}"
+    );
+    // Nothing changed: not the progress, not the deadline, no event noted.
+    assert_eq!(gate.stored().record, before);
+    let view = shown(&gate);
+    assert_eq!(view["waits"][0]["progress"], json!(fits));
+    assert_eq!(view["waits"][0]["expires_at"], json!(T0 + 10_000));
+}

@@ -7,7 +7,9 @@ use std::time::Duration;
 use futures::future::{select, Either};
 use futures::StreamExt;
 use serde_json::Value;
-use worker::{AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
+use worker::{
+    AbortController, Delay, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect,
+};
 
 use super::runtime::now_ms;
 use super::subflow;
@@ -80,6 +82,9 @@ impl HttpComponents {
                 .with_headers(headers)
                 .with_body(Some(body.into()));
         }
+        // A redirect is not followed: its target never passed the checks
+        // the graph's URL did (https, not a private address).
+        init.with_redirect(RequestRedirect::Manual);
         let request = Request::new_with_init(&call.url, &init)?;
         let controller = AbortController::default();
         let signal = controller.signal();
@@ -89,11 +94,12 @@ impl HttpComponents {
                 .await
                 .map_err(|e| Trouble::Error(format!("request failed: {e}")))?;
             let status = response.status_code();
+            let location = response.headers().get("location").ok().flatten();
             let bytes = self.read_bounded(&mut response).await?;
-            Ok::<_, Trouble>((status, bytes))
+            Ok::<_, Trouble>((status, location, bytes))
         };
         let timeout = Delay::from(Duration::from_millis(self.timeout_ms));
-        let (status, bytes) = match select(Box::pin(exchange), Box::pin(timeout)).await {
+        let (status, location, bytes) = match select(Box::pin(exchange), Box::pin(timeout)).await {
             Either::Left((result, _)) => result?,
             Either::Right(_) => {
                 controller.abort();
@@ -104,6 +110,17 @@ impl HttpComponents {
             }
         };
         let text = String::from_utf8_lossy(&bytes);
+        if (300..400).contains(&status) {
+            return Ok(CallOutcome::Failed {
+                status: Some(status),
+                error: format!(
+                    "component answered a redirect (HTTP {status}{}); redirects are not followed",
+                    location
+                        .map(|l| format!(" to {}", excerpt(&l)))
+                        .unwrap_or_default()
+                ),
+            });
+        }
         if !(200..300).contains(&status) {
             return Ok(CallOutcome::Failed {
                 status: Some(status),
@@ -204,8 +221,11 @@ impl Notifier for HttpNotifier {
                 h.set(name, value)?;
             }
             let mut init = RequestInit::new();
+            // A redirect is answered, not followed (its target never passed
+            // the checks the URL did): a 3xx is a failed attempt.
             init.with_method(Method::Post)
                 .with_headers(h)
+                .with_redirect(RequestRedirect::Manual)
                 .with_body(Some(body.to_string().into()));
             let request = Request::new_with_init(url, &init)?;
             Fetch::Request(request).send().await

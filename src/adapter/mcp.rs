@@ -11,6 +11,7 @@ use super::config::Config;
 use super::gate_stub::gate;
 use super::http::{json_response, ApiError};
 use super::ops::Ops;
+use super::routes::valid_id;
 use super::trigger::execute;
 use crate::core::listing::ListQuery;
 use crate::core::segment::Command;
@@ -32,6 +33,7 @@ fn rpc_error(id: &Value, code: i64, message: &str) -> Value {
 /// One JSON-RPC message, already authenticated as `owner`.
 pub async fn handle(
     body: Result<Value, ApiError>,
+    structured: bool,
     url: &worker::Url,
     config: &Config,
     env: &Env,
@@ -47,12 +49,34 @@ pub async fn handle(
             );
             return json_response(400, &e);
         }
+        // Too large is not malformed: the same 413 the routes answer.
+        Err(e @ ApiError::PayloadTooLarge(_)) => {
+            let e = rpc_error(&Value::Null, INVALID_REQUEST, &e.message());
+            return json_response(413, &e);
+        }
         Err(e) => {
             let e = rpc_error(&Value::Null, PARSE_ERROR, &e.message());
             return json_response(400, &e);
         }
     };
+    // JSON-RPC 2.0 exactly, as MCP requires: the version named, and an id
+    // that is a string or an integer (never null, a fraction or an object).
+    if message.get("jsonrpc") != Some(&json!("2.0")) {
+        let e = rpc_error(&Value::Null, INVALID_REQUEST, "\"jsonrpc\" must be \"2.0\"");
+        return json_response(400, &e);
+    }
     let id = message.get("id").cloned();
+    if let Some(id) = &id {
+        let valid = id.is_string() || id.is_i64() || id.is_u64();
+        if !valid {
+            let e = rpc_error(
+                &Value::Null,
+                INVALID_REQUEST,
+                "\"id\" must be a string or an integer",
+            );
+            return json_response(400, &e);
+        }
+    }
     let method = message.get("method").and_then(Value::as_str);
     let (Some(id), Some(method)) = (id, method) else {
         // A notification (or a response) wants no answer.
@@ -85,7 +109,7 @@ pub async fn handle(
             let tools: Value = serde_json::from_str(TOOLS).unwrap_or_default();
             Ok(json!({ "tools": tools }))
         }
-        "tools/call" => call_tool(&params, url, config, env, owner)
+        "tools/call" => call_tool(&params, structured, url, config, env, owner)
             .await
             .map(|(result, spent)| {
                 cost = spent;
@@ -109,6 +133,7 @@ type ToolAnswer = (Value, Vec<(&'static str, String)>);
 
 async fn call_tool(
     params: &Value,
+    structured: bool,
     url: &worker::Url,
     config: &Config,
     env: &Env,
@@ -116,10 +141,17 @@ async fn call_tool(
 ) -> Result<ToolAnswer, (i64, String)> {
     let args = params["arguments"].as_object().cloned().unwrap_or_default();
     let text = |key: &str| args.get(key).and_then(Value::as_str).map(str::to_string);
+    // Checked as the routes check it, before any gate is asked: a string
+    // that cannot be a run id costs nothing.
     let run_id = || {
-        text("run_id")
-            .filter(|id| !id.is_empty() && id.len() <= 64)
-            .ok_or((INVALID_PARAMS, "run_id is required".to_string()))
+        let id = text("run_id").ok_or((INVALID_PARAMS, "run_id is required".to_string()))?;
+        valid_id(&id).map_err(|_| {
+            (
+                INVALID_PARAMS,
+                "run_id is not a run id (letters, digits, '-' and '_', at most 64)".to_string(),
+            )
+        })?;
+        Ok(id)
     };
     let response = match params["name"].as_str().unwrap_or_default() {
         "execute_workflow" => {
@@ -187,10 +219,48 @@ async fn call_tool(
         }
     }
     let body = response.json::<Value>().await.unwrap_or_default();
-    let result = json!({
-        "content": [{ "type": "text", "text": body.to_string() }],
-        "structuredContent": body,
-        "isError": failed,
-    });
+    // One copy of the answer: as structured content (its shape is each
+    // tool's outputSchema) beside a line for a person, to a client that
+    // speaks a revision with structured content; as the text otherwise,
+    // and always for an error (which the outputSchema does not describe).
+    let result = match structured && !failed {
+        true => json!({
+            "content": [{ "type": "text", "text": summary(&body) }],
+            "structuredContent": body,
+            "isError": failed,
+        }),
+        false => json!({
+            "content": [{ "type": "text", "text": body.to_string() }],
+            "isError": failed,
+        }),
+    };
     Ok((result, cost))
+}
+
+/// One line saying what a tool's answer says: the run's status (and what
+/// it waits on), or how many runs a listing holds.
+fn summary(body: &Value) -> String {
+    if let Some(runs) = body.get("runs").and_then(Value::as_array) {
+        let more = match body.get("cursor").and_then(Value::as_str) {
+            Some(_) => " (more with the cursor)",
+            None => "",
+        };
+        return format!("{} runs{more}", runs.len());
+    }
+    let run_id = body["run_id"].as_str().unwrap_or("?");
+    let status = body["status"].as_str().unwrap_or("unknown");
+    match body.get("task_id").and_then(Value::as_str) {
+        Some(task) if status == "paused" => {
+            format!("run {run_id} is paused, waiting on task {task}")
+        }
+        _ => format!("run {run_id} is {status}"),
+    }
+}
+
+/// Whether the client speaks a protocol revision with structured tool
+/// results (2025-06-18 on). Clients name it on every request after
+/// initialize, in the `MCP-Protocol-Version` header; one that does not
+/// speaks 2025-03-26 or older.
+pub fn speaks_structured(version: Option<&str>) -> bool {
+    version.is_some_and(|v| v >= "2025-06-18")
 }

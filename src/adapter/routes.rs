@@ -112,7 +112,9 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             let config = config(env)?;
             let owner = authenticate(req, &config)?;
             let body = read_json(req, &config).await;
-            Ok(mcp::handle(body, &url, &config, env, owner).await)
+            let version = req.headers().get("mcp-protocol-version").ok().flatten();
+            let structured = mcp::speaks_structured(version.as_deref());
+            Ok(mcp::handle(body, structured, &url, &config, env, owner).await)
         }
         ["runs"] => {
             require(&method, "GET")?;
@@ -387,7 +389,7 @@ fn require(method: &str, expected: &'static str) -> Result<(), ApiError> {
 }
 
 /// Run and wait ids are ours: short, URL-safe. Anything else cannot exist.
-fn valid_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn valid_id(id: &str) -> Result<(), ApiError> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id

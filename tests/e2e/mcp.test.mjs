@@ -28,13 +28,23 @@ async function connect(headers = { Authorization: `Bearer ${TEST_API_KEY}` }) {
     return c;
 }
 
-/** Calls a tool; checks the result's shape and that its text is its structuredContent. */
+/** Calls a tool and checks that the answer comes once: as structuredContent (which the SDK
+ * checks against the tool's outputSchema) beside a one-line summary, or, for an error, as the
+ * text alone. `answer` is the route's answer either way. */
 async function call(name, args = {}) {
     const result = await client.callTool({ name, arguments: args });
     assert.equal(typeof result.isError, "boolean", `isError of ${name}: ${JSON.stringify(result)}`);
     assert.equal(result.content.length, 1);
     assert.equal(result.content[0].type, "text");
-    assert.deepEqual(JSON.parse(result.content[0].text), result.structuredContent, "the text is the structured answer");
+    const text = result.content[0].text;
+    if (result.isError) {
+        assert.equal(result.structuredContent, undefined, "an error is told once, as text");
+        result.answer = JSON.parse(text);
+    } else {
+        assert.ok(result.structuredContent, `${name} answers structured content`);
+        assert.ok(text.length < 300 && !text.startsWith("{"), `a summary, not a second copy: ${text}`);
+        result.answer = result.structuredContent;
+    }
     return result;
 }
 
@@ -68,10 +78,10 @@ async function pollRun(runId, states, timeoutMs = 10_000) {
     try {
         return await waitUntil(`run ${runId} to be ${states}`, async () => {
             last = await call("get_run", { run_id: runId });
-            return !last.isError && states.includes(last.structuredContent.status) ? last : null;
+            return !last.isError && states.includes(last.answer.status) ? last : null;
         }, { timeoutMs, everyMs: 150 });
     } catch (err) {
-        err.message += `; last get_run: ${JSON.stringify(last?.structuredContent)?.slice(0, 600)}`;
+        err.message += `; last get_run: ${JSON.stringify(last?.answer)?.slice(0, 600)}`;
         throw err;
     }
 }
@@ -162,8 +172,8 @@ test("tools/list names the four tools, each with an object inputSchema", { timeo
 
 test("execute_workflow pauses on the daemon; the daemon calls back; get_run reads it completed; list_runs shows it", { timeout: 60_000 }, async () => {
     const started = await call("execute_workflow", { graph: daemonGraph("late"), context: { topic: "mcp" } });
-    assert.equal(started.isError, false, JSON.stringify(started.structuredContent));
-    const t = started.structuredContent;
+    assert.equal(started.isError, false, JSON.stringify(started.answer));
+    const t = started.answer;
     assert.equal(t.success, true);
     assert.equal(t.status, "paused");
     assert.equal(t.paused, true);
@@ -177,12 +187,12 @@ test("execute_workflow pauses on the daemon; the daemon calls back; get_run read
     // Read back over MCP while (most likely) still paused: it is this run.
     const early = await call("get_run", { run_id: t.run_id });
     assert.equal(early.isError, false);
-    assert.equal(early.structuredContent.run_id, t.run_id);
-    assert.ok(["paused", "running", "completed"].includes(early.structuredContent.status), early.structuredContent.status);
+    assert.equal(early.answer.run_id, t.run_id);
+    assert.ok(["paused", "running", "completed"].includes(early.answer.status), early.answer.status);
 
     // The daemon answers after 300 ms and POSTs its callback; the run then completes.
     const done = await pollRun(t.run_id, ["completed", "failed", "cancelled"]);
-    const run = done.structuredContent;
+    const run = done.answer;
     assert.equal(run.status, "completed", JSON.stringify(run).slice(0, 600));
     assert.equal(run.run_id, t.run_id);
     assert.equal(run.data.got, "late");
@@ -204,17 +214,17 @@ test("execute_workflow pauses on the daemon; the daemon calls back; get_run read
     let listed;
     const entry = await waitUntil("list_runs to show the completed run", async () => {
         listed = await call("list_runs", { status: "completed", limit: 100 });
-        assert.equal(listed.isError, false, JSON.stringify(listed.structuredContent));
-        return listed.structuredContent.runs.find((r) => r.run_id === t.run_id);
+        assert.equal(listed.isError, false, JSON.stringify(listed.answer));
+        return listed.answer.runs.find((r) => r.run_id === t.run_id);
     }, { timeoutMs: 10_000, everyMs: 200 });
     assert.equal(entry.status, "completed");
     assert.equal(entry.open_waits, 0);
-    for (const r of listed.structuredContent.runs) assert.equal(r.status, "completed", "filtered by status");
+    for (const r of listed.answer.runs) assert.equal(r.status, "completed", "filtered by status");
     const all = await call("list_runs", {});
-    assert.ok(all.structuredContent.runs.some((r) => r.run_id === t.run_id), "listed without a filter too");
+    assert.ok(all.answer.runs.some((r) => r.run_id === t.run_id), "listed without a filter too");
     const one = await call("list_runs", { limit: 1 });
     assert.equal(one.isError, false);
-    assert.equal(one.structuredContent.runs.length, 1, "limit is honoured");
+    assert.equal(one.answer.runs.length, 1, "limit is honoured");
 });
 
 test("cancel_run cancels another paused run", { timeout: 60_000 }, async () => {
@@ -226,31 +236,31 @@ test("cancel_run cancels another paused run", { timeout: 60_000 }, async () => {
         edges: [{ from: "wait", to: "out", type: "PIPE" }],
     };
     const started = await call("execute_workflow", { graph });
-    assert.equal(started.isError, false, JSON.stringify(started.structuredContent));
-    const { run_id: runId, task_id: taskId, status } = started.structuredContent;
+    assert.equal(started.isError, false, JSON.stringify(started.answer));
+    const { run_id: runId, task_id: taskId, status } = started.answer;
     assert.equal(status, "paused");
     assert.equal(typeof taskId, "string");
 
     const pausedList = await waitUntil("list_runs to show the paused run", async () => {
         const l = await call("list_runs", { status: "paused" });
-        return l.structuredContent.runs.find((r) => r.run_id === runId);
+        return l.answer.runs.find((r) => r.run_id === runId);
     }, { timeoutMs: 10_000, everyMs: 200 });
     assert.equal(pausedList.open_waits, 1);
 
     const cancelled = await call("cancel_run", { run_id: runId });
-    assert.equal(cancelled.isError, false, JSON.stringify(cancelled.structuredContent));
-    assert.equal(cancelled.structuredContent.status, "cancelled");
-    assert.equal(cancelled.structuredContent.run_id, runId);
-    assert.deepEqual(cancelled.structuredContent.waits, []);
+    assert.equal(cancelled.isError, false, JSON.stringify(cancelled.answer));
+    assert.equal(cancelled.answer.status, "cancelled");
+    assert.equal(cancelled.answer.run_id, runId);
+    assert.deepEqual(cancelled.answer.waits, []);
 
     const read = await call("get_run", { run_id: runId });
-    assert.equal(read.structuredContent.status, "cancelled");
+    assert.equal(read.answer.status, "cancelled");
 
     // A finished run cannot be cancelled again: a tool error with the API's 409 answer.
     const again = await call("cancel_run", { run_id: runId });
     assert.equal(again.isError, true);
-    assert.equal(again.structuredContent.success, false);
-    assert.equal(again.structuredContent.error.code, "run_finished");
+    assert.equal(again.answer.success, false);
+    assert.equal(again.answer.error.code, "run_finished");
 });
 
 test("execute_workflow runs a stored workflow by name", { timeout: 60_000 }, async () => {
@@ -265,36 +275,36 @@ test("execute_workflow runs a stored workflow by name", { timeout: 60_000 }, asy
     assert.equal(put.status, 200, put.text);
 
     const r = await call("execute_workflow", { workflow: "mcp-greeting", context: { name: "agent" } });
-    assert.equal(r.isError, false, JSON.stringify(r.structuredContent));
-    assert.equal(r.structuredContent.status, "completed", JSON.stringify(r.structuredContent));
-    assert.equal(r.structuredContent.success, true);
-    assert.equal(r.structuredContent.data.who, "agent");
-    assert.equal(r.structuredContent.data.stored, true);
+    assert.equal(r.isError, false, JSON.stringify(r.answer));
+    assert.equal(r.answer.status, "completed", JSON.stringify(r.answer));
+    assert.equal(r.answer.success, true);
+    assert.equal(r.answer.data.who, "agent");
+    assert.equal(r.answer.data.stored, true);
 
-    const read = await call("get_run", { run_id: r.structuredContent.run_id });
-    assert.equal(read.structuredContent.status, "completed");
-    assert.equal(read.structuredContent.workflow, "mcp-greeting", "the run names its stored workflow");
+    const read = await call("get_run", { run_id: r.answer.run_id });
+    assert.equal(read.answer.status, "completed");
+    assert.equal(read.answer.workflow, "mcp-greeting", "the run names its stored workflow");
 
     // An unknown stored workflow is a tool error, not a protocol error.
     const missing = await call("execute_workflow", { workflow: "no-such-workflow" });
     assert.equal(missing.isError, true);
-    assert.equal(missing.structuredContent.error.code, "not_found");
+    assert.equal(missing.answer.error.code, "not_found");
 });
 
 test("tool errors: an unknown run, an invalid graph, a missing run_id", { timeout: 60_000 }, async () => {
     const unknown = await call("get_run", { run_id: "no-such-run-0123456789" });
     assert.equal(unknown.isError, true);
-    assert.equal(unknown.structuredContent.success, false);
-    assert.equal(unknown.structuredContent.error.code, "not_found");
+    assert.equal(unknown.answer.success, false);
+    assert.equal(unknown.answer.error.code, "not_found");
 
     const cancelUnknown = await call("cancel_run", { run_id: "no-such-run-0123456789" });
     assert.equal(cancelUnknown.isError, true);
-    assert.equal(cancelUnknown.structuredContent.error.code, "not_found");
+    assert.equal(cancelUnknown.answer.error.code, "not_found");
 
     const invalid = await call("execute_workflow", { graph: { nodes: [], edges: [{ from: "a", to: "b", type: "PIPE" }] } });
     assert.equal(invalid.isError, true);
-    assert.equal(invalid.structuredContent.error.code, "invalid_graph");
-    assert.ok(Array.isArray(invalid.structuredContent.error.problems));
+    assert.equal(invalid.answer.error.code, "invalid_graph");
+    assert.ok(Array.isArray(invalid.answer.error.problems));
 
     // A missing run_id is invalid params (a JSON-RPC error).
     await assert.rejects(client.callTool({ name: "get_run", arguments: {} }), (err) => {
@@ -363,5 +373,76 @@ test("GET /mcp is 405", { timeout: 60_000 }, async () => {
         const text = await res.text();
         assert.equal(res.status, 405, text);
         assert.equal(JSON.parse(text).error.code, "method_not_allowed");
+    }
+});
+
+test("JSON-RPC 2.0 exactly: the version named, ids a string or an integer; a body too large is 413", { timeout: 60_000 }, async () => {
+    for (const message of [
+        { id: 1, method: "ping" },
+        { jsonrpc: "1.0", id: 1, method: "ping" },
+        { jsonrpc: 2, id: 1, method: "ping" },
+        { jsonrpc: "2.0", id: { sneaky: true }, method: "ping" },
+        { jsonrpc: "2.0", id: [1], method: "ping" },
+        { jsonrpc: "2.0", id: true, method: "ping" },
+        { jsonrpc: "2.0", id: 1.5, method: "ping" },
+        { jsonrpc: "2.0", id: null, method: "ping" },
+    ]) {
+        const r = await rawPost(message);
+        const label = JSON.stringify(message);
+        assert.equal(r.status, 400, `${label}: ${r.text}`);
+        assert.equal(r.body.jsonrpc, "2.0", label);
+        assert.equal(r.body.id, null, `${label}: an id that is not one is not echoed`);
+        assert.equal(r.body.error.code, -32600, `${label}: ${r.text}`);
+    }
+    for (const id of ["a-string", 0, 42, -7]) {
+        const r = await rawPost({ jsonrpc: "2.0", id, method: "ping" });
+        assert.equal(r.status, 200, r.text);
+        assert.equal(r.body.id, id);
+        assert.deepEqual(r.body.result, {});
+    }
+    const huge = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "execute_workflow", arguments: { context: { blob: "x".repeat(1_100_000) } } } });
+    const big = await rawPost(huge);
+    assert.equal(big.status, 413, big.text.slice(0, 300));
+    assert.equal(big.body.error.code, -32600, big.text.slice(0, 300));
+});
+
+test("a run_id that cannot be one is refused before any gate is asked", { timeout: 60_000 }, async () => {
+    for (const runId of ["../runs", "a b", "<script>", "x".repeat(65), "run/1", ""]) {
+        const r = await rawPost({ jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: "get_run", arguments: { run_id: runId } } });
+        assert.equal(r.status, 200, r.text);
+        assert.equal(r.body.error?.code, -32602, `${JSON.stringify(runId)}: ${r.text}`);
+        assert.match(r.body.error.message, /run_id/);
+        assert.equal(r.headers.get("x-arcrun-kv-ops"), "reads=0;writes=0;lists=0", "no KV read");
+        assert.equal(r.headers.get("x-arcrun-do-ops"), null, "no gate reached");
+    }
+});
+
+test("each result is sent once: structured (with a summary) to a 2025-06-18 client, as text to an older one", { timeout: 60_000 }, async () => {
+    const started = await call("execute_workflow", { graph: { nodes: [{ id: "in", type: "Input" }, { id: "out", type: "Output", data: { big: "{{blob}}" } }], edges: [{ from: "in", to: "out", type: "PIPE" }] }, context: { blob: "y".repeat(200_000) } });
+    assert.equal(started.answer.status, "completed");
+    const runId = started.answer.run_id;
+    // What the route answers (its context and its output each hold the blob): the tool's
+    // answer is that, once, and a few hundred bytes of envelope.
+    const route = await worker.fetchJson(`/runs/${runId}`);
+    const once = route.text.length + 1000;
+    const args = { jsonrpc: "2.0", id: 9, method: "tools/call", params: { name: "get_run", arguments: { run_id: runId } } };
+
+    const modern = await rawPost(args, { headers: { "mcp-protocol-version": "2025-06-18" } });
+    assert.equal(modern.status, 200, modern.text.slice(0, 300));
+    const m = modern.body.result;
+    assert.equal(m.structuredContent.run_id, runId);
+    assert.equal(m.structuredContent.data.big.length, 200_000);
+    assert.equal(m.content.length, 1);
+    assert.match(m.content[0].text, new RegExp(`run ${runId} is completed`));
+    assert.ok(modern.text.length < once, `one copy: ${modern.text.length} bytes, the route ${route.text.length}`);
+
+    for (const headers of [{ "mcp-protocol-version": "2025-03-26" }, {}]) {
+        const older = await rawPost(args, { headers });
+        assert.equal(older.status, 200, older.text.slice(0, 300));
+        const o = older.body.result;
+        assert.equal(o.structuredContent, undefined, "no structured content for a revision without it");
+        assert.equal(JSON.parse(o.content[0].text).data.big.length, 200_000);
+        // As text, the JSON is escaped once more: still one copy.
+        assert.ok(older.text.length < once * 1.1, `one copy: ${older.text.length} bytes, the route ${route.text.length}`);
     }
 });

@@ -249,6 +249,11 @@ test("GET /openapi.json and /schema/graph.json serve the files as they are, at n
         const moved = await call(worker, "/ui.html", { apiKey: null, redirect: "manual", expect: 307 });
         assert.equal(moved.headers.get("location"), "/ui");
         await call(worker, "/ui.html", { method: "HEAD", apiKey: null, redirect: "manual", expect: 307 });
+        for (const asset of ["/ui.js", "/ui.css"]) {
+            const file = await call(worker, asset, { apiKey: null, expect: 200 });
+            await call(worker, asset, { method: "HEAD", apiKey: null, expect: 200 });
+            for (const method of ["GET", "HEAD"]) await call(worker, asset, { method, apiKey: null, headers: { "if-none-match": file.headers.get("etag") }, expect: 304 });
+        }
     }
 });
 
@@ -826,19 +831,24 @@ test("stored workflows: put, get, list, delete, execute — and their refusals",
 
 test("POST /mcp: JSON-RPC answers, notifications, refusals", { timeout: 60_000 }, async () => {
     const rpc = (id, method, params) => ({ jsonrpc: "2.0", ...(id === undefined ? {} : { id }), method, ...(params ? { params } : {}) });
+    // A client of revision 2025-06-18 names it on every request after initialize.
+    const headers = { "mcp-protocol-version": "2025-06-18" };
     const init = await call(worker, "/mcp", { body: rpc(1, "initialize", { protocolVersion: "2025-06-18" }), expect: 200 });
     assert.equal(init.body.result.serverInfo.name, "arcrun");
     await call(worker, "/mcp", { body: rpc("two", "ping"), expect: 200 });
     const tools = await call(worker, "/mcp", { body: rpc(3, "tools/list"), expect: 200 });
     assert.ok(tools.body.result.tools.length >= 4);
-    const ran = await call(worker, "/mcp", { body: rpc(4, "tools/call", { name: "execute_workflow", arguments: { graph: linear(`${pending.url}/mcp`) } }), expect: 200 });
+    const ran = await call(worker, "/mcp", { headers, body: rpc(4, "tools/call", { name: "execute_workflow", arguments: { graph: linear(`${pending.url}/mcp`) } }), expect: 200 });
     const runId = ran.body.result.structuredContent.run_id;
-    await call(worker, "/mcp", { body: rpc(5, "tools/call", { name: "get_run", arguments: { run_id: runId } }), expect: 200 });
+    await call(worker, "/mcp", { headers, body: rpc(5, "tools/call", { name: "get_run", arguments: { run_id: runId } }), expect: 200 });
+    // To an older client, the same answer as text.
+    const asText = await call(worker, "/mcp", { body: rpc(55, "tools/call", { name: "get_run", arguments: { run_id: runId } }), expect: 200 });
+    assert.equal(JSON.parse(asText.body.result.content[0].text).run_id, runId);
     await call(worker, "/mcp", { body: rpc(6, "tools/call", { name: "list_runs", arguments: { status: "paused", limit: 5 } }), expect: 200 });
     await call(worker, "/mcp", { body: rpc(7, "tools/call", { name: "cancel_run", arguments: { run_id: runId } }), expect: 200 });
     const refused = await call(worker, "/mcp", { body: rpc(8, "tools/call", { name: "cancel_run", arguments: { run_id: runId } }), expect: 200 });
     assert.equal(refused.body.result.isError, true);
-    assert.equal(refused.body.result.structuredContent.error.code, "run_finished");
+    assert.equal(JSON.parse(refused.body.result.content[0].text).error.code, "run_finished");
     const noTool = await call(worker, "/mcp", { body: rpc(9, "tools/call", { name: "nope" }), expect: 200 });
     assert.equal(noTool.body.error.code, -32602);
     const noMethod = await call(worker, "/mcp", { body: rpc(10, "nope"), expect: 200 });
@@ -848,7 +858,8 @@ test("POST /mcp: JSON-RPC answers, notifications, refusals", { timeout: 60_000 }
     await call(worker, "/mcp", { body: "[1]", expect: 400 });
     await call(worker, "/mcp", { body: "{", expect: 400 });
     await call(worker, "/mcp", { body: { jsonrpc: "2.0", id: 11 }, expect: 400 });
-    await call(worker, "/mcp", { body: JSON.stringify({ ...rpc(12, "ping"), pad: "x".repeat(MAX_BODY) }), expect: 400 });
+    await call(worker, "/mcp", { body: JSON.stringify({ ...rpc(12, "ping"), pad: "x".repeat(MAX_BODY) }), expect: 413 });
+    await call(worker, "/mcp", { body: { jsonrpc: "1.0", id: 14, method: "ping" }, expect: 400 });
     await call(worker, "/mcp", { body: rpc(13, "ping"), apiKey: null, expect: [401, "unauthorized"] });
 });
 

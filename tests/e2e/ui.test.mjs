@@ -12,6 +12,7 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { execFileSync } from "node:child_process";
 import path from "node:path";
+import http from "node:http";
 
 import { chromium } from "playwright-core";
 
@@ -128,8 +129,55 @@ test("GET /ui serves the viewer as a static asset: no key needed, no KV cost", {
     assert.deepEqual(kvOps(res), { reads: 0, writes: 0, lists: 0 });
     const html = await res.text();
     assert.match(html, /<title>arcrun · runs<\/title>/);
-    // Self-contained: no external script, style or image.
-    assert.doesNotMatch(html, /<script[^>]+src=|<link[^>]+href=|<img[^>]+src="?http/i);
+    // Its own script and styles, from this origin; nothing inline, nothing from elsewhere.
+    assert.deepEqual([...html.matchAll(/<script[^>]*>/gi)].map((m) => m[0]), ['<script src="/ui.js" defer>']);
+    assert.doesNotMatch(html, /<style|\sstyle=|\son[a-z]+=|https?:\/\//i);
+    for (const asset of ["/ui.js", "/ui.css"]) {
+        const r = await fetch(`${worker.url}${asset}`);
+        assert.equal(r.status, 200, asset);
+        assert.equal(r.headers.get("x-content-type-options"), "nosniff", asset);
+        await r.arrayBuffer();
+    }
+});
+
+test("/ui may run only its own script and may not be framed", { timeout: 60_000 }, async () => {
+    for (const p of ["/ui", "/ui.html"]) {
+        const res = await fetch(`${worker.url}${p}`, { redirect: "follow" });
+        await res.arrayBuffer();
+        const csp = res.headers.get("content-security-policy") ?? "";
+        assert.match(csp, /frame-ancestors 'none'/, `${p}: ${csp}`);
+        assert.match(csp, /script-src 'self'(;|$)/, `${p}: ${csp}`);
+        assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, `${p}: ${csp}`);
+        assert.equal(res.headers.get("x-frame-options"), "DENY", p);
+    }
+    // A page of another origin that frames the viewer (a clickjacking attempt): the browser
+    // refuses to show it.
+    const framer = http.createServer((req, res) => {
+        res.writeHead(200, { "content-type": "text/html" });
+        res.end(`<!doctype html><title>framer</title><iframe id="f" src="${worker.url}/ui"></iframe>`);
+    });
+    await new Promise((resolve) => framer.listen(0, "127.0.0.1", resolve));
+    const page = await newPage();
+    try {
+        const blocked = new Promise((resolve) => {
+            page.on("response", (r) => {
+                if (r.url() === `${worker.url}/ui`) resolve(r.status());
+            });
+        });
+        await page.goto(`http://localhost:${framer.address().port}/`);
+        assert.equal(await blocked, 200, "the framed page was fetched");
+        await sleep(500);
+        const frame = page.frames().find((f) => f !== page.mainFrame());
+        // A frame refused by frame-ancestors is left blank or on Chromium's error page; it
+        // never runs the viewer (whose title and key form would be there).
+        const title = frame ? await frame.title().catch(() => "") : "";
+        assert.notEqual(title, "arcrun · runs", "the viewer ran inside another origin's frame");
+        const form = frame ? await frame.locator("#api-key").count().catch(() => 0) : 0;
+        assert.equal(form, 0, "the viewer's key form is reachable inside another origin's frame");
+    } finally {
+        await page.context().close();
+        await new Promise((resolve) => framer.close(resolve));
+    }
 });
 
 test("a wrong key shows the API's error", { timeout: 60_000 }, async () => {

@@ -28,6 +28,7 @@ use std::rc::Rc;
 
 pub use deliver::{next_attempt, DeliveryOutcome, RETRY_DELAYS_SECS};
 pub use poll::{verdict as poll_verdict, PollVerdict, MAX_POLL_ERRORS};
+pub use timers::MAX_PROGRESS_BYTES;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -12,6 +12,8 @@ use super::super::record::{
 use super::verdict::Via;
 use super::{CallKey, Noop, Resume, Run};
 
+/// The most a heartbeat's `progress` may hold, as JSON text.
+pub const MAX_PROGRESS_BYTES: usize = 4 * 1024;
 impl Run {
     /// Applies a callback to an open wait. On success the run is `Running`
     /// again and `step` continues it; a `Noop` means nothing was changed.
@@ -161,6 +163,17 @@ impl Run {
                 ))
             }
         };
+        // Each heartbeat replaces the last one's progress, so this bounds
+        // what a daemon can make a wait hold however often it beats.
+        if let Some(progress) = body.get("progress") {
+            let size = progress.to_string().len();
+            if size > MAX_PROGRESS_BYTES {
+                return Err(EngineError::InvalidRequest(format!(
+                    "progress is {size} bytes of JSON; a heartbeat may report at most \
+                     {MAX_PROGRESS_BYTES} (send a summary, and the result with the callback)"
+                )));
+            }
+        }
         if let Err(noop) = self.check_wait(wait_id, &body, token_expires_at, now)? {
             return Ok(Err(noop));
         }
