@@ -178,6 +178,10 @@ impl HttpComponents {
 }
 
 impl Components for HttpComponents {
+    async fn cancel_child(&self, run_id: &str, owner: Option<&str>) {
+        subflow::cancel(&self.env, run_id, owner).await;
+    }
+
     async fn call(&self, call: &Call) -> CallOutcome {
         if call.url.starts_with(SUBFLOW_SCHEME) {
             return subflow::call(&self.env, call).await;

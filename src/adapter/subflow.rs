@@ -130,6 +130,19 @@ async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
     )))
 }
 
+/// Cancels a child whose parent was cancelled, through the child's gate,
+/// whose own cancel reaches its children in turn. Whatever it answers — the
+/// child cancelled, or already finished — there is nothing more to do.
+pub async fn cancel(env: &Env, run_id: &str, owner: Option<&str>) {
+    let request = Command::Cancel {
+        run_id: run_id.to_string(),
+        owner: owner.map(str::to_string),
+    };
+    if let Err(e) = gate(env, run_id, &request).await {
+        worker::console_warn!("cancelling child run {run_id} failed: {}", e.message());
+    }
+}
+
 /// Resumes the parent's wait with a finished child's result, through the
 /// parent's gate. Any answer from the gate (resumed, or a noop because the
 /// wait already ended) means it was delivered.

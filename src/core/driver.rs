@@ -13,6 +13,11 @@ use super::run::{Call, CallOutcome, Journaled, Run};
 #[allow(async_fn_in_trait)]
 pub trait Components {
     async fn call(&self, call: &Call) -> CallOutcome;
+
+    /// Cancels a child run (a sub-workflow's) whose parent was cancelled,
+    /// on behalf of `owner`. Best effort: a child that is not reached ends
+    /// by its own deadline, and its end reaches a parent that is finished.
+    async fn cancel_child(&self, _run_id: &str, _owner: Option<&str>) {}
 }
 
 /// Where call outcomes are written as they arrive, so that a segment that

@@ -915,6 +915,57 @@ test("sub-workflow (c): a failing child fails the calling node; ON_FAIL routes i
     assert.equal(typeof lateWhy === "string" ? lateWhy : lateWhy?.message, "late boom", JSON.stringify(lateWhy));
 });
 
+test("sub-workflow: cancelling a parent cancels the children it waits on, and theirs; a child's end then changes nothing", { timeout: 60_000 }, async () => {
+    // A grandchild that waits on a daemon, under a child that waits on it, under a parent that
+    // waits on two children at once.
+    await putWorkflow("cascade-grandchild", {
+        nodes: [{ id: "in", type: "Input" }, { id: "slow", type: "Component", componentId: `${pend.url}/cascade-deep` }],
+        edges: [{ from: "in", to: "slow", type: "PIPE" }],
+    });
+    await putWorkflow("cascade-child", {
+        nodes: [{ id: "in", type: "Input" }, { id: "deeper", type: "Component", componentId: "workflow://cascade-grandchild" }],
+        edges: [{ from: "in", to: "deeper", type: "SUBFLOW" }],
+    });
+    const parent = {
+        nodes: [
+            { id: "in", type: "Input" },
+            { id: "a", type: "Component", componentId: "workflow://cascade-child" },
+            { id: "b", type: "Component", componentId: "workflow://cascade-child" },
+        ],
+        edges: [{ from: "in", to: "a", type: "SUBFLOW" }, { from: "in", to: "b", type: "SUBFLOW" }],
+    };
+    const t = await exec(parent);
+    assert.equal(t.body.status, "paused", t.text);
+    const children = t.body.waits.map((w) => w.task_id);
+    assert.equal(children.length, 2, t.text);
+    const grandchildren = [];
+    for (const child of children) {
+        const c = await worker.fetchJson(`/runs/${child}`);
+        assert.equal(c.body.status, "paused", c.text);
+        grandchildren.push(c.body.waits[0].task_id);
+    }
+    // Both grandchildren called their daemon.
+    await callOn("/cascade-deep", 2);
+
+    const cancelled = await worker.fetchJson(`/runs/${t.body.run_id}/cancel`, { method: "POST" });
+    assert.equal(cancelled.status, 200, cancelled.text);
+    assert.equal(cancelled.body.status, "cancelled");
+    for (const id of [...children, ...grandchildren]) {
+        const r = await waitForStatus(worker, id, ["cancelled"], 10_000);
+        assert.equal(r.body.status, "cancelled", `${id}: ${r.text}`);
+    }
+    // A daemon's late result for a grandchild changes nothing anywhere.
+    for (const call of pend.on("/cascade-deep")) {
+        const late = await postCallback(call.callbackUrl, call.taskId, { success: true, data: { late: true } });
+        assert.equal(late.status, 200, late.text);
+        assert.equal(late.body.noop, true, late.text);
+    }
+    await sleep(1500);
+    const after = await worker.fetchJson(`/runs/${t.body.run_id}`);
+    assert.equal(after.body.status, "cancelled");
+    assert.deepEqual(after.body.closed_waits.map((w) => w.how).sort(), ["cancelled", "cancelled"], after.text);
+});
+
 test("sub-workflow (d): a workflow that calls itself is stopped at the nesting depth", { timeout: 60_000 }, async () => {
     await putWorkflow("loop", {
         nodes: [

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::super::error::EngineError;
+use super::super::plan::{ComponentRef, SUBFLOW_SCHEME};
 use super::super::protocol::{json_depth, wait_timeout, MAX_JSON_DEPTH};
 use super::super::record::{
     ClosedWait, EarlyCallback, EventKind, EventOutcome, ItemState, NodeState, RunStatus, Wait,
@@ -270,6 +271,23 @@ impl Run {
             self.finish_instance(self.key_of(&wait)?, output, via, now);
         }
         Ok(closed)
+    }
+
+    /// The child runs this run waits on: the open waits of its
+    /// `workflow://` nodes, whose task is the child's run id. A cancel
+    /// reaches them too.
+    pub fn open_children(&self) -> Vec<String> {
+        self.record
+            .waits
+            .values()
+            .filter(|wait| {
+                self.plan.node_index(&wait.node_id).is_some_and(|n| {
+                    matches!(&self.plan.components[n], Some(ComponentRef::Http(url))
+                        if url.starts_with(SUBFLOW_SCHEME))
+                })
+            })
+            .map(|wait| wait.task_id.clone())
+            .collect()
     }
 
     /// Cancels the run: open waits close (later callbacks are told the run

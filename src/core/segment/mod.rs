@@ -397,6 +397,13 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
         Ok(n) => n,
         Err(e) => return (None, Err(e)),
     };
+    // A cancel reaches the children the run waits on, and through theirs,
+    // their children: once the run is cancelled, nothing would take their
+    // results.
+    let cascade = match &command {
+        Command::Cancel { owner, .. } => Some((run.open_children(), owner.clone())),
+        _ => None,
+    };
     let (applied, noted) = match command {
         Command::Start { .. } | Command::Retry { .. } | Command::Read { .. } => {
             unreachable!("handled above")
@@ -462,7 +469,15 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
         };
         return (Some(run), Ok(Segment::unreported(reply, wake)));
     }
-    finish(host, run, applied).await
+    let owner = run.record.owner.clone();
+    let finished = finish(host, run, applied).await;
+    if let (Some((children, asked_by)), Ok(_)) = (cascade, &finished.1) {
+        let owner = asked_by.or(owner);
+        for child in children {
+            host.components.cancel_child(&child, owner.as_deref()).await;
+        }
+    }
+    finished
 }
 
 /// What a segment applied before driving the run.
