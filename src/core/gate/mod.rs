@@ -242,7 +242,11 @@ impl Gate {
         // A trigger or retry that goes on past this invocation answers 202.
         let may_continue = is_start || matches!(command, Command::Retry { .. });
         let run_id = command_run_id(&command).to_string();
-        self.catch_up(p, &run_id).await?;
+        if let Err(e) = self.catch_up(p, &run_id).await {
+            // What stays kept is applied by the alarm this sets.
+            self.settle(p, &run_id, DRAIN_PER_TURN).await?;
+            return Err(e);
+        }
         let started = p.clock.now();
         // Keyed by its arrival, like every kept request: a replay applies
         // them in the order they arrived, each judged as of then.
@@ -352,8 +356,11 @@ impl Gate {
         // applied first, so a read never goes back in time.
         if !active && self.kept.borrow().is_none() && self.inbox.borrow().unchecked {
             let _turn = self.lock.lock().await;
-            self.catch_up(p, run_id).await?;
+            // Settled even when catching up failed (a lagging read): what
+            // stays kept then needs the alarm soon, not the record's.
+            let caught_up = self.catch_up(p, run_id).await;
             self.settle(p, run_id, DRAIN_PER_TURN).await?;
+            caught_up?;
         }
         if !active && self.kept.borrow().is_none() {
             // A write under way has the run out for a moment.
@@ -381,8 +388,14 @@ impl Gate {
         // way: it may be applying kept requests the record shown lacks, and
         // sets the alarm they need as it ends (the record's own wake could
         // be a deadline hours away).
+        // Not if storage may hold requests no turn has applied (a turn that
+        // failed since this read began): they need the alarm now.
         if !active && self.alarm.get().is_none() && wake.is_some() {
             if let Some(_turn) = self.lock.try_lock() {
+                let wake = match self.inbox.borrow().unchecked {
+                    true => Some(p.clock.now()),
+                    false => wake,
+                };
                 self.ensure_alarm(p, run_id, wake).await;
             }
         }
@@ -453,6 +466,7 @@ impl Gate {
     {
         let run_id = command_run_id(&command).to_string();
         let is_start = matches!(command, Command::Start { .. });
+        let restart = matches!(command, Command::Start { restart: true, .. });
         *self.active.borrow_mut() = Some((run_id.clone(), command_owner(&command)));
         let cached = self.kept.borrow_mut().take();
         let rebuilt = cached.is_none();
@@ -470,8 +484,9 @@ impl Gate {
         }
         // No run after a failure: what memory held is not to be trusted.
         // (No run after a success: there is none to hold. A trigger refused
-        // — an invalid graph — found a fresh object and leaves it so.)
-        if kept.is_none() && result.is_err() && !is_start {
+        // — an invalid graph — found a fresh object and leaves it so; a
+        // restart did not, and what its storage kept waits to be applied.)
+        if kept.is_none() && result.is_err() && (!is_start || restart) {
             self.drop_kept();
         }
         if let Err(EngineError::StaleRead(_)) = &result {
