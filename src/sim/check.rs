@@ -34,13 +34,14 @@ pub const PROMPT_MS: u64 = 2_000;
 const AFTER_CRASH_MS: u64 = 6_000;
 
 /// The documented reasons a request changes nothing.
-const NOOP_REASONS: [&str; 6] = [
+const NOOP_REASONS: [&str; 7] = [
     "already_resumed",
     "unknown_wait",
     "run_finished",
     "expired",
     "unknown_run",
     "unknown_task",
+    "superseded",
 ];
 
 /// What the scheduler saw of the gates' runs as it went.

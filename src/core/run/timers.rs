@@ -196,6 +196,7 @@ impl Run {
                 Some(WaitClosed::Resumed | WaitClosed::Polled) => Noop::AlreadyResumed,
                 Some(WaitClosed::TimedOut) => Noop::Expired,
                 Some(WaitClosed::Cancelled) => Noop::RunFinished,
+                Some(WaitClosed::Superseded) => Noop::Superseded,
                 None if self.record.status.is_finished() => Noop::RunFinished,
                 None => Noop::UnknownWait,
             }));
