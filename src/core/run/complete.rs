@@ -113,10 +113,7 @@ impl Run {
                 }
                 _ => return,
             },
-            _ => {
-                self.superseded_pending(key, &task_id, now);
-                return;
-            }
+            _ => return self.superseded_pending(key, &task_id, now),
         }
         self.record.trace.push(TraceEntry {
             attempt: self.record.attempt,

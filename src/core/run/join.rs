@@ -117,17 +117,15 @@ impl Run {
         }
     }
 
-    /// A call in flight when its node was superseded answered `pending`:
-    /// the wait it would have opened is kept as superseded, so the daemon's
-    /// callback is answered with the reason. Answers whether `key`'s node was
-    /// superseded (a node is skipped with a call in flight no other way).
-    pub(super) fn superseded_pending(&mut self, key: CallKey, task_id: &str, now: u64) -> bool {
-        if !matches!(self.record.nodes[key.node], NodeState::Skipped) {
-            return false;
+    /// A call answered `pending` for a node that no longer takes it. If the
+    /// node was superseded while the call was in flight (a node is skipped
+    /// with a call in flight no other way), the wait it would have opened is
+    /// kept as superseded, so the daemon's callback is answered with the reason.
+    pub(super) fn superseded_pending(&mut self, key: CallKey, task_id: &str, now: u64) {
+        if matches!(self.record.nodes[key.node], NodeState::Skipped) {
+            let wait_id = key.wait_id(self.record.attempt);
+            self.close_superseded(&wait_id, Some(task_id), now);
         }
-        let wait_id = key.wait_id(self.record.attempt);
-        self.close_superseded(&wait_id, Some(task_id), now);
-        true
     }
 
     fn close_superseded(&mut self, wait_id: &str, task_id: Option<&str>, now: u64) {
