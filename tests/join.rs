@@ -529,3 +529,41 @@ fn a_retry_after_a_branch_failed_races_both_branches_again() {
         Reply::Noop(Noop::Superseded)
     );
 }
+
+#[test]
+fn a_timeout_that_fires_the_node_supersedes_the_waits_due_with_it() {
+    // Both branches wait with the same deadline and route their timeouts
+    // into `first`: the first timeout taken fires it, and the other wait,
+    // due at the same moment, is superseded rather than timed out.
+    let graph = json!({
+        "nodes": [
+            {"id": "in", "type": "Input"},
+            {"id": "a", "type": "Component", "componentId": "http://c/async-a", "wait_timeout_seconds": 5},
+            {"id": "b", "type": "Component", "componentId": "http://c/async-b", "wait_timeout_seconds": 5},
+            {"id": "first", "type": "Component", "componentId": "comp_passthrough", "join": "any"},
+            {"id": "out", "type": "Output", "data": {"why": "{{a.error.code}}"}}
+        ],
+        "edges": [
+            {"from": "in", "to": "a"},
+            {"from": "in", "to": "b"},
+            {"from": "a", "to": "first", "type": "ON_FAIL"},
+            {"from": "b", "to": "first", "type": "ON_FAIL"},
+            {"from": "first", "to": "out"}
+        ]
+    });
+    let net = Network::echo_with_async();
+    let clock = Clock::new();
+    let mut run = run_graph(graph, json!({}), &net, &clock);
+    assert_eq!(run.record.waits.len(), 2);
+    clock.advance(5_000);
+    assert_eq!(
+        run.expire(clock.now()),
+        Ok(1),
+        "one timed out, one superseded"
+    );
+    continue_run(&mut run, &net, &clock);
+    assert_eq!(output(&run)["why"], json!("wait_timeout"));
+    assert_eq!(run.record.closed["n1"].how, WaitClosed::TimedOut);
+    assert_eq!(run.record.closed["n2"].how, WaitClosed::Superseded);
+    assert_eq!(count(&run, "first:ok"), 1, "{:?}", trace(&run));
+}

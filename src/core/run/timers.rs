@@ -250,6 +250,11 @@ impl Run {
             if self.record.status.is_finished() {
                 break;
             }
+            // One whose timeout path fired a `join: "any"` node superseded
+            // the waits that only fed it: those are closed already.
+            if !self.record.waits.contains_key(wait_id) {
+                continue;
+            }
             let wait = self.close_wait(wait_id, WaitClosed::TimedOut, now)?;
             closed += 1;
             self.record.status = RunStatus::Running;
