@@ -253,3 +253,42 @@ fn a_version_2_status_that_does_not_fit_is_corrupt() {
     c["version"] = json!(2);
     assert!(decode(&c.to_string(), &Directory::default(), settings()).is_err());
 }
+
+#[test]
+fn join_and_superseded_are_additions_to_version_3_that_old_records_do_without() {
+    // A record from before them reads, and is written back without them:
+    // `join` is left out when it is the default, as every old graph has it.
+    let old = decode(
+        &read("tests/fixtures/v2/paused-chain.json"),
+        &Directory::default(),
+        settings(),
+    )
+    .unwrap();
+    let mut v3: Value = serde_json::from_str(&encoded(&old)).unwrap();
+    for node in v3["graph"]["nodes"].as_array().unwrap() {
+        assert!(node.get("join").is_none(), "{node}");
+    }
+    // A closed wait that was superseded, and its node's trace entry, read
+    // back and are written again as they were.
+    v3["closed"]["n9"] = json!({
+        "task_id": "t-lost", "node_id": "prep", "at": 1_790_000_000_010u64, "how": "superseded"
+    });
+    v3["trace"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"node_id": "prep", "status": "superseded", "at": 1_790_000_000_010u64}));
+    let run = decode(&v3.to_string(), &Directory::default(), settings()).unwrap();
+    let again: Value = serde_json::from_str(&encoded(&run)).unwrap();
+    assert_eq!(again["closed"]["n9"]["how"], json!("superseded"));
+    assert_eq!(
+        again["trace"].as_array().unwrap().last().unwrap()["status"],
+        json!("superseded")
+    );
+    // A way of closing this release does not know is a corrupt record, not a panic.
+    let mut unknown = v3.clone();
+    unknown["closed"]["n9"]["how"] = json!("vanished");
+    assert!(matches!(
+        decode(&unknown.to_string(), &Directory::default(), settings()),
+        Err(EngineError::CorruptRecord(_))
+    ));
+}

@@ -77,6 +77,25 @@ impl EdgeKind {
     }
 }
 
+/// When a node with several incoming edges fires.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Join {
+    /// Once every incoming edge has resolved, on the contexts of those that fired.
+    #[default]
+    All,
+    /// Once, on the first incoming edge that fires, with that edge's context
+    /// alone: the work that only fed the node is superseded then.
+    Any,
+}
+
+impl Join {
+    /// Left out of the stored graph, so graphs without `join` stay as they were.
+    pub fn is_all(&self) -> bool {
+        *self == Self::All
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     pub id: String,
@@ -96,6 +115,8 @@ pub struct Node {
     /// fails with `wait_timeout`; the deployment's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Join::is_all")]
+    pub join: Join,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +270,18 @@ fn parse_node(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<No
             None
         }
     };
+    let join = match obj.get("join") {
+        None | Some(Value::Null) => Join::All,
+        Some(Value::String(j)) if j == "all" => Join::All,
+        Some(Value::String(j)) if j == "any" => Join::Any,
+        Some(_) => {
+            problems.push(Problem::new(
+                format!("{at}.join"),
+                "must be \"all\" (the default) or \"any\"",
+            ));
+            Join::All
+        }
+    };
     // Keep a node that has an id even when other fields are wrong, so that
     // validation can still report the graph's structural problems with it.
     // Its problems are already recorded; the stand-in kind adds none.
@@ -259,6 +292,7 @@ fn parse_node(value: &Value, at: &str, problems: &mut Vec<Problem>) -> Option<No
         data,
         label,
         wait_timeout_seconds,
+        join,
     })
 }
 

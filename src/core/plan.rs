@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::builtins::Builtin;
 use super::condition::check as check_condition;
 use super::error::{EngineError, Problem};
-use super::graph::{parse_graph, EdgeKind, Graph, NodeKind};
+use super::graph::{parse_graph, EdgeKind, Graph, Join, NodeKind};
 use super::listing::valid_workflow_name;
 
 /// At most this many problems are listed; the rest are counted.
@@ -132,6 +132,32 @@ impl Plan {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The nodes whose every path leads into `join` (and nowhere else):
+    /// once a `join: "any"` node has fired, their work is superseded. Walks
+    /// the nodes before `join` in topological order backwards, so each
+    /// node's successors are decided before it; O(nodes + edges), computed
+    /// only when such a node fires.
+    pub fn feeding_only(&self, join: usize) -> Vec<usize> {
+        let mut only = vec![false; self.graph.nodes.len()];
+        let Some(at) = self.order.iter().position(|&n| n == join) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for &u in self.order[..at].iter().rev() {
+            let out = &self.outgoing[u];
+            let leads_only_into = !out.is_empty()
+                && out.iter().all(|&e| {
+                    let t = self.edge_to[e];
+                    t == join || only[t]
+                });
+            if leads_only_into {
+                only[u] = true;
+                found.push(u);
+            }
+        }
+        found
     }
 
     pub fn starts(&self) -> impl Iterator<Item = usize> + '_ {
@@ -333,6 +359,17 @@ pub fn build_plan(
         }
     }
     for (t, inc) in incoming.iter().enumerate() {
+        // "First of N" needs an N: on one edge `any` would only mislead.
+        if graph.nodes[t].join == Join::Any && inc.len() < 2 {
+            problems.push(Problem::new(
+                format!("nodes[{t}].join"),
+                format!(
+                    "node '{}' has {} incoming edge(s); join \"any\" needs at least two",
+                    graph.nodes[t].id,
+                    inc.len()
+                ),
+            ));
+        }
         let foreach = inc
             .iter()
             .filter(|&&e| graph.edges[e].kind == EdgeKind::Foreach)

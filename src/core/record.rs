@@ -28,7 +28,7 @@ pub struct RunRecord {
     pub nodes: Vec<NodeState>,
     /// Open waits by wait id.
     pub waits: BTreeMap<String, Wait>,
-    /// Waits that are closed — resumed, timed out or cancelled — so a late or
+    /// Waits that are closed — resumed, timed out, cancelled or superseded — so a late or
     /// repeated callback is answered with the reason.
     pub closed: BTreeMap<String, ClosedWait>,
     /// Callbacks that came for waits not open yet, by wait id: their call
@@ -171,7 +171,8 @@ pub enum EventOutcome {
     Accepted,
     /// The wait had already been resumed.
     Duplicate,
-    /// After the wait's deadline, or after the run finished.
+    /// After the wait's deadline, after the run finished, or after the
+    /// wait was superseded.
     Late,
     /// Before the run had opened the wait (say, the segment that made the
     /// call died before it was saved; the call is made again and a retry of
@@ -242,6 +243,10 @@ pub enum WaitClosed {
     Polled,
     TimedOut,
     Cancelled,
+    /// A `join: "any"` node it only fed fired on another branch first: its
+    /// result is no longer wanted. (Added after v3 first shipped; records
+    /// without it read as before.)
+    Superseded,
 }
 
 /// A callback held until its wait opens (`RunRecord::early`).
@@ -379,6 +384,9 @@ pub enum TraceStatus {
     Failed,
     Paused,
     Skipped,
+    /// Not run, or cut short: it only fed a `join: "any"` node that fired
+    /// on another branch.
+    Superseded,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,8 @@
 //!   closes as resumed, never by its deadline — within 2 s of arrival
 //!   (more only while a component call of the run is in flight, or after a
 //!   crash, when the alarm's retry applies it);
-//! - no two callbacks of one wait are both answered `resumed`;
+//! - no two callbacks of one wait are both answered `resumed`, and one
+//!   answered `resumed` is never superseded;
 //! - a noop names a documented reason;
 //! - a deadline is taken within 2 s of being due (the same allowances);
 //! - a finished run whose caller asked to be told has told them how it
@@ -34,13 +35,14 @@ pub const PROMPT_MS: u64 = 2_000;
 const AFTER_CRASH_MS: u64 = 6_000;
 
 /// The documented reasons a request changes nothing.
-const NOOP_REASONS: [&str; 6] = [
+const NOOP_REASONS: [&str; 7] = [
     "already_resumed",
     "unknown_wait",
     "run_finished",
     "expired",
     "unknown_run",
     "unknown_task",
+    "superseded",
 ];
 
 /// What the scheduler saw of the gates' runs as it went.
@@ -364,6 +366,22 @@ fn callbacks(sim: &Simulation, stored: &BTreeMap<String, Run>) {
             Some((_, WaitClosed::TimedOut)) => sim.record_violation(format!(
                 "{what} was answered but its wait timed out instead"
             )),
+            // Kept while a segment ran that found another branch first at a
+            // `join: "any"` node: applied then, and turned away, as a run cut
+            // short turns it away.
+            Some((_, WaitClosed::Superseded)) if accepted => {}
+            // A callback answered `resumed` won the race: its wait was seen
+            // superseded only in a life of the object lost with a crash (the
+            // other branch's callback, applied and never kept), and the run
+            // as it ended says resumed.
+            Some((_, WaitClosed::Superseded)) => {
+                let ended = stored[run_id].record.closed.get(wait_id).map(|c| c.how);
+                if ended != Some(WaitClosed::Resumed) {
+                    sim.record_violation(format!(
+                        "{what} was answered resumed but its wait closed {ended:?}"
+                    ));
+                }
+            }
             Some((seen, _)) => {
                 // A callback that came before its wait opened is held and
                 // applied as the wait opens (when a slot, an upstream result

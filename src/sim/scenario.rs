@@ -45,7 +45,8 @@ fn component(id: &str, url: &str, timeout_secs: u64) -> Value {
 }
 
 /// One of the graph shapes that exercise waits: a chain, a join of two
-/// waits, a FOREACH of waits (maybe bounded), a wait with a failure branch.
+/// waits (a race in some schedules: `with_races`), a FOREACH of waits (maybe
+/// bounded), a wait with a failure branch.
 fn graph(source: &mut Source) -> (Value, Map<String, Value>) {
     let timeout = source.between(3, 30);
     let input = json!({"id": "in", "type": "Input"});
@@ -131,6 +132,27 @@ fn with_receivers(fork: &mut Source, mut runs: Vec<RunPlan>) -> Vec<RunPlan> {
     runs
 }
 
+/// Half the schedules make the join of two waits a race (`join: "any"`)
+/// in some of their runs: the first callback wins and the other wait is
+/// superseded. Drawn from a fork, so the other half replay as they did
+/// before races were simulated.
+fn with_races(mut fork: Source, mut runs: Vec<RunPlan>) -> Vec<RunPlan> {
+    if !fork.chance(500) {
+        return runs;
+    }
+    for run in &mut runs {
+        let race = fork.chance(600);
+        if let Some(join) = run.graph["nodes"]
+            .as_array_mut()
+            .and_then(|nodes| nodes.iter_mut().find(|n| n["id"] == "j"))
+            .filter(|_| race)
+        {
+            join["join"] = json!("any");
+        }
+    }
+    runs
+}
+
 /// Draws a schedule's plan from its source.
 pub fn plan(source: &mut Source, t0: u64) -> Plan {
     let knobs = DaemonKnobs {
@@ -164,6 +186,7 @@ pub fn plan(source: &mut Source, t0: u64) -> Plan {
         })
         .collect();
     let runs = with_claims(source.fork(1), runs);
+    let runs = with_races(source.fork(3), runs);
     let mut receivers = source.fork(2);
     let runs = with_receivers(&mut receivers, runs);
     Plan {

@@ -279,6 +279,16 @@ function realGraphs() {
             ],
             edges: [{ from: "in", to: "slow", type: "PIPE" }, { from: "slow", to: "out", type: "ON_SUCCESS" }],
         },
+        "README join any (first of two vendors)": {
+            nodes: [
+                { id: "in", type: "Input" },
+                { id: "vendor_a", type: "Component", componentId: "https://a.example.com/quote" },
+                { id: "vendor_b", type: "Component", componentId: "https://b.example.com/quote" },
+                { id: "first", type: "Component", componentId: "comp_passthrough", join: "any" },
+                { id: "out", type: "Output", data: { quote: "{{first.data.price}}" }, join: "all" },
+            ],
+            edges: [{ from: "in", to: "vendor_a" }, { from: "in", to: "vendor_b" }, { from: "vendor_a", to: "first" }, { from: "vendor_b", to: "first" }, { from: "first", to: "out" }],
+        },
         "README poll_task": {
             nodes: [
                 {
@@ -380,6 +390,8 @@ function brokenGraphs() {
             [0, -1, 1.5, "60", true, 31_536_001].map((t) => [`wait_timeout_seconds ${JSON.stringify(t)}`, { nodes: [{ id: "a", type: "Component", componentId: "http://127.0.0.1:9/x", wait_timeout_seconds: t }] }]),
         ),
         "poll_task done_when is a number": { nodes: [{ id: "p", type: "Component", componentId: "poll_task", data: { url: "https://x.test", done_when: 3 } }] },
+        "join is unknown": { nodes: [{ ...passthrough("a"), join: "first" }] },
+        "join is a number": { nodes: [{ ...passthrough("a"), join: 1 }] },
         "edge type is unknown": ab({ type: "TELEPORT" }),
         "edge type NEXT_STEP": ab({ type: "NEXT_STEP" }),
         "edge type is a number": ab({ type: 3 }),
@@ -403,6 +415,7 @@ function brokenGraphs() {
 function semanticallyBroken() {
     return {
         "edge to an unknown node": { nodes: [passthrough("a")], edges: [{ from: "a", to: "ghost" }] },
+        "join any on a node with one incoming edge": { nodes: [passthrough("a"), { ...passthrough("b"), join: "any" }], edges: [{ from: "a", to: "b" }] },
         "a cycle": { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: "b" }, { from: "b", to: "a", type: "ON_SUCCESS" }] },
         "duplicate node ids": { nodes: [passthrough("a"), passthrough("a")] },
         "a condition the language cannot read": { nodes: [passthrough("a"), passthrough("b")], edges: [{ from: "a", to: "b", type: "IF", condition: "score >" }] },

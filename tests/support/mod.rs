@@ -145,6 +145,7 @@ pub fn trace(run: &Run) -> Vec<String> {
                 TraceStatus::Failed => "failed",
                 TraceStatus::Paused => "paused",
                 TraceStatus::Skipped => "skipped",
+                TraceStatus::Superseded => "superseded",
             };
             match t.item {
                 Some(i) => format!("{}[{i}]:{status}", t.node_id),

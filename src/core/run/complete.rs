@@ -1,12 +1,13 @@
 //! A node's (or a FOREACH item's) result arrives: judge it, record it in the
-//! trace, and resolve the node's outgoing edges, delivering to joins.
+//! trace, and resolve the node's outgoing edges, delivering to joins (a
+//! `join: "any"` node's arrivals are `join`'s).
 
 use std::rc::Rc;
 
 use serde_json::Value;
 
 use super::super::condition::{boolean_result, chosen_branch, evaluate};
-use super::super::graph::EdgeKind;
+use super::super::graph::{EdgeKind, Join};
 use super::super::protocol::{
     error_text, failure, json_depth, pending, too_deep, Pending, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES,
     RESULT_STATUS_KEYS,
@@ -112,7 +113,7 @@ impl Run {
                 }
                 _ => return,
             },
-            _ => return,
+            _ => return self.superseded_pending(key, &task_id, now),
         }
         self.record.trace.push(TraceEntry {
             attempt: self.record.attempt,
@@ -259,7 +260,7 @@ impl Run {
         let out_ctx = Rc::new(out_ctx);
         for e in edges {
             let arrival = self.resolve_edge(e, n, &out_ctx, failed);
-            self.deliver(e, arrival);
+            self.deliver(e, arrival, now);
         }
     }
 
@@ -298,9 +299,12 @@ impl Run {
         foreach_arrival(self, edge, output, out_ctx)
     }
 
-    fn deliver(&mut self, e: usize, arrival: Arrival) {
+    fn deliver(&mut self, e: usize, arrival: Arrival, now: u64) {
         let target = self.plan.edge_to[e];
         let slot = self.plan.edge_slot[e];
+        if self.plan.graph.nodes[target].join == Join::Any {
+            return self.deliver_to_any(target, slot, arrival, now);
+        }
         let width = self.plan.incoming[target].len();
         if let NodeState::Idle = self.record.nodes[target] {
             self.record.nodes[target] = NodeState::Waiting {
@@ -330,7 +334,7 @@ impl Run {
             error: None,
         });
         for e in self.plan.outgoing[n].clone() {
-            self.deliver(e, Arrival::Skipped);
+            self.deliver(e, Arrival::Skipped, now);
         }
     }
 

@@ -6,17 +6,20 @@
 //! - `schedule` — the ready queue, firing nodes, issuing calls, settling
 //! - `complete` — a node's (or item's) result: trace, edges, joins
 //! - `foreach` — FOREACH targets, one call per item
+//! - `join` — `join: "any"` nodes: the first arrival wins, what only fed them is superseded
 //! - `timers` — callbacks, deadlines and cancel
 //! - `verdict` — how a result is judged, and how it came (`Verdict`, `Via`)
 //!
 //! Scheduling is a work queue over node indices, never recursion, so graph
 //! size cannot overflow the stack. A node fires once every incoming edge has
 //! resolved — delivered, or skipped because its source was skipped or the edge
-//! did not fire — which is what keeps joins from stalling or firing twice.
+//! did not fire — which is what keeps joins from stalling or firing twice; a
+//! `join: "any"` node fires on the first edge delivered instead.
 
 mod complete;
 mod deliver;
 mod foreach;
+mod join;
 mod poll;
 mod retry;
 mod schedule;
@@ -215,6 +218,8 @@ pub enum Noop {
     UnknownRun,
     /// The legacy route found no wait for the task id.
     UnknownTask,
+    /// The wait only fed a `join: "any"` node that fired on another branch.
+    Superseded,
 }
 
 impl Noop {
@@ -226,6 +231,7 @@ impl Noop {
             Self::Expired => "expired",
             Self::UnknownRun => "unknown_run",
             Self::UnknownTask => "unknown_task",
+            Self::Superseded => "superseded",
         }
     }
 }

@@ -210,6 +210,7 @@ impl Run {
                 Some(WaitClosed::Resumed | WaitClosed::Polled) => Noop::AlreadyResumed,
                 Some(WaitClosed::TimedOut) => Noop::Expired,
                 Some(WaitClosed::Cancelled) => Noop::RunFinished,
+                Some(WaitClosed::Superseded) => Noop::Superseded,
                 None if self.record.status.is_finished() => Noop::RunFinished,
                 None => Noop::UnknownWait,
             }));
@@ -262,6 +263,11 @@ impl Run {
             // A timeout that failed the run dropped the other waits with it.
             if self.record.status.is_finished() {
                 break;
+            }
+            // One whose timeout path fired a `join: "any"` node superseded
+            // the waits that only fed it: those are closed already.
+            if !self.record.waits.contains_key(wait_id) {
+                continue;
             }
             let wait = self.close_wait(wait_id, WaitClosed::TimedOut, now)?;
             closed += 1;

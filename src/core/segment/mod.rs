@@ -516,7 +516,9 @@ pub(super) fn turned_away(
 ) -> Option<(String, WaitEvent)> {
     let outcome = match result {
         Ok(Applied::Noop(Noop::AlreadyResumed)) => EventOutcome::Duplicate,
-        Ok(Applied::Noop(Noop::Expired | Noop::RunFinished)) => EventOutcome::Late,
+        Ok(Applied::Noop(Noop::Expired | Noop::RunFinished | Noop::Superseded)) => {
+            EventOutcome::Late
+        }
         Ok(Applied::Noop(Noop::UnknownWait)) => EventOutcome::Early,
         Err(EngineError::TaskMismatch { .. }) => EventOutcome::TaskMismatch,
         _ => return None,
