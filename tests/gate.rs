@@ -104,6 +104,7 @@ impl Object {
             workflow: None,
             depth: 0,
             parent: None,
+            root: None,
             restart: false,
         })
         .expect("the run starts")
@@ -288,6 +289,7 @@ fn a_restart_of_a_run_stored_after_all_answers_it_as_it_stands() {
             workflow: None,
             depth: 0,
             parent: None,
+            root: None,
             restart: true,
         })
         .expect("answered");
@@ -309,6 +311,7 @@ fn a_refused_trigger_leaves_a_fresh_object_untouched() {
         workflow: None,
         depth: 0,
         parent: None,
+        root: None,
         restart: false,
     });
     assert!(

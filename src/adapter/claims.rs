@@ -11,6 +11,7 @@ use super::gate_stub::gate;
 use super::http::{json_response, ApiError};
 use super::ops::Ops;
 use super::runtime::now_ms;
+use crate::core::budget::{self, ChildBudget, Drawn, Grant};
 use crate::core::claim::{self, Claim, ClaimKeeper, ClaimName, ClaimStorage, GateRead};
 use crate::core::error::EngineError;
 use crate::core::segment::Command;
@@ -38,6 +39,9 @@ impl DurableObject for TriggerClaim {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.path() == BUDGET_PATH {
+            return self.draw(&mut req).await;
+        }
         let Ok(asked) = serde_json::from_str::<Claim>(&req.text().await?) else {
             return Response::error("not a claim", 400);
         };
@@ -56,6 +60,81 @@ impl DurableObject for TriggerClaim {
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
         Response::ok("forgotten")
     }
+}
+
+impl TriggerClaim {
+    /// One child run asks to start under a root run's budget: the object
+    /// named `budget/{root}` keeps what the root's tree has drawn. Its
+    /// storage reads and writes hold the object's input gate, so two
+    /// draws never interleave. Forgotten by its alarm long after any run
+    /// of the tree can still start one.
+    async fn draw(&self, req: &mut Request) -> Result<Response> {
+        let Ok(asked) = serde_json::from_str::<BudgetAsk>(&req.text().await?) else {
+            return Response::error("not a budget", 400);
+        };
+        let storage = self.state.storage();
+        let stored = storage.get::<Drawn>(BUDGET_KEY).await.ok().flatten();
+        let first = stored.is_none();
+        let mut drawn = stored.unwrap_or_default();
+        let now = now_ms();
+        let grant = budget::draw(&mut drawn, asked.budget(), now);
+        if matches!(grant, Grant::Granted { .. }) {
+            storage.put(BUDGET_KEY, drawn).await?;
+            if first {
+                let until = now.saturating_add(BUDGET_KEPT_MS);
+                let when = js_sys::Date::new(&js_sys::Number::from(until as f64));
+                storage.set_alarm(worker::ScheduledTime::new(when)).await?;
+            }
+        }
+        Response::ok(serde_json::to_string(&grant)?)
+    }
+}
+
+/// The path a budget draw is sent to (a claim is sent to `/`).
+const BUDGET_PATH: &str = "/budget";
+const BUDGET_KEY: &str = "budget";
+/// How long a root's count is kept: longer than any wait may last.
+const BUDGET_KEPT_MS: u64 = 400 * 24 * 3600 * 1000;
+
+/// A draw as sent to the budget object: the deployment's bounds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BudgetAsk {
+    limit: u32,
+    per_second: u32,
+}
+
+impl BudgetAsk {
+    fn budget(&self) -> ChildBudget {
+        ChildBudget {
+            limit: self.limit,
+            per_second: self.per_second,
+        }
+    }
+}
+
+/// Draws one child run from the budget of the tree under `root`.
+pub async fn draw_child(
+    env: &Env,
+    root: &str,
+    budget: ChildBudget,
+) -> std::result::Result<Grant, ApiError> {
+    let stub = env
+        .durable_object(TRIGGER_CLAIM)?
+        .id_from_name(&format!("budget/{root}"))?
+        .get_stub()?;
+    let ask = BudgetAsk {
+        limit: budget.limit,
+        per_second: budget.per_second,
+    };
+    let body = serde_json::to_string(&ask).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Post)
+        .with_body(Some(body.into()));
+    let request = Request::new_with_init(&format!("https://claim.internal{BUDGET_PATH}"), &init)?;
+    let mut response = stub.fetch_with_request(request).await?;
+    let text = response.text().await?;
+    serde_json::from_str(&text)
+        .map_err(|_| ApiError::Internal(format!("the budget object answered no grant: {text}")))
 }
 
 /// A claim object's storage: its one key and its alarm.

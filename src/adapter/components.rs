@@ -13,6 +13,7 @@ use worker::{
 
 use super::runtime::now_ms;
 use super::subflow;
+use crate::core::budget::ChildBudget;
 use crate::core::driver::Components;
 use crate::core::plan::SUBFLOW_SCHEME;
 use crate::core::run::{Call, CallOutcome, DeliveryOutcome};
@@ -24,6 +25,8 @@ const ERROR_EXCERPT: usize = 200;
 pub struct HttpComponents {
     pub timeout_ms: u64,
     pub max_response_bytes: usize,
+    /// What a `workflow://` call's root run may start (`core::budget`).
+    pub child_budget: ChildBudget,
     /// For `workflow://` calls, which start child runs.
     pub env: Env,
 }
@@ -184,7 +187,7 @@ impl Components for HttpComponents {
 
     async fn call(&self, call: &Call) -> CallOutcome {
         if call.url.starts_with(SUBFLOW_SCHEME) {
-            return subflow::call(&self.env, call).await;
+            return subflow::call(&self.env, call, self.child_budget).await;
         }
         match self.post(call).await {
             Ok(outcome) | Err(Trouble::Failed(outcome)) => outcome,

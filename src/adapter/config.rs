@@ -7,6 +7,7 @@ use worker::Env;
 
 use super::http::ApiError;
 use crate::core::auth::{parse_key_hashes, KeyHash};
+use crate::core::budget::ChildBudget;
 use std::rc::Rc;
 
 use crate::core::plan::{Directory, GraphLimits};
@@ -29,6 +30,8 @@ pub struct Config {
     pub component_timeout_ms: u64,
     /// Largest component response read; a larger one fails the call.
     pub max_component_response_bytes: usize,
+    /// Child runs one root run's tree may start, and how fast.
+    pub child_budget: ChildBudget,
     pub max_body_bytes: usize,
     /// Largest run record written to KV (whose own limit is 25 MiB).
     pub max_record_bytes: usize,
@@ -128,6 +131,11 @@ impl Config {
             retention_secs,
             component_timeout_ms,
             max_component_response_bytes,
+            child_budget: ChildBudget {
+                limit: number("MAX_CHILD_RUNS", 100)?.min(u32::MAX as u64) as u32,
+                per_second: number("MAX_CHILD_RUNS_PER_SECOND", 10)?.clamp(1, u32::MAX as u64)
+                    as u32,
+            },
             max_body_bytes: number("MAX_BODY_BYTES", 1 << 20)? as usize,
             max_record_bytes,
             limits: GraphLimits {

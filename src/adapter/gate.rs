@@ -173,6 +173,7 @@ fn outbound(config: &Config, env: &Env) -> (HttpComponents, HttpNotifier) {
         HttpComponents {
             timeout_ms: config.component_timeout_ms,
             max_response_bytes: config.max_component_response_bytes,
+            child_budget: config.child_budget,
             env: env.clone(),
         },
         HttpNotifier {

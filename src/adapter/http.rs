@@ -126,3 +126,17 @@ pub fn json_response(status: u16, body: &Value) -> Response {
         Err(_) => Response::empty().expect("empty response").with_status(500),
     }
 }
+
+/// Run and wait ids are ours: short, URL-safe. Anything else cannot exist.
+pub fn valid_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("no such run or wait".into()))
+    }
+}

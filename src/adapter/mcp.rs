@@ -9,9 +9,9 @@ use worker::{Env, Response};
 use super::catalog;
 use super::config::Config;
 use super::gate_stub::gate;
-use super::http::{json_response, ApiError};
+use super::http::{json_response, valid_id, ApiError};
 use super::ops::Ops;
-use super::routes::valid_id;
+
 use super::trigger::execute;
 use crate::core::listing::ListQuery;
 use crate::core::segment::Command;

@@ -13,7 +13,7 @@ use super::catalog;
 use super::config::Config;
 use super::cors::{allowed_origin, preflight, with_cors, Origin};
 use super::gate_stub::gate;
-use super::http::{json_response, ApiError};
+use super::http::{json_response, valid_id, ApiError};
 use super::mcp;
 use super::ops::{with_kv_ops, KvOps};
 use super::runtime::now_ms;
@@ -385,20 +385,6 @@ fn require(method: &str, expected: &'static str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::MethodNotAllowed(expected))
-    }
-}
-
-/// Run and wait ids are ours: short, URL-safe. Anything else cannot exist.
-pub(super) fn valid_id(id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound("no such run or wait".into()))
     }
 }
 

@@ -11,12 +11,15 @@
 //! is started again under the same run id.
 
 use serde_json::Value;
-use worker::Env;
+use worker::{Delay, Env};
 
-use super::claims::{claim_run, settle_start, Claimant, Claimed};
+use std::time::Duration;
+
+use super::claims::{claim_run, draw_child, settle_start, Claimant, Claimed};
 use super::gate_stub::gate;
 use super::runtime::{now_ms, random_id};
 use super::store::RunStore;
+use crate::core::budget::{ChildBudget, Grant};
 use crate::core::claim::ClaimName;
 use crate::core::listing::{new_run_id, workflow_prefix, StoredWorkflow};
 use crate::core::plan::SUBFLOW_SCHEME;
@@ -35,15 +38,16 @@ fn failed(error: String) -> CallOutcome {
     }
 }
 
-/// Starts (or finds) the child run for a `workflow://` call.
-pub async fn call(env: &Env, call: &Call) -> CallOutcome {
-    match start_child(env, call).await {
+/// Starts (or finds) the child run for a `workflow://` call, within the
+/// budget of child runs of the call's root run.
+pub async fn call(env: &Env, call: &Call, budget: ChildBudget) -> CallOutcome {
+    match start_child(env, call, budget).await {
         Ok(outcome) => outcome,
         Err(error) => failed(error),
     }
 }
 
-async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
+async fn start_child(env: &Env, call: &Call, budget: ChildBudget) -> Result<CallOutcome, String> {
     let name = call.url.strip_prefix(SUBFLOW_SCHEME).unwrap_or_default();
     if call.depth >= MAX_SUBFLOW_DEPTH {
         return Err(format!(
@@ -90,6 +94,11 @@ async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
         // A fresh child, or — the call's child never stored (the runtime
         // died during its first segment) — the same child started again.
         Claimed::Start(claim) => {
+            // A child is counted once: its start again under the claim (it
+            // was never stored) drew already.
+            if claim.taken == 0 {
+                draw(env, &call.root, budget).await?;
+            }
             let base = call
                 .callback_url
                 .as_deref()
@@ -105,6 +114,7 @@ async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
                 workflow: Some(name.to_string()),
                 depth: call.depth + 1,
                 parent: Some(format!("{PARENT_SCHEME}{parent_run}/{wait_id}")),
+                root: Some(call.root.clone()),
                 restart: claim.taken > 0,
             };
             let answer = gate(env, &claim.run_id, &request).await;
@@ -128,6 +138,31 @@ async fn start_child(env: &Env, call: &Call) -> Result<CallOutcome, String> {
         body.get("data"),
         body.get("error"),
     )))
+}
+
+/// Waits for the root's budget to grant a child run: within the second's
+/// share at once, else when the next second begins (so a FOREACH of
+/// sub-workflows starts its children at the configured rate); refused once
+/// the root's tree has started its limit.
+async fn draw(env: &Env, root: &str, budget: ChildBudget) -> Result<(), String> {
+    loop {
+        match draw_child(env, root, budget)
+            .await
+            .map_err(|e| e.message())?
+        {
+            Grant::Granted { .. } => return Ok(()),
+            Grant::Exhausted { limit } => {
+                return Err(format!(
+                    "the budget of child runs is spent: run '{root}' and its sub-workflows \
+                     have started {limit}, the most MAX_CHILD_RUNS allows"
+                ))
+            }
+            Grant::Later { at } => {
+                let wait = at.saturating_sub(now_ms()).clamp(1, 1000);
+                Delay::from(Duration::from_millis(wait)).await;
+            }
+        }
+    }
 }
 
 /// Cancels a child whose parent was cancelled, through the child's gate,

@@ -195,6 +195,7 @@ fn start_request(start: &Start<'_>, run_id: String, restart: bool) -> Command {
         workflow: start.workflow.clone(),
         depth: 0,
         parent: None,
+        root: None,
         restart,
     }
 }

@@ -3,6 +3,7 @@
 //! Cloudflare; time, ids and storage are passed in.
 
 pub mod auth;
+pub mod budget;
 pub mod builtins;
 pub mod callback;
 pub mod claim;

@@ -52,6 +52,10 @@ pub struct RunRecord {
     /// 0 for a run started by a caller; a sub-workflow's run is one deeper
     /// than the run that called it.
     pub depth: u32,
+    /// A sub-workflow's run: the run at the top of its tree, whose budget
+    /// of child runs it draws on (`core::budget`). `None` for a run started
+    /// by a caller, which is its own root.
+    pub root: Option<String>,
     pub created_at: u64,
     pub updated_at: u64,
     /// How many times the record has been written to KV: the gate stores the
@@ -411,6 +415,11 @@ pub struct TraceEntry {
 }
 
 impl RunRecord {
+    /// The run at the top of this run's sub-workflow tree.
+    pub fn root_run(&self) -> &str {
+        self.root.as_deref().unwrap_or(&self.run_id)
+    }
+
     /// The earliest deadline among open waits.
     pub fn next_deadline(&self) -> Option<u64> {
         self.waits.values().map(|w| w.expires_at).min()

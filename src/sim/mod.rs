@@ -163,6 +163,7 @@ impl Simulation {
                 workflow: None,
                 depth: 0,
                 parent: None,
+                root: None,
                 restart: false,
             };
             match run.keyed {
@@ -306,6 +307,7 @@ impl Simulation {
             // Consumed as it fires; the handler sets the next one.
             if let Some(o) = self.world.borrow_mut().objects.get_mut(&object) {
                 o.firing = o.alarm.take();
+                o.moved = false;
             }
             self.report.alarms += 1;
             self.note(format!("alarm fires for {object}"));
@@ -416,7 +418,7 @@ impl Simulation {
                     let mut world = self.world.borrow_mut();
                     let o = world.objects.entry(task.object.clone()).or_default();
                     let fired = o.firing.take();
-                    let lost = result.is_ok() && fired.is_some() && o.alarm == fired;
+                    let lost = result.is_ok() && fired.is_some() && o.alarm == fired && !o.moved;
                     if lost {
                         o.alarm = None;
                     }

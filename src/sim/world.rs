@@ -47,9 +47,12 @@ pub struct ObjectState {
     pub storage: BTreeMap<String, String>,
     pub alarm: Option<u64>,
     /// The time of the alarm whose handler runs now. workerd deletes the
-    /// alarm when its handler succeeds unless the handler set another: one
-    /// set again to this very time counts as unchanged, and goes with it.
+    /// alarm when its handler succeeds unless it was set meanwhile: set to
+    /// this very time (and to nothing else first), it counts as unchanged
+    /// and goes with it.
     pub firing: Option<u64>,
+    /// Set to another time while the handler ran.
+    pub moved: bool,
 }
 
 /// A component call as the component saw it.
@@ -427,6 +430,9 @@ impl ObjectStorage for SimObject {
                 )
             });
             o.alarm = at;
+            if o.firing.is_some() && at != o.firing {
+                o.moved = true;
+            }
         });
         after(&self.world, latency(&self.world, 0, 2)).await;
         Ok(())

@@ -81,6 +81,7 @@ function limiterService() {
                     if (!state || typeof key !== "string" || typeof at !== "number") throw new Error("bad check");
                     // Checked and recorded in one step: two concurrent writes cannot both pass.
                     const last = state.last.get(key);
+                    state.writes += 1;
                     if (last !== undefined && at - last < state.windowMs) {
                         verdict = { ok: false, gap_ms: at - last };
                         state.violations.push({ key, gap_ms: at - last });
@@ -166,7 +167,7 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
     let limit;
     if (kvWriteLimit) {
         const id = persistDir ? `dir:${path.resolve(persistDir)}` : `mem:${randomUUID()}`;
-        const state = limiterStates.get(id) ?? { last: new Map(), violations: [] };
+        const state = limiterStates.get(id) ?? { last: new Map(), violations: [], writes: 0 };
         state.windowMs = kvWriteLimit.windowMs ?? KV_WRITE_INTERVAL_MS;
         limiterStates.set(id, state);
         limit = { id, state, url: `${await limiterService()}/${encodeURIComponent(id)}`, seen: state.violations.length };
@@ -274,6 +275,11 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
         return limit ? limit.state.violations.map((v) => ({ ...v })) : [];
     }
 
+    /** KV writes (puts and deletes) asked of the namespace so far, refused ones included. */
+    function kvWrites() {
+        return limit ? limit.state.writes : 0;
+    }
+
     /** Every key of the RUNS namespace and its value (text, or parsed with {json: true}). */
     async function kvSnapshot({ json = false } = {}) {
         const kv = await mf.getKVNamespace("RUNS");
@@ -339,7 +345,7 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
         await stop();
     }
 
-    return { mf, url, port: listenPort, fetchJson, kvSnapshot, kvWriteViolations, stop, kill };
+    return { mf, url, port: listenPort, fetchJson, kvSnapshot, kvWriteViolations, kvWrites, stop, kill };
 }
 
 /** Whether a process exists and is not a zombie. */

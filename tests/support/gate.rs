@@ -198,6 +198,7 @@ impl Gate {
             workflow: start.workflow,
             depth: start.depth,
             parent: start.parent,
+            root: None,
             restart: false,
         })
     }

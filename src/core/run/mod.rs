@@ -155,6 +155,9 @@ pub struct Call {
     /// `workflow://` call starts its child run with them.
     pub owner: Option<String>,
     pub depth: u32,
+    /// The run at the top of this run's sub-workflow tree (this run, if it
+    /// was started by a caller): a `workflow://` call draws on its budget.
+    pub root: String,
 }
 
 /// How a status URL is polled.
@@ -310,6 +313,7 @@ impl Run {
             workflow: None,
             attempt: 0,
             depth: 0,
+            root: None,
             created_at: now,
             updated_at: now,
             revision: 0,

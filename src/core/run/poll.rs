@@ -267,6 +267,7 @@ impl Run {
             segment: self.record.segments,
             owner: None,
             depth: self.record.depth,
+            root: self.record.root_run().to_string(),
             callback_url: None,
             poll: Some(Box::new(PollRequest {
                 method: poll.method.clone(),

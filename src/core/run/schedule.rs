@@ -232,6 +232,7 @@ impl Run {
             poll: None,
             owner: self.record.owner.clone(),
             depth: self.record.depth,
+            root: self.record.root_run().to_string(),
         })
     }
 

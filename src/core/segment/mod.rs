@@ -109,6 +109,9 @@ pub enum Command {
         depth: u32,
         #[serde(default)]
         parent: Option<String>,
+        /// For a sub-workflow's run: the run at the top of its tree.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        root: Option<String>,
         /// Started again under its claim, which was taken over: the run was
         /// claimed before and, as far as anyone could tell, never stored. Its
         /// object may hold requests that came for it meanwhile (callbacks

@@ -20,6 +20,7 @@ pub(super) fn run(config: &GateConfig, command: Command, now: u64) -> Result<Run
         workflow,
         depth,
         parent,
+        root,
         restart: _,
     } = command
     else {
@@ -32,6 +33,7 @@ pub(super) fn run(config: &GateConfig, command: Command, now: u64) -> Result<Run
     run.record.workflow = workflow.or_else(|| run.record.graph.name.clone());
     run.record.callback_base = Some(base_url);
     run.record.depth = depth;
+    run.record.root = root;
     if let Some(url) = final_callback_url.or(parent) {
         run.notify_on_finish(url);
     }

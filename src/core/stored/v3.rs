@@ -65,6 +65,8 @@ pub struct StoredRun<'a> {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub depth: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     pub created_at: u64,
     pub updated_at: u64,
 }
@@ -236,6 +238,7 @@ pub fn from_run(run: &Run) -> StoredRun<'_> {
         workflow: record.workflow.clone(),
         attempt: record.attempt,
         depth: record.depth,
+        root: record.root.clone(),
         created_at: record.created_at,
         updated_at: record.updated_at,
     }
@@ -266,6 +269,7 @@ pub fn into_run(stored: StoredRun<'_>, settings: Settings) -> Result<Run, Engine
         workflow: stored.workflow,
         attempt: stored.attempt,
         depth: stored.depth,
+        root: stored.root,
         created_at: stored.created_at,
         updated_at: stored.updated_at,
         revision: stored.revision,
