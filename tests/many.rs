@@ -403,3 +403,71 @@ fn outputs_outgrowing_the_run_fail_it_with_run_too_large_and_keep_the_trace() {
         Err(EngineError::NotRetryable { .. })
     ));
 }
+
+#[test]
+fn one_callback_too_large_for_the_run_fails_its_node_not_the_run_for_good() {
+    use arcrun::core::plan::Directory;
+    use arcrun::core::run::Settings;
+    let settings = Settings {
+        max_run_bytes: 40_000,
+        ..Settings::default()
+    };
+    let gate = Gate::with(Network::echo_with_async(), settings, Directory::default());
+    gate.start(
+        json!({
+            "nodes": [
+                {"id": "slow", "type": "Component", "componentId": "http://c/async"},
+                {"id": "after", "type": "Component", "componentId": "http://c/after"}
+            ],
+            "edges": [{"from": "slow", "to": "after", "type": "ON_SUCCESS"}]
+        }),
+        json!({}),
+    );
+    // A daemon sends a result of 50 KB: more than a quarter of what the run
+    // may hold, and more than all of it.
+    let huge = json!({"task_id": "t-slow", "success": true, "data": {"blob": "x".repeat(50_000)}});
+    gate.callback("n0", huge).expect("answered");
+    let run = gate.stored();
+    let RunStatus::Failed { error, .. } = &run.record.status else {
+        panic!("{:?}", run.record.status)
+    };
+    assert_eq!(error.code, "node_failed");
+    assert_eq!(error.node_id.as_deref(), Some("slow"));
+    assert!(
+        error
+            .message
+            .starts_with("the result of node 'slow' (sent with its callback) is 50")
+            && error
+                .message
+                .ends_with("would pass 40000, the most one run may hold and store"),
+        "{}",
+        error.message
+    );
+    assert_eq!(gate.net.hits("http://c/after"), 0);
+    // Not a dead end: a retry calls the component again, and a result that
+    // fits completes the run.
+    retry(&gate).expect("retryable");
+    let again = gate.stored();
+    assert!(
+        matches!(again.record.status, RunStatus::Paused { .. }),
+        "{:?}",
+        again.record.status
+    );
+    let wait = again
+        .record
+        .waits
+        .keys()
+        .next()
+        .cloned()
+        .expect("a new wait");
+    gate.callback(
+        &wait,
+        json!({"task_id": "t-slow", "success": true, "data": {"ok": 1}}),
+    )
+    .expect("answered");
+    assert!(matches!(
+        gate.stored().record.status,
+        RunStatus::Completed { .. }
+    ));
+    assert_eq!(gate.net.hits("http://c/after"), 1);
+}

@@ -421,7 +421,7 @@ function dateVarsOf(ctx) {
     return Object.fromEntries(DATE_VARS.map((k) => [k, ctx[k]]));
 }
 
-test("run_too_large: a component answer past MAX_RUN_RECORD_BYTES fails the run with that code", { timeout: 60_000 }, async () => {
+test("a component answer past MAX_RUN_RECORD_BYTES fails its node, saying so, and the run stays retryable", { timeout: 60_000 }, async () => {
     const big = await startComponent(() => ({ blob: "b".repeat(30_000) }));
     const small = await startComponent(() => ({ blob: "s".repeat(5_000) }));
     const w = await startWorker({ bindings: { MAX_RUN_RECORD_BYTES: String(RECORD_LIMIT) } });
@@ -431,10 +431,9 @@ test("run_too_large: a component answer past MAX_RUN_RECORD_BYTES fails the run 
         assert.equal(r.status, 200, r.text.slice(0, 300));
         assert.equal(r.body.status, "failed", r.text.slice(0, 300));
         assert.equal(r.body.success, false);
-        assert.deepEqual(r.body.error, {
-            code: "run_too_large",
-            message: `the run's node outputs grew past ${RECORD_LIMIT} bytes, the most one run may hold and store`,
-        });
+        assert.equal(r.body.error.code, "node_failed");
+        assert.equal(r.body.error.node_id, "big");
+        assert.match(r.body.error.message, new RegExp(`^the result of node 'big' \\(the component's answer\\) is \\d+ bytes of JSON: with the \\d+ bytes the run holds already it would pass ${RECORD_LIMIT}, the most one run may hold and store$`), r.body.error.message);
         assert.equal(big.hits(), 1);
         assert.ok(!r.body.trace.some((e) => e.node_id === "out"), "nothing ran after the failure");
         const read = await w.fetchJson(`/runs/${r.body.run_id}`);
@@ -442,6 +441,11 @@ test("run_too_large: a component answer past MAX_RUN_RECORD_BYTES fails the run 
         assert.deepEqual(read.body.error, r.body.error);
         const stored = await storedRecord(w, r.body.run_id);
         assert.ok(stored.length <= RECORD_LIMIT, `stored record is ${stored.length} bytes`);
+        // Not a dead end: a retry calls the component again (here it answers as large again).
+        const again = await w.fetchJson(`/runs/${r.body.run_id}/retry`, { method: "POST" });
+        assert.equal(again.status, 200, again.text.slice(0, 300));
+        assert.equal(again.body.status, "failed");
+        assert.equal(big.hits(), 2);
 
         // The same graph with an answer that fits completes.
         const ok = await w.fetchJson("/execute", { body: { graph: graphOf(small.url) } });
@@ -455,9 +459,10 @@ test("run_too_large: a component answer past MAX_RUN_RECORD_BYTES fails the run 
 });
 
 test("run_too_large: outputs held across many nodes past MAX_RUN_RECORD_BYTES fail the run with that code, and its trace is kept", { timeout: 60_000 }, async () => {
-    // README ("Memory is bounded"): node outputs a run holds count against the record limit,
-    // run_too_large past it. 100 comp_passthrough nodes in a chain each hold a copy of the
-    // context (its date variables, ~260 bytes): ~26 KB held, past 20 KB about node 77.
+    // SECURITY.md (Limits): node outputs a run holds count against the record limit; small ones
+    // adding up past it fail the run with run_too_large. 100 comp_passthrough nodes in a chain each
+    // hold a copy of the context (its date variables, ~260 bytes): ~26 KB held, past 20 KB about
+    // node 77.
     const w = await startWorker({ bindings: { MAX_RUN_RECORD_BYTES: String(RECORD_LIMIT) } });
     try {
         const graph = chain(["in", "Input"], ...Array.from({ length: 100 }, (_, i) => [`p${i}`, "Component", "comp_passthrough"]));

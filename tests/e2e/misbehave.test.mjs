@@ -9,7 +9,7 @@
 //   nowhere;
 // - a template bomb through callback data (item inputs that would multiply memory) is refused
 //   cleanly and the module stays up;
-// - GET /runs/{id} of a run_too_large run answers quickly;
+// - GET /runs/{id} of a run that failed for its size answers quickly;
 // - a component that awaits its own callback before it answers pending does not deadlock;
 // - the bare legacy route (ALLOW_BARE_RESUME) with long and shared task ids.
 //
@@ -512,16 +512,16 @@ test("template bomb within the template budget: 40 items each templating ~768 KB
 });
 
 // ---------------------------------------------------------------------------------------
-// 5. Reading a run that failed run_too_large is quick.
+// 5. Reading a run that failed for its size is quick.
 
-test("GET /runs/{id} of a run that failed run_too_large answers within 1 s, every time: warm, and cold after a restart", { timeout: 90_000 }, async () => {
+test("GET /runs/{id} of a run that failed for its size answers within 1 s, every time: warm, and cold after a restart", { timeout: 90_000 }, async () => {
     const RECORD_LIMIT = 20_000;
     const bindings = { MAX_RUN_RECORD_BYTES: String(RECORD_LIMIT) };
     const big = await startComponent(() => ({ blob: "b".repeat(30_000) }));
     const dir = await mkdtemp(path.join(os.tmpdir(), "arcrun-misbehave-large-"));
     let w = await startWorker({ bindings, persistDir: dir });
     let failure;
-    /** Times `count` reads of each run: every one answers 200, failed, run_too_large. */
+    /** Times `count` reads of each run: every one answers 200, failed for its size. */
     const timeReads = async (runs, count, phase) => {
         for (const [label, runId] of runs) {
             const times = [];
@@ -531,11 +531,11 @@ test("GET /runs/{id} of a run that failed run_too_large answers within 1 s, ever
                 times.push(Math.round(performance.now() - started));
                 assert.equal(r.status, 200, r.text.slice(0, 300));
                 assert.equal(r.body.status, "failed", r.text.slice(0, 300));
-                assert.equal(r.body.error.code, "run_too_large");
+                assert.match(r.body.error.message, /the most one run may hold/);
                 // Some reads right after the run, some after its record's write has surely happened.
                 if (i === 3) await sleep(1_100);
             }
-            console.log(`[misbehave] run_too_large (${label}), ${phase}: GET /runs/{id} took ${times.join(", ")} ms`);
+            console.log(`[misbehave] failed for its size (${label}), ${phase}: GET /runs/{id} took ${times.join(", ")} ms`);
             for (const ms of times) assert.ok(ms < 1_000, `${label}, ${phase}: a read took ${ms} ms (${times.join(", ")})`);
         }
     };
@@ -553,7 +553,9 @@ test("GET /runs/{id} of a run that failed run_too_large answers within 1 s, ever
             const t = await w.fetchJson("/execute", { body: { graph } });
             assert.equal(t.status, 200, t.text.slice(0, 300));
             assert.equal(t.body.status, "failed", t.text.slice(0, 300));
-            assert.equal(t.body.error.code, "run_too_large", t.text.slice(0, 300));
+            // One answer past the limit fails its node; many small ones, the run.
+            assert.equal(t.body.error.code, label.startsWith("one") ? "node_failed" : "run_too_large", t.text.slice(0, 300));
+            assert.match(t.body.error.message, /the most one run may hold/, t.text.slice(0, 300));
             runs.push([label, t.body.run_id]);
         }
         await timeReads(runs, 8, "warm");

@@ -217,7 +217,16 @@ impl Run {
         } else {
             (output, verdict)
         };
-        if !self.account_bytes(json_size(&output), now) {
+        let what = format!("the result of node '{}'", self.plan.graph.nodes[n].id);
+        let (output, verdict, refused) = match self.within_run_bytes(output, &what, via) {
+            Ok(output) => (output, verdict, false),
+            Err(refused) => (refused, Verdict::Failure, true),
+        };
+        // A refusal is a line of text: held past the limit, it is what
+        // keeps the run retryable.
+        if refused {
+            self.output_bytes += json_size(&output);
+        } else if !self.account_bytes(json_size(&output), now) {
             return;
         }
         let entry = self.trace_entry(n, None, &output, verdict, via, now);
@@ -336,6 +345,41 @@ impl Run {
         for e in self.plan.outgoing[n].clone() {
             self.deliver(e, Arrival::Skipped, now);
         }
+    }
+
+    /// The output, or — if it alone is over a quarter of what one run may
+    /// hold, and would take the run past it — a failure in its place that
+    /// says what was too large and by how much. The node (or item) fails,
+    /// routable by `ON_FAIL`, and the run stays retryable: one component or
+    /// daemon sending a huge result cannot make the run unrecoverable.
+    /// Smaller outputs that add up past the limit still fail the run as a
+    /// whole (`account_bytes`): no one of them is to blame, and the record
+    /// must leave room for the graph, contexts and trace beside them.
+    pub(super) fn within_run_bytes(
+        &self,
+        output: Value,
+        what: &str,
+        via: Via,
+    ) -> Result<Value, Value> {
+        let size = json_size(&output);
+        let limit = self.settings.max_run_bytes;
+        if size <= limit / 4 || self.output_bytes.saturating_add(size) <= limit {
+            return Ok(output);
+        }
+        let came = match via {
+            Via::Callback { .. } => " (sent with its callback)",
+            Via::Call { .. } => " (the component's answer)",
+            Via::Poll { .. } => " (its status URL's answer)",
+            _ => "",
+        };
+        Err(failure(
+            None,
+            &format!(
+                "{what}{came} is {size} bytes of JSON: with the {} bytes the run holds already it \
+                 would pass {limit}, the most one run may hold and store",
+                self.output_bytes
+            ),
+        ))
     }
 
     /// Counts a new output against `max_run_bytes`; fails the run past it.

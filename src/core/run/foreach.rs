@@ -160,6 +160,14 @@ impl Run {
         } else {
             output
         };
+        let what = format!(
+            "the result of node '{}' item {i}",
+            self.plan.graph.nodes[n].id
+        );
+        let (output, refused) = match self.within_run_bytes(output, &what, via) {
+            Ok(output) => (output, false),
+            Err(refused) => (refused, true),
+        };
         let verdict = match via {
             Via::Engine => Verdict::Failure,
             _ => Verdict::judge(&output),
@@ -179,7 +187,9 @@ impl Run {
         *slot = ItemState::Done(output);
         m.remaining -= 1;
         let done = m.remaining == 0;
-        if !self.account_bytes(size, now) {
+        if refused {
+            self.output_bytes += size;
+        } else if !self.account_bytes(size, now) {
             return;
         }
         self.record.trace.push(entry);
