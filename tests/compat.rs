@@ -7,9 +7,9 @@ mod support;
 
 use arcrun::core::record::RunStatus;
 use arcrun::core::run::CallOutcome;
-use arcrun::core::segment::PARENT_SCHEME;
+use arcrun::core::segment::{Command, PARENT_SCHEME};
 use serde_json::{json, Value};
-use support::gate::{Gate, Start, T0};
+use support::gate::{Gate, Start, OWNER, T0};
 use support::Network;
 
 fn completed(gate: &Gate) -> Value {
@@ -257,4 +257,61 @@ fn a_child_that_finishes_at_once_owes_its_parent_nothing() {
         .unwrap();
     assert_eq!(started.wake, None, "no delivery is due");
     assert_eq!(child.saves(), 1);
+}
+
+#[test]
+fn a_cancel_reaches_the_children_the_run_waits_on_and_only_those() {
+    // Two sub-workflow calls answer pending (their children pause), and an
+    // HTTP component pends too: a cancel asks the two children to cancel.
+    let net = Network::new(|call| {
+        if call.url.starts_with("workflow://") {
+            let child = format!("child-of-{}", call.node_id);
+            return CallOutcome::Answered(
+                json!({"pending": true, "task_id": child, "subflow_run_id": child}),
+            );
+        }
+        CallOutcome::Answered(json!({"pending": true, "task_id": "t-http"}))
+    });
+    let gate = Gate::new(net);
+    gate.start(
+        json!({
+            "nodes": [
+                {"id": "a", "type": "Component", "componentId": "workflow://kid"},
+                {"id": "b", "type": "Component", "componentId": "workflow://kid"},
+                {"id": "h", "type": "Component", "componentId": "http://c/slow"}
+            ],
+            "edges": []
+        }),
+        json!({}),
+    );
+    assert!(matches!(
+        gate.stored().record.status,
+        RunStatus::Paused { .. }
+    ));
+    assert!(
+        gate.net.cancelled.borrow().is_empty(),
+        "nothing cancelled before the cancel"
+    );
+    gate.send(Command::Cancel {
+        run_id: "run-1".into(),
+        owner: Some(OWNER.into()),
+    })
+    .expect("cancelled");
+    let mut asked = gate.net.cancelled.borrow().clone();
+    asked.sort();
+    assert_eq!(
+        asked,
+        vec![
+            ("child-of-a".to_string(), Some(OWNER.to_string())),
+            ("child-of-b".to_string(), Some(OWNER.to_string())),
+        ]
+    );
+    // A cancel refused (the run is finished) asks nothing more.
+    assert!(gate
+        .send(Command::Cancel {
+            run_id: "run-1".into(),
+            owner: Some(OWNER.into()),
+        })
+        .is_err());
+    assert_eq!(gate.net.cancelled.borrow().len(), 2);
 }

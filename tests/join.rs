@@ -567,3 +567,41 @@ fn a_timeout_that_fires_the_node_supersedes_the_waits_due_with_it() {
     assert_eq!(run.record.closed["n2"].how, WaitClosed::Superseded);
     assert_eq!(count(&run, "first:ok"), 1, "{:?}", trace(&run));
 }
+
+#[test]
+fn a_superseded_sub_workflow_child_is_cancelled() {
+    // `a` starts a child run that pauses; `b` waits on a daemon. `b`'s
+    // callback fires `first`, which supersedes `a`'s wait on its child: the
+    // child is asked to cancel (nothing would take its result).
+    let net = Network::new(|call| {
+        if call.url.starts_with("workflow://") {
+            let child = "child-of-a".to_string();
+            return CallOutcome::Answered(
+                json!({"pending": true, "task_id": child, "subflow_run_id": child}),
+            );
+        }
+        if call.url.starts_with("http://c/async") {
+            return CallOutcome::Answered(json!({"pending": true, "task_id": "t-b"}));
+        }
+        CallOutcome::Answered(Value::Object(call.input.clone()))
+    });
+    let gate = Gate::new(net);
+    gate.start(race("workflow://kid", "http://c/async-b"), json!({}));
+    assert!(gate.net.cancelled.borrow().is_empty());
+    gate.callback(
+        "n2",
+        json!({"task_id": "t-b", "success": true, "data": {"from": "b"}}),
+    )
+    .expect("resumed");
+    let run = gate.stored();
+    assert!(
+        matches!(run.record.status, RunStatus::Completed { .. }),
+        "{:?}",
+        run.record.status
+    );
+    assert_eq!(run.record.closed["n1"].how, WaitClosed::Superseded);
+    assert_eq!(
+        *gate.net.cancelled.borrow(),
+        vec![("child-of-a".to_string(), Some(OWNER.to_string()))]
+    );
+}

@@ -24,6 +24,8 @@ pub type Handler = Box<dyn Fn(&Call) -> CallOutcome>;
 pub struct Network {
     handler: Handler,
     pub calls: RefCell<Vec<Call>>,
+    /// Child runs asked to cancel (a cancelled parent's), with the owner.
+    pub cancelled: RefCell<Vec<(String, Option<String>)>>,
 }
 
 impl Network {
@@ -31,6 +33,7 @@ impl Network {
         Self {
             handler: Box::new(handler),
             calls: RefCell::new(Vec::new()),
+            cancelled: RefCell::new(Vec::new()),
         }
     }
 
@@ -58,6 +61,12 @@ impl Components for Network {
     async fn call(&self, call: &Call) -> CallOutcome {
         self.calls.borrow_mut().push(call.clone());
         (self.handler)(call)
+    }
+
+    async fn cancel_child(&self, run_id: &str, owner: Option<&str>) {
+        self.cancelled
+            .borrow_mut()
+            .push((run_id.to_string(), owner.map(str::to_string)));
     }
 }
 

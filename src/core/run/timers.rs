@@ -296,6 +296,21 @@ impl Run {
             .collect()
     }
 
+    /// Of `children` (open when a segment began), those whose waits it
+    /// closed as no longer wanted: cancelled, or superseded.
+    pub fn unwanted_children(&self, children: &[String]) -> Vec<String> {
+        children
+            .iter()
+            .filter(|child| {
+                self.record.closed.values().any(|closed| {
+                    &closed.task_id == *child
+                        && matches!(closed.how, WaitClosed::Cancelled | WaitClosed::Superseded)
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Cancels the run: open waits close (later callbacks are told the run
     /// finished), nothing more is called. A finished run cannot be
     /// cancelled; the error carries its status.

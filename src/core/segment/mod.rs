@@ -400,11 +400,13 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
         Ok(n) => n,
         Err(e) => return (None, Err(e)),
     };
-    // A cancel reaches the children the run waits on, and through theirs,
-    // their children: once the run is cancelled, nothing would take their
-    // results.
-    let cascade = match &command {
-        Command::Cancel { owner, .. } => Some((run.open_children(), owner.clone())),
+    // The children the run waits on: those whose waits this segment closes
+    // unwanted (a cancel, a `join: "any"` that fired on another branch) are
+    // cancelled in turn, and through their own cancels, their children —
+    // nothing would take their results.
+    let children = run.open_children();
+    let asked_by = match &command {
+        Command::Cancel { owner, .. } => owner.clone(),
         _ => None,
     };
     let (applied, noted) = match command {
@@ -472,11 +474,10 @@ async fn apply<S: Store, C: Components, K: Clock, N: Notifier>(
         };
         return (Some(run), Ok(Segment::unreported(reply, wake)));
     }
-    let owner = run.record.owner.clone();
     let finished = finish(host, run, applied).await;
-    if let (Some((children, asked_by)), Ok(_)) = (cascade, &finished.1) {
-        let owner = asked_by.or(owner);
-        for child in children {
+    if let (Some(run), Ok(_)) = (&finished.0, &finished.1) {
+        let owner = asked_by.or_else(|| run.record.owner.clone());
+        for child in run.unwanted_children(&children) {
             host.components.cancel_child(&child, owner.as_deref()).await;
         }
     }
