@@ -11,7 +11,6 @@ use super::config::Config;
 use super::gate_stub::gate;
 use super::http::{json_response, valid_id, ApiError};
 use super::ops::Ops;
-
 use super::trigger::execute;
 use crate::core::listing::ListQuery;
 use crate::core::segment::Command;

@@ -10,10 +10,10 @@
 //! claimed but never stored — the runtime died during its first segment —
 //! is started again under the same run id.
 
+use std::time::Duration;
+
 use serde_json::Value;
 use worker::{Delay, Env};
-
-use std::time::Duration;
 
 use super::claims::{claim_run, draw_child, settle_start, Claimant, Claimed};
 use super::gate_stub::gate;

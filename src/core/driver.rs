@@ -14,9 +14,10 @@ use super::run::{Call, CallOutcome, Journaled, Run};
 pub trait Components {
     async fn call(&self, call: &Call) -> CallOutcome;
 
-    /// Cancels a child run (a sub-workflow's) whose parent was cancelled,
-    /// on behalf of `owner`. Best effort: a child that is not reached ends
-    /// by its own deadline, and its end reaches a parent that is finished.
+    /// Cancels a child run (a sub-workflow's) whose wait its parent closed
+    /// unwanted — the parent cancelled, or the wait superseded — on behalf
+    /// of `owner`. Best effort: a child that is not reached ends by its own
+    /// deadline, and its end is answered as a noop by its parent.
     async fn cancel_child(&self, _run_id: &str, _owner: Option<&str>) {}
 }
 

@@ -152,7 +152,8 @@ pub struct Gate {
     alarm: Cell<Option<Option<u64>>>,
     /// The alarm as storage is known to hold it: what a write relies on.
     alarm_landed: Cell<Option<Option<u64>>>,
-    /// While an alarm's handler runs: the time that fired (`alarm::firing`).
+    /// While an alarm's handler runs: the time that fired (see
+    /// `after_firing`).
     firing: Cell<Option<u64>>,
     /// The meta as this object last stored it: `None` until read.
     meta: RefCell<Option<GateMeta>>,
@@ -387,9 +388,8 @@ impl Gate {
         // local runtime may lose it) and re-arms it — unless a turn is under
         // way: it may be applying kept requests the record shown lacks, and
         // sets the alarm they need as it ends (the record's own wake could
-        // be a deadline hours away).
-        // Not if storage may hold requests no turn has applied (a turn that
-        // failed since this read began): they need the alarm now.
+        // be a deadline hours away). If storage may hold requests no turn
+        // applied (one failed since this read began), they need it now.
         if !active && self.alarm.get().is_none() && wake.is_some() {
             if let Some(_turn) = self.lock.try_lock() {
                 let wake = match self.inbox.borrow().unchecked {
