@@ -38,6 +38,22 @@ pub fn check(condition: &str) -> Result<(), String> {
     if condition.is_empty() {
         return Err("the condition is empty".into());
     }
+    // The first run of operator characters after the key is the operator:
+    // one the language does not know (`=>`, `=`, `<>`) is named as such,
+    // rather than read as part of a key that then fails as a key.
+    let key_end = condition.trim_start_matches('!');
+    if let Some(start) = key_end.find(['=', '!', '<', '>']) {
+        let run: String = key_end[start..]
+            .chars()
+            .take_while(|c| "=!<>".contains(*c))
+            .collect();
+        if !OPERATORS.contains(&run.as_str()) {
+            return Err(format!(
+                "'{run}' in '{condition}' is not an operator the language knows \
+                 (===, !==, ==, !=, >=, <=, >, <)"
+            ));
+        }
+    }
     for op in OPERATORS {
         if let Some(pos) = condition.find(op) {
             check_key(condition[..pos].trim())?;
@@ -219,6 +235,26 @@ mod tests {
         ] {
             assert!(check(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn an_operator_the_language_does_not_know_is_named() {
+        for (bad, op) in [
+            ("score => 5", "=>"),
+            ("score = 5", "="),
+            ("a <> b", "<>"),
+            ("a =< 3", "=<"),
+            ("a >== 3", ">=="),
+        ] {
+            let message = check(bad).expect_err(bad);
+            assert!(
+                message.starts_with(&format!("'{op}' in '{bad}' is not an operator")),
+                "{bad}: {message}"
+            );
+        }
+        // A value may hold operator characters; the key's operator is the first.
+        assert_eq!(check("s == 'a=>b'"), Ok(()));
+        assert_eq!(check("!done"), Ok(()));
     }
 
     #[test]
