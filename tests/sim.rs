@@ -140,6 +140,13 @@ const REGRESSIONS: &[u64] = &[
     // handler had moved it since: workerd schedules that one. The model
     // learned that only an alarm never moved during its handler goes with it.
     1_796_671_001_667,
+    // Once join "any" raced in the simulation: a callback queued while the
+    // request holding the turn caught up was keyed before it but applied
+    // after it; replayed in key order, the queued one won the race, and the
+    // holder's callback, answered `resumed`, was superseded. A holder now
+    // applies what was queued before its key first. (After 297,774 clean
+    // schedules.)
+    1_796_674_595_774,
     // Bugs put back on purpose to show the simulation finds them (first
     // seeds that catch them with the simulator as it is now; before claims
     // and lagging reads were simulated they were 1158, 23240 and 18712):

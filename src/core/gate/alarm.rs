@@ -63,7 +63,7 @@ impl Gate {
         self.catch_up(p, &run_id).await?;
         // Callbacks that arrived meanwhile go before the deadlines the
         // alarm takes: they are judged at their arrival.
-        self.drain(p, usize::MAX).await;
+        self.drain(p, usize::MAX, None).await;
         // The run acts when it is due — a deadline, a continuation, a poll —
         // even within the second of its last write: its change is kept like
         // a request (`wake`), replayed in its place if this object dies, its

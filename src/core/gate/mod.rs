@@ -248,10 +248,14 @@ impl Gate {
             self.settle(p, &run_id, DRAIN_PER_TURN).await?;
             return Err(e);
         }
-        let started = p.clock.now();
         // Keyed by its arrival, like every kept request: a replay applies
         // them in the order they arrived, each judged as of then.
         let key = self.inbox.borrow_mut().next_key(arrived);
+        // Callbacks queued while it caught up are keyed before it: applied
+        // before it too, so what a replay does is what was done (else a
+        // callback answered `resumed` here could be superseded in replay).
+        self.drain(p, usize::MAX, Some(&key)).await;
+        let started = p.clock.now();
         // Every change is kept until a write that holds it is seen to land:
         // a crash before then, or a read of KV at another location that
         // does not show the write yet, finds it here and applies it again.
@@ -422,7 +426,7 @@ impl Gate {
     {
         let mut applied = 0;
         loop {
-            applied += self.drain(p, limit - applied).await;
+            applied += self.drain(p, limit - applied, None).await;
             let now = p.clock.now();
             let pacer = self.pacer.get();
             if pacer.dirty_since().is_some() && pacer.may_write(now) {

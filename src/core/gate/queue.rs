@@ -71,10 +71,14 @@ impl Gate {
     /// and answers their senders if they still wait; stops early if the
     /// kept run is dropped (the alarm then replays the queue from storage).
     /// Answers how many it took from the queue.
+    /// With `before`, only those keyed before it: a request that took the
+    /// turn applies, ahead of its own change, the callbacks queued while it
+    /// caught up — keyed, so replayed, before it.
     pub(super) async fn drain<R, C, K, N, O>(
         &self,
         p: &Platform<'_, R, C, K, N, O>,
         limit: usize,
+        before: Option<&str>,
     ) -> usize
     where
         R: Records + TaskIndexStore,
@@ -85,7 +89,14 @@ impl Gate {
     {
         let mut applied = 0;
         while applied < limit {
-            let next = self.inbox.borrow_mut().queued.pop_front();
+            let next = {
+                let mut inbox = self.inbox.borrow_mut();
+                let due = inbox
+                    .queued
+                    .front()
+                    .is_some_and(|q| before.is_none_or(|b| q.key.as_str() < b));
+                due.then(|| inbox.queued.pop_front()).flatten()
+            };
             let Some(queued) = next else { break };
             applied += 1;
             let started = p.clock.now();
