@@ -49,8 +49,15 @@ impl Gate {
             return Ok(());
         };
         let now = p.clock.now();
-        self.firing
-            .set(Some(meta.wake_at.map_or(now, |at| at.max(now))));
+        // The alarm that fired is the one the meta names if that is due (the
+        // clock may read a little behind the platform's); an alarm fired
+        // again by the platform, early or retried, is due by now, whenever
+        // it was set for.
+        let fired = match meta.wake_at {
+            Some(at) if at <= now.saturating_add(FIRED_CLOCK_SLACK_MS) => at.max(now),
+            _ => now,
+        };
+        self.firing.set(Some(fired));
         let cold = self.kept.borrow().is_none();
         let idle = self.inbox.borrow().queued.is_empty() && !self.inbox.borrow().unchecked;
         if let (true, Some(at)) = (cold && idle, meta.wake_at) {
@@ -142,6 +149,9 @@ impl Gate {
         }
     }
 }
+
+/// How far the clock a handler reads may lag the time its alarm was due.
+const FIRED_CLOCK_SLACK_MS: u64 = 1_000;
 
 impl Gate {
     /// The time to ask the alarm for, given that one fires now. workerd
