@@ -118,23 +118,34 @@ pub async fn draw_child(
     root: &str,
     budget: ChildBudget,
 ) -> std::result::Result<Grant, ApiError> {
-    let stub = env
-        .durable_object(TRIGGER_CLAIM)?
-        .id_from_name(&format!("budget/{root}"))?
-        .get_stub()?;
     let ask = BudgetAsk {
         limit: budget.limit,
         per_second: budget.per_second,
     };
-    let body = serde_json::to_string(&ask).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let text = post(env, &format!("budget/{root}"), BUDGET_PATH, &ask).await?;
+    serde_json::from_str(&text)
+        .map_err(|_| ApiError::Internal(format!("the budget object answered no grant: {text}")))
+}
+
+/// POSTs `body` as JSON to `path` of the claim-namespace object `object`,
+/// and answers the text it answers.
+async fn post(
+    env: &Env,
+    object: &str,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> std::result::Result<String, ApiError> {
+    let stub = env
+        .durable_object(TRIGGER_CLAIM)?
+        .id_from_name(object)?
+        .get_stub()?;
+    let body = serde_json::to_string(body).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut init = worker::RequestInit::new();
     init.with_method(worker::Method::Post)
         .with_body(Some(body.into()));
-    let request = Request::new_with_init(&format!("https://claim.internal{BUDGET_PATH}"), &init)?;
+    let request = Request::new_with_init(&format!("https://claim.internal{path}"), &init)?;
     let mut response = stub.fetch_with_request(request).await?;
-    let text = response.text().await?;
-    serde_json::from_str(&text)
-        .map_err(|_| ApiError::Internal(format!("the budget object answered no grant: {text}")))
+    Ok(response.text().await?)
 }
 
 /// A claim object's storage: its one key and its alarm.
@@ -173,17 +184,7 @@ pub async fn ask_named(
     let object = name
         .object_name()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let stub = env
-        .durable_object(TRIGGER_CLAIM)?
-        .id_from_name(&object)?
-        .get_stub()?;
-    let body = serde_json::to_string(claim).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut init = worker::RequestInit::new();
-    init.with_method(worker::Method::Post)
-        .with_body(Some(body.into()));
-    let request = Request::new_with_init("https://claim.internal/", &init)?;
-    let mut response = stub.fetch_with_request(request).await?;
-    let text = response.text().await?;
+    let text = post(env, &object, "/", claim).await?;
     serde_json::from_str(&text)
         .map_err(|_| ApiError::Internal("the claim object answered no claim".into()))
 }

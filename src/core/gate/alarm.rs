@@ -1,6 +1,8 @@
 //! The alarm: what its handler does, how the gate sets it, and the pure
 //! decision of where a turn leaves it.
 
+use std::cell::Cell;
+
 use super::storage::{GateMeta, ObjectStorage};
 use super::{Gate, Platform, Sleep};
 use crate::core::driver::Components;
@@ -29,22 +31,8 @@ impl Gate {
         // Whatever is decided below sets the alarm again if needed.
         self.alarm.set(Some(None));
         self.alarm_landed.set(Some(None));
-        let result = self.alarm_turn(p).await;
-        self.firing.set(None);
-        result
-    }
-
-    async fn alarm_turn<R, C, K, N, O>(
-        &self,
-        p: &Platform<'_, R, C, K, N, O>,
-    ) -> Result<(), EngineError>
-    where
-        R: Records + TaskIndexStore,
-        C: Components,
-        K: Clock + Sleep,
-        N: Notifier,
-        O: ObjectStorage,
-    {
+        // However the turn ends, no alarm fires once it has.
+        let _firing = Firing(&self.firing);
         let Some(meta) = self.meta(p).await? else {
             return Ok(());
         };
@@ -147,6 +135,16 @@ impl Gate {
             // Unknown after a failure, so the next request tries again.
             self.alarm.set(None);
         }
+    }
+}
+
+/// Clears the gate's note of the alarm firing when the handler's turn ends,
+/// on every path out of it.
+struct Firing<'a>(&'a Cell<Option<u64>>);
+
+impl Drop for Firing<'_> {
+    fn drop(&mut self) {
+        self.0.set(None);
     }
 }
 
