@@ -5,6 +5,9 @@
 
 pub mod core;
 
+/// The API documents (OpenAPI, graph schema), generated from the types.
+pub mod apidoc;
+
 /// The deterministic simulation of gates under crashes and races: a test
 /// instrument, built natively only.
 #[cfg(not(target_arch = "wasm32"))]

@@ -3,7 +3,7 @@
 //! stored workflows (`/workflows/{name}`: put, get, list, delete, execute).
 
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::Value;
 use worker::{Env, Response};
 
 use super::config::Config;
@@ -12,6 +12,10 @@ use super::ops::{with_kv_ops, KvOps};
 use super::runtime::now_ms;
 use super::store::RunStore;
 use super::trigger::{request_hash, start, trigger_fields, Start};
+use crate::core::answer::{
+    ErrorCode, ListedWorkflow, RunList, SavedWorkflow, True, WorkflowBody, WorkflowDeleted,
+    WorkflowList, WorkflowShown, WorkflowStored,
+};
 use crate::core::error::EngineError;
 use crate::core::listing::{
     owner_prefix, take_page, valid_workflow_name, workflow_prefix, ListCursor, ListQuery,
@@ -64,10 +68,11 @@ pub async fn list_runs(query: &ListQuery, env: &Env, owner: &str) -> Result<Resp
             }
         }
     }
-    let mut body = json!({ "success": true, "runs": runs });
-    if let Some(cursor) = next_cursor {
-        body["next_cursor"] = Value::from(cursor.encode());
-    }
+    let body = RunList {
+        success: True,
+        runs,
+        next_cursor: next_cursor.map(|c| c.encode()),
+    };
     with_ops(json_response(200, &body), &store)
 }
 
@@ -113,7 +118,7 @@ fn with_ops(response: Response, store: &RunStore) -> Result<Response, ApiError> 
 fn workflow_key(owner: &str, name: &str) -> Result<String, ApiError> {
     if !valid_workflow_name(name) {
         return Err(ApiError::BadRequest(
-            "invalid_workflow_name",
+            ErrorCode::InvalidWorkflowName,
             "a workflow name is 1 to 100 characters of letters, digits, '-', '_' and '.'".into(),
         ));
     }
@@ -158,10 +163,13 @@ pub async fn put_workflow(
     let meta = serde_json::to_value(summary).map_err(unwritable)?;
     let store = RunStore::new(env)?;
     store.put_text(&key, text, &meta).await?;
-    let body = json!({
-        "success": true,
-        "workflow": { "name": name, "updated_at": now, "nodes": nodes },
-    });
+    let body = WorkflowStored {
+        success: True,
+        workflow: SavedWorkflow {
+            name: name.to_string(),
+            summary,
+        },
+    };
     with_ops(json_response(200, &body), &store)
 }
 
@@ -174,12 +182,14 @@ pub async fn get_workflow(name: &str, env: &Env, owner: &str) -> Result<Response
         return Err(no_workflow(name));
     };
     // Everything stored but the owner, which is the caller.
-    let workflow = json!({
-        "name": stored.name,
-        "graph": stored.graph,
-        "updated_at": stored.updated_at,
-    });
-    let body = json!({ "success": true, "workflow": workflow });
+    let body = WorkflowShown {
+        success: True,
+        workflow: WorkflowBody {
+            name: &stored.name,
+            graph: &stored.graph,
+            updated_at: stored.updated_at,
+        },
+    };
     with_ops(json_response(200, &body), &store)
 }
 
@@ -196,7 +206,10 @@ pub async fn delete_workflow(name: &str, env: &Env, owner: &str) -> Result<Respo
         return Err(no_workflow(name));
     }
     store.delete(&key).await?;
-    let body = json!({ "success": true, "deleted": name });
+    let body = WorkflowDeleted {
+        success: True,
+        deleted: name,
+    };
     with_ops(json_response(200, &body), &store)
 }
 
@@ -229,25 +242,25 @@ pub async fn list_workflows(
     let store = RunStore::new(env)?;
     let prefix = workflow_prefix(owner);
     let page = store.list(&prefix, cursor.kv, limit).await?;
-    let workflows: Vec<Value> = page
+    let workflows: Vec<ListedWorkflow> = page
         .keys
         .into_iter()
-        .map(|(key, meta)| {
-            let name = key.strip_prefix(&prefix).unwrap_or(&key);
-            match summary::<WorkflowSummary>(meta) {
-                Some(s) => json!({ "name": name, "updated_at": s.updated_at, "nodes": s.nodes }),
-                None => json!({ "name": name }),
-            }
+        .map(|(key, meta)| ListedWorkflow {
+            name: key.strip_prefix(&prefix).unwrap_or(&key).to_string(),
+            summary: summary::<WorkflowSummary>(meta),
         })
         .collect();
-    let mut body = json!({ "success": true, "workflows": workflows });
-    if let Some(next) = page.next {
-        let cursor = ListCursor {
-            kv: Some(next),
-            skip: 0,
-        };
-        body["next_cursor"] = Value::from(cursor.encode());
-    }
+    let body = WorkflowList {
+        success: True,
+        workflows,
+        next_cursor: page.next.map(|next| {
+            ListCursor {
+                kv: Some(next),
+                skip: 0,
+            }
+            .encode()
+        }),
+    };
     with_ops(json_response(200, &body), &store)
 }
 
@@ -265,13 +278,13 @@ pub async fn execute_workflow(
     let key = workflow_key(&owner, name)?;
     let Value::Object(mut fields) = body else {
         return Err(ApiError::BadRequest(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "the body must be a JSON object".into(),
         ));
     };
     if fields.contains_key("graph") {
         return Err(ApiError::BadRequest(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "a stored workflow runs its own graph: send only \"context\" and \"final_callback_url\"".into(),
         ));
     }

@@ -11,6 +11,7 @@ use super::gate_stub::gate;
 use super::http::{json_response, ApiError};
 use super::ops::Ops;
 use super::runtime::now_ms;
+use crate::core::answer::{RunDetails, RunState, True};
 use crate::core::budget::{self, ChildBudget, Drawn, Grant};
 use crate::core::claim::{self, Claim, ClaimKeeper, ClaimName, ClaimStorage, GateRead};
 use crate::core::error::EngineError;
@@ -288,9 +289,24 @@ pub async fn settle_start(
 /// answer): what the gate itself shows of a run whose first segment is
 /// executing, with what asking it cost.
 fn starting_view(run_id: &str, unknown: &Response) -> Response {
+    let now = now_ms();
     let view = json_response(
         200,
-        &serde_json::json!({"success": true, "run_id": run_id, "status": "running", "waits": [], "trace": []}),
+        &RunDetails {
+            run_id,
+            state: RunState::Running { success: True },
+            workflow: None,
+            attempt: None,
+            waits: Vec::new(),
+            closed_waits: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            duration_ms: 0,
+            final_callback: None,
+            deliveries: None,
+            trace: &[],
+            trace_truncated: None,
+        },
     );
     if let Ok(Some(ops)) = unknown.headers().get(Ops::DO_HEADER) {
         let _ = view.headers().set(Ops::DO_HEADER, &ops);

@@ -213,7 +213,7 @@ fn logger<'a>(records: &'a GateRecords, object: &'a ObjectStore) -> impl Fn(Gate
                     line["status"] = report.status.into();
                     line["calls"] = report.calls.into();
                 }
-                Err(e) => line["error"] = e.code().into(),
+                Err(e) => line["error"] = e.code().as_str().into(),
             }
             worker::console_log!("{line}");
         }

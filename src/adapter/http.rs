@@ -1,8 +1,9 @@
 //! JSON responses, and the one mapping from errors to HTTP statuses.
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use worker::{Headers, Response};
 
+use crate::core::answer::{ErrorAnswer, ErrorCode};
 use crate::core::error::EngineError;
 
 /// Set on the answer to a repeated `Idempotency-Key` (`trigger.rs`): this is
@@ -13,12 +14,14 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 #[derive(Debug)]
 pub enum ApiError {
     Engine(EngineError),
-    BadRequest(&'static str, String),
+    BadRequest(ErrorCode, String),
     Unauthorized(String),
     Forbidden(String),
     NotFound(String),
     MethodNotAllowed(&'static str),
     PayloadTooLarge(usize),
+    /// A body sent as something other than JSON (its `Content-Type`).
+    UnsupportedMediaType(String),
     /// The deployment is missing configuration; the message says how to fix it.
     Misconfigured(String),
     /// A runtime failure (KV, Durable Object); the caller may retry.
@@ -46,8 +49,8 @@ impl From<worker::kv::KvError> for ApiError {
 impl ApiError {
     /// A one-line description, for logs and the runtime's error reports.
     pub fn message(self) -> String {
-        let (_, code, message, _) = self.parts();
-        format!("{code}: {message}")
+        let answer = self.answer();
+        format!("{}: {}", answer.error.code.as_str(), answer.error.message)
     }
 
     pub fn into_response(self) -> Response {
@@ -59,65 +62,60 @@ impl ApiError {
             Self::MethodNotAllowed(methods) => Some(methods.to_string()),
             _ => None,
         };
-        let (status, code, message, extra) = self.parts();
-        let mut error = json!({ "code": code, "message": message });
-        if let Some(Value::Object(extra)) = extra {
-            error.as_object_mut().expect("object").extend(extra);
-        }
-        let response = json_response(status, &json!({ "success": false, "error": error }));
+        let answer = self.answer();
+        let response = json_response(answer.error.code.status(), &answer);
         if let Some(allow) = allow {
             let _ = response.headers().set("allow", &allow);
         }
         response
     }
 
-    /// The one mapping: HTTP status, error code, message, and any fields
-    /// the error object carries besides.
-    fn parts(self) -> (u16, &'static str, String, Option<Value>) {
+    /// The one mapping: the error's code (which fixes its HTTP status), its
+    /// message, and any fields the error object carries besides.
+    fn answer(self) -> ErrorAnswer {
         match self {
             Self::Engine(EngineError::InvalidGraph(problems)) => {
                 let message = EngineError::InvalidGraph(problems.clone()).to_string();
-                (
-                    400,
-                    "invalid_graph",
-                    message,
-                    Some(json!({ "problems": problems })),
-                )
+                let mut answer = ErrorAnswer::new(ErrorCode::InvalidGraph, message);
+                answer.error.problems = Some(problems);
+                answer
             }
             Self::Engine(
                 e @ (EngineError::RunFinished { status }
                 | EngineError::RunNotFinished { status }
                 | EngineError::NotRetryable { status, .. }),
-            ) => (
-                e.status(),
-                e.code(),
-                e.to_string(),
-                Some(json!({ "status": status })),
-            ),
-            Self::Engine(e) => (e.status(), e.code(), e.to_string(), None),
-            Self::BadRequest(code, m) => (400, code, m, None),
-            Self::Unauthorized(m) => (401, "unauthorized", m, None),
-            Self::Forbidden(m) => (403, "origin_not_allowed", m, None),
-            Self::NotFound(m) => (404, "not_found", m, None),
-            Self::MethodNotAllowed(allowed) => (
-                405,
-                "method_not_allowed",
+            ) => {
+                let mut answer = ErrorAnswer::new(e.code(), e.to_string());
+                answer.error.status = Some(status);
+                answer
+            }
+            Self::Engine(e) => ErrorAnswer::new(e.code(), e.to_string()),
+            Self::BadRequest(code, m) => ErrorAnswer::new(code, m),
+            Self::Unauthorized(m) => ErrorAnswer::new(ErrorCode::Unauthorized, m),
+            Self::Forbidden(m) => ErrorAnswer::new(ErrorCode::OriginNotAllowed, m),
+            Self::NotFound(m) => ErrorAnswer::new(ErrorCode::NotFound, m),
+            Self::MethodNotAllowed(allowed) => ErrorAnswer::new(
+                ErrorCode::MethodNotAllowed,
                 format!("this path accepts {allowed}"),
-                None,
             ),
-            Self::PayloadTooLarge(limit) => (
-                413,
-                "payload_too_large",
+            Self::PayloadTooLarge(limit) => ErrorAnswer::new(
+                ErrorCode::PayloadTooLarge,
                 format!("the request body exceeds {limit} bytes"),
-                None,
             ),
-            Self::Misconfigured(m) => (503, "misconfigured", m, None),
-            Self::Internal(m) => (500, "internal", m, None),
+            Self::UnsupportedMediaType(got) => ErrorAnswer::new(
+                ErrorCode::UnsupportedMediaType,
+                format!(
+                    "the body is sent as {got}; send JSON as application/json (an \
+                     application/*+json type or text/plain is taken as JSON too)"
+                ),
+            ),
+            Self::Misconfigured(m) => ErrorAnswer::new(ErrorCode::Misconfigured, m),
+            Self::Internal(m) => ErrorAnswer::new(ErrorCode::Internal, m),
         }
     }
 }
 
-pub fn json_response(status: u16, body: &Value) -> Response {
+pub fn json_response(status: u16, body: &impl Serialize) -> Response {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
     let headers = Headers::new();
     let _ = headers.set("content-type", "application/json; charset=utf-8");

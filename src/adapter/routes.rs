@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::future::select;
 use futures::StreamExt;
 use percent_encoding::percent_decode_str;
-use serde_json::{json, Value};
+use serde_json::Value;
 use worker::{ByteStream, Delay, Env, Request, Response};
 
 use super::catalog;
@@ -19,6 +19,7 @@ use super::ops::{with_kv_ops, KvOps};
 use super::runtime::now_ms;
 use super::store::{find_task, RunStore};
 use super::trigger::{execute, idempotency_key};
+use crate::core::answer::{ErrorCode, Health};
 use crate::core::auth::owner_of;
 use crate::core::callback::{verify, TokenError};
 use crate::core::error::EngineError;
@@ -95,7 +96,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             require(&method, "GET")?;
             Ok(json_response(
                 200,
-                &json!({ "success": true, "ok": true, "service": "arcrun", "version": env!("CARGO_PKG_VERSION") }),
+                &Health::now(),
             ))
         }
         ["execute"] => {
@@ -269,7 +270,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
                 Some(t) if !t.is_empty() && t.len() <= MAX_TASK_ID_BYTES => t,
                 _ => {
                     return Err(ApiError::BadRequest(
-                        "invalid_callback",
+                        ErrorCode::InvalidRequest,
                         "task_id must be a non-empty string (or a number)".into(),
                     ))
                 }
@@ -358,7 +359,7 @@ async fn signed_body(
     let body = read_json(req, config).await?;
     if !body.is_object() {
         return Err(ApiError::BadRequest(
-            "invalid_callback",
+            ErrorCode::InvalidRequest,
             "the callback body must be a JSON object".into(),
         ));
     }
@@ -426,6 +427,7 @@ fn unauthorized(e: TokenError) -> ApiError {
 /// a declared length over the limit is refused unread, and an undeclared one
 /// is read in chunks only until it passes the limit.
 async fn read_json(req: &mut Request, config: &Config) -> Result<Value, ApiError> {
+    json_media_type(req)?;
     let limit = config.max_body_bytes;
     if declared_length(req).is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge(limit));
@@ -434,10 +436,10 @@ async fn read_json(req: &mut Request, config: &Config) -> Result<Value, ApiError
     if req.inner().body().is_some() {
         let mut stream = req
             .stream()
-            .map_err(|e| ApiError::BadRequest("invalid_request", e.to_string()))?;
+            .map_err(|e| ApiError::BadRequest(ErrorCode::InvalidJson, e.to_string()))?;
         while let Some(chunk) = stream.next().await {
             let chunk =
-                chunk.map_err(|e| ApiError::BadRequest("invalid_request", e.to_string()))?;
+                chunk.map_err(|e| ApiError::BadRequest(ErrorCode::InvalidJson, e.to_string()))?;
             if bytes.len() + chunk.len() > limit {
                 drain(&mut stream, DRAIN_BYTES).await;
                 return Err(ApiError::PayloadTooLarge(limit));
@@ -447,22 +449,45 @@ async fn read_json(req: &mut Request, config: &Config) -> Result<Value, ApiError
     }
     if bytes.is_empty() {
         return Err(ApiError::BadRequest(
-            "invalid_json",
+            ErrorCode::InvalidJson,
             "the request body is empty".into(),
         ));
     }
     let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::Engine(EngineError::InvalidRequest(format!(
-            "the body is not valid JSON: {e}"
-        )))
+        ApiError::BadRequest(ErrorCode::InvalidJson, format!("the body is not valid JSON: {e}"))
     })?;
     // Stored with a run, a body nests deeper still; keep it readable back.
     if json_depth(&body) > MAX_JSON_DEPTH {
-        return Err(ApiError::Engine(EngineError::InvalidRequest(format!(
-            "the body nests JSON more than {MAX_JSON_DEPTH} levels deep"
-        ))));
+        return Err(ApiError::BadRequest(
+            ErrorCode::InvalidJson,
+            format!("the body nests JSON more than {MAX_JSON_DEPTH} levels deep"),
+        ));
     }
     Ok(body)
+}
+
+/// Bodies are JSON: sent as `application/json` or an `application/*+json`
+/// type, or as `text/plain` (what `fetch` and browsers send a string body
+/// as when no type is set), or with no type at all. Anything else — a form,
+/// XML, bytes — is refused before it is read.
+pub(super) fn json_media_type(req: &Request) -> Result<(), ApiError> {
+    let Some(value) = req.headers().get("content-type").ok().flatten() else {
+        return Ok(());
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json"
+        || essence == "text/plain"
+        || essence.is_empty()
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    match json {
+        true => Ok(()),
+        false => Err(ApiError::UnsupportedMediaType(excerpt(&essence, 100))),
+    }
 }
 
 fn excerpt(text: &str, max: usize) -> String {

@@ -6,7 +6,7 @@
 //! first segment) is started again, under the same id, by the next request
 //! with the key; one whose start was refused leaves the key free.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use worker::{Env, Request, Response};
 
@@ -16,6 +16,7 @@ use super::gate_stub::gate;
 use super::http::{json_response, ApiError, REPLAYED_HEADER};
 use super::ops::{with_kv_ops, KvOps};
 use super::runtime::{now_ms, random_id};
+use crate::core::answer::{ErrorAnswer, ErrorCode};
 use crate::core::auth::encode_hex;
 use crate::core::claim::ClaimName;
 use crate::core::listing::new_run_id;
@@ -38,7 +39,7 @@ pub fn trigger_fields(body: &mut Map<String, Value>, config: &Config) -> Result<
         Some(Value::Object(m)) => m,
         Some(_) => {
             return Err(ApiError::BadRequest(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "\"context\" must be a JSON object".into(),
             ))
         }
@@ -47,11 +48,11 @@ pub fn trigger_fields(body: &mut Map<String, Value>, config: &Config) -> Result<
         None | Some(Value::Null) => None,
         Some(Value::String(url)) => Some(
             check_receiver_url(&url, config.allow_http_callbacks)
-                .map_err(|m| ApiError::BadRequest("invalid_final_callback_url", m))?,
+                .map_err(|m| ApiError::BadRequest(ErrorCode::InvalidFinalCallbackUrl, m))?,
         ),
         Some(_) => {
             return Err(ApiError::BadRequest(
-                "invalid_final_callback_url",
+                ErrorCode::InvalidFinalCallbackUrl,
                 "\"final_callback_url\" must be a string".into(),
             ))
         }
@@ -81,7 +82,7 @@ pub fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
         || !key.bytes().all(|b| b.is_ascii_graphic())
     {
         return Err(ApiError::BadRequest(
-            "invalid_idempotency_key",
+            ErrorCode::InvalidIdempotencyKey,
             format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
         ));
     }
@@ -100,14 +101,14 @@ pub async fn execute(
 ) -> Result<Response, ApiError> {
     let Value::Object(mut body) = body else {
         return Err(ApiError::BadRequest(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "the body must be a JSON object".into(),
         ));
     };
     let hash = request_hash(&[&Value::Object(body.clone())]);
     let idempotency = idempotency_key.map(|k| (k, hash));
     let graph = body.remove("graph").ok_or_else(|| {
-        ApiError::BadRequest("invalid_request", "the body needs a \"graph\"".into())
+        ApiError::BadRequest(ErrorCode::InvalidRequest, "the body needs a \"graph\"".into())
     })?;
     let trigger = trigger_fields(&mut body, config)?;
     start(Start {
@@ -162,18 +163,15 @@ pub async fn start(start: Start<'_>) -> Result<Response, ApiError> {
         owner: &start.owner,
     };
     match claim_run(&claimant, &name, &run_id, body_hash).await? {
-        Claimed::Conflict(held) => Ok(json_response(
-            422,
-            &json!({
-                "success": false,
-                "error": {
-                    "code": "idempotency_key_reused",
-                    "message": "this Idempotency-Key was used within the last 24 hours \
-                                with a different request body",
-                    "run_id": held.run_id,
-                },
-            }),
-        )),
+        Claimed::Conflict(held) => {
+            let mut answer = ErrorAnswer::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key was used within the last 24 hours with a different \
+                 request body",
+            );
+            answer.error.run_id = Some(held.run_id);
+            Ok(json_response(answer.error.code.status(), &answer))
+        }
         Claimed::Replay { view, .. } => replayed(view).await,
         Claimed::Start(claim) => {
             let request = start_request(&start, claim.run_id.clone(), claim.taken > 0);

@@ -4,9 +4,14 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::answer::ErrorCode;
+
 /// One thing wrong with a submitted graph or request, located by a JSON-ish path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One problem found in a graph or request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Problem {
+    /// Where: `graph.nodes`, `nodes[2].componentId`, `edges[0].condition`, ...
     pub at: String,
     pub message: String,
 }
@@ -61,35 +66,25 @@ pub enum EngineError {
 
 impl EngineError {
     /// The HTTP status the edge answers with: the client's mistake (4xx),
-    /// or the engine's storage failing (500, worth retrying).
+    /// or the engine's storage failing (5xx, worth retrying).
     pub fn status(&self) -> u16 {
-        match self {
-            Self::InvalidGraph(_) | Self::InvalidRequest(_) => 400,
-            Self::NotFound(_) => 404,
-            Self::TaskMismatch { .. }
-            | Self::TaskShared
-            | Self::RunFinished { .. }
-            | Self::RunNotFinished { .. }
-            | Self::NotRetryable { .. } => 409,
-            Self::CorruptRecord(_) | Self::Storage(_) => 500,
-            Self::StaleRead(_) => 503,
-        }
+        self.code().status()
     }
 
     /// A stable machine-readable code for clients.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidGraph(_) => "invalid_graph",
-            Self::InvalidRequest(_) => "invalid_request",
-            Self::TaskMismatch { .. } => "task_mismatch",
-            Self::CorruptRecord(_) => "corrupt_record",
-            Self::NotFound(_) => "not_found",
-            Self::RunFinished { .. } => "run_finished",
-            Self::RunNotFinished { .. } => "run_not_finished",
-            Self::NotRetryable { .. } => "not_retryable",
-            Self::Storage(_) => "storage_unavailable",
-            Self::StaleRead(_) => "record_lagging",
-            Self::TaskShared => "task_id_shared",
+            Self::InvalidGraph(_) => ErrorCode::InvalidGraph,
+            Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Self::TaskMismatch { .. } => ErrorCode::TaskMismatch,
+            Self::CorruptRecord(_) => ErrorCode::CorruptRecord,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::RunFinished { .. } => ErrorCode::RunFinished,
+            Self::RunNotFinished { .. } => ErrorCode::RunNotFinished,
+            Self::NotRetryable { .. } => ErrorCode::NotRetryable,
+            Self::Storage(_) => ErrorCode::StorageUnavailable,
+            Self::StaleRead(_) => ErrorCode::RecordLagging,
+            Self::TaskShared => ErrorCode::TaskIdShared,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The workflow graph as existing workflows write it, parsed leniently so that
 //! validation can report every problem at once instead of the first serde error.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -10,6 +11,7 @@ use super::error::Problem;
 /// and KV TTLs, both of which want sane bounds.
 pub const MAX_WAIT_SECONDS: u64 = 365 * 24 * 3600;
 
+/// The schema, accepting any letter case: `apidoc::graph`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeKind {
     Input,
@@ -17,9 +19,11 @@ pub enum NodeKind {
     Output,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The schema, accepting every spelling: `apidoc::graph`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EdgeKind {
+    #[default]
     Pipe,
     OnSuccess,
     OnFail,
@@ -43,29 +47,52 @@ pub enum EdgeKind {
 }
 
 impl EdgeKind {
-    /// The type as written — including the aliases and the Chinese words
-    /// the engine we descend from accepts.
+    /// Every spelling of every edge type the engine we descend from accepts
+    /// (aliases and Chinese words included), in any letter case and with
+    /// surrounding spaces ignored. The graph schema's patterns are made from
+    /// this table too.
+    pub const SPELLINGS: &'static [(&'static str, Self)] = &[
+        ("PIPE", Self::Pipe),
+        ("完成後", Self::Pipe),
+        ("ON_SUCCESS", Self::OnSuccess),
+        ("SUCCESS", Self::OnSuccess),
+        ("ON_FAIL", Self::OnFail),
+        ("FAIL", Self::OnFail),
+        ("失敗時", Self::OnFail),
+        ("IF", Self::If),
+        ("條件滿足時", Self::If),
+        ("ON_TRUE", Self::OnTrue),
+        ("TRUE", Self::OnTrue),
+        ("成立時", Self::OnTrue),
+        ("為真時", Self::OnTrue),
+        ("ON_FALSE", Self::OnFalse),
+        ("FALSE", Self::OnFalse),
+        ("ELSE", Self::OnFalse),
+        ("不成立時", Self::OnFalse),
+        ("為假時", Self::OnFalse),
+        ("否則", Self::OnFalse),
+        ("ON_BRANCH", Self::OnBranch),
+        ("BRANCH", Self::OnBranch),
+        ("FOREACH", Self::Foreach),
+        ("對每個", Self::Foreach),
+        ("ON_CLICK", Self::OnClick),
+        ("CLICK", Self::OnClick),
+        ("CALLS_SUBFLOW", Self::CallsSubflow),
+        ("SUBFLOW", Self::CallsSubflow),
+        ("CONTAINS", Self::Contains),
+        ("HAS_STYLE", Self::HasStyle),
+        ("HAS_BEHAVIOR", Self::HasBehavior),
+        ("IS_A", Self::IsA),
+        ("CONTINUE", Self::Continue),
+    ];
+
+    /// The type as written.
     fn parse(s: &str) -> Option<Self> {
-        Some(match s.trim().to_ascii_uppercase().as_str() {
-            "PIPE" | "完成後" => Self::Pipe,
-            "ON_SUCCESS" | "SUCCESS" => Self::OnSuccess,
-            "ON_FAIL" | "FAIL" | "失敗時" => Self::OnFail,
-            "IF" | "條件滿足時" => Self::If,
-            "ON_TRUE" | "TRUE" | "成立時" | "為真時" => Self::OnTrue,
-            "ON_FALSE" | "FALSE" | "ELSE" | "不成立時" | "為假時" | "否則" => {
-                Self::OnFalse
-            }
-            "ON_BRANCH" | "BRANCH" => Self::OnBranch,
-            "FOREACH" | "對每個" => Self::Foreach,
-            "ON_CLICK" | "CLICK" => Self::OnClick,
-            "CALLS_SUBFLOW" | "SUBFLOW" => Self::CallsSubflow,
-            "CONTAINS" => Self::Contains,
-            "HAS_STYLE" => Self::HasStyle,
-            "HAS_BEHAVIOR" => Self::HasBehavior,
-            "IS_A" => Self::IsA,
-            "CONTINUE" => Self::Continue,
-            _ => return None,
-        })
+        let wanted = s.trim().to_ascii_uppercase();
+        Self::SPELLINGS
+            .iter()
+            .find(|(spelling, _)| *spelling == wanted)
+            .map(|(_, kind)| *kind)
     }
 
     /// Whether the edge is only a record of the graph's organisation.
@@ -78,7 +105,7 @@ impl EdgeKind {
 }
 
 /// When a node with several incoming edges fires.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Join {
     /// Once every incoming edge has resolved, on the contexts of those that fired.
@@ -96,54 +123,87 @@ impl Join {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One step of the workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Node {
+    /// Unique within the graph; `{{id.field}}` reads the node's output.
+    #[schemars(length(min = 1))]
     pub id: String,
     #[serde(rename = "type")]
     pub kind: NodeKind,
+    /// What a Component node calls: an http(s) URL (POSTed the node's input
+    /// plus `callback_url`), `workflow://{name}` (a stored workflow run as a
+    /// child run), a built-in (`comp_passthrough`, `if_control`, `switch`,
+    /// `poll_task`, ...) or a name in the deployment's COMPONENTS map.
     #[serde(
         rename = "componentId",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub component_id: Option<String>,
+    /// Laid over the node's incoming context; `{{a.b.c}}` placeholders are
+    /// resolved against upstream outputs, then the context.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub data: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     /// How long a pending answer may wait for its callback before the node
-    /// fails with `wait_timeout`; the deployment's default when absent.
+    /// fails with `wait_timeout` (default: the deployment's
+    /// PAUSED_RUN_TTL_SECONDS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_WAIT_SECONDS))]
     pub wait_timeout_seconds: Option<u64>,
+    /// When a node with several incoming edges fires. `all` (the default):
+    /// once every incoming edge has resolved, on the contexts of those that
+    /// fired. `any`: once, on the first incoming edge that fires, with that
+    /// branch's context alone; the work that only fed the node (every path
+    /// from it leads into this node) is then superseded: its open waits close
+    /// as `superseded` (their callbacks are answered `200 {"noop": true,
+    /// "reason": "superseded"}`), its queued calls and FOREACH items never
+    /// start, and nothing after it runs. Branches that also lead elsewhere
+    /// carry on. If every incoming edge is skipped, the node is skipped.
+    /// `any` needs at least two incoming edges.
     #[serde(default, skip_serializing_if = "Join::is_all")]
     pub join: Join,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A directed link that fires or is skipped when its source finishes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Edge {
+    #[schemars(length(min = 1))]
     pub from: String,
+    #[schemars(length(min = 1))]
     pub to: String,
-    #[serde(rename = "type")]
+    /// Absent or null: PIPE.
+    #[serde(rename = "type", default)]
+    #[schemars(with = "Option<EdgeKind>")]
     pub kind: EdgeKind,
+    /// IF: `key === value`, `!==`, `==`, `!=`, `>`, `>=`, `<`, `<=`, truthy `key`, `!key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+    /// ON_BRANCH: fires when the source's `branch` (or `data.branch`, or a
+    /// boolean result as "true"/"false") equals this, compared as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BranchLabel>")]
     pub branch: Option<String>,
     /// FOREACH: the name each item is bound to (default `item`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterator: Option<String>,
-    /// FOREACH: a context path to the array (default: see `foreach_items`).
+    /// FOREACH: a context path to the array to iterate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<String>,
-    /// FOREACH: at most this many items in flight (called or paused) at once.
+    /// FOREACH only: at most this many items in flight (called or paused) at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_concurrency: Option<u32>,
-    /// FOREACH: the target still succeeds with up to this many failed items.
+    /// FOREACH only: the target still succeeds with up to this many failed items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerated_failures: Option<u32>,
-    /// FOREACH: the target still succeeds while failed items are at most this
-    /// percentage of all items.
+    /// FOREACH only: the target still succeeds while failed items are at
+    /// most this percentage of all items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
     pub tolerated_failure_percent: Option<f64>,
 }
 
@@ -166,14 +226,32 @@ impl Edge {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A workflow graph as `POST /execute` and `PUT /workflows/{name}` take it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Graph {
+    /// The graph's id (free text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The graph's name; a run started from it is listed under this name
+    /// unless it was started by a stored workflow's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[schemars(length(min = 1))]
     pub nodes: Vec<Node>,
+    /// May be left out on single-node graphs.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<Edge>>")]
     pub edges: Vec<Edge>,
+}
+
+/// An ON_BRANCH edge's label: text, or a boolean or number taken as its text.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum BranchLabel {
+    Text(String),
+    Flag(bool),
+    Number(f64),
 }
 
 /// Parses a graph from JSON, collecting every shape problem (wrong types,

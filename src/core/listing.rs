@@ -12,8 +12,9 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::answer::{ListedRun, ListedSummary};
 use super::error::EngineError;
 use super::record::RunRecord;
 
@@ -171,9 +172,11 @@ impl StoredWorkflow {
 
 /// What `GET /workflows` shows of a stored workflow beside its name, kept
 /// as the metadata of its KV key (a listing reads no values).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkflowSummary {
     pub updated_at: u64,
+    /// How many nodes its graph has.
+    #[schemars(range(min = 1))]
     pub nodes: usize,
 }
 
@@ -278,7 +281,7 @@ pub fn take_page(
     at: &ListCursor,
     keys: &[ListedKey],
     next_kv: Option<String>,
-    runs: &mut Vec<Value>,
+    runs: &mut Vec<ListedRun>,
 ) -> PageEnd {
     for (i, key) in keys.iter().enumerate().skip(at.skip) {
         // A key written without a summary (it cannot be filtered) is shown
@@ -314,25 +317,25 @@ pub fn take_page(
     }
 }
 
-fn entry(key: &ListedKey) -> Value {
+fn entry(key: &ListedKey) -> ListedRun {
     let run_id = key.name.rsplit('/').next().unwrap_or(&key.name);
-    match &key.summary {
+    ListedRun {
+        run_id: run_id.to_string(),
         // `workflow` is shown as null for a run not started from one.
-        Some(s) => json!({
-            "run_id": run_id,
-            "workflow": s.workflow,
-            "status": s.status,
-            "created_at": s.created_at,
-            "updated_at": s.updated_at,
-            "open_waits": s.open_waits,
+        summary: key.summary.as_ref().map(|s| ListedSummary {
+            workflow: s.workflow.clone(),
+            status: s.status.clone(),
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            open_waits: s.open_waits,
         }),
-        None => json!({ "run_id": run_id }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const OWNER: &str = "61e6c2936fbaef87222b97c058baac3cb753e68dd6362842f7d59569c3b9ec38";
 
@@ -454,7 +457,7 @@ mod tests {
             }),
         };
         assert_eq!(
-            entry(&listed),
+            serde_json::to_value(entry(&listed)).unwrap(),
             json!({
                 "run_id": "r1", "workflow": null, "status": "completed",
                 "created_at": 1, "updated_at": 2, "open_waits": 0,
@@ -464,7 +467,10 @@ mod tests {
             name: "runs/t/r2".into(),
             summary: None,
         };
-        assert_eq!(entry(&bare), json!({ "run_id": "r2" }));
+        assert_eq!(
+            serde_json::to_value(entry(&bare)).unwrap(),
+            json!({ "run_id": "r2" })
+        );
 
         let workflow = json!({"updated_at": 5, "nodes": 3});
         let summary: WorkflowSummary = serde_json::from_value(workflow.clone()).unwrap();

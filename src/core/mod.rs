@@ -2,6 +2,7 @@
 //! machine, its stored format and the segment logic. It knows nothing of
 //! Cloudflare; time, ids and storage are passed in.
 
+pub mod answer;
 pub mod auth;
 pub mod budget;
 pub mod builtins;

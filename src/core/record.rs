@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -89,7 +90,34 @@ pub enum RunStatus {
     },
 }
 
+/// A run's status, as every answer names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatusName {
+    Running,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
 impl RunStatus {
+    pub fn kind(&self) -> RunStatusName {
+        match self {
+            Self::Running => RunStatusName::Running,
+            Self::Paused { .. } => RunStatusName::Paused,
+            Self::Completed { .. } => RunStatusName::Completed,
+            Self::Failed { .. } => RunStatusName::Failed,
+            Self::Cancelled { .. } => RunStatusName::Cancelled,
+        }
+    }
+
+    /// Whether answers about the run say `success: true`: it has not failed
+    /// and was not cancelled.
+    pub fn is_success(&self) -> bool {
+        !matches!(self, Self::Failed { .. } | Self::Cancelled { .. })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Running => "running",
@@ -117,7 +145,7 @@ impl RunStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunError {
     pub code: String,
     pub message: String,
@@ -125,7 +153,7 @@ pub struct RunError {
     pub node_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Wait {
     pub wait_id: String,
     pub task_id: String,
@@ -153,14 +181,14 @@ pub struct Wait {
 
 pub const MAX_WAIT_EVENTS: usize = 20;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WaitEvent {
     pub at: u64,
     pub kind: EventKind,
     pub outcome: EventOutcome,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Callback,
@@ -168,7 +196,7 @@ pub enum EventKind {
     Poll,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventOutcome {
     /// It resumed the wait, or (a heartbeat) was applied, or (a poll) was answered.
@@ -198,7 +226,7 @@ impl Wait {
 }
 
 /// Polling a status URL: what to send, when next, and how it has gone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Poll {
     pub url: String,
     pub method: String,
@@ -225,7 +253,7 @@ pub struct Poll {
     pub kind: PollKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PollKind {
     /// A `poll_task` node: polling is the only way the wait ends (or its deadline).
@@ -239,7 +267,7 @@ fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitClosed {
     Resumed,
@@ -262,7 +290,7 @@ pub struct EarlyCallback {
     pub token_expires_at: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClosedWait {
     pub task_id: String,
     pub node_id: String,
@@ -381,7 +409,7 @@ pub enum Arrival {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TraceStatus {
     Succeeded,
@@ -393,7 +421,7 @@ pub enum TraceStatus {
     Superseded,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TraceEntry {
     pub node_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -491,7 +519,7 @@ impl DeliveryState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DeliveryAttempt {
     pub at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,13 +1,32 @@
-//! The JSON bodies callers and daemons receive, built from a run.
+//! The JSON bodies callers and daemons receive, built from a run as the
+//! typed answers of `core::answer` (which the OpenAPI document is generated
+//! from), then redacted.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::answer::{
+    CallbackAnswer, ClosedWaitView, DeliveryView, False, FinalCallbackView, FinalEvent,
+    FinalOutcome, NoopAnswer, Outcome, RunDetails, RunOutcome, RunState, TraceTruncated, True,
+};
 use super::record::{DeliveryState, RunRecord, RunStatus, Wait, WaitEvent, MAX_WAIT_EVENTS};
 use super::redact::Redactor;
 use super::run::Noop;
 use super::webhook::shown_url;
+
+/// An answer as sent, for one that holds nothing of the run's to redact.
+pub fn answer_value(answer: &impl Serialize) -> Value {
+    serde_json::to_value(answer).unwrap_or(Value::Null)
+}
+
+/// An answer as sent: serialized, then with secrets the run was given redacted.
+fn redacted(answer: &impl Serialize, redactor: &Redactor) -> Value {
+    let mut body = serde_json::to_value(answer).unwrap_or(Value::Null);
+    redactor.redact(&mut body);
+    body
+}
 
 /// What a daemon is answered when its callback resumed a wait: small and of
 /// a size that does not grow with the run (no trace, waits or output — those
@@ -24,39 +43,33 @@ pub fn callback_answer(
     open_before: &BTreeSet<String>,
     redactor: &Redactor,
 ) -> Value {
-    let mut body = Map::new();
-    body.insert(
-        "success".into(),
-        json!(!matches!(
-            record.status,
-            RunStatus::Failed { .. } | RunStatus::Cancelled { .. }
-        )),
-    );
-    body.insert("resumed".into(), json!(true));
-    body.insert("status".into(), json!(record.status.name()));
-    body.insert("run_id".into(), json!(record.run_id));
-    let mut task_id = task_id;
+    let mut answer = CallbackAnswer {
+        success: record.status.is_success(),
+        resumed: True,
+        status: record.status.kind(),
+        run_id: &record.run_id,
+        task_id,
+        paused_again: None,
+        paused_node_id: None,
+        error: None,
+        failed_node: None,
+        duration_ms: duration_ms(record),
+    };
     if matches!(record.status, RunStatus::Paused { .. }) {
         // A wait another segment opened (one that ran while this callback
         // was kept) is not this callback's doing, even within the same ms.
         let new = |w: &&Wait| w.since >= resumed_at && !open_before.contains(&w.wait_id);
         if let Some(w) = latest_wait(record).filter(new) {
-            body.insert("paused_again".into(), json!(true));
-            task_id = &w.task_id;
-            body.insert("paused_node_id".into(), json!(w.node_id));
+            answer.paused_again = Some(True);
+            answer.task_id = &w.task_id;
+            answer.paused_node_id = Some(&w.node_id);
         }
     }
-    body.insert("task_id".into(), json!(task_id));
     if let RunStatus::Failed { error, .. } = &record.status {
-        body.insert("error".into(), json!(error));
-        if let Some(node) = &error.node_id {
-            body.insert("failed_node".into(), json!(node));
-        }
+        answer.error = Some(error);
+        answer.failed_node = error.node_id.as_deref();
     }
-    body.insert("duration_ms".into(), json!(duration_ms(record)));
-    let mut body = Value::Object(body);
-    redactor.redact(&mut body);
-    body
+    redacted(&answer, redactor)
 }
 
 /// The wait opened last: the one a request that paused the run caused.
@@ -70,136 +83,131 @@ fn latest_wait(record: &RunRecord) -> Option<&Wait> {
 /// A callback or heartbeat that changed nothing: why, and where the run
 /// stands (`status` absent when there is no such run).
 pub fn noop_answer(reason: Noop, run: Option<&RunRecord>, task_id: Option<&str>) -> Value {
-    let mut body = noop(reason);
-    if let Some(record) = run {
-        body["status"] = json!(record.status.name());
-        body["run_id"] = json!(record.run_id);
-    }
-    if let Some(task_id) = task_id {
-        body["task_id"] = json!(task_id);
-    }
-    body
+    let answer = NoopAnswer {
+        success: run.is_none_or(|r| r.status.is_success()),
+        noop: True,
+        reason,
+        status: run.map(|r| r.status.kind()),
+        run_id: run.map(|r| r.run_id.as_str()),
+        task_id,
+    };
+    answer_value(&answer)
+}
+
+/// A noop for no run in particular.
+pub fn noop(reason: Noop) -> Value {
+    noop_answer(reason, None, None)
 }
 
 /// The answer to a trigger or a retry.
 pub fn run_outcome(record: &RunRecord, redactor: &Redactor) -> Value {
-    let mut body = Map::new();
-    match &record.status {
-        RunStatus::Completed { output, .. } => {
-            body.insert("success".into(), json!(true));
-            body.insert("data".into(), output.clone());
-        }
-        RunStatus::Failed { error, .. } => {
-            body.insert("success".into(), json!(false));
-            body.insert("error".into(), json!(error));
-            if let Some(node) = &error.node_id {
-                body.insert("failed_node".into(), json!(node));
-            }
-        }
-        RunStatus::Cancelled { .. } => {
-            body.insert("success".into(), json!(false));
-        }
+    let outcome = match &record.status {
+        RunStatus::Completed { output, .. } => Outcome::Completed {
+            success: True,
+            data: output,
+        },
+        RunStatus::Failed { error, .. } => Outcome::Failed {
+            success: False,
+            error,
+            failed_node: error.node_id.as_deref(),
+        },
+        RunStatus::Cancelled { .. } => Outcome::Cancelled { success: False },
         // Continuing in the background (it yielded): read it with GET /runs/{id}.
-        RunStatus::Running => {
-            body.insert("success".into(), json!(true));
-        }
+        RunStatus::Running => Outcome::Running { success: True },
         RunStatus::Paused { .. } => {
-            body.insert("success".into(), json!(true));
-            body.insert("paused".into(), json!(true));
             // The most recent wait first: that is the one this request caused.
-            if let Some(w) = latest_wait(record) {
-                body.insert("task_id".into(), json!(w.task_id));
-                body.insert("paused_node_id".into(), json!(w.node_id));
+            let latest = latest_wait(record);
+            Outcome::Paused {
+                success: True,
+                paused: True,
+                task_id: latest.map(|w| w.task_id.as_str()),
+                paused_node_id: latest.map(|w| w.node_id.as_str()),
+                waits: record.waits.values().collect(),
             }
-            body.insert(
-                "waits".into(),
-                json!(record.waits.values().collect::<Vec<_>>()),
-            );
         }
-    }
-    body.insert("duration_ms".into(), json!(duration_ms(record)));
-    body.insert("status".into(), json!(record.status.name()));
-    body.insert("run_id".into(), json!(record.run_id));
-    if record.attempt > 0 {
-        body.insert("attempt".into(), json!(record.attempt));
-    }
-    insert_trace(&mut body, record);
-    let mut body = Value::Object(body);
-    redactor.redact(&mut body);
-    body
+    };
+    let answer = RunOutcome {
+        run_id: &record.run_id,
+        outcome,
+        duration_ms: duration_ms(record),
+        attempt: (record.attempt > 0).then_some(record.attempt),
+        trace: &record.trace,
+        trace_truncated: trace_truncated(record),
+    };
+    redacted(&answer, redactor)
 }
 
 /// `GET /runs/{id}`.
 pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
-    let mut body = Map::new();
-    body.insert("success".into(), json!(true));
-    body.insert("run_id".into(), json!(record.run_id));
-    body.insert("status".into(), json!(record.status.name()));
-    if let Some(name) = record.workflow.as_ref().or(record.graph.name.as_ref()) {
-        body.insert("workflow".into(), json!(name));
-    }
-    if record.attempt > 0 {
-        body.insert("attempt".into(), json!(record.attempt));
-    }
-    body.insert(
-        "waits".into(),
-        json!(record.waits.values().collect::<Vec<_>>()),
-    );
-    if !record.closed.is_empty() {
-        let closed: Vec<Value> = record
-            .closed
-            .iter()
-            .map(|(wait_id, c)| {
-                let mut shown = json!(c);
-                shown["wait_id"] = json!(wait_id);
-                shown
-            })
-            .collect();
-        body.insert("closed_waits".into(), Value::Array(closed));
-    }
-    match &record.status {
+    redacted(&details(record), redactor)
+}
+
+fn details(record: &RunRecord) -> RunDetails<'_> {
+    let state = match &record.status {
         RunStatus::Completed {
             output,
             finished_at,
-        } => {
-            body.insert("data".into(), output.clone());
-            body.insert("finished_at".into(), json!(finished_at));
-        }
-        RunStatus::Failed { error, finished_at } => {
-            body.insert("error".into(), json!(error));
-            if let Some(node) = &error.node_id {
-                body.insert("failed_node".into(), json!(node));
-            }
-            body.insert("finished_at".into(), json!(finished_at));
-        }
-        RunStatus::Cancelled { finished_at } => {
-            body.insert("finished_at".into(), json!(finished_at));
-        }
-        RunStatus::Paused { since } => {
-            body.insert("paused_since".into(), json!(since));
-        }
-        RunStatus::Running => {}
+        } => RunState::Completed {
+            success: True,
+            data: output,
+            finished_at: *finished_at,
+        },
+        RunStatus::Failed { error, finished_at } => RunState::Failed {
+            success: False,
+            error,
+            failed_node: error.node_id.as_deref(),
+            finished_at: *finished_at,
+        },
+        RunStatus::Cancelled { finished_at } => RunState::Cancelled {
+            success: False,
+            finished_at: *finished_at,
+        },
+        RunStatus::Paused { since } => RunState::Paused {
+            success: True,
+            paused_since: *since,
+        },
+        RunStatus::Running => RunState::Running { success: True },
+    };
+    let final_callback = record.final_callback.as_ref().map(|callback| FinalCallbackView {
+        url: shown_url(&callback.url),
+        state: match callback.state {
+            DeliveryState::Waiting => DeliveryView::Waiting,
+            DeliveryState::Retrying { next_at } => DeliveryView::Retrying {
+                next_attempt_at: next_at,
+            },
+            DeliveryState::Delivered { at } => DeliveryView::Delivered { at },
+            DeliveryState::Refused { at } => DeliveryView::Refused { at },
+            DeliveryState::GaveUp { at } => DeliveryView::GaveUp { at },
+        },
+    });
+    RunDetails {
+        run_id: &record.run_id,
+        state,
+        workflow: workflow_name(record),
+        attempt: (record.attempt > 0).then_some(record.attempt),
+        waits: record.waits.values().collect(),
+        closed_waits: record
+            .closed
+            .iter()
+            .map(|(wait_id, wait)| ClosedWaitView { wait_id, wait })
+            .collect(),
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        duration_ms: duration_ms(record),
+        final_callback,
+        deliveries: record.final_callback.as_ref().map(|c| c.attempts.as_slice()),
+        trace: &record.trace,
+        trace_truncated: trace_truncated(record),
     }
-    body.insert("created_at".into(), json!(record.created_at));
-    body.insert("updated_at".into(), json!(record.updated_at));
-    body.insert("duration_ms".into(), json!(duration_ms(record)));
-    if let Some(callback) = &record.final_callback {
-        let mut shown = json!({ "url": shown_url(&callback.url) });
-        shown["state"] = json!(callback.state.name());
-        match callback.state {
-            DeliveryState::Retrying { next_at } => shown["next_attempt_at"] = json!(next_at),
-            DeliveryState::Delivered { at }
-            | DeliveryState::Refused { at }
-            | DeliveryState::GaveUp { at } => shown["at"] = json!(at),
-            DeliveryState::Waiting => {}
-        }
-        body.insert("final_callback".into(), shown);
-        body.insert("deliveries".into(), json!(callback.attempts));
-    }
-    insert_trace(&mut body, record);
-    let mut body = Value::Object(body);
-    redactor.redact(&mut body);
-    body
+}
+
+/// The stored workflow a run was started from, or its graph's name.
+fn workflow_name(record: &RunRecord) -> Option<&str> {
+    record
+        .workflow
+        .as_ref()
+        .or(record.graph.name.as_ref())
+        .map(String::as_str)
 }
 
 /// Adds the events kept beside the run (turned-away callbacks and
@@ -251,30 +259,30 @@ pub fn merge_noted(details: &mut Value, noted: &BTreeMap<String, Vec<WaitEvent>>
     }
 }
 
-/// The final callback's body: the run's outcome, as the caller would read it.
-pub fn final_event(record: &RunRecord, event_type: &str, redactor: &Redactor) -> Value {
-    let mut body = Map::new();
-    body.insert("type".into(), json!(event_type));
-    body.insert("run_id".into(), json!(record.run_id));
-    body.insert(
-        "workflow".into(),
-        json!(record.workflow.as_ref().or(record.graph.name.as_ref())),
-    );
-    body.insert("status".into(), json!(record.status.name()));
-    match &record.status {
-        RunStatus::Completed { output, .. } => {
-            body.insert("data".into(), output.clone());
-        }
-        RunStatus::Failed { error, .. } => {
-            body.insert("error".into(), json!(error));
-        }
-        _ => {}
-    }
-    body.insert("created_at".into(), json!(record.created_at));
-    body.insert("finished_at".into(), json!(record.status.finished_at()));
-    let mut body = Value::Object(body);
-    redactor.redact(&mut body);
-    body
+/// The final callback's body: the run's outcome, as the caller would read
+/// it. `None` while the run is unfinished (nothing is due then).
+pub fn final_event(record: &RunRecord, event_type: &str, redactor: &Redactor) -> Option<Value> {
+    let outcome = match &record.status {
+        RunStatus::Completed { output, .. } => FinalOutcome::Completed {
+            success: True,
+            data: output,
+        },
+        RunStatus::Failed { error, .. } => FinalOutcome::Failed {
+            success: False,
+            error,
+        },
+        RunStatus::Cancelled { .. } => FinalOutcome::Cancelled { success: False },
+        RunStatus::Running | RunStatus::Paused { .. } => return None,
+    };
+    let answer = FinalEvent {
+        event_type,
+        run_id: &record.run_id,
+        outcome,
+        workflow: workflow_name(record),
+        created_at: record.created_at,
+        finished_at: record.status.finished_at()?,
+    };
+    Some(redacted(&answer, redactor))
 }
 
 /// What a finished sub-workflow's run hands its parent, in the shape of a
@@ -339,16 +347,8 @@ fn duration_ms(record: &RunRecord) -> u64 {
         .saturating_sub(record.created_at)
 }
 
-pub fn noop(reason: Noop) -> Value {
-    json!({ "success": true, "noop": true, "reason": reason.reason() })
-}
-
-fn insert_trace(body: &mut Map<String, Value>, record: &RunRecord) {
-    body.insert("trace".into(), json!(record.trace));
-    if record.trace_dropped > 0 {
-        body.insert(
-            "trace_truncated".into(),
-            json!({ "dropped_entries": record.trace_dropped }),
-        );
-    }
+fn trace_truncated(record: &RunRecord) -> Option<TraceTruncated> {
+    (record.trace_dropped > 0).then_some(TraceTruncated {
+        dropped_entries: record.trace_dropped as u64,
+    })
 }

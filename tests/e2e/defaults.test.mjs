@@ -325,15 +325,16 @@ test("JSON nesting: a body nested exactly 100 levels (the documented limit) is a
     }
 });
 
-test("JSON nesting: a body nested 101 levels (one over) and one past the reader's own limit are 400 invalid_request", { timeout: 60_000 }, async () => {
+test("JSON nesting: a body nested 101 levels (one over) and one past the reader's own limit are 400 invalid_json", { timeout: 60_000 }, async () => {
     const w = await startWorker();
     try {
         const over = await w.fetchJson("/execute", { body: bodyNested(ECHO_GRAPH, 101) });
         assert.equal(over.status, 400, over.text.slice(0, 300));
-        assert.equal(over.body.error.code, "invalid_request");
+        assert.equal(over.body.error.code, "invalid_json");
         assert.equal(over.body.error.message, "the body nests JSON more than 100 levels deep");
         const far = await w.fetchJson("/execute", { body: bodyNested(ECHO_GRAPH, 129) });
         assert.equal(far.status, 400, far.text.slice(0, 300));
+        assert.equal(far.body.error.code, "invalid_json");
         assert.match(far.body.error.message, /^the body is not valid JSON: recursion limit exceeded/);
     } finally {
         await w.stop();

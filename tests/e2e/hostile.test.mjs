@@ -451,10 +451,10 @@ const NO_KEYS_MESSAGE =
 
 const CASES = [
     // --- Broken JSON ------------------------------------------------------------------
-    exec("truncated JSON", '{"graph": {"nodes": [{"id": "a", "type": "Inp', 400, "invalid_request"),
+    exec("truncated JSON", '{"graph": {"nodes": [{"id": "a", "type": "Inp', 400, "invalid_json"),
     exec("truncated after a key", '{"graph"', 400, "invalid_request"),
-    exec("trailing garbage", '{"graph": {"nodes": []}} garbage', 400, "invalid_request"),
-    exec("two JSON documents", '{"graph": {}}{"graph": {}}', 400, "invalid_request"),
+    exec("trailing garbage", '{"graph": {"nodes": []}} garbage', 400, "invalid_json"),
+    exec("two JSON documents", '{"graph": {}}{"graph": {}}', 400, "invalid_json"),
     exec("NaN", '{"graph": NaN}', 400, "invalid_request"),
     exec("Infinity", '{"graph": {"nodes": [], "x": -Infinity}}', 400, "invalid_request"),
     exec("single quotes", "{'graph': {'nodes': []}}", 400, "invalid_request"),
@@ -473,8 +473,8 @@ const CASES = [
     exec("empty body", "", 400, "invalid_json"),
     exec("whitespace-only body", " \n\t\r ", 400, "invalid_request"),
     exec("gzip-compressed body (not decoded)", () => gzipSync(body(INVALID_GRAPH)), 400, "invalid_request", { headers: { "content-encoding": "gzip" } }),
-    exec("UTF-16 body", () => Buffer.from(body(INVALID_GRAPH), "utf16le"), 400, "invalid_request", { headers: { "content-type": "application/json; charset=utf-16le" } }),
-    exec("NUL byte before the JSON", () => Buffer.from("\u0000" + body(VALID_GRAPH)), 400, "invalid_request"),
+    exec("UTF-16 body", () => Buffer.from(body(INVALID_GRAPH), "utf16le"), 400, "invalid_json", { headers: { "content-type": "application/json; charset=utf-16le" } }),
+    exec("NUL byte before the JSON", () => Buffer.from("\u0000" + body(VALID_GRAPH)), 400, "invalid_json"),
     exec("form-encoded body", "graph=%7B%7D", 400, "invalid_request", { headers: { "content-type": "application/x-www-form-urlencoded" } }),
 
     // --- Not an object / no graph --------------------------------------------------------
@@ -644,7 +644,7 @@ const CASES = [
         // before the client has pushed 32 of the 64 MiB.
         check: (r) => assert.ok(r.sent < 32, `the client had sent ${r.sent} MiB before the 413: the whole body was buffered before the limit was checked`),
     },
-    exec("small chunked body with broken JSON", () => new Blob(['{"graph": ']).stream(), 400, "invalid_request", { chunked: true }),
+    exec("small chunked body with broken JSON", () => new Blob(['{"graph": ']).stream(), 400, "invalid_json", { chunked: true }),
     {
         name: "big body without an API key is refused before it is read",
         upload: { prefix: '{"pad": "', pieceBytes: 64 * 1024, pieces: 32, suffix: '"}', declared: true, auth: false },
@@ -764,11 +764,11 @@ const CASES = [
     callback("callback to the other key's run with the test key but a forged token", (c) => cbPath(c.B.id, c.B.w1.waitId, mintToken("guess", c.B.id, c.B.w1.waitId, c.B.w1.exp)), (c) => json({ task_id: c.B.w1.taskId, success: true }), 401, "unauthorized"),
     callback("two token parameters, the bad one first", (c) => `${cbPath(c.A.id, c.A.w1.waitId, "1.AAAA")}&token=${encodeURIComponent(c.A.w1.token)}`, (c) => json({ task_id: A1(c).taskId, success: true }), 401, "unauthorized"),
     callback("token sent in Authorization instead of the URL", (c) => cbPath(c.A.id, c.A.w1.waitId), (c) => json({ task_id: A1(c).taskId, success: true }), 401, "unauthorized", { auth: null, headers: (c) => ({ authorization: `Bearer ${c.A.w1.token}` }) }),
-    callback("valid token, body is an array", validA1, "[]", 400, "invalid_callback"),
-    callback("valid token, body is null", validA1, "null", 400, "invalid_callback"),
-    callback("valid token, body is a string", validA1, (c) => json(A1(c).taskId), 400, "invalid_callback"),
+    callback("valid token, body is an array", validA1, "[]", 400, "invalid_request"),
+    callback("valid token, body is null", validA1, "null", 400, "invalid_request"),
+    callback("valid token, body is a string", validA1, (c) => json(A1(c).taskId), 400, "invalid_request"),
     callback("valid token, empty body", validA1, "", 400, "invalid_json"),
-    callback("valid token, broken JSON", validA1, (c) => `{"task_id": "${A1(c).taskId}", "success": tru`, 400, "invalid_request"),
+    callback("valid token, broken JSON", validA1, (c) => `{"task_id": "${A1(c).taskId}", "success": tru`, 400, "invalid_json"),
     callback("valid token, 10,000 nested arrays in data", validA1, (c) => `{"task_id": "${A1(c).taskId}", "data": ${deepArrays(10_000)}}`, 400, "invalid_request"),
     callback("valid token, 2 MiB body", validA1, (c) => json({ task_id: A1(c).taskId, data: { pad: "x".repeat(2 * MAX_BODY) } }), 413, "payload_too_large"),
     callback("valid token, task_id of no task", validA1, json({ task_id: "someone-else", success: true }), 409, "task_mismatch", {
@@ -786,7 +786,7 @@ const CASES = [
     callback("expired token (valid signature) with a correct body", (c) => cbPath(c.A.id, c.A.w1.waitId, c.expiredA1 ??= mintToken(CALLBACK_SECRET, c.A.id, c.A.w1.waitId, pastMs())), (c) => json({ task_id: A1(c).taskId, success: true, data: { late: true } }), 200, null, {
         check: noopBody("expired"),
     }),
-    callback("expired token, body not an object", (c) => cbPath(c.A.id, c.A.w1.waitId, mintToken(CALLBACK_SECRET, c.A.id, c.A.w1.waitId, pastMs())), "[1]", 400, "invalid_callback"),
+    callback("expired token, body not an object", (c) => cbPath(c.A.id, c.A.w1.waitId, mintToken(CALLBACK_SECRET, c.A.id, c.A.w1.waitId, pastMs())), "[1]", 400, "invalid_request"),
     callback("expired token signed with the wrong secret", (c) => cbPath(c.A.id, c.A.w1.waitId, mintToken("wrong-secret", c.A.id, c.A.w1.waitId, pastMs())), (c) => json({ task_id: A1(c).taskId }), 401, "unauthorized"),
     callback("replayed callback (already applied)", (c) => cbPath(c.C.id, c.C.w1.waitId, c.C.w1.token), (c) => json({ task_id: c.C.w1.taskId, success: true, data: { v: 2 } }), 200, null, {
         check: noopBody("already_resumed", (c) => ({ status: "completed", run_id: c.C.id, task_id: c.C.w1.taskId })),
@@ -796,7 +796,7 @@ const CASES = [
         check: noopBody("already_resumed", (c) => ({ status: "completed", run_id: c.C.id, task_id: "other" })),
         events: (c) => [ev("C", c.C.w1.waitId, "callback", "duplicate")],
     }),
-    callback("replayed callback, body not an object", (c) => cbPath(c.C.id, c.C.w1.waitId, c.C.w1.token), '"again"', 400, "invalid_callback"),
+    callback("replayed callback, body not an object", (c) => cbPath(c.C.id, c.C.w1.waitId, c.C.w1.token), '"again"', 400, "invalid_request"),
     callback("validly signed token for a run that does not exist", (c) => cbPath("f".repeat(32), "w1", mintToken(CALLBACK_SECRET, "f".repeat(32), "w1", Date.now() + 3_600_000)), json({ task_id: "t", success: true }), 200, null, {
         check: noopBody("unknown_run", () => ({ task_id: "t" })),
     }),
@@ -827,7 +827,7 @@ const CASES = [
     ...["GET", "PUT"].map((method) => ({ name: `${method} on a heartbeat URL`, method, path: (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/heartbeat?token=${c.A.w1.token}`, status: 405, code: "method_not_allowed" })),
     { name: "heartbeat without a token", method: "POST", path: (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/heartbeat`, body: "{}", status: 401, code: "unauthorized" },
     { name: "heartbeat with another wait's token", method: "POST", path: (c) => `/callbacks/${c.A.id}/${c.A.w2.waitId}/heartbeat?token=${c.A.w1.token}`, body: "{}", status: 401, code: "unauthorized" },
-    { name: "heartbeat with a body that is not an object", method: "POST", path: (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/heartbeat?token=${c.A.w1.token}`, body: "[1]", status: 400, code: "invalid_callback" },
+    { name: "heartbeat with a body that is not an object", method: "POST", path: (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/heartbeat?token=${c.A.w1.token}`, body: "[1]", status: 400, code: "invalid_request" },
     ...[0, -5, 1.5, "10", true].map((extend) => ({ name: `heartbeat extending by ${JSON.stringify(extend)}`, method: "POST", path: (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/heartbeat?token=${c.A.w1.token}`, body: JSON.stringify({ extend_seconds: extend }), status: 400, code: "invalid_request" })),
     { name: "heartbeat naming another task", method: "POST", path: (c) => `/callbacks/${c.A.id}/${c.A.w1.waitId}/heartbeat?token=${c.A.w1.token}`, body: JSON.stringify({ task_id: "not-this-one" }), status: 409, code: "task_mismatch", events: (c) => [ev("A", c.A.w1.waitId, "heartbeat", "task_mismatch")] },
     ...["GET", "PUT", "DELETE", "PATCH"].map((method) => ({ name: `${method} /runs/{id}/cancel`, method, path: (c) => `/runs/${c.A.id}/cancel`, status: 405, code: "method_not_allowed" })),
@@ -882,10 +882,10 @@ const CASES = [
     callback("gate: data nested to 100 levels in all (objects) under another task", validA2, `{"task_id": "not-a2", "data": ${deepObjects(99)}}`, 409, "task_mismatch", { events: mismatchOnA2 }),
     callback("data nested to 101 levels in all is refused before the gate", validA2, `{"task_id": "not-a2", "data": ${deepArrays(100)}}`, 400, "invalid_request"),
     callback("data nested to 127 levels in all is refused before the gate", validA1, `{"task_id": "not-a1", "data": ${deepArrays(126)}}`, 400, "invalid_request"),
-    callback("gate: w2, body is an array", validA2, "[]", 400, "invalid_callback"),
-    callback("gate: w2, body is its task id as a string", validA2, (c) => json(c.A.w2.taskId), 400, "invalid_callback"),
-    callback("gate: w2, body is a number", validA2, "42", 400, "invalid_callback"),
-    callback("gate: w2, body is null", validA2, "null", 400, "invalid_callback"),
+    callback("gate: w2, body is an array", validA2, "[]", 400, "invalid_request"),
+    callback("gate: w2, body is its task id as a string", validA2, (c) => json(c.A.w2.taskId), 400, "invalid_request"),
+    callback("gate: w2, body is a number", validA2, "42", 400, "invalid_request"),
+    callback("gate: w2, body is null", validA2, "null", 400, "invalid_request"),
     heartbeat("gate: heartbeat on w2 naming w1's task, with progress and an extension", hbA("w2"), (c) => json({ task_id: c.A.w1.taskId, progress: { pct: 99 }, extend_seconds: 600 }), 409, "task_mismatch", {
         events: (c) => [ev("A", c.A.w2.waitId, "heartbeat", "task_mismatch")],
     }),
@@ -901,7 +901,7 @@ const CASES = [
     heartbeat("gate: heartbeat naming another task, progress nested to 100 levels in all", hbA("w1"), `{"task_id": "not-a1", "progress": ${deepArrays(99)}}`, 409, "task_mismatch", {
         events: (c) => [ev("A", c.A.w1.waitId, "heartbeat", "task_mismatch")],
     }),
-    heartbeat("gate: heartbeat on w2, body is an array", hbA("w2"), "[]", 400, "invalid_callback"),
+    heartbeat("gate: heartbeat on w2, body is an array", hbA("w2"), "[]", 400, "invalid_request"),
     { name: "gate: the other key cancels run A", method: "POST", path: (c) => `/runs/${c.A.id}/cancel`, auth: OTHER_KEY, status: 404, code: "not_found" },
     { name: "gate: the other key cancels run A through X-Arcrun-API-Key", method: "POST", path: (c) => `/runs/${c.A.id}/cancel`, auth: null, headers: { "x-arcrun-api-key": OTHER_KEY }, status: 404, code: "not_found" },
     { name: "gate: the other key redelivers run A", method: "POST", path: (c) => `/runs/${c.A.id}/redeliver`, auth: OTHER_KEY, status: 404, code: "not_found" },

@@ -516,7 +516,7 @@ test("POST /execute: completed, failed, paused, running; every refusal", { timeo
     await runUntil(worker, running.body.run_id, ["completed"]);
 
     await call(worker, "/execute", { body: "", expect: [400, "invalid_json"] });
-    await call(worker, "/execute", { body: "{not json", expect: [400, "invalid_request"] });
+    await call(worker, "/execute", { body: "{not json", expect: [400, "invalid_json"] });
     await call(worker, "/execute", { body: [1, 2], expect: [400, "invalid_request"] });
     await call(worker, "/execute", { body: { context: {} }, expect: [400, "invalid_request"] });
     await call(worker, "/execute", { body: { graph: linear("comp_passthrough"), context: [1] }, expect: [400, "invalid_request"] });
@@ -642,7 +642,7 @@ test("callbacks and heartbeats: resumed, paused again, every noop, every refusal
     await call(worker, `/callbacks/${run2}/bad!id/heartbeat?token=1.x`, { apiKey: null, body: {}, expect: [404, "not_found"] });
     await call(worker, `${noToken}/heartbeat`, { apiKey: null, body: {}, expect: [401, "unauthorized"] });
     await call(worker, cb, { apiKey: null, body: "", expect: [400, "invalid_json"] });
-    await call(worker, cb, { apiKey: null, body: "not json", expect: [400, "invalid_request"] });
+    await call(worker, cb, { apiKey: null, body: "not json", expect: [400, "invalid_json"] });
     await call(worker, cb, { apiKey: null, body: [1], expect: [400, "invalid_callback"] });
     await call(worker, local(heartbeatUrlOf(first.callbackUrl)), { apiKey: null, body: [1], expect: [400, "invalid_callback"] });
     await call(worker, cb, { apiKey: null, body: JSON.stringify({ task_id: first.taskId, pad: "x".repeat(MAX_BODY) }), expect: [413, "payload_too_large"] });
@@ -792,7 +792,7 @@ test("stored workflows: put, get, list, delete, execute — and their refusals",
     await call(worker, "/workflows/oa-demo", { method: "PUT", body: { graph: { nodes: [] } }, expect: [400, "invalid_graph"] });
     await call(worker, "/workflows/bad%20name", { method: "PUT", body: graph, expect: [400, "invalid_workflow_name"] });
     await call(worker, "/workflows/oa-demo", { method: "PUT", body: "", expect: [400, "invalid_json"] });
-    await call(worker, "/workflows/oa-demo", { method: "PUT", body: "{", expect: [400, "invalid_request"] });
+    await call(worker, "/workflows/oa-demo", { method: "PUT", body: "{", expect: [400, "invalid_json"] });
     await call(worker, "/workflows/oa-demo", { method: "PUT", body: JSON.stringify({ ...graph, pad: "x".repeat(MAX_BODY) }), expect: [413, "payload_too_large"] });
     await call(worker, "/workflows/oa-demo", { method: "PUT", body: graph, apiKey: null, expect: [401, "unauthorized"] });
 

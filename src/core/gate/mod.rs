@@ -50,7 +50,8 @@ use super::segment::{
     Report, Segment,
 };
 use super::store::{Records, TaskIndexStore};
-use super::view::noop_answer;
+use super::answer::{HeartbeatAccepted, True};
+use super::view::{answer_value, noop_answer};
 
 /// How long a callback that found a segment running waits for its own
 /// answer before it is told `202 accepted` (it is kept either way). Long
@@ -327,11 +328,11 @@ impl Gate {
                 expires_at,
                 callback_url,
                 heartbeat_url,
-            } => Answer::ok(json!({
-                "success": true,
-                "expires_at": expires_at,
-                "callback_url": callback_url,
-                "heartbeat_url": heartbeat_url,
+            } => Answer::ok(answer_value(&HeartbeatAccepted {
+                success: True,
+                expires_at,
+                callback_url,
+                heartbeat_url,
             })),
             Reply::Idle => Answer::ok(json!({"success": true})),
         }

@@ -4,14 +4,16 @@
 
 use futures::channel::oneshot;
 use futures::future::{select, Either};
-use serde_json::{json, Value};
 
 use super::storage::{ObjectStorage, INBOX_PREFIX};
 use super::{
     command_run_id, Answer, Gate, Platform, Queued, Sleep, KEPT_ALARM_SLACK_MS,
     QUEUED_ANSWER_WAIT_MS,
 };
+use crate::core::answer::{CallbackAccepted, True};
 use crate::core::driver::Components;
+use crate::core::record::RunStatusName;
+use crate::core::view::answer_value;
 use crate::core::error::EngineError;
 use crate::core::segment::{Clock, Command, Notifier};
 use crate::core::store::{Records, TaskIndexStore};
@@ -55,15 +57,14 @@ impl Gate {
         if let Either::Left((Ok(answer), _)) = select(answered, Box::pin(waited)).await {
             return answer;
         }
-        let mut body = json!({
-            "success": true,
-            "accepted": true,
-            "status": "running",
-            "run_id": run_id,
+        let body = answer_value(&CallbackAccepted {
+            success: True,
+            accepted: True,
+            held: None,
+            status: RunStatusName::Running,
+            run_id: &run_id,
+            task_id: task_id.as_deref(),
         });
-        if let Some(task_id) = task_id {
-            body["task_id"] = Value::from(task_id);
-        }
         Ok(Answer { status: 202, body })
     }
 

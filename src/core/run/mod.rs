@@ -210,18 +210,24 @@ pub enum Resume {
     Held,
 }
 
-/// Why a callback changed nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a callback, heartbeat or legacy resume changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "NoopReason")]
 pub enum Noop {
+    /// A repeat: the wait was resumed already.
     AlreadyResumed,
+    /// No such wait, or one closed by a failed run.
     UnknownWait,
+    /// The run was cancelled or failed elsewhere.
     RunFinished,
+    /// After the wait's deadline.
     Expired,
     /// No stored run: it expired from KV, or never existed.
     UnknownRun,
     /// The legacy route found no wait for the task id.
     UnknownTask,
-    /// The wait only fed a `join: "any"` node that fired on another branch.
+    /// The wait only fed a `join: "any"` node that fired on another branch first.
     Superseded,
 }
 

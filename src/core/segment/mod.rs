@@ -22,7 +22,8 @@ use super::plan::{Directory, GraphLimits};
 use super::record::{DeliveryState, EventKind, EventOutcome, RunStatus, WaitEvent};
 use super::redact::Redactor;
 use super::run::{DeliveryOutcome, Journaled, Noop, Run, Settings, Signer};
-use super::view::{callback_answer, run_details, run_outcome};
+use super::answer::{CallbackAccepted, True};
+use super::view::{answer_value, callback_answer, run_details, run_outcome};
 
 mod callback;
 mod cancel;
@@ -637,17 +638,14 @@ async fn finish<S: Store, C: Components, K: Clock, N>(
 /// The answer to a callback held until its wait opens: accepted, as one
 /// kept while a segment runs is (do not send it again).
 fn held_answer(run: &Run, task_id: Option<String>) -> Value {
-    let mut body = serde_json::json!({
-        "success": true,
-        "accepted": true,
-        "held": true,
-        "status": run.status().name(),
-        "run_id": run.record.run_id,
-    });
-    if let Some(task_id) = task_id {
-        body["task_id"] = Value::from(task_id);
-    }
-    body
+    answer_value(&CallbackAccepted {
+        success: True,
+        accepted: True,
+        held: Some(True),
+        status: run.status().kind(),
+        run_id: &run.record.run_id,
+        task_id: task_id.as_deref(),
+    })
 }
 
 /// A sub-workflow's run that finished in the segment that started it has

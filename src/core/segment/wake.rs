@@ -57,8 +57,9 @@ pub(super) async fn deliver<S: Store, C, K: Clock, N: Notifier>(
             duration_ms: 0,
         }
     } else {
-        let body = serde_json::to_string(&final_event(&run.record, event_type, &config.redactor))
-            .unwrap_or_default();
+        // Due only once the run has finished, so there is always an event.
+        let event = final_event(&run.record, event_type, &config.redactor);
+        let body = serde_json::to_string(&event).unwrap_or_default();
         // Stable per run, status and attempt, so a receiver can deduplicate retries.
         let id = match run.record.attempt {
             0 => format!("msg_{}_{}", run.record.run_id, run.record.status.name()),
