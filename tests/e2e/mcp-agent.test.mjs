@@ -104,6 +104,8 @@ after(async () => {
 }, { timeout: 120_000 });
 
 test("tools/list: every tool has annotations, a self-contained outputSchema and input schema, and the graph format is in the input schema", { timeout: 60_000 }, async () => {
+    // The server's instructions say where to learn the graph format.
+    assert.match(client.getInstructions() ?? "", /execute_workflow's input schema/);
     const listed = (await client.listTools()).tools;
     assert.deepEqual(listed.map((t) => t.name).sort(), Object.keys(TOOLS).sort());
     tools = Object.fromEntries(listed.map((t) => [t.name, t]));
@@ -333,4 +335,30 @@ test("the routes' own validation and errors, unchanged", { timeout: 60_000 }, as
     await same(redeliver, "POST", `/runs/${quick.answer.run_id}/redeliver`);
     assert.equal(redeliver.answer.error.code, "invalid_request");
     assert.equal((await call("retry_run", { run_id: "no-such-run-0123456789" })).answer.error.code, "not_found");
+});
+
+test("output schemas are offered only to clients that are sent structured content", { timeout: 60_000 }, async () => {
+    const list = async (headers) => {
+        const res = await fetch(`${worker.url}/mcp`, {
+            method: "POST",
+            headers: { "content-type": "application/json", accept: "application/json, text/event-stream", authorization: `Bearer ${TEST_API_KEY}`, ...headers },
+            body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
+        });
+        assert.equal(res.status, 200);
+        return (await res.json()).result.tools;
+    };
+    const modern = await list({ "mcp-protocol-version": "2025-06-18" });
+    assert.ok(modern.every((t) => t.outputSchema?.type === "object"), "2025-06-18: every tool has its outputSchema");
+    assert.deepEqual(modern.map((t) => t.name).sort(), Object.keys(TOOLS).sort());
+    for (const headers of [{ "mcp-protocol-version": "2025-03-26" }, {}]) {
+        const older = await list(headers);
+        assert.equal(older.length, modern.length);
+        for (const tool of older) {
+            // Told of an outputSchema, a client would expect structured content, which an older
+            // revision is not sent; everything else is the same.
+            assert.equal(tool.outputSchema, undefined, `${tool.name}: no outputSchema for ${JSON.stringify(headers)}`);
+            const { outputSchema, ...rest } = modern.find((m) => m.name === tool.name);
+            assert.deepEqual(tool, rest);
+        }
+    }
 });

@@ -18,11 +18,22 @@ const TOOLS: &str = include_str!("tools.json");
 const API_NAME: &str = "openapi.json";
 const GRAPH_NAME: &str = "schema/graph.json";
 
-/// The tools, built once per isolate: bundling reads a few hundred
-/// kilobytes of documents, which no request should pay twice.
-pub fn tools() -> Result<Value, String> {
+/// The tools, each with its `outputSchema` only for a client that is sent
+/// structured content (`structured`, by its protocol revision): a client told
+/// of an output schema expects every success to carry structured content.
+pub fn tools(structured: bool) -> Result<Value, String> {
+    // Built once per isolate: bundling reads a few hundred kilobytes of
+    // documents, which no request should pay for twice.
     static TOOL_LIST: OnceLock<Result<Value, String>> = OnceLock::new();
-    TOOL_LIST.get_or_init(build).clone()
+    let mut tools = TOOL_LIST.get_or_init(build).clone()?;
+    if !structured {
+        for tool in tools.as_array_mut().into_iter().flatten() {
+            if let Value::Object(tool) = tool {
+                tool.remove("outputSchema");
+            }
+        }
+    }
+    Ok(tools)
 }
 
 fn build() -> Result<Value, String> {

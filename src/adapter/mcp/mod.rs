@@ -100,11 +100,13 @@ pub async fn handle(
                 "capabilities": { "tools": {} },
                 "serverInfo": { "name": "arcrun", "version": env!("CARGO_PKG_VERSION") },
                 "instructions": "Run workflow graphs that may pause for long-running components; \
-                    a paused run finishes on its own — read it with get_run."
+                    a paused run finishes on its own — read it with get_run. The graph format is \
+                    in execute_workflow's input schema, with an example in its description; \
+                    save_workflow keeps a graph under a name to run again."
             }))
         }
         "ping" => Ok(json!({})),
-        "tools/list" => match list::tools() {
+        "tools/list" => match list::tools(structured) {
             Ok(tools) => Ok(json!({ "tools": tools })),
             Err(e) => Err((
                 INTERNAL_ERROR,
