@@ -34,28 +34,22 @@ pub async fn call(
     owner: String,
 ) -> Result<Response, Refused> {
     let args = Arguments { tool, arguments };
+    // A request about one run: its gate decides, as for the routes.
+    let about_run: Option<fn(String, Option<String>) -> Command> = match tool {
+        "get_run" => Some(|run_id, owner| Command::Read { run_id, owner }),
+        "cancel_run" => Some(|run_id, owner| Command::Cancel { run_id, owner }),
+        "retry_run" => Some(|run_id, owner| Command::Retry { run_id, owner }),
+        "redeliver_final_callback" => Some(|run_id, owner| Command::Redeliver { run_id, owner }),
+        _ => None,
+    };
+    if let Some(command) = about_run {
+        let run_id = args.run_id()?;
+        let command = command(run_id.clone(), Some(owner));
+        let answer = gate(env, &run_id, &command).await;
+        return Ok(answer.unwrap_or_else(ApiError::into_response));
+    }
     let answer = match tool {
         "execute_workflow" => start(&args, url, config, env, owner).await?,
-        "get_run" => {
-            let (run_id, read) =
-                args.on_run(&owner, |run_id, owner| Command::Read { run_id, owner })?;
-            gate(env, &run_id, &read).await
-        }
-        "cancel_run" => {
-            let (run_id, cancel) =
-                args.on_run(&owner, |run_id, owner| Command::Cancel { run_id, owner })?;
-            gate(env, &run_id, &cancel).await
-        }
-        "retry_run" => {
-            let (run_id, retry) =
-                args.on_run(&owner, |run_id, owner| Command::Retry { run_id, owner })?;
-            gate(env, &run_id, &retry).await
-        }
-        "redeliver_final_callback" => {
-            let (run_id, redeliver) =
-                args.on_run(&owner, |run_id, owner| Command::Redeliver { run_id, owner })?;
-            gate(env, &run_id, &redeliver).await
-        }
         "list_runs" => {
             let query = args.query()?;
             match ListQuery::parse(query.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
@@ -155,16 +149,6 @@ impl Arguments<'_> {
             Value::String(text) => Ok(text),
             _ => Err(Refused(format!("\"{key}\" must be a string: {what}"))),
         }
-    }
-
-    /// The command about the run `run_id` names, by the caller's key.
-    fn on_run(
-        &self,
-        owner: &str,
-        command: fn(String, Option<String>) -> Command,
-    ) -> Result<(String, Command), Refused> {
-        let run_id = self.run_id()?;
-        Ok((run_id.clone(), command(run_id, Some(owner.to_string()))))
     }
 
     /// Checked as the routes check it, before any gate is asked: a string
