@@ -6,14 +6,15 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 cd "$REPO_ROOT"
 
-# Nothing to do when build/ is newer than everything it is made from and was made the same
+# Nothing to do when build/ is newer than everything it is made from (the MCP tools compile in
+# public/openapi.json and the graph schema) and was made the same
 # way: `wrangler dev` runs this at every start (and `npm start` restarts then serve within
 # seconds), and `wrangler deploy` runs it too. FORCE_BUILD=1 always rebuilds.
 stamp="build/.made-with"
 recipe="skip_opt=${SKIP_WASM_OPT:-0} keep_names=${KEEP_WASM_NAMES:-0}"
 if [[ "${FORCE_BUILD:-0}" != "1" && -f build/index_bg.wasm && -f build/index.js && -f "$stamp" ]] &&
     [[ "$(cat "$stamp")" == "$recipe" ]] &&
-    [[ -z "$(find src Cargo.toml Cargo.lock scripts/build.sh -newer "$stamp" -print -quit)" ]]; then
+    [[ -z "$(find src Cargo.toml Cargo.lock scripts/build.sh public/openapi.json public/schema/graph.json -newer "$stamp" -print -quit)" ]]; then
     echo "[build] build/ is up to date with src/ (FORCE_BUILD=1 rebuilds)"
     exit 0
 fi

@@ -213,16 +213,16 @@ pub async fn delete_workflow(name: &str, env: &Env, owner: &str) -> Result<Respo
     with_ops(json_response(200, &body), &store)
 }
 
-/// `GET /workflows`: names and summaries, one KV list operation per page.
+/// `GET /workflows` (and MCP's `list_workflows`, its arguments as the
+/// query): names and summaries, one KV list operation per page.
 pub async fn list_workflows(
-    url: &worker::Url,
+    query: &[(String, String)],
     env: &Env,
     owner: &str,
 ) -> Result<Response, ApiError> {
-    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     let mut limit = KV_PAGE;
     let mut cursor = ListCursor::default();
-    for (k, v) in &pairs {
+    for (k, v) in query {
         match k.as_str() {
             "limit" => {
                 limit = v

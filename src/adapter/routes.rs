@@ -169,7 +169,8 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             require(&method, "GET")?;
             let config = config(env)?;
             let owner = authenticate(req, &config)?;
-            catalog::list_workflows(&url, env, &owner).await
+            let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            catalog::list_workflows(&query, env, &owner).await
         }
         ["workflows", name] if !(*name == "resume" && method == "POST") => {
             let config = config(env)?;

@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod record;
 pub mod redact;
 pub mod run;
+pub mod schema;
 pub mod scope;
 pub mod segment;
 pub mod store;

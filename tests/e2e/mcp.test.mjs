@@ -12,7 +12,10 @@ import { McpError, ErrorCode, LATEST_PROTOCOL_VERSION } from "@modelcontextproto
 import { startWorker, pendingComponent, waitUntil, TEST_API_KEY } from "./harness.mjs";
 import { startDaemon } from "../../daemon/daemon.mjs";
 
-const TOOL_NAMES = ["cancel_run", "execute_workflow", "get_run", "list_runs"];
+const TOOL_NAMES = [
+    "cancel_run", "delete_workflow", "execute_workflow", "get_run", "get_workflow", "list_runs",
+    "list_workflows", "redeliver_final_callback", "retry_run", "save_workflow",
+];
 const SERVER_VERSIONS = ["2025-06-18", "2025-03-26", "2024-11-05"];
 
 let worker;
@@ -153,7 +156,7 @@ test("initialize negotiates a protocol version and names the server; ping answer
     }
 });
 
-test("tools/list names the four tools, each with an object inputSchema", { timeout: 60_000 }, async () => {
+test("tools/list names the tools, each with an object inputSchema", { timeout: 60_000 }, async () => {
     const { tools } = await client.listTools();
     assert.deepEqual(tools.map((t) => t.name).sort(), TOOL_NAMES);
     for (const tool of tools) {

@@ -37,7 +37,9 @@ impl JsonSchema for RpcIdOrNull {
 }
 
 /// One JSON-RPC 2.0 message: `initialize`, `ping`, `tools/list` or
-/// `tools/call`. Without an `id` it is a notification.
+/// `tools/call` (tools: execute_workflow, get_run, list_runs, cancel_run,
+/// retry_run, redeliver_final_callback, list_workflows, get_workflow,
+/// save_workflow, delete_workflow). Without an `id` it is a notification.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct McpRequest {
     pub jsonrpc: JsonRpcVersion,
@@ -73,7 +75,8 @@ pub enum McpOutcome {
 #[schemars(deny_unknown_fields)]
 pub struct RpcError {
     /// -32700 parse error, -32600 invalid request, -32601 no such method,
-    /// -32602 invalid params.
+    /// -32602 invalid params (a tool's arguments: the message names what it
+    /// needs), -32603 internal error (the tools could not be described).
     pub code: i64,
     pub message: String,
 }

@@ -1,29 +1,29 @@
 //! `POST /mcp`: a Model Context Protocol server over Streamable HTTP, JSON
 //! responses only and no sessions, so an AI agent can start a workflow, get
 //! `paused` with its `run_id` and `task_id`, and read the result later. The
-//! tools are the API's own routes; the same API keys authenticate.
+//! tools are the API's own routes (`tools`), described by the API's own
+//! documents (`list`); the same API keys authenticate. This module is the
+//! JSON-RPC around them and the shape of a tool's result.
 
-use serde_json::{json, Map, Value};
+mod list;
+mod tools;
+
+use serde_json::{json, Value};
 use worker::{Env, Response};
 
-use super::catalog;
 use super::config::Config;
-use super::gate_stub::gate;
-use super::http::{json_response, valid_id, ApiError};
+use super::http::{json_response, ApiError};
 use super::ops::Ops;
-use super::trigger::execute;
-use crate::core::listing::ListQuery;
-use crate::core::segment::Command;
 
 /// Protocol revisions this server speaks; the newest is offered when the
 /// client asks for one it does not know.
 const VERSIONS: [&str; 3] = ["2025-06-18", "2025-03-26", "2024-11-05"];
-const TOOLS: &str = include_str!("mcp_tools.json");
 
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
 const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
+const INTERNAL_ERROR: i64 = -32603;
 
 fn rpc_error(id: &Value, code: i64, message: &str) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
@@ -100,14 +100,19 @@ pub async fn handle(
                 "capabilities": { "tools": {} },
                 "serverInfo": { "name": "arcrun", "version": env!("CARGO_PKG_VERSION") },
                 "instructions": "Run workflow graphs that may pause for long-running components; \
-                    a paused run finishes on its own — read it with get_run."
+                    a paused run finishes on its own — read it with get_run. The graph format is \
+                    in execute_workflow's input schema, with an example in its description; \
+                    save_workflow keeps a graph under a name to run again."
             }))
         }
         "ping" => Ok(json!({})),
-        "tools/list" => {
-            let tools: Value = serde_json::from_str(TOOLS).unwrap_or_default();
-            Ok(json!({ "tools": tools }))
-        }
+        "tools/list" => match list::tools(structured) {
+            Ok(tools) => Ok(json!({ "tools": tools })),
+            Err(e) => Err((
+                INTERNAL_ERROR,
+                format!("the tools cannot be described: {e}"),
+            )),
+        },
         "tools/call" => call_tool(&params, structured, url, config, env, owner)
             .await
             .map(|(result, spent)| {
@@ -138,77 +143,11 @@ async fn call_tool(
     env: &Env,
     owner: String,
 ) -> Result<ToolAnswer, (i64, String)> {
-    let args = params["arguments"].as_object().cloned().unwrap_or_default();
-    let text = |key: &str| args.get(key).and_then(Value::as_str).map(str::to_string);
-    // Checked as the routes check it, before any gate is asked: a string
-    // that cannot be a run id costs nothing.
-    let run_id = || {
-        let id = text("run_id").ok_or((INVALID_PARAMS, "run_id is required".to_string()))?;
-        valid_id(&id).map_err(|_| {
-            (
-                INVALID_PARAMS,
-                "run_id is not a run id (letters, digits, '-' and '_', at most 64)".to_string(),
-            )
-        })?;
-        Ok(id)
-    };
-    let response = match params["name"].as_str().unwrap_or_default() {
-        "execute_workflow" => {
-            let mut body: Map<String, Value> = args.clone();
-            match body.remove("workflow") {
-                Some(Value::String(name)) => {
-                    catalog::execute_workflow(
-                        None,
-                        Value::Object(body),
-                        &name,
-                        url,
-                        config,
-                        env,
-                        owner,
-                    )
-                    .await
-                }
-                _ => execute(None, Value::Object(body), url, config, env, owner).await,
-            }
-        }
-        "get_run" => {
-            let run_id = run_id()?;
-            let read = Command::Read {
-                run_id: run_id.clone(),
-                owner: Some(owner),
-            };
-            gate(env, &run_id, &read).await
-        }
-        "cancel_run" => {
-            let run_id = run_id()?;
-            let cancel = Command::Cancel {
-                run_id: run_id.clone(),
-                owner: Some(owner),
-            };
-            gate(env, &run_id, &cancel).await
-        }
-        "list_runs" => {
-            // The tool's arguments read as the route's query string would.
-            let limit = args
-                .get("limit")
-                .and_then(Value::as_u64)
-                .map(|n| n.to_string());
-            let pairs: Vec<(&str, String)> = [
-                ("status", text("status")),
-                ("cursor", text("cursor")),
-                ("limit", limit),
-            ]
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, v?)))
-            .collect();
-            match ListQuery::parse(pairs.iter().map(|(k, v)| (*k, v.as_str()))) {
-                Ok(query) => catalog::list_runs(&query, env, &owner).await,
-                Err(e) => Err(e.into()),
-            }
-        }
-        other => return Err((INVALID_PARAMS, format!("no tool '{other}'"))),
-    };
-    let mut response = response.unwrap_or_else(ApiError::into_response);
+    let name = params["name"].as_str().unwrap_or_default();
+    let arguments = params["arguments"].as_object().cloned().unwrap_or_default();
+    let mut response = tools::call(name, arguments, url, config, env, owner)
+        .await
+        .map_err(|tools::Refused(message)| (INVALID_PARAMS, message))?;
     let failed = response.status_code() >= 400;
     // What the tool's route cost is what this answer cost.
     let mut cost = Vec::new();
@@ -237,14 +176,28 @@ async fn call_tool(
 }
 
 /// One line saying what a tool's answer says: the run's status (and what
-/// it waits on), or how many runs a listing holds.
+/// it waits on), how many runs or workflows a listing holds, or what became
+/// of a stored workflow.
 fn summary(body: &Value) -> String {
+    let more = match body.get("next_cursor").and_then(Value::as_str) {
+        Some(_) => " (more with next_cursor)",
+        None => "",
+    };
     if let Some(runs) = body.get("runs").and_then(Value::as_array) {
-        let more = match body.get("cursor").and_then(Value::as_str) {
-            Some(_) => " (more with the cursor)",
-            None => "",
-        };
         return format!("{} runs{more}", runs.len());
+    }
+    if let Some(workflows) = body.get("workflows").and_then(Value::as_array) {
+        return format!("{} stored workflows{more}", workflows.len());
+    }
+    if let Some(name) = body.get("deleted").and_then(Value::as_str) {
+        return format!("workflow {name} is deleted");
+    }
+    if let Some(workflow) = body.get("workflow").filter(|w| w.is_object()) {
+        let name = workflow["name"].as_str().unwrap_or("?");
+        return match workflow["graph"]["nodes"].as_array() {
+            Some(nodes) => format!("workflow {name}, {} nodes", nodes.len()),
+            None => format!("workflow {name} is stored ({} nodes)", workflow["nodes"]),
+        };
     }
     let run_id = body["run_id"].as_str().unwrap_or("?");
     let status = body["status"].as_str().unwrap_or("unknown");
