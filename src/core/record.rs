@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::graph::Graph;
+use super::protocol::CallFailure;
 
 pub type Context = Map<String, Value>;
 
@@ -409,6 +410,18 @@ pub struct TraceEntry {
     pub resumed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The failure's machine-readable code, when it has one: the engine's
+    /// own (`wait_timeout`, `connection_refused`, … see
+    /// `protocol::CallFailure`) or a component's `error.code`. (Added after
+    /// v3 first shipped; records without it read as before.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// What went wrong short of failing: template references in the node's
+    /// data that named nothing (left as written). At most
+    /// `template::MAX_UNRESOLVED_KEPT` lines, plus one counting the rest,
+    /// each of bounded length. (Added after v3 first shipped.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The attempt this entry belongs to (0, omitted, for the first).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub attempt: u32,
@@ -498,5 +511,9 @@ pub struct DeliveryAttempt {
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why no answer came, as a stable code (see `protocol::CallFailure`).
+    /// (Added after v3 first shipped; records without it read as before.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<CallFailure>,
     pub duration_ms: u64,
 }
