@@ -3,6 +3,7 @@
 
 mod support;
 
+use arcrun::core::protocol::CallFailure;
 use arcrun::core::record::RunStatus;
 use arcrun::core::run::CallOutcome;
 use serde_json::{json, Value};
@@ -86,17 +87,19 @@ fn transport_failures_become_failed_results_that_on_fail_routes() {
     let net = Network::new(|_| CallOutcome::Failed {
         status: Some(502),
         error: "component answered HTTP 502".into(),
+        code: Some(CallFailure::HttpStatus),
     });
     let graph = json!({
         "nodes": [
             {"id": "c", "type": "Component", "componentId": "http://c/x"},
-            {"id": "recover", "type": "Output", "data": {"why": "{{c.error}}", "status": "{{c.status}}"}}
+            {"id": "recover", "type": "Output", "data": {"why": "{{c.error}}", "status": "{{c.status}}", "code": "{{c.error_code}}"}}
         ],
         "edges": [{"from": "c", "to": "recover", "type": "ON_FAIL"}]
     });
     let run = run_graph(graph, json!({}), &net, &clock);
     assert_eq!(output(&run)["why"], json!("component answered HTTP 502"));
     assert_eq!(output(&run)["status"], json!(502));
+    assert_eq!(output(&run)["code"], json!("http_status"));
 }
 
 #[test]
@@ -105,6 +108,7 @@ fn unrouted_failure_fails_the_run_with_the_node_and_reason() {
     let net = Network::new(|_| CallOutcome::Failed {
         status: None,
         error: "timed out after 120000 ms".into(),
+        code: Some(CallFailure::Timeout),
     });
     let graph = json!({
         "nodes": [
@@ -119,6 +123,9 @@ fn unrouted_failure_fails_the_run_with_the_node_and_reason() {
     };
     assert_eq!(error.node_id.as_deref(), Some("c"));
     assert!(error.message.contains("timed out"));
+    // The run's code stays `node_failed`; the trace says what happened.
+    assert_eq!(error.code, "node_failed");
+    assert_eq!(run.record.trace[0].error_code.as_deref(), Some("timeout"));
     assert_eq!(executed(&run), vec!["c:failed"]);
 }
 

@@ -5,6 +5,7 @@
 mod support;
 
 use arcrun::core::error::EngineError;
+use arcrun::core::protocol::CallFailure;
 use arcrun::core::record::DeliveryState;
 use arcrun::core::run::DeliveryOutcome;
 use arcrun::core::segment::{record_ttl, Command, Reply};
@@ -102,6 +103,7 @@ fn failures_are_retried_on_the_schedule_until_delivered() {
         answer(500),
         DeliveryOutcome::Failed {
             error: "connection refused".into(),
+            code: Some(CallFailure::ConnectionFailed),
             duration_ms: 1,
         },
         answer(204),

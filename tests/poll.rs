@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use arcrun::core::error::EngineError;
 use arcrun::core::plan::{plan_from_json, Directory, GraphLimits};
+use arcrun::core::protocol::CallFailure;
 use arcrun::core::record::{RunStatus, WaitClosed};
 use arcrun::core::run::{CallOutcome, Noop};
 use arcrun::core::segment::Reply;
@@ -181,6 +182,7 @@ fn a_status_url_that_keeps_failing_fails_the_poll_task() {
     let (net, polls) = network(vec![CallOutcome::Failed {
         status: Some(503),
         error: "component answered HTTP 503".into(),
+        code: Some(CallFailure::HttpStatus),
     }]);
     let gate = Gate::new(net);
     let started = gate.start(poll_graph(json!({})), json!({"job": "j"}));
@@ -277,6 +279,7 @@ fn a_failing_status_url_stops_polling_but_the_callback_still_counts() {
     let (net, polls) = network(vec![CallOutcome::Failed {
         status: None,
         error: "refused".into(),
+        code: Some(CallFailure::ConnectionFailed),
     }]);
     let gate = Gate::new(net);
     let mut wake = gate.start(callback_or_poll_graph(), json!({})).wake;

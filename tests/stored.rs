@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use arcrun::core::error::EngineError;
 use arcrun::core::plan::Directory;
+use arcrun::core::protocol::CallFailure;
 use arcrun::core::record::RunStatus;
-use arcrun::core::run::{Run, Settings};
+use arcrun::core::run::{CallOutcome, Journaled, Run, Settings};
 use arcrun::core::segment::{Command, Reply};
 use arcrun::core::stored::{decode, encode, CURRENT_VERSION};
 use serde_json::{json, Value};
@@ -291,4 +292,61 @@ fn join_and_superseded_are_additions_to_version_3_that_old_records_do_without() 
         decode(&unknown.to_string(), &Directory::default(), settings()),
         Err(EngineError::CorruptRecord(_))
     ));
+}
+
+#[test]
+fn strict_templates_warnings_and_error_codes_are_additions_to_version_3_that_old_records_do_without(
+) {
+    // A record from before them reads, and is written back without them.
+    let old = decode(
+        &read("tests/fixtures/v2/failed.json"),
+        &Directory::default(),
+        settings(),
+    )
+    .unwrap();
+    assert!(!old.record.graph.strict_templates);
+    let mut v3: Value = serde_json::from_str(&encoded(&old)).unwrap();
+    assert!(v3["graph"].get("strict_templates").is_none());
+    for entry in v3["trace"].as_array().unwrap() {
+        assert!(entry.get("warnings").is_none() && entry.get("error_code").is_none());
+    }
+    // With them, they read back and are written again as they were.
+    v3["graph"]["strict_templates"] = json!(true);
+    let trace = v3["trace"].as_array_mut().unwrap();
+    trace[0]["warnings"] = json!(["unresolved template reference {{x}} at data.y"]);
+    trace[1]["error_code"] = json!("connection_failed");
+    let run = decode(&v3.to_string(), &Directory::default(), settings()).unwrap();
+    assert!(run.record.graph.strict_templates);
+    assert_eq!(
+        run.record.trace[0].warnings,
+        vec!["unresolved template reference {{x}} at data.y"]
+    );
+    let again: Value = serde_json::from_str(&encoded(&run)).unwrap();
+    assert_eq!(again["graph"]["strict_templates"], json!(true));
+    assert_eq!(again["trace"], v3["trace"]);
+}
+
+#[test]
+fn a_journaled_failure_from_before_codes_reads_without_one() {
+    let before = CallOutcome::Failed {
+        status: Some(503),
+        error: "component answered HTTP 503".into(),
+        code: None,
+    };
+    let entry = r#"{"outcome":{"failed":{"status":503,"error":"component answered HTTP 503"}}}"#;
+    assert_eq!(Journaled::parse(entry).unwrap().outcome, before);
+    let bare = r#"{"failed":{"status":503,"error":"component answered HTTP 503"}}"#;
+    assert_eq!(Journaled::parse(bare).unwrap().outcome, before);
+    // And one with a code keeps it.
+    let coded = Journaled {
+        outcome: CallOutcome::Failed {
+            status: None,
+            error: "timed out after 5 ms".into(),
+            code: Some(CallFailure::Timeout),
+        },
+        expires_at: None,
+    };
+    let text = serde_json::to_string(&coded).unwrap();
+    assert!(text.contains(r#""code":"timeout""#), "{text}");
+    assert_eq!(Journaled::parse(&text).unwrap(), coded);
 }

@@ -46,7 +46,7 @@ use std::rc::Rc;
 use arcrun::core::effect::Effect;
 use arcrun::core::graph::EdgeKind;
 use arcrun::core::plan::{plan_from_json, Directory, GraphLimits};
-use arcrun::core::protocol::error_code;
+use arcrun::core::protocol::{error_code, CallFailure};
 use arcrun::core::record::{Arrival, ItemState, NodeState, RunStatus, TraceStatus, WaitClosed};
 use arcrun::core::run::{Call, CallKey, CallOutcome, Noop, Resume, Run, Settings, Signer};
 use arcrun::core::stored::{decode, encode};
@@ -91,8 +91,16 @@ impl Script {
                 "polled" => CallOutcome::Answered(json!({"pending": true,
                     "task_id": format!("t-{}", call.wait_id),
                     "status_url": "https://status.test/", "poll_interval_seconds": 1})),
-                "fail" => CallOutcome::Failed { status: Some(500), error: "HTTP 500".into() },
-                "timeout" => CallOutcome::Failed { status: None, error: "timed out".into() },
+                "fail" => CallOutcome::Failed {
+                    status: Some(500),
+                    error: "HTTP 500".into(),
+                    code: Some(CallFailure::HttpStatus),
+                },
+                "timeout" => CallOutcome::Failed {
+                    status: None,
+                    error: "timed out".into(),
+                    code: Some(CallFailure::Timeout),
+                },
                 _ => CallOutcome::Answered(Value::String(s)),
             },
             Some(v) => CallOutcome::Answered(v),

@@ -15,7 +15,9 @@ use super::runtime::now_ms;
 use super::subflow;
 use crate::core::budget::ChildBudget;
 use crate::core::driver::Components;
+use crate::core::outbound;
 use crate::core::plan::SUBFLOW_SCHEME;
+use crate::core::protocol::CallFailure;
 use crate::core::run::{Call, CallOutcome, DeliveryOutcome};
 use crate::core::segment::{Notifier, PARENT_SCHEME};
 
@@ -34,12 +36,24 @@ pub struct HttpComponents {
 /// Why no JSON answer was had.
 enum Trouble {
     Failed(CallOutcome),
+    /// The request could not be built: nothing was sent.
     Error(String),
+    /// `fetch` threw, or the body could not be read: what the runtime said.
+    Network(String),
 }
 
 impl From<worker::Error> for Trouble {
     fn from(e: worker::Error) -> Self {
         Self::Error(e.to_string())
+    }
+}
+
+/// A failure with its code.
+fn failed(status: Option<u16>, error: String, code: CallFailure) -> CallOutcome {
+    CallOutcome::Failed {
+        status,
+        error,
+        code: Some(code),
     }
 }
 
@@ -95,7 +109,7 @@ impl HttpComponents {
             let mut response = Fetch::Request(request)
                 .send_with_signal(&signal)
                 .await
-                .map_err(|e| Trouble::Error(format!("request failed: {e}")))?;
+                .map_err(|e| Trouble::Network(e.to_string()))?;
             let status = response.status_code();
             let location = response.headers().get("location").ok().flatten();
             let bytes = self.read_bounded(&mut response).await?;
@@ -104,41 +118,37 @@ impl HttpComponents {
         let timeout = Delay::from(Duration::from_millis(self.timeout_ms));
         let (status, location, bytes) = match select(Box::pin(exchange), Box::pin(timeout)).await {
             Either::Left((result, _)) => result?,
+            // Our own deadline: whatever the runtime would say of the
+            // aborted request, it timed out.
             Either::Right(_) => {
                 controller.abort();
-                return Ok(CallOutcome::Failed {
-                    status: None,
-                    error: format!("timed out after {} ms", self.timeout_ms),
-                });
+                let (code, error) = outbound::timed_out(self.timeout_ms);
+                return Ok(failed(None, error, code));
             }
         };
         let text = String::from_utf8_lossy(&bytes);
         if (300..400).contains(&status) {
-            return Ok(CallOutcome::Failed {
-                status: Some(status),
-                error: format!(
-                    "component answered a redirect (HTTP {status}{}); redirects are not followed",
-                    location
-                        .map(|l| format!(" to {}", excerpt(&l)))
-                        .unwrap_or_default()
-                ),
-            });
+            let error = format!(
+                "component answered a redirect (HTTP {status}{}); redirects are not followed",
+                location
+                    .map(|l| format!(" to {}", excerpt(&l)))
+                    .unwrap_or_default()
+            );
+            return Ok(failed(Some(status), error, CallFailure::Redirect));
         }
         if !(200..300).contains(&status) {
-            return Ok(CallOutcome::Failed {
-                status: Some(status),
-                error: format!("component answered HTTP {status}: {}", excerpt(&text)),
-            });
+            let error = format!("component answered HTTP {status}: {}", excerpt(&text));
+            return Ok(failed(Some(status), error, CallFailure::HttpStatus));
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(v) => Ok(CallOutcome::Answered(v)),
-            Err(_) => Ok(CallOutcome::Failed {
-                status: Some(status),
-                error: format!(
+            Err(_) => {
+                let error = format!(
                     "component answered with something other than JSON: {}",
                     excerpt(&text)
-                ),
-            }),
+                );
+                Ok(failed(Some(status), error, CallFailure::NotJson))
+            }
         }
     }
 
@@ -147,12 +157,11 @@ impl HttpComponents {
     async fn read_bounded(&self, response: &mut worker::Response) -> Result<Vec<u8>, Trouble> {
         let limit = self.max_response_bytes;
         let too_large = |status: u16| {
-            Trouble::Failed(CallOutcome::Failed {
-                status: Some(status),
-                error: format!(
-                    "component response exceeds MAX_COMPONENT_RESPONSE_BYTES ({limit} bytes)"
-                ),
-            })
+            Trouble::Failed(failed(
+                Some(status),
+                format!("component response exceeds MAX_COMPONENT_RESPONSE_BYTES ({limit} bytes)"),
+                CallFailure::ResponseTooLarge,
+            ))
         };
         let status = response.status_code();
         let declared = response
@@ -169,8 +178,7 @@ impl HttpComponents {
             return Ok(bytes);
         };
         while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| Trouble::Error(format!("reading the response failed: {e}")))?;
+            let chunk = chunk.map_err(|e| Trouble::Network(e.to_string()))?;
             if bytes.len() + chunk.len() > limit {
                 return Err(too_large(status));
             }
@@ -194,7 +202,12 @@ impl Components for HttpComponents {
             Err(Trouble::Error(error)) => CallOutcome::Failed {
                 status: None,
                 error,
+                code: None,
             },
+            Err(Trouble::Network(said)) => {
+                let (code, error) = outbound::classify(&call.url, &said);
+                failed(None, error, code)
+            }
         }
     }
 }
@@ -243,14 +256,22 @@ impl Notifier for HttpNotifier {
                 status: response.status_code(),
                 duration_ms: elapsed(),
             },
-            Either::Left((Err(e), _)) => DeliveryOutcome::Failed {
-                error: format!("request failed: {e}"),
-                duration_ms: elapsed(),
-            },
-            Either::Right(_) => DeliveryOutcome::Failed {
-                error: format!("timed out after {} ms", self.timeout_ms),
-                duration_ms: elapsed(),
-            },
+            Either::Left((Err(e), _)) => {
+                let (code, error) = outbound::classify(url, &e.to_string());
+                DeliveryOutcome::Failed {
+                    error,
+                    code: Some(code),
+                    duration_ms: elapsed(),
+                }
+            }
+            Either::Right(_) => {
+                let (code, error) = outbound::timed_out(self.timeout_ms);
+                DeliveryOutcome::Failed {
+                    error,
+                    code: Some(code),
+                    duration_ms: elapsed(),
+                }
+            }
         }
     }
 }

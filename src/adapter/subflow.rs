@@ -35,6 +35,7 @@ fn failed(error: String) -> CallOutcome {
     CallOutcome::Failed {
         status: None,
         error,
+        code: None,
     }
 }
 
@@ -129,6 +130,7 @@ async fn start_child(env: &Env, call: &Call, budget: ChildBudget) -> Result<Call
         return Ok(CallOutcome::Failed {
             status: Some(status),
             error: format!("sub-workflow '{name}' could not start: {message}"),
+            code: None,
         });
     }
     let run_status = body["status"].as_str().unwrap_or("running");
@@ -206,6 +208,7 @@ pub async fn notify_parent(env: &Env, url: &str, body: &str) -> DeliveryOutcome 
         },
         Err(e) => DeliveryOutcome::Failed {
             error: e.message(),
+            code: None,
             duration_ms: elapsed(),
         },
     }

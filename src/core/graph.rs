@@ -242,6 +242,12 @@ pub struct Graph {
     #[serde(default)]
     #[schemars(with = "Option<Vec<Edge>>")]
     pub edges: Vec<Edge>,
+    /// A template reference that names nothing fails its node, instead of
+    /// staying as written with a warning in the trace. Off (and left out of
+    /// the stored graph) by default, as the engine we descend from has it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(with = "Option<bool>")]
+    pub strict_templates: bool,
 }
 
 /// An ON_BRANCH edge's label: text, or a boolean or number taken as its text.
@@ -266,11 +272,24 @@ pub fn parse_graph(value: &Value, problems: &mut Vec<Problem>) -> Option<Graph> 
     let nodes = parse_list(obj, "nodes", true, problems, parse_node);
     // Existing workflows omit `edges` on single-node graphs.
     let edges = parse_list(obj, "edges", false, problems, parse_edge);
+    let strict_templates = match obj.get("strict_templates") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(strict)) => *strict,
+        Some(_) => {
+            problems.push(Problem::new(
+                "graph.strict_templates",
+                "must be true or false (true: a template reference that names nothing fails \
+                 its node)",
+            ));
+            false
+        }
+    };
     Some(Graph {
         id,
         name,
         nodes,
         edges,
+        strict_templates,
     })
 }
 

@@ -17,6 +17,7 @@ pub mod gate;
 pub mod graph;
 pub mod listing;
 pub mod memory;
+pub mod outbound;
 pub mod pacing;
 pub mod plan;
 pub mod protocol;

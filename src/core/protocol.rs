@@ -3,6 +3,7 @@
 //! run state machine and the stored format, which both need to know which
 //! fields describe a node's own outcome rather than data flowing on.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// A result's status fields describe that one node's outcome. They stay out
@@ -35,9 +36,15 @@ pub fn error_text(output: &Value) -> Option<String> {
     })
 }
 
-/// The machine-readable code of a failed result, when its `error` carries one.
+/// The machine-readable code of a failed result: its `error.code` (a
+/// component's own, or the engine's `wait_timeout`), else the `error_code`
+/// the engine puts beside a text `error` (`coded_failure`).
 pub fn error_code(output: &Value) -> Option<&str> {
-    output.get("error")?.get("code")?.as_str()
+    output
+        .get("error")
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+        .or_else(|| output.get("error_code")?.as_str())
 }
 
 /// A failure the engine reports for a node: `{"success": false, "error"}`,
@@ -48,6 +55,58 @@ pub fn failure(status: Option<u16>, error: &str) -> Value {
         out["status"] = json!(s);
     }
     out
+}
+
+/// A failure with a machine-readable `error_code` beside its text. The
+/// `error` stays a string, as nodes downstream (`{{fetch.error}}`) and
+/// clients of the engine we descend from read it.
+pub fn coded_failure(status: Option<u16>, error: &str, code: &str) -> Value {
+    let mut out = failure(status, error);
+    out["error_code"] = json!(code);
+    out
+}
+
+/// The code of a node that failed because a template reference in its data
+/// named nothing, in a graph with `strict_templates`.
+pub const UNRESOLVED_TEMPLATE: &str = "unresolved_template";
+
+/// Why an outbound call (a component, a status poll, a final callback) got
+/// no usable answer. Each is a stable `error_code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallFailure {
+    /// The host name did not resolve.
+    DnsFailure,
+    /// The TLS handshake failed (not TLS at the other end, a bad certificate).
+    TlsFailure,
+    /// No answer within the engine's own deadline for the call.
+    Timeout,
+    /// The connection failed in a way the runtime does not tell apart:
+    /// refused, reset or closed before the answer (see `core::outbound`).
+    ConnectionFailed,
+    /// An answer other than `2xx`.
+    HttpStatus,
+    /// A redirect, which is not followed.
+    Redirect,
+    /// A `2xx` answer whose body is not JSON.
+    NotJson,
+    /// An answer past `MAX_COMPONENT_RESPONSE_BYTES`.
+    ResponseTooLarge,
+}
+
+impl CallFailure {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::DnsFailure => "dns_failure",
+            Self::TlsFailure => "tls_failure",
+            Self::Timeout => "timeout",
+            Self::ConnectionFailed => "connection_failed",
+            Self::HttpStatus => "http_status",
+            Self::Redirect => "redirect",
+            Self::NotJson => "not_json",
+            Self::ResponseTooLarge => "response_too_large",
+        }
+    }
 }
 
 /// The output of a node whose wait passed its deadline with no callback.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::graph::Graph;
+use super::protocol::CallFailure;
 
 pub type Context = Map<String, Value>;
 
@@ -437,6 +438,25 @@ pub struct TraceEntry {
     pub resumed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The failure's machine-readable code, when it has one: the engine's
+    /// own (`wait_timeout`, `connection_refused`, … see
+    /// `protocol::CallFailure`) or a component's `error.code`. (Added after
+    /// v3 first shipped; records without it read as before.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        description = "A failed node's error as a stable code: the engine's own (`wait_timeout`, `connection_failed`, `dns_failure`, `tls_failure`, `timeout`, `http_status`, `redirect`, `not_json`, `response_too_large`, `unresolved_template`, ...) or the component's `error.code`."
+    )]
+    pub error_code: Option<String>,
+    /// What went wrong short of failing: template references in the node's
+    /// data that named nothing (left as written). At most
+    /// `template::MAX_UNRESOLVED_KEPT` lines, plus one counting the rest,
+    /// each of bounded length. (Added after v3 first shipped.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        description = "Template references in the node's data that named nothing (left as written): at most five, then one line counting the rest.",
+        length(max = 6)
+    )]
+    pub warnings: Vec<String>,
     /// The attempt this entry belongs to (0, omitted, for the first).
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub attempt: u32,
@@ -526,5 +546,10 @@ pub struct DeliveryAttempt {
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why no answer came, as a stable code (see `protocol::CallFailure`).
+    /// (Added after v3 first shipped; records without it read as before.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(description = "Why no answer came, as a stable code.")]
+    pub error_code: Option<CallFailure>,
     pub duration_ms: u64,
 }

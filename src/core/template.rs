@@ -69,6 +69,105 @@ impl Budget {
     }
 }
 
+/// How many unresolved references one rendering keeps by name; the rest are
+/// only counted. A node's data may repeat a bad reference thousands of times
+/// (or a FOREACH item render it again for every item), and what is kept goes
+/// into the run's trace, which must stay small.
+pub const MAX_UNRESOLVED_KEPT: usize = 5;
+
+/// The longest reference or data path kept in a note, in bytes; longer ones
+/// are cut (at a character boundary) and end in `…`.
+pub const MAX_NOTE_PART_BYTES: usize = 120;
+
+/// A `{{path}}` that named nothing in scope, and where in the node's data it
+/// was written (`data.prompt`, `data.messages.0.content`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnresolvedRef {
+    /// The placeholder as written, cut to `MAX_NOTE_PART_BYTES`.
+    pub reference: String,
+    /// Where in the data it was written, cut the same way.
+    pub at: String,
+}
+
+impl std::fmt::Display for UnresolvedRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at {}", self.reference, self.at)
+    }
+}
+
+/// The unresolved references one rendering met: the first few by name,
+/// and how many there were in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unresolved {
+    pub kept: Vec<UnresolvedRef>,
+    pub total: usize,
+}
+
+impl Unresolved {
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    fn note(&mut self, placeholder: &str, at: &[String]) {
+        self.total += 1;
+        if self.kept.len() < MAX_UNRESOLVED_KEPT {
+            self.kept.push(UnresolvedRef {
+                reference: cut(placeholder),
+                at: cut(&at.join(".")),
+            });
+        }
+    }
+
+    /// One line per kept reference, plus one that counts the rest: the
+    /// warnings a node's trace entry carries.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .kept
+            .iter()
+            .map(|r| format!("unresolved template reference {r}"))
+            .collect();
+        let more = self.total - self.kept.len();
+        if more > 0 {
+            lines.push(format!("and {more} more unresolved template references"));
+        }
+        lines
+    }
+
+    /// The failure text of a node in a graph with `strict_templates`.
+    pub fn refusal(&self) -> String {
+        let named: Vec<String> = self.kept.iter().map(ToString::to_string).collect();
+        let more = self.total - self.kept.len();
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!(
+            "unresolved template reference{} {}{tail} (the graph has strict_templates)",
+            if self.total == 1 { "" } else { "s" },
+            named.join(", ")
+        )
+    }
+}
+
+/// `text` cut to `MAX_NOTE_PART_BYTES` at a character boundary.
+fn cut(text: &str) -> String {
+    if text.len() <= MAX_NOTE_PART_BYTES {
+        return text.to_string();
+    }
+    let mut end = MAX_NOTE_PART_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Where the renderer is in the data, and what it found unresolved.
+struct Walk<'u> {
+    at: Vec<String>,
+    unresolved: &'u mut Unresolved,
+}
+
 /// Resolves every placeholder in `value`. A string that is exactly one
 /// placeholder takes the referenced value with its JSON type; placeholders
 /// inside longer strings are rendered as text. Unresolved placeholders stay as
@@ -79,26 +178,44 @@ pub fn render(
     scope: &dyn Scope,
     max_bytes: usize,
 ) -> Result<Value, ExpansionTooLarge> {
-    render_value(value, scope, &mut Budget::new(max_bytes))
+    let mut unresolved = Unresolved::default();
+    let mut walk = Walk {
+        at: Vec::new(),
+        unresolved: &mut unresolved,
+    };
+    render_value(value, scope, &mut Budget::new(max_bytes), &mut walk)
 }
 
-/// Renders a node's `data` under one shared budget.
+/// Renders a node's `data` under one shared budget. Placeholders naming
+/// nothing in scope stay as written (as in the engine we descend from) and
+/// are noted in `unresolved`, located from `data`.
 pub fn render_map(
     map: &Map<String, Value>,
     scope: &dyn Scope,
     max_bytes: usize,
+    unresolved: &mut Unresolved,
 ) -> Result<Map<String, Value>, ExpansionTooLarge> {
     let mut budget = Budget::new(max_bytes);
-    render_entries(map, scope, &mut budget)
+    let mut walk = Walk {
+        at: vec!["data".into()],
+        unresolved,
+    };
+    render_entries(map, scope, &mut budget, &mut walk)
 }
 
 fn render_entries(
     map: &Map<String, Value>,
     scope: &dyn Scope,
     budget: &mut Budget,
+    walk: &mut Walk,
 ) -> Result<Map<String, Value>, ExpansionTooLarge> {
     map.iter()
-        .map(|(k, v)| Ok((k.clone(), render_value(v, scope, budget)?)))
+        .map(|(k, v)| {
+            walk.at.push(k.clone());
+            let rendered = render_value(v, scope, budget, walk);
+            walk.at.pop();
+            Ok((k.clone(), rendered?))
+        })
         .collect()
 }
 
@@ -106,21 +223,33 @@ fn render_value(
     value: &Value,
     scope: &dyn Scope,
     budget: &mut Budget,
+    walk: &mut Walk,
 ) -> Result<Value, ExpansionTooLarge> {
     Ok(match value {
-        Value::String(s) => render_str(s, scope, budget)?,
+        Value::String(s) => render_str(s, scope, budget, walk)?,
         Value::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|v| render_value(v, scope, budget))
+                .enumerate()
+                .map(|(i, v)| {
+                    walk.at.push(i.to_string());
+                    let rendered = render_value(v, scope, budget, walk);
+                    walk.at.pop();
+                    rendered
+                })
                 .collect::<Result<_, _>>()?,
         ),
-        Value::Object(map) => Value::Object(render_entries(map, scope, budget)?),
+        Value::Object(map) => Value::Object(render_entries(map, scope, budget, walk)?),
         other => other.clone(),
     })
 }
 
-fn render_str(s: &str, scope: &dyn Scope, budget: &mut Budget) -> Result<Value, ExpansionTooLarge> {
+fn render_str(
+    s: &str,
+    scope: &dyn Scope,
+    budget: &mut Budget,
+    walk: &mut Walk,
+) -> Result<Value, ExpansionTooLarge> {
     if !s.contains("{{") {
         return Ok(Value::String(s.to_string()));
     }
@@ -129,6 +258,7 @@ fn render_str(s: &str, scope: &dyn Scope, budget: &mut Budget) -> Result<Value, 
             budget.spend(json_size(v))?;
             return Ok(v.clone());
         }
+        walk.unresolved.note(&format!("{{{{{path}}}}}"), &walk.at);
         return Ok(Value::String(s.to_string()));
     }
     let mut out = String::with_capacity(s.len());
@@ -143,7 +273,8 @@ fn render_str(s: &str, scope: &dyn Scope, budget: &mut Budget) -> Result<Value, 
         };
         let inner = &after[..close];
         let path = inner.trim();
-        match (is_path(path), scope.lookup(path)) {
+        let is_reference = is_path(path);
+        match (is_reference, scope.lookup(path)) {
             (true, Some(Value::String(v))) => {
                 budget.spend(v.len())?;
                 out.push_str(v);
@@ -153,6 +284,11 @@ fn render_str(s: &str, scope: &dyn Scope, budget: &mut Budget) -> Result<Value, 
                 out.push_str(&v.to_string());
             }
             _ => {
+                // Text that is not a path (`{{ two words }}`) is not a
+                // reference at all, so only a path that named nothing is noted.
+                if is_reference {
+                    walk.unresolved.note(&format!("{{{{{path}}}}}"), &walk.at);
+                }
                 out.push_str("{{");
                 out.push_str(inner);
                 out.push_str("}}");
@@ -283,7 +419,63 @@ mod tests {
         let s = scope(json!({"big": "x".repeat(1000)}));
         let data = json!({"a": "{{big}}", "b": "{{big}}", "c": ["{{big}}"]});
         let data = data.as_object().unwrap();
-        assert!(render_map(data, &s, 2500).is_err());
-        assert!(render_map(data, &s, 3100).is_ok());
+        let mut unresolved = Unresolved::default();
+        assert!(render_map(data, &s, 2500, &mut unresolved).is_err());
+        assert!(render_map(data, &s, 3100, &mut unresolved).is_ok());
+        assert!(unresolved.is_empty());
+    }
+
+    #[test]
+    fn unresolved_references_are_noted_where_written_and_left_as_text() {
+        let s = scope(json!({"i": {"ok": 1}, "name": "Ada"}));
+        // Keys in sorted order, which is also the order they are written in.
+        let data = json!({
+            "list": [{"deep": ["x", "{{i.ok}} {{gone}}"]}],
+            "prompt": "Hi {{name}} {{ i.nope.deep }} {{ two words }}",
+            "whole": "{{missing}}",
+        });
+        let mut unresolved = Unresolved::default();
+        let out = render_map(data.as_object().unwrap(), &s, BIG, &mut unresolved).unwrap();
+        // The output is what it always was: unresolved text stays as written.
+        assert_eq!(
+            out["prompt"],
+            json!("Hi Ada {{ i.nope.deep }} {{ two words }}")
+        );
+        assert_eq!(out["whole"], json!("{{missing}}"));
+        assert_eq!(out["list"], json!([{"deep": ["x", "1 {{gone}}"]}]));
+        assert_eq!(
+            unresolved.warnings(),
+            vec![
+                "unresolved template reference {{gone}} at data.list.0.deep.1",
+                "unresolved template reference {{i.nope.deep}} at data.prompt",
+                "unresolved template reference {{missing}} at data.whole",
+            ]
+        );
+        assert_eq!(
+            unresolved.refusal(),
+            "unresolved template references {{gone}} at data.list.0.deep.1, {{i.nope.deep}} at \
+             data.prompt, {{missing}} at data.whole (the graph has strict_templates)"
+        );
+    }
+
+    #[test]
+    fn unresolved_notes_are_bounded_in_count_and_length() {
+        let s = scope(json!({}));
+        let long = "k".repeat(500);
+        let text = format!("{{{{{long}}}}} {}", "{{a}} ".repeat(10_000));
+        let data = json!({ "p": text });
+        let mut unresolved = Unresolved::default();
+        render_map(data.as_object().unwrap(), &s, BIG, &mut unresolved).unwrap();
+        assert_eq!(unresolved.total, 10_001);
+        let warnings = unresolved.warnings();
+        assert_eq!(warnings.len(), MAX_UNRESOLVED_KEPT + 1);
+        assert!(warnings
+            .iter()
+            .all(|w| w.len() < 2 * MAX_NOTE_PART_BYTES + 64));
+        assert!(warnings[0].contains('…'), "{}", warnings[0]);
+        assert_eq!(warnings[5], "and 9996 more unresolved template references");
+        assert!(unresolved
+            .refusal()
+            .ends_with("and 9996 more (the graph has strict_templates)"));
     }
 }

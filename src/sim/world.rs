@@ -21,6 +21,7 @@ use crate::core::gate::storage::{ObjectStorage, OUTCOME_PREFIX};
 use crate::core::gate::Sleep;
 use crate::core::listing::RunSummary;
 use crate::core::pacing::MIN_WRITE_INTERVAL_MS;
+use crate::core::protocol::CallFailure;
 use crate::core::run::{Call, CallOutcome, DeliveryOutcome};
 use crate::core::segment::{Clock, Notifier};
 use crate::core::store::{Records, TaskIndex, TaskIndexStore};
@@ -564,11 +565,13 @@ fn first_answer(w: &mut World, call: &Call) -> (u64, CallOutcome) {
                 CallOutcome::Failed {
                     status: None,
                     error: format!("timed out after {COMPONENT_TIMEOUT_MS} ms"),
+                    code: Some(CallFailure::Timeout),
                 }
             } else if w.source.chance(knobs.fail) {
                 CallOutcome::Failed {
                     status: Some(503),
                     error: "HTTP 503".into(),
+                    code: Some(CallFailure::HttpStatus),
                 }
             } else if call.url.contains("pend.sim") {
                 let task_id = format!("task-{}", call.idempotency_key);

@@ -387,8 +387,8 @@ test("component failures (non-2xx, non-JSON, refused, timeout) become ON_FAIL ro
         for (const [target, why] of [
             [`${bad.url}/500`, 'component answered HTTP 500: {"oops":true}'],
             [`${bad.url}/text`, "component answered with something other than JSON: not json at all"],
-            // workerd's own words for a refused connection, after the engine's prefix.
-            [refused, "request failed: Error: Network connection lost."],
+            // workerd's own words for a refused connection, explained (tests/e2e/outbound.test.mjs).
+            [refused, `connection to ${new URL(refused).host} failed before an answer: refused, reset or closed early (the runtime reports these alike: Network connection lost.)`],
             [`${bad.url}/slow`, "timed out after 2000 ms"],
         ]) {
             const graph = {

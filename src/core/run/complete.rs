@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::super::condition::{boolean_result, chosen_branch, evaluate};
 use super::super::graph::{EdgeKind, Join};
 use super::super::protocol::{
-    error_text, failure, json_depth, pending, too_deep, Pending, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES,
-    RESULT_STATUS_KEYS,
+    coded_failure, error_code, error_text, failure, json_depth, pending, too_deep, Pending,
+    MAX_JSON_DEPTH, MAX_TASK_ID_BYTES, RESULT_STATUS_KEYS,
 };
 use super::super::record::{
     Arrival, Context, ItemState, NodeState, Poll, RunError, RunStatus, TraceEntry, TraceStatus,
@@ -49,7 +49,16 @@ impl Run {
                 too_deep("the component's answer")
             }
             CallOutcome::Answered(v) => v,
-            CallOutcome::Failed { status, error } => failure(status, &error),
+            CallOutcome::Failed {
+                status,
+                error,
+                code: Some(code),
+            } => coded_failure(status, &error, code.code()),
+            CallOutcome::Failed {
+                status,
+                error,
+                code: None,
+            } => failure(status, &error),
         };
         let via = Via::Call {
             started: flight.started_at,
@@ -95,6 +104,8 @@ impl Run {
         let n = key.node;
         let node_id = self.plan.graph.nodes[n].id.clone();
         let wait_id = key.wait_id(self.record.attempt);
+        // The paused entry is the one written for the call its data went into.
+        let warnings = self.take_warnings(key);
         match (&mut self.record.nodes[n], key.item) {
             (state @ NodeState::Calling { .. }, None) => {
                 let NodeState::Calling { ctx } = std::mem::replace(state, NodeState::Idle) else {
@@ -125,6 +136,8 @@ impl Run {
             task_id: Some(task_id.clone()),
             resumed: false,
             error: None,
+            error_code: None,
+            warnings,
         });
         self.record.waits.insert(
             wait_id.clone(),
@@ -166,7 +179,7 @@ impl Run {
 
     /// The trace entry for a result.
     pub(super) fn trace_entry(
-        &self,
+        &mut self,
         n: usize,
         item: Option<usize>,
         output: &Value,
@@ -197,6 +210,11 @@ impl Run {
                 Verdict::Failure => error_text(output),
                 Verdict::Success => None,
             },
+            error_code: match verdict {
+                Verdict::Failure => error_code(output).map(str::to_string),
+                Verdict::Success => None,
+            },
+            warnings: self.take_warnings(CallKey { node: n, item }),
         }
     }
 
@@ -237,7 +255,7 @@ impl Run {
             if let NodeState::Idle = self.record.nodes[n] {
                 self.record.nodes[n] = NodeState::Failed { ctx };
             }
-            let code = super::super::protocol::error_code(&output)
+            let code = error_code(&output)
                 .filter(|c| *c == "wait_timeout")
                 .unwrap_or("node_failed");
             self.fail(
@@ -341,6 +359,8 @@ impl Run {
             task_id: None,
             resumed: false,
             error: None,
+            error_code: None,
+            warnings: Vec::new(),
         });
         for e in self.plan.outgoing[n].clone() {
             self.deliver(e, Arrival::Skipped, now);
@@ -432,6 +452,7 @@ impl Run {
         self.ready.clear();
         self.to_call.clear();
         self.in_flight.clear();
+        self.warnings.clear();
         for (n, state) in self.record.nodes.iter_mut().enumerate() {
             match state {
                 NodeState::Calling { ctx } | NodeState::Paused { ctx, .. } => {

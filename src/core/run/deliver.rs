@@ -3,6 +3,7 @@
 //! every decision is here, so it is tested with a manual clock.
 
 use super::super::error::EngineError;
+use super::super::protocol::CallFailure;
 use super::super::record::{
     DeliveryAttempt, DeliveryState, FinalCallback, RunStatus, MAX_DELIVERY_ATTEMPTS_KEPT,
 };
@@ -17,12 +18,11 @@ pub const RETRY_DELAYS_SECS: [u64; 8] = [0, 1, 5, 30, 300, 1800, 7200, 21600];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     /// The receiver answered with this status (or no answer came: `None`).
-    Answered {
-        status: u16,
-        duration_ms: u64,
-    },
+    Answered { status: u16, duration_ms: u64 },
     Failed {
         error: String,
+        /// Why, as a stable code, when the sender could tell.
+        code: Option<CallFailure>,
         duration_ms: u64,
     },
 }
@@ -65,19 +65,22 @@ impl Run {
             return;
         };
         let round_started = *callback.round_started_at.get_or_insert(now);
-        let (status, error, duration_ms) = match &outcome {
+        let (status, error, error_code, duration_ms) = match &outcome {
             DeliveryOutcome::Answered {
                 status,
                 duration_ms,
-            } => (Some(*status), None, *duration_ms),
-            DeliveryOutcome::Failed { error, duration_ms } => {
-                (None, Some(error.clone()), *duration_ms)
-            }
+            } => (Some(*status), None, None, *duration_ms),
+            DeliveryOutcome::Failed {
+                error,
+                code,
+                duration_ms,
+            } => (None, Some(error.clone()), *code, *duration_ms),
         };
         callback.attempts.push(DeliveryAttempt {
             at: now,
             status,
             error,
+            error_code,
             duration_ms,
         });
         let excess = callback

@@ -108,7 +108,11 @@ impl Run {
             match self.plan.components[n].clone() {
                 Some(ComponentRef::Poll) => self.start_poll_item(n, i, item_ctx, now),
                 component => {
-                    let (out, via) = match self.input_from(n, item_ctx) {
+                    let key = CallKey {
+                        node: n,
+                        item: Some(i),
+                    };
+                    let (out, via) = match self.input_from(key, item_ctx) {
                         Ok(input) => match &component {
                             Some(ComponentRef::Builtin(b)) => (b.run(input), Via::InProcess),
                             _ => (Value::Object(input), Via::InProcess),

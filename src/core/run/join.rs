@@ -94,6 +94,8 @@ impl Run {
             task_id: None,
             resumed: false,
             error: None,
+            error_code: None,
+            warnings: Vec::new(),
         });
     }
 

@@ -39,6 +39,7 @@ use serde_json::{Map, Value};
 use super::callback::sign;
 use super::error::EngineError;
 use super::plan::{ComponentRef, Plan};
+use super::protocol::CallFailure;
 use super::record::{Arrival, Context, ItemState, NodeState, RunRecord, RunStatus};
 use super::template::json_size;
 
@@ -175,7 +176,14 @@ pub enum CallOutcome {
     /// A JSON answer (which may itself report failure or pending).
     Answered(Value),
     /// No usable answer: non-2xx, not JSON, too large, refused, timed out.
-    Failed { status: Option<u16>, error: String },
+    Failed {
+        status: Option<u16>,
+        error: String,
+        /// Why, as a stable code (the node's `error_code`). Journal entries
+        /// of earlier releases have none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<CallFailure>,
+    },
 }
 
 /// A call's outcome as the journal keeps it, with the deadline the call
@@ -288,6 +296,11 @@ pub struct Run {
     /// Set while `fill_mapping` starts items, so an item that finishes as it
     /// starts does not fill again from inside the loop.
     filling: bool,
+    /// Warnings from rendering a node's (or item's) data, held from the
+    /// rendering until the trace entry that reports it: a call's is written
+    /// when its answer comes, which may be a pause. Never stored: a call
+    /// issued again renders again.
+    warnings: HashMap<CallKey, Vec<String>>,
 }
 
 impl Run {
@@ -409,6 +422,7 @@ impl Run {
             output_bytes: 0,
             signer: None,
             filling: false,
+            warnings: HashMap::new(),
         }
     }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::super::condition::evaluate;
 use super::super::graph::MAX_WAIT_SECONDS;
-use super::super::protocol::failure;
+use super::super::protocol::{coded_failure, failure};
 use super::super::record::{
     Context, EventKind, EventOutcome, Poll, PollKind, TraceEntry, TraceStatus, Wait, WaitClosed,
 };
@@ -181,7 +181,7 @@ impl Run {
         ctx: Context,
         now: u64,
     ) -> Result<String, Value> {
-        let input = self.input_from(key.node, ctx)?;
+        let input = self.input_from(key, ctx)?;
         let (poll, timeout_ms) = poll_task_spec(&input, &self.plan.graph.nodes[key.node].data, now)
             .map_err(|why| failure(None, &why))?;
         Ok(self.open_poll_wait(key, poll, timeout_ms, now))
@@ -192,6 +192,7 @@ impl Run {
         let wait_id = key.wait_id(self.record.attempt);
         let node_id = self.plan.graph.nodes[key.node].id.clone();
         let task_id = format!("poll-{wait_id}");
+        let warnings = self.take_warnings(key);
         self.record.trace.push(TraceEntry {
             attempt: self.record.attempt,
             node_id: node_id.clone(),
@@ -202,6 +203,8 @@ impl Run {
             task_id: Some(task_id.clone()),
             resumed: false,
             error: None,
+            error_code: None,
+            warnings,
         });
         self.record.waits.insert(
             wait_id.clone(),
@@ -322,7 +325,11 @@ impl Run {
                     PollVerdict::Failed => Some(failed_status(body)),
                 }
             }
-            CallOutcome::Failed { status, error } => {
+            CallOutcome::Failed {
+                status,
+                error,
+                code,
+            } => {
                 poll.errors += 1;
                 poll.last_status = status;
                 if poll.errors < MAX_POLL_ERRORS {
@@ -333,10 +340,12 @@ impl Run {
                     wait.poll = None;
                     None
                 } else {
-                    Some(failure(
-                        status,
-                        &format!("the status URL failed {MAX_POLL_ERRORS} times in a row: {error}"),
-                    ))
+                    let error =
+                        format!("the status URL failed {MAX_POLL_ERRORS} times in a row: {error}");
+                    Some(match code {
+                        Some(code) => coded_failure(status, &error, code.code()),
+                        None => failure(status, &error),
+                    })
                 }
             }
         };

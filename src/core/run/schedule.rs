@@ -7,10 +7,10 @@ use serde_json::{json, Map, Value};
 use super::super::effect::Effect;
 use super::super::graph::NodeKind;
 use super::super::plan::ComponentRef;
-use super::super::protocol::failure;
+use super::super::protocol::{coded_failure, failure, UNRESOLVED_TEMPLATE};
 use super::super::record::{Arrival, Context, ItemState, NodeState, RunStatus};
 use super::super::scope::NodeScope;
-use super::super::template::{json_map_size, render_map, Scope};
+use super::super::template::{json_map_size, render_map, Scope, Unresolved};
 use super::verdict::{Verdict, Via};
 use super::{Call, CallKey, InFlight, Run};
 use std::rc::Rc;
@@ -153,10 +153,14 @@ impl Run {
         }
         // Only outgoing edges need the incoming context once the input is
         // built; a sink's (an Output node's, typically) is taken, not copied.
+        let key = CallKey {
+            node: n,
+            item: None,
+        };
         let (input, ctx) = if self.plan.outgoing[n].is_empty() {
-            (self.input_from(n, ctx), Map::new())
+            (self.input_from(key, ctx), Map::new())
         } else {
-            (self.input_from(n, ctx.clone()), ctx)
+            (self.input_from(key, ctx.clone()), ctx)
         };
         let input = match input {
             Ok(input) => input,
@@ -178,8 +182,8 @@ impl Run {
             Some(ComponentRef::Http(url)) => url.clone(),
             _ => return None,
         };
-        let input = match (&self.record.nodes[key.node], key.item) {
-            (NodeState::Calling { ctx }, None) => self.input_from(key.node, ctx.clone()),
+        let ctx = match (&self.record.nodes[key.node], key.item) {
+            (NodeState::Calling { ctx }, None) => ctx.clone(),
             (NodeState::Mapping(m), Some(i)) => {
                 let ItemState::Todo(item) = m.items.get(i)? else {
                     return None;
@@ -187,10 +191,11 @@ impl Run {
                 let mut item_ctx = m.base.clone();
                 item_ctx.insert(m.iterator.clone(), item.clone());
                 item_ctx.insert("index".into(), json!(i));
-                self.input_from(key.node, item_ctx)
+                item_ctx
             }
             _ => return None,
         };
+        let input = self.input_from(key, ctx);
         let input = match input {
             Ok(input) => input,
             Err(out) => {
@@ -248,17 +253,43 @@ impl Run {
         }
     }
 
-    /// The node's input: the context given with its rendered `data` on top.
-    pub(super) fn input_from(&self, n: usize, mut ctx: Context) -> Result<Context, Value> {
-        let data = &self.plan.graph.nodes[n].data;
+    /// The input of `key`'s node (or item): the context given with its
+    /// rendered `data` on top. References that name nothing stay as written
+    /// and are held as warnings for the instance's next trace entry — or,
+    /// in a graph with `strict_templates`, fail it naming them.
+    pub(super) fn input_from(&mut self, key: CallKey, mut ctx: Context) -> Result<Context, Value> {
+        self.warnings.remove(&key);
+        let data = &self.plan.graph.nodes[key.node].data;
         if data.is_empty() {
             return Ok(ctx);
         }
         let scope = NodeScope::new(&ctx, &self.plan, &self.record.nodes);
-        let rendered = render_map(data, &scope as &dyn Scope, self.settings.max_template_bytes)
-            .map_err(|e| failure(None, &e.to_string()))?;
+        let mut unresolved = Unresolved::default();
+        let rendered = render_map(
+            data,
+            &scope as &dyn Scope,
+            self.settings.max_template_bytes,
+            &mut unresolved,
+        )
+        .map_err(|e| failure(None, &e.to_string()))?;
+        if !unresolved.is_empty() {
+            if self.plan.graph.strict_templates {
+                return Err(coded_failure(
+                    None,
+                    &unresolved.refusal(),
+                    UNRESOLVED_TEMPLATE,
+                ));
+            }
+            self.warnings.insert(key, unresolved.warnings());
+        }
         ctx.extend(rendered);
         Ok(ctx)
+    }
+
+    /// The warnings held for `key` since its data was rendered, taken for
+    /// the trace entry that reports them.
+    pub(super) fn take_warnings(&mut self, key: CallKey) -> Vec<String> {
+        self.warnings.remove(&key).unwrap_or_default()
     }
 
     /// Ends the segment's work: the run is finished, yields with calls still
@@ -300,6 +331,7 @@ impl Run {
         self.ready.clear();
         self.to_call.clear();
         self.in_flight.clear();
+        self.warnings.clear();
     }
 
     /// The run's result, moved out of the node states: the completed Output

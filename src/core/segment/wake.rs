@@ -54,6 +54,7 @@ pub(super) async fn deliver<S: Store, C, K: Clock, N: Notifier>(
     } else if config.webhook_keys.is_empty() {
         DeliveryOutcome::Failed {
             error: "WEBHOOK_SECRET is not set, so the final callback cannot be signed".into(),
+            code: None,
             duration_ms: 0,
         }
     } else {
