@@ -128,6 +128,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             let owner = authenticate(req, &config)?;
             let paused = ListQuery {
                 statuses: vec!["paused".into()],
+                workflow: None,
                 limit: MAX_LIMIT,
                 cursor: ListCursor::default(),
             };

@@ -18,6 +18,7 @@ pub mod listing;
 pub mod memory;
 pub mod pacing;
 pub mod plan;
+pub mod progress;
 pub mod protocol;
 pub mod record;
 pub mod redact;

@@ -4,6 +4,7 @@ use serde_json::{json, Map, Value};
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::progress::{node_progress, shown_graph};
 use super::record::{DeliveryState, RunRecord, RunStatus, Wait, WaitEvent, MAX_WAIT_EVENTS};
 use super::redact::Redactor;
 use super::run::Noop;
@@ -197,6 +198,8 @@ pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
         body.insert("deliveries".into(), json!(callback.attempts));
     }
     insert_trace(&mut body, record);
+    body.insert("graph".into(), json!(shown_graph(&record.graph)));
+    body.insert("nodes".into(), json!(node_progress(record)));
     let mut body = Value::Object(body);
     redactor.redact(&mut body);
     body
