@@ -19,6 +19,8 @@ function el(tag, attrs, ...kids) {
 const badge = (s) => el("span", { class: `st st-${s}`, text: String(s).replace("_", " ") });
 const iso = (ms) => new Date(ms).toISOString().replace("T", " ").replace("Z", " UTC");
 const time = (ms, short) => ms == null ? "—" : el("time", { datetime: new Date(ms).toISOString(), title: iso(ms), text: short ? iso(ms).slice(0, 19) : iso(ms) });
+/** A list's timestamp: month, day and time (UTC); the full time on hover. */
+const stamp = (ms) => ms == null ? "—" : el("time", { datetime: new Date(ms).toISOString(), title: iso(ms), text: iso(ms).slice(5, 19) });
 function dur(ms) {
   if (ms == null) return "";
   if (ms < 1000) return `${Math.round(ms)} ms`;
@@ -98,10 +100,10 @@ async function loadRuns(append) {
   if (!append) tbody.textContent = "";
   for (const r of body.runs) {
     rows.append(el("tr", { "data-testid": "run-row", "data-run-id": r.run_id },
-      el("td", { class: "id" }, el("a", { href: `#run/${encodeURIComponent(r.run_id)}`, class: "mono", text: r.run_id })),
-      el("td", { class: "wf", text: r.workflow ?? "" }),
+      el("td", { class: "id" }, el("a", { href: `#run/${encodeURIComponent(r.run_id)}`, class: "mono", text: r.run_id }),
+        r.workflow ? el("div", { class: "wf", "data-testid": "run-row-workflow", text: r.workflow }) : null),
       el("td", { "data-testid": "run-row-status" }, r.status ? badge(r.status) : "?"),
-      el("td", { class: "at" }, time(r.created_at, true), el("div", { class: "muted" }, time(r.updated_at, true))),
+      el("td", { class: "at" }, stamp(r.created_at), el("div", { class: "muted" }, stamp(r.updated_at))),
       el("td", { class: "num", "data-testid": "run-row-waits", "data-waits": String(r.open_waits ?? 0), text: r.open_waits ? String(r.open_waits) : "" })));
   }
   tbody.append(rows);
@@ -355,7 +357,10 @@ async function runAction(action) {
 
 // --- the graph as a picture ---------------------------------------------------------------
 const SVGNS = "http://www.w3.org/2000/svg";
-const NODE_W = 184, NODE_H = 74;
+const NODE_W = 196, NODE_H = 80;
+/** Below this scale labels get too small to read: a wider graph scrolls at full size instead. */
+const MIN_FIT_SCALE = 0.8;
+const LONGEST_PATH_FROM = 100;
 function svg(tag, attrs, ...kids) {
   const e = document.createElementNS(SVGNS, tag);
   for (const k in attrs || {}) if (attrs[k] != null) { if (k === "text") e.textContent = attrs[k]; else e.setAttribute(k, attrs[k]); }
@@ -381,7 +386,10 @@ let shownRun = null, selectedNode = null, graphView = null;
 /** Lays the graph out (dagre, left to right) and draws it; only when the graph changed. */
 function buildGraph(graph, key) {
   const g = new dagre.graphlib.Graph({ multigraph: true });
-  g.setGraph({ rankdir: "LR", nodesep: 22, ranksep: 64, edgesep: 10, marginx: 12, marginy: 12 });
+  // Network simplex places ranks best; past LONGEST_PATH_FROM nodes the cheaper longest-path
+  // ranking keeps a big graph's layout well within the page's time budget.
+  const ranker = graph.nodes.length > LONGEST_PATH_FROM ? "longest-path" : "network-simplex";
+  g.setGraph({ rankdir: "LR", nodesep: 22, ranksep: 64, edgesep: 10, marginx: 12, marginy: 12, ranker });
   g.setDefaultEdgeLabel(() => ({}));
   for (const n of graph.nodes) g.setNode(n.id, { width: NODE_W, height: NODE_H });
   graph.edges.forEach((e, i) => {
@@ -410,22 +418,23 @@ function buildGraph(graph, key) {
     const p = g.node(n.id);
     const x = p.x - NODE_W / 2, y = p.y - NODE_H / 2;
     const title = svg("title");
-    const kind = svg("text", { x: 10, y: 34, class: "n-kind" });
-    const line = svg("text", { x: 10, y: 51, class: "n-status", "data-testid": "node-status-line" });
-    const extra = svg("text", { x: 10, y: 66, class: "n-extra", "data-testid": "node-extra" });
+    const kind = svg("text", { x: 10, y: 31, class: "n-kind" });
+    const line = svg("text", { x: 10, y: 47, class: "n-status", "data-testid": "node-status-line" });
+    const due = svg("text", { x: 10, y: 61, class: "n-extra", "data-testid": "node-deadline" });
+    const extra = svg("text", { x: 10, y: 74, class: "n-extra", "data-testid": "node-extra" });
     const bar = svg("g", { class: "n-bar" });
     const marker = svg("g", { class: "paused-marker", "data-testid": "paused-marker", transform: `translate(${NODE_W - 14},14)` },
       svg("circle", { r: 10 }), svg("rect", { x: -4.5, y: -5, width: 3, height: 10 }), svg("rect", { x: 1.5, y: -5, width: 3, height: 10 }));
     const box = svg("g", { class: "node", tabindex: "0", role: "button", "data-testid": "graph-node", "data-node": n.id, transform: `translate(${x.toFixed(1)},${y.toFixed(1)})` },
       title, svg("rect", { class: "n-box", width: NODE_W, height: NODE_H, rx: 6 }),
-      svg("text", { x: 10, y: 17, class: "n-id", text: cut(n.label || n.id, 24) }), kind, line, extra, bar, marker);
+      svg("text", { x: 10, y: 16, class: "n-id", text: cut(n.label || n.id, 24) }), kind, line, due, extra, bar, marker);
     box.addEventListener("click", () => selectNode(n.id));
     box.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); selectNode(n.id); } });
     nodes.append(box);
-    byId.set(n.id, { box, title, kind, line, extra, bar, node: n });
+    byId.set(n.id, { box, title, kind, line, due, extra, bar, node: n, x, y });
   }
   root.append(edges, labels, nodes);
-  return { key, svg: root, byId };
+  return { key, svg: root, byId, width, height, fresh: true };
 }
 
 function renderGraph(run) {
@@ -434,7 +443,9 @@ function renderGraph(run) {
   if (typeof dagre === "undefined") { box.replaceChildren(el("p", { class: "alert", text: "The layout library (/vendor/dagre.min.js) did not load; run scripts/build.sh." })); return; }
   const key = JSON.stringify(run.graph);
   if (!graphView || graphView.key !== key) {
+    const t0 = performance.now();
     graphView = buildGraph(run.graph, key);
+    box.dataset.layoutMs = (performance.now() - t0).toFixed(1);
     box.replaceChildren(graphView.svg);
   }
   fitGraph();
@@ -475,19 +486,52 @@ function renderGraph(run) {
     }
     const due = deadlines.get(id);
     v.box.dataset.deadline = due ? String(due.at) : "";
-    if (status === "paused" && due) extras.unshift(`until ${iso(due.at).slice(5, 16)} (${rel(due.at)})`);
-    v.extra.textContent = extras.join(" · ");
+    v.due.textContent = status === "paused" && due ? `until ${shortTime(due.at)} · ${roughlyIn(due.at)}` : "";
+    v.extra.textContent = cut(extras.join(" · "), 34);
     v.title.textContent = [`${id} — ${status}`, p.component, it && `items: ${JSON.stringify(it)}`, due && `deadline ${iso(due.at)}${due.n > 1 ? ` (earliest of ${due.n} waits)` : ""}`].filter(Boolean).join("\n");
     v.box.setAttribute("aria-label", `${id}: ${line}${due ? `, waiting until ${iso(due.at)}` : ""}`);
   }
+  if (graphView.fresh) { graphView.fresh = false; showWhereItStands(); }
   renderNodeDetails(run);
 }
 
-function fitGraph() {
-  const s = graphView?.svg;
-  if (!s) return;
-  s.classList.toggle("fit", $("graph-fit").checked);
+/** How far off a time is, in its largest unit: short enough for a node's line. */
+function roughlyIn(ms) {
+  const s = Math.round((ms - Date.now()) / 1000), a = Math.abs(s);
+  const text = a < 60 ? `${a} s` : a < 3600 ? `${Math.floor(a / 60)} min` : a < 172800 ? `${Math.floor(a / 3600)} h` : `${Math.floor(a / 86400)} d`;
+  return s >= 0 ? `in ${text}` : `${text} ago`;
 }
+
+/** A deadline as a node shows it: the time, and the date when it is not today's (UTC). */
+function shortTime(ms) {
+  const t = iso(ms), today = iso(Date.now()).slice(0, 10);
+  return t.slice(0, 10) === today ? t.slice(11, 16) : t.slice(5, 16);
+}
+
+/** Fitted to the box's width when ticked, or when that keeps labels readable; else full size, scrolling. */
+function fitGraph() {
+  const v = graphView, box = $("graph");
+  if (!v) return;
+  const scale = box.clientWidth / v.width;
+  v.svg.classList.toggle("fit", $("graph-fit").checked || (scale < 1 && scale >= MIN_FIT_SCALE));
+}
+
+/** A freshly drawn graph too big for its box scrolls to the first node that is running, paused or failed (else the first). */
+function showWhereItStands() {
+  const box = $("graph"), v = graphView;
+  if (v.svg.classList.contains("fit")) return;
+  const order = ["failed", "paused", "running"];
+  let best = null;
+  for (const n of v.byId.values()) {
+    const rank = order.indexOf(n.box.dataset.status);
+    if (rank >= 0 && (!best || rank < best.rank)) best = { n, rank };
+  }
+  const target = best?.n ?? v.byId.values().next().value;
+  if (!target) return;
+  box.scrollLeft = Math.max(0, target.x - box.clientWidth / 3);
+  box.scrollTop = Math.max(0, target.y + NODE_H / 2 - box.clientHeight / 2);
+}
+window.addEventListener("resize", fitGraph);
 $("graph-fit").addEventListener("change", fitGraph);
 
 function selectNode(id) {

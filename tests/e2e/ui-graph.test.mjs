@@ -164,9 +164,12 @@ test("the picture: states, edge labels, the paused marker and deadline, FOREACH 
         assert.equal(await page.locator("[data-node=in] [data-testid=paused-marker]").isVisible(), false);
         const earliest = Math.min(...api.waits.map((w) => w.expires_at));
         assert.equal(Number(await each.getAttribute("data-deadline")), earliest);
-        const extra = await each.locator("[data-testid=node-extra]").textContent();
-        const shownDeadline = new Date(earliest).toISOString().replace("T", " ").slice(5, 16);
-        assert.ok(extra.includes(`until ${shownDeadline}`), extra);
+        // As the node shows it: the time (UTC), with the date when it is not today's.
+        const deadlineText = await each.locator("[data-testid=node-deadline]").textContent();
+        const iso = new Date(earliest).toISOString();
+        const shownDeadline = iso.slice(0, 10) === new Date().toISOString().slice(0, 10) ? iso.slice(11, 16) : iso.slice(5, 16).replace("T", " ");
+        assert.match(deadlineText, new RegExp(`^until ${shownDeadline} · in (23|24) h$`), deadlineText);
+        assert.equal(await page.locator("[data-node=in] [data-testid=node-deadline]").textContent(), "");
         assert.equal(await each.locator("[data-testid=node-status-line]").textContent(), "0 of 5 done");
 
         // Three items call back: the open page shows 3 of 5 by itself.
