@@ -2340,11 +2340,24 @@ async function drawRunInFreshTab(browser, url, runId, nodes, { screenshot, click
             { timeout: 30_000 },
         );
         const ms = now() - t0;
+        // The timeline below the picture (built just after it for a long run).
+        await page.waitForFunction(() => performance.getEntriesByName("arcrun:timeline-rendered").length > 0, null, { timeout: 30_000 });
+        const timelineMs = now() - t0;
         const seen = await page.evaluate(() => ({
             nodes: document.querySelectorAll("[data-testid=graph-node]").length,
+            rows: document.querySelectorAll("[data-testid=trace-row]").length,
             labels: document.querySelectorAll("[data-testid=edge-label]").length,
             renderMs: Number(document.getElementById("run").dataset.renderMs),
             layoutMs: Number(document.getElementById("graph").dataset.layoutMs),
+            // The page's first read of the run (GET /runs/{id}): request start → last byte.
+            apiMs: (() => {
+                const read = performance.getEntriesByType("resource").find((r) => /\/runs\/[^/?]+$/.test(new URL(r.name).pathname));
+                return read ? read.responseEnd - read.startTime : NaN;
+            })(),
+            apiBytes: (() => {
+                const read = performance.getEntriesByType("resource").find((r) => /\/runs\/[^/?]+$/.test(new URL(r.name).pathname));
+                return read ? read.decodedBodySize : NaN;
+            })(),
             drawnAt: window.__arcrunBenchDrawnAt,
             status: document.getElementById("run").dataset.status,
         }));
@@ -2359,7 +2372,7 @@ async function drawRunInFreshTab(browser, url, runId, nodes, { screenshot, click
             await page.evaluate(() => document.getElementById("run").scrollIntoView());
             await page.screenshot({ path: screenshot });
         }
-        return { ms, ...seen };
+        return { ms, timelineMs, ...seen };
     } finally {
         await context.close();
     }
@@ -2437,6 +2450,8 @@ async function benchRunPicture(figures, sizes) {
             const render = summary(draws.map((d) => d.renderMs));
             const drawn = summary(draws.map((d) => d.drawnAt));
             const layout = summary(draws.map((d) => d.layoutMs));
+            const read = summary(draws.map((d) => d.apiMs));
+            const timeline = summary(draws.map((d) => d.timelineMs));
             figures.add("o", `${key}_p50`, `page.goto(/ui#run/{id}) → ${label} drawn (${load.n} fresh pages): median`, {
                 value: load.p50,
                 unit: "ms",
@@ -2447,9 +2462,14 @@ async function benchRunPicture(figures, sizes) {
             figures.add("o", `${key}_build_p50`, `in the page: ${label}: the run's DOM and SVG built, layout included (\`data-render-ms\`), median`, {
                 value: render.p50,
                 unit: "ms",
-                display: `${fmtMs(render.p50)} (max ${fmtMs(render.max)}), of which dagre's layout and the SVG ${fmtMs(layout.p50)}; navigation start → painted ${fmtMs(drawn.p50)}`,
+                display: `${fmtMs(render.p50)} (max ${fmtMs(render.max)}), of which dagre's layout and the SVG ${fmtMs(layout.p50)}; navigation start → painted ${fmtMs(drawn.p50)}; GET /runs/{id} (${fmtInt(draws[0].apiBytes)} B) ${fmtMs(read.p50)}`,
             });
-            return { load, render, drawn, layout, labels: draws[0].labels };
+            figures.add("o", `${key}_timeline_p50`, `page.goto → ${label}: the timeline below it built too (${draws[0].rows} rows), median`, {
+                value: timeline.p50,
+                unit: "ms",
+                display: `${fmtMs(timeline.p50)} (max ${fmtMs(timeline.max)})`,
+            });
+            return { load, render, drawn, layout, read, timeline, bytes: draws[0].apiBytes, labels: draws[0].labels };
         };
         const big = await measure(`the ${layered.nodes.length}-node graph (${layered.edges.length} labelled edges)`, "picture_200", bigId, layered.nodes.length);
         const fe = await measure(`the ${items}-item FOREACH run (${eachRun.trace.length} trace entries, ${eachRun.waits.length} open waits)`, "picture_foreach", eachId, each.nodes.length);

@@ -187,7 +187,9 @@ async function refreshRun(id, gen) {
   if (live) runTimer = setTimeout(() => refreshRun(id, gen), LIVE_EVERY_MS);
 }
 
-let lastRun = null;
+let lastRun = null, timelineFrame = 0;
+/** Timelines up to this many entries are built with the rest of the run; longer ones just after. */
+const TIMELINE_AT_ONCE = 400;
 function renderRun(run) {
   const t0 = performance.now();
   lastRun = run;
@@ -215,7 +217,12 @@ function renderRun(run) {
 
   renderActions(run);
   renderGraph(run);
-  renderTimeline(run);
+  // A long timeline (a FOREACH's thousand items) costs the browser a few hundred ms to lay out:
+  // it is built once the picture above it has been painted, so that shows first.
+  cancelAnimationFrame(timelineFrame);
+  if ((run.trace || []).length > TIMELINE_AT_ONCE) {
+    timelineFrame = requestAnimationFrame(() => setTimeout(() => { if (lastRun === run) renderTimeline(run); }));
+  } else renderTimeline(run);
   renderWaits($("open-waits"), run.waits || [], true);
   renderWaits($("closed-waits"), run.closed_waits || [], false);
   renderFinalCallback(run);
@@ -253,6 +260,7 @@ function renderTimeline(run) {
       notes));
   });
   $("timeline-body").replaceChildren(rows);
+  performance.mark("arcrun:timeline-rendered");
   const note = $("trace-note");
   const dropped = run.trace_truncated?.dropped_entries;
   note.hidden = !dropped && trace.length > 0;
@@ -357,7 +365,7 @@ async function runAction(action) {
 
 // --- the graph as a picture ---------------------------------------------------------------
 const SVGNS = "http://www.w3.org/2000/svg";
-const NODE_W = 196, NODE_H = 80;
+const NODE_W = 196, NODE_H = 86;
 /** Below this scale labels get too small to read: a wider graph scrolls at full size instead. */
 const MIN_FIT_SCALE = 0.8;
 const LONGEST_PATH_FROM = 100;
@@ -421,7 +429,7 @@ function buildGraph(graph, key) {
     const kind = svg("text", { x: 10, y: 31, class: "n-kind" });
     const line = svg("text", { x: 10, y: 47, class: "n-status", "data-testid": "node-status-line" });
     const due = svg("text", { x: 10, y: 61, class: "n-extra", "data-testid": "node-deadline" });
-    const extra = svg("text", { x: 10, y: 74, class: "n-extra", "data-testid": "node-extra" });
+    const extra = svg("text", { x: 10, y: 75, class: "n-extra", "data-testid": "node-extra" });
     const bar = svg("g", { class: "n-bar" });
     const marker = svg("g", { class: "paused-marker", "data-testid": "paused-marker", transform: `translate(${NODE_W - 14},14)` },
       svg("circle", { r: 10 }), svg("rect", { x: -4.5, y: -5, width: 3, height: 10 }), svg("rect", { x: 1.5, y: -5, width: 3, height: 10 }));
@@ -471,9 +479,9 @@ function renderGraph(run) {
       line = it.total ? `${done} of ${it.total} done` : `${line} · each item`;
       if (it.total) {
         const w = NODE_W - 2, ok = (w * it.succeeded) / it.total, bad = (w * it.failed) / it.total;
-        v.bar.append(svg("rect", { class: "bar-bg", x: 1, y: NODE_H - 5, width: w, height: 4 }),
-          svg("rect", { class: "bar-ok", x: 1, y: NODE_H - 5, width: ok.toFixed(1), height: 4 }),
-          svg("rect", { class: "bar-bad", x: (1 + ok).toFixed(1), y: NODE_H - 5, width: bad.toFixed(1), height: 4 }));
+        v.bar.append(svg("rect", { class: "bar-bg", x: 1, y: NODE_H - 6, width: w, height: 5 }),
+          svg("rect", { class: "bar-ok", x: 1, y: NODE_H - 6, width: ok.toFixed(1), height: 5 }),
+          svg("rect", { class: "bar-bad", x: (1 + ok).toFixed(1), y: NODE_H - 6, width: bad.toFixed(1), height: 5 }));
       }
     }
     v.line.textContent = line;
@@ -516,7 +524,10 @@ function fitGraph() {
   v.svg.classList.toggle("fit", $("graph-fit").checked || (scale < 1 && scale >= MIN_FIT_SCALE));
 }
 
-/** A freshly drawn graph too big for its box scrolls to the first node that is running, paused or failed (else the first). */
+/**
+ * A freshly drawn graph too big for its box scrolls, along each axis where it must, to centre
+ * the first node that failed, is paused or is running (else the first node).
+ */
 function showWhereItStands() {
   const box = $("graph"), v = graphView;
   if (v.svg.classList.contains("fit")) return;
@@ -528,8 +539,8 @@ function showWhereItStands() {
   }
   const target = best?.n ?? v.byId.values().next().value;
   if (!target) return;
-  box.scrollLeft = Math.max(0, target.x - box.clientWidth / 3);
-  box.scrollTop = Math.max(0, target.y + NODE_H / 2 - box.clientHeight / 2);
+  if (target.x + NODE_W > box.clientWidth) box.scrollLeft = Math.max(0, target.x + NODE_W / 2 - box.clientWidth / 2);
+  if (target.y + NODE_H > box.clientHeight) box.scrollTop = Math.max(0, target.y + NODE_H / 2 - box.clientHeight / 2);
 }
 window.addEventListener("resize", fitGraph);
 $("graph-fit").addEventListener("change", fitGraph);
