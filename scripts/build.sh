@@ -6,6 +6,21 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 cd "$REPO_ROOT"
 
+# The run viewer (/ui) lays graphs out with dagre, served from this origin like the page itself
+# (its CSP allows scripts from 'self' only, and the page works offline). The copy in
+# public/vendor/ is gitignored and made here, before the wasm is considered, so `npm start`,
+# `wrangler deploy` and the tests always serve the version package-lock.json pins.
+vendor="public/vendor"
+mkdir -p "$vendor"
+for f in dist/dagre.min.js:dagre.min.js LICENSE:dagre.LICENSE.txt; do
+    src="node_modules/@dagrejs/dagre/${f%%:*}" dst="$vendor/${f##*:}"
+    if [[ ! -f "$src" ]]; then
+        echo "[build] $src is missing: run npm ci" >&2
+        exit 1
+    fi
+    cmp -s "$src" "$dst" || cp "$src" "$dst"
+done
+
 # Nothing to do when build/ is newer than everything it is made from (the MCP tools compile in
 # public/openapi.json and the graph schema) and was made the same
 # way: `wrangler dev` runs this at every start (and `npm start` restarts then serve within

@@ -25,7 +25,11 @@ fn every_error_code_has_one_status_and_is_documented() {
     let documented = &doc["components"]["schemas"]["ErrorCode"];
     let text = documented.to_string();
     for code in ErrorCode::ALL {
-        assert!(text.contains(&format!("\"{}\"", code.as_str())), "{} is not documented", code.as_str());
+        assert!(
+            text.contains(&format!("\"{}\"", code.as_str())),
+            "{} is not documented",
+            code.as_str()
+        );
         assert!((400..600).contains(&code.status()));
     }
 }

@@ -42,7 +42,7 @@ pub async fn list_runs(query: &ListQuery, env: &Env, owner: &str) -> Result<Resp
     for _ in 0..MAX_PAGES_PER_REQUEST {
         // Unfiltered, a page is exactly what was asked for; filtered (or
         // resuming inside a page), KV's largest page, skipping what was shown.
-        let size = if query.statuses.is_empty() && at.skip == 0 {
+        let size = if !query.is_filtered() && at.skip == 0 {
             query.limit
         } else {
             KV_PAGE

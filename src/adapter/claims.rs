@@ -306,6 +306,8 @@ fn starting_view(run_id: &str, unknown: &Response) -> Response {
             deliveries: None,
             trace: &[],
             trace_truncated: None,
+            graph: None,
+            nodes: Vec::new(),
         },
     );
     if let Ok(Some(ops)) = unknown.headers().get(Ops::DO_HEADER) {

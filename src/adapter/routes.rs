@@ -94,10 +94,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
     match segments.as_slice() {
         [] | ["health"] => {
             require(&method, "GET")?;
-            Ok(json_response(
-                200,
-                &Health::now(),
-            ))
+            Ok(json_response(200, &Health::now()))
         }
         ["execute"] => {
             require(&method, "POST")?;
@@ -129,6 +126,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             let owner = authenticate(req, &config)?;
             let paused = ListQuery {
                 statuses: vec!["paused".into()],
+                workflow: None,
                 limit: MAX_LIMIT,
                 cursor: ListCursor::default(),
             };
@@ -455,7 +453,10 @@ async fn read_json(req: &mut Request, config: &Config) -> Result<Value, ApiError
         ));
     }
     let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::BadRequest(ErrorCode::InvalidJson, format!("the body is not valid JSON: {e}"))
+        ApiError::BadRequest(
+            ErrorCode::InvalidJson,
+            format!("the body is not valid JSON: {e}"),
+        )
     })?;
     // Stored with a run, a body nests deeper still; keep it readable back.
     if json_depth(&body) > MAX_JSON_DEPTH {

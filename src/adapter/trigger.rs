@@ -108,7 +108,10 @@ pub async fn execute(
     let hash = request_hash(&[&Value::Object(body.clone())]);
     let idempotency = idempotency_key.map(|k| (k, hash));
     let graph = body.remove("graph").ok_or_else(|| {
-        ApiError::BadRequest(ErrorCode::InvalidRequest, "the body needs a \"graph\"".into())
+        ApiError::BadRequest(
+            ErrorCode::InvalidRequest,
+            "the body needs a \"graph\"".into(),
+        )
     })?;
     let trigger = trigger_fields(&mut body, config)?;
     start(Start {

@@ -39,7 +39,11 @@ pub fn graph_schema() -> Value {
             } } } }
         }
     ]);
-    let only_foreach = ["max_concurrency", "tolerated_failures", "tolerated_failure_percent"];
+    let only_foreach = [
+        "max_concurrency",
+        "tolerated_failures",
+        "tolerated_failure_percent",
+    ];
     defs["Edge"]["allOf"] = json!([
         {
             "description": "An IF edge needs a condition.",

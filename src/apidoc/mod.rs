@@ -143,7 +143,11 @@ fn tidy(schema: &mut Value, answer: bool) {
                     let required: Vec<String> = map
                         .get("required")
                         .and_then(Value::as_array)
-                        .map(|r| r.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                        .map(|r| {
+                            r.iter()
+                                .filter_map(|s| s.as_str().map(String::from))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     if let Some(Value::Object(props)) = map.get_mut("properties") {
                         for (name, prop) in props.iter_mut() {
@@ -254,8 +258,14 @@ fn common_headers(extra: &[(&str, &str)]) -> Map<String, Value> {
     for (name, component) in extra {
         h.insert((*name).into(), header_ref(component));
     }
-    h.insert("access-control-allow-origin".into(), header_ref("AccessControlAllowOrigin"));
-    h.insert("access-control-expose-headers".into(), header_ref("AccessControlExposeHeaders"));
+    h.insert(
+        "access-control-allow-origin".into(),
+        header_ref("AccessControlAllowOrigin"),
+    );
+    h.insert(
+        "access-control-expose-headers".into(),
+        header_ref("AccessControlExposeHeaders"),
+    );
     h.insert("vary".into(), header_ref("Vary"));
     h
 }
@@ -304,7 +314,9 @@ fn answer(op: &Op, ans: &Ans, with_body: bool) -> (String, Value) {
             let mut r = json!({ "description": description, "headers": common_headers(&extra) });
             let schema = match shape {
                 Shape::One(name) => Some(schema_ref(name)),
-                Shape::AnyOf(names) => Some(json!({ "anyOf": names.iter().map(|n| schema_ref(n)).collect::<Vec<_>>() })),
+                Shape::AnyOf(names) => Some(
+                    json!({ "anyOf": names.iter().map(|n| schema_ref(n)).collect::<Vec<_>>() }),
+                ),
                 Shape::RpcError => Some(json!({ "allOf": [
                     schema_ref("McpResponse"),
                     { "required": ["error"], "properties": { "id": { "type": "null" } } }
@@ -373,7 +385,10 @@ fn request_content(schema: &str) -> Value {
 fn head_of(op: &Op) -> Value {
     let mut o = Map::new();
     o.insert("operationId".into(), json!(format!("{}Head", op.id)));
-    o.insert("summary".into(), json!(format!("{} (headers only)", op.summary)));
+    o.insert(
+        "summary".into(),
+        json!(format!("{} (headers only)", op.summary)),
+    );
     o.insert(
         "description".into(),
         json!("HEAD is accepted wherever GET is: the same status and headers, no body."),
@@ -545,7 +560,10 @@ fn tags() -> Value {
 fn description() -> String {
     let mut by_status: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
     for code in ErrorCode::ALL {
-        by_status.entry(code.status()).or_default().push(code.as_str());
+        by_status
+            .entry(code.status())
+            .or_default()
+            .push(code.as_str());
     }
     let codes: Vec<String> = by_status
         .iter()
@@ -617,6 +635,8 @@ fn parameters() -> Value {
         "StatusFilter": { "name": "status", "in": "query", "required": false,
             "schema": { "type": "string", "pattern": "^\\s*(running|paused|completed|failed|cancelled)?\\s*(,\\s*(running|paused|completed|failed|cancelled)?\\s*)*$" },
             "description": "One or more of running, paused, completed, failed, cancelled, comma-separated." },
+        "WorkflowFilter": { "name": "workflow", "in": "query", "required": false, "schema": { "type": "string" },
+            "description": "Only runs of this workflow: the stored workflow a run was started from, or its graph's name, matched exactly (a name past 120 bytes is compared by its first 120, as the listing keeps it). Runs started from an unnamed graph never match. Filters the summaries the listing already reads: no extra KV read." },
         "RunLimit": { "name": "limit", "in": "query", "required": false,
             "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 50 } },
         "WorkflowLimit": { "name": "limit", "in": "query", "required": false,
@@ -627,9 +647,7 @@ fn parameters() -> Value {
 }
 
 fn headers() -> Value {
-    let ops = |description: &str, required: bool, pattern: &str| {
-        json!({ "description": description, "required": required, "schema": { "type": "string", "pattern": pattern } })
-    };
+    let ops = |description: &str, required: bool, pattern: &str| json!({ "description": description, "required": required, "schema": { "type": "string", "pattern": pattern } });
     json!({
         "KvOps": ops("The KV operations this request cost (every response, static files included, where it is always zero).", true, "^reads=\\d+;writes=\\d+;lists=\\d+$"),
         "DoOps": ops("The Durable Object storage operations (the call journal) of the run's gate, on requests that reached it.", false, "^reads=\\d+;writes=\\d+;deletes=\\d+$"),

@@ -149,7 +149,7 @@ pub const OPERATIONS: &[Op] = &[
         description: "The API key's runs, newest first, from KV metadata (one KV list per 1,000 runs, no reads). Listings are eventually consistent: GET /runs/{run_id} is always current. A status filter reads at most 10 KV pages per request; past that it answers fewer runs than `limit`, with a `next_cursor`.",
         tag: "runs",
         auth: Auth::ApiKey,
-        params: &["StatusFilter", "RunLimit", "Cursor"],
+        params: &["StatusFilter", "WorkflowFilter", "RunLimit", "Cursor"],
         body: None,
         reaches_gate: Gate::Never,
         replayable: false,

@@ -55,6 +55,14 @@ const FILES: &[File] = &[
         media_type: "text/css",
         required: &[],
     },
+    File {
+        path: "/vendor/dagre.min.js",
+        id: "uiLayoutLibrary",
+        summary: "The run viewer's layout library (dagre, copied into public/vendor/ by scripts/build.sh)",
+        note: "",
+        media_type: "text/javascript",
+        required: &[],
+    },
 ];
 
 fn file_headers() -> Value {
@@ -71,7 +79,13 @@ fn other_methods() -> Value {
     } })
 }
 
-fn get_and_head(id: &str, summary: &str, description: Option<&str>, ok: (&str, Value), more: Option<(&str, Value)>) -> Value {
+fn get_and_head(
+    id: &str,
+    summary: &str,
+    description: Option<&str>,
+    ok: (&str, Value),
+    more: Option<(&str, Value)>,
+) -> Value {
     let op = |op_id: String, summary: String, description: Option<&str>, with_body: bool| {
         let mut responses = serde_json::Map::new();
         let mut first = ok.1.clone();
@@ -121,7 +135,13 @@ pub fn items() -> Vec<(&'static str, Value)> {
     } });
     out.push((
         "/ui.html",
-        get_and_head("uiFile", "The run viewer's file name (redirects to /ui)", None, ("307", redirect), None),
+        get_and_head(
+            "uiFile",
+            "The run viewer's file name (redirects to /ui)",
+            None,
+            ("307", redirect),
+            None,
+        ),
     ));
     out
 }

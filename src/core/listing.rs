@@ -108,13 +108,7 @@ impl RunSummary {
     pub fn of(record: &RunRecord) -> Self {
         // Cut on a character boundary, in bytes: the whole summary must stay
         // under KV's 1024-byte metadata limit, or the record's write fails.
-        let workflow = record.workflow.as_ref().map(|w| {
-            let mut end = w.len().min(MAX_NAME_IN_SUMMARY);
-            while !w.is_char_boundary(end) {
-                end -= 1;
-            }
-            w[..end].to_string()
-        });
+        let workflow = record.workflow.as_deref().map(name_in_summary);
         let mut open: Vec<(&u64, &String)> = record
             .waits
             .values()
@@ -148,6 +142,17 @@ impl RunSummary {
             tasks,
         }
     }
+}
+
+/// A workflow's name as a summary keeps it: cut on a character boundary,
+/// in bytes, so the whole summary stays under KV's 1024-byte metadata limit
+/// (or the record's write would fail).
+fn name_in_summary(name: &str) -> String {
+    let mut end = name.len().min(MAX_NAME_IN_SUMMARY);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
 }
 
 /// A stored workflow as kept in KV at `workflows/{owner tag}/{name}`. The
@@ -210,6 +215,8 @@ impl ListCursor {
 pub struct ListQuery {
     /// Statuses to show; empty shows all.
     pub statuses: Vec<String>,
+    /// Only runs of this workflow (its name as the summary keeps it).
+    pub workflow: Option<String>,
     pub limit: usize,
     pub cursor: ListCursor,
 }
@@ -219,6 +226,7 @@ impl ListQuery {
     pub fn parse<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Self, EngineError> {
         let mut query = Self {
             statuses: Vec::new(),
+            workflow: None,
             limit: DEFAULT_LIMIT,
             cursor: ListCursor::default(),
         };
@@ -247,14 +255,26 @@ impl ListQuery {
                         })?;
                 }
                 "cursor" => query.cursor = ListCursor::decode(value)?,
+                // Matched against the name kept in each run's summary, so
+                // a long name is cut the same way before comparing.
+                "workflow" if !value.is_empty() => query.workflow = Some(name_in_summary(value)),
                 _ => {}
             }
         }
         Ok(query)
     }
 
+    /// Whether only some runs are shown: a filter reads whole KV pages.
+    pub fn is_filtered(&self) -> bool {
+        !self.statuses.is_empty() || self.workflow.is_some()
+    }
+
     fn shows(&self, summary: &RunSummary) -> bool {
-        self.statuses.is_empty() || self.statuses.contains(&summary.status)
+        (self.statuses.is_empty() || self.statuses.contains(&summary.status))
+            && self
+                .workflow
+                .as_ref()
+                .is_none_or(|w| summary.workflow.as_ref() == Some(w))
     }
 }
 
@@ -288,7 +308,7 @@ pub fn take_page(
         // only to an unfiltered listing.
         let shown = match &key.summary {
             Some(summary) => query.shows(summary),
-            None => query.statuses.is_empty(),
+            None => !query.is_filtered(),
         };
         if shown {
             runs.push(entry(key));
@@ -498,5 +518,43 @@ mod tests {
         let q = ListQuery::parse([("status", "paused,failed")].into_iter()).unwrap();
         assert_eq!(q.statuses, vec!["paused", "failed"]);
         assert_eq!(q.limit, DEFAULT_LIMIT);
+        assert_eq!(q.workflow, None);
+    }
+
+    #[test]
+    fn a_workflow_filter_reads_only_the_summaries() {
+        let q =
+            ListQuery::parse([("workflow", "nightly"), ("status", "paused")].into_iter()).unwrap();
+        assert!(q.is_filtered());
+        let listed = |workflow: Option<&str>, status: &str| ListedKey {
+            name: format!("runs/t/{status}-{}", workflow.unwrap_or("none")),
+            summary: Some(RunSummary {
+                workflow: workflow.map(str::to_string),
+                status: status.into(),
+                created_at: 1,
+                updated_at: 2,
+                open_waits: 0,
+                tasks: Vec::new(),
+            }),
+        };
+        let keys = vec![
+            listed(Some("nightly"), "paused"),
+            listed(Some("nightly"), "failed"),
+            listed(Some("nightly-2"), "paused"),
+            listed(None, "paused"),
+            ListedKey {
+                name: "runs/t/bare".into(),
+                summary: None,
+            },
+        ];
+        let mut runs = Vec::new();
+        let end = take_page(&q, &ListCursor::default(), &keys, None, &mut runs);
+        assert_eq!(end, PageEnd::Done(None));
+        let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["paused-nightly"]);
+        // A name longer than a summary keeps is compared as the summary keeps it.
+        let long = "w".repeat(300);
+        let q = ListQuery::parse([("workflow", long.as_str())].into_iter()).unwrap();
+        assert_eq!(q.workflow.as_deref(), Some(&long[..MAX_NAME_IN_SUMMARY]));
     }
 }

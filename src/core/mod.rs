@@ -20,6 +20,7 @@ pub mod memory;
 pub mod outbound;
 pub mod pacing;
 pub mod plan;
+pub mod progress;
 pub mod protocol;
 pub mod record;
 pub mod redact;

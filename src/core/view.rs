@@ -11,6 +11,7 @@ use super::answer::{
     CallbackAnswer, ClosedWaitView, DeliveryView, False, FinalCallbackView, FinalEvent,
     FinalOutcome, NoopAnswer, Outcome, RunDetails, RunOutcome, RunState, TraceTruncated, True,
 };
+use super::progress::{node_progress, shown_graph};
 use super::record::{DeliveryState, RunRecord, RunStatus, Wait, WaitEvent, MAX_WAIT_EVENTS};
 use super::redact::Redactor;
 use super::run::Noop;
@@ -168,18 +169,21 @@ fn details(record: &RunRecord) -> RunDetails<'_> {
         },
         RunStatus::Running => RunState::Running { success: True },
     };
-    let final_callback = record.final_callback.as_ref().map(|callback| FinalCallbackView {
-        url: shown_url(&callback.url),
-        state: match callback.state {
-            DeliveryState::Waiting => DeliveryView::Waiting,
-            DeliveryState::Retrying { next_at } => DeliveryView::Retrying {
-                next_attempt_at: next_at,
+    let final_callback = record
+        .final_callback
+        .as_ref()
+        .map(|callback| FinalCallbackView {
+            url: shown_url(&callback.url),
+            state: match callback.state {
+                DeliveryState::Waiting => DeliveryView::Waiting,
+                DeliveryState::Retrying { next_at } => DeliveryView::Retrying {
+                    next_attempt_at: next_at,
+                },
+                DeliveryState::Delivered { at } => DeliveryView::Delivered { at },
+                DeliveryState::Refused { at } => DeliveryView::Refused { at },
+                DeliveryState::GaveUp { at } => DeliveryView::GaveUp { at },
             },
-            DeliveryState::Delivered { at } => DeliveryView::Delivered { at },
-            DeliveryState::Refused { at } => DeliveryView::Refused { at },
-            DeliveryState::GaveUp { at } => DeliveryView::GaveUp { at },
-        },
-    });
+        });
     RunDetails {
         run_id: &record.run_id,
         state,
@@ -195,9 +199,14 @@ fn details(record: &RunRecord) -> RunDetails<'_> {
         updated_at: record.updated_at,
         duration_ms: duration_ms(record),
         final_callback,
-        deliveries: record.final_callback.as_ref().map(|c| c.attempts.as_slice()),
+        deliveries: record
+            .final_callback
+            .as_ref()
+            .map(|c| c.attempts.as_slice()),
         trace: &record.trace,
         trace_truncated: trace_truncated(record),
+        graph: Some(shown_graph(&record.graph)),
+        nodes: node_progress(record),
     }
 }
 

@@ -249,7 +249,8 @@ test("GET /openapi.json and /schema/graph.json serve the files as they are, at n
         const moved = await call(worker, "/ui.html", { apiKey: null, redirect: "manual", expect: 307 });
         assert.equal(moved.headers.get("location"), "/ui");
         await call(worker, "/ui.html", { method: "HEAD", apiKey: null, redirect: "manual", expect: 307 });
-        for (const asset of ["/ui.js", "/ui.css"]) {
+        // The viewer's layout library, which scripts/build.sh copies into public/vendor/.
+        for (const asset of ["/ui.js", "/ui.css", "/vendor/dagre.min.js"]) {
             const file = await call(worker, asset, { apiKey: null, expect: 200 });
             await call(worker, asset, { method: "HEAD", apiKey: null, expect: 200 });
             for (const method of ["GET", "HEAD"]) await call(worker, asset, { method, apiKey: null, headers: { "if-none-match": file.headers.get("etag") }, expect: 304 });

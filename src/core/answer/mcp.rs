@@ -114,7 +114,7 @@ pub enum TextKind {
 /// What a tool answers: the answer of the route it stands for.
 #[derive(JsonSchema)]
 #[serde(untagged)]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::large_enum_variant)]
 enum ToolAnswer<'a> {
     Outcome(super::RunOutcome<'a>),
     Details(super::RunDetails<'a>),

@@ -6,10 +6,10 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{False, TextOrNull, Timestamp, True};
-use crate::core::record::{
-    ClosedWait, DeliveryAttempt, RunError, RunStatusName, TraceEntry, Wait,
-};
+use super::{False, GraphDocument, TextOrNull, Timestamp, True};
+use crate::core::graph::Graph;
+use crate::core::progress::NodeProgress;
+use crate::core::record::{ClosedWait, DeliveryAttempt, RunError, RunStatusName, TraceEntry, Wait};
 use crate::core::run::Noop;
 
 /// The answer to a trigger or a retry: the run as the request left it.
@@ -35,7 +35,9 @@ pub struct RunOutcome<'a> {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome<'a> {
     /// Continuing in the background: it reached the invocation's call budget.
-    Running { success: True },
+    Running {
+        success: True,
+    },
     /// Waiting: `task_id` and `paused_node_id` name the newest wait (the one
     /// this request caused), `waits` lists every open one.
     Paused {
@@ -58,7 +60,9 @@ pub enum Outcome<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         failed_node: Option<&'a str>,
     },
-    Cancelled { success: False },
+    Cancelled {
+        success: False,
+    },
 }
 
 /// How many trace entries were dropped to keep the trace bounded (the oldest go first).
@@ -100,6 +104,14 @@ pub struct RunDetails<'a> {
     pub trace: &'a [TraceEntry],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_truncated: Option<TraceTruncated>,
+    /// The graph the run started with (component URLs shown without their
+    /// query or credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<GraphDocument>")]
+    pub graph: Option<Graph>,
+    /// Where each node of the graph stands, in the graph's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeProgress>,
 }
 
 /// A run's status, with what each status carries.

@@ -41,6 +41,7 @@ use serde_json::{json, Value};
 
 use self::inbox::Inbox;
 use self::storage::{GateMeta, GateStore, JournalMemory, ObjectStorage};
+use super::answer::{HeartbeatAccepted, True};
 use super::driver::Components;
 use super::error::EngineError;
 use super::pacing::{earliest, WritePacer, MIN_WRITE_INTERVAL_MS};
@@ -50,7 +51,6 @@ use super::segment::{
     Report, Segment,
 };
 use super::store::{Records, TaskIndexStore};
-use super::answer::{HeartbeatAccepted, True};
 use super::view::{answer_value, noop_answer};
 
 /// How long a callback that found a segment running waits for its own

@@ -12,11 +12,11 @@ use super::{
 };
 use crate::core::answer::{CallbackAccepted, True};
 use crate::core::driver::Components;
-use crate::core::record::RunStatusName;
-use crate::core::view::answer_value;
 use crate::core::error::EngineError;
+use crate::core::record::RunStatusName;
 use crate::core::segment::{Clock, Command, Notifier};
 use crate::core::store::{Records, TaskIndexStore};
+use crate::core::view::answer_value;
 
 impl Gate {
     /// A callback that arrived while a segment runs: kept in storage (that

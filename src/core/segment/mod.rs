@@ -14,6 +14,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::answer::{CallbackAccepted, True};
 use super::driver::{drive, Components, Journal};
 use super::effect::next_wake;
 use super::error::EngineError;
@@ -22,7 +23,6 @@ use super::plan::{Directory, GraphLimits};
 use super::record::{DeliveryState, EventKind, EventOutcome, RunStatus, WaitEvent};
 use super::redact::Redactor;
 use super::run::{DeliveryOutcome, Journaled, Noop, Run, Settings, Signer};
-use super::answer::{CallbackAccepted, True};
 use super::view::{answer_value, callback_answer, run_details, run_outcome};
 
 mod callback;
