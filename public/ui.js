@@ -55,7 +55,8 @@ async function api(path, method = "GET") {
   const text = await res.text();
   let body = null;
   try { body = JSON.parse(text); } catch { /* not JSON */ }
-  if (res.ok && body && (body.success !== false || method !== "GET")) return { body, text, status: res.status };
+  // An error is a non-2xx answer; `success: false` on a 2xx is a run that failed, not a refusal.
+  if (res.ok && body) return { body, text, status: res.status };
   const err = body && typeof body.error === "object" ? body.error : null;
   const msg = err ? `${res.status} ${err.code}: ${err.message}` : `${res.status} ${res.statusText} ${text.slice(0, 200)}`;
   throw Object.assign(new Error(`The API refused: ${msg}`), { status: res.status, body, final: [401, 403, 404].includes(res.status) });
@@ -352,7 +353,7 @@ async function runAction(action) {
     status = e.status; body = e.body; text = e.body ? JSON.stringify(e.body) : e.message;
   }
   if (shownRun !== id) return;
-  const ok = status >= 200 && status < 300 && body?.success !== false;
+  const ok = status >= 200 && status < 300;
   box.dataset.state = ok ? "ok" : "refused";
   box.dataset.status = String(status ?? 0);
   const summary = ok

@@ -11,11 +11,11 @@ use super::gate_stub::gate;
 use super::http::{json_response, ApiError};
 use super::ops::Ops;
 use super::runtime::now_ms;
-use crate::core::answer::{RunDetails, RunState, True};
 use crate::core::budget::{self, ChildBudget, Drawn, Grant};
 use crate::core::claim::{self, Claim, ClaimKeeper, ClaimName, ClaimStorage, GateRead};
 use crate::core::error::EngineError;
 use crate::core::segment::Command;
+use crate::core::view::starting_details;
 
 pub use crate::core::claim::{Claimed, StartOutcome};
 
@@ -289,27 +289,7 @@ pub async fn settle_start(
 /// answer): what the gate itself shows of a run whose first segment is
 /// executing, with what asking it cost.
 fn starting_view(run_id: &str, unknown: &Response) -> Response {
-    let now = now_ms();
-    let view = json_response(
-        200,
-        &RunDetails {
-            run_id,
-            state: RunState::Running { success: True },
-            workflow: None,
-            attempt: None,
-            waits: Vec::new(),
-            closed_waits: Vec::new(),
-            created_at: now,
-            updated_at: now,
-            duration_ms: 0,
-            final_callback: None,
-            deliveries: None,
-            trace: &[],
-            trace_truncated: None,
-            graph: None,
-            nodes: Vec::new(),
-        },
-    );
+    let view = json_response(200, &starting_details(run_id, now_ms()));
     if let Ok(Some(ops)) = unknown.headers().get(Ops::DO_HEADER) {
         let _ = view.headers().set(Ops::DO_HEADER, &ops);
     }

@@ -13,6 +13,7 @@ use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
 
 use crate::core::answer::*;
+use crate::core::run::Noop;
 use operations::{Ans, Auth, Gate, Method, Op, Shape, Std, OPERATIONS};
 
 pub use graph::graph_schema;
@@ -317,6 +318,13 @@ fn answer(op: &Op, ans: &Ans, with_body: bool) -> (String, Value) {
                 Shape::AnyOf(names) => Some(
                     json!({ "anyOf": names.iter().map(|n| schema_ref(n)).collect::<Vec<_>>() }),
                 ),
+                Shape::OrSignedNoop(name) => Some(json!({ "anyOf": [
+                    schema_ref(name),
+                    { "allOf": [
+                        schema_ref("Noop"),
+                        { "properties": { "reason": { "not": { "const": Noop::UnknownTask.reason() } } } }
+                    ] }
+                ] })),
                 Shape::RpcError => Some(json!({ "allOf": [
                     schema_ref("McpResponse"),
                     { "required": ["error"], "properties": { "id": { "type": "null" } } }

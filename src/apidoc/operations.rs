@@ -65,6 +65,9 @@ pub enum Ans {
 pub enum Shape {
     One(&'static str),
     AnyOf(&'static [&'static str]),
+    /// This answer, or a noop of a signed URL: any reason but `unknown_task`
+    /// (only the legacy route, which finds waits by task, answers that).
+    OrSignedNoop(&'static str),
     /// A JSON-RPC error with a null id (MCP).
     RpcError,
     Empty,
@@ -265,7 +268,7 @@ pub const OPERATIONS: &[Op] = &[
         replayable: false,
         deprecated: false,
         answers: &[
-            Ans::Ok(200, "The callback was applied: the run resumed (`CallbackAnswer`), or a noop.", Shape::AnyOf(&["CallbackAnswer", "Noop"])),
+            Ans::Ok(200, "The callback was applied: the run resumed (`CallbackAnswer`), or a noop.", Shape::OrSignedNoop("CallbackAnswer")),
             Ans::Ok(202, "Kept and accepted: a segment of the run was executing and applying this callback took longer than 3 s. It is applied when the segment ends; do not send it again.", Shape::One("CallbackAccepted")),
             Ans::Err(400, "An empty or unreadable body, one that is not a JSON object or nests more than 100 levels.", &[ErrorCode::InvalidJson, ErrorCode::InvalidRequest]),
             Ans::Err(401, "No token, or one that does not verify for this run and wait.", &[ErrorCode::Unauthorized]),
@@ -291,7 +294,7 @@ pub const OPERATIONS: &[Op] = &[
         replayable: false,
         deprecated: false,
         answers: &[
-            Ans::Ok(200, "The wait's deadline now and its URLs, or a noop.", Shape::AnyOf(&["HeartbeatAccepted", "Noop"])),
+            Ans::Ok(200, "The wait's deadline now and its URLs, or a noop.", Shape::OrSignedNoop("HeartbeatAccepted")),
             Ans::Err(400, "An empty or unreadable body, one that is not a JSON object or nests more than 100 levels, or an extend_seconds that is not a whole number ≥ 1.", &[ErrorCode::InvalidJson, ErrorCode::InvalidRequest]),
             Ans::Err(401, "No token, or one that does not verify for this run and wait.", &[ErrorCode::Unauthorized]),
             Ans::Err(404, "Not a valid run or wait id.", &[ErrorCode::NotFound]),

@@ -175,7 +175,7 @@ pub struct Wait {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_at: Option<u64>,
     /// What reached the wait — callbacks, heartbeats, polls — and how each
-    /// was taken; the most recent `MAX_WAIT_EVENTS`.
+    /// was taken; the most recent 20 (`MAX_WAIT_EVENTS`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<WaitEvent>,
 }
@@ -277,8 +277,8 @@ pub enum WaitClosed {
     TimedOut,
     Cancelled,
     /// A `join: "any"` node it only fed fired on another branch first: its
-    /// result is no longer wanted. (Added after v3 first shipped; records
-    /// without it read as before.)
+    /// result is no longer wanted.
+    // Added after v3 first shipped; records without it read as before.
     Superseded,
 }
 
@@ -433,7 +433,7 @@ pub struct TraceEntry {
     pub duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
-    /// True for the record written when a callback completed the node.
+    /// Present on the entry written when a callback (or poll) completed the node.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resumed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

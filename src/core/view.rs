@@ -140,11 +140,40 @@ pub fn run_outcome(record: &RunRecord, redactor: &Redactor) -> Value {
 
 /// `GET /runs/{id}`.
 pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
-    redacted(&details(record), redactor)
+    redacted(&details(record, false), redactor)
 }
 
-fn details(record: &RunRecord) -> RunDetails<'_> {
+/// `GET /runs/{id}` while a segment of the run executes: it reads
+/// `running`, whatever the record it last stored says.
+pub fn run_details_running(record: &RunRecord, redactor: &Redactor) -> Value {
+    redacted(&details(record, true), redactor)
+}
+
+/// What a read shows of a run whose first segment is executing, before
+/// anything of it is stored.
+pub fn starting_details(run_id: &str, now: u64) -> Value {
+    answer_value(&RunDetails {
+        run_id,
+        state: RunState::Running { success: True },
+        workflow: None,
+        attempt: None,
+        waits: Vec::new(),
+        closed_waits: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        duration_ms: 0,
+        final_callback: None,
+        deliveries: None,
+        trace: &[],
+        trace_truncated: None,
+        graph: None,
+        nodes: Vec::new(),
+    })
+}
+
+fn details(record: &RunRecord, running: bool) -> RunDetails<'_> {
     let state = match &record.status {
+        _ if running => RunState::Running { success: True },
         RunStatus::Completed {
             output,
             finished_at,

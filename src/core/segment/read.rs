@@ -8,7 +8,7 @@ use crate::core::error::EngineError;
 use crate::core::redact::Redactor;
 use crate::core::run::Run;
 use crate::core::stored::decode;
-use crate::core::view::{merge_noted, run_details};
+use crate::core::view::{merge_noted, run_details, run_details_running, starting_details};
 
 pub(super) async fn load<S: Store, C, K: Clock, N>(
     host: &Host<'_, S, C, K, N>,
@@ -63,10 +63,10 @@ pub fn details(
     if owner.is_some() && run.record.owner.as_deref() != owner {
         return None;
     }
-    let mut body = run_details(&run.record, redactor);
-    if active {
-        body["status"] = Value::from("running");
-    }
+    let body = match active {
+        true => run_details_running(&run.record, redactor),
+        false => run_details(&run.record, redactor),
+    };
     Some((body, run.next_wake(now)))
 }
 
@@ -96,12 +96,7 @@ pub async fn read<S: Store, C, K: Clock, N>(
             add_noted(host.store, &mut body).await;
             Ok((body, wake))
         }
-        None if active => Ok((
-            serde_json::json!({
-                "success": true, "run_id": run_id, "status": "running", "waits": [], "trace": []
-            }),
-            None,
-        )),
+        None if active => Ok((starting_details(run_id, now), None)),
         None => Err(EngineError::NotFound(format!("no run '{run_id}'"))),
     }
 }
