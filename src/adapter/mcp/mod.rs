@@ -14,6 +14,9 @@ use worker::{Env, Response};
 use super::config::Config;
 use super::http::{json_response, ApiError};
 use super::ops::Ops;
+use crate::core::answer::{
+    JsonRpcVersion, McpOutcome, McpResponse, McpText, McpToolResult, RpcError, TextKind,
+};
 
 /// Protocol revisions this server speaks; the newest is offered when the
 /// client asks for one it does not know.
@@ -25,8 +28,15 @@ const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
 const INTERNAL_ERROR: i64 = -32603;
 
-fn rpc_error(id: &Value, code: i64, message: &str) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
+fn rpc_error(id: &Value, code: i64, message: &str) -> McpResponse {
+    McpResponse {
+        jsonrpc: JsonRpcVersion::V2,
+        id: id.clone(),
+        outcome: McpOutcome::Error(RpcError {
+            code,
+            message: message.to_string(),
+        }),
+    }
 }
 
 /// One JSON-RPC message, already authenticated as `owner`.
@@ -122,7 +132,12 @@ pub async fn handle(
         _ => Err((METHOD_NOT_FOUND, format!("no method '{method}'"))),
     };
     let answer = match result {
-        Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+        Ok(Value::Object(result)) => McpResponse {
+            jsonrpc: JsonRpcVersion::V2,
+            id,
+            outcome: McpOutcome::Result(result),
+        },
+        Ok(_) => rpc_error(&id, INTERNAL_ERROR, "a result that is not an object"),
         Err((code, message)) => rpc_error(&id, code, &message),
     };
     let response = json_response(200, &answer);
@@ -161,18 +176,23 @@ async fn call_tool(
     // tool's outputSchema) beside a line for a person, to a client that
     // speaks a revision with structured content; as the text otherwise,
     // and always for an error (which the outputSchema does not describe).
-    let result = match structured && !failed {
-        true => json!({
-            "content": [{ "type": "text", "text": summary(&body) }],
-            "structuredContent": body,
-            "isError": failed,
-        }),
-        false => json!({
-            "content": [{ "type": "text", "text": body.to_string() }],
-            "isError": failed,
-        }),
+    let text = |text: String| McpText {
+        kind: TextKind::Text,
+        text,
     };
-    Ok((result, cost))
+    let result = match structured && !failed {
+        true => McpToolResult {
+            content: vec![text(summary(&body))],
+            structured_content: Some(body),
+            is_error: failed,
+        },
+        false => McpToolResult {
+            content: vec![text(body.to_string())],
+            structured_content: None,
+            is_error: failed,
+        },
+    };
+    Ok((serde_json::to_value(result).unwrap_or_default(), cost))
 }
 
 /// One line saying what a tool's answer says: the run's status (and what
