@@ -603,7 +603,7 @@ fn webhooks() -> Value {
             "post": {
                 "operationId": "runFinished",
                 "summary": "A run has ended (the final callback)",
-                "description": "POSTed to the `final_callback_url` a run was started with, once it completes, fails or is cancelled (a sub-workflow's run tells its parent instead). Signed per Standard Webhooks (https://www.standardwebhooks.com): the signature is HMAC-SHA256, keyed with the base64 key after `whsec_` in the deployment's WEBHOOK_SECRET, over `{webhook-id}.{webhook-timestamp}.{body}`, sent base64 as `v1,<signature>` (one per key while keys rotate, space-separated). To verify: recompute it over the raw body, compare in constant time, and refuse a `webhook-timestamp` more than a few minutes from now (any Standard Webhooks library does all three). `webhook-id` is the same for every attempt of one outcome (`msg_{run_id}_{status}`, `_{attempt}` after a retry of the run), so a receiver can drop repeats. Retries: any answer but 2xx or 410 (or no answer within 10 s) is tried again with growing delays for up to 24 hours, then the delivery gives up; `410 Gone` refuses it (no more attempts); redirects are not followed. Every attempt is listed in `deliveries` on `GET /runs/{run_id}`, and `POST /runs/{run_id}/redeliver` starts a new round.",
+                "description": "POSTed to the `final_callback_url` a run was started with, once it completes, fails or is cancelled (a sub-workflow's run tells its parent instead). Signed per Standard Webhooks (https://www.standardwebhooks.com): the signature is HMAC-SHA256, keyed with the base64 key after `whsec_` in the deployment's WEBHOOK_SECRET, over `{webhook-id}.{webhook-timestamp}.{body}`, sent base64 as `v1,<signature>` (while keys rotate, one per key — WEBHOOK_SECRET, then WEBHOOK_SECRET_PREVIOUS — space-separated). To verify: recompute it over the raw body, compare in constant time, and refuse a `webhook-timestamp` more than a few minutes from now (any Standard Webhooks library does all three). `webhook-id` is the same for every attempt of one outcome (`msg_{run_id}_{status}`, `_{attempt}` after a retry of the run), so a receiver can drop repeats. Retries: any answer but 2xx or 410 (or no answer within 10 s) is tried again — at once, then 1 s, 5 s, 30 s, 5 min, 30 min, 2 h and 6 h apart — for FINAL_CALLBACK_RETRY_SECONDS (24 hours by default), then the delivery gives up; `410 Gone` refuses it (no more attempts); redirects are not followed. Every attempt is listed in `deliveries` on `GET /runs/{run_id}`, and `POST /runs/{run_id}/redeliver` starts a new round.",
                 "tags": ["runs"],
                 "security": [],
                 "parameters": [
@@ -615,7 +615,7 @@ fn webhooks() -> Value {
                 "responses": {
                     "2XX": { "description": "Delivered: no more attempts." },
                     "410": { "description": "Refused: no more attempts (the delivery is `refused`)." },
-                    "default": { "description": "Not delivered: tried again later, for up to 24 hours." }
+                    "default": { "description": "Not delivered: tried again later, within FINAL_CALLBACK_RETRY_SECONDS." }
                 }
             }
         }
