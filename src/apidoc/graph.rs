@@ -20,10 +20,8 @@ pub fn graph_schema() -> Value {
     let mut root = generator.into_root_schema_for::<Graph>().to_value();
     root["title"] = json!("arcrun workflow graph");
     root["description"] = json!(DESCRIPTION);
+    strip_integer_formats(&mut root);
     let defs = root["$defs"].as_object_mut().expect("$defs");
-    for def in defs.values_mut() {
-        strip_integer_formats(def);
-    }
     defs["Node"]["allOf"] = json!([
         {
             "description": "A Component node needs a componentId.",
@@ -73,6 +71,9 @@ pub fn graph_schema() -> Value {
 fn strip_integer_formats(v: &mut Value) {
     match v {
         Value::Object(map) => {
+            if let Some(Value::String(text)) = map.get_mut("description") {
+                *text = super::unwrap_lines(text);
+            }
             if matches!(map.get("format").and_then(Value::as_str),
                 Some(f) if f.starts_with("int") || f.starts_with("uint") || f == "double" || f == "float")
             {

@@ -135,6 +135,9 @@ fn tidy(schema: &mut Value, answer: bool) {
     fn walk(v: &mut Value, answer: bool) {
         match v {
             Value::Object(map) => {
+                if let Some(Value::String(text)) = map.get_mut("description") {
+                    *text = unwrap_lines(text);
+                }
                 if matches!(map.get("format").and_then(Value::as_str),
                     Some(f) if f.starts_with("int") || f.starts_with("uint") || f == "double" || f == "float")
                 {
@@ -167,6 +170,21 @@ fn tidy(schema: &mut Value, answer: bool) {
         }
     }
     walk(schema, answer);
+}
+
+/// A doc comment's text as one paragraph per blank-line-separated block
+/// (its line breaks are the source's wrapping, not the prose's).
+pub(crate) fn unwrap_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .split('\n')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// `["string", "null"]` → `"string"`; `anyOf: [X, {type: null}]` → X.

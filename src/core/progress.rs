@@ -41,6 +41,7 @@ pub enum NodeStatus {
 /// In a cancelled run, items that never started left no trace and are not
 /// counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ItemCounts {
     pub total: usize,
     pub succeeded: usize,
@@ -55,6 +56,7 @@ pub struct ItemCounts {
 
 /// One node of the run, in the graph's order.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct NodeProgress {
     pub id: String,
     pub status: NodeStatus,
