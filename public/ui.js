@@ -590,13 +590,38 @@ function renderNodeDetails(run) {
     ]),
     el("h5", { text: "Input (as the graph gives it; templates unrendered)" }),
     el("pre", { "data-testid": "node-input", text: JSON.stringify(input, null, 2) }),
+    el("h5", { text: "Context that reached it" }),
+    el("pre", { "data-testid": "node-context", text: "…" }),
     el("h5", { text: "Output" }),
-    el("pre", { "data-testid": "node-output", text: isOutput ? JSON.stringify(run.data, null, 2) : p.status === "succeeded" ? "(an inner node's output is not part of the run's view; the run's result is under Output)" : "(none)" }),
+    el("pre", { "data-testid": "node-output", text: isOutput ? JSON.stringify(run.data, null, 2) : "…" }),
     el("h5", { text: "Error" }),
     el("pre", { "data-testid": "node-error", text: errors.length ? errors.join("\n") : "(none)" }),
     el("h5", { text: `Trace entries (${entries.length}${entries.length > 200 ? ", the last 200 shown" : ""})` }),
     entries.length ? el("div", { class: "scroll short" }, el("table", { "aria-label": `Trace entries of ${node.id}` }, el("thead", null, el("tr", null,
       ...["Node", "Status", "At", "Took", "Task", "Error"].map((h) => el("th", { scope: "col", text: h })))), rows)) : el("p", { class: "muted", text: "None yet." }));
+  fillNodeData(run, node.id, isOutput);
+}
+
+/** The node's own input and output, from GET /runs/{id}/nodes/{node}: read again only when the run changed. */
+let nodeData = { key: null, answer: null };
+async function fillNodeData(run, nodeId, isOutput) {
+  const key = `${run.run_id}\n${nodeId}\n${run.updated_at}\n${run.status}`;
+  if (nodeData.key !== key) {
+    nodeData = { key, answer: null };
+    try {
+      const { body } = await api(`/runs/${encodeURIComponent(run.run_id)}/nodes/${encodeURIComponent(nodeId)}`);
+      if (nodeData.key === key) nodeData.answer = body;
+    } catch (e) {
+      if (nodeData.key === key) nodeData.answer = { failed: e.message };
+    }
+  }
+  const box = $("node-details");
+  if (nodeData.key !== key || box.dataset.node !== nodeId) return;
+  const a = nodeData.answer || {};
+  const released = a.kept === false ? "(a finished run keeps only its result, under the Output node)" : null;
+  const show = (v, none) => (a.failed ? `(could not be read: ${a.failed})` : v !== undefined ? JSON.stringify(v, null, 2) : released ?? none);
+  box.querySelector('[data-testid="node-context"]').textContent = show(a.input, "(none now: it is kept only while the node is called, paused or failed)");
+  if (!isOutput) box.querySelector('[data-testid="node-output"]').textContent = show(a.output, "(none yet)");
 }
 
 // --- start ---------------------------------------------------------------------------

@@ -126,6 +126,7 @@ impl Object {
         self.send(Command::Read {
             run_id: "run-1".into(),
             owner: None,
+            node: None,
         })
         .expect("the run reads")
         .body

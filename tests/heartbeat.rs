@@ -6,7 +6,7 @@ mod support;
 use arcrun::core::error::EngineError;
 use arcrun::core::record::{EventKind, EventOutcome, RunStatus};
 use arcrun::core::run::Noop;
-use arcrun::core::segment::{read, Command, Host, Reply};
+use arcrun::core::segment::{read, Command, Host, Reply, View};
 use futures::executor::block_on;
 use serde_json::{json, Value};
 use support::gate::{Gate, OWNER, T0};
@@ -82,9 +82,12 @@ fn shown(gate: &Gate) -> Value {
         notifier: &gate.notifier,
         config: &gate.config,
     };
-    block_on(read(&host, "run-1", Some(OWNER), false))
-        .unwrap()
-        .0
+    let view = View {
+        owner: Some(OWNER),
+        node: None,
+        active: false,
+    };
+    block_on(read(&host, "run-1", &view)).unwrap().0
 }
 
 #[test]

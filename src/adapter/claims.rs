@@ -229,6 +229,7 @@ impl claim::Claimant for Claimant<'_> {
         let read = Command::Read {
             run_id: run_id.to_string(),
             owner: Some(self.owner.to_string()),
+            node: None,
         };
         let view = gate(self.env, run_id, &read)
             .await

@@ -149,6 +149,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
             let read = Command::Read {
                 run_id: run_id.clone(),
                 owner: Some(owner),
+                node: None,
             };
             let response = gate(env, &run_id, &read).await?;
             if let Ok(Some(inner)) = response.headers().get(KvOps::HEADER) {
@@ -199,7 +200,24 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, ApiError> {
         }
         ["runs", run_id] => {
             for_owner(req, env, &method, "GET", run_id, |run_id, owner| {
-                Command::Read { run_id, owner }
+                Command::Read {
+                    run_id,
+                    owner,
+                    node: None,
+                }
+            })
+            .await
+        }
+        ["runs", run_id, "nodes", node_id] => {
+            // Node ids are the graph's own: any text, sent percent-encoded
+            // (the run's gate says whether its graph has one).
+            let node = percent_decode_str(node_id).decode_utf8_lossy().into_owned();
+            for_owner(req, env, &method, "GET", run_id, |run_id, owner| {
+                Command::Read {
+                    run_id,
+                    owner,
+                    node: Some(node),
+                }
             })
             .await
         }

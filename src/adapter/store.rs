@@ -210,6 +210,7 @@ impl TaskIndexStore for GateRecords {
         let read = Command::Read {
             run_id: run_id.to_string(),
             owner: None,
+            node: None,
         };
         let Ok(mut response) = gate(&self.env, run_id, &read).await else {
             return false;

@@ -49,6 +49,7 @@ pub fn openapi() -> Value {
     // registers those it uses).
     generator.subschema_for::<RunOutcome>();
     generator.subschema_for::<RunDetails>();
+    generator.subschema_for::<NodeDetails>();
     generator.subschema_for::<CallbackAnswer>();
     generator.subschema_for::<CallbackAccepted>();
     generator.subschema_for::<NoopAnswer>();
@@ -247,6 +248,7 @@ fn path_item(path: &str) -> Value {
                 "wait_id" => "WaitId",
                 "name" => "WorkflowName",
                 "task_id" => "TaskId",
+                "node_id" => "NodeId",
                 other => panic!("no parameter component for {{{other}}}"),
             };
             json!({ "$ref": format!("#/components/parameters/{component}") })
@@ -650,6 +652,8 @@ fn parameters() -> Value {
         "WorkflowName": { "name": "name", "in": "path", "required": true,
             "schema": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$", "not": { "enum": [".", ".."] } },
             "description": "1–100 of `A-Z a-z 0-9 - _ .` (not `.` or `..`); anything else is `400 invalid_workflow_name`." },
+        "NodeId": { "name": "node_id", "in": "path", "required": true, "schema": { "type": "string" },
+            "description": "A node id of the run's graph, percent-encoded." },
         "TaskId": { "name": "task_id", "in": "path", "required": true, "schema": { "type": "string" },
             "description": "A task id a run of this key waits or waited on." },
         "Token": { "name": "token", "in": "query", "required": true,

@@ -120,6 +120,12 @@ pub fn node_progress(record: &RunRecord) -> Vec<NodeProgress> {
         .collect()
 }
 
+/// One node of the run with where it stands, by its id.
+pub fn one_node(record: &RunRecord, node_id: &str) -> Option<(usize, NodeProgress)> {
+    let i = record.graph.nodes.iter().position(|n| n.id == node_id)?;
+    node_progress(record).into_iter().nth(i).map(|p| (i, p))
+}
+
 /// The run's graph as callers are shown it: component URLs as in
 /// `NodeProgress::component`, the rest as the run holds it.
 pub fn shown_graph(graph: &Graph) -> Graph {

@@ -9,10 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::answer::{
     CallbackAnswer, ClosedWaitView, DeliveryView, False, FinalCallbackView, FinalEvent,
-    FinalOutcome, NoopAnswer, Outcome, RunDetails, RunOutcome, RunState, TraceTruncated, True,
+    FinalOutcome, NodeDetails, NoopAnswer, Outcome, RunDetails, RunOutcome, RunState,
+    TraceTruncated, True,
 };
-use super::progress::{node_progress, shown_graph};
-use super::record::{DeliveryState, RunRecord, RunStatus, Wait, WaitEvent, MAX_WAIT_EVENTS};
+use super::progress::{node_progress, one_node, shown_graph};
+use super::record::{
+    DeliveryState, NodeState, RunRecord, RunStatus, Wait, WaitEvent, MAX_WAIT_EVENTS,
+};
 use super::redact::Redactor;
 use super::run::Noop;
 use super::webhook::shown_url;
@@ -147,6 +150,32 @@ pub fn run_details(record: &RunRecord, redactor: &Redactor) -> Value {
 /// `running`, whatever the record it last stored says.
 pub fn run_details_running(record: &RunRecord, redactor: &Redactor) -> Value {
     redacted(&details(record, true), redactor)
+}
+
+/// `GET /runs/{id}/nodes/{node}`: the node's progress, and its input and
+/// output while the run holds them; `None` when the graph has no such node.
+pub fn node_details(record: &RunRecord, node_id: &str, redactor: &Redactor) -> Option<Value> {
+    let (i, node) = one_node(record, node_id)?;
+    let (input, output) = match record.nodes.get(i) {
+        Some(NodeState::Calling { ctx })
+        | Some(NodeState::Paused { ctx, .. })
+        | Some(NodeState::Failed { ctx }) => (Some(ctx), None),
+        Some(NodeState::Done { output }) => (None, Some(output)),
+        _ => (None, None),
+    };
+    let kept = !matches!(
+        record.status,
+        RunStatus::Completed { .. } | RunStatus::Cancelled { .. }
+    );
+    let answer = NodeDetails {
+        success: record.status.is_success(),
+        run_id: &record.run_id,
+        node,
+        input,
+        output,
+        kept,
+    };
+    Some(redacted(&answer, redactor))
 }
 
 /// What a read shows of a run whose first segment is executing, before

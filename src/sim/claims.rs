@@ -118,6 +118,7 @@ impl Claimant for SimClaimant {
         let read = Command::Read {
             run_id: run_id.to_string(),
             owner: Some("owner".into()),
+            node: None,
         };
         let view = gate(&self.world, read).await?;
         Ok(GateRead {

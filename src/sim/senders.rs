@@ -264,6 +264,7 @@ impl Simulation {
         let read = Command::Read {
             run_id,
             owner: Some("owner".into()),
+            node: None,
         };
         let at = self.world.borrow().now + START_GRACE_MS + 1;
         let check = Sender::Check(keyed.clone());

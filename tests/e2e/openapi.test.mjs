@@ -554,9 +554,30 @@ test("runs: list, read, cancel, retry, redeliver — and their refusals", { time
     const read = await call(worker, `/runs/${runId}`, { expect: 200 });
     assert.equal(read.body.status, "paused");
     await call(worker, `/runs/${runId}`, { method: "HEAD", expect: 200 });
+    // One node: the Input node's output, the paused node's context (the Input's output merged
+    // in), the node not reached yet with neither; an unknown node or run is 404.
+    const input = await call(worker, `/runs/${runId}/nodes/in`, { expect: 200 });
+    assert.equal(input.body.status, "succeeded");
+    assert.equal(input.body.kept, true);
+    assert.equal(typeof input.body.output, "object", input.text);
+    const waiting = await call(worker, `/runs/${runId}/nodes/c`, { expect: 200 });
+    assert.equal(waiting.body.status, "paused");
+    assert.equal(typeof waiting.body.input._today, "string", waiting.text);
+    assert.equal(waiting.body.output, undefined);
+    assert.match(waiting.body.component, /\/to-cancel$/);
+    const later = await call(worker, `/runs/${runId}/nodes/out`, { expect: 200 });
+    assert.equal(later.body.status, "waiting");
+    assert.deepEqual([later.body.input, later.body.output], [undefined, undefined]);
+    await call(worker, `/runs/${runId}/nodes/in`, { method: "HEAD", expect: 200 });
+    await call(worker, `/runs/${runId}/nodes/no%20such%20node`, { expect: [404, "not_found"] });
+    await call(worker, `/runs/not!valid/nodes/in`, { expect: [404, "not_found"] });
+    await call(worker, `/runs/${runId}/nodes/in`, { apiKey: null, expect: [401, "unauthorized"] });
     await call(worker, `/runs/${runId}/redeliver`, { method: "POST", expect: [409, "run_not_finished"] });
     const cancelled = await call(worker, `/runs/${runId}/cancel`, { method: "POST", expect: 200 });
     assert.equal(cancelled.body.status, "cancelled");
+    // A cancelled run keeps no node's data.
+    const released = await call(worker, `/runs/${runId}/nodes/in`, { expect: 200 });
+    assert.deepEqual([released.body.kept, released.body.output, released.body.success], [false, undefined, false]);
     await call(worker, `/runs/${runId}/cancel`, { method: "POST", expect: [409, "run_finished"] });
     await call(worker, `/runs/${runId}/retry`, { method: "POST", expect: [409, "not_retryable"] });
     await call(worker, `/runs/${runId}/redeliver`, { method: "POST", expect: [400, "invalid_request"] });

@@ -193,6 +193,14 @@ test("the picture: states, edge labels, the paused marker and deadline, FOREACH 
         assert.equal(input.foreach.items, "xs");
         assert.equal(await details.locator("[data-testid=node-component]").textContent(), `${pend.url}/each`);
         assert.equal(await details.locator("[data-testid=node-error]").textContent(), "(none)");
+        // An inner node's own output comes from GET /runs/{id}/nodes/{node}, while the run holds it.
+        await page.locator("[data-testid=graph-node][data-node=in]").click();
+        await page.waitForFunction(() => {
+            const d = document.querySelector("[data-testid=node-details]");
+            return d.dataset.node === "in" && d.querySelector("[data-testid=node-output]").textContent.startsWith("{");
+        }, null, { timeout: 10_000 });
+        const inOutput = JSON.parse(await page.locator("[data-testid=node-output]").textContent());
+        assert.deepEqual(inOutput.xs, [1, 2, 3, 4, 5]);
 
         // The rest call back: the run completes, every node turns green, the Output node shows the result.
         for (const c of calls.slice(3)) await postCallback(c.callbackUrl, c.taskId, { success: true, data: { v: 2 } });
@@ -204,6 +212,9 @@ test("the picture: states, edge labels, the paused marker and deadline, FOREACH 
         const out = JSON.parse(await page.locator("[data-testid=node-output]").textContent());
         const final = (await worker.fetchJson(`/runs/${runId}`)).body;
         assert.deepEqual(out, final.data);
+        // A completed run keeps only its result: an inner node says so.
+        await page.locator("[data-testid=graph-node][data-node=in]").click();
+        await page.waitForFunction(() => /keeps only its result/.test(document.querySelector("[data-testid=node-output]")?.textContent ?? ""), null, { timeout: 10_000 });
         // Nothing came from elsewhere and nothing broke (the CSP would report inline styles).
         assert.deepEqual(page.errors, []);
     } finally {

@@ -36,7 +36,11 @@ pub async fn call(
     let args = Arguments { tool, arguments };
     // A request about one run: its gate decides, as for the routes.
     let about_run: Option<fn(String, Option<String>) -> Command> = match tool {
-        "get_run" => Some(|run_id, owner| Command::Read { run_id, owner }),
+        "get_run" => Some(|run_id, owner| Command::Read {
+            run_id,
+            owner,
+            node: None,
+        }),
         "cancel_run" => Some(|run_id, owner| Command::Cancel { run_id, owner }),
         "retry_run" => Some(|run_id, owner| Command::Retry { run_id, owner }),
         "redeliver_final_callback" => Some(|run_id, owner| Command::Redeliver { run_id, owner }),

@@ -4,7 +4,7 @@
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{False, GraphDocument, TextOrNull, Timestamp, True};
 use crate::core::graph::Graph;
@@ -112,6 +112,30 @@ pub struct RunDetails<'a> {
     /// Where each node of the graph stands, in the graph's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeProgress>,
+}
+
+/// `GET /runs/{run_id}/nodes/{node_id}`: one node, with what it was given
+/// and what it gave, while the run holds them.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct NodeDetails<'a> {
+    /// `false` when the run failed or was cancelled.
+    pub success: bool,
+    pub run_id: &'a str,
+    #[serde(flatten)]
+    pub node: NodeProgress,
+    /// The context that reached the node, while it is being called, is
+    /// paused, or failed (what its component is given, before the node's
+    /// `data` is laid over it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<&'a Map<String, Value>>,
+    /// What the node produced, once it has; free-form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<&'a Value>,
+    /// `false` once the run has completed or been cancelled: a finished run
+    /// keeps its result (`data` on `GET /runs/{run_id}`), not each node's
+    /// input and output.
+    pub kept: bool,
 }
 
 /// A run's status, with what each status carries.

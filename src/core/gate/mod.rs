@@ -48,7 +48,7 @@ use super::pacing::{earliest, WritePacer, MIN_WRITE_INTERVAL_MS};
 use super::run::Run;
 use super::segment::{
     add_noted, details, read, run_segment, Clock, Command, GateConfig, Host, Notifier, Reply,
-    Report, Segment,
+    Report, Segment, View,
 };
 use super::store::{Records, TaskIndexStore};
 use super::view::{answer_value, noop_answer};
@@ -194,8 +194,15 @@ impl Gate {
         N: Notifier,
         O: ObjectStorage,
     {
-        if let Command::Read { run_id, owner } = &command {
-            return self.read(p, run_id, owner.as_deref()).await;
+        if let Command::Read {
+            run_id,
+            owner,
+            node,
+        } = &command
+        {
+            return self
+                .read(p, run_id, owner.as_deref(), node.as_deref())
+                .await;
         }
         // Judged at its arrival, like everything kept or queued before it:
         // a deadline that passes while it waits for the lock is taken after
@@ -226,7 +233,7 @@ impl Gate {
                 let owner = command_owner(&command);
                 // A read takes the turn itself when it must catch up.
                 drop(turn);
-                return self.read(p, &run_id, owner.as_deref()).await;
+                return self.read(p, &run_id, owner.as_deref(), None).await;
             }
         }
         if is_start && !restart {
@@ -346,6 +353,7 @@ impl Gate {
         p: &Platform<'_, R, C, K, N, O>,
         run_id: &str,
         owner: Option<&str>,
+        node: Option<&str>,
     ) -> Result<Answer, EngineError>
     where
         R: Records + TaskIndexStore,
@@ -377,17 +385,23 @@ impl Gate {
         let now = p.clock.now();
         // The kept run is read in place (no await while borrowed);
         // otherwise the stored record is.
+        let view = View {
+            owner,
+            node,
+            active,
+        };
         let kept = self.kept.borrow().as_ref().and_then(|run| {
-            (run.record.run_id == run_id)
-                .then(|| details(run, owner, active, &p.config.redactor, now))
+            (run.record.run_id == run_id).then(|| details(run, &view, &p.config.redactor, now))
         });
         let (details, wake) = match kept {
-            Some(Some((mut body, wake))) => {
-                add_noted(&store, &mut body).await;
+            Some(shown) => {
+                let (mut body, wake) = shown?;
+                if node.is_none() {
+                    add_noted(&store, &mut body).await;
+                }
                 (body, wake)
             }
-            Some(None) => return Err(EngineError::NotFound(format!("no run '{run_id}'"))),
-            None => read(&host, run_id, owner, active).await?,
+            None => read(&host, run_id, &view).await?,
         };
         // A cold object learns whether its alarm survived (a restart of a
         // local runtime may lose it) and re-arms it — unless a turn is under

@@ -35,7 +35,7 @@ mod start;
 mod wake;
 mod write;
 
-pub use read::{add_noted, details, read};
+pub use read::{add_noted, details, read, View};
 pub use write::{flush, record_ttl};
 
 /// Where a sub-workflow's run reports its end: `run://{parent run}/{wait}`.
@@ -140,11 +140,14 @@ pub enum Command {
         #[serde(default)]
         token_expires_at: Option<u64>,
     },
-    /// `GET /runs/{id}`: not a segment; the gate answers it from the run it
-    /// keeps, or the stored record.
+    /// `GET /runs/{id}` (or, with `node`, `GET /runs/{id}/nodes/{node}`):
+    /// not a segment; the gate answers it from the run it keeps, or the
+    /// stored record.
     Read {
         run_id: String,
         owner: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     /// The alarm fired: take due deadlines, continue a yielded run.
     Wake { run_id: String },

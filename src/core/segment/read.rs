@@ -8,7 +8,9 @@ use crate::core::error::EngineError;
 use crate::core::redact::Redactor;
 use crate::core::run::Run;
 use crate::core::stored::decode;
-use crate::core::view::{merge_noted, run_details, run_details_running, starting_details};
+use crate::core::view::{
+    merge_noted, node_details, run_details, run_details_running, starting_details,
+};
 
 pub(super) async fn load<S: Store, C, K: Clock, N>(
     host: &Host<'_, S, C, K, N>,
@@ -49,25 +51,35 @@ fn lagging(run_id: &str, got: Option<u64>) -> EngineError {
     ))
 }
 
-/// What `GET /runs/{id}` shows of a run, and when it next wakes; `None` when
-/// the run is not `owner`'s. While a segment of the run is executing
-/// (`active`), its status reads `running`.
+/// What a read asks for: whose run it must be (none: any), one node of it
+/// or the whole run, and whether a segment of it is executing now.
+pub struct View<'a> {
+    pub owner: Option<&'a str>,
+    pub node: Option<&'a str>,
+    pub active: bool,
+}
+
+/// What `GET /runs/{id}` (or one node of it) shows of a run, and when the
+/// run next wakes. Another key's run is not found, exactly like a run that
+/// never was. While a segment of the run is executing (`active`), its status
+/// reads `running`.
 pub fn details(
     run: &Run,
-    owner: Option<&str>,
-    active: bool,
+    view: &View<'_>,
     redactor: &Redactor,
     now: u64,
-) -> Option<(Value, Option<u64>)> {
-    // Another key's run reads as absent, exactly like a run that never was.
-    if owner.is_some() && run.record.owner.as_deref() != owner {
-        return None;
+) -> Result<(Value, Option<u64>), EngineError> {
+    let run_id = &run.record.run_id;
+    if view.owner.is_some() && run.record.owner.as_deref() != view.owner {
+        return Err(EngineError::NotFound(format!("no run '{run_id}'")));
     }
-    let body = match active {
-        true => run_details_running(&run.record, redactor),
-        false => run_details(&run.record, redactor),
+    let body = match (view.node, view.active) {
+        (Some(node), _) => node_details(&run.record, node, redactor)
+            .ok_or_else(|| EngineError::NotFound(format!("run '{run_id}' has no node '{node}'")))?,
+        (None, true) => run_details_running(&run.record, redactor),
+        (None, false) => run_details(&run.record, redactor),
     };
-    Some((body, run.next_wake(now)))
+    Ok((body, run.next_wake(now)))
 }
 
 /// Adds to a run's details the events kept beside it (turned-away callbacks
@@ -86,17 +98,18 @@ pub async fn add_noted<S: Store>(store: &S, details: &mut Value) {
 pub async fn read<S: Store, C, K: Clock, N>(
     host: &Host<'_, S, C, K, N>,
     run_id: &str,
-    owner: Option<&str>,
-    active: bool,
+    view: &View<'_>,
 ) -> Result<(Value, Option<u64>), EngineError> {
     let now = host.clock.now();
-    let run = load(host, None, run_id).await?;
-    match run.and_then(|r| details(&r, owner, active, &host.config.redactor, now)) {
-        Some((mut body, wake)) => {
-            add_noted(host.store, &mut body).await;
+    match load(host, None, run_id).await? {
+        Some(run) => {
+            let (mut body, wake) = details(&run, view, &host.config.redactor, now)?;
+            if view.node.is_none() {
+                add_noted(host.store, &mut body).await;
+            }
             Ok((body, wake))
         }
-        None if active => Ok((starting_details(run_id, now), None)),
+        None if view.active && view.node.is_none() => Ok((starting_details(run_id, now), None)),
         None => Err(EngineError::NotFound(format!("no run '{run_id}'"))),
     }
 }
