@@ -41,6 +41,12 @@
 //       page.goto → the SVG painted, and the page's own build time (dagre layout included);
 //       screenshots of a paused, a failed, the FOREACH and the 200-node run under
 //       target/bench/screenshots/
+//   (p) Cloudflare Workflows beside us: a peer Worker (bench/peer/worker.mjs, one
+//       WorkflowEntrypoint) in workerd through the same Miniflare, doing the same workloads
+//       step by step — chains of 10 / 100 / 1,000 pass-through steps (step.do each), FOREACH
+//       over 100 / 1,000 items one at a time and all at once (Promise.all of step.do), and
+//       pause on step.waitForEvent resumed by sendEvent — interleaved with ours, medians;
+//       ratios against budgets
 //
 //   node bench/e2e.mjs [--smoke] [--only <a,b,…>] [--json <path>]
 //
@@ -56,7 +62,7 @@ import path from "node:path";
 import { createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 
-import { REPO_ROOT, TEST_API_KEY, freePort, startComponent as startHarnessComponent, startWorker, storedStatus } from "../tests/e2e/harness.mjs";
+import { COMPATIBILITY_DATE, REPO_ROOT, TEST_API_KEY, freePort, startComponent as startHarnessComponent, startWorker, storedStatus } from "../tests/e2e/harness.mjs";
 import { startDaemon } from "../daemon/daemon.mjs";
 
 const KV_HEADER = "x-arcrun-kv-ops";
@@ -123,6 +129,10 @@ const SIZES = {
         burstItems: 2000,
         burstConcurrency: 50,
         burstEdge: 100,
+        peerReps: 5,
+        peerChains: [10, 100, 1000],
+        peerItems: [100, 1000],
+        peerCyclesPerRep: 4,
     },
     smoke: {
         latencyRuns: 10,
@@ -150,6 +160,10 @@ const SIZES = {
         burstItems: 200,
         burstConcurrency: 50,
         burstEdge: 50,
+        peerReps: 2,
+        peerChains: [10, 100],
+        peerItems: [100],
+        peerCyclesPerRep: 2,
     },
 };
 
@@ -2539,6 +2553,234 @@ async function benchRunPicture(figures, sizes) {
 }
 
 // ---------------------------------------------------------------------------------------
+// (p) Cloudflare Workflows beside us
+// ---------------------------------------------------------------------------------------
+
+/** (p) budgets: the peer's time over ours, at least this; our pause/resume cycle at most
+ * this share of the peer's. */
+const PEER_CHAIN_100_BUDGET = 10;
+const PEER_CHAIN_1000_BUDGET = 30;
+const PEER_FOREACH_1000_BUDGET = 30;
+const PEER_CYCLE_SHARE_BUDGET = 0.75;
+
+/** Input → `steps` in-process pass-throughs → Output: the peer's chain, step for step. */
+function stepChain(steps) {
+    const nodes = [{ id: "in", type: "Input" }];
+    const edges = [];
+    for (let i = 1; i <= steps; i++) {
+        nodes.push({ id: `n${i}`, type: "Component", componentId: "comp_passthrough", data: { step: i } });
+        edges.push({ from: nodes.at(-2).id, to: `n${i}`, type: "PIPE" });
+    }
+    nodes.push({ id: "out", type: "Output" });
+    edges.push({ from: `n${steps}`, to: "out", type: "PIPE" });
+    return { id: `chain-${steps}`, nodes, edges };
+}
+
+/** Input → a pending component → an in-process pass-through → Output. */
+function pendingThenPass(url) {
+    return {
+        id: "pause-resume",
+        nodes: [
+            { id: "in", type: "Input" },
+            { id: "park", type: "Component", componentId: url },
+            { id: "after", type: "Component", componentId: "comp_passthrough", data: { got: "{{park.data.answer}}" } },
+            { id: "out", type: "Output" },
+        ],
+        edges: [
+            { from: "in", to: "park", type: "PIPE" },
+            { from: "park", to: "after", type: "ON_SUCCESS" },
+            { from: "after", to: "out", type: "PIPE" },
+        ],
+    };
+}
+
+/** A loopback component answering pending, keeping each call's callback URL by task id. */
+async function startParker(prefix) {
+    const calls = new Map();
+    let seq = 0;
+    const server = await startComponent((body) => {
+        const taskId = `${prefix}-${++seq}`;
+        calls.set(taskId, body?.callback_url);
+        return { pending: true, task_id: taskId };
+    });
+    return { url: server.url, calls, close: () => server.close() };
+}
+
+/** The peer Worker (bench/peer/worker.mjs) in workerd through the same Miniflare. */
+async function startPeer() {
+    const { Miniflare } = await import("miniflare");
+    const mf = new Miniflare({
+        modules: true,
+        scriptPath: path.join(REPO_ROOT, "bench/peer/worker.mjs"),
+        modulesRoot: path.join(REPO_ROOT, "bench/peer"),
+        compatibilityDate: COMPATIBILITY_DATE,
+        // Workflows' default limit is 1,024 steps an instance; the FOREACH of 1,000 needs 1,001.
+        workflows: { PEER: { name: "peer", className: "PeerWorkflow", stepLimit: 100_000 } },
+        host: "127.0.0.1",
+        port: 0,
+    });
+    const base = await mf.ready;
+    const post = async (p, body) => {
+        const res = await fetch(new URL(p, base), { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+        const text = await res.text();
+        let parsed = null;
+        try {
+            parsed = JSON.parse(text);
+        } catch {
+            // keep the text
+        }
+        return { status: res.status, body: parsed, text };
+    };
+    return { mf, base, post, stop: () => mf.dispose() };
+}
+
+async function benchPeer(figures, sizes) {
+    const reps = sizes.peerReps;
+    const parker = await startParker("peer");
+    const worker = await startWorker({ bindings: { COMPONENT_TIMEOUT_SECONDS: "30" } });
+    const peer = await startPeer();
+    try {
+        const items = (n) => range(n).map((i) => ({ name: `item ${i}`, sku: `SKU-${1000 + i}` }));
+        const foreachOf = (seq) => {
+            const g = foreachGraph();
+            if (seq) g.edges.find((e) => e.type === "FOREACH").max_concurrency = 1;
+            return g;
+        };
+        const workloads = [
+            ...sizes.peerChains.map((n) => ({ key: `chain_${n}`, label: `chain of ${fmtInt(n)} in-process steps`, n })),
+            ...sizes.peerItems.flatMap((n) => [
+                { key: `foreach_seq_${n}`, label: `FOREACH over ${fmtInt(n)} items, one at a time`, n, seq: true },
+                { key: `foreach_par_${n}`, label: `FOREACH over ${fmtInt(n)} items, all at once`, n, seq: false },
+            ]),
+        ];
+        const oursOnce = async (w) => {
+            const isChain = w.key.startsWith("chain");
+            const body = isChain
+                ? { graph: stepChain(w.n), context: { topic: "peer" } }
+                : { graph: foreachOf(w.seq), context: { items: items(w.n) } };
+            const t0 = now();
+            const res = await worker.fetchJson("/execute", { body });
+            const ms = now() - t0;
+            expect(res.status === 200 && res.body?.status === "completed", `(p) ours, ${w.label}: ${res.text.slice(0, 300)}`);
+            return ms;
+        };
+        const peerOnce = async (w) => {
+            const isChain = w.key.startsWith("chain");
+            const params = isChain
+                ? { kind: "chain", n: w.n, context: { topic: "peer" } }
+                : { kind: w.seq ? "foreach-seq" : "foreach-par", context: { items: items(w.n) } };
+            const t0 = now();
+            const res = await peer.post("/run", params);
+            const ms = now() - t0;
+            expect(res.status === 200 && res.body?.status === "completed", `(p) peer, ${w.label}: ${res.text.slice(0, 300)}`);
+            if (isChain) expect(res.body.output?.step === w.n, `(p) peer chain of ${w.n} ended on step ${res.body.output?.step}`);
+            else expect(res.body.output?.results?.length === w.n, `(p) peer FOREACH of ${w.n}: ${res.body.output?.results?.length} results`);
+            return ms;
+        };
+        // trigger → paused → callback → completed, ours; create → waitForEvent → sendEvent →
+        // returned, the peer's. Each leg timed by the client.
+        const oursCycle = async (i) => {
+            const t0 = now();
+            const trigger = await worker.fetchJson("/execute", { body: { graph: pendingThenPass(`${parker.url}/park`), context: { topic: `cycle ${i}` } } });
+            const t1 = now();
+            expect(trigger.body?.status === "paused", `(p) ours did not pause: ${trigger.text.slice(0, 300)}`);
+            const callbackUrl = parker.calls.get(trigger.body.task_id);
+            const cb = await sendCallback(callbackUrl, { task_id: trigger.body.task_id, success: true, data: { answer: i } });
+            const t2 = now();
+            expect(cb.status === 200 && cb.body?.status === "completed", `(p) ours, callback did not complete: ${cb.status} ${cb.text.slice(0, 300)}`);
+            return { pause: t1 - t0, resume: t2 - t1, cycle: t2 - t0 };
+        };
+        const peerCycle = async (i) => {
+            const t0 = now();
+            const paused = await peer.post("/pause", { context: { topic: `cycle ${i}` } });
+            const t1 = now();
+            expect(paused.status === 200 && paused.body?.status === "paused", `(p) peer did not pause: ${paused.text.slice(0, 300)}`);
+            const done = await peer.post(`/event/${paused.body.id}`, { payload: { answer: i } });
+            const t2 = now();
+            expect(done.status === 200 && done.body?.output?.got?.answer === i, `(p) peer, event did not complete: ${done.text.slice(0, 300)}`);
+            return { pause: t1 - t0, resume: t2 - t1, cycle: t2 - t0 };
+        };
+
+        // Warm both (every workload once), then `reps` rounds, each running every workload on
+        // both sides, which side goes first alternating round by round.
+        for (const w of workloads) {
+            await oursOnce(w);
+            await peerOnce(w);
+        }
+        for (let i = 0; i < 3; i++) {
+            await oursCycle(-1 - i);
+            await peerCycle(-1 - i);
+        }
+        const t = { ours: {}, peer: {} };
+        const push = (side, key, v) => (t[side][key] ??= []).push(v);
+        for (let r = 0; r < reps; r++) {
+            const pairs = [
+                ["ours", oursOnce],
+                ["peer", peerOnce],
+            ];
+            if (r % 2) pairs.reverse();
+            for (const w of workloads) for (const [side, fn] of pairs) push(side, w.key, await fn(w));
+            for (let c = 0; c < sizes.peerCyclesPerRep; c++) {
+                const cyc = r % 2 ? [["peer", peerCycle], ["ours", oursCycle]] : [["ours", oursCycle], ["peer", peerCycle]];
+                for (const [side, fn] of cyc) {
+                    const x = await fn(r * 100 + c);
+                    push(side, "pause", x.pause);
+                    push(side, "resume", x.resume);
+                    push(side, "cycle", x.cycle);
+                }
+            }
+        }
+
+        const result = {};
+        const budgetOf = (key) =>
+            key === "chain_100" ? PEER_CHAIN_100_BUDGET : key === "chain_1000" ? PEER_CHAIN_1000_BUDGET : /^foreach_(seq|par)_1000$/.test(key) ? PEER_FOREACH_1000_BUDGET : null;
+        for (const w of workloads) {
+            const o = median(t.ours[w.key]);
+            const p = median(t.peer[w.key]);
+            const ratio = p / o;
+            const budget = budgetOf(w.key);
+            result[w.key] = { ours: o, peer: p, ratio, n: t.ours[w.key].length };
+            figures.add("p", w.key, `${w.label}: Cloudflare Workflows / this engine (medians of ${t.ours[w.key].length}, interleaved)`, {
+                value: { ours: o, peer: p, ratio },
+                unit: "ratio",
+                display: `${ratio.toFixed(1)}× (${fmtMs(p)} / ${fmtMs(o)})`,
+                budget: budget === null ? null : `≥ ${budget}×`,
+                pass: budget === null ? null : ratio >= budget,
+            });
+        }
+        const legs = [
+            ["pause", "trigger → paused (ours: POST /execute answered `paused`; peer: create → run() at waitForEvent)"],
+            ["resume", "callback → completed (ours: the callback answered `completed`; peer: sendEvent → run() returned)"],
+        ];
+        for (const [key, label] of legs) {
+            const o = median(t.ours[key]);
+            const p = median(t.peer[key]);
+            result[key] = { ours: o, peer: p, n: t.ours[key].length };
+            figures.add("p", `cycle_${key}`, `${label}: ours / peer (medians of ${t.ours[key].length})`, {
+                value: { ours: o, peer: p },
+                unit: "ms",
+                display: `${fmtMs(o)} / ${fmtMs(p)} (${(o / p).toFixed(2)} of the peer's)`,
+            });
+        }
+        const o = median(t.ours.cycle);
+        const p = median(t.peer.cycle);
+        result.cycle = { ours: o, peer: p, share: o / p, n: t.ours.cycle.length };
+        figures.add("p", "cycle", `full pause/resume cycle, this engine against Cloudflare Workflows (medians of ${t.ours.cycle.length})`, {
+            value: { ours: o, peer: p, share: o / p },
+            unit: "ratio",
+            display: `${(o / p).toFixed(2)} of the peer's (${fmtMs(o)} / ${fmtMs(p)})`,
+            budget: `≤ ${PEER_CYCLE_SHARE_BUDGET}`,
+            pass: o / p <= PEER_CYCLE_SHARE_BUDGET,
+        });
+        return result;
+    } finally {
+        await peer.stop();
+        await worker.stop();
+        await parker.close();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // (f) bundle
 // ---------------------------------------------------------------------------------------
 
@@ -3198,8 +3440,9 @@ async function main() {
     await run("m", "viewer", () => benchRunViewer(figures, sizes));
     await run("n", "burst", () => benchCallbackBurst(figures, sizes));
     await run("o", "picture", () => benchRunPicture(figures, sizes));
+    await run("p", "peer", () => benchPeer(figures, sizes));
 
-    const order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o"];
+    const order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q"];
     figures.rows.sort((x, y) => order.indexOf(x.section) - order.indexOf(y.section));
     const markdown = figures.markdown() + (details.bytes ? "\n" + breakdownMarkdown(details.bytes.paused) : "");
     const failures = figures.failures();
