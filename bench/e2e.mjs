@@ -133,6 +133,7 @@ const SIZES = {
         peerChains: [10, 100, 1000],
         peerItems: [100, 1000],
         peerCyclesPerRep: 4,
+        profileCycles: 40,
     },
     smoke: {
         latencyRuns: 10,
@@ -164,6 +165,7 @@ const SIZES = {
         peerChains: [10, 100],
         peerItems: [100],
         peerCyclesPerRep: 2,
+        profileCycles: 5,
     },
 };
 
@@ -2781,6 +2783,111 @@ async function benchPeer(figures, sizes) {
 }
 
 // ---------------------------------------------------------------------------------------
+// (q) the pause/resume cycle, request by request, against /health
+// ---------------------------------------------------------------------------------------
+
+/** (q) issue 22's goals: each request's median over /health's, in the same run. */
+const CYCLE_BUDGETS = { pause: 2, resume: 1.3, duplicate: 1.2, expired: 1.2 };
+
+/** Input → a pending component with a deadline of `seconds` → Output (no ON_FAIL: it fails). */
+function pendingWithDeadline(url, seconds) {
+    return {
+        id: "pause-deadline",
+        nodes: [
+            { id: "in", type: "Input" },
+            { id: "park", type: "Component", componentId: url, wait_timeout_seconds: seconds },
+            { id: "out", type: "Output" },
+        ],
+        edges: [
+            { from: "in", to: "park", type: "PIPE" },
+            { from: "park", to: "out", type: "ON_SUCCESS" },
+        ],
+    };
+}
+
+async function benchCycleProfile(figures, sizes) {
+    const n = sizes.profileCycles;
+    const parker = await startParker("q");
+    const worker = await startWorker({ bindings: { COMPONENT_TIMEOUT_SECONDS: "30" } });
+    try {
+        const graph = pendingThenPass(`${parker.url}/park`);
+        const timed = async (fn) => {
+            const t0 = now();
+            const r = await fn();
+            return { ms: now() - t0, r };
+        };
+        const health = async () => {
+            const { ms, r } = await timed(async () => {
+                const res = await fetch(new URL("/health", worker.url));
+                await res.arrayBuffer();
+                return { status: res.status, headers: res.headers };
+            });
+            expect(r.status === 200, `(q) /health answered ${r.status}`);
+            return { ms, kv: parseKvHeader(r.headers.get(KV_HEADER)), dos: parseDoHeader(r.headers.get(DO_HEADER)) };
+        };
+        const ops = (headers) => ({ kv: parseKvHeader(headers.get(KV_HEADER)), dos: parseDoHeader(headers.get(DO_HEADER)) });
+        const trigger = async (g, i) => {
+            const { ms, r } = await timed(() => worker.fetchJson("/execute", { body: { graph: g, context: { topic: `q ${i}` } } }));
+            expect(r.body?.status === "paused", `(q) trigger did not pause: ${r.text.slice(0, 300)}`);
+            return { ms, ...ops(r.headers), taskId: r.body.task_id, runId: r.body.run_id, callbackUrl: parker.calls.get(r.body.task_id) };
+        };
+        const callback = async (run, expect_) => {
+            const a = await sendCallback(run.callbackUrl, { task_id: run.taskId, success: true, data: { answer: 1 } });
+            expect(expect_(a), `(q) callback answered ${a.status} ${a.text.slice(0, 300)}`);
+            return { ms: a.end - a.start, kv: a.kv, dos: a.dos };
+        };
+
+        // The expired ones: runs whose 1 s deadline has passed (their alarm has fired).
+        const expiredRuns = [];
+        for (let i = 0; i < n + 3; i++) expiredRuns.push(await trigger(pendingWithDeadline(`${parker.url}/park`, 1), `x${i}`));
+        await sleep(2500);
+
+        const kinds = ["health", "pause", "resume", "duplicate", "expired"];
+        const samples = Object.fromEntries(kinds.map((k) => [k, []]));
+        for (let i = 0; i < n + 3; i++) {
+            const round = {};
+            round.health = await health();
+            const run = await trigger(graph, i);
+            round.pause = run;
+            round.resume = await callback(run, (a) => a.status === 200 && a.body?.status === "completed");
+            round.duplicate = await callback(run, (a) => a.status === 200 && a.body?.noop === true);
+            round.expired = await callback(expiredRuns[i], (a) => a.status === 200 && a.body?.noop === true && a.body.reason === "expired");
+            if (i < 3) continue; // warm-up
+            for (const k of kinds) samples[k].push(round[k]);
+        }
+        const base = median(samples.health.map((s) => s.ms));
+        const labels = {
+            health: "GET /health",
+            pause: "trigger → paused (POST /execute, a pending component on loopback)",
+            resume: "callback → completed",
+            duplicate: "the same callback again (duplicate)",
+            expired: "a callback after its wait's deadline (expired)",
+        };
+        const result = { n: samples.health.length, health: base };
+        for (const k of kinds) {
+            const ms = median(samples[k].map((s) => s.ms));
+            const opsOf = (field, what) => median(samples[k].map((s) => s[field]?.[what]).filter(Number.isFinite));
+            const kv = `KV r${opsOf("kv", "reads") ?? 0}/w${opsOf("kv", "writes") ?? 0}`;
+            const dos = `DO storage r${opsOf("dos", "reads") ?? 0}/w${opsOf("dos", "writes") ?? 0}/d${opsOf("dos", "deletes") ?? 0}`;
+            const ratio = ms / base;
+            result[k] = { ms, ratio, kv, dos };
+            const budget = CYCLE_BUDGETS[k];
+            figures.add("q", `cycle_${k}`, `${labels[k]}: median of ${samples[k].length}, interleaved`, {
+                value: { ms, ratio },
+                unit: "ms",
+                display: k === "health" ? fmtMs(ms) : `${fmtMs(ms)} = ${ratio.toFixed(2)}× /health (${kv}; ${dos})`,
+                budget: budget ? `≤ ${budget}× /health` : null,
+                pass: budget ? ratio <= budget : null,
+            });
+        }
+        return result;
+    } finally {
+        await worker.stop();
+        await parker.close();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // (f) bundle
 // ---------------------------------------------------------------------------------------
 
@@ -3096,7 +3203,7 @@ async function sendCallback(callbackUrl, body) {
         } catch {
             // keep the text
         }
-        return { status: res.status, bytes: raw.length, body: parsed, text, start, end, kv: parseKvHeader(res.headers.get(KV_HEADER)) };
+        return { status: res.status, bytes: raw.length, body: parsed, text, start, end, kv: parseKvHeader(res.headers.get(KV_HEADER)), dos: parseDoHeader(res.headers.get(DO_HEADER)) };
     } catch (err) {
         return { status: 0, bytes: 0, body: null, text: "", start, end: now(), error: String(err.cause?.code ?? err.cause?.message ?? err.message) };
     }
@@ -3441,6 +3548,7 @@ async function main() {
     await run("n", "burst", () => benchCallbackBurst(figures, sizes));
     await run("o", "picture", () => benchRunPicture(figures, sizes));
     await run("p", "peer", () => benchPeer(figures, sizes));
+    await run("q", "cycleProfile", () => benchCycleProfile(figures, sizes));
 
     const order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q"];
     figures.rows.sort((x, y) => order.indexOf(x.section) - order.indexOf(y.section));
