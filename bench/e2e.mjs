@@ -59,7 +59,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { createHash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { gzipSync } from "node:zlib";
 
 import { COMPATIBILITY_DATE, REPO_ROOT, TEST_API_KEY, freePort, startComponent as startHarnessComponent, startWorker, storedStatus } from "../tests/e2e/harness.mjs";
@@ -2842,7 +2842,38 @@ async function benchCycleProfile(figures, sizes) {
         for (let i = 0; i < n + 3; i++) expiredRuns.push(await trigger(pendingWithDeadline(`${parker.url}/park`, 1), `x${i}`));
         await sleep(2500);
 
-        const kinds = ["health", "pause", "resume", "duplicate", "expired"];
+        // Variants that take the callback's path apart: the same callback URL with a token
+        // past its expiry (signed here as the Worker signs, with the harness's secret), which
+        // the Worker answers `expired` without reaching the run's Durable Object; and a read of
+        // the run just completed, which crosses to its gate (warm) and back with no storage.
+        const pastToken = (callbackUrl) => {
+            const u = new URL(callbackUrl);
+            const [, , runId, waitId] = u.pathname.split("/");
+            const at = Date.now() - 60_000;
+            const mac = createHmac("sha256", "test-secret");
+            for (const field of ["arcrun-callback-v1", runId, waitId]) {
+                const len = Buffer.alloc(8);
+                len.writeBigUInt64BE(BigInt(Buffer.byteLength(field)));
+                mac.update(len).update(field);
+            }
+            const exp = Buffer.alloc(8);
+            exp.writeBigUInt64BE(BigInt(at));
+            mac.update(exp);
+            u.searchParams.set("token", `${at}.${mac.digest("base64url")}`);
+            return u.href;
+        };
+        const tokenPast = async (run) => {
+            const a = await sendCallback(pastToken(run.callbackUrl), { task_id: run.taskId, success: true, data: { answer: 1 } });
+            expect(a.status === 200 && a.body?.reason === "expired", `(q) past-token callback answered ${a.status} ${a.text.slice(0, 300)}`);
+            return { ms: a.end - a.start, kv: a.kv, dos: a.dos };
+        };
+        const readWarm = async (run) => {
+            const { ms, r } = await timed(() => worker.fetchJson(`/runs/${run.runId}`));
+            expect(r.status === 200 && r.body?.status === "completed", `(q) GET /runs/{id}: ${r.status} ${r.text.slice(0, 200)}`);
+            return { ms, ...ops(r.headers) };
+        };
+
+        const kinds = ["health", "pause", "resume", "duplicate", "expired", "token_past", "read_warm"];
         const samples = Object.fromEntries(kinds.map((k) => [k, []]));
         for (let i = 0; i < n + 3; i++) {
             const round = {};
@@ -2852,6 +2883,8 @@ async function benchCycleProfile(figures, sizes) {
             round.resume = await callback(run, (a) => a.status === 200 && a.body?.status === "completed");
             round.duplicate = await callback(run, (a) => a.status === 200 && a.body?.noop === true);
             round.expired = await callback(expiredRuns[i], (a) => a.status === 200 && a.body?.noop === true && a.body.reason === "expired");
+            round.token_past = await tokenPast(run);
+            round.read_warm = await readWarm(run);
             if (i < 3) continue; // warm-up
             for (const k of kinds) samples[k].push(round[k]);
         }
@@ -2862,13 +2895,17 @@ async function benchCycleProfile(figures, sizes) {
             resume: "callback → completed",
             duplicate: "the same callback again (duplicate)",
             expired: "a callback after its wait's deadline (expired)",
+            token_past: "part: a callback whose token is past its expiry (the Worker alone: HMAC, body, no gate)",
+            read_warm: "part: GET /runs/{id} of the run just completed (Worker → its gate, warm, → Worker; no storage)",
         };
         const result = { n: samples.health.length, health: base };
         for (const k of kinds) {
             const ms = median(samples[k].map((s) => s.ms));
             const opsOf = (field, what) => median(samples[k].map((s) => s[field]?.[what]).filter(Number.isFinite));
             const kv = `KV r${opsOf("kv", "reads") ?? 0}/w${opsOf("kv", "writes") ?? 0}`;
-            const dos = `DO storage r${opsOf("dos", "reads") ?? 0}/w${opsOf("dos", "writes") ?? 0}/d${opsOf("dos", "deletes") ?? 0}`;
+            const dos = Number.isFinite(opsOf("dos", "reads"))
+                ? `DO storage r${opsOf("dos", "reads")}/w${opsOf("dos", "writes")}/d${opsOf("dos", "deletes")}`
+                : "no Durable Object";
             const ratio = ms / base;
             result[k] = { ms, ratio, kv, dos };
             const budget = CYCLE_BUDGETS[k];
