@@ -2873,8 +2873,30 @@ async function benchCycleProfile(figures, sizes) {
             return { ms, ...ops(r.headers) };
         };
 
+        // The gate's own log lines (one per segment and per write, with the time it took on the
+        // gate's clock, which in workerd moves only across I/O: so the waits on the component,
+        // storage and KV, not CPU), caught as workerd's output passes through this process.
+        const gateLines = [];
+        const catchLines = (stream) => {
+            const write = stream.write.bind(stream);
+            stream.write = (chunk, ...rest) => {
+                for (const line of String(chunk).split("\n")) {
+                    if (!line.includes('"event":"segment"') && !line.includes('"event":"write"')) continue;
+                    try {
+                        gateLines.push(JSON.parse(line.slice(line.indexOf("{"))));
+                    } catch {
+                        // not one of the gate's lines
+                    }
+                }
+                return write(chunk, ...rest);
+            };
+            return () => (stream.write = write);
+        };
+        const uncatch = [catchLines(process.stdout), catchLines(process.stderr)];
+
         const kinds = ["health", "pause", "resume", "duplicate", "expired", "token_past", "read_warm"];
         const samples = Object.fromEntries(kinds.map((k) => [k, []]));
+        const measuredRuns = [];
         for (let i = 0; i < n + 3; i++) {
             const round = {};
             round.health = await health();
@@ -2887,7 +2909,10 @@ async function benchCycleProfile(figures, sizes) {
             round.read_warm = await readWarm(run);
             if (i < 3) continue; // warm-up
             for (const k of kinds) samples[k].push(round[k]);
+            measuredRuns.push(run.runId);
         }
+        await sleep(300);
+        for (const undo of uncatch) undo();
         const base = median(samples.health.map((s) => s.ms));
         const labels = {
             health: "GET /health",
@@ -2917,6 +2942,24 @@ async function benchCycleProfile(figures, sizes) {
                 pass: budget ? ratio <= budget : null,
             });
         }
+        // Inside the gate, per measured run: the trigger's segment (its component call on
+        // loopback, the journal), the record's first write (meta, KV put, meta, deletes), and
+        // the callback's segment.
+        const ofRun = new Map(measuredRuns.map((id) => [id, []]));
+        for (const l of gateLines) ofRun.get(l.run_id)?.push(l);
+        const phase = (pick) => median([...ofRun.values()].map(pick).filter(Number.isFinite));
+        const phases = {
+            trigger_segment: phase((ls) => ls.find((l) => l.event === "segment" && l.kind === "trigger")?.duration_ms),
+            trigger_write: phase((ls) => ls.find((l) => l.event === "write")?.duration_ms),
+            callback_segment: phase((ls) => ls.find((l) => l.event === "segment" && l.kind === "callback")?.duration_ms),
+        };
+        result.phases = phases;
+        const seen = [...ofRun.values()].filter((ls) => ls.length > 0).length;
+        figures.add("q", "gate_phases", `inside the gate, on its clock (moves across I/O only), medians over ${seen} runs: trigger's segment / its record's write to KV / callback's segment`, {
+            value: phases,
+            unit: "ms",
+            display: `${phases.trigger_segment} / ${phases.trigger_write} / ${phases.callback_segment} ms`,
+        });
         return result;
     } finally {
         await worker.stop();
