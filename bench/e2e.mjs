@@ -3640,6 +3640,7 @@ async function main() {
 
     if (opts.json) {
         const result = { suite: "e2e", smoke: opts.smoke, only: opts.only, sizes, figures: figures.rows, details, failures, pass: failures.length === 0, markdown };
+        await mkdir(path.dirname(path.resolve(opts.json)), { recursive: true });
         await writeFile(opts.json, JSON.stringify(result, null, 2));
         console.error(`[e2e] wrote ${opts.json}`);
     }
