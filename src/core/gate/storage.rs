@@ -36,6 +36,12 @@ pub const MAX_JOURNALED_BYTES: usize = 1 << 20;
 pub trait ObjectStorage {
     async fn get(&self, key: &str) -> Result<Option<String>, EngineError>;
     async fn put(&self, key: &str, value: String) -> Result<(), EngineError>;
+    /// A put whose loss in a crash is acceptable (a note for people, which
+    /// no decision reads): the platform may answer requests before it is
+    /// confirmed durable. Otherwise like `put`.
+    async fn put_unconfirmed(&self, key: &str, value: String) -> Result<(), EngineError> {
+        self.put(key, value).await
+    }
     /// Every entry whose key starts with `prefix`, sorted by key, keys
     /// without the prefix.
     async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, EngineError>;
@@ -235,7 +241,9 @@ impl<R, O: ObjectStorage> WaitNotes for GateStore<'_, R, O> {
         events.drain(..excess);
         let text = serde_json::to_string(&events)
             .map_err(|e| EngineError::Storage(format!("events not serialized: {e}")))?;
-        let put = self.object.put(&key, text).await;
+        // Best effort, like the note itself: a duplicate's answer need not
+        // wait for its note to be confirmed.
+        let put = self.object.put_unconfirmed(&key, text).await;
         let mut memory = self.events.borrow_mut();
         match &put {
             Ok(()) if memory.known => {
