@@ -47,6 +47,10 @@
 //       over 100 / 1,000 items one at a time and all at once (Promise.all of step.do), and
 //       pause on step.waitForEvent resumed by sendEvent — interleaved with ours, medians;
 //       ratios against budgets
+//   (q) the pause/resume cycle request by request against GET /health, interleaved: trigger →
+//       paused, callback → completed, a duplicate, an expired callback, and two parts of the
+//       callback's path (the Worker alone; the hop to a warm gate); storage operations from
+//       the headers and the gate's own per-phase times from its log lines
 //
 //   node bench/e2e.mjs [--smoke] [--only <a,b,…>] [--json <path>]
 //
