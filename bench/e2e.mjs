@@ -41,6 +41,16 @@
 //       page.goto → the SVG painted, and the page's own build time (dagre layout included);
 //       screenshots of a paused, a failed, the FOREACH and the 200-node run under
 //       target/bench/screenshots/
+//   (p) Cloudflare Workflows beside us: a peer Worker (bench/peer/worker.mjs, one
+//       WorkflowEntrypoint) in workerd through the same Miniflare, doing the same workloads
+//       step by step — chains of 10 / 100 / 1,000 pass-through steps (step.do each), FOREACH
+//       over 100 / 1,000 items one at a time and all at once (Promise.all of step.do), and
+//       pause on step.waitForEvent resumed by sendEvent — interleaved with ours, medians;
+//       ratios against budgets
+//   (q) the pause/resume cycle request by request against GET /health, interleaved: trigger →
+//       paused, callback → completed, a duplicate, an expired callback, and two parts of the
+//       callback's path (the Worker alone; the hop to a warm gate); storage operations from
+//       the headers and the gate's own per-phase times from its log lines
 //
 //   node bench/e2e.mjs [--smoke] [--only <a,b,…>] [--json <path>]
 //
@@ -53,10 +63,10 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { createHash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { gzipSync } from "node:zlib";
 
-import { REPO_ROOT, TEST_API_KEY, freePort, startComponent as startHarnessComponent, startWorker, storedStatus } from "../tests/e2e/harness.mjs";
+import { COMPATIBILITY_DATE, REPO_ROOT, TEST_API_KEY, freePort, startComponent as startHarnessComponent, startWorker, storedStatus } from "../tests/e2e/harness.mjs";
 import { startDaemon } from "../daemon/daemon.mjs";
 
 const KV_HEADER = "x-arcrun-kv-ops";
@@ -123,6 +133,11 @@ const SIZES = {
         burstItems: 2000,
         burstConcurrency: 50,
         burstEdge: 100,
+        peerReps: 5,
+        peerChains: [10, 100, 1000],
+        peerItems: [100, 1000],
+        peerCyclesPerRep: 4,
+        profileCycles: 40,
     },
     smoke: {
         latencyRuns: 10,
@@ -150,6 +165,11 @@ const SIZES = {
         burstItems: 200,
         burstConcurrency: 50,
         burstEdge: 50,
+        peerReps: 2,
+        peerChains: [10, 100],
+        peerItems: [100],
+        peerCyclesPerRep: 2,
+        profileCycles: 5,
     },
 };
 
@@ -2539,6 +2559,419 @@ async function benchRunPicture(figures, sizes) {
 }
 
 // ---------------------------------------------------------------------------------------
+// (p) Cloudflare Workflows beside us
+// ---------------------------------------------------------------------------------------
+
+/** (p) budgets: the peer's time over ours, at least this; our pause/resume cycle at most
+ * this share of the peer's. */
+const PEER_CHAIN_100_BUDGET = 10;
+const PEER_CHAIN_1000_BUDGET = 30;
+const PEER_FOREACH_1000_BUDGET = 30;
+const PEER_CYCLE_SHARE_BUDGET = 0.75;
+
+/** Input → `steps` in-process pass-throughs → Output: the peer's chain, step for step. */
+function stepChain(steps) {
+    const nodes = [{ id: "in", type: "Input" }];
+    const edges = [];
+    for (let i = 1; i <= steps; i++) {
+        nodes.push({ id: `n${i}`, type: "Component", componentId: "comp_passthrough", data: { step: i } });
+        edges.push({ from: nodes.at(-2).id, to: `n${i}`, type: "PIPE" });
+    }
+    nodes.push({ id: "out", type: "Output" });
+    edges.push({ from: `n${steps}`, to: "out", type: "PIPE" });
+    return { id: `chain-${steps}`, nodes, edges };
+}
+
+/** Input → a pending component → an in-process pass-through → Output. */
+function pendingThenPass(url) {
+    return {
+        id: "pause-resume",
+        nodes: [
+            { id: "in", type: "Input" },
+            { id: "park", type: "Component", componentId: url },
+            { id: "after", type: "Component", componentId: "comp_passthrough", data: { got: "{{park.data.answer}}" } },
+            { id: "out", type: "Output" },
+        ],
+        edges: [
+            { from: "in", to: "park", type: "PIPE" },
+            { from: "park", to: "after", type: "ON_SUCCESS" },
+            { from: "after", to: "out", type: "PIPE" },
+        ],
+    };
+}
+
+/** A loopback component answering pending, keeping each call's callback URL by task id. */
+async function startParker(prefix) {
+    const calls = new Map();
+    let seq = 0;
+    const server = await startComponent((body) => {
+        const taskId = `${prefix}-${++seq}`;
+        calls.set(taskId, body?.callback_url);
+        return { pending: true, task_id: taskId };
+    });
+    return { url: server.url, calls, close: () => server.close() };
+}
+
+/** The peer Worker (bench/peer/worker.mjs) in workerd through the same Miniflare. */
+async function startPeer() {
+    const { Miniflare } = await import("miniflare");
+    const mf = new Miniflare({
+        modules: true,
+        scriptPath: path.join(REPO_ROOT, "bench/peer/worker.mjs"),
+        modulesRoot: path.join(REPO_ROOT, "bench/peer"),
+        compatibilityDate: COMPATIBILITY_DATE,
+        // Workflows' default limit is 1,024 steps an instance; the FOREACH of 1,000 needs 1,001.
+        workflows: { PEER: { name: "peer", className: "PeerWorkflow", stepLimit: 100_000 } },
+        host: "127.0.0.1",
+        port: 0,
+    });
+    const base = await mf.ready;
+    const post = async (p, body) => {
+        const res = await fetch(new URL(p, base), { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+        const text = await res.text();
+        let parsed = null;
+        try {
+            parsed = JSON.parse(text);
+        } catch {
+            // keep the text
+        }
+        return { status: res.status, body: parsed, text };
+    };
+    return { mf, base, post, stop: () => mf.dispose() };
+}
+
+async function benchPeer(figures, sizes) {
+    const reps = sizes.peerReps;
+    const parker = await startParker("peer");
+    const worker = await startWorker({ bindings: { COMPONENT_TIMEOUT_SECONDS: "30" } });
+    const peer = await startPeer();
+    try {
+        const items = (n) => range(n).map((i) => ({ name: `item ${i}`, sku: `SKU-${1000 + i}` }));
+        const foreachOf = (seq) => {
+            const g = foreachGraph();
+            if (seq) g.edges.find((e) => e.type === "FOREACH").max_concurrency = 1;
+            return g;
+        };
+        const workloads = [
+            ...sizes.peerChains.map((n) => ({ key: `chain_${n}`, label: `chain of ${fmtInt(n)} in-process steps`, n })),
+            ...sizes.peerItems.flatMap((n) => [
+                { key: `foreach_seq_${n}`, label: `FOREACH over ${fmtInt(n)} items, one at a time`, n, seq: true },
+                { key: `foreach_par_${n}`, label: `FOREACH over ${fmtInt(n)} items, all at once`, n, seq: false },
+            ]),
+        ];
+        const oursOnce = async (w) => {
+            const isChain = w.key.startsWith("chain");
+            const body = isChain
+                ? { graph: stepChain(w.n), context: { topic: "peer" } }
+                : { graph: foreachOf(w.seq), context: { items: items(w.n) } };
+            const t0 = now();
+            const res = await worker.fetchJson("/execute", { body });
+            const ms = now() - t0;
+            expect(res.status === 200 && res.body?.status === "completed", `(p) ours, ${w.label}: ${res.text.slice(0, 300)}`);
+            return ms;
+        };
+        const peerOnce = async (w) => {
+            const isChain = w.key.startsWith("chain");
+            const params = isChain
+                ? { kind: "chain", n: w.n, context: { topic: "peer" } }
+                : { kind: w.seq ? "foreach-seq" : "foreach-par", context: { items: items(w.n) } };
+            const t0 = now();
+            const res = await peer.post("/run", params);
+            const ms = now() - t0;
+            expect(res.status === 200 && res.body?.status === "completed", `(p) peer, ${w.label}: ${res.text.slice(0, 300)}`);
+            if (isChain) expect(res.body.output?.step === w.n, `(p) peer chain of ${w.n} ended on step ${res.body.output?.step}`);
+            else expect(res.body.output?.results?.length === w.n, `(p) peer FOREACH of ${w.n}: ${res.body.output?.results?.length} results`);
+            return ms;
+        };
+        // trigger → paused → callback → completed, ours; create → waitForEvent → sendEvent →
+        // returned, the peer's. Each leg timed by the client.
+        const oursCycle = async (i) => {
+            const t0 = now();
+            const trigger = await worker.fetchJson("/execute", { body: { graph: pendingThenPass(`${parker.url}/park`), context: { topic: `cycle ${i}` } } });
+            const t1 = now();
+            expect(trigger.body?.status === "paused", `(p) ours did not pause: ${trigger.text.slice(0, 300)}`);
+            const callbackUrl = parker.calls.get(trigger.body.task_id);
+            const cb = await sendCallback(callbackUrl, { task_id: trigger.body.task_id, success: true, data: { answer: i } });
+            const t2 = now();
+            expect(cb.status === 200 && cb.body?.status === "completed", `(p) ours, callback did not complete: ${cb.status} ${cb.text.slice(0, 300)}`);
+            return { pause: t1 - t0, resume: t2 - t1, cycle: t2 - t0 };
+        };
+        const peerCycle = async (i) => {
+            const t0 = now();
+            const paused = await peer.post("/pause", { context: { topic: `cycle ${i}` } });
+            const t1 = now();
+            expect(paused.status === 200 && paused.body?.status === "paused", `(p) peer did not pause: ${paused.text.slice(0, 300)}`);
+            const done = await peer.post(`/event/${paused.body.id}`, { payload: { answer: i } });
+            const t2 = now();
+            expect(done.status === 200 && done.body?.output?.got?.answer === i, `(p) peer, event did not complete: ${done.text.slice(0, 300)}`);
+            return { pause: t1 - t0, resume: t2 - t1, cycle: t2 - t0 };
+        };
+
+        // Warm both (every workload once), then `reps` rounds, each running every workload on
+        // both sides, which side goes first alternating round by round.
+        for (const w of workloads) {
+            await oursOnce(w);
+            await peerOnce(w);
+        }
+        for (let i = 0; i < 3; i++) {
+            await oursCycle(-1 - i);
+            await peerCycle(-1 - i);
+        }
+        const t = { ours: {}, peer: {} };
+        const push = (side, key, v) => (t[side][key] ??= []).push(v);
+        for (let r = 0; r < reps; r++) {
+            const pairs = [
+                ["ours", oursOnce],
+                ["peer", peerOnce],
+            ];
+            if (r % 2) pairs.reverse();
+            for (const w of workloads) for (const [side, fn] of pairs) push(side, w.key, await fn(w));
+            for (let c = 0; c < sizes.peerCyclesPerRep; c++) {
+                const cyc = r % 2 ? [["peer", peerCycle], ["ours", oursCycle]] : [["ours", oursCycle], ["peer", peerCycle]];
+                for (const [side, fn] of cyc) {
+                    const x = await fn(r * 100 + c);
+                    push(side, "pause", x.pause);
+                    push(side, "resume", x.resume);
+                    push(side, "cycle", x.cycle);
+                }
+            }
+        }
+
+        const result = {};
+        const budgetOf = (key) =>
+            key === "chain_100" ? PEER_CHAIN_100_BUDGET : key === "chain_1000" ? PEER_CHAIN_1000_BUDGET : /^foreach_(seq|par)_1000$/.test(key) ? PEER_FOREACH_1000_BUDGET : null;
+        for (const w of workloads) {
+            const o = median(t.ours[w.key]);
+            const p = median(t.peer[w.key]);
+            const ratio = p / o;
+            const budget = budgetOf(w.key);
+            result[w.key] = { ours: o, peer: p, ratio, n: t.ours[w.key].length };
+            figures.add("p", w.key, `${w.label}: Cloudflare Workflows / this engine (medians of ${t.ours[w.key].length}, interleaved)`, {
+                value: { ours: o, peer: p, ratio },
+                unit: "ratio",
+                display: `${ratio.toFixed(1)}× (${fmtMs(p)} / ${fmtMs(o)})`,
+                budget: budget === null ? null : `≥ ${budget}×`,
+                pass: budget === null ? null : ratio >= budget,
+            });
+        }
+        const legs = [
+            ["pause", "trigger → paused (ours: POST /execute answered `paused`; peer: create → run() at waitForEvent)"],
+            ["resume", "callback → completed (ours: the callback answered `completed`; peer: sendEvent → run() returned)"],
+        ];
+        for (const [key, label] of legs) {
+            const o = median(t.ours[key]);
+            const p = median(t.peer[key]);
+            result[key] = { ours: o, peer: p, n: t.ours[key].length };
+            figures.add("p", `cycle_${key}`, `${label}: ours / peer (medians of ${t.ours[key].length})`, {
+                value: { ours: o, peer: p },
+                unit: "ms",
+                display: `${fmtMs(o)} / ${fmtMs(p)} (${(o / p).toFixed(2)} of the peer's)`,
+            });
+        }
+        const o = median(t.ours.cycle);
+        const p = median(t.peer.cycle);
+        result.cycle = { ours: o, peer: p, share: o / p, n: t.ours.cycle.length };
+        figures.add("p", "cycle", `full pause/resume cycle, this engine against Cloudflare Workflows (medians of ${t.ours.cycle.length})`, {
+            value: { ours: o, peer: p, share: o / p },
+            unit: "ratio",
+            display: `${(o / p).toFixed(2)} of the peer's (${fmtMs(o)} / ${fmtMs(p)})`,
+            budget: `≤ ${PEER_CYCLE_SHARE_BUDGET}`,
+            pass: o / p <= PEER_CYCLE_SHARE_BUDGET,
+        });
+        return result;
+    } finally {
+        await peer.stop();
+        await worker.stop();
+        await parker.close();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// (q) the pause/resume cycle, request by request, against /health
+// ---------------------------------------------------------------------------------------
+
+/** (q) issue 22's goals: each request's median over /health's, in the same run. */
+const CYCLE_BUDGETS = { pause: 2, resume: 1.3, duplicate: 1.2, expired: 1.2 };
+
+/** Input → a pending component with a deadline of `seconds` → Output (no ON_FAIL: it fails). */
+function pendingWithDeadline(url, seconds) {
+    return {
+        id: "pause-deadline",
+        nodes: [
+            { id: "in", type: "Input" },
+            { id: "park", type: "Component", componentId: url, wait_timeout_seconds: seconds },
+            { id: "out", type: "Output" },
+        ],
+        edges: [
+            { from: "in", to: "park", type: "PIPE" },
+            { from: "park", to: "out", type: "ON_SUCCESS" },
+        ],
+    };
+}
+
+async function benchCycleProfile(figures, sizes) {
+    const n = sizes.profileCycles;
+    const parker = await startParker("q");
+    const worker = await startWorker({ bindings: { COMPONENT_TIMEOUT_SECONDS: "30" } });
+    try {
+        const graph = pendingThenPass(`${parker.url}/park`);
+        const timed = async (fn) => {
+            const t0 = now();
+            const r = await fn();
+            return { ms: now() - t0, r };
+        };
+        const health = async () => {
+            const { ms, r } = await timed(async () => {
+                const res = await fetch(new URL("/health", worker.url));
+                await res.arrayBuffer();
+                return { status: res.status, headers: res.headers };
+            });
+            expect(r.status === 200, `(q) /health answered ${r.status}`);
+            return { ms, kv: parseKvHeader(r.headers.get(KV_HEADER)), dos: parseDoHeader(r.headers.get(DO_HEADER)) };
+        };
+        const ops = (headers) => ({ kv: parseKvHeader(headers.get(KV_HEADER)), dos: parseDoHeader(headers.get(DO_HEADER)) });
+        const trigger = async (g, i) => {
+            const { ms, r } = await timed(() => worker.fetchJson("/execute", { body: { graph: g, context: { topic: `q ${i}` } } }));
+            expect(r.body?.status === "paused", `(q) trigger did not pause: ${r.text.slice(0, 300)}`);
+            return { ms, ...ops(r.headers), taskId: r.body.task_id, runId: r.body.run_id, callbackUrl: parker.calls.get(r.body.task_id) };
+        };
+        const callback = async (run, expect_) => {
+            const a = await sendCallback(run.callbackUrl, { task_id: run.taskId, success: true, data: { answer: 1 } });
+            expect(expect_(a), `(q) callback answered ${a.status} ${a.text.slice(0, 300)}`);
+            return { ms: a.end - a.start, kv: a.kv, dos: a.dos };
+        };
+
+        // The expired ones: runs whose 1 s deadline has passed (their alarm has fired).
+        const expiredRuns = [];
+        for (let i = 0; i < n + 3; i++) expiredRuns.push(await trigger(pendingWithDeadline(`${parker.url}/park`, 1), `x${i}`));
+        await sleep(2500);
+
+        // Variants that take the callback's path apart: the same callback URL with a token
+        // past its expiry (signed here as the Worker signs, with the harness's secret), which
+        // the Worker answers `expired` without reaching the run's Durable Object; and a read of
+        // the run just completed, which crosses to its gate (warm) and back with no storage.
+        const pastToken = (callbackUrl) => {
+            const u = new URL(callbackUrl);
+            const [, , runId, waitId] = u.pathname.split("/");
+            const at = Date.now() - 60_000;
+            const mac = createHmac("sha256", "test-secret");
+            for (const field of ["arcrun-callback-v1", runId, waitId]) {
+                const len = Buffer.alloc(8);
+                len.writeBigUInt64BE(BigInt(Buffer.byteLength(field)));
+                mac.update(len).update(field);
+            }
+            const exp = Buffer.alloc(8);
+            exp.writeBigUInt64BE(BigInt(at));
+            mac.update(exp);
+            u.searchParams.set("token", `${at}.${mac.digest("base64url")}`);
+            return u.href;
+        };
+        const tokenPast = async (run) => {
+            const a = await sendCallback(pastToken(run.callbackUrl), { task_id: run.taskId, success: true, data: { answer: 1 } });
+            expect(a.status === 200 && a.body?.reason === "expired", `(q) past-token callback answered ${a.status} ${a.text.slice(0, 300)}`);
+            return { ms: a.end - a.start, kv: a.kv, dos: a.dos };
+        };
+        const readWarm = async (run) => {
+            const { ms, r } = await timed(() => worker.fetchJson(`/runs/${run.runId}`));
+            expect(r.status === 200 && r.body?.status === "completed", `(q) GET /runs/{id}: ${r.status} ${r.text.slice(0, 200)}`);
+            return { ms, ...ops(r.headers) };
+        };
+
+        // The gate's own log lines (one per segment and per write, with the time it took on the
+        // gate's clock, which in workerd moves only across I/O: so the waits on the component,
+        // storage and KV, not CPU), caught as workerd's output passes through this process.
+        const gateLines = [];
+        const catchLines = (stream) => {
+            const write = stream.write.bind(stream);
+            stream.write = (chunk, ...rest) => {
+                for (const line of String(chunk).split("\n")) {
+                    if (!line.includes('"event":"segment"') && !line.includes('"event":"write"')) continue;
+                    try {
+                        gateLines.push(JSON.parse(line.slice(line.indexOf("{"))));
+                    } catch {
+                        // not one of the gate's lines
+                    }
+                }
+                return write(chunk, ...rest);
+            };
+            return () => (stream.write = write);
+        };
+        const uncatch = [catchLines(process.stdout), catchLines(process.stderr)];
+
+        const kinds = ["health", "pause", "resume", "duplicate", "expired", "token_past", "read_warm"];
+        const samples = Object.fromEntries(kinds.map((k) => [k, []]));
+        const measuredRuns = [];
+        for (let i = 0; i < n + 3; i++) {
+            const round = {};
+            round.health = await health();
+            const run = await trigger(graph, i);
+            round.pause = run;
+            round.resume = await callback(run, (a) => a.status === 200 && a.body?.status === "completed");
+            round.duplicate = await callback(run, (a) => a.status === 200 && a.body?.noop === true);
+            round.expired = await callback(expiredRuns[i], (a) => a.status === 200 && a.body?.noop === true && a.body.reason === "expired");
+            round.token_past = await tokenPast(run);
+            round.read_warm = await readWarm(run);
+            if (i < 3) continue; // warm-up
+            for (const k of kinds) samples[k].push(round[k]);
+            measuredRuns.push(run.runId);
+        }
+        await sleep(300);
+        for (const undo of uncatch) undo();
+        const base = median(samples.health.map((s) => s.ms));
+        const labels = {
+            health: "GET /health",
+            pause: "trigger → paused (POST /execute, a pending component on loopback)",
+            resume: "callback → completed",
+            duplicate: "the same callback again (duplicate)",
+            expired: "a callback after its wait's deadline (expired)",
+            token_past: "part: a callback whose token is past its expiry (the Worker alone: HMAC, body, no gate)",
+            read_warm: "part: GET /runs/{id} of the run just completed (Worker → its gate, warm, → Worker; no storage)",
+        };
+        const result = { n: samples.health.length, health: base };
+        for (const k of kinds) {
+            const ms = median(samples[k].map((s) => s.ms));
+            const opsOf = (field, what) => median(samples[k].map((s) => s[field]?.[what]).filter(Number.isFinite));
+            const kv = `KV r${opsOf("kv", "reads") ?? 0}/w${opsOf("kv", "writes") ?? 0}`;
+            const dos = Number.isFinite(opsOf("dos", "reads"))
+                ? `DO storage r${opsOf("dos", "reads")}/w${opsOf("dos", "writes")}/d${opsOf("dos", "deletes")}`
+                : "no Durable Object";
+            const ratio = ms / base;
+            result[k] = { ms, ratio, kv, dos };
+            const budget = CYCLE_BUDGETS[k];
+            figures.add("q", `cycle_${k}`, `${labels[k]}: median of ${samples[k].length}, interleaved`, {
+                value: { ms, ratio },
+                unit: "ms",
+                display: k === "health" ? fmtMs(ms) : `${fmtMs(ms)} = ${ratio.toFixed(2)}× /health (${kv}; ${dos})`,
+                budget: budget ? `≤ ${budget}× /health` : null,
+                pass: budget ? ratio <= budget : null,
+            });
+        }
+        // Inside the gate, per measured run: the trigger's segment (its component call on
+        // loopback, the journal), the record's first write (meta, KV put, meta, deletes), and
+        // the callback's segment.
+        const ofRun = new Map(measuredRuns.map((id) => [id, []]));
+        for (const l of gateLines) ofRun.get(l.run_id)?.push(l);
+        const phase = (pick) => median([...ofRun.values()].map(pick).filter(Number.isFinite));
+        const phases = {
+            trigger_segment: phase((ls) => ls.find((l) => l.event === "segment" && l.kind === "trigger")?.duration_ms),
+            trigger_write: phase((ls) => ls.find((l) => l.event === "write")?.duration_ms),
+            callback_segment: phase((ls) => ls.find((l) => l.event === "segment" && l.kind === "callback")?.duration_ms),
+        };
+        result.phases = phases;
+        const seen = [...ofRun.values()].filter((ls) => ls.length > 0).length;
+        figures.add("q", "gate_phases", `inside the gate, on its clock (moves across I/O only), medians over ${seen} runs: trigger's segment / its record's write to KV / callback's segment`, {
+            value: phases,
+            unit: "ms",
+            display: `${phases.trigger_segment} / ${phases.trigger_write} / ${phases.callback_segment} ms`,
+        });
+        return result;
+    } finally {
+        await worker.stop();
+        await parker.close();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // (f) bundle
 // ---------------------------------------------------------------------------------------
 
@@ -2854,7 +3287,7 @@ async function sendCallback(callbackUrl, body) {
         } catch {
             // keep the text
         }
-        return { status: res.status, bytes: raw.length, body: parsed, text, start, end, kv: parseKvHeader(res.headers.get(KV_HEADER)) };
+        return { status: res.status, bytes: raw.length, body: parsed, text, start, end, kv: parseKvHeader(res.headers.get(KV_HEADER)), dos: parseDoHeader(res.headers.get(DO_HEADER)) };
     } catch (err) {
         return { status: 0, bytes: 0, body: null, text: "", start, end: now(), error: String(err.cause?.code ?? err.cause?.message ?? err.message) };
     }
@@ -3198,8 +3631,10 @@ async function main() {
     await run("m", "viewer", () => benchRunViewer(figures, sizes));
     await run("n", "burst", () => benchCallbackBurst(figures, sizes));
     await run("o", "picture", () => benchRunPicture(figures, sizes));
+    await run("p", "peer", () => benchPeer(figures, sizes));
+    await run("q", "cycleProfile", () => benchCycleProfile(figures, sizes));
 
-    const order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o"];
+    const order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q"];
     figures.rows.sort((x, y) => order.indexOf(x.section) - order.indexOf(y.section));
     const markdown = figures.markdown() + (details.bytes ? "\n" + breakdownMarkdown(details.bytes.paused) : "");
     const failures = figures.failures();
@@ -3209,6 +3644,7 @@ async function main() {
 
     if (opts.json) {
         const result = { suite: "e2e", smoke: opts.smoke, only: opts.only, sizes, figures: figures.rows, details, failures, pass: failures.length === 0, markdown };
+        await mkdir(path.dirname(path.resolve(opts.json)), { recursive: true });
         await writeFile(opts.json, JSON.stringify(result, null, 2));
         console.error(`[e2e] wrote ${opts.json}`);
     }

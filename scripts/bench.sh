@@ -217,6 +217,24 @@ else
         echo "Screenshots of a paused, a failed, the FOREACH and the 200-node run are left in"
         echo "target/bench/screenshots/ for a person to judge."
         echo
+        echo "(p) runs Cloudflare Workflows beside this engine: a peer Worker (bench/peer/worker.mjs, one"
+        echo "\`WorkflowEntrypoint\`) in workerd through the same Miniflare, doing the same workloads step by"
+        echo "step — a chain of N \`step.do\` each doing what \`comp_passthrough\` does, a FOREACH as a list"
+        echo "step then one \`step.do\` per item (one at a time, or \`Promise.all\`; ours with"
+        echo "\`max_concurrency: 1\` or none), and a pause on \`step.waitForEvent\` resumed by"
+        echo "\`instance.sendEvent\` — each workload on both sides in turn, which side first alternating by"
+        echo "round; medians. The peer's requests answer when its \`run()\` has returned (or reached"
+        echo "\`waitForEvent\`), seen through a flag in its isolate polled every millisecond: the Workflows"
+        echo "engine's own bookkeeping after that is not timed, which favours the peer. Ours answer"
+        echo "\`completed\` (or \`paused\`) with the run's output; our pause calls a loopback component that"
+        echo "answers pending, and our resume is its signed callback."
+        echo
+        echo "(q) takes the pause/resume cycle request by request, each round in turn: \`GET /health\`, a"
+        echo "trigger that pauses (a loopback component answers pending), its callback (→ \`completed\`),"
+        echo "the same callback again (a duplicate, answered \`noop\`), and a callback to another run whose"
+        echo "1 s deadline passed before the rounds began (answered \`noop: expired\`); medians against"
+        echo "/health's, with the KV and Durable Object storage operations each reports in its headers."
+        echo
         field "$e2e_json" markdown
     } >BENCHMARKS.md
     echo "[bench] wrote BENCHMARKS.md"

@@ -137,8 +137,14 @@ impl RunGate {
             env: self.env.clone(),
             kv: RunStore::new(&self.env)?,
         };
+        let raw = self
+            .state
+            .as_raw()
+            .storage()
+            .map_err(|e| ApiError::Internal(format!("no storage: {e:?}")))?;
         let object = ObjectStore {
             storage: self.state.storage(),
+            raw: raw.into(),
             ops: Cell::new(Ops::default()),
         };
         Ok((records, object))

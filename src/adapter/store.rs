@@ -228,6 +228,9 @@ impl TaskIndexStore for GateRecords {
 /// A gate's Durable Object storage and alarm, counting its operations.
 pub struct ObjectStore {
     pub storage: Storage,
+    /// The same storage as JavaScript sees it, for the put options
+    /// `Storage` does not expose.
+    pub raw: JsValue,
     pub ops: Cell<Ops>,
 }
 
@@ -243,6 +246,34 @@ impl ObjectStorage for ObjectStore {
             .put_raw(key, value)
             .await
             .map_err(storage_error)
+    }
+
+    async fn put_unconfirmed(&self, key: &str, value: String) -> Result<(), EngineError> {
+        count(&self.ops, |o| o.writes += 1);
+        let js = |e: JsValue| storage_error(format!("{e:?}"));
+        let put: js_sys::Function = js_sys::Reflect::get(&self.raw, &JsValue::from_str("put"))
+            .map_err(js)?
+            .dyn_into()
+            .map_err(js)?;
+        let options = js_sys::Object::new();
+        js_sys::Reflect::set(
+            &options,
+            &JsValue::from_str("allowUnconfirmed"),
+            &JsValue::TRUE,
+        )
+        .map_err(js)?;
+        let promise = put
+            .call3(
+                &self.raw,
+                &JsValue::from_str(key),
+                &JsValue::from_str(&value),
+                &options,
+            )
+            .map_err(js)?;
+        worker::wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise))
+            .await
+            .map(|_| ())
+            .map_err(js)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, EngineError> {

@@ -40,7 +40,7 @@ use futures::lock::Mutex;
 use serde_json::{json, Value};
 
 use self::inbox::Inbox;
-use self::storage::{GateMeta, GateStore, JournalMemory, ObjectStorage};
+use self::storage::{EventsMemory, GateMeta, GateStore, JournalMemory, ObjectStorage};
 use super::answer::{HeartbeatAccepted, True};
 use super::driver::Components;
 use super::error::EngineError;
@@ -159,6 +159,7 @@ pub struct Gate {
     /// The meta as this object last stored it: `None` until read.
     meta: RefCell<Option<GateMeta>>,
     journal: RefCell<JournalMemory>,
+    events: RefCell<EventsMemory>,
     /// When the record may next be written to KV, and whether it must be.
     pacer: Cell<WritePacer>,
     inbox: RefCell<Inbox<Queued>>,
@@ -243,6 +244,7 @@ impl Gate {
             self.alarm_landed.set(Some(None));
             self.inbox.borrow_mut().unchecked = false;
             *self.meta.borrow_mut() = Some(GateMeta::default());
+            *self.events.borrow_mut() = EventsMemory::fresh();
         }
         if restart {
             // Not fresh: what its storage kept is applied once it starts.
@@ -551,6 +553,7 @@ impl Gate {
             records: p.records,
             object: p.object,
             journal: &self.journal,
+            events: &self.events,
             writes: self
                 .meta
                 .borrow()

@@ -36,6 +36,12 @@ pub const MAX_JOURNALED_BYTES: usize = 1 << 20;
 pub trait ObjectStorage {
     async fn get(&self, key: &str) -> Result<Option<String>, EngineError>;
     async fn put(&self, key: &str, value: String) -> Result<(), EngineError>;
+    /// A put whose loss in a crash is acceptable (a note for people, which
+    /// no decision reads): the platform may answer requests before it is
+    /// confirmed durable. Otherwise like `put`.
+    async fn put_unconfirmed(&self, key: &str, value: String) -> Result<(), EngineError> {
+        self.put(key, value).await
+    }
     /// Every entry whose key starts with `prefix`, sorted by key, keys
     /// without the prefix.
     async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, EngineError>;
@@ -98,12 +104,35 @@ pub struct JournalMemory {
     pub applied: BTreeSet<String>,
 }
 
+/// The gate's memory of the events it turned away (`event:` keys), so that
+/// a duplicate or late callback on a gate that knows them writes its event
+/// without reading first, and a read of the run lists nothing.
+#[derive(Debug, Default)]
+pub struct EventsMemory {
+    /// `by_wait` holds every `event:` entry in storage: the object was
+    /// fresh (a trigger's), or they were listed since it started. Cleared
+    /// when a put fails (it may or may not have landed).
+    pub known: bool,
+    pub by_wait: BTreeMap<String, Vec<WaitEvent>>,
+}
+
+impl EventsMemory {
+    /// A fresh object's: it has stored no event.
+    pub fn fresh() -> Self {
+        Self {
+            known: true,
+            by_wait: BTreeMap::new(),
+        }
+    }
+}
+
 /// What a gate's segments store through: the records (and task index) of
 /// the platform, and the journal and wait events in the object's storage.
 pub struct GateStore<'a, R, O> {
     pub records: &'a R,
     pub object: &'a O,
     pub journal: &'a RefCell<JournalMemory>,
+    pub events: &'a RefCell<EventsMemory>,
     /// What this object knows of the record's writes (from its meta).
     pub writes: Writes,
 }
@@ -194,19 +223,42 @@ impl<R, O: ObjectStorage> JournalStore for GateStore<'_, R, O> {
 impl<R, O: ObjectStorage> WaitNotes for GateStore<'_, R, O> {
     async fn note_event(&self, wait_id: &str, event: WaitEvent) -> Result<(), EngineError> {
         let key = format!("{EVENT_PREFIX}{wait_id}");
-        let mut events: Vec<WaitEvent> = match self.object.get(&key).await {
-            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_default(),
-            _ => Vec::new(),
+        let known = {
+            let memory = self.events.borrow();
+            memory
+                .known
+                .then(|| memory.by_wait.get(wait_id).cloned().unwrap_or_default())
+        };
+        let mut events: Vec<WaitEvent> = match known {
+            Some(events) => events,
+            None => match self.object.get(&key).await {
+                Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_default(),
+                _ => Vec::new(),
+            },
         };
         events.push(event);
         let excess = events.len().saturating_sub(MAX_WAIT_EVENTS);
         events.drain(..excess);
         let text = serde_json::to_string(&events)
             .map_err(|e| EngineError::Storage(format!("events not serialized: {e}")))?;
-        self.object.put(&key, text).await
+        // Best effort, like the note itself: a duplicate's answer need not
+        // wait for its note to be confirmed.
+        let put = self.object.put_unconfirmed(&key, text).await;
+        let mut memory = self.events.borrow_mut();
+        match &put {
+            Ok(()) if memory.known => {
+                memory.by_wait.insert(wait_id.to_string(), events);
+            }
+            Ok(()) => {}
+            Err(_) => *memory = EventsMemory::default(),
+        }
+        put
     }
 
     async fn noted_events(&self) -> Result<BTreeMap<String, Vec<WaitEvent>>, EngineError> {
+        if self.events.borrow().known {
+            return Ok(self.events.borrow().by_wait.clone());
+        }
         let mut noted = BTreeMap::new();
         for (key, text) in self.object.list(EVENT_PREFIX).await? {
             if let Ok(events) = serde_json::from_str(&text) {
