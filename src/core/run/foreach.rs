@@ -303,7 +303,7 @@ pub(super) fn foreach_arrival(
     out_ctx: &Rc<Context>,
 ) -> Arrival {
     let iterator = edge.iterator.clone().unwrap_or_else(|| "item".into());
-    let scope = NodeScope::new(out_ctx, &run.plan, &run.record.nodes);
+    let scope = NodeScope::new(out_ctx, &run.plan, &run.record);
     let (items, path, missing) = match foreach_items(output, edge.items.as_deref(), &scope) {
         Ok((items, path)) => (items, path, None),
         Err(why) => (Vec::new(), None, Some(why)),

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::super::dates;
 use super::super::plan::Plan;
 use super::super::protocol::RESULT_STATUS_KEYS;
 
@@ -37,8 +38,16 @@ impl<'a> Baseline<'a> {
         plan: &Plan,
         output: impl Fn(usize) -> Option<&'a Value>,
     ) -> Self {
-        let mut base: BTreeMap<&str, &Value> =
-            context.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        // The date variables do not flow (`core::dates`): they are left out,
+        // so a context without them stores no `unset` for them. A record
+        // from before, whose contexts held them, reads back with them only
+        // where a context's value differed from the run's — the same values
+        // its readers see through the run's date layer.
+        let mut base: BTreeMap<&str, &Value> = context
+            .iter()
+            .filter(|(k, _)| !dates::is_date_var(k))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
         for &n in &plan.order {
             if let Some(Value::Object(fields)) = output(n) {
                 base.extend(
