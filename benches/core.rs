@@ -27,6 +27,9 @@
 //!   that (for profiling one case).
 //! - `BENCH_ONE=<family>:<size>`: run exactly one measured pass of that case
 //!   and exit (what runs under callgrind; any size may be given).
+//! - `BENCH_PAUSED_ITEMS=<n>`: the items of the paused FOREACH run whose
+//!   callback, write and read are measured against the free plan (2,000).
+//! - `BENCH_ONLY=requests`: measure only those requests.
 //! - `BENCH_CALLGRIND=0`: do not count instructions; `BENCH_CALLGRIND_DIR`:
 //!   where callgrind's output files go (default: a temporary directory).
 
@@ -1676,6 +1679,15 @@ const FREE_PLAN_CPU: Duration = Duration::from_millis(10);
 const TRIGGER_NODES: usize = 100;
 const PAUSED_ITEMS: usize = 2_000;
 
+/// The paused FOREACH run's items: `BENCH_PAUSED_ITEMS`, or 2,000 (to find
+/// the largest run whose requests fit the free plan).
+fn paused_items() -> usize {
+    std::env::var("BENCH_PAUSED_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PAUSED_ITEMS)
+}
+
 /// One request's core work, measured on its own.
 struct RequestCost {
     name: &'static str,
@@ -1701,7 +1713,7 @@ fn trigger_graph() -> (Value, Map<String, Value>) {
 
 /// Input → list → (FOREACH) a component answering pending per item → Output.
 fn paused_foreach_graph() -> (Value, Map<String, Value>) {
-    let (mut graph, ctx) = foreach(PAUSED_ITEMS);
+    let (mut graph, ctx) = foreach(paused_items());
     if let Some(each) = graph["nodes"]
         .as_array_mut()
         .and_then(|n| n.iter_mut().find(|n| n["id"] == "each"))
@@ -1923,11 +1935,11 @@ fn measure_requests(smoke: bool, counting: &Counting) -> Vec<RequestCost> {
         ),
         format!(
             "callback on a {}-item FOREACH run (load, resume one item, continue, record written)",
-            fmt_bytes(PAUSED_ITEMS)
+            fmt_bytes(paused_items())
         ),
         format!(
             "write of that run's record ({} items paused)",
-            fmt_bytes(PAUSED_ITEMS)
+            fmt_bytes(paused_items())
         ),
         "`GET /runs/{id}` of it (load, view, view serialized)".to_string(),
     ];
