@@ -27,6 +27,9 @@
 //!   that (for profiling one case).
 //! - `BENCH_ONE=<family>:<size>`: run exactly one measured pass of that case
 //!   and exit (what runs under callgrind; any size may be given).
+//! - `BENCH_PAUSED_ITEMS=<n>`: the items of the paused FOREACH run whose
+//!   callback, write and read are measured against the free plan (2,000).
+//! - `BENCH_ONLY=requests`: measure only those requests.
 //! - `BENCH_CALLGRIND=0`: do not count instructions; `BENCH_CALLGRIND_DIR`:
 //!   where callgrind's output files go (default: a temporary directory).
 
@@ -38,8 +41,10 @@ use std::time::{Duration, Instant};
 
 use arcrun::core::plan::{plan_from_json, Directory, GraphLimits, Plan};
 use arcrun::core::record::RunStatus;
+use arcrun::core::redact::Redactor;
 use arcrun::core::run::{Run, Settings};
 use arcrun::core::stored::{decode, encode};
+use arcrun::core::view::run_details;
 use serde_json::{json, Map, Value};
 use support::{chain, continue_run, Clock, Network};
 
@@ -82,6 +87,14 @@ const FAMILIES: &[Family] = &[
         sizes: &[100, 1_000, 10_000],
         smoke_sizes: &[10, 100],
         build: foreach,
+    },
+    Family {
+        id: "growing",
+        title: "growing-context chain",
+        unit: "node",
+        sizes: &[100, 1_000],
+        smoke_sizes: &[10, 100],
+        build: growing_chain,
     },
     Family {
         id: "fan",
@@ -159,6 +172,29 @@ fn passthrough_chain(len: usize) -> (Value, Value) {
         "payload": "x".repeat(100),
     });
     (chain(len, "comp_passthrough"), context)
+}
+
+/// Input → N pass-through components, each adding its own key to what it
+/// passes on → Output: the context grows by one key a node.
+fn growing_chain(len: usize) -> (Value, Value) {
+    let mut g = GraphBuilder::default();
+    g.node("in", "Input", None, json!({}));
+    let mut prev = "in".to_string();
+    for i in 0..len {
+        let id = format!("g{i}");
+        g.passthrough(
+            &id,
+            json!({ format!("k{i}"): format!("value of step {i}") }),
+        );
+        g.edge(&prev, &id, "PIPE");
+        prev = id;
+    }
+    g.node("out", "Output", None, json!({}));
+    g.edge(&prev, "out", "PIPE");
+    (
+        g.build("growing"),
+        json!({ "request_id": "req-7f3a", "topic": "benchmarks" }),
+    )
 }
 
 /// Input → list → (FOREACH) each → Output, over N items from the context.
@@ -1196,6 +1232,8 @@ struct Report {
     counting_errors: Vec<String>,
     results: Vec<CaseResult>,
     growths: Vec<Growth>,
+    /// Single requests against the free plan's CPU limit.
+    requests: Vec<RequestCost>,
 }
 
 impl Report {
@@ -1388,6 +1426,10 @@ impl Report {
                 &rows,
             ));
         }
+        if !self.requests.is_empty() {
+            out.push('\n');
+            out.push_str(&requests_markdown(&self.requests));
+        }
         out
     }
 
@@ -1456,6 +1498,14 @@ impl Report {
             "mixed_20": mixed,
             "pass": failures.is_empty(),
             "failures": failures,
+            "requests": self.requests.iter().map(|r| json!({
+                "name": r.name,
+                "what": r.what,
+                "wall": r.wall.json(),
+                "ir": r.ir,
+                "bytes": r.bytes,
+                "within_free_plan": r.wall.median <= FREE_PLAN_CPU,
+            })).collect::<Vec<_>>(),
             "markdown": self.markdown(),
         })
     }
@@ -1532,6 +1582,9 @@ fn main() {
     if let Ok(spec) = std::env::var("BENCH_ONE") {
         bench_one(&spec);
     }
+    if std::env::var("BENCH_REQUESTS_ONE").is_ok() {
+        requests_one();
+    }
     let smoke = std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1");
     let effort = if smoke {
         Effort::smoke()
@@ -1579,7 +1632,13 @@ fn main() {
         Counting::Unavailable(_) => Vec::new(),
     };
     let growths = growths(&results, smoke);
+    let requests = if only.as_deref().is_none_or(|o| o == "requests") {
+        measure_requests(smoke, &counting)
+    } else {
+        Vec::new()
+    };
     let report = Report {
+        requests,
         smoke,
         counting,
         counting_errors,
@@ -1608,4 +1667,330 @@ fn main() {
         }
         eprintln!("[bench] wrote {}", path.to_string_lossy());
     }
+}
+
+// ---------------------------------------------------------------------------
+// Requests against the free plan's CPU limit
+// ---------------------------------------------------------------------------
+
+/// The free plan's CPU time per request.
+const FREE_PLAN_CPU: Duration = Duration::from_millis(10);
+/// Nodes of the triggered graph, and items of the paused FOREACH run.
+const TRIGGER_NODES: usize = 100;
+const PAUSED_ITEMS: usize = 2_000;
+
+/// The paused FOREACH run's items: `BENCH_PAUSED_ITEMS`, or 2,000 (to find
+/// the largest run whose requests fit the free plan).
+fn paused_items() -> usize {
+    std::env::var("BENCH_PAUSED_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PAUSED_ITEMS)
+}
+
+/// One request's core work, measured on its own.
+struct RequestCost {
+    name: &'static str,
+    what: String,
+    wall: Stats,
+    ir: Option<u64>,
+    bytes: usize,
+}
+
+/// The request functions, as callgrind names them (`BENCH_REQUESTS_ONE`).
+const REQUEST_FUNCTIONS: [&str; 4] = [
+    "callgrind_request_trigger",
+    "callgrind_request_callback",
+    "callgrind_request_write",
+    "callgrind_request_read",
+];
+
+/// Input → 98 pass-through components → Output: 100 nodes.
+fn trigger_graph() -> (Value, Map<String, Value>) {
+    let (graph, ctx) = passthrough_chain(TRIGGER_NODES - 2);
+    (graph, ctx.as_object().cloned().unwrap_or_default())
+}
+
+/// Input → list → (FOREACH) a component answering pending per item → Output.
+fn paused_foreach_graph() -> (Value, Map<String, Value>) {
+    let (mut graph, ctx) = foreach(paused_items());
+    if let Some(each) = graph["nodes"]
+        .as_array_mut()
+        .and_then(|n| n.iter_mut().find(|n| n["id"] == "each"))
+    {
+        each["componentId"] = json!("http://c/async");
+    }
+    (graph, ctx.as_object().cloned().unwrap_or_default())
+}
+
+/// A trigger: plan, run to its end (the graph completes in-process), and the
+/// record as written.
+#[inline(never)]
+fn callgrind_request_trigger(graph: &Value, ctx: Map<String, Value>) -> String {
+    let clock = Clock::new();
+    let net = Network::echo_with_async();
+    let plan = plan_from_json(
+        black_box(graph),
+        &Directory::default(),
+        GraphLimits::default(),
+    )
+    .expect("valid graph");
+    let mut run = Run::start(
+        plan,
+        "bench-run".into(),
+        ctx,
+        clock.now(),
+        Settings::default(),
+    );
+    continue_run(&mut run, &net, &clock);
+    encode(&mut run, MAX_RECORD_BYTES, clock.now())
+}
+
+/// A callback for one item of the paused run: load the record, apply the
+/// callback, continue the run, write the record.
+#[inline(never)]
+fn callgrind_request_callback(text: &str, now: u64) -> String {
+    let mut run =
+        decode(black_box(text), &Directory::default(), Settings::default()).expect("record loads");
+    let body = json!({"task_id": "t-each-7", "success": true, "note": "done"});
+    let resumed = run.resume("n2-7", body, None, now).expect("a callback");
+    assert!(resumed.is_ok(), "the callback applies");
+    run.begin_segment(None);
+    let effects = run.step(now);
+    black_box(effects);
+    encode(&mut run, MAX_RECORD_BYTES, now)
+}
+
+/// The write of the paused run's record; its length. (Not the same body
+/// as `callgrind_phase_serialize`: identical functions are folded into one
+/// symbol, and callgrind would see only one of them.)
+#[inline(never)]
+fn callgrind_request_write(run: &mut Run, now: u64) -> usize {
+    encode(black_box(run), MAX_RECORD_BYTES, now).len()
+}
+
+/// `GET /runs/{id}`: load the record, build the view, serialize it.
+#[inline(never)]
+fn callgrind_request_read(text: &str) -> String {
+    let run =
+        decode(black_box(text), &Directory::default(), Settings::default()).expect("record loads");
+    let details = run_details(&run.record, &Redactor::default());
+    serde_json::to_string(&details).expect("view serializes")
+}
+
+/// The paused 2,000-item run (every item waiting for its callback) and its
+/// record.
+fn paused_foreach() -> (Run, String, u64) {
+    let (graph, ctx) = paused_foreach_graph();
+    let clock = Clock::new();
+    let net = Network::echo_with_async();
+    let plan =
+        plan_from_json(&graph, &Directory::default(), GraphLimits::default()).expect("valid");
+    let settings = Settings {
+        max_calls_per_segment: usize::MAX,
+        ..Settings::default()
+    };
+    let mut run = Run::start(plan, "bench-run".into(), ctx, clock.now(), settings);
+    continue_run(&mut run, &net, &clock);
+    assert!(
+        matches!(run.status(), RunStatus::Paused { .. }),
+        "the FOREACH run pauses, got {}",
+        run.status().name()
+    );
+    let text = encode(&mut run.clone(), MAX_RECORD_BYTES, clock.now());
+    (run, text, clock.now())
+}
+
+/// One pass over the four requests; what each returned, by size.
+fn requests_once(
+    trigger: &(Value, Map<String, Value>),
+    paused: &(Run, String, u64),
+) -> [(Duration, usize); 4] {
+    let (run, text, now) = paused;
+    let t = Instant::now();
+    let a = callgrind_request_trigger(&trigger.0, trigger.1.clone()).len();
+    let ta = t.elapsed();
+    let t = Instant::now();
+    let b = callgrind_request_callback(text, now + 1_000).len();
+    let tb = t.elapsed();
+    let mut copy = run.clone();
+    let t = Instant::now();
+    let c = callgrind_request_write(&mut copy, *now);
+    let tc = t.elapsed();
+    let t = Instant::now();
+    let d = callgrind_request_read(text).len();
+    let td = t.elapsed();
+    [(ta, a), (tb, b), (tc, c), (td, d)]
+}
+
+/// `BENCH_REQUESTS_ONE=1`: one pass of the requests, then exit (what runs
+/// under callgrind).
+fn requests_one() -> ! {
+    let trigger = trigger_graph();
+    let paused = paused_foreach();
+    black_box(requests_once(&trigger, &paused));
+    std::process::exit(0)
+}
+
+/// Instructions of each request function, from one pass under callgrind.
+fn count_request_instructions(dir: &std::path::Path) -> Result<[u64; 4], String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let stem = "requests.callgrind";
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(stem) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let mut cmd = std::process::Command::new("valgrind");
+    cmd.arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", dir.join(stem).display()))
+        .arg("--collect-atstart=no")
+        .arg(format!(
+            "--toggle-collect={}::callgrind_request_*",
+            module_path!()
+        ));
+    for f in REQUEST_FUNCTIONS {
+        cmd.arg(format!("--dump-after={}::{f}", module_path!()));
+    }
+    let output = cmd
+        .arg(&exe)
+        .env("BENCH_REQUESTS_ONE", "1")
+        .env_remove("BENCH_ONE")
+        .env_remove("BENCH_JSON")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot start valgrind: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("valgrind exited with {}", output.status));
+    }
+    let mut ir = [0u64; 4];
+    let mut found = [false; 4];
+    for entry in std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+    {
+        if !entry.file_name().to_string_lossy().starts_with(stem) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).map_err(|e| e.to_string())?;
+        let trigger = text
+            .lines()
+            .find_map(|l| l.strip_prefix("desc: Trigger:"))
+            .unwrap_or("");
+        let Some(i) = REQUEST_FUNCTIONS
+            .iter()
+            .position(|f| trigger.trim_end().ends_with(&format!("::{f}")))
+        else {
+            continue;
+        };
+        let summary = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("summary:")
+                    .or_else(|| l.strip_prefix("totals:"))
+            })
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .ok_or("no summary line")?;
+        ir[i] += summary;
+        found[i] = true;
+    }
+    match found.iter().position(|f| !f) {
+        Some(i) => Err(format!("no dump after {}", REQUEST_FUNCTIONS[i])),
+        None => Ok(ir),
+    }
+}
+
+/// Times the requests over repeated passes and counts their instructions.
+fn measure_requests(smoke: bool, counting: &Counting) -> Vec<RequestCost> {
+    let trigger = trigger_graph();
+    let paused = paused_foreach();
+    let reps = if smoke { 3 } else { 25 };
+    let mut times: [Vec<Duration>; 4] = Default::default();
+    let mut bytes = [0usize; 4];
+    for _ in 0..reps {
+        for (i, (t, b)) in requests_once(&trigger, &paused).into_iter().enumerate() {
+            times[i].push(t);
+            bytes[i] = b;
+        }
+    }
+    let ir = match counting {
+        Counting::Callgrind(_) => {
+            let dir = std::env::var_os("BENCH_CALLGRIND_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("arcrun-callgrind-{}", std::process::id()))
+                });
+            let _ = std::fs::create_dir_all(&dir);
+            count_request_instructions(&dir)
+                .map_err(|e| eprintln!("[bench] callgrind requests: {e}"))
+                .ok()
+        }
+        Counting::Unavailable(_) => None,
+    };
+    let what = [
+        format!(
+            "trigger of a {TRIGGER_NODES}-node graph (plan, run to completion, record written)"
+        ),
+        format!(
+            "callback on a {}-item FOREACH run (load, resume one item, continue, record written)",
+            fmt_bytes(paused_items())
+        ),
+        format!(
+            "write of that run's record ({} items paused)",
+            fmt_bytes(paused_items())
+        ),
+        "`GET /runs/{id}` of it (load, view, view serialized)".to_string(),
+    ];
+    let mut out = Vec::new();
+    for (i, name) in ["trigger", "callback", "write", "read"]
+        .into_iter()
+        .enumerate()
+    {
+        out.push(RequestCost {
+            name,
+            what: what[i].clone(),
+            wall: Stats::of(std::mem::take(&mut times[i])),
+            ir: ir.map(|ir| ir[i]),
+            bytes: bytes[i],
+        });
+    }
+    out
+}
+
+fn requests_markdown(requests: &[RequestCost]) -> String {
+    let rows: Vec<Vec<String>> = requests
+        .iter()
+        .map(|r| {
+            vec![
+                r.what.clone(),
+                fmt_duration(r.wall.median),
+                fmt_duration(r.wall.p95),
+                r.ir.map_or("—".into(), fmt_count),
+                fmt_bytes(r.bytes),
+                if r.wall.median <= FREE_PLAN_CPU {
+                    "yes".into()
+                } else {
+                    "no: paid plan".into()
+                },
+            ]
+        })
+        .collect();
+    format!(
+        "Requests against the free plan's {} ms of CPU (the core's work natively; the Worker adds its \
+         own I/O and runs wasm, so these are lower bounds):\n\n{}",
+        FREE_PLAN_CPU.as_millis(),
+        table(
+            &[
+                "request",
+                "median",
+                "p95",
+                "instructions (Ir)",
+                "bytes written / answered",
+                "within 10 ms natively",
+            ],
+            &rows,
+        )
+    )
 }

@@ -315,3 +315,57 @@ fn a_cancel_reaches_the_children_the_run_waits_on_and_only_those() {
         .is_err());
     assert_eq!(gate.net.cancelled.borrow().len(), 2);
 }
+
+#[test]
+fn date_variables_are_held_once_not_copied_into_contexts_items_or_outputs() {
+    let gate = Gate::new(Network::echo_with_async());
+    let graph = json!({
+        "nodes": [
+            {"id": "in", "type": "Input"},
+            {"id": "list", "type": "Component", "componentId": "comp_passthrough"},
+            {"id": "each", "type": "Component", "componentId": "comp_passthrough",
+             "data": {"label": "{{item}} on {{_today}}"}},
+            {"id": "slow", "type": "Component", "componentId": "http://c/async"},
+            {"id": "out", "type": "Output", "data": {"week": "{{_iso_week}}"}}
+        ],
+        "edges": [
+            {"from": "in", "to": "list"},
+            {"from": "list", "to": "each", "type": "FOREACH", "items": "items", "iterator": "item"},
+            {"from": "each", "to": "slow"},
+            {"from": "slow", "to": "out"}
+        ]
+    });
+    gate.start(graph, json!({"items": ["a", "b", "c"], "_year": "mine"}));
+    // The component's POSTed input carries them, the trigger's value winning.
+    let sent = gate.net.calls.borrow()[0].input.clone();
+    assert_eq!(sent["_today"], json!("2027-01-15"));
+    assert_eq!(sent["_year"], json!("mine"));
+    // The stored record names each variable once: in the run's context.
+    let text = gate.store.record("run-1").expect("stored");
+    for name in arcrun::core::dates::NAMES {
+        assert_eq!(
+            text.matches(&format!("\"{name}\"")).count(),
+            1,
+            "{name} in {text}"
+        );
+    }
+    assert!(
+        text.contains("a on 2027-01-15"),
+        "templates see them: {text}"
+    );
+    gate.forget();
+    gate.callback("n3", json!({"task_id": "t-slow", "success": true}))
+        .unwrap();
+    let out = completed(&gate);
+    assert_eq!(out["week"], json!("2027-W02"));
+    // The result of an Output node shows them, as the context it passed on did.
+    assert_eq!(out["_today"], json!("2027-01-15"));
+    assert_eq!(out["_year"], json!("mine"));
+    // The items' results do not repeat them.
+    let results = out["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    assert!(
+        results.iter().all(|r| r.get("_today").is_none()),
+        "{results:?}"
+    );
+}

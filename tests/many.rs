@@ -386,7 +386,7 @@ fn outputs_outgrowing_the_run_fail_it_with_run_too_large_and_keep_the_trace() {
     }
     gate.start(
         json!({"nodes": nodes, "edges": edges}),
-        json!({"pad": "x".repeat(100)}),
+        json!({"pad": "x".repeat(300)}),
     );
     let run = gate.stored();
     let RunStatus::Failed { error, .. } = &run.record.status else {

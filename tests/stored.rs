@@ -88,7 +88,7 @@ fn version_3_tags_the_status_outside_and_always_writes_the_revision() {
 
     let text = stored(&paused);
     assert_eq!(text["version"], json!(CURRENT_VERSION));
-    assert_eq!(CURRENT_VERSION, 3);
+    assert_eq!(CURRENT_VERSION, 4);
     assert_eq!(text["revision"], json!(0), "written even when 0");
     assert_eq!(
         text["status"],
@@ -126,7 +126,7 @@ fn version_3_tags_the_status_outside_and_always_writes_the_revision() {
 }
 
 #[test]
-fn version_2_records_read_exactly_and_round_trip_as_version_3() {
+fn version_2_records_read_exactly_and_round_trip_as_the_current_version() {
     for (name, text) in v2_records() {
         let v2: Value = serde_json::from_str(&text).unwrap();
         let run = decode(&text, &Directory::default(), settings())
@@ -150,13 +150,15 @@ fn version_2_records_read_exactly_and_round_trip_as_version_3() {
 
         let v3 = encoded(&run);
         let stored: Value = serde_json::from_str(&v3).unwrap();
-        assert_eq!(stored["version"], json!(3), "{name}");
+        assert_eq!(stored["version"], json!(CURRENT_VERSION), "{name}");
         assert_eq!(stored["revision"], json!(0), "{name}");
-        // Only the status's tagging and the version changed; the rest is as it was.
+        // Only the status's tagging, the version and outputs that repeat
+        // what came before them (stored as deltas since version 4) changed;
+        // the rest is as it was, and the nodes read back the same.
         let mut same = stored.clone();
         let mut before = v2.clone();
         for doc in [&mut same, &mut before] {
-            for key in ["version", "revision", "status"] {
+            for key in ["version", "revision", "status", "nodes"] {
                 doc.as_object_mut().unwrap().remove(key);
             }
         }
@@ -169,7 +171,7 @@ fn version_2_records_read_exactly_and_round_trip_as_version_3() {
 }
 
 #[test]
-fn version_1_records_read_through_version_2_and_round_trip_as_version_3() {
+fn version_1_records_read_through_version_2_and_round_trip_as_the_current_version() {
     for name in ["paused-chain.json", "paused-foreach-join.json"] {
         let text = read(&format!("tests/fixtures/v1/{name}"));
         let run = decode(&text, &v1_directory(), settings()).unwrap();
@@ -177,7 +179,7 @@ fn version_1_records_read_through_version_2_and_round_trip_as_version_3() {
         assert!(matches!(run.record.status, RunStatus::Paused { .. }));
         let v3 = encoded(&run);
         let stored: Value = serde_json::from_str(&v3).unwrap();
-        assert_eq!(stored["version"], json!(3));
+        assert_eq!(stored["version"], json!(CURRENT_VERSION));
         assert_eq!(
             stored["status"],
             json!({"paused": {"since": 1_790_000_000_005u64}})
@@ -188,7 +190,7 @@ fn version_1_records_read_through_version_2_and_round_trip_as_version_3() {
 }
 
 #[test]
-fn a_paused_version_2_record_resumes_and_is_stored_as_version_3() {
+fn a_paused_version_2_record_resumes_and_is_stored_as_the_current_version() {
     let gate = Gate::with(
         Network::echo_with_async(),
         Settings::default(),
@@ -214,7 +216,7 @@ fn a_paused_version_2_record_resumes_and_is_stored_as_version_3() {
     assert_eq!(gate.net.hits("http://components.invalid/after"), 1);
     assert_eq!(gate.net.hits("http://components.invalid/daemon"), 0);
     let stored: Value = serde_json::from_str(&gate.store.record("v2chainrun").unwrap()).unwrap();
-    assert_eq!(stored["version"], json!(3));
+    assert_eq!(stored["version"], json!(CURRENT_VERSION));
     let output = &stored["status"]["completed"]["output"];
     assert_eq!(output["answer"], json!(42), "{stored}");
     assert_eq!(output["prepared"], json!("migrations"));
@@ -349,4 +351,73 @@ fn a_journaled_failure_from_before_codes_reads_without_one() {
     let text = serde_json::to_string(&coded).unwrap();
     assert!(text.contains(r#""code":"timeout""#), "{text}");
     assert_eq!(Journaled::parse(&text).unwrap(), coded);
+}
+
+#[test]
+fn outputs_that_repeat_their_input_are_stored_as_deltas_and_version_3_still_reads() {
+    // Input → 30 pass-through nodes each adding a key → a component that
+    // pauses: every finished output repeats the one before it.
+    let mut nodes = vec![json!({"id": "in", "type": "Input"})];
+    let mut edges = Vec::new();
+    let mut prev = "in".to_string();
+    for i in 0..30 {
+        let id = format!("g{i}");
+        nodes.push(
+            json!({"id": id, "type": "Component", "componentId": "comp_passthrough",
+                          "data": {format!("k{i}"): format!("value {i}")}}),
+        );
+        edges.push(json!({"from": prev, "to": id}));
+        prev = id;
+    }
+    nodes.push(json!({"id": "slow", "type": "Component", "componentId": "http://c/async"}));
+    edges.push(json!({"from": prev, "to": "slow"}));
+    nodes.push(json!({"id": "out", "type": "Output"}));
+    edges.push(json!({"from": "slow", "to": "out"}));
+    let gate = Gate::new(Network::echo_with_async());
+    gate.start(
+        json!({"nodes": nodes, "edges": edges}),
+        json!({"payload": "x".repeat(1000)}),
+    );
+    let text = gate.store.record("run-1").expect("stored");
+    let stored: Value = serde_json::from_str(&text).unwrap();
+    let deltas = stored["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n.get("done_delta").is_some())
+        .count();
+    assert_eq!(deltas, 31, "Input and every pass-through node: {text}");
+    // The payload is held once (the trigger context), not 32 times.
+    assert_eq!(text.matches(&"x".repeat(1000)).count(), 1);
+    let run = decode(&text, &Directory::default(), settings()).unwrap();
+    assert_eq!(run.record.nodes[30], gate.stored().record.nodes[30]);
+    let arcrun::core::record::NodeState::Done { output } = &run.record.nodes[30] else {
+        panic!("done")
+    };
+    assert_eq!(output["k29"], json!("value 29"));
+    assert_eq!(output["k0"], json!("value 0"));
+    assert_eq!(output["payload"], json!("x".repeat(1000)));
+    assert_eq!(encoded(&run), text, "it writes back the same");
+
+    // The same run as version 3 wrote it (every output whole) reads the same.
+    let mut v3 = stored.clone();
+    v3["version"] = json!(3);
+    for (n, node) in v3["nodes"].as_array_mut().unwrap().iter_mut().enumerate() {
+        if node.get("done_delta").is_some() {
+            let arcrun::core::record::NodeState::Done { output } = &run.record.nodes[n] else {
+                panic!("done")
+            };
+            *node = json!({"done": {"output": output}});
+        }
+    }
+    let old = decode(&v3.to_string(), &Directory::default(), settings()).unwrap();
+    assert_eq!(old.record, run.record);
+    // Resumed, it completes with every key.
+    gate.forget();
+    gate.callback("n31", json!({"task_id": "t-slow", "success": true}))
+        .unwrap();
+    let RunStatus::Completed { output, .. } = gate.stored().record.status else {
+        panic!("completed")
+    };
+    assert_eq!(output["k29"], json!("value 29"));
 }

@@ -612,7 +612,7 @@ fn v1_directory() -> Directory {
 }
 
 #[test]
-fn a_paused_version_1_record_resumes_and_is_stored_as_version_3() {
+fn a_paused_version_1_record_resumes_and_is_stored_as_the_current_version() {
     let gate = Gate::with(
         Network::echo_with_async(),
         Settings::default(),
@@ -645,7 +645,10 @@ fn a_paused_version_1_record_resumes_and_is_stored_as_version_3() {
     let output = &stored["status"]["completed"]["output"];
     assert_eq!(output["answer"], json!(42), "{stored}");
     assert_eq!(output["prepared"], json!("migrations"));
-    assert_eq!(stored["version"], json!(3));
+    assert_eq!(
+        stored["version"],
+        json!(arcrun::core::stored::CURRENT_VERSION)
+    );
     assert!(stored["revision"].is_u64(), "{stored}");
     assert_eq!(stored["closed"]["w1"]["how"], json!("resumed"));
 }

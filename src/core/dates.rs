@@ -3,10 +3,71 @@
 //! are computed once, from the time the run starts (passed in), and kept
 //! with the run, so a resume a day later sees the same values; a trigger's
 //! own context overrides any of them.
+//!
+//! They are held once per run, in the run's trigger context, and nowhere
+//! else: the context that flows along edges starts without them
+//! (`flowing`), and they are laid under what reads them — template lookups
+//! (`core::scope`), a component's POSTed input, and the run's final output
+//! from an Output node — so no node context, FOREACH item or stored output
+//! carries a copy.
 
 use serde_json::{json, Map, Value};
 
 const MS_PER_DAY: u64 = 86_400_000;
+
+/// The names of the date variables.
+pub const NAMES: [&str; 12] = [
+    "_today",
+    "_yesterday",
+    "_now",
+    "_now_unix",
+    "_now_unix_s",
+    "_year",
+    "_month",
+    "_day",
+    "_hour",
+    "_minute",
+    "_second",
+    "_iso_week",
+];
+
+pub fn is_date_var(name: &str) -> bool {
+    NAMES.contains(&name)
+}
+
+/// A run's date layer: the date variables as its trigger context holds them
+/// (the trigger's own values where it set any).
+pub fn layer(run_context: &Map<String, Value>) -> impl Iterator<Item = (&String, &Value)> {
+    run_context.iter().filter(|(k, _)| is_date_var(k))
+}
+
+/// The date variable `name` as the run holds it, if `name` is one.
+pub fn lookup<'a>(run_context: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if is_date_var(name) {
+        run_context.get(name)
+    } else {
+        None
+    }
+}
+
+/// `map` with the run's date variables laid under it: its own keys win.
+pub fn lay_under(map: &mut Map<String, Value>, run_context: &Map<String, Value>) {
+    for (k, v) in layer(run_context) {
+        if !map.contains_key(k) {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// The context that flows from the start nodes: the trigger context without
+/// the date variables, which are read from the run instead.
+pub fn flowing(run_context: &Map<String, Value>) -> Map<String, Value> {
+    run_context
+        .iter()
+        .filter(|(k, _)| !is_date_var(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
 
 /// `_today` (`YYYY-MM-DD`, UTC), `_yesterday`, `_now` (ISO 8601 with
 /// milliseconds), `_now_unix` (ms), `_now_unix_s`, `_year`, `_month`, `_day`,
@@ -130,6 +191,32 @@ mod tests {
         // 1970-01-01.
         assert_eq!(at(0)["_today"], json!("1970-01-01"));
         assert_eq!(at(0)["_iso_week"], json!("1970-W01"));
+    }
+
+    #[test]
+    fn names_are_the_variables_set() {
+        let vars = date_vars(0);
+        assert_eq!(vars.len(), NAMES.len());
+        assert!(NAMES.iter().all(|n| vars.contains_key(*n)));
+    }
+
+    #[test]
+    fn the_layer_goes_under_and_out_of_the_flow() {
+        let mut ctx = Map::new();
+        ctx.insert("_today".into(), json!("1999-12-31"));
+        ctx.insert("topic".into(), json!("x"));
+        let run_context = with_date_vars(ctx, 0);
+        let flow = flowing(&run_context);
+        assert_eq!(flow.len(), 1);
+        assert_eq!(flow["topic"], json!("x"));
+        let mut input = Map::new();
+        input.insert("_year".into(), json!("mine"));
+        lay_under(&mut input, &run_context);
+        assert_eq!(input["_year"], json!("mine"));
+        assert_eq!(input["_today"], json!("1999-12-31"));
+        assert!(!input.contains_key("topic"));
+        assert_eq!(lookup(&run_context, "_month"), Some(&json!("01")));
+        assert_eq!(lookup(&run_context, "topic"), None);
     }
 
     #[test]

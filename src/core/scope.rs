@@ -1,21 +1,29 @@
 //! What a node's templates and conditions see: upstream outputs by node id,
-//! then the context that flowed along its incoming edges.
+//! then the context that flowed along its incoming edges, then the run's
+//! date variables (held once, in the run's trigger context: `core::dates`).
 
 use serde_json::{Map, Value};
 
+use super::dates;
 use super::plan::Plan;
-use super::record::NodeState;
+use super::record::{NodeState, RunRecord};
 use super::template::{walk, Scope};
 
 pub struct NodeScope<'a> {
     ctx: &'a Map<String, Value>,
     plan: &'a Plan,
     nodes: &'a [NodeState],
+    run_context: &'a Map<String, Value>,
 }
 
 impl<'a> NodeScope<'a> {
-    pub fn new(ctx: &'a Map<String, Value>, plan: &'a Plan, nodes: &'a [NodeState]) -> Self {
-        Self { ctx, plan, nodes }
+    pub fn new(ctx: &'a Map<String, Value>, plan: &'a Plan, record: &'a RunRecord) -> Self {
+        Self {
+            ctx,
+            plan,
+            nodes: &record.nodes,
+            run_context: &record.context,
+        }
     }
 }
 
@@ -30,6 +38,10 @@ impl Scope for NodeScope<'_> {
         {
             return walk(output, parts);
         }
-        walk(self.ctx.get(first)?, parts)
+        let value = self
+            .ctx
+            .get(first)
+            .or_else(|| dates::lookup(self.run_context, first))?;
+        walk(value, parts)
     }
 }

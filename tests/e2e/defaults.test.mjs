@@ -462,12 +462,12 @@ test("a component answer past MAX_RUN_RECORD_BYTES fails its node, saying so, an
 test("run_too_large: outputs held across many nodes past MAX_RUN_RECORD_BYTES fail the run with that code, and its trace is kept", { timeout: 60_000 }, async () => {
     // SECURITY.md (Limits): node outputs a run holds count against the record limit; small ones
     // adding up past it fail the run with run_too_large. 100 comp_passthrough nodes in a chain each
-    // hold a copy of the context (its date variables, ~260 bytes): ~26 KB held, past 20 KB about
-    // node 77.
+    // hold a copy of the context (a 300-byte pad; the date variables are held once, by the run):
+    // ~31 KB held, past 20 KB about node 64.
     const w = await startWorker({ bindings: { MAX_RUN_RECORD_BYTES: String(RECORD_LIMIT) } });
     try {
         const graph = chain(["in", "Input"], ...Array.from({ length: 100 }, (_, i) => [`p${i}`, "Component", "comp_passthrough"]));
-        const r = await w.fetchJson("/execute", { body: { graph } });
+        const r = await w.fetchJson("/execute", { body: { graph, context: { pad: "x".repeat(300) } } });
         assert.equal(r.status, 200, r.text.slice(0, 300));
         assert.equal(r.body.status, "failed", r.text.slice(0, 300));
         assert.deepEqual(r.body.error, {

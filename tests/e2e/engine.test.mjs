@@ -265,7 +265,7 @@ test("bare /workflows/resume: a task id up to 1 KB is indexed (under a hash of i
         assert.deepEqual(again.body, { success: true, noop: true, reason: "already_resumed", status: "completed", run_id: t.body.run_id, task_id: longTask }, "found again by its id");
         // Written to KV within a second of the trigger's write (so the next test starts from a quiet KV).
         const { record } = await kvCaughtUp(worker, t.body.run_id);
-        assert.equal(record.version, 3);
+        assert.equal(record.version, 4);
         assert.equal(storedStatus(record), "completed");
         assert.ok(Number.isInteger(record.status.completed.finished_at), JSON.stringify(record.status));
         assert.ok(Number.isInteger(record.revision), "the record counts its writes");

@@ -561,7 +561,7 @@ export function mintToken(secret, runId, waitId, expiresAt) {
 }
 
 /**
- * The name of a stored run's status, from its KV record (version 3): `"running"` is the status
+ * The name of a stored run's status, from its KV record (version 3 or 4): `"running"` is the status
  * itself, the others are `{"<name>": {...fields}}`. Anything else (version 2's
  * `{"state": ...}`) is `undefined`.
  */

@@ -1,6 +1,6 @@
 // Upgrading with runs in flight: records stored by earlier releases (record version 1, commit
 // 50fd88b; record version 2, commit 208d02a) are put into KV exactly as those releases wrote
-// them, then read, resumed and written back as version 3 by this one. A record whose shape does
+// them, then read, resumed and written back as version 4 by this one. A record whose shape does
 // not fit its graph is refused cleanly, not crashed on.
 
 import { test, before, after } from "node:test";
@@ -59,7 +59,7 @@ async function callBack(record, waitId, body) {
 
 const statuses = (trace) => trace.map((e) => `${e.node_id}${Number.isInteger(e.item) ? `[${e.item}]` : ""}:${e.status}`);
 
-test("a paused v1 chain is readable, resumes once, and is stored as version 3", async () => {
+test("a paused v1 chain is readable, resumes once, and is stored as version 4", async () => {
     const text = await fixture("paused-chain.json");
     const record = JSON.parse(text);
     const id = await putRecord(text);
@@ -93,7 +93,7 @@ test("a paused v1 chain is readable, resumes once, and is stored as version 3", 
 
     await kvCaughtUp(worker, id);
     const stored = JSON.parse(await getRecord(id));
-    assert.equal(stored.version, 3);
+    assert.equal(stored.version, 4);
     assert.equal(storedStatus(stored), "completed");
     assert.equal(stored.status.completed.output.answer, 42, JSON.stringify(stored.status));
     assert.ok(Number.isInteger(stored.revision), "a version-3 record counts its writes");
@@ -153,10 +153,10 @@ test("a paused v1 FOREACH with a join resumes item by item and completes", async
     assert.equal(done.body.status, "completed");
     assert.equal(done.body.data.count, 3);
     assert.equal(done.body.data.side, "side", "the join kept the side branch delivered before the upgrade");
-    // The record is rewritten as version 3, its last change within about a second.
+    // The record is rewritten as version 4, its last change within about a second.
     const { record: stored } = await kvCaughtUp(worker, id);
-    assert.equal(stored.version, 3);
-    assert.equal(JSON.parse(await getRecord(id)).version, 3);
+    assert.equal(stored.version, 4);
+    assert.equal(JSON.parse(await getRecord(id)).version, 4);
     assert.equal(storedStatus(stored), "completed");
 
     const before = await worker.kvSnapshot();
@@ -165,7 +165,7 @@ test("a paused v1 FOREACH with a join resumes item by item and completes", async
     assert.deepEqual(await worker.kvSnapshot(), before);
 });
 
-test("a paused v2 chain is readable, resumes once, and is stored as version 3", async () => {
+test("a paused v2 chain is readable, resumes once, and is stored as version 4", async () => {
     const text = await fixture("paused-chain.json", "v2");
     const record = JSON.parse(text);
     assert.equal(record.version, 2);
@@ -195,7 +195,7 @@ test("a paused v2 chain is readable, resumes once, and is stored as version 3", 
     assert.equal(daemonComp.hits() - daemonHits, 0, "the already-called daemon is not called again");
 
     const { record: stored } = await kvCaughtUp(worker, id);
-    assert.equal(stored.version, 3);
+    assert.equal(stored.version, 4);
     assert.equal(storedStatus(stored), "completed");
     assert.deepEqual(stored.status.completed.output, output, "the status is tagged outside");
     assert.ok(Number.isInteger(stored.revision), JSON.stringify(stored.revision));

@@ -306,7 +306,7 @@ impl Run {
             | EdgeKind::OnClick
             | EdgeKind::CallsSubflow => true,
             EdgeKind::If => {
-                let scope = NodeScope::new(out_ctx, &self.plan, &self.record.nodes);
+                let scope = NodeScope::new(out_ctx, &self.plan, &self.record);
                 evaluate(edge.condition.as_deref().unwrap_or_default(), &scope)
             }
             EdgeKind::OnTrue => boolean_result(output) == Some(true),

@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::super::dates;
 use super::super::graph::{Edge, EdgeKind};
 use super::super::plan::ComponentRef;
 use super::super::protocol::{failure, is_failure, json_depth, too_deep, MAX_JSON_DEPTH};
@@ -34,8 +35,14 @@ impl Run {
             return self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now);
         }
         let count = items.len();
-        // Every item's input carries the context: refuse what cannot fit in a run.
-        let inputs = json_map_size(&base).saturating_mul(count);
+        // Every item's input carries the context, and a component's the
+        // run's date variables too: refuse what cannot fit in a run.
+        let date_layer: Map<String, Value> = dates::layer(&self.record.context)
+            .filter(|(k, _)| !base.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let per_item = json_map_size(&base) + json_map_size(&date_layer);
+        let inputs = per_item.saturating_mul(count);
         if inputs > self.settings.max_run_bytes {
             let msg = format!(
                 "FOREACH over {count} items would build about {inputs} bytes of item inputs \
@@ -303,7 +310,7 @@ pub(super) fn foreach_arrival(
     out_ctx: &Rc<Context>,
 ) -> Arrival {
     let iterator = edge.iterator.clone().unwrap_or_else(|| "item".into());
-    let scope = NodeScope::new(out_ctx, &run.plan, &run.record.nodes);
+    let scope = NodeScope::new(out_ctx, &run.plan, &run.record);
     let (items, path, missing) = match foreach_items(output, edge.items.as_deref(), &scope) {
         Ok((items, path)) => (items, path, None),
         Err(why) => (Vec::new(), None, Some(why)),

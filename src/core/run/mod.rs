@@ -318,7 +318,7 @@ impl Run {
             run_id,
             owner: None,
             graph: plan.graph.clone(),
-            context: context.clone(),
+            context,
             callback_base: None,
             status: RunStatus::Running,
             nodes: vec![NodeState::Idle; n],
@@ -338,8 +338,9 @@ impl Run {
             revision: 0,
         };
         let mut run = Self::assemble(plan, record, settings);
-        // Start nodes get a single synthetic arrival carrying the trigger context.
-        let shared = Rc::new(context);
+        // Start nodes get a single synthetic arrival carrying the trigger
+        // context, without the date variables: those are read from the run.
+        let shared = Rc::new(super::dates::flowing(&run.record.context));
         for s in starts {
             run.record.nodes[s] = NodeState::Waiting {
                 arrivals: vec![Arrival::Delivered {

@@ -142,7 +142,7 @@ impl Run {
             return None;
         };
         let output = self.source_output(n)?;
-        let scope = NodeScope::new(&m.ctx, &self.plan, &self.record.nodes);
+        let scope = NodeScope::new(&m.ctx, &self.plan, &self.record);
         foreach_items(&output, edge.items.as_deref(), &scope)
             .ok()
             .map(|(items, _)| items)

@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::super::dates;
 use super::super::effect::Effect;
 use super::super::graph::NodeKind;
 use super::super::plan::ComponentRef;
@@ -196,13 +197,16 @@ impl Run {
             _ => return None,
         };
         let input = self.input_from(key, ctx);
-        let input = match input {
+        let mut input = match input {
             Ok(input) => input,
             Err(out) => {
                 self.finish_instance(key, out, Via::Engine, now);
                 return None;
             }
         };
+        // The component sees the date variables in its input, as in the
+        // engine we descend from; the run holds them once.
+        dates::lay_under(&mut input, &self.record.context);
         let node = &self.plan.graph.nodes[key.node];
         let wait_ms = node
             .wait_timeout_seconds
@@ -263,7 +267,7 @@ impl Run {
         if data.is_empty() {
             return Ok(ctx);
         }
-        let scope = NodeScope::new(&ctx, &self.plan, &self.record.nodes);
+        let scope = NodeScope::new(&ctx, &self.plan, &self.record);
         let mut unresolved = Unresolved::default();
         let rendered = render_map(
             data,
@@ -351,11 +355,23 @@ impl Run {
                 .filter(done)
                 .collect();
         }
-        let mut take =
-            |i: usize| match std::mem::replace(&mut self.record.nodes[i], NodeState::Idle) {
+        // An Input or Output node passes on the context it received, which
+        // in the engine we descend from holds the date variables: its output
+        // as the run's result has them again (once, here, not in every
+        // stored context).
+        let mut take = |i: usize| {
+            let pass = matches!(nodes[i].kind, NodeKind::Input | NodeKind::Output);
+            match std::mem::replace(&mut self.record.nodes[i], NodeState::Idle) {
+                NodeState::Done {
+                    output: Value::Object(mut fields),
+                } if pass => {
+                    dates::lay_under(&mut fields, &self.record.context);
+                    Value::Object(fields)
+                }
                 NodeState::Done { output } => output,
                 _ => Value::Null,
-            };
+            }
+        };
         match chosen.as_slice() {
             [] => Value::Null,
             [only] => take(*only),

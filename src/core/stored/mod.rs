@@ -2,11 +2,14 @@
 //! from the in-memory run. `encode` writes the current version; `decode`
 //! reads every version ever written, migrating old ones.
 //!
-//! - `v3` — today's format (contexts as deltas, pinned components, every
-//!   enum tagged outside, a `revision`)
+//! - `v3` — today's format, version 4 (contexts as deltas, pinned
+//!   components, every enum tagged outside, a `revision`; outputs that
+//!   repeat what came before them stored as deltas), and version 3 (the
+//!   same without output deltas), read as it is
 //! - `v2` — the previous format (the status tagged inside), read and migrated
 //! - `v1` — the first release's format, read and migrated through v2
-//! - `delta` — contexts stored as differences from the record's baseline
+//! - `delta` — contexts and outputs stored as differences from the
+//!   record's baseline
 
 pub mod delta;
 pub mod v1;
@@ -74,7 +77,10 @@ pub fn decode(text: &str, directory: &Directory, settings: Settings) -> Result<R
     let Version { version } = serde_json::from_str(text).map_err(corrupt)?;
     // Older versions are rewritten as a version-3 document, then read as one.
     let migrated = match version {
-        v3::VERSION => return v3::into_run(serde_json::from_str(text).map_err(corrupt)?, settings),
+        // Version 3 is version 4 without outputs stored as deltas.
+        3 | v3::VERSION => {
+            return v3::into_run(serde_json::from_str(text).map_err(corrupt)?, settings)
+        }
         v2::VERSION => v2::to_v3(serde_json::from_str(text).map_err(corrupt)?)?,
         v1::VERSION => v2::to_v3(v1::to_v2(
             serde_json::from_str(text).map_err(corrupt)?,

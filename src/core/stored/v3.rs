@@ -23,9 +23,11 @@ use super::super::record::{
     TraceEntry, Wait,
 };
 use super::super::run::{Run, Settings};
-use super::delta::{expand, Baseline, Delta};
+use super::delta::{self, expand, Baseline, Delta};
 
-pub const VERSION: u32 = 3;
+/// Version 4 is version 3 with outputs that may be stored as deltas
+/// (`StoredNode::DoneDelta`); this module reads both, and writes 4.
+pub const VERSION: u32 = 4;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StoredRun<'a> {
@@ -108,6 +110,11 @@ pub enum StoredNode<'a> {
     Done {
         output: Cow<'a, Value>,
     },
+    /// Done, its output stored as a delta over the outputs before it
+    /// (`delta::output_deltas`; version 4).
+    DoneDelta {
+        output: Delta,
+    },
     Skipped,
     Failed {
         ctx: Delta,
@@ -148,14 +155,31 @@ pub fn from_run(run: &Run) -> StoredRun<'_> {
         NodeState::Done { output } => Some(output),
         _ => None,
     });
+    let done = |n: usize| match &record.nodes[n] {
+        NodeState::Done { output } => Some(output),
+        _ => None,
+    };
+    let mut output_deltas = if record
+        .nodes
+        .iter()
+        .any(|s| matches!(s, NodeState::Done { .. }))
+    {
+        delta::output_deltas(&record.context, &run.plan, done)
+    } else {
+        Vec::new()
+    };
     let nodes = record
         .nodes
         .iter()
-        .map(|state| match state {
+        .enumerate()
+        .map(|(n, state)| match state {
             NodeState::Idle => StoredNode::Idle,
             NodeState::Skipped => StoredNode::Skipped,
-            NodeState::Done { output } => StoredNode::Done {
-                output: Cow::Borrowed(output),
+            NodeState::Done { output } => match output_deltas.get_mut(n).and_then(Option::take) {
+                Some(delta) => StoredNode::DoneDelta { output: delta },
+                None => StoredNode::Done {
+                    output: Cow::Borrowed(output),
+                },
             },
             NodeState::Calling { ctx } => StoredNode::Calling {
                 ctx: base.delta(ctx),
@@ -295,10 +319,44 @@ fn expand_nodes(
             plan.graph.nodes.len()
         )));
     }
+    let mut stored = stored;
+    // Outputs stored as deltas are expanded first, in topological order:
+    // the contexts' baseline is built from the outputs they stand for.
+    if stored
+        .iter()
+        .any(|s| matches!(s, StoredNode::DoneDelta { .. }))
+    {
+        let mut deltas: Vec<Option<Delta>> = stored
+            .iter_mut()
+            .map(|s| match s {
+                StoredNode::DoneDelta { output } => Some(std::mem::take(output)),
+                _ => None,
+            })
+            .collect();
+        let expanded = delta::expand_outputs(
+            context,
+            plan,
+            |n| match &stored[n] {
+                StoredNode::Done { output } => Some(output.as_ref()),
+                _ => None,
+            },
+            |n| deltas[n].take(),
+        );
+        for (state, output) in stored.iter_mut().zip(expanded) {
+            if let Some(output) = output {
+                *state = StoredNode::Done {
+                    output: Cow::Owned(output),
+                };
+            }
+        }
+    }
     let holds_contexts = stored.iter().any(|s| {
         !matches!(
             s,
-            StoredNode::Idle | StoredNode::Skipped | StoredNode::Done { .. }
+            StoredNode::Idle
+                | StoredNode::Skipped
+                | StoredNode::Done { .. }
+                | StoredNode::DoneDelta { .. }
         )
     });
     // Finished and never-paused runs hold no context: no baseline to build.
@@ -320,6 +378,8 @@ fn expand_nodes(
             StoredNode::Done { output } => NodeState::Done {
                 output: output.into_owned(),
             },
+            // Expanded above.
+            StoredNode::DoneDelta { .. } => NodeState::Idle,
             StoredNode::Calling { ctx: c } => NodeState::Calling { ctx: ctx(c) },
             StoredNode::Failed { ctx: c } => NodeState::Failed { ctx: ctx(c) },
             StoredNode::Paused { ctx: c, wait_id } => NodeState::Paused {
