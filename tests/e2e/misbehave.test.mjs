@@ -549,8 +549,10 @@ test("GET /runs/{id} of a run that failed for its size answers within 1 s, every
             ["outputs held across 100 nodes", chain(["in", "Input"], ...Array.from({ length: 100 }, (_, i) => [`p${i}`, "Component", "comp_passthrough"]))],
         ];
         const runs = [];
+        // Each pass-through output holds the context it was given: 100 of them pass the limit.
+        const context = { pad: "p".repeat(400) };
         for (const [label, graph] of cases) {
-            const t = await w.fetchJson("/execute", { body: { graph } });
+            const t = await w.fetchJson("/execute", { body: { graph, context } });
             assert.equal(t.status, 200, t.text.slice(0, 300));
             assert.equal(t.body.status, "failed", t.text.slice(0, 300));
             // One answer past the limit fails its node; many small ones, the run.
