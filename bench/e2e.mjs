@@ -897,7 +897,7 @@ async function benchKvOps(figures) {
 // (e) bytes
 // ---------------------------------------------------------------------------------------
 
-/** Which part of a stored record (version 3 or 2; version 1 field names too) takes how many bytes. */
+/** Which part of a stored record (version 4, 3 or 2; version 1 field names too) takes how many bytes. */
 function recordBreakdown(record) {
     const parts = { graph: 0, context: 0, done_outputs: 0, paused_ctx: 0, waiting_arrivals: 0, other_nodes: 0, trace: 0, waits: 0 };
     parts.graph = bytesOf(record.graph);
@@ -907,6 +907,8 @@ function recordBreakdown(record) {
     parts.waits = bytesOf(record.waits) + bytesOf(record.closed) + bytesOf(record.resumed);
     for (const node of record.nodes) {
         if (node?.done) parts.done_outputs += bytesOf(node.done.output);
+        // Version 4: an output that repeats what came before it, stored as a delta over it.
+        else if (node?.done_delta) parts.done_outputs += bytesOf(node.done_delta.output);
         else if (node?.paused) parts.paused_ctx += bytesOf(node.paused.ctx);
         else if (node?.waiting) parts.waiting_arrivals += bytesOf(node.waiting.arrivals);
         else parts.other_nodes += bytesOf(node);
