@@ -20,7 +20,8 @@ pub fn graph_schema() -> Value {
     let mut root = generator.into_root_schema_for::<Graph>().to_value();
     root["title"] = json!("arcrun workflow graph");
     root["description"] = json!(DESCRIPTION);
-    strip_integer_formats(&mut root);
+    // A graph's optional fields may be sent as null: not answers.
+    super::tidy(&mut root, false);
     let defs = root["$defs"].as_object_mut().expect("$defs");
     defs["Node"]["allOf"] = json!([
         {
@@ -66,24 +67,6 @@ pub fn graph_schema() -> Value {
         }
     ]);
     root
-}
-
-fn strip_integer_formats(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            if let Some(Value::String(text)) = map.get_mut("description") {
-                *text = super::unwrap_lines(text);
-            }
-            if matches!(map.get("format").and_then(Value::as_str),
-                Some(f) if f.starts_with("int") || f.starts_with("uint") || f == "double" || f == "float")
-            {
-                map.remove("format");
-            }
-            map.values_mut().for_each(strip_integer_formats);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_integer_formats),
-        _ => {}
-    }
 }
 
 /// A string pattern matching any of `words` in any letter case (and, for

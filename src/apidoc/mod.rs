@@ -127,12 +127,14 @@ pub fn openapi() -> Value {
     })
 }
 
-/// What the generated schemas need to be strict and portable:
+/// What the generated schemas (answers, requests and the graph) need to be
+/// strict, portable and readable:
+/// - a doc comment's line wrapping is not kept in descriptions;
 /// - schemars' integer formats (`uint64`, ...) are not JSON Schema formats
 ///   (validators in strict mode refuse them): the `minimum` says it instead;
 /// - an answer leaves an empty optional field out, never sends it as
 ///   `null`, so an optional answer field is not nullable (`answer`).
-fn tidy(schema: &mut Value, answer: bool) {
+pub(crate) fn tidy(schema: &mut Value, answer: bool) {
     fn walk(v: &mut Value, answer: bool) {
         match v {
             Value::Object(map) => {
@@ -367,11 +369,34 @@ fn answer(op: &Op, ans: &Ans, with_body: bool) -> (String, Value) {
 }
 
 fn operation(op: &Op) -> Value {
+    described(
+        op,
+        op.id.to_string(),
+        op.summary.to_string(),
+        op.description,
+        true,
+    )
+}
+
+/// HEAD is accepted wherever GET is: the same status and headers, no body.
+fn head_of(op: &Op) -> Value {
+    described(
+        op,
+        format!("{}Head", op.id),
+        format!("{} (headers only)", op.summary),
+        "HEAD is accepted wherever GET is: the same status and headers, no body.",
+        false,
+    )
+}
+
+/// An operation object; `with_body` false for a HEAD twin, whose answers
+/// (shared ones included) are their headers alone.
+fn described(op: &Op, id: String, summary: String, description: &str, with_body: bool) -> Value {
     let mut o = Map::new();
-    o.insert("operationId".into(), json!(op.id));
-    o.insert("summary".into(), json!(op.summary));
-    if !op.description.is_empty() {
-        o.insert("description".into(), json!(op.description));
+    o.insert("operationId".into(), json!(id));
+    o.insert("summary".into(), json!(summary));
+    if !description.is_empty() {
+        o.insert("description".into(), json!(description));
     }
     o.insert("tags".into(), json!([op.tag]));
     if op.deprecated {
@@ -386,7 +411,7 @@ fn operation(op: &Op) -> Value {
     if !params.is_empty() {
         o.insert("parameters".into(), Value::Array(params));
     }
-    if let Some(body) = op.body {
+    if let (Some(body), true) = (op.body, with_body) {
         o.insert(
             "requestBody".into(),
             json!({
@@ -396,7 +421,18 @@ fn operation(op: &Op) -> Value {
             }),
         );
     }
-    let responses: Map<String, Value> = op.answers.iter().map(|a| answer(op, a, true)).collect();
+    let responses: Map<String, Value> = op
+        .answers
+        .iter()
+        .map(|a| match a {
+            Ans::Std(s) if !with_body => {
+                let description = std_parts(*s).1;
+                let r = json!({ "description": description, "headers": common_headers(&[]) });
+                (std_status(*s).to_string(), r)
+            }
+            other => answer(op, other, with_body),
+        })
+        .collect();
     o.insert("responses".into(), Value::Object(responses));
     Value::Object(o)
 }
@@ -407,47 +443,6 @@ fn request_content(schema: &str) -> Value {
         "application/json": { "schema": schema_ref(schema) },
         "text/plain": { "schema": schema_ref(schema) }
     })
-}
-
-/// HEAD is accepted wherever GET is: the same status and headers, no body.
-fn head_of(op: &Op) -> Value {
-    let mut o = Map::new();
-    o.insert("operationId".into(), json!(format!("{}Head", op.id)));
-    o.insert(
-        "summary".into(),
-        json!(format!("{} (headers only)", op.summary)),
-    );
-    o.insert(
-        "description".into(),
-        json!("HEAD is accepted wherever GET is: the same status and headers, no body."),
-    );
-    o.insert("tags".into(), json!([op.tag]));
-    if op.deprecated {
-        o.insert("deprecated".into(), json!(true));
-    }
-    o.insert("security".into(), security(op.auth));
-    let params: Vec<Value> = op
-        .params
-        .iter()
-        .map(|p| json!({ "$ref": format!("#/components/parameters/{p}") }))
-        .collect();
-    if !params.is_empty() {
-        o.insert("parameters".into(), Value::Array(params));
-    }
-    let responses: Map<String, Value> = op
-        .answers
-        .iter()
-        .map(|a| match a {
-            Ans::Std(s) => {
-                let description = std_parts(*s).1;
-                let r = json!({ "description": description, "headers": common_headers(&[]) });
-                (std_status(*s).to_string(), r)
-            }
-            other => answer(op, other, false),
-        })
-        .collect();
-    o.insert("responses".into(), Value::Object(responses));
-    Value::Object(o)
 }
 
 fn preflight(op: &Op) -> Value {
