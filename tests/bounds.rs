@@ -33,9 +33,34 @@ fn outputs_past_the_run_limit_fail_the_run_instead_of_growing() {
         max_run_bytes: 2 << 20,
         ..Settings::default()
     };
-    // 5,000 pass-through branches each echoing a 100 KB context would hold ~500 MB.
+    // 5,000 pass-through branches each echoing a 100 KB context: the
+    // outputs share the context, but the result gathering them would be
+    // ~500 MB, and is refused.
     let run = run_graph_with(
         fan_out(5_000, "comp_passthrough"),
+        json!({"pad": "x".repeat(100_000)}),
+        &net,
+        &clock,
+        &settings,
+    );
+    assert_eq!(failure_code(&run), "run_too_large");
+    let RunStatus::Failed { error, .. } = run.status() else {
+        unreachable!()
+    };
+    assert!(
+        error.message.contains("the outputs of 5000 nodes together"),
+        "{}",
+        error.message
+    );
+    // The same branches each adding 100 KB of their own hold ~500 MB: the
+    // run stops early.
+    let net = Network::echo_with_async();
+    let mut graph = fan_out(5_000, "comp_passthrough");
+    for node in graph["nodes"].as_array_mut().unwrap().iter_mut().skip(1) {
+        node["data"] = json!({"own": format!("{}{{{{pad}}}}", node["id"].as_str().unwrap())});
+    }
+    let run = run_graph_with(
+        graph,
         json!({"pad": "x".repeat(100_000)}),
         &net,
         &clock,

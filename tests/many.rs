@@ -373,10 +373,13 @@ fn outputs_outgrowing_the_run_fail_it_with_run_too_large_and_keep_the_trace() {
     let gate = Gate::with(Network::echo_with_async(), settings, Directory::default());
     let mut nodes = vec![json!({"id": "in", "type": "Input"})];
     let mut edges = Vec::new();
+    // Each node adds 300 bytes of its own to what it passes on (the pad it
+    // repeats is shared, not counted again).
     for i in 0..100 {
-        nodes.push(
-            json!({"id": format!("p{i}"), "type": "Component", "componentId": "comp_passthrough"}),
-        );
+        nodes.push(json!({
+            "id": format!("p{i}"), "type": "Component", "componentId": "comp_passthrough",
+            "data": {format!("k{i}"): "{{pad}}"}
+        }));
         let from = if i == 0 {
             "in".to_string()
         } else {

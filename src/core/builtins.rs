@@ -1,6 +1,9 @@
 //! Components that run in-process, so that plumbing and branching cost no HTTP hop.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+
+use super::fields::Fields;
+use super::record::NodeOutput;
 
 use super::condition::{evaluate, truthy};
 
@@ -35,9 +38,11 @@ impl Builtin {
         }
     }
 
-    pub fn run(self, input: Map<String, Value>) -> Value {
-        match self {
-            Self::Passthrough => Value::Object(input),
+    /// The builtin's output for `input`; a pass-through's is its input,
+    /// shared rather than copied (`Fields`).
+    pub fn run(self, input: Fields) -> NodeOutput {
+        let out = match self {
+            Self::Passthrough => return NodeOutput::Object(input),
             Self::IfControl => {
                 let result = match input.get("condition") {
                     Some(Value::String(c)) => evaluate(c, &input),
@@ -84,7 +89,8 @@ impl Builtin {
                 });
                 json!({ "count": count.map_or(1, |n| n.saturating_add(1)) })
             }
-        }
+        };
+        out.into()
     }
 }
 
@@ -118,29 +124,37 @@ fn as_branch(v: &Value) -> String {
 mod tests {
     use super::*;
 
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn obj(v: Value) -> Fields {
+        v.as_object().unwrap().clone().into()
     }
 
     #[test]
     fn if_control_and_switch() {
-        let out = Builtin::IfControl.run(obj(json!({"condition": "score > 3", "score": 4})));
+        let out = Builtin::IfControl
+            .run(obj(json!({"condition": "score > 3", "score": 4})))
+            .into_value();
         assert_eq!(out["result"], json!(true));
-        let out = Builtin::IfControl.run(obj(json!({"condition": "missing"})));
+        let out = Builtin::IfControl
+            .run(obj(json!({"condition": "missing"})))
+            .into_value();
         assert_eq!(out["branch"], json!("false"));
-        let out = Builtin::Switch.run(obj(json!({"value": "b", "cases": ["a", "b"]})));
+        let out = Builtin::Switch
+            .run(obj(json!({"value": "b", "cases": ["a", "b"]})))
+            .into_value();
         assert_eq!(out["branch"], json!("b"));
-        let out = Builtin::Switch.run(obj(
-            json!({"value": "z", "cases": ["a"], "default": "other"}),
-        ));
+        let out = Builtin::Switch
+            .run(obj(
+                json!({"value": "z", "cases": ["a"], "default": "other"}),
+            ))
+            .into_value();
         assert_eq!(out["branch"], json!("other"));
-        let out = Builtin::Switch.run(obj(json!({"value": 2})));
+        let out = Builtin::Switch.run(obj(json!({"value": 2}))).into_value();
         assert_eq!(out["branch"], json!("2"));
     }
 
     #[test]
     fn uppercase_and_counter() {
-        let up = |v: Value| Builtin::Uppercase.run(obj(v));
+        let up = |v: Value| Builtin::Uppercase.run(obj(v)).into_value();
         assert_eq!(
             up(json!({"text": "héllo", "n": 1})),
             json!({"text": "HÉLLO"})
@@ -153,7 +167,7 @@ mod tests {
             up(json!({"title": "t", "n": 1})),
             json!({"title": "T", "n": 1})
         );
-        let count = |v: Value| Builtin::Counter.run(obj(v))["count"].clone();
+        let count = |v: Value| Builtin::Counter.run(obj(v)).into_value()["count"].clone();
         assert_eq!(count(json!({})), json!(1));
         assert_eq!(count(json!({"count": 1})), json!(2));
         assert_eq!(count(json!({"count": "41"})), json!(42));

@@ -9,7 +9,8 @@
 
 use serde_json::Value;
 
-use super::template::{walk, Scope};
+use super::protocol::Fielded;
+use super::template::Scope;
 
 const OPERATORS: [&str; 8] = ["===", "!==", "==", "!=", ">=", "<=", ">", "<"];
 
@@ -161,13 +162,13 @@ pub fn truthy(v: &Value) -> bool {
 }
 
 /// The boolean outcome of a branching node: `result`, or `data.result`.
-pub fn boolean_result(output: &Value) -> Option<bool> {
+pub fn boolean_result(output: &(impl Fielded + ?Sized)) -> Option<bool> {
     field(output, "result").and_then(Value::as_bool)
 }
 
 /// The branch a node chose: `branch` or `data.branch`; a boolean result
 /// counts as the branch `"true"` / `"false"`.
-pub fn chosen_branch(output: &Value) -> Option<String> {
+pub fn chosen_branch(output: &(impl Fielded + ?Sized)) -> Option<String> {
     match field(output, "branch") {
         Some(Value::String(s)) => Some(s.clone()),
         Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
@@ -175,11 +176,11 @@ pub fn chosen_branch(output: &Value) -> Option<String> {
     }
 }
 
-fn field<'a>(output: &'a Value, key: &str) -> Option<&'a Value> {
+fn field<'a>(output: &'a (impl Fielded + ?Sized), key: &str) -> Option<&'a Value> {
     output
-        .get(key)
+        .field(key)
         .filter(|v| !v.is_null())
-        .or_else(|| walk(output, ["data", key].into_iter()).filter(|v| !v.is_null()))
+        .or_else(|| output.field("data")?.get(key).filter(|v| !v.is_null()))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod dates;
 pub mod driver;
 pub mod effect;
 pub mod error;
+pub mod fields;
 pub mod gate;
 pub mod graph;
 pub mod listing;

@@ -359,7 +359,9 @@ mod tests {
     #[test]
     fn a_paused_run_shows_where_it_waits_and_what_is_not_reached() {
         let nodes = vec![
-            NodeState::Done { output: json!({}) },
+            NodeState::Done {
+                output: json!({}).into(),
+            },
             NodeState::Paused {
                 ctx: Default::default(),
                 wait_id: "n1".into(),
@@ -392,9 +394,11 @@ mod tests {
     #[test]
     fn a_failure_routed_on_reads_failed_and_a_failed_run_marks_its_node() {
         let nodes = vec![
-            NodeState::Done { output: json!({}) },
             NodeState::Done {
-                output: json!({"success": false, "error": "x"}),
+                output: json!({}).into(),
+            },
+            NodeState::Done {
+                output: json!({"success": false, "error": "x"}).into(),
             },
             NodeState::Failed {
                 ctx: Default::default(),
@@ -501,7 +505,9 @@ mod tests {
             next_held: 4,
         };
         let nodes = vec![
-            NodeState::Done { output: json!({}) },
+            NodeState::Done {
+                output: json!({}).into(),
+            },
             NodeState::Mapping(Box::new(mapping.clone())),
             NodeState::Idle,
         ];
@@ -524,7 +530,9 @@ mod tests {
         let mut waiting = mapping;
         waiting.items.truncate(3);
         let nodes = vec![
-            NodeState::Done { output: json!({}) },
+            NodeState::Done {
+                output: json!({}).into(),
+            },
             NodeState::Mapping(Box::new(waiting)),
             NodeState::Idle,
         ];
@@ -535,9 +543,11 @@ mod tests {
     #[test]
     fn a_finished_foreach_counts_from_its_output_or_its_trace() {
         let nodes = vec![
-            NodeState::Done { output: json!({}) },
             NodeState::Done {
-                output: json!({"results": [], "count": 5, "failed": 1}),
+                output: json!({}).into(),
+            },
+            NodeState::Done {
+                output: json!({"results": [], "count": 5, "failed": 1}).into(),
             },
             NodeState::Calling {
                 ctx: Default::default(),

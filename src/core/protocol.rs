@@ -14,18 +14,31 @@ use serde_json::{json, Value};
 /// receive the previous task's id as if it were its own.
 pub const RESULT_STATUS_KEYS: [&str; 4] = ["success", "error", "pending", "task_id"];
 
+/// A result as the protocol reads it: by its top-level fields. Implemented
+/// by plain JSON and by a node's output as the run holds it
+/// (`record::NodeOutput`), which need not be copied out to be read.
+pub trait Fielded {
+    fn field(&self, key: &str) -> Option<&Value>;
+}
+
+impl Fielded for Value {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.get(key)
+    }
+}
+
 /// A result is a failure when `success === false`, or `error` is present and not null.
-pub fn is_failure(output: &Value) -> bool {
-    output.get("success") == Some(&Value::Bool(false))
-        || output.get("error").is_some_and(|e| !e.is_null())
+pub fn is_failure(output: &(impl Fielded + ?Sized)) -> bool {
+    output.field("success") == Some(&Value::Bool(false))
+        || output.field("error").is_some_and(|e| !e.is_null())
 }
 
 /// The human-readable reason of a failed result, `None` for a success.
-pub fn error_text(output: &Value) -> Option<String> {
+pub fn error_text(output: &(impl Fielded + ?Sized)) -> Option<String> {
     if !is_failure(output) {
         return None;
     }
-    Some(match output.get("error") {
+    Some(match output.field("error") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Object(o)) => o
             .get("message")
@@ -39,12 +52,12 @@ pub fn error_text(output: &Value) -> Option<String> {
 /// The machine-readable code of a failed result: its `error.code` (a
 /// component's own, or the engine's `wait_timeout`), else the `error_code`
 /// the engine puts beside a text `error` (`coded_failure`).
-pub fn error_code(output: &Value) -> Option<&str> {
+pub fn error_code(output: &(impl Fielded + ?Sized)) -> Option<&str> {
     output
-        .get("error")
+        .field("error")
         .and_then(|e| e.get("code"))
         .and_then(Value::as_str)
-        .or_else(|| output.get("error_code")?.as_str())
+        .or_else(|| output.field("error_code")?.as_str())
 }
 
 /// A failure the engine reports for a node: `{"success": false, "error"}`,

@@ -3,16 +3,19 @@
 //! separate, versioned type (`stored`), converted on save and load.
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::fields::Fields;
 use super::graph::Graph;
-use super::protocol::CallFailure;
+use super::protocol::{json_depth, CallFailure, Fielded};
+use super::template::{json_size, walk};
 
-pub type Context = Map<String, Value>;
+/// The JSON object that flows along edges: held as `Fields`, so contexts
+/// along a chain share what they have in common.
+pub type Context = Fields;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
@@ -20,8 +23,9 @@ pub struct RunRecord {
     /// Who started the run (a hash of their API key), when keys are in use.
     pub owner: Option<String>,
     pub graph: Graph,
-    /// The context the run was triggered with.
-    pub context: Context,
+    /// The context the run was triggered with, with the date variables
+    /// (`core::dates`) it holds once for every node.
+    pub context: Map<String, Value>,
     /// Origin of the callback URLs handed to this run's components, fixed when
     /// the run starts so that alarms (which have no request) can sign them.
     pub callback_base: Option<String>,
@@ -329,7 +333,7 @@ pub enum NodeState {
     /// A FOREACH target running once per item.
     Mapping(Box<Mapping>),
     Done {
-        output: Value,
+        output: NodeOutput,
     },
     Skipped,
     /// In a failed run: the node failed, or was cut short (calling or
@@ -337,6 +341,104 @@ pub enum NodeState {
     Failed {
         ctx: Context,
     },
+}
+
+/// A finished node's output. An object is held as `Fields`, so an output
+/// that repeats the context its node was given (an Input or Output node, a
+/// pass-through) is that context, not a copy of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeOutput {
+    Object(Fields),
+    Other(Value),
+}
+
+impl NodeOutput {
+    /// A top-level field of an object output.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Self::Object(fields) => fields.get(key),
+            Self::Other(v) => v.get(key),
+        }
+    }
+
+    /// What `path`'s segments name inside the output (the first is a
+    /// top-level field), as templates read `{{node_id.path}}`.
+    pub fn walk<'a, 'p>(&'a self, mut parts: impl Iterator<Item = &'p str>) -> Option<&'a Value> {
+        match self {
+            Self::Object(fields) => walk(fields.get(parts.next()?)?, parts),
+            Self::Other(v) => walk(v, parts),
+        }
+    }
+
+    /// Its size as JSON text (`template::json_size`).
+    pub fn json_size(&self) -> usize {
+        match self {
+            Self::Object(fields) => fields.json_size(),
+            Self::Other(v) => json_size(v),
+        }
+    }
+
+    /// How deeply it nests (`protocol::json_depth`).
+    pub fn json_depth(&self) -> usize {
+        match self {
+            Self::Object(fields) => {
+                1 + fields.iter().map(|(_, v)| json_depth(v)).max().unwrap_or(0)
+            }
+            Self::Other(v) => json_depth(v),
+        }
+    }
+
+    pub fn as_fields(&self) -> Option<&Fields> {
+        match self {
+            Self::Object(fields) => Some(fields),
+            Self::Other(_) => None,
+        }
+    }
+
+    /// The output as plain JSON; an object is copied out of its shared form.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Self::Object(fields) => Value::Object(fields.to_map()),
+            Self::Other(v) => v.clone(),
+        }
+    }
+
+    pub fn into_value(self) -> Value {
+        match self {
+            Self::Object(fields) => fields.into(),
+            Self::Other(v) => v,
+        }
+    }
+}
+
+impl Fielded for NodeOutput {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.get(key)
+    }
+}
+
+impl From<Value> for NodeOutput {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::Object(map) => Self::Object(map.into()),
+            other => Self::Other(other),
+        }
+    }
+}
+
+impl From<Fields> for NodeOutput {
+    fn from(fields: Fields) -> Self {
+        Self::Object(fields)
+    }
+}
+
+impl Serialize for NodeOutput {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Object(fields) => fields.serialize(serializer),
+            Self::Other(v) => v.serialize(serializer),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -394,13 +496,13 @@ pub enum ItemState {
 pub enum Arrival {
     Pending,
     Skipped,
-    /// Shared: fanning out to many edges does not copy the context per edge.
+    /// Fanning out to many edges shares the context (`Fields`).
     Delivered {
-        ctx: Rc<Context>,
+        ctx: Context,
     },
     /// A FOREACH edge fired: run the target once per item.
     Items {
-        ctx: Rc<Context>,
+        ctx: Context,
         /// The context each item starts from (the iterated array removed).
         base: Context,
         iterator: String,

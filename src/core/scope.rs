@@ -6,18 +6,18 @@ use serde_json::{Map, Value};
 
 use super::dates;
 use super::plan::Plan;
-use super::record::{NodeState, RunRecord};
+use super::record::{Context, NodeState, RunRecord};
 use super::template::{walk, Scope};
 
 pub struct NodeScope<'a> {
-    ctx: &'a Map<String, Value>,
+    ctx: &'a Context,
     plan: &'a Plan,
     nodes: &'a [NodeState],
     run_context: &'a Map<String, Value>,
 }
 
 impl<'a> NodeScope<'a> {
-    pub fn new(ctx: &'a Map<String, Value>, plan: &'a Plan, record: &'a RunRecord) -> Self {
+    pub fn new(ctx: &'a Context, plan: &'a Plan, record: &'a RunRecord) -> Self {
         Self {
             ctx,
             plan,
@@ -36,7 +36,7 @@ impl Scope for NodeScope<'_> {
         if let Some(NodeState::Done { output }) =
             self.plan.node_index(first).map(|i| &self.nodes[i])
         {
-            return walk(output, parts);
+            return output.walk(parts);
         }
         let value = self
             .ctx

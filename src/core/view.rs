@@ -159,8 +159,8 @@ pub fn node_details(record: &RunRecord, node_id: &str, redactor: &Redactor) -> O
     let (input, output) = match record.nodes.get(i) {
         Some(NodeState::Calling { ctx })
         | Some(NodeState::Paused { ctx, .. })
-        | Some(NodeState::Failed { ctx }) => (Some(ctx), None),
-        Some(NodeState::Done { output }) => (None, Some(output)),
+        | Some(NodeState::Failed { ctx }) => (Some(ctx.to_map()), None),
+        Some(NodeState::Done { output }) => (None, Some(output.to_value())),
         _ => (None, None),
     };
     let kept = !matches!(

@@ -128,10 +128,10 @@ pub struct NodeDetails<'a> {
     /// paused, or failed (what its component is given, before the node's
     /// `data` is laid over it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub input: Option<&'a Map<String, Value>>,
+    pub input: Option<Map<String, Value>>,
     /// What the node produced, once it has; free-form.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<&'a Value>,
+    pub output: Option<Value>,
     /// `false` once the run has completed or been cancelled: a finished run
     /// keeps its result (`data` on `GET /runs/{run_id}`), not each node's
     /// input and output.

@@ -2,22 +2,21 @@
 //! trace, and resolve the node's outgoing edges, delivering to joins (a
 //! `join: "any"` node's arrivals are `join`'s).
 
-use std::rc::Rc;
-
 use serde_json::Value;
 
 use super::super::condition::{boolean_result, chosen_branch, evaluate};
 use super::super::graph::{EdgeKind, Join};
 use super::super::protocol::{
-    coded_failure, error_code, error_text, failure, json_depth, pending, too_deep, Pending,
-    MAX_JSON_DEPTH, MAX_TASK_ID_BYTES, RESULT_STATUS_KEYS,
+    coded_failure, error_code, error_text, failure, json_depth, pending, too_deep, Fielded,
+    Pending, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES, RESULT_STATUS_KEYS,
 };
 use super::super::record::{
-    Arrival, Context, ItemState, NodeState, Poll, RunError, RunStatus, TraceEntry, TraceStatus,
-    Wait,
+    Arrival, Context, ItemState, NodeOutput, NodeState, Poll, RunError, RunStatus, TraceEntry,
+    TraceStatus, Wait,
 };
 use super::super::scope::NodeScope;
 use super::super::template::json_size;
+use super::added::Added;
 use super::foreach::foreach_arrival;
 use super::poll::status_url_poll;
 use super::verdict::{Verdict, Via};
@@ -174,7 +173,7 @@ impl Run {
             Via::Engine => Verdict::Failure,
             _ => Verdict::judge(&output),
         };
-        self.complete_node(n, ctx, output, verdict, via, now);
+        self.complete_node(n, ctx, output.into(), verdict, via, now);
     }
 
     /// The trace entry for a result.
@@ -182,14 +181,14 @@ impl Run {
         &mut self,
         n: usize,
         item: Option<usize>,
-        output: &Value,
+        output: &(impl Fielded + ?Sized),
         verdict: Verdict,
         via: Via,
         now: u64,
     ) -> TraceEntry {
         let task_id = match via {
             Via::Callback { .. } | Via::Deadline { .. } => output
-                .get("task_id")
+                .field("task_id")
                 .and_then(Value::as_str)
                 .map(str::to_string),
             _ => None,
@@ -223,28 +222,35 @@ impl Run {
         &mut self,
         n: usize,
         ctx: Context,
-        output: Value,
+        output: NodeOutput,
         verdict: Verdict,
         via: Via,
         now: u64,
     ) {
+        let Added {
+            output,
+            bytes,
+            too_deep: deep,
+        } = Added::over(&ctx, output);
         // Whatever built it (a template can nest values), an output stays
         // shallow enough to be stored and read back.
-        let (output, verdict) = if json_depth(&output) > MAX_JSON_DEPTH {
-            (too_deep("the node's output"), Verdict::Failure)
+        let (output, verdict, bytes) = if deep {
+            let out = too_deep("the node's output");
+            let size = json_size(&out);
+            (out.into(), Verdict::Failure, size)
         } else {
-            (output, verdict)
+            (output, verdict, bytes)
         };
         let what = format!("the result of node '{}'", self.plan.graph.nodes[n].id);
-        let (output, verdict, refused) = match self.within_run_bytes(output, &what, via) {
-            Ok(output) => (output, verdict, false),
-            Err(refused) => (refused, Verdict::Failure, true),
+        let (output, verdict, refused) = match self.within_run_bytes(bytes, &what, via) {
+            Ok(()) => (output, verdict, false),
+            Err(refused) => (NodeOutput::from(refused), Verdict::Failure, true),
         };
         // A refusal is a line of text: held past the limit, it is what
         // keeps the run retryable.
         if refused {
-            self.output_bytes += json_size(&output);
-        } else if !self.account_bytes(json_size(&output), now) {
+            self.output_bytes += output.json_size();
+        } else if !self.account_bytes(bytes, now) {
             return;
         }
         let entry = self.trace_entry(n, None, &output, verdict, via, now);
@@ -274,17 +280,15 @@ impl Run {
             self.record.nodes[n] = NodeState::Done { output };
             return;
         }
-        let mut out_ctx = ctx;
-        if let Value::Object(fields) = &output {
-            out_ctx.extend(
-                fields
-                    .iter()
-                    .filter(|(k, _)| !RESULT_STATUS_KEYS.contains(&k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
-        }
+        // What flows on: the context with the output's fields on top, its
+        // status keys aside (an output that only adds to the context is it).
+        let out_ctx = match &output {
+            NodeOutput::Object(fields) => {
+                ctx.merged_with(fields, |k| RESULT_STATUS_KEYS.contains(&k))
+            }
+            NodeOutput::Other(_) => ctx,
+        };
         self.record.nodes[n] = NodeState::Done { output };
-        let out_ctx = Rc::new(out_ctx);
         for e in edges {
             let arrival = self.resolve_edge(e, n, &out_ctx, failed);
             self.deliver(e, arrival, now);
@@ -292,7 +296,7 @@ impl Run {
     }
 
     /// Decides whether edge `e` fires for the finished node `n`.
-    fn resolve_edge(&self, e: usize, n: usize, out_ctx: &Rc<Context>, failed: bool) -> Arrival {
+    fn resolve_edge(&self, e: usize, n: usize, out_ctx: &Context, failed: bool) -> Arrival {
         let edge = &self.plan.graph.edges[e];
         let NodeState::Done { output } = &self.record.nodes[n] else {
             return Arrival::Skipped;
@@ -320,7 +324,7 @@ impl Run {
         }
         if edge.kind != EdgeKind::Foreach {
             return Arrival::Delivered {
-                ctx: Rc::clone(out_ctx),
+                ctx: out_ctx.clone(),
             };
         }
         foreach_arrival(self, edge, output, out_ctx)
@@ -375,16 +379,11 @@ impl Run {
     /// Smaller outputs that add up past the limit still fail the run as a
     /// whole (`account_bytes`): no one of them is to blame, and the record
     /// must leave room for the graph, contexts and trace beside them.
-    pub(super) fn within_run_bytes(
-        &self,
-        output: Value,
-        what: &str,
-        via: Via,
-    ) -> Result<Value, Value> {
-        let size = json_size(&output);
+    /// `size` is what the output adds to the run (`Added`).
+    pub(super) fn within_run_bytes(&self, size: usize, what: &str, via: Via) -> Result<(), Value> {
         let limit = self.settings.max_run_bytes;
         if size <= limit / 4 || self.output_bytes.saturating_add(size) <= limit {
-            return Ok(output);
+            return Ok(());
         }
         let came = match via {
             Via::Callback { .. } => " (sent with its callback)",

@@ -8,12 +8,11 @@ use super::super::dates;
 use super::super::graph::{Edge, EdgeKind};
 use super::super::plan::ComponentRef;
 use super::super::protocol::{failure, is_failure, json_depth, too_deep, MAX_JSON_DEPTH};
-use super::super::record::{Arrival, Context, ItemState, Mapping, NodeState};
+use super::super::record::{Arrival, Context, ItemState, Mapping, NodeOutput, NodeState};
 use super::super::scope::NodeScope;
-use super::super::template::{json_map_size, json_size, walk, Scope};
+use super::super::template::{json_map_size, json_size, Scope};
 use super::verdict::{Verdict, Via};
 use super::{CallKey, Run};
-use std::rc::Rc;
 
 impl Run {
     pub(super) fn start_mapping(
@@ -31,17 +30,17 @@ impl Run {
                 "FOREACH over {} items exceeds the limit of {limit}",
                 items.len()
             );
-            let out = failure(None, &msg);
+            let out = failure(None, &msg).into();
             return self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now);
         }
         let count = items.len();
         // Every item's input carries the context, and a component's the
         // run's date variables too: refuse what cannot fit in a run.
         let date_layer: Map<String, Value> = dates::layer(&self.record.context)
-            .filter(|(k, _)| !base.contains_key(*k))
+            .filter(|(k, _)| !base.contains_key(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let per_item = json_map_size(&base) + json_map_size(&date_layer);
+        let per_item = base.json_size() + json_map_size(&date_layer);
         let inputs = per_item.saturating_mul(count);
         if inputs > self.settings.max_run_bytes {
             let msg = format!(
@@ -49,7 +48,7 @@ impl Run {
                  (each carries the context), over the run limit of {} bytes",
                 self.settings.max_run_bytes
             );
-            let out = failure(None, &msg);
+            let out = failure(None, &msg).into();
             return self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now);
         }
         // Items are held until started, in item order, as the edge's
@@ -121,8 +120,10 @@ impl Run {
                     };
                     let (out, via) = match self.input_from(key, item_ctx) {
                         Ok(input) => match &component {
-                            Some(ComponentRef::Builtin(b)) => (b.run(input), Via::InProcess),
-                            _ => (Value::Object(input), Via::InProcess),
+                            Some(ComponentRef::Builtin(b)) => {
+                                (b.run(input).into_value(), Via::InProcess)
+                            }
+                            _ => (Value::from(input), Via::InProcess),
                         },
                         Err(out) => (out, Via::Engine),
                     };
@@ -175,8 +176,8 @@ impl Run {
             "the result of node '{}' item {i}",
             self.plan.graph.nodes[n].id
         );
-        let (output, refused) = match self.within_run_bytes(output, &what, via) {
-            Ok(output) => (output, false),
+        let (output, refused) = match self.within_run_bytes(json_size(&output), &what, via) {
+            Ok(()) => (output, false),
             Err(refused) => (refused, true),
         };
         let verdict = match via {
@@ -236,7 +237,7 @@ impl Run {
                 "count": count,
                 "failed": failed,
             });
-            return self.complete_node(n, ctx, out, Verdict::Failure, Via::InProcess, now);
+            return self.complete_node(n, ctx, out.into(), Verdict::Failure, Via::InProcess, now);
         }
         let NodeState::Mapping(m) = std::mem::replace(&mut self.record.nodes[n], NodeState::Idle)
         else {
@@ -268,7 +269,7 @@ impl Run {
         self.complete_node(
             n,
             m.ctx,
-            Value::Object(output),
+            Value::Object(output).into(),
             verdict,
             Via::InProcess,
             now,
@@ -306,8 +307,8 @@ fn item_context(m: &Mapping, i: usize, item: Value) -> Context {
 pub(super) fn foreach_arrival(
     run: &Run,
     edge: &Edge,
-    output: &Value,
-    out_ctx: &Rc<Context>,
+    output: &NodeOutput,
+    out_ctx: &Context,
 ) -> Arrival {
     let iterator = edge.iterator.clone().unwrap_or_else(|| "item".into());
     let scope = NodeScope::new(out_ctx, &run.plan, &run.record);
@@ -315,7 +316,7 @@ pub(super) fn foreach_arrival(
         Ok((items, path)) => (items, path, None),
         Err(why) => (Vec::new(), None, Some(why)),
     };
-    let mut base = Map::clone(out_ctx);
+    let mut base = out_ctx.clone();
     if let Some(path) = path {
         remove_path(&mut base, &path);
     }
@@ -327,7 +328,7 @@ pub(super) fn foreach_arrival(
         base.remove("results");
     }
     Arrival::Items {
-        ctx: Rc::clone(out_ctx),
+        ctx: out_ctx.clone(),
         base,
         iterator,
         items,
@@ -339,7 +340,11 @@ pub(super) fn foreach_arrival(
 /// from each item's context so items do not each carry the whole array).
 type ForeachItems = Result<(Vec<Value>, Option<String>), String>;
 
-pub(super) fn foreach_items(output: &Value, path: Option<&str>, scope: &dyn Scope) -> ForeachItems {
+pub(super) fn foreach_items(
+    output: &NodeOutput,
+    path: Option<&str>,
+    scope: &dyn Scope,
+) -> ForeachItems {
     if let Some(p) = path {
         let p = p
             .trim()
@@ -351,11 +356,11 @@ pub(super) fn foreach_items(output: &Value, path: Option<&str>, scope: &dyn Scop
             _ => Err(format!("FOREACH found no array at '{p}'")),
         };
     }
-    if let Value::Array(a) = output {
+    if let NodeOutput::Other(Value::Array(a)) = output {
         return Ok((a.clone(), None));
     }
     for p in ["items", "data.items", "results", "data"] {
-        if let Some(Value::Array(a)) = walk(output, p.split('.')) {
+        if let Some(Value::Array(a)) = output.walk(p.split('.')) {
             return Ok((a.clone(), Some(p.to_string())));
         }
     }
@@ -366,15 +371,26 @@ pub(super) fn foreach_items(output: &Value, path: Option<&str>, scope: &dyn Scop
     )
 }
 
-fn remove_path(map: &mut Context, path: &str) {
-    let mut parts: Vec<&str> = path.split('.').collect();
+fn remove_path(ctx: &mut Context, path: &str) {
+    let Some((first, rest)) = path.split_once('.') else {
+        ctx.remove(path);
+        return;
+    };
+    // Below the top level the context holds plain JSON: the one value on
+    // the path is copied, changed and put back.
+    let Some(Value::Object(mut top)) = ctx.get(first).cloned() else {
+        return;
+    };
+    let mut parts: Vec<&str> = rest.split('.').collect();
     let Some(last) = parts.pop() else { return };
-    let mut cur = map;
+    let mut cur = &mut top;
     for part in parts {
         match cur.get_mut(part) {
             Some(Value::Object(m)) => cur = m,
             _ => return,
         }
     }
-    cur.remove(last);
+    if cur.remove(last).is_some() {
+        ctx.insert(first.to_string(), Value::Object(top));
+    }
 }

@@ -16,6 +16,7 @@
 //! did not fire — which is what keeps joins from stalling or firing twice; a
 //! `join: "any"` node fires on the first edge delivered instead.
 
+mod added;
 mod complete;
 mod deliver;
 mod foreach;
@@ -308,7 +309,7 @@ impl Run {
     pub fn start(
         plan: Plan,
         run_id: String,
-        context: Context,
+        context: Map<String, Value>,
         now: u64,
         settings: Settings,
     ) -> Self {
@@ -340,11 +341,11 @@ impl Run {
         let mut run = Self::assemble(plan, record, settings);
         // Start nodes get a single synthetic arrival carrying the trigger
         // context, without the date variables: those are read from the run.
-        let shared = Rc::new(super::dates::flowing(&run.record.context));
+        let shared = Context::from(super::dates::flowing(&run.record.context));
         for s in starts {
             run.record.nodes[s] = NodeState::Waiting {
                 arrivals: vec![Arrival::Delivered {
-                    ctx: Rc::clone(&shared),
+                    ctx: shared.clone(),
                 }],
             };
             run.ready.push_back(s);
@@ -364,23 +365,23 @@ impl Run {
     ) -> Result<Self, EngineError> {
         check_shape(&plan, &record).map_err(EngineError::CorruptRecord)?;
         let mut run = Self::assemble(plan, record, settings);
-        run.output_bytes = run
-            .record
-            .nodes
-            .iter()
-            .map(|n| match n {
-                NodeState::Done { output } => json_size(output),
-                NodeState::Mapping(m) => m
-                    .items
-                    .iter()
-                    .map(|i| match i {
-                        ItemState::Done(v) => json_size(v),
-                        _ => 0,
-                    })
-                    .sum(),
-                _ => 0,
-            })
-            .sum();
+        run.output_bytes = added::held_bytes(&run.record.context, &run.plan, &run.record.nodes)
+            + run
+                .record
+                .nodes
+                .iter()
+                .map(|n| match n {
+                    NodeState::Mapping(m) => m
+                        .items
+                        .iter()
+                        .map(|i| match i {
+                            ItemState::Done(v) => json_size(v),
+                            _ => 0,
+                        })
+                        .sum::<usize>(),
+                    _ => 0,
+                })
+                .sum::<usize>();
         if run.record.status.is_finished() {
             return Ok(run);
         }

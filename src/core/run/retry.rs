@@ -3,13 +3,13 @@
 //! every completed output. The attempt number goes into wait ids, so a
 //! callback for the failed attempt cannot resume the new one.
 
-use std::rc::Rc;
-
 use serde_json::Value;
 
 use super::super::error::EngineError;
 use super::super::protocol::{failure, is_failure};
-use super::super::record::{Arrival, Context, DeliveryState, ItemState, NodeState, RunStatus};
+use super::super::record::{
+    Arrival, Context, DeliveryState, ItemState, NodeOutput, NodeState, RunStatus,
+};
 use super::super::scope::NodeScope;
 use super::foreach::{foreach_arrival, foreach_items};
 use super::Run;
@@ -76,16 +76,16 @@ impl Run {
                 // A FOREACH target that failed before its items started
                 // takes its items from the source again.
                 Some(edge) => match self.source_output(n) {
-                    Some(output) => foreach_arrival(self, &edge, &output, &Rc::new(ctx)),
+                    Some(output) => foreach_arrival(self, &edge, &output, &ctx),
                     None => Arrival::Items {
-                        ctx: Rc::new(ctx),
+                        ctx,
                         base: Context::new(),
                         iterator: String::new(),
                         items: Vec::new(),
                         missing: Some("the FOREACH source's output is no longer held".into()),
                     },
                 },
-                None => Arrival::Delivered { ctx: Rc::new(ctx) },
+                None => Arrival::Delivered { ctx },
             };
             self.fire_with(n, vec![arrival], now);
             if self.record.status.is_finished() {
@@ -150,7 +150,7 @@ impl Run {
     }
 
     /// The output of the node whose FOREACH edge leads to `n`.
-    fn source_output(&self, n: usize) -> Option<Value> {
+    fn source_output(&self, n: usize) -> Option<NodeOutput> {
         let edge = self.foreach_edge(n)?;
         let source = self.plan.node_index(&edge.from)?;
         match &self.record.nodes[source] {

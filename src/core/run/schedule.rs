@@ -9,12 +9,13 @@ use super::super::effect::Effect;
 use super::super::graph::NodeKind;
 use super::super::plan::ComponentRef;
 use super::super::protocol::{coded_failure, failure, UNRESOLVED_TEMPLATE};
-use super::super::record::{Arrival, Context, ItemState, NodeState, RunStatus};
+use super::super::record::{
+    Arrival, Context, ItemState, NodeOutput, NodeState, RunError, RunStatus,
+};
 use super::super::scope::NodeScope;
 use super::super::template::{json_map_size, render_map, Scope, Unresolved};
 use super::verdict::{Verdict, Via};
 use super::{Call, CallKey, InFlight, Run};
-use std::rc::Rc;
 
 /// Calls issued by one `step` stop growing past this many input bytes; the
 /// rest are issued in the next step. Bounds the memory held by in-flight
@@ -129,7 +130,7 @@ impl Run {
         };
         if let Some((base, iterator, items, missing)) = foreach {
             if let Some(why) = missing {
-                let out = failure(None, &why);
+                let out = failure(None, &why).into();
                 return self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now);
             }
             return self.start_mapping(n, ctx, base, iterator, items, now);
@@ -158,19 +159,19 @@ impl Run {
             node: n,
             item: None,
         };
-        let (input, ctx) = if self.plan.outgoing[n].is_empty() {
-            (self.input_from(key, ctx), Map::new())
-        } else {
-            (self.input_from(key, ctx.clone()), ctx)
-        };
-        let input = match input {
+        // The context is shared with the input built on it (`Fields`): a
+        // pass-through's output is that input, and only what its data added
+        // is new.
+        let input = match self.input_from(key, ctx.clone()) {
             Ok(input) => input,
-            Err(out) => return self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now),
+            Err(out) => {
+                return self.complete_node(n, ctx, out.into(), Verdict::Failure, Via::Engine, now)
+            }
         };
         let out = match component {
             Some(ComponentRef::Builtin(b)) => b.run(input),
             // Input and Output nodes pass their merged context and data on.
-            _ => Value::Object(input),
+            _ => NodeOutput::Object(input),
         };
         self.complete_node(n, ctx, out, Verdict::Success, Via::InProcess, now);
     }
@@ -198,7 +199,7 @@ impl Run {
         };
         let input = self.input_from(key, ctx);
         let mut input = match input {
-            Ok(input) => input,
+            Ok(input) => input.to_map(),
             Err(out) => {
                 self.finish_instance(key, out, Via::Engine, now);
                 return None;
@@ -253,7 +254,7 @@ impl Run {
         };
         match self.open_poll_task(key, ctx.clone(), now) {
             Ok(wait_id) => self.record.nodes[n] = NodeState::Paused { ctx, wait_id },
-            Err(out) => self.complete_node(n, ctx, out, Verdict::Failure, Via::Engine, now),
+            Err(out) => self.complete_node(n, ctx, out.into(), Verdict::Failure, Via::Engine, now),
         }
     }
 
@@ -315,8 +316,37 @@ impl Run {
             self.record.status = RunStatus::Paused { since: now };
             return vec![Effect::WakeAt(at)];
         }
+        let chosen = self.result_nodes();
+        // Outputs share what they repeat (`Fields`); a result gathered from
+        // many of them would not: it must fit in a run like any output.
+        let size: usize = chosen
+            .iter()
+            .map(|&i| match &self.record.nodes[i] {
+                NodeState::Done { output } => output.json_size(),
+                _ => 0,
+            })
+            .sum();
+        if size > self.settings.max_run_bytes {
+            let message = format!(
+                "the run's result, the outputs of {} nodes together, would be {size} bytes of \
+                 JSON, over {}, the most one run may hold and store",
+                chosen.len(),
+                self.settings.max_run_bytes
+            );
+            self.fail(
+                RunError {
+                    code: "run_too_large".into(),
+                    message,
+                    node_id: None,
+                },
+                now,
+            );
+            // Not retryable: the same outputs would make the same result.
+            self.release();
+            return Vec::new();
+        }
         self.record.status = RunStatus::Completed {
-            output: self.take_final_output(),
+            output: self.take_final_output(&chosen),
             finished_at: now,
         };
         self.release();
@@ -338,23 +368,29 @@ impl Run {
         self.warnings.clear();
     }
 
-    /// The run's result, moved out of the node states: the completed Output
-    /// node's output, or a map by id when several completed. When no Output
-    /// node completed (there are none, or a branch skipped them), the same
-    /// rule over the completed sink nodes.
-    fn take_final_output(&mut self) -> Value {
+    /// The nodes whose outputs make the run's result: the completed Output
+    /// nodes; when none completed (there are none, or a branch skipped
+    /// them), the completed sink nodes.
+    fn result_nodes(&self) -> Vec<usize> {
         let nodes = &self.plan.graph.nodes;
         let done = |i: &usize| matches!(self.record.nodes[*i], NodeState::Done { .. });
-        let mut chosen: Vec<usize> = (0..nodes.len())
+        let chosen: Vec<usize> = (0..nodes.len())
             .filter(|&i| nodes[i].kind == NodeKind::Output)
             .filter(done)
             .collect();
-        if chosen.is_empty() {
-            chosen = (0..nodes.len())
-                .filter(|&i| self.plan.outgoing[i].is_empty())
-                .filter(done)
-                .collect();
+        if !chosen.is_empty() {
+            return chosen;
         }
+        (0..nodes.len())
+            .filter(|&i| self.plan.outgoing[i].is_empty())
+            .filter(done)
+            .collect()
+    }
+
+    /// The run's result, moved out of the node states: the one result
+    /// node's output, or a map by id when there are several.
+    fn take_final_output(&mut self, chosen: &[usize]) -> Value {
+        let nodes = &self.plan.graph.nodes;
         // An Input or Output node passes on the context it received, which
         // in the engine we descend from holds the date variables: its output
         // as the run's result has them again (once, here, not in every
@@ -363,16 +399,17 @@ impl Run {
             let pass = matches!(nodes[i].kind, NodeKind::Input | NodeKind::Output);
             match std::mem::replace(&mut self.record.nodes[i], NodeState::Idle) {
                 NodeState::Done {
-                    output: Value::Object(mut fields),
+                    output: NodeOutput::Object(fields),
                 } if pass => {
+                    let mut fields = Map::from(fields);
                     dates::lay_under(&mut fields, &self.record.context);
                     Value::Object(fields)
                 }
-                NodeState::Done { output } => output,
+                NodeState::Done { output } => output.into_value(),
                 _ => Value::Null,
             }
         };
-        match chosen.as_slice() {
+        match chosen {
             [] => Value::Null,
             [only] => take(*only),
             many => Value::Object(
@@ -384,10 +421,10 @@ impl Run {
     }
 }
 
-fn merge_into(acc: &mut Option<Context>, ctx: Rc<Context>) {
+fn merge_into(acc: &mut Option<Context>, ctx: Context) {
     match acc {
-        // The last holder of a context takes it without copying.
-        None => *acc = Some(Rc::unwrap_or_clone(ctx)),
-        Some(existing) => existing.extend(ctx.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        None => *acc = Some(ctx),
+        // A join: what the later edge brought goes on top.
+        Some(existing) => *existing = existing.merged_with(&ctx, |_| false),
     }
 }

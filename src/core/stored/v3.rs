@@ -9,7 +9,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -19,11 +18,11 @@ use super::super::graph::Graph;
 use super::super::plan::{build_plan, Directory, GraphLimits, Plan};
 use super::super::record::EarlyCallback;
 use super::super::record::{
-    Arrival, ClosedWait, FinalCallback, ItemState, Mapping, NodeState, RunRecord, RunStatus,
-    TraceEntry, Wait,
+    Arrival, ClosedWait, FinalCallback, ItemState, Mapping, NodeOutput, NodeState, RunRecord,
+    RunStatus, TraceEntry, Wait,
 };
 use super::super::run::{Run, Settings};
-use super::delta::{self, expand, Baseline, Delta};
+use super::delta::{self, Delta};
 
 /// Version 4 is version 3 with outputs that may be stored as deltas
 /// (`StoredNode::DoneDelta`); this module reads both, and writes 4.
@@ -151,23 +150,11 @@ pub enum StoredItem<'a> {
 /// The stored form of a run, borrowing from it.
 pub fn from_run(run: &Run) -> StoredRun<'_> {
     let record = &run.record;
-    let base = Baseline::new(&record.context, &run.plan, |n| match &record.nodes[n] {
-        NodeState::Done { output } => Some(output),
-        _ => None,
-    });
     let done = |n: usize| match &record.nodes[n] {
         NodeState::Done { output } => Some(output),
         _ => None,
     };
-    let mut output_deltas = if record
-        .nodes
-        .iter()
-        .any(|s| matches!(s, NodeState::Done { .. }))
-    {
-        delta::output_deltas(&record.context, &run.plan, done)
-    } else {
-        Vec::new()
-    };
+    let (mut output_deltas, base) = delta::output_deltas(&record.context, &run.plan, done);
     let nodes = record
         .nodes
         .iter()
@@ -178,7 +165,10 @@ pub fn from_run(run: &Run) -> StoredRun<'_> {
             NodeState::Done { output } => match output_deltas.get_mut(n).and_then(Option::take) {
                 Some(delta) => StoredNode::DoneDelta { output: delta },
                 None => StoredNode::Done {
-                    output: Cow::Borrowed(output),
+                    output: match output {
+                        NodeOutput::Other(v) => Cow::Borrowed(v),
+                        NodeOutput::Object(_) => Cow::Owned(output.to_value()),
+                    },
                 },
             },
             NodeState::Calling { ctx } => StoredNode::Calling {
@@ -320,66 +310,42 @@ fn expand_nodes(
         )));
     }
     let mut stored = stored;
-    // Outputs stored as deltas are expanded first, in topological order:
-    // the contexts' baseline is built from the outputs they stand for.
-    if stored
-        .iter()
-        .any(|s| matches!(s, StoredNode::DoneDelta { .. }))
-    {
-        let mut deltas: Vec<Option<Delta>> = stored
-            .iter_mut()
-            .map(|s| match s {
-                StoredNode::DoneDelta { output } => Some(std::mem::take(output)),
-                _ => None,
-            })
-            .collect();
-        let expanded = delta::expand_outputs(
-            context,
-            plan,
-            |n| match &stored[n] {
-                StoredNode::Done { output } => Some(output.as_ref()),
-                _ => None,
-            },
-            |n| deltas[n].take(),
-        );
-        for (state, output) in stored.iter_mut().zip(expanded) {
-            if let Some(output) = output {
-                *state = StoredNode::Done {
-                    output: Cow::Owned(output),
-                };
-            }
+    // Outputs first, in topological order: those stored as deltas are
+    // expanded over the outputs before them, and the contexts' baseline is
+    // the baseline after them all.
+    let mut deltas: Vec<Option<Delta>> = Vec::with_capacity(stored.len());
+    let mut outputs: Vec<Option<NodeOutput>> = Vec::with_capacity(stored.len());
+    for state in &mut stored {
+        let (delta, output) = match state {
+            StoredNode::DoneDelta { output } => (Some(std::mem::take(output)), None),
+            StoredNode::Done { output } => (
+                None,
+                Some(NodeOutput::from(std::mem::take(output).into_owned())),
+            ),
+            _ => (None, None),
+        };
+        deltas.push(delta);
+        outputs.push(output);
+    }
+    let (expanded, base) =
+        delta::expand_outputs(context, plan, |n| outputs[n].as_ref(), |n| deltas[n].take());
+    for (slot, out) in outputs.iter_mut().zip(expanded) {
+        if out.is_some() {
+            *slot = out;
         }
     }
-    let holds_contexts = stored.iter().any(|s| {
-        !matches!(
-            s,
-            StoredNode::Idle
-                | StoredNode::Skipped
-                | StoredNode::Done { .. }
-                | StoredNode::DoneDelta { .. }
-        )
-    });
-    // Finished and never-paused runs hold no context: no baseline to build.
-    let base = if holds_contexts {
-        Baseline::new(context, plan, |n| match &stored[n] {
-            StoredNode::Done { output } => Some(output.as_ref()),
-            _ => None,
-        })
-        .to_map()
-    } else {
-        Map::new()
-    };
-    let ctx = |d: Delta| expand(&base, d);
+    let ctx = |d: Delta| base.expand(d);
     let nodes = stored
         .into_iter()
-        .map(|state| match state {
+        .zip(outputs)
+        .map(|(state, output)| match state {
             StoredNode::Idle => NodeState::Idle,
-            StoredNode::Skipped => NodeState::Skipped,
-            StoredNode::Done { output } => NodeState::Done {
-                output: output.into_owned(),
+            // Read above.
+            StoredNode::Done { .. } | StoredNode::DoneDelta { .. } => match output {
+                Some(output) => NodeState::Done { output },
+                None => NodeState::Idle,
             },
-            // Expanded above.
-            StoredNode::DoneDelta { .. } => NodeState::Idle,
+            StoredNode::Skipped => NodeState::Skipped,
             StoredNode::Calling { ctx: c } => NodeState::Calling { ctx: ctx(c) },
             StoredNode::Failed { ctx: c } => NodeState::Failed { ctx: ctx(c) },
             StoredNode::Paused { ctx: c, wait_id } => NodeState::Paused {
@@ -420,9 +386,7 @@ fn expand_nodes(
                     .map(|a| match a {
                         StoredArrival::Pending => Arrival::Pending,
                         StoredArrival::Skipped => Arrival::Skipped,
-                        StoredArrival::Delivered { ctx: c } => Arrival::Delivered {
-                            ctx: Rc::new(ctx(c)),
-                        },
+                        StoredArrival::Delivered { ctx: c } => Arrival::Delivered { ctx: ctx(c) },
                         StoredArrival::Items {
                             ctx: c,
                             base: item_base,
@@ -430,7 +394,7 @@ fn expand_nodes(
                             items,
                             missing,
                         } => Arrival::Items {
-                            ctx: Rc::new(ctx(c)),
+                            ctx: ctx(c),
                             base: ctx(item_base),
                             iterator,
                             items: items.into_owned(),

@@ -1,0 +1,252 @@
+//! A JSON object held as a persistent map, for the contexts that flow along
+//! edges and the object outputs of nodes.
+//!
+//! A chain of nodes that each add a key to what they were given would, with
+//! plain maps, copy the whole context at every node and hold every copy as an
+//! output: quadratic time, memory and byte accounting. A `Fields` is cloned
+//! by taking a reference, and changed by copying only the path of the B-tree
+//! that leads to the change; two maps that came from one another share every
+//! other node, and `changes_from` walks past what they share without
+//! comparing it. So a node's input is its context plus its data without a
+//! copy, a pass-through's output is that input, and what a node adds costs
+//! what it adds.
+//!
+//! Keys are kept sorted, as `serde_json::Map` keeps them, so a `Fields`
+//! serializes exactly as the map it replaced.
+
+use std::fmt;
+
+use imbl::ordmap::DiffItem;
+use imbl::shared_ptr::RcK;
+use imbl::GenericOrdMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use super::template::{json_size, walk, Scope};
+
+/// `Rc` rather than `Arc`: a run lives on one thread (one isolate).
+type Tree = GenericOrdMap<String, Value, RcK>;
+
+#[derive(Clone, Default, PartialEq)]
+pub struct Fields(Tree);
+
+/// One difference between two `Fields`: a key with a new or changed value,
+/// or a key that is gone.
+#[derive(Debug, PartialEq)]
+pub enum Change<'a> {
+    Set(&'a String, &'a Value),
+    Unset(&'a String),
+}
+
+impl Fields {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    pub fn insert(&mut self, key: String, value: Value) -> Option<Value> {
+        self.0.insert(key, value)
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        self.0.remove(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.0.iter()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+
+    /// A plain map with the same entries (for what leaves the run: a
+    /// component's request body, an answer).
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Its size as JSON text, as `template::json_map_size` counts a map.
+    pub fn json_size(&self) -> usize {
+        2 + self
+            .iter()
+            .map(|(k, v)| k.len() + 4 + json_size(v))
+            .sum::<usize>()
+    }
+
+    /// Whether the two are one map (not merely equal): nothing to compare.
+    pub fn same(&self, other: &Self) -> bool {
+        self.0.ptr_eq(&other.0)
+    }
+
+    /// `self` with `top`'s fields laid on, those `skip` names aside: a merge
+    /// adds and replaces, never removes. When `top` only adds to `self`
+    /// (what a pass-through does), the result is `top` itself, its tree
+    /// shared, so what is built on either compares cheaply with the other.
+    pub fn merged_with(&self, top: &Fields, skip: impl Fn(&str) -> bool) -> Fields {
+        let mut only_adds = true;
+        let mut sets = Vec::new();
+        for change in top.changes_from(self) {
+            match change {
+                Change::Set(k, v) if !skip(k) => sets.push((k.clone(), v.clone())),
+                _ => only_adds = false,
+            }
+        }
+        if only_adds {
+            return top.clone();
+        }
+        let mut merged = self.clone();
+        merged.extend(sets);
+        merged
+    }
+
+    /// What `self` changes from `before`, in key order. Subtrees the two
+    /// share are skipped without being compared, so the cost follows the
+    /// changes (and the paths to them), not the size of either map.
+    pub fn changes_from<'a>(&'a self, before: &'a Self) -> impl Iterator<Item = Change<'a>> {
+        before.0.diff(&self.0).map(|d| match d {
+            DiffItem::Add(k, v) | DiffItem::Update { new: (k, v), .. } => Change::Set(k, v),
+            DiffItem::Remove(k, _) => Change::Unset(k),
+        })
+    }
+}
+
+impl From<Map<String, Value>> for Fields {
+    fn from(map: Map<String, Value>) -> Self {
+        map.into_iter().collect()
+    }
+}
+
+impl From<Fields> for Map<String, Value> {
+    fn from(fields: Fields) -> Self {
+        fields.0.into_iter().collect()
+    }
+}
+
+impl From<Fields> for Value {
+    fn from(fields: Fields) -> Self {
+        Value::Object(fields.into())
+    }
+}
+
+impl FromIterator<(String, Value)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl Extend<(String, Value)> for Fields {
+    fn extend<I: IntoIterator<Item = (String, Value)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+impl IntoIterator for Fields {
+    type Item = (String, Value);
+    type IntoIter = imbl::ordmap::ConsumingIter<String, Value, RcK>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Map::<String, Value>::deserialize(deserializer).map(Self::from)
+    }
+}
+
+impl Scope for Fields {
+    fn lookup(&self, path: &str) -> Option<&Value> {
+        let mut parts = path.split('.');
+        let first = self.get(parts.next()?)?;
+        walk(first, parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn fields(v: Value) -> Fields {
+        match v {
+            Value::Object(m) => m.into(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn serializes_as_the_map_it_holds() {
+        let v = json!({"b": 1, "a": {"z": [1, 2]}, "c": null});
+        let f = fields(v.clone());
+        assert_eq!(serde_json::to_string(&f).unwrap(), v.to_string());
+        let back: Fields = serde_json::from_str(&v.to_string()).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(Value::from(f), v);
+    }
+
+    #[test]
+    fn changes_are_what_was_set_and_unset() {
+        let before = fields(json!({"a": 1, "b": 2, "c": 3}));
+        let mut after = before.clone();
+        after.insert("b".into(), json!(20));
+        after.insert("d".into(), json!(4));
+        after.remove("a");
+        let changes: Vec<_> = after.changes_from(&before).collect();
+        let (a, b, d) = ("a".to_string(), "b".to_string(), "d".to_string());
+        assert_eq!(
+            changes,
+            vec![
+                Change::Unset(&a),
+                Change::Set(&b, &json!(20)),
+                Change::Set(&d, &json!(4)),
+            ]
+        );
+        // Equal maps built apart have no changes either.
+        let rebuilt = fields(json!({"a": 1, "b": 2, "c": 3}));
+        assert_eq!(rebuilt.changes_from(&before).count(), 0);
+        assert!(before.clone().same(&before) && !rebuilt.same(&before));
+    }
+
+    #[test]
+    fn a_large_map_and_its_one_key_successor_share_what_they_do_not_change() {
+        let big: Fields = (0..10_000)
+            .map(|i| (format!("k{i:05}"), json!(i)))
+            .collect();
+        let mut next = big.clone();
+        next.insert("k05000".into(), json!("changed"));
+        let changes: Vec<_> = next.changes_from(&big).collect();
+        assert_eq!(changes.len(), 1);
+        assert!(big.get("k05000") == Some(&json!(5000)));
+    }
+}
