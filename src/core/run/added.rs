@@ -8,11 +8,11 @@
 //! byte count grew with the square of the chain's length, and a long chain
 //! failed `run_too_large` holding copies of one context.
 
-use super::super::fields::Change;
-use super::super::protocol::{json_depth, MAX_JSON_DEPTH};
 use serde_json::{Map, Value};
 
+use super::super::fields::Change;
 use super::super::plan::Plan;
+use super::super::protocol::{json_depth, MAX_JSON_DEPTH, RESULT_STATUS_KEYS};
 use super::super::record::{Context, NodeOutput, NodeState};
 use super::super::stored::delta;
 use super::super::template::json_size;
@@ -24,50 +24,104 @@ pub(super) struct Added {
     pub bytes: usize,
     /// It is nested deeper than a stored output may be.
     pub too_deep: bool,
+    /// What flows on along its edges: the context with the output's
+    /// fields on top, status keys aside (`flows_on`).
+    pub flows: Context,
 }
 
 impl Added {
-    pub fn over(ctx: &Context, output: NodeOutput) -> Self {
+    /// `built_on_context`: the output was made from the context in process
+    /// (a pass-through's is its input), so it shares it already; an answer
+    /// from outside that repeats the context is rebuilt over it.
+    pub fn over(ctx: &Context, output: NodeOutput, built_on_context: bool) -> Self {
         let fields = match output {
             NodeOutput::Object(fields) => fields,
-            other @ NodeOutput::Other(_) => return Self::whole(other),
+            other @ NodeOutput::Other(_) => return Self::whole(ctx, other),
         };
         // Up to half the output's keys may differ from the context; past
-        // that it is held as it came. For an output built on the context (a
-        // pass-through) this looks only at what changed.
+        // that it is held as it came. For an output built on the context
+        // this walks only what changed.
         let budget = fields.len() / 2;
-        if fields.changes_from(ctx).nth(budget).is_some() {
-            return Self::whole(NodeOutput::Object(fields));
+        let mut changes = Vec::new();
+        let mut repeats = true;
+        for change in fields.changes_from(ctx) {
+            if changes.len() == budget {
+                repeats = false;
+                break;
+            }
+            changes.push(change);
         }
-        let mut shared = ctx.clone();
+        if !repeats {
+            drop(changes);
+            return Self::whole(ctx, NodeOutput::Object(fields));
+        }
         let mut bytes = 2;
         let mut too_deep = false;
-        for change in fields.changes_from(ctx) {
+        let mut only_adds = true;
+        for change in &changes {
             match change {
                 Change::Set(k, v) => {
                     bytes += k.len() + 4 + json_size(v);
                     too_deep |= json_depth(v) + 1 > MAX_JSON_DEPTH;
-                    shared.insert(k.clone(), v.clone());
+                    only_adds &= !is_status(k);
                 }
-                Change::Unset(k) => {
-                    shared.remove(k);
-                }
+                Change::Unset(_) => only_adds = false,
             }
         }
+        let shared = if built_on_context {
+            None
+        } else {
+            let mut shared = ctx.clone();
+            for change in &changes {
+                match *change {
+                    Change::Set(k, v) => shared.insert(k.clone(), v.clone()),
+                    Change::Unset(k) => shared.remove(k),
+                };
+            }
+            Some(shared)
+        };
+        let held = shared.as_ref().unwrap_or(&fields);
+        let flows = if only_adds {
+            // The context plus what the output added is the output itself.
+            held.clone()
+        } else {
+            let mut flows = ctx.clone();
+            flows.extend(changes.iter().filter_map(|c| match *c {
+                Change::Set(k, v) if !is_status(k) => Some((k.clone(), v.clone())),
+                _ => None,
+            }));
+            flows
+        };
+        drop(changes);
         Self {
-            output: NodeOutput::Object(shared),
+            output: NodeOutput::Object(shared.unwrap_or(fields)),
             bytes,
             too_deep,
+            flows,
         }
     }
 
-    fn whole(output: NodeOutput) -> Self {
+    fn whole(ctx: &Context, output: NodeOutput) -> Self {
         Self {
             bytes: output.json_size(),
             too_deep: output.json_depth() > MAX_JSON_DEPTH,
+            flows: flows_on(ctx, &output),
             output,
         }
     }
+}
+
+/// The context that flows on from a node given `ctx` that answered
+/// `output`: its object fields laid on the context, status keys aside.
+pub(super) fn flows_on(ctx: &Context, output: &NodeOutput) -> Context {
+    match output {
+        NodeOutput::Object(fields) => ctx.merged_with(fields, is_status),
+        NodeOutput::Other(_) => ctx.clone(),
+    }
+}
+
+fn is_status(key: &str) -> bool {
+    RESULT_STATUS_KEYS.contains(&key)
 }
 
 /// What the finished nodes' outputs of a run read back hold, counted as

@@ -8,15 +8,14 @@ use super::super::condition::{boolean_result, chosen_branch, evaluate};
 use super::super::graph::{EdgeKind, Join};
 use super::super::protocol::{
     coded_failure, error_code, error_text, failure, json_depth, pending, too_deep, Fielded,
-    Pending, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES, RESULT_STATUS_KEYS,
+    Pending, MAX_JSON_DEPTH, MAX_TASK_ID_BYTES,
 };
 use super::super::record::{
     Arrival, Context, ItemState, NodeOutput, NodeState, Poll, RunError, RunStatus, TraceEntry,
     TraceStatus, Wait,
 };
 use super::super::scope::NodeScope;
-use super::super::template::json_size;
-use super::added::Added;
+use super::added::{flows_on, Added};
 use super::foreach::foreach_arrival;
 use super::poll::status_url_poll;
 use super::verdict::{Verdict, Via};
@@ -231,20 +230,21 @@ impl Run {
             output,
             bytes,
             too_deep: deep,
-        } = Added::over(&ctx, output);
+            flows,
+        } = Added::over(&ctx, output, via == Via::InProcess);
         // Whatever built it (a template can nest values), an output stays
         // shallow enough to be stored and read back.
-        let (output, verdict, bytes) = if deep {
-            let out = too_deep("the node's output");
-            let size = json_size(&out);
-            (out.into(), Verdict::Failure, size)
+        let (output, verdict, bytes, flows) = if deep {
+            let out = NodeOutput::from(too_deep("the node's output"));
+            let size = out.json_size();
+            (out, Verdict::Failure, size, None)
         } else {
-            (output, verdict, bytes)
+            (output, verdict, bytes, Some(flows))
         };
         let what = format!("the result of node '{}'", self.plan.graph.nodes[n].id);
-        let (output, verdict, refused) = match self.within_run_bytes(bytes, &what, via) {
-            Ok(()) => (output, verdict, false),
-            Err(refused) => (NodeOutput::from(refused), Verdict::Failure, true),
+        let (output, verdict, flows, refused) = match self.within_run_bytes(bytes, &what, via) {
+            Ok(()) => (output, verdict, flows, false),
+            Err(refused) => (NodeOutput::from(refused), Verdict::Failure, None, true),
         };
         // A refusal is a line of text: held past the limit, it is what
         // keeps the run retryable.
@@ -280,14 +280,9 @@ impl Run {
             self.record.nodes[n] = NodeState::Done { output };
             return;
         }
-        // What flows on: the context with the output's fields on top, its
-        // status keys aside (an output that only adds to the context is it).
-        let out_ctx = match &output {
-            NodeOutput::Object(fields) => {
-                ctx.merged_with(fields, |k| RESULT_STATUS_KEYS.contains(&k))
-            }
-            NodeOutput::Other(_) => ctx,
-        };
+        // What flows on: computed with the output, unless the output was
+        // replaced by a failure.
+        let out_ctx = flows.unwrap_or_else(|| flows_on(&ctx, &output));
         self.record.nodes[n] = NodeState::Done { output };
         for e in edges {
             let arrival = self.resolve_edge(e, n, &out_ctx, failed);
