@@ -11,10 +11,14 @@
 //! copy, a pass-through's output is that input, and what a node adds costs
 //! what it adds.
 //!
-//! Keys are kept sorted, as `serde_json::Map` keeps them, so a `Fields`
+//! Keys and values are held behind `Rc`: copying a path copies pointers,
+//! never the JSON under them, so a large value (a scraped page, a model's
+//! answer) is held once however many contexts and outputs carry it. Keys
+//! are kept sorted, as `serde_json::Map` keeps them, so a `Fields`
 //! serializes exactly as the map it replaced.
 
 use std::fmt;
+use std::rc::Rc;
 
 use imbl::ordmap::DiffItem;
 use imbl::shared_ptr::RcK;
@@ -25,17 +29,17 @@ use serde_json::{Map, Value};
 use super::template::{json_size, walk, Scope};
 
 /// `Rc` rather than `Arc`: a run lives on one thread (one isolate).
-type Tree = GenericOrdMap<String, Value, RcK>;
+type Tree = GenericOrdMap<Rc<str>, Rc<Value>, RcK>;
 
 #[derive(Clone, Default, PartialEq)]
 pub struct Fields(Tree);
 
 /// One difference between two `Fields`: a key with a new or changed value,
 /// or a key that is gone.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Change<'a> {
-    Set(&'a String, &'a Value),
-    Unset(&'a String),
+    Set(&'a str, &'a Value),
+    Unset(&'a str),
 }
 
 impl Fields {
@@ -44,19 +48,20 @@ impl Fields {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key)
+        self.0.get(key).map(|v| &**v)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
         self.0.contains_key(key)
     }
 
-    pub fn insert(&mut self, key: String, value: Value) -> Option<Value> {
-        self.0.insert(key, value)
+    pub fn insert(&mut self, key: String, value: Value) {
+        self.0.insert(key.into(), Rc::new(value));
     }
 
-    pub fn remove(&mut self, key: &str) -> Option<Value> {
-        self.0.remove(key)
+    /// Whether there was such a key.
+    pub fn remove(&mut self, key: &str) -> bool {
+        self.0.remove(key).is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -67,18 +72,20 @@ impl Fields {
         self.0.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.0.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.keys()
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(|k| &**k)
     }
 
     /// A plain map with the same entries (for what leaves the run: a
     /// component's request body, an answer).
     pub fn to_map(&self) -> Map<String, Value> {
-        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     /// Its size as JSON text, as `template::json_map_size` counts a map.
@@ -101,9 +108,11 @@ impl Fields {
     pub fn merged_with(&self, top: &Fields, skip: impl Fn(&str) -> bool) -> Fields {
         let mut only_adds = true;
         let mut sets = Vec::new();
-        for change in top.changes_from(self) {
-            match change {
-                Change::Set(k, v) if !skip(k) => sets.push((k.clone(), v.clone())),
+        for d in self.0.diff(&top.0) {
+            match d {
+                DiffItem::Add(k, v) | DiffItem::Update { new: (k, v), .. } if !skip(k) => {
+                    sets.push((Rc::clone(k), Rc::clone(v)))
+                }
                 _ => only_adds = false,
             }
         }
@@ -111,7 +120,9 @@ impl Fields {
             return top.clone();
         }
         let mut merged = self.clone();
-        merged.extend(sets);
+        for (k, v) in sets {
+            merged.0.insert(k, v);
+        }
         merged
     }
 
@@ -124,6 +135,23 @@ impl Fields {
             DiffItem::Remove(k, _) => Change::Unset(k),
         })
     }
+
+    /// `self` with the entries of `other` that `changes_from` named, shared
+    /// rather than copied: `Change`s borrowed from `other` are laid on.
+    pub fn apply<'a>(&mut self, other: &'a Self, changes: impl IntoIterator<Item = Change<'a>>) {
+        for change in changes {
+            match change {
+                Change::Set(k, _) => {
+                    if let Some((k, v)) = other.0.get_key_value(k) {
+                        self.0.insert(Rc::clone(k), Rc::clone(v));
+                    }
+                }
+                Change::Unset(k) => {
+                    self.0.remove(k);
+                }
+            }
+        }
+    }
 }
 
 impl From<Map<String, Value>> for Fields {
@@ -134,7 +162,7 @@ impl From<Map<String, Value>> for Fields {
 
 impl From<Fields> for Map<String, Value> {
     fn from(fields: Fields) -> Self {
-        fields.0.into_iter().collect()
+        fields.into_iter().collect()
     }
 }
 
@@ -146,23 +174,35 @@ impl From<Fields> for Value {
 
 impl FromIterator<(String, Value)> for Fields {
     fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
+        Self(
+            iter.into_iter()
+                .map(|(k, v)| (Rc::from(k), Rc::new(v)))
+                .collect(),
+        )
     }
 }
 
 impl Extend<(String, Value)> for Fields {
     fn extend<I: IntoIterator<Item = (String, Value)>>(&mut self, iter: I) {
         for (k, v) in iter {
-            self.0.insert(k, v);
+            self.insert(k, v);
         }
     }
 }
 
+type Entry = (Rc<str>, Rc<Value>);
+
 impl IntoIterator for Fields {
     type Item = (String, Value);
-    type IntoIter = imbl::ordmap::ConsumingIter<String, Value, RcK>;
+    type IntoIter = std::iter::Map<
+        imbl::ordmap::ConsumingIter<Rc<str>, Rc<Value>, RcK>,
+        fn(Entry) -> (String, Value),
+    >;
+    /// Values no other map shares are moved out, the others copied.
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.0
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Rc::unwrap_or_clone(v)))
     }
 }
 
@@ -223,13 +263,12 @@ mod tests {
         after.insert("d".into(), json!(4));
         after.remove("a");
         let changes: Vec<_> = after.changes_from(&before).collect();
-        let (a, b, d) = ("a".to_string(), "b".to_string(), "d".to_string());
         assert_eq!(
             changes,
             vec![
-                Change::Unset(&a),
-                Change::Set(&b, &json!(20)),
-                Change::Set(&d, &json!(4)),
+                Change::Unset("a"),
+                Change::Set("b", &json!(20)),
+                Change::Set("d", &json!(4)),
             ]
         );
         // Equal maps built apart have no changes either.

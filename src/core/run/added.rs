@@ -71,25 +71,21 @@ impl Added {
         let shared = if built_on_context {
             None
         } else {
+            // The answer's own values, laid on the context.
             let mut shared = ctx.clone();
-            for change in &changes {
-                match *change {
-                    Change::Set(k, v) => shared.insert(k.clone(), v.clone()),
-                    Change::Unset(k) => shared.remove(k),
-                };
-            }
+            shared.apply(&fields, changes.iter().copied());
             Some(shared)
         };
-        let held = shared.as_ref().unwrap_or(&fields);
         let flows = if only_adds {
             // The context plus what the output added is the output itself.
-            held.clone()
+            shared.as_ref().unwrap_or(&fields).clone()
         } else {
             let mut flows = ctx.clone();
-            flows.extend(changes.iter().filter_map(|c| match *c {
-                Change::Set(k, v) if !is_status(k) => Some((k.clone(), v.clone())),
-                _ => None,
-            }));
+            let sets = changes
+                .iter()
+                .copied()
+                .filter(|c| matches!(c, Change::Set(k, _) if !is_status(k)));
+            flows.apply(&fields, sets);
             flows
         };
         drop(changes);

@@ -78,9 +78,9 @@ impl Baseline {
         for change in ctx.changes_from(&self.0) {
             match change {
                 Change::Set(k, v) => {
-                    delta.set.insert(k.clone(), v.clone());
+                    delta.set.insert(k.to_string(), v.clone());
                 }
-                Change::Unset(k) => delta.unset.push(k.clone()),
+                Change::Unset(k) => delta.unset.push(k.to_string()),
             }
         }
         delta
