@@ -51,6 +51,11 @@
 //       paused, callback → completed, a duplicate, an expired callback, and two parts of the
 //       callback's path (the Worker alone; the hop to a warm gate); storage operations from
 //       the headers and the gate's own per-phase times from its log lines
+//   (r) the growing-context chain: Input → N pass-through nodes each adding a key to what it
+//       passes on → Output, at N and 10 N (200 and 2,000), interleaved: trigger → completed
+//       (over a 2-node run's time, the fixed cost of a request), the answer's size, and the
+//       stored record of the same chain paused on a component after its last node; growth
+//       at 10× the nodes against the linear budget
 //
 //   node bench/e2e.mjs [--smoke] [--only <a,b,…>] [--json <path>]
 //
@@ -138,6 +143,8 @@ const SIZES = {
         peerItems: [100, 1000],
         peerCyclesPerRep: 4,
         profileCycles: 40,
+        growingNodes: [200, 2000],
+        growingReps: 7,
     },
     smoke: {
         latencyRuns: 10,
@@ -170,6 +177,8 @@ const SIZES = {
         peerItems: [100],
         peerCyclesPerRep: 2,
         profileCycles: 5,
+        growingNodes: [20, 200],
+        growingReps: 3,
     },
 };
 
@@ -521,6 +530,96 @@ function triageScenario(urls) {
         ],
     };
     return { graph, context };
+}
+
+// ---------------------------------------------------------------------------------------
+// (r) the growing-context chain
+// ---------------------------------------------------------------------------------------
+
+/** Input → n pass-throughs, each adding `k{i}` to what it passes on → (a pending component →) Output. */
+function growingChain(n, pendingUrl = null) {
+    const nodes = [{ id: "in", type: "Input" }];
+    const edges = [];
+    let prev = "in";
+    for (let i = 0; i < n; i++) {
+        nodes.push({ id: `g${i}`, type: "Component", componentId: "comp_passthrough", data: { [`k${i}`]: `value of step ${i}` } });
+        edges.push({ from: prev, to: `g${i}`, type: "PIPE" });
+        prev = `g${i}`;
+    }
+    if (pendingUrl) {
+        nodes.push({ id: "slow", type: "Component", componentId: pendingUrl });
+        edges.push({ from: prev, to: "slow", type: "PIPE" });
+        prev = "slow";
+    }
+    nodes.push({ id: "out", type: "Output" });
+    edges.push({ from: prev, to: "out", type: "PIPE" });
+    return { nodes, edges };
+}
+
+async function benchGrowingChain(figures, sizes) {
+    const worker = await startWorker();
+    const pending = await startComponent(() => ({ pending: true, task_id: `grow-${Date.now()}-${Math.random()}` }));
+    const context = { request_id: "req-7f3a", topic: "benchmarks" };
+    try {
+        const [small, large] = sizes.growingNodes;
+        const graphs = { 0: growingChain(0), [small]: growingChain(small), [large]: growingChain(large) };
+        const times = { 0: [], [small]: [], [large]: [] };
+        const answers = {};
+        const once = async (n) => {
+            const t0 = now();
+            const res = await worker.fetchJson("/execute", { body: { graph: graphs[n], context } });
+            const ms = now() - t0;
+            expect(res.status === 200 && res.body?.status === "completed", `(r) the ${n}-node chain did not complete: ${res.text.slice(0, 300)}`);
+            const data = res.body.data ?? res.body.result ?? {};
+            expect(n === 0 || data[`k${n - 1}`] === `value of step ${n - 1}`, `(r) the ${n}-node chain's result lacks its last key`);
+            answers[n] = Buffer.byteLength(res.text);
+            return ms;
+        };
+        for (const n of [0, small, large]) await once(n); // warm-up
+        for (let rep = 0; rep < sizes.growingReps; rep++) {
+            for (const n of [0, small, large]) times[n].push(await once(n));
+        }
+        const median = (n) => summary(times[n]).p50;
+        const fixed = median(0);
+        const engine = (n) => Math.max(median(n) - fixed, 0.01);
+        const timeGrowth = engine(large) / engine(small);
+        figures.add("r", "growing_time", `growing-context chain in workerd, trigger → completed, ${fmtInt(small)} → ${fmtInt(large)} nodes (medians of ${sizes.growingReps}, interleaved, less a 2-node run's ${fmtMs(fixed)})`, {
+            value: timeGrowth,
+            unit: "×",
+            display: `${timeGrowth.toFixed(2)}× (${fmtMs(engine(large))} vs ${fmtMs(engine(small))}; raw medians ${fmtMs(median(large))} / ${fmtMs(median(small))})`,
+            budget: `≤ ${LINEAR_RATIO_BUDGET}× (linear)`,
+            pass: timeGrowth <= LINEAR_RATIO_BUDGET,
+        });
+        const answerGrowth = answers[large] / answers[small];
+        figures.add("r", "growing_answer", `growing-context chain, the completed run's answer, ${fmtInt(small)} → ${fmtInt(large)} nodes`, {
+            value: answerGrowth,
+            unit: "×",
+            display: `${answerGrowth.toFixed(2)}× (${fmtInt(answers[large])} B vs ${fmtInt(answers[small])} B)`,
+            budget: `≤ ${LINEAR_RATIO_BUDGET}× (linear)`,
+            pass: answerGrowth <= LINEAR_RATIO_BUDGET,
+        });
+        const kv = await worker.mf.getKVNamespace("RUNS");
+        const stored = {};
+        for (const n of [small, large]) {
+            const res = await worker.fetchJson("/execute", { body: { graph: growingChain(n, pending.url), context } });
+            expect(res.body?.status === "paused", `(r) the paused ${n}-node chain did not pause: ${res.text.slice(0, 300)}`);
+            const text = await kv.get(recordKey(res.body.run_id), "text");
+            expect(text, `(r) the paused ${n}-node chain is not in KV`);
+            stored[n] = Buffer.byteLength(text);
+        }
+        const storedGrowth = stored[large] / stored[small];
+        figures.add("r", "growing_record", `growing-context chain paused after its last node, stored record, ${fmtInt(small)} → ${fmtInt(large)} nodes`, {
+            value: storedGrowth,
+            unit: "×",
+            display: `${storedGrowth.toFixed(2)}× (${fmtInt(stored[large])} B vs ${fmtInt(stored[small])} B)`,
+            budget: `≤ ${LINEAR_RATIO_BUDGET}× (linear)`,
+            pass: storedGrowth <= LINEAR_RATIO_BUDGET,
+        });
+        return { nodes: sizes.growingNodes, fixedMs: fixed, medians: { [small]: median(small), [large]: median(large) }, answers, stored };
+    } finally {
+        await pending.close();
+        await worker.stop();
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -3635,8 +3734,9 @@ async function main() {
     await run("o", "picture", () => benchRunPicture(figures, sizes));
     await run("p", "peer", () => benchPeer(figures, sizes));
     await run("q", "cycleProfile", () => benchCycleProfile(figures, sizes));
+    await run("r", "growing", () => benchGrowingChain(figures, sizes));
 
-    const order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q"];
+    const order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r"];
     figures.rows.sort((x, y) => order.indexOf(x.section) - order.indexOf(y.section));
     const markdown = figures.markdown() + (details.bytes ? "\n" + breakdownMarkdown(details.bytes.paused) : "");
     const failures = figures.failures();
