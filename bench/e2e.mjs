@@ -349,10 +349,11 @@ class Figures {
 
     /**
      * Records a figure. `pass` is true/false when there is a budget, null when the figure is
-     * information only.
+     * information only. `limit`, on a figure whose budget may be out of reach, says where the
+     * limit lies, from what the same run measured; it is shown with a missed budget.
      */
-    add(section, id, figure, { value, unit, display, budget = null, pass = null }) {
-        const row = { section, id, figure, value, unit, display, budget, pass };
+    add(section, id, figure, { value, unit, display, budget = null, pass = null, limit = null }) {
+        const row = { section, id, figure, value, unit, display, budget, pass, limit };
         this.rows.push(row);
         const verdict = pass === null ? "" : pass ? "  PASS" : "  FAIL";
         console.error(`[e2e] (${section}) ${figure}: ${display}${budget ? ` (budget ${budget})` : ""}${verdict}`);
@@ -360,7 +361,9 @@ class Figures {
     }
 
     failures() {
-        return this.rows.filter((r) => r.pass === false).map((r) => `(${r.section}) ${r.figure}: ${r.display}`);
+        return this.rows
+            .filter((r) => r.pass === false)
+            .map((r) => `(${r.section}) ${r.figure}: ${r.display}${r.limit ? `. Where the limit is: ${r.limit}` : ""}`);
     }
 
     markdown() {
@@ -2799,7 +2802,9 @@ async function benchPeer(figures, sizes) {
         };
         const peerCycle = async (i) => {
             const t0 = now();
-            const paused = await peer.post("/pause", { context: { topic: `cycle ${i}` } });
+            // The peer starts the same remote job before it waits: a step that POSTs to the
+            // component that answers ours `pending`.
+            const paused = await peer.post("/pause", { context: { topic: `cycle ${i}` }, componentUrl: `${parker.url}/park` });
             const t1 = now();
             expect(paused.status === 200 && paused.body?.status === "paused", `(p) peer did not pause: ${paused.text.slice(0, 300)}`);
             const done = await peer.post(`/event/${paused.body.id}`, { payload: { answer: i } });
@@ -2972,6 +2977,20 @@ async function benchCycleProfile(figures, sizes) {
             expect(a.status === 200 && a.body?.reason === "expired", `(q) past-token callback answered ${a.status} ${a.text.slice(0, 300)}`);
             return { ms: a.end - a.start, kv: a.kv, dos: a.dos };
         };
+        // And the component call alone: this process POSTs to the same loopback component
+        // the trigger's segment calls (what the Worker's fetch to it costs, at the least).
+        const componentDirect = async (i) => {
+            const { ms, r } = await timed(async () => {
+                const res = await fetch(`${parker.url}/park`, {
+                    method: "POST",
+                    headers: { "content-type": "application/json" },
+                    body: JSON.stringify({ topic: `direct ${i}` }),
+                });
+                return { status: res.status, body: await res.json() };
+            });
+            expect(r.status === 200 && r.body?.pending === true, `(q) the component answered ${r.status}`);
+            return { ms };
+        };
         const readWarm = async (run) => {
             const { ms, r } = await timed(() => worker.fetchJson(`/runs/${run.runId}`));
             expect(r.status === 200 && r.body?.status === "completed", `(q) GET /runs/{id}: ${r.status} ${r.text.slice(0, 200)}`);
@@ -2999,7 +3018,7 @@ async function benchCycleProfile(figures, sizes) {
         };
         const uncatch = [catchLines(process.stdout), catchLines(process.stderr)];
 
-        const kinds = ["health", "pause", "resume", "duplicate", "expired", "token_past", "read_warm"];
+        const kinds = ["health", "pause", "resume", "duplicate", "expired", "token_past", "read_warm", "component_direct"];
         const samples = Object.fromEntries(kinds.map((k) => [k, []]));
         const measuredRuns = [];
         for (let i = 0; i < n + 3; i++) {
@@ -3012,6 +3031,7 @@ async function benchCycleProfile(figures, sizes) {
             round.expired = await callback(expiredRuns[i], (a) => a.status === 200 && a.body?.noop === true && a.body.reason === "expired");
             round.token_past = await tokenPast(run);
             round.read_warm = await readWarm(run);
+            round.component_direct = await componentDirect(i);
             if (i < 3) continue; // warm-up
             for (const k of kinds) samples[k].push(round[k]);
             measuredRuns.push(run.runId);
@@ -3027,6 +3047,19 @@ async function benchCycleProfile(figures, sizes) {
             expired: "a callback after its wait's deadline (expired)",
             token_past: "part: a callback whose token is past its expiry (the Worker alone: HMAC, body, no gate)",
             read_warm: "part: GET /runs/{id} of the run just completed (Worker → its gate, warm, → Worker; no storage)",
+            component_direct: "part: the pending component called directly on loopback (no Worker)",
+        };
+        const ratioOf = (k) => median(samples[k].map((s) => s.ms)) / base;
+        // Where the budgets' floors are, from parts measured in the same rounds: anything that
+        // reaches the run's gate costs at least a request to it and back (read_warm, which
+        // touches no storage); a trigger that pauses also calls its component.
+        const hop = ratioOf("read_warm");
+        const component = ratioOf("component_direct");
+        const limits = {
+            pause: `reaching the gate with no work at all is ${hop.toFixed(2)}× /health (the GET part below) and the component's own answer on loopback is ${component.toFixed(2)}×, so ${(hop + component).toFixed(2)}× before any engine work`,
+            resume: `reaching the gate with no work at all (the GET part below) is already ${hop.toFixed(2)}× /health`,
+            duplicate: `reaching the gate with no work at all (the GET part below) is already ${hop.toFixed(2)}× /health; the gate answers it from memory, with no storage read`,
+            expired: `reaching the gate with no work at all (the GET part below) is already ${hop.toFixed(2)}× /health; the gate answers it from memory, with no storage read`,
         };
         const result = { n: samples.health.length, health: base };
         for (const k of kinds) {
@@ -3045,6 +3078,7 @@ async function benchCycleProfile(figures, sizes) {
                 display: k === "health" ? fmtMs(ms) : `${fmtMs(ms)} = ${ratio.toFixed(2)}× /health (${kv}; ${dos})`,
                 budget: budget ? `≤ ${budget}× /health` : null,
                 pass: budget ? ratio <= budget : null,
+                limit: limits[k] ?? null,
             });
         }
         // Inside the gate, per measured run: the trigger's segment (its component call on

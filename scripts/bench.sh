@@ -221,7 +221,8 @@ else
         echo "\`WorkflowEntrypoint\`) in workerd through the same Miniflare, doing the same workloads step by"
         echo "step — a chain of N \`step.do\` each doing what \`comp_passthrough\` does, a FOREACH as a list"
         echo "step then one \`step.do\` per item (one at a time, or \`Promise.all\`; ours with"
-        echo "\`max_concurrency: 1\` or none), and a pause on \`step.waitForEvent\` resumed by"
+        echo "\`max_concurrency: 1\` or none), and a pause: a step that starts the remote job by POSTing to"
+        echo "the same loopback component that answers ours \`pending\`, then \`step.waitForEvent\`, resumed by"
         echo "\`instance.sendEvent\` — each workload on both sides in turn, which side first alternating by"
         echo "round; medians. The peer's requests answer when its \`run()\` has returned (or reached"
         echo "\`waitForEvent\`), seen through a flag in its isolate polled every millisecond: the Workflows"
@@ -234,6 +235,13 @@ else
         echo "the same callback again (a duplicate, answered \`noop\`), and a callback to another run whose"
         echo "1 s deadline passed before the rounds began (answered \`noop: expired\`); medians against"
         echo "/health's, with the KV and Durable Object storage operations each reports in its headers."
+        echo "Two parts of the same rounds show where the floors are: a read of the run just completed"
+        echo "(Worker → its warm gate → Worker, no storage) and the pending component called directly."
+        echo
+        echo "(r) runs the growing-context chain (Input → N pass-through nodes, each adding a key to what"
+        echo "it passes on → Output) at N and 10 N nodes, interleaved with a 2-node run whose median is"
+        echo "taken off both (the fixed cost of a request), and stores the same chain paused on a component"
+        echo "after its last node; the growth at 10× the nodes is judged against the linear budget."
         echo
         field "$e2e_json" markdown
     } >BENCHMARKS.md

@@ -101,3 +101,27 @@ fn a_paused_growing_chain_is_stored_in_proportion_to_its_length_and_resumes() {
         "10× the nodes, {growth:.2}× the record: {sizes:?}"
     );
 }
+
+#[test]
+fn a_template_naming_a_node_reads_its_whole_output_however_it_is_held() {
+    let net = Network::echo_with_async();
+    let clock = Clock::new();
+    let graph = json!({
+        "nodes": [
+            {"id": "in", "type": "Input"},
+            {"id": "p", "type": "Component", "componentId": "comp_passthrough", "data": {"a": 1}},
+            {"id": "q", "type": "Component", "componentId": "comp_passthrough", "data": {"b": "{{p.a}}"}},
+            {"id": "out", "type": "Output", "data": {"whole": "{{p}}", "a": "{{p.a}}", "q": "{{q}}"}}
+        ],
+        "edges": [
+            {"from": "in", "to": "p"}, {"from": "p", "to": "q"}, {"from": "q", "to": "out"}
+        ]
+    });
+    let run = run_graph(graph, json!({"topic": "t"}), &net, &clock);
+    let RunStatus::Completed { output, .. } = run.status() else {
+        panic!("{:?}", run.status().name())
+    };
+    assert_eq!(output["whole"], json!({"topic": "t", "a": 1}));
+    assert_eq!(output["a"], json!(1));
+    assert_eq!(output["q"], json!({"topic": "t", "a": 1, "b": 1}));
+}

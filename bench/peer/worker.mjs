@@ -4,8 +4,12 @@
 //   POST /run     {kind, n, context}  create an instance, answer when its run() has returned
 //                 kind: "chain" (n steps), "foreach-seq" / "foreach-par" (a list step, then
 //                 one step per item, one after another / Promise.all)
-//   POST /pause   {context}           create an instance, answer when its run() has reached
-//                                     step.waitForEvent("callback") (locally the instance
+//   POST /pause   {context, componentUrl}
+//                                     create an instance, answer when its run() has reached
+//                                     step.waitForEvent("callback") — after a step that
+//                                     starts the remote job: a POST to componentUrl, the same
+//                                     loopback component that answers arcrun `pending` in its
+//                                     own pause (without one, no such step) (locally the instance
 //                                     never shows `waiting`: it stays in memory, `running`;
 //                                     an event sent before the waiter is registered is kept)
 //   POST /event/{id} {payload}        sendEvent, answer when its run() has returned
@@ -45,7 +49,16 @@ export class PeerWorkflow extends WorkflowEntrypoint {
             } else results = await Promise.all(list.items.map(each));
             out = { results };
         } else if (kind === "pause") {
-            const before = await step.do("before", async () => passthrough(context, {}));
+            const { componentUrl } = event.payload;
+            const before = await step.do("before", async () => {
+                if (!componentUrl) return passthrough(context, {});
+                const res = await fetch(componentUrl, {
+                    method: "POST",
+                    headers: { "content-type": "application/json" },
+                    body: JSON.stringify(context),
+                });
+                return passthrough(context, { job: await res.json() });
+            });
             waiting.add(event.instanceId);
             const callback = await step.waitForEvent("callback", { type: "callback", timeout: "1 hour" });
             out = await step.do("after", async () => passthrough(before, { got: callback.payload }));
@@ -83,7 +96,7 @@ export default {
                 return json({ id: instance.id, status: "completed", output });
             }
             if (verb === "pause") {
-                const instance = await env.PEER.create({ params: { kind: "pause", context: body.context ?? {} } });
+                const instance = await env.PEER.create({ params: { kind: "pause", context: body.context ?? {}, componentUrl: body.componentUrl } });
                 const deadline = Date.now() + 60_000;
                 while (!waiting.has(instance.id)) {
                     if (Date.now() > deadline) return json({ id: instance.id, error: "never reached waitForEvent" }, 500);

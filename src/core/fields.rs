@@ -17,6 +17,7 @@
 //! are kept sorted, as `serde_json::Map` keeps them, so a `Fields`
 //! serializes exactly as the map it replaced.
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::rc::Rc;
 
@@ -31,8 +32,19 @@ use super::template::{json_size, walk, Scope};
 /// `Rc` rather than `Arc`: a run lives on one thread (one isolate).
 type Tree = GenericOrdMap<Rc<str>, Rc<Value>, RcK>;
 
-#[derive(Clone, Default, PartialEq)]
-pub struct Fields(Tree);
+#[derive(Clone, Default)]
+pub struct Fields(Tree, Whole);
+
+/// The map as one JSON object, built the first time something reads the
+/// whole of it (a template's `{{node_id}}`), and dropped by any change.
+#[derive(Clone, Default)]
+struct Whole(OnceCell<Rc<Value>>);
+
+impl PartialEq for Fields {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
 
 /// One difference between two `Fields`: a key with a new or changed value,
 /// or a key that is gone.
@@ -56,12 +68,22 @@ impl Fields {
     }
 
     pub fn insert(&mut self, key: String, value: Value) {
+        self.1 = Whole::default();
         self.0.insert(key.into(), Rc::new(value));
     }
 
     /// Whether there was such a key.
     pub fn remove(&mut self, key: &str) -> bool {
+        self.1 = Whole::default();
         self.0.remove(key).is_some()
+    }
+
+    /// The whole map as a JSON object, copied out once and kept until the
+    /// map changes (clones share it).
+    pub fn as_value(&self) -> &Value {
+        self.1
+             .0
+            .get_or_init(|| Rc::new(Value::Object(self.to_map())))
     }
 
     pub fn len(&self) -> usize {
@@ -106,6 +128,18 @@ impl Fields {
     /// (what a pass-through does), the result is `top` itself, its tree
     /// shared, so what is built on either compares cheaply with the other.
     pub fn merged_with(&self, top: &Fields, skip: impl Fn(&str) -> bool) -> Fields {
+        if top.len() < self.len() {
+            // Smaller, so it cannot hold all of `self`: its entries are laid
+            // on one by one (comparing the two would walk all of `self`).
+            let mut merged = self.clone();
+            merged.1 = Whole::default();
+            for (k, v) in top.0.iter() {
+                if !skip(k) && self.0.get(&**k) != Some(v) {
+                    merged.0.insert(Rc::clone(k), Rc::clone(v));
+                }
+            }
+            return merged;
+        }
         let mut only_adds = true;
         let mut sets = Vec::new();
         for d in self.0.diff(&top.0) {
@@ -120,6 +154,7 @@ impl Fields {
             return top.clone();
         }
         let mut merged = self.clone();
+        merged.1 = Whole::default();
         for (k, v) in sets {
             merged.0.insert(k, v);
         }
@@ -139,6 +174,7 @@ impl Fields {
     /// `self` with the entries of `other` that `changes_from` named, shared
     /// rather than copied: `Change`s borrowed from `other` are laid on.
     pub fn apply<'a>(&mut self, other: &'a Self, changes: impl IntoIterator<Item = Change<'a>>) {
+        self.1 = Whole::default();
         for change in changes {
             match change {
                 Change::Set(k, _) => {
@@ -178,6 +214,7 @@ impl FromIterator<(String, Value)> for Fields {
             iter.into_iter()
                 .map(|(k, v)| (Rc::from(k), Rc::new(v)))
                 .collect(),
+            Whole::default(),
         )
     }
 }
@@ -275,6 +312,21 @@ mod tests {
         let rebuilt = fields(json!({"a": 1, "b": 2, "c": 3}));
         assert_eq!(rebuilt.changes_from(&before).count(), 0);
         assert!(before.clone().same(&before) && !rebuilt.same(&before));
+    }
+
+    #[test]
+    fn merging_adds_and_replaces_and_an_output_that_only_adds_is_taken_whole() {
+        let ctx = fields(json!({"a": 1, "b": 2}));
+        let mut out = ctx.clone();
+        out.insert("c".into(), json!(3));
+        let merged = ctx.merged_with(&out, |_| false);
+        assert!(merged.same(&out), "only adds: the output itself");
+        let small = fields(json!({"b": 20, "success": true}));
+        let merged = ctx.merged_with(&small, |k| k == "success");
+        assert_eq!(Value::from(merged), json!({"a": 1, "b": 20}));
+        let other = fields(json!({"a": 1, "x": 9, "y": 8, "success": false}));
+        let merged = ctx.merged_with(&other, |k| k == "success");
+        assert_eq!(Value::from(merged), json!({"a": 1, "b": 2, "x": 9, "y": 8}));
     }
 
     #[test]

@@ -365,7 +365,10 @@ impl NodeOutput {
     /// top-level field), as templates read `{{node_id.path}}`.
     pub fn walk<'a, 'p>(&'a self, mut parts: impl Iterator<Item = &'p str>) -> Option<&'a Value> {
         match self {
-            Self::Object(fields) => walk(fields.get(parts.next()?)?, parts),
+            Self::Object(fields) => match parts.next() {
+                Some(first) => walk(fields.get(first)?, parts),
+                None => Some(fields.as_value()),
+            },
             Self::Other(v) => walk(v, parts),
         }
     }

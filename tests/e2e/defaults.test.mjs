@@ -462,11 +462,13 @@ test("a component answer past MAX_RUN_RECORD_BYTES fails its node, saying so, an
 test("run_too_large: outputs held across many nodes past MAX_RUN_RECORD_BYTES fail the run with that code, and its trace is kept", { timeout: 60_000 }, async () => {
     // SECURITY.md (Limits): node outputs a run holds count against the record limit; small ones
     // adding up past it fail the run with run_too_large. 100 comp_passthrough nodes in a chain each
-    // hold a copy of the context (a 300-byte pad; the date variables are held once, by the run):
-    // ~31 KB held, past 20 KB about node 64.
+    // add 300 bytes of their own (the pad again, under a key of their own) to what they pass on:
+    // ~31 KB held, past 20 KB about node 64. (What each repeats of its context is shared, not
+    // counted again: the run's own test of that is tests/shared.rs and the bench's (r).)
     const w = await startWorker({ bindings: { MAX_RUN_RECORD_BYTES: String(RECORD_LIMIT) } });
     try {
         const graph = chain(["in", "Input"], ...Array.from({ length: 100 }, (_, i) => [`p${i}`, "Component", "comp_passthrough"]));
+        for (const node of graph.nodes.slice(1)) node.data = { [`own_${node.id}`]: "{{pad}}" };
         const r = await w.fetchJson("/execute", { body: { graph, context: { pad: "x".repeat(300) } } });
         assert.equal(r.status, 200, r.text.slice(0, 300));
         assert.equal(r.body.status, "failed", r.text.slice(0, 300));
