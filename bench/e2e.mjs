@@ -52,7 +52,7 @@
 //       callback's path (the Worker alone; the hop to a warm gate); storage operations from
 //       the headers and the gate's own per-phase times from its log lines
 //   (r) the growing-context chain: Input → N pass-through nodes each adding a key to what it
-//       passes on → Output, at N and 10 N (200 and 2,000), interleaved: trigger → completed
+//       passes on → Output, at N and 10 N (400 and 4,000), interleaved: trigger → completed
 //       (over a 2-node run's time, the fixed cost of a request), the answer's size, and the
 //       stored record of the same chain paused on a component after its last node; growth
 //       at 10× the nodes against the linear budget
@@ -143,8 +143,8 @@ const SIZES = {
         peerItems: [100, 1000],
         peerCyclesPerRep: 4,
         profileCycles: 40,
-        growingNodes: [200, 2000],
-        growingReps: 7,
+        growingNodes: [400, 4000],
+        growingReps: 11,
     },
     smoke: {
         latencyRuns: 10,

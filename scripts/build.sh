@@ -65,9 +65,9 @@ strip_names() {
         reference-types exception-handling; do
         features+=("--enable-$f")
     done
-    # -Oz once more on the way: worker-build's own pass leaves about 2.5 KB
-    # of the gzipped module that this one removes.
-    if "$WASM_OPT_BIN" "$wasm" -Oz --strip-debug "${features[@]}" -o "$wasm.stripped"; then
+    # -O3 once more on the way (for speed, like the crate's release profile):
+    # worker-build's own pass is wasm-opt's default level.
+    if "$WASM_OPT_BIN" "$wasm" -O3 --strip-debug "${features[@]}" -o "$wasm.stripped"; then
         mv "$wasm.stripped" "$wasm"
     else
         rm -f "$wasm.stripped"

@@ -33,7 +33,10 @@ use super::template::{json_size, walk, Scope};
 type Tree = GenericOrdMap<Rc<str>, Rc<Value>, RcK>;
 
 #[derive(Clone, Default)]
-pub struct Fields(Tree, Whole);
+pub struct Fields {
+    tree: Tree,
+    whole: Whole,
+}
 
 /// The map as one JSON object, built the first time something reads the
 /// whole of it (a template's `{{node_id}}`), and dropped by any change.
@@ -42,7 +45,7 @@ struct Whole(OnceCell<Rc<Value>>);
 
 impl PartialEq for Fields {
     fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
+        self.tree == other.tree
     }
 }
 
@@ -60,46 +63,46 @@ impl Fields {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key).map(|v| &**v)
+        self.tree.get(key).map(|v| &**v)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
-        self.0.contains_key(key)
+        self.tree.contains_key(key)
     }
 
     pub fn insert(&mut self, key: String, value: Value) {
-        self.1 = Whole::default();
-        self.0.insert(key.into(), Rc::new(value));
+        self.whole = Whole::default();
+        self.tree.insert(key.into(), Rc::new(value));
     }
 
     /// Whether there was such a key.
     pub fn remove(&mut self, key: &str) -> bool {
-        self.1 = Whole::default();
-        self.0.remove(key).is_some()
+        self.whole = Whole::default();
+        self.tree.remove(key).is_some()
     }
 
     /// The whole map as a JSON object, copied out once and kept until the
     /// map changes (clones share it).
     pub fn as_value(&self) -> &Value {
-        self.1
-             .0
+        self.whole
+            .0
             .get_or_init(|| Rc::new(Value::Object(self.to_map())))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.tree.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.tree.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.0.iter().map(|(k, v)| (&**k, &**v))
+        self.tree.iter().map(|(k, v)| (&**k, &**v))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(|k| &**k)
+        self.tree.keys().map(|k| &**k)
     }
 
     /// A plain map with the same entries (for what leaves the run: a
@@ -120,7 +123,7 @@ impl Fields {
 
     /// Whether the two are one map (not merely equal): nothing to compare.
     pub fn same(&self, other: &Self) -> bool {
-        self.0.ptr_eq(&other.0)
+        self.tree.ptr_eq(&other.tree)
     }
 
     /// `self` with `top`'s fields laid on, those `skip` names aside: a merge
@@ -132,17 +135,17 @@ impl Fields {
             // Smaller, so it cannot hold all of `self`: its entries are laid
             // on one by one (comparing the two would walk all of `self`).
             let mut merged = self.clone();
-            merged.1 = Whole::default();
-            for (k, v) in top.0.iter() {
-                if !skip(k) && self.0.get(&**k) != Some(v) {
-                    merged.0.insert(Rc::clone(k), Rc::clone(v));
+            merged.whole = Whole::default();
+            for (k, v) in top.tree.iter() {
+                if !skip(k) && self.tree.get(&**k) != Some(v) {
+                    merged.tree.insert(Rc::clone(k), Rc::clone(v));
                 }
             }
             return merged;
         }
         let mut only_adds = true;
         let mut sets = Vec::new();
-        for d in self.0.diff(&top.0) {
+        for d in self.tree.diff(&top.tree) {
             match d {
                 DiffItem::Add(k, v) | DiffItem::Update { new: (k, v), .. } if !skip(k) => {
                     sets.push((Rc::clone(k), Rc::clone(v)))
@@ -154,9 +157,9 @@ impl Fields {
             return top.clone();
         }
         let mut merged = self.clone();
-        merged.1 = Whole::default();
+        merged.whole = Whole::default();
         for (k, v) in sets {
-            merged.0.insert(k, v);
+            merged.tree.insert(k, v);
         }
         merged
     }
@@ -165,7 +168,7 @@ impl Fields {
     /// share are skipped without being compared, so the cost follows the
     /// changes (and the paths to them), not the size of either map.
     pub fn changes_from<'a>(&'a self, before: &'a Self) -> impl Iterator<Item = Change<'a>> {
-        before.0.diff(&self.0).map(|d| match d {
+        before.tree.diff(&self.tree).map(|d| match d {
             DiffItem::Add(k, v) | DiffItem::Update { new: (k, v), .. } => Change::Set(k, v),
             DiffItem::Remove(k, _) => Change::Unset(k),
         })
@@ -174,16 +177,16 @@ impl Fields {
     /// `self` with the entries of `other` that `changes_from` named, shared
     /// rather than copied: `Change`s borrowed from `other` are laid on.
     pub fn apply<'a>(&mut self, other: &'a Self, changes: impl IntoIterator<Item = Change<'a>>) {
-        self.1 = Whole::default();
+        self.whole = Whole::default();
         for change in changes {
             match change {
                 Change::Set(k, _) => {
-                    if let Some((k, v)) = other.0.get_key_value(k) {
-                        self.0.insert(Rc::clone(k), Rc::clone(v));
+                    if let Some((k, v)) = other.tree.get_key_value(k) {
+                        self.tree.insert(Rc::clone(k), Rc::clone(v));
                     }
                 }
                 Change::Unset(k) => {
-                    self.0.remove(k);
+                    self.tree.remove(k);
                 }
             }
         }
@@ -210,12 +213,13 @@ impl From<Fields> for Value {
 
 impl FromIterator<(String, Value)> for Fields {
     fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
-        Self(
-            iter.into_iter()
+        Self {
+            tree: iter
+                .into_iter()
                 .map(|(k, v)| (Rc::from(k), Rc::new(v)))
                 .collect(),
-            Whole::default(),
-        )
+            whole: Whole::default(),
+        }
     }
 }
 
@@ -237,7 +241,7 @@ impl IntoIterator for Fields {
     >;
     /// Values no other map shares are moved out, the others copied.
     fn into_iter(self) -> Self::IntoIter {
-        self.0
+        self.tree
             .into_iter()
             .map(|(k, v)| (k.to_string(), Rc::unwrap_or_clone(v)))
     }
