@@ -2883,6 +2883,11 @@ async function benchPeer(figures, sizes) {
             display: `${(o / p).toFixed(2)} of the peer's (${fmtMs(o)} / ${fmtMs(p)})`,
             budget: `≤ ${PEER_CYCLE_SHARE_BUDGET}`,
             pass: o / p <= PEER_CYCLE_SHARE_BUDGET,
+            limit:
+                `the resume is ${(median(t.ours.resume) / median(t.peer.resume)).toFixed(2)} of the peer's; the pause ` +
+                `${(median(t.ours.pause) / median(t.peer.pause)).toFixed(2)} of it, because ours writes the paused run's record to KV ` +
+                `before it answers (on the gate's clock in (q)) — so that the run is listed and found as soon as it is answered — ` +
+                `where the local Workflows engine answers from memory at waitForEvent`,
         });
         return result;
     } finally {
@@ -3049,6 +3054,17 @@ async function benchCycleProfile(figures, sizes) {
             read_warm: "part: GET /runs/{id} of the run just completed (Worker → its gate, warm, → Worker; no storage)",
             component_direct: "part: the pending component called directly on loopback (no Worker)",
         };
+        // Inside the gate, per measured run: the trigger's segment (its component call on
+        // loopback, the journal), the record's first write (meta, KV put, meta, deletes), and
+        // the callback's segment.
+        const ofRun = new Map(measuredRuns.map((id) => [id, []]));
+        for (const l of gateLines) ofRun.get(l.run_id)?.push(l);
+        const phase = (pick) => median([...ofRun.values()].map(pick).filter(Number.isFinite));
+        const phases = {
+            trigger_segment: phase((ls) => ls.find((l) => l.event === "segment" && l.kind === "trigger")?.duration_ms),
+            trigger_write: phase((ls) => ls.find((l) => l.event === "write")?.duration_ms),
+            callback_segment: phase((ls) => ls.find((l) => l.event === "segment" && l.kind === "callback")?.duration_ms),
+        };
         const ratioOf = (k) => median(samples[k].map((s) => s.ms)) / base;
         // Where the budgets' floors are, from parts measured in the same rounds: anything that
         // reaches the run's gate costs at least a request to it and back (read_warm, which
@@ -3056,8 +3072,8 @@ async function benchCycleProfile(figures, sizes) {
         const hop = ratioOf("read_warm");
         const component = ratioOf("component_direct");
         const limits = {
-            pause: `reaching the gate with no work at all is ${hop.toFixed(2)}× /health (the GET part below) and the component's own answer on loopback is ${component.toFixed(2)}×, so ${(hop + component).toFixed(2)}× before any engine work`,
-            resume: `reaching the gate with no work at all (the GET part below) is already ${hop.toFixed(2)}× /health`,
+            pause: `reaching the gate with no work at all is ${hop.toFixed(2)}× /health (the GET part below) and the component's own answer on loopback ${component.toFixed(2)}×; on the gate's clock its segment takes ${phases.trigger_segment} ms (the component call, the journal) and the write of the run's record ${phases.trigger_write} ms (${(phases.trigger_write / base).toFixed(2)}× /health), before it answers: by design, so that a run answered \`paused\` is the run as stored, listed by GET /runs and found by the bare resume's task index`,
+            resume: `reaching the gate with no work at all (the GET part below) is already ${hop.toFixed(2)}× /health; the callback is then kept in the gate's storage before it is answered, so that a crash after the answer loses nothing`,
             duplicate: `reaching the gate with no work at all (the GET part below) is already ${hop.toFixed(2)}× /health; the gate answers it from memory, with no storage read`,
             expired: `reaching the gate with no work at all (the GET part below) is already ${hop.toFixed(2)}× /health; the gate answers it from memory, with no storage read`,
         };
@@ -3065,7 +3081,9 @@ async function benchCycleProfile(figures, sizes) {
         for (const k of kinds) {
             const ms = median(samples[k].map((s) => s.ms));
             const opsOf = (field, what) => median(samples[k].map((s) => s[field]?.[what]).filter(Number.isFinite));
-            const kv = `KV r${opsOf("kv", "reads") ?? 0}/w${opsOf("kv", "writes") ?? 0}`;
+            const kv = Number.isFinite(opsOf("kv", "reads"))
+                ? `KV r${opsOf("kv", "reads")}/w${opsOf("kv", "writes") ?? 0}`
+                : "no Worker";
             const dos = Number.isFinite(opsOf("dos", "reads"))
                 ? `DO storage r${opsOf("dos", "reads")}/w${opsOf("dos", "writes")}/d${opsOf("dos", "deletes")}`
                 : "no Durable Object";
@@ -3081,17 +3099,6 @@ async function benchCycleProfile(figures, sizes) {
                 limit: limits[k] ?? null,
             });
         }
-        // Inside the gate, per measured run: the trigger's segment (its component call on
-        // loopback, the journal), the record's first write (meta, KV put, meta, deletes), and
-        // the callback's segment.
-        const ofRun = new Map(measuredRuns.map((id) => [id, []]));
-        for (const l of gateLines) ofRun.get(l.run_id)?.push(l);
-        const phase = (pick) => median([...ofRun.values()].map(pick).filter(Number.isFinite));
-        const phases = {
-            trigger_segment: phase((ls) => ls.find((l) => l.event === "segment" && l.kind === "trigger")?.duration_ms),
-            trigger_write: phase((ls) => ls.find((l) => l.event === "write")?.duration_ms),
-            callback_segment: phase((ls) => ls.find((l) => l.event === "segment" && l.kind === "callback")?.duration_ms),
-        };
         result.phases = phases;
         const seen = [...ofRun.values()].filter((ls) => ls.length > 0).length;
         figures.add("q", "gate_phases", `inside the gate, on its clock (moves across I/O only), medians over ${seen} runs: trigger's segment / its record's write to KV / callback's segment`, {

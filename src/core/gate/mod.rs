@@ -245,6 +245,8 @@ impl Gate {
             self.inbox.borrow_mut().unchecked = false;
             *self.meta.borrow_mut() = Some(GateMeta::default());
             *self.events.borrow_mut() = EventsMemory::fresh();
+            // Nor a journal: its first call need not list one.
+            *self.journal.borrow_mut() = JournalMemory::fresh();
         }
         if restart {
             // Not fresh: what its storage kept is applied once it starts.

@@ -104,6 +104,16 @@ pub struct JournalMemory {
     pub applied: BTreeSet<String>,
 }
 
+impl JournalMemory {
+    /// A fresh object's: it has journaled nothing.
+    pub fn fresh() -> Self {
+        Self {
+            known: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// The gate's memory of the events it turned away (`event:` keys), so that
 /// a duplicate or late callback on a gate that knows them writes its event
 /// without reading first, and a read of the run lists nothing.
