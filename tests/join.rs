@@ -605,3 +605,30 @@ fn a_superseded_sub_workflow_child_is_cancelled() {
         vec![("child-of-a".to_string(), Some(OWNER.to_string()))]
     );
 }
+
+#[test]
+fn a_call_still_queued_when_its_branch_is_superseded_is_dropped_with_it() {
+    // One call a segment: `a` is called, `b`'s call waits for the next
+    // segment; `a` answers at once and wins. The run completes in that
+    // segment, with nothing left queued (before, `b`'s key stayed queued and
+    // the run yielded for a segment that did nothing).
+    let net = Network::echo_with_async();
+    let clock = Clock::new();
+    let settings = arcrun::core::run::Settings {
+        max_calls_per_segment: 1,
+        ..settings()
+    };
+    let mut run = arcrun::core::run::Run::start(
+        plan(race("http://c/a", "http://c/b")),
+        "run-1".into(),
+        Default::default(),
+        clock.now(),
+        settings,
+    );
+    let segments = continue_run(&mut run, &net, &clock);
+    assert_eq!(segments, 1, "no continuation");
+    assert_eq!(output(&run)["winner"], json!("a"));
+    assert_eq!(run.calls_due(), 0);
+    assert_eq!(net.hits("http://c/b"), 0, "b is never called");
+    assert_eq!(count(&run, "b:superseded"), 1);
+}

@@ -63,6 +63,13 @@ impl Run {
     /// its open waits close.
     fn supersede(&mut self, n: usize, now: u64) {
         let state = std::mem::replace(&mut self.record.nodes[n], NodeState::Skipped);
+        // Its calls still queued are dropped with it: left queued, they would
+        // make the segment yield for nothing, and a run read back would not
+        // have them (found by fuzzing a join of a FOREACH held to one item at
+        // a time).
+        if !matches!(state, NodeState::Done { .. } | NodeState::Skipped) {
+            self.to_call.retain(|key| key.node != n);
+        }
         let waits: Vec<String> = match state {
             NodeState::Done { .. } | NodeState::Skipped | NodeState::Failed { .. } => {
                 self.record.nodes[n] = state;

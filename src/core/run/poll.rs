@@ -265,7 +265,7 @@ impl Run {
             idempotency_key: format!(
                 "{}.{wait_id}.poll{}",
                 self.record.run_id,
-                poll.attempts + poll.errors
+                poll.attempts.saturating_add(poll.errors)
             ),
             segment: self.record.segments,
             owner: None,
@@ -310,7 +310,7 @@ impl Run {
         };
         let finished = match outcome {
             CallOutcome::Answered(body) => {
-                poll.attempts += 1;
+                poll.attempts = poll.attempts.saturating_add(1);
                 poll.errors = 0;
                 match verdict(
                     &body,
@@ -318,7 +318,8 @@ impl Run {
                     poll.failed_when.as_deref(),
                 ) {
                     PollVerdict::Running => {
-                        poll.next_at = now + poll.interval_ms;
+                        // A record read back may hold any interval.
+                        poll.next_at = now.saturating_add(poll.interval_ms);
                         None
                     }
                     PollVerdict::Done => Some(body),
@@ -330,10 +331,10 @@ impl Run {
                 error,
                 code,
             } => {
-                poll.errors += 1;
+                poll.errors = poll.errors.saturating_add(1);
                 poll.last_status = status;
                 if poll.errors < MAX_POLL_ERRORS {
-                    poll.next_at = now + poll.interval_ms;
+                    poll.next_at = now.saturating_add(poll.interval_ms);
                     None
                 } else if poll.kind == PollKind::StatusUrl {
                     // The callback may still come; stop polling, keep waiting.
