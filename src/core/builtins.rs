@@ -2,10 +2,9 @@
 
 use serde_json::{json, Value};
 
+use super::condition::{evaluate, truthy};
 use super::fields::Fields;
 use super::record::NodeOutput;
-
-use super::condition::{evaluate, truthy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builtin {
