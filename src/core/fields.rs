@@ -143,25 +143,37 @@ impl Fields {
             }
             return merged;
         }
-        let mut only_adds = true;
-        let mut sets = Vec::new();
-        for d in self.tree.diff(&top.tree) {
-            match d {
-                DiffItem::Add(k, v) | DiffItem::Update { new: (k, v), .. } if !skip(k) => {
-                    sets.push((Rc::clone(k), Rc::clone(v)))
-                }
-                _ => only_adds = false,
-            }
-        }
-        if only_adds {
+        let changes: Vec<Change> = top.changes_from(self).collect();
+        self.merged_by(top, &changes, skip)
+    }
+
+    /// `merged_with` for a caller that has `top.changes_from(self)` already.
+    pub fn merged_by(
+        &self,
+        top: &Fields,
+        changes: &[Change],
+        skip: impl Fn(&str) -> bool,
+    ) -> Fields {
+        let laid_on = |c: &Change| matches!(c, Change::Set(k, _) if !skip(k));
+        if changes.iter().all(laid_on) {
             return top.clone();
         }
         let mut merged = self.clone();
-        merged.whole = Whole::default();
-        for (k, v) in sets {
-            merged.tree.insert(k, v);
-        }
+        merged.apply(top, changes.iter().copied().filter(laid_on));
         merged
+    }
+
+    /// `changes_from(before)`, if there are at most `most` of them; the walk
+    /// stops at the first one past that.
+    pub fn changes_within<'a>(&'a self, before: &'a Self, most: usize) -> Option<Vec<Change<'a>>> {
+        let mut changes = Vec::new();
+        for change in self.changes_from(before) {
+            if changes.len() == most {
+                return None;
+            }
+            changes.push(change);
+        }
+        Some(changes)
     }
 
     /// What `self` changes from `before`, in key order. Subtrees the two

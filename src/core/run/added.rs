@@ -41,31 +41,15 @@ impl Added {
         // Up to half the output's keys may differ from the context; past
         // that it is held as it came. For an output built on the context
         // this walks only what changed.
-        let budget = fields.len() / 2;
-        let mut changes = Vec::new();
-        let mut repeats = true;
-        for change in fields.changes_from(ctx) {
-            if changes.len() == budget {
-                repeats = false;
-                break;
-            }
-            changes.push(change);
-        }
-        if !repeats {
-            drop(changes);
+        let Some(changes) = fields.changes_within(ctx, fields.len() / 2) else {
             return Self::whole(ctx, NodeOutput::Object(fields));
-        }
+        };
         let mut bytes = 2;
         let mut too_deep = false;
-        let mut only_adds = true;
         for change in &changes {
-            match change {
-                Change::Set(k, v) => {
-                    bytes += k.len() + 4 + json_size(v);
-                    too_deep |= json_depth(v) + 1 > MAX_JSON_DEPTH;
-                    only_adds &= !is_status(k);
-                }
-                Change::Unset(_) => only_adds = false,
+            if let Change::Set(k, v) = change {
+                bytes += k.len() + 4 + json_size(v);
+                too_deep |= json_depth(v) + 1 > MAX_JSON_DEPTH;
             }
         }
         let shared = if built_on_context {
@@ -76,18 +60,9 @@ impl Added {
             shared.apply(&fields, changes.iter().copied());
             Some(shared)
         };
-        let flows = if only_adds {
-            // The context plus what the output added is the output itself.
-            shared.as_ref().unwrap_or(&fields).clone()
-        } else {
-            let mut flows = ctx.clone();
-            let sets = changes
-                .iter()
-                .copied()
-                .filter(|c| matches!(c, Change::Set(k, _) if !is_status(k)));
-            flows.apply(&fields, sets);
-            flows
-        };
+        // The context with what the output changed laid on: when it only
+        // added to the context, the output itself.
+        let flows = ctx.merged_by(shared.as_ref().unwrap_or(&fields), &changes, is_status);
         drop(changes);
         Self {
             output: NodeOutput::Object(shared.unwrap_or(fields)),

@@ -406,6 +406,14 @@ impl Run {
             "the run's node outputs grew past {} bytes, the most one run may hold and store",
             self.settings.max_run_bytes
         );
+        self.fail_too_large(message, now);
+        false
+    }
+
+    /// Fails the run with `run_too_large`. Not retryable (the same outputs
+    /// would outgrow it again), and its outputs are what is too large: they
+    /// are released, so the record keeps its error and trace.
+    pub(super) fn fail_too_large(&mut self, message: String, now: u64) {
         self.fail(
             RunError {
                 code: "run_too_large".into(),
@@ -414,11 +422,7 @@ impl Run {
             },
             now,
         );
-        // Not retryable (the same outputs would outgrow it again), and its
-        // outputs are what is too large: they are released, so the record
-        // keeps its error and trace.
         self.release();
-        false
     }
 
     /// Whether a failure of `n` flows on (it has an `ON_FAIL` edge) rather

@@ -9,9 +9,7 @@ use super::super::effect::Effect;
 use super::super::graph::NodeKind;
 use super::super::plan::ComponentRef;
 use super::super::protocol::{coded_failure, failure, UNRESOLVED_TEMPLATE};
-use super::super::record::{
-    Arrival, Context, ItemState, NodeOutput, NodeState, RunError, RunStatus,
-};
+use super::super::record::{Arrival, Context, ItemState, NodeOutput, NodeState, RunStatus};
 use super::super::scope::NodeScope;
 use super::super::template::{json_map_size, render_map, Scope, Unresolved};
 use super::verdict::{Verdict, Via};
@@ -333,16 +331,7 @@ impl Run {
                 chosen.len(),
                 self.settings.max_run_bytes
             );
-            self.fail(
-                RunError {
-                    code: "run_too_large".into(),
-                    message,
-                    node_id: None,
-                },
-                now,
-            );
-            // Not retryable: the same outputs would make the same result.
-            self.release();
+            self.fail_too_large(message, now);
             return Vec::new();
         }
         self.record.status = RunStatus::Completed {

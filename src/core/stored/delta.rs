@@ -74,25 +74,14 @@ impl Baseline {
 
     /// `ctx` as its difference from the baseline.
     pub fn delta(&self, ctx: &Fields) -> Delta {
-        let mut delta = Delta::default();
-        for change in ctx.changes_from(&self.0) {
-            match change {
-                Change::Set(k, v) => {
-                    delta.set.insert(k.to_string(), v.clone());
-                }
-                Change::Unset(k) => delta.unset.push(k.to_string()),
-            }
-        }
-        delta
+        delta_of(ctx.changes_from(&self.0))
     }
 
     /// `fields` as a delta, if at most half its keys' worth differs.
     fn small_delta(&self, fields: &Fields) -> Option<Delta> {
-        let budget = fields.len() / 2;
-        if fields.changes_from(&self.0).nth(budget).is_some() {
-            return None;
-        }
-        Some(self.delta(fields))
+        fields
+            .changes_within(&self.0, fields.len() / 2)
+            .map(delta_of)
     }
 
     /// The context or output a delta stands for.
@@ -104,6 +93,20 @@ impl Baseline {
         full.extend(delta.set);
         full
     }
+}
+
+/// The delta the changes from a baseline make.
+fn delta_of<'a>(changes: impl IntoIterator<Item = Change<'a>>) -> Delta {
+    let mut delta = Delta::default();
+    for change in changes {
+        match change {
+            Change::Set(k, v) => {
+                delta.set.insert(k.to_string(), v.clone());
+            }
+            Change::Unset(k) => delta.unset.push(k.to_string()),
+        }
+    }
+    delta
 }
 
 /// The outputs worth storing as deltas over the running baseline, by node,
