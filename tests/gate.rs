@@ -139,6 +139,19 @@ impl Object {
         arcrun::core::view::run_details(&run.record, &self.config.redactor)
     }
 
+    /// The trigger is answered once its request is kept; the alarm it set
+    /// for now writes the run to KV.
+    fn publish(&self) {
+        let saves = self.saves();
+        assert_eq!(
+            self.object.alarm.get(),
+            Some(Clock::now(&self.clock)),
+            "an alarm for the write, due now"
+        );
+        assert!(self.fire_alarm());
+        assert_eq!(self.saves(), saves + 1, "the alarm wrote it");
+    }
+
     fn saves(&self) -> u32 {
         self.store.ops.get().saves
     }
@@ -182,7 +195,17 @@ fn changes_within_a_second_of_a_write_are_kept_and_written_by_the_alarm() {
     let object = Object::new();
     let (graph, context) = three_items();
     assert_eq!(status(&object.start(graph, context).body), "paused");
-    assert_eq!(object.saves(), 1, "the trigger writes at once");
+    assert_eq!(object.saves(), 0, "answered once kept, before KV");
+    assert_eq!(
+        object.object.keys(INBOX_PREFIX).len(),
+        1,
+        "the trigger, kept"
+    );
+    object.publish();
+    assert!(
+        object.object.keys(INBOX_PREFIX).is_empty(),
+        "the write covered it"
+    );
 
     object.advance(100);
     let answer = object.callback("n1-0", json!({"v": 0}));
@@ -212,6 +235,7 @@ fn a_crash_before_the_write_loses_nothing_the_alarm_replays_it() {
     let object = Object::new();
     let (graph, context) = three_items();
     object.start(graph, context);
+    object.publish();
     object.advance(100);
     object.callback("n1-0", json!({"v": 0}));
     object.advance(100);
@@ -248,10 +272,34 @@ fn a_crash_before_the_write_loses_nothing_the_alarm_replays_it() {
 }
 
 #[test]
+fn a_trigger_answered_then_a_crash_before_its_write_is_started_again_by_the_alarm() {
+    let object = Object::new();
+    let (graph, context) = three_items();
+    let answered = object.start(graph, context);
+    assert_eq!(status(&answered.body), "paused");
+    let shown = history(&answered.body);
+    object.crash();
+    // Nothing reaches it: the alarm set before its request was kept starts
+    // it again from storage, its three calls answered from the journal.
+    assert!(object.fire_alarm());
+    assert_eq!(object.saves(), 1, "written once");
+    assert_eq!(object.net.hits("http://c/async"), 3, "no call made twice");
+    assert_eq!(
+        history(&object.stored()),
+        shown,
+        "stored as it was answered"
+    );
+    assert!(object.object.keys(INBOX_PREFIX).is_empty());
+    let answer = object.callback("n1-0", json!({"v": 0}));
+    assert_eq!(answer.body["resumed"], json!(true), "{}", answer.body);
+}
+
+#[test]
 fn a_gate_started_again_waits_out_the_last_write_it_stored() {
     let object = Object::new();
     let (graph, context) = three_items();
     object.start(graph, context);
+    object.publish();
     // Dies at once, and a callback comes 200 ms after the trigger's write:
     // the new gate reads when that write began, so KV is not written again
     // within the second (with a margin for a write under way at the crash).
@@ -275,6 +323,7 @@ fn a_restart_of_a_run_stored_after_all_answers_it_as_it_stands() {
     let (graph, context) = three_items();
     let first = object.start(graph.clone(), context.clone());
     assert_eq!(status(&first.body), "paused");
+    object.publish();
     object.crash();
     object.advance(40_000);
     // Its claim taken over by a request that could not find it (say, two
@@ -336,6 +385,7 @@ fn a_deadline_is_taken_by_the_alarm_with_no_request() {
         "edges": [{"from": "slow", "to": "fallback", "type": "ON_FAIL"}]
     });
     object.start(graph, json!({}));
+    object.publish();
     let alarm = object.object.alarm.get().expect("an alarm at the deadline");
     assert_eq!(alarm, T0 + 5_000);
     object.crash();

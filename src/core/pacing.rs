@@ -41,9 +41,10 @@ impl WritePacer {
         now >= self.allowed_at()
     }
 
-    /// When the waiting changes are to be written (`None`: nothing waits).
+    /// When the waiting changes are to be written (`None`: nothing waits):
+    /// as soon as KV allows, and never before the first of them was made.
     pub fn flush_at(&self) -> Option<u64> {
-        self.dirty_since.map(|_| self.allowed_at())
+        self.dirty_since.map(|since| self.allowed_at().max(since))
     }
 
     /// The record was written, with every change so far, and the write
@@ -85,7 +86,7 @@ mod tests {
         assert_eq!(pacer.flush_at(), None);
         pacer.changed(10_000);
         assert!(pacer.may_write(10_000));
-        assert_eq!(pacer.flush_at(), Some(0));
+        assert_eq!(pacer.flush_at(), Some(10_000), "as soon as it changed");
         pacer.wrote(10_005);
         assert_eq!(pacer.flush_at(), None);
         // Changes 100 ms later wait for the second to pass.

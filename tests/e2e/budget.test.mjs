@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 
 import { startWorker, waitForStatus } from "./harness.mjs";
 import { sleep } from "./harness.mjs";
+import { listedRuns } from "./settle.mjs";
 
 let worker;
 
@@ -43,8 +44,7 @@ const fanGraph = (name, fan) => ({
 async function settledRuns(w, timeoutMs = 30_000) {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-        const listed = await w.fetchJson("/runs?limit=1000");
-        assert.equal(listed.status, 200, listed.text);
+        const listed = await listedRuns(w);
         const runs = [];
         for (const r of listed.body.runs) runs.push((await w.fetchJson(`/runs/${r.run_id}`)).body);
         if (runs.every((r) => !["running", "paused"].includes(r.status)) || Date.now() > deadline) return runs;

@@ -17,6 +17,7 @@ import os from "node:os";
 import path from "node:path";
 
 import { startWorker, startComponent, pendingComponent, postCallback, freePort, waitUntil, waitForStatus, TEST_API_KEY_HASH } from "./harness.mjs";
+import { listedRuns } from "./settle.mjs";
 
 /** A component whose calls hang while it is `holding` (as a slow one would), then answer `answer`. */
 async function slowComponent(answer) {
@@ -152,7 +153,7 @@ test("a trigger killed in its first segment: the same key after the restart gets
         assert.equal(replay.body.status, "completed");
         assert.equal(slow.hits(), 2);
 
-        const listed = await h.worker.fetchJson("/runs");
+        const listed = await listedRuns(h.worker, { query: "" });
         assert.deepEqual(listed.body.runs.map((r) => r.run_id), [runId], listed.text);
         assert.deepEqual(statuses((await h.worker.fetchJson(`/runs/${runId}`)).body.trace), ["in:succeeded", "slow:succeeded", "out:succeeded"]);
     } finally {
@@ -187,7 +188,7 @@ test("after a trigger was killed in its first segment, concurrent requests with 
 
         const done = await waitForStatus(h.worker, runId, ["completed"]);
         assert.equal(done.body.data.answer, "once");
-        const listed = await h.worker.fetchJson("/runs");
+        const listed = await listedRuns(h.worker, { query: "" });
         assert.deepEqual(listed.body.runs.map((r) => r.run_id), [runId], listed.text);
     } finally {
         await h.close();
@@ -241,7 +242,7 @@ test("a parent whose child was killed in its first segment completes when its ca
         assert.equal(child.status, 200, child.text);
         assert.equal(child.body.status, "completed");
         assert.equal(child.body.workflow, "slow-child");
-        const listed = await h.worker.fetchJson("/runs");
+        const listed = await listedRuns(h.worker, { query: "" });
         assert.deepEqual(listed.body.runs.map((r) => r.run_id).sort(), [t.body.run_id, done.body.data.child].sort(), "the parent and one child");
     } finally {
         await h.close();

@@ -20,7 +20,7 @@ import {
     TEST_API_KEY_HASH,
 } from "./harness.mjs";
 import { sleep, sha256hex } from "./harness.mjs";
-import { runView, kvCaughtUp, assertCallbackAnswer } from "./settle.mjs";
+import { runView, kvCaughtUp, listedRuns, assertCallbackAnswer } from "./settle.mjs";
 
 
 /** Never starts anything: must see none of the others' runs. */
@@ -755,7 +755,7 @@ test("sub-workflow (a): a child that completes at once completes its parent in t
     assert.equal(child.body.status, "completed");
     assert.equal(child.body.workflow, "child-now");
     assert.deepEqual(child.body.data, call.data);
-    const listed = await worker.fetchJson("/runs", { apiKey: SUB_KEY });
+    const listed = await listedRuns(worker, { query: "", apiKey: SUB_KEY });
     assert.equal(listed.status, 200, listed.text);
     const byId = Object.fromEntries(listed.body.runs.map((x) => [x.run_id, x]));
     assert.deepEqual(Object.keys(byId).sort(), [r.body.run_id, childId].sort(), listed.text);
@@ -988,7 +988,7 @@ test("sub-workflow (d): a workflow that calls itself is stopped at the nesting d
     assert.match(top.body.error.message, /nest/i, top.body.error.message);
     assert.match(top.body.error.message, /deep|depth/i, top.body.error.message);
     await sleep(500);
-    const listed = await worker.fetchJson("/runs?limit=1000", { apiKey: LOOP_KEY });
+    const listed = await listedRuns(worker, { apiKey: LOOP_KEY });
     assert.equal(listed.status, 200, listed.text);
     const runs = listed.body.runs;
     assert.ok(runs.length >= 2 && runs.length <= 10, `runs created: ${runs.length}`);
@@ -1037,11 +1037,11 @@ test("sub-workflow (e, f): a missing stored workflow fails the node; an invalid 
     assert.match(foreign.body.error.message, /no stored workflow 'only-mine'/);
 
     for (const name of ["bad name", "", "a/b", "x".repeat(101)]) {
-        const before = (await worker.fetchJson("/runs?limit=1000")).body.runs.length;
+        const before = (await listedRuns(worker)).body.runs.length;
         const bad = await worker.fetchJson("/execute", { body: { graph: graph(`workflow://${name}`) } });
         assert.equal(bad.status, 400, `workflow://${name}: ${bad.text}`);
         assert.equal(bad.body.error.code, "invalid_graph");
         assert.ok(bad.body.error.problems.some((p) => p.at === "nodes[1].componentId"), bad.text);
-        assert.equal((await worker.fetchJson("/runs?limit=1000")).body.runs.length, before, "no run started");
+        assert.equal((await listedRuns(worker)).body.runs.length, before, "no run started");
     }
 });

@@ -12,9 +12,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
-import { startWorker, startComponent, pendingComponent, postCallback, freePort, assertMatchesOpenApi, TEST_API_KEY } from "./harness.mjs";
+import { startWorker, startComponent, pendingComponent, postCallback, freePort, assertMatchesOpenApi, waitUntil, TEST_API_KEY } from "./harness.mjs";
 import { sleep } from "./harness.mjs";
-import { runView, assertCallbackAnswer } from "./settle.mjs";
+import { runView, kvCaughtUp, assertCallbackAnswer } from "./settle.mjs";
 
 const MAX_BODY = 1 << 20; // MAX_BODY_BYTES default
 const AUTH = { authorization: `Bearer ${TEST_API_KEY}` };
@@ -236,6 +236,7 @@ test("COMPONENTS is read when a run starts: a later change neither breaks nor re
         const graph = chain(["slow", "Component", "slow"], ["after", "Component", "after"], ["out", "Output", null, { from: "{{after.from}}" }]);
         const t = await w.fetchJson("/execute", { body: { graph } });
         assert.equal(t.body.status, "paused", t.text);
+        await kvCaughtUp(w, t.body.run_id); // stored as it started, before the restart
         await w.stop();
         // "slow" is gone from the directory and "after" points elsewhere now.
         w = await startWorker({ port, persistDir: dir, bindings: { COMPONENTS: JSON.stringify({ after: `${moved.url}/after` }) } });
@@ -408,10 +409,10 @@ const recordKey = (id) => {
     return m ? `runs/${m[1]}/${id}` : `run:${id}`;
 };
 
-/** The stored record of a run, as KV holds it. */
+/** The stored record of a run, as KV holds it (waited for: the alarm writes it after the answer). */
 async function storedRecord(w, runId) {
     const kv = await w.mf.getKVNamespace("RUNS");
-    return kv.get(recordKey(runId), "text");
+    return waitUntil(`the record of ${runId} in KV`, () => kv.get(recordKey(runId), "text"), { timeoutMs: 5000, everyMs: 20 });
 }
 
 /** The date variables every run's context starts with (README "Graphs"). */
@@ -596,6 +597,7 @@ test("a record past MAX_RUN_RECORD_BYTES drops its oldest trace entries first, w
         assert.deepEqual(tail.at(-1).node_id, each);
         assert.equal(tail.at(-1).item, undefined);
         assert.deepEqual(tail.slice(0, -1).map((e) => e.item), items.slice(N - (tail.length - 1)));
+        await kvCaughtUp(w, r.body.run_id);
         const stored = await storedRecord(w, r.body.run_id);
         assert.ok(stored.length <= RECORD_LIMIT, `stored record is ${stored.length} bytes`);
         const read = await w.fetchJson(`/runs/${r.body.run_id}`);

@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { isDeepStrictEqual } from "node:util";
 import { Log, LogLevel } from "miniflare";
 
 import {
@@ -121,7 +122,15 @@ function minus(after, before) {
  * `storage` (RunGate storage calls by method) and `storageCalls` (their sum).
  */
 async function measured(worker, send) {
-    const before = await probeTotals(worker);
+    // What earlier requests left to their gates' alarms (the record's write follows the answer)
+    // is done before this one is counted.
+    let before = await probeTotals(worker);
+    for (let i = 0; i < 20; i++) {
+        await sleep(SETTLE_MS);
+        const again = await probeTotals(worker);
+        if (isDeepStrictEqual(again, before)) break;
+        before = again;
+    }
     const res = await send();
     await sleep(SETTLE_MS);
     const after = await probeTotals(worker);
@@ -165,11 +174,22 @@ async function assertOneWrite(worker, m, what) {
     return "later";
 }
 
-/** The header of `m.res` equals the count at the binding (reads, writes, lists), and no delete. */
+/**
+ * The header of `m.res` equals the count at the binding (reads, writes, lists), and no delete —
+ * but for the record's write of a request that changed a run: it is answered once the change is
+ * kept in its gate's storage (its x-arcrun-do-ops counts the write), and the alarm it set writes
+ * the record just after, counted at the binding and not in the request's header.
+ */
 function assertHeaderAgrees(m, what) {
     const header = kvHeader(m.res, what);
     const binding = { reads: m.kv.get + m.kv.getWithMetadata, writes: m.kv.put + m.kv.delete, lists: m.kv.list };
-    assert.deepEqual(header, binding, `${what}: ${KV_HEADER} says ${JSON.stringify(header)}, the binding counted ${JSON.stringify(m.kv)}`);
+    const byAlarm = binding.writes - header.writes;
+    assert.ok(byAlarm === 0 || byAlarm === 1, `${what}: ${KV_HEADER} says ${JSON.stringify(header)}, the binding counted ${JSON.stringify(m.kv)}`);
+    if (byAlarm === 1) {
+        assert.equal(header.writes, 0, `${what}: a request writes its record itself or leaves it to its alarm, not both`);
+        assert.match(m.res.headers.get(DO_HEADER) ?? "", /writes=[1-9]/, `${what}: the change is kept in the gate's storage before the answer`);
+    }
+    assert.deepEqual({ ...header, writes: header.writes + byAlarm }, binding, `${what}: ${KV_HEADER} says ${JSON.stringify(header)}, the binding counted ${JSON.stringify(m.kv)}`);
     return header;
 }
 
@@ -724,7 +744,7 @@ test("every response carries a well-formed x-arcrun-kv-ops header that matches t
                 continue;
             }
             const header = assertHeaderAgrees(m, what);
-            assert.equal(header.writes, expected.writes, `${what}: writes`);
+            assert.equal(m.kv.put + m.kv.delete, expected.writes, `${what}: writes, the request's and its alarm's`);
             assert.equal(header.lists, expected.lists, `${what}: lists`);
         }
     } finally {
@@ -983,7 +1003,9 @@ test("callback answers redact credentials, and the Worker's logs hold no request
             assert.deepEqual(Object.keys(line).sort(), ["calls", "do", "duration_ms", "event", "kind", "kv", "run_id", "status"]);
         }
         const writes = runLines.filter((l) => l.event === "write");
-        assert.equal(writes.length, 2, `the trigger's write and the callback's: ${all}`);
+        // The trigger's write and the callback's — one, when the callback came before the alarm
+        // that writes the trigger's change had run (that write then holds both).
+        assert.ok(writes.length === 1 || writes.length === 2, `the trigger's write and the callback's: ${all}`);
         for (const line of writes) {
             assert.deepEqual(Object.keys(line).sort(), ["duration_ms", "event", "kept_requests", "kv_writes", "run_id"]);
         }

@@ -9,6 +9,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { isDeepStrictEqual } from "node:util";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -280,8 +281,24 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
         return limit ? limit.state.writes : 0;
     }
 
-    /** Every key of the RUNS namespace and its value (text, or parsed with {json: true}). */
+    /**
+     * Every key of the RUNS namespace and its value (text, or parsed with {json: true}), once it
+     * holds still: a request is answered before the alarm it sets writes its run's record, so a
+     * snapshot is read until two readings 100 ms apart agree (a write due within the second is
+     * waited for with `kvCaughtUp`).
+     */
     async function kvSnapshot({ json = false } = {}) {
+        const deadline = Date.now() + 5000;
+        let last = await readKv({ json });
+        for (;;) {
+            await sleep(100);
+            const next = await readKv({ json });
+            if (isDeepStrictEqual(next, last) || Date.now() > deadline) return next;
+            last = next;
+        }
+    }
+
+    async function readKv({ json }) {
         const kv = await mf.getKVNamespace("RUNS");
         const snapshot = new Map();
         let cursor;

@@ -39,6 +39,7 @@ import {
     installOpenApiFetchCheck,
     uncheckedFetch,
 } from "./harness.mjs";
+import { kvCaughtUp } from "./settle.mjs";
 
 const ORIGIN = "https://app.example";
 const MAX_BODY = 65536;
@@ -755,6 +756,9 @@ test("callbacks that arrive while a segment of their run is executing: kept, 202
         const started = await call(worker, "/execute", { body: { graph }, expect: 200 });
         assert.equal(started.body.status, "paused", started.text);
         const runId = started.body.run_id;
+        // Stored first: a callback that came while the gate's alarm writes the trigger's change
+        // would be applied by that alarm (and answered 202 once its segment passed 3 s).
+        await kvCaughtUp(worker, runId);
         const a = pending.on("/acc-a").at(-1);
         const b = pending.on("/acc-b").at(-1);
         const bAnswer = call(worker, local(b.callbackUrl), { apiKey: null, body: { task_id: b.taskId, success: true } });

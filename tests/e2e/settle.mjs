@@ -115,3 +115,25 @@ export function assertExpired(body, what = "") {
     assert.equal(body?.noop, true, `${what} ${JSON.stringify(body)}`);
     assert.equal(body?.reason, "expired", `${what} ${JSON.stringify(body)}`);
 }
+
+/**
+ * `GET /runs?{query}` once the listing holds still: a run is answered before the alarm it sets
+ * writes its record to KV, where the listing reads, so the listing is read until two readings
+ * 100 ms apart agree. Answers the response.
+ */
+export async function listedRuns(worker, { query = "limit=1000", apiKey = TEST_API_KEY, timeoutMs = 5000 } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    const read = async () => {
+        const r = await worker.fetchJson(`/runs?${query}`, { apiKey });
+        assert.equal(r.status, 200, `GET /runs?${query}: ${r.text}`);
+        return r;
+    };
+    const same = (a, b) => JSON.stringify(a.body.runs) === JSON.stringify(b.body.runs);
+    let last = await read();
+    for (;;) {
+        await new Promise((r) => setTimeout(r, 100));
+        const next = await read();
+        if (same(next, last) || Date.now() > deadline) return next;
+        last = next;
+    }
+}

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 
 use super::storage::{GateMeta, ObjectStorage};
-use super::{Gate, Platform, Sleep};
+use super::{Gate, Platform, Publish, Sleep};
 use crate::core::driver::Components;
 use crate::core::error::EngineError;
 use crate::core::pacing::{earliest, WritePacer};
@@ -59,6 +59,13 @@ impl Gate {
         // Callbacks that arrived meanwhile go before the deadlines the
         // alarm takes: they are judged at their arrival.
         self.drain(p, usize::MAX, None).await;
+        // What the requests answered before left to write goes first: the
+        // run acting next (a continuation's calls) may take a while, and
+        // reads meanwhile show what KV holds.
+        let pacer = self.pacer.get();
+        if pacer.dirty_since().is_some() && pacer.may_write(p.clock.now()) {
+            self.write(p).await?;
+        }
         // The run acts when it is due — a deadline, a continuation, a poll —
         // even within the second of its last write: its change is kept like
         // a request (`wake`), replayed in its place if this object dies, its
@@ -85,13 +92,13 @@ impl Gate {
                 Err(e) => {
                     // Try again shortly; the platform also retries a failed handler.
                     self.ensure_alarm(p, &run_id, Some(now + 5_000)).await;
-                    self.settle(p, &run_id, usize::MAX).await?;
+                    self.settle(p, &run_id, usize::MAX, Publish::Now).await?;
                     return Err(e);
                 }
             }
         }
         // No one waits on an alarm: it applies all that is queued.
-        self.settle(p, &run_id, usize::MAX).await
+        self.settle(p, &run_id, usize::MAX, Publish::Now).await
     }
 
     /// Sets (or clears) the alarm to `wake`, unless it is already so. The

@@ -47,8 +47,8 @@ use super::error::EngineError;
 use super::pacing::{earliest, WritePacer, MIN_WRITE_INTERVAL_MS};
 use super::run::Run;
 use super::segment::{
-    add_noted, details, read, run_segment, Clock, Command, GateConfig, Host, Notifier, Reply,
-    Report, Segment, View,
+    add_noted, details, index_waits, read, run_segment, Clock, Command, GateConfig, Host, Notifier,
+    Reply, Report, Segment, View,
 };
 use super::store::{Records, TaskIndexStore};
 use super::view::{answer_value, noop_answer};
@@ -74,6 +74,16 @@ pub const KEPT_ALARM_SLACK_MS: u64 = 1_000;
 /// A gate started again does not know when a write that was under way at
 /// the crash reached KV; it waits this long past its start as well.
 pub const WRITE_MARGIN_MS: u64 = MIN_WRITE_INTERVAL_MS;
+
+/// Who writes the record a turn leaves due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// The turn itself (the alarm's: no one waits on it).
+    Now,
+    /// The alarm, set for when the write is due: a request is answered
+    /// once its change is kept, without waiting on KV.
+    ByAlarm,
+}
 
 /// Sleeping, for the time a queued callback waits for its answer.
 #[allow(async_fn_in_trait)]
@@ -166,6 +176,12 @@ pub struct Gate {
     /// After a read of KV refused as lagging, no alarm before this: trying
     /// again at once would only meet the same lag, as fast as alarms fire.
     lag_backoff: Cell<Option<u64>>,
+    /// How many changes the kept run has taken: a record encoded before
+    /// its answer is written as it is only while none came since.
+    changes: Cell<u64>,
+    /// The kept run's record, encoded (and numbered) before a request was
+    /// answered, for the alarm's write that follows.
+    encoded: RefCell<Option<write::Encoded>>,
 }
 
 impl Gate {
@@ -257,7 +273,8 @@ impl Gate {
         let run_id = command_run_id(&command).to_string();
         if let Err(e) = self.catch_up(p, &run_id).await {
             // What stays kept is applied by the alarm this sets.
-            self.settle(p, &run_id, DRAIN_PER_TURN).await?;
+            self.settle(p, &run_id, DRAIN_PER_TURN, Publish::ByAlarm)
+                .await?;
             return Err(e);
         }
         // Keyed by its arrival, like every kept request: a replay applies
@@ -275,7 +292,8 @@ impl Gate {
         let mut segment = match self.segment(p, command, Some(arrived)).await {
             Ok(segment) => segment,
             Err(e) => {
-                self.settle(p, &run_id, DRAIN_PER_TURN).await?;
+                self.settle(p, &run_id, DRAIN_PER_TURN, Publish::ByAlarm)
+                    .await?;
                 return Err(e);
             }
         };
@@ -286,33 +304,37 @@ impl Gate {
             self.catch_up(p, &run_id).await?;
         }
         if segment.dirty {
+            // Kept, then answered; KV is written after the answer, by the
+            // alarm set here for when the pacer allows (at once for a run
+            // not written within the second). The gate's storage is what
+            // makes the answer durable: a crash before the write replays
+            // the kept request. The alarm is set before the request is
+            // kept: an object that dies in between leaves nothing waiting
+            // on a later alarm (a deadline the change opened comes due).
             self.changed(started);
             if self.pacer.get().may_write(p.clock.now()) {
-                // Written before it is answered, so the answer is the run as
-                // stored (writing may truncate its trace, or fail it).
-                self.write(p, Some((key, text))).await?;
+                // Encoded now, so that the answer is the run as it will be
+                // stored (encoding may truncate its trace, or fail it).
+                self.encode(p);
                 if let Some(run) = self.kept.borrow().as_ref() {
                     segment.refresh(run, p.config);
                 }
-            } else {
-                // The alarm that will write it is set before it is kept: an
-                // object that dies in between leaves nothing waiting on a
-                // later alarm (a deadline the change opened comes due).
-                if let Some(at) = self.pacer.get().flush_at() {
-                    let at = earliest(Some(at), self.alarm.get().flatten()).unwrap_or(at);
-                    let now = p.clock.now();
-                    let covered =
-                        matches!(self.alarm_landed.get(), Some(Some(a)) if a > now && a <= at);
-                    if !covered {
-                        self.ensure_alarm(p, &run_id, Some(at)).await;
-                    }
-                }
-                self.keep(p, key, text).await?;
             }
+            if let Some(at) = self.pacer.get().flush_at() {
+                let now = p.clock.now();
+                let at = earliest(Some(at), self.alarm.get().flatten()).unwrap_or(at);
+                let covered =
+                    matches!(self.alarm_landed.get(), Some(Some(a)) if a > now && a <= at);
+                if !covered {
+                    self.ensure_alarm(p, &run_id, Some(at)).await;
+                }
+            }
+            self.keep(p, key, text).await?;
         }
         // Rendered now: what the queue applies next is not this request's.
         let answer = self.render(segment.reply, may_continue, task_id.as_deref());
-        self.settle(p, &run_id, DRAIN_PER_TURN).await?;
+        self.settle(p, &run_id, DRAIN_PER_TURN, Publish::ByAlarm)
+            .await?;
         Ok(answer)
     }
 
@@ -377,7 +399,8 @@ impl Gate {
             // Settled even when catching up failed (a lagging read): what
             // stays kept then needs the alarm soon, not the record's.
             let caught_up = self.catch_up(p, run_id).await;
-            self.settle(p, run_id, DRAIN_PER_TURN).await?;
+            self.settle(p, run_id, DRAIN_PER_TURN, Publish::ByAlarm)
+                .await?;
             caught_up?;
         }
         if !active && self.kept.borrow().is_none() {
@@ -426,7 +449,9 @@ impl Gate {
     }
 
     /// Applies up to `limit` queued callbacks, writes the record when it is
-    /// due, and sets the alarm. Every holder of the lock ends with this
+    /// due and `publish` says the write is this turn's (the alarm's: a
+    /// request's turn leaves it to the alarm, so as not to keep its sender
+    /// waiting on KV), and sets the alarm. Every holder of the lock ends with this
     /// before it lets go: whatever stays queued is applied by the alarm, set
     /// for now while anything is queued — so no queued callback is left
     /// behind, and no holder's own answer waits behind a stream of arrivals.
@@ -435,6 +460,7 @@ impl Gate {
         p: &Platform<'_, R, C, K, N, O>,
         run_id: &str,
         limit: usize,
+        publish: Publish,
     ) -> Result<(), EngineError>
     where
         R: Records + TaskIndexStore,
@@ -448,8 +474,8 @@ impl Gate {
             applied += self.drain(p, limit - applied, None).await;
             let now = p.clock.now();
             let pacer = self.pacer.get();
-            if pacer.dirty_since().is_some() && pacer.may_write(now) {
-                self.write(p, None).await?;
+            if publish == Publish::Now && pacer.dirty_since().is_some() && pacer.may_write(now) {
+                self.write(p).await?;
             }
             let now = p.clock.now();
             let unapplied = {
@@ -497,6 +523,13 @@ impl Gate {
         let started = p.clock.now();
         (p.log)(GateLog::Begins);
         let (kept, result) = run_segment(&host(p, &store), cached, command, arrived).await;
+        // The bare route finds a wait by its task id from the moment the
+        // wait's request is answered, before the write that indexes it for
+        // sure: a daemon may call back at once. Best effort: the write
+        // claims the same entries again, and fails if it cannot.
+        if let (Some(run), Ok(_)) = (&kept, &result) {
+            let _ = index_waits(&host(p, &store), run, started).await;
+        }
         // Rebuilt from a record older than a write begun since (one that
         // landed unseen, and a read of KV that lags it): KV may hold another
         // rebuild of the same changes, stamped when it ran. Written again,
@@ -533,6 +566,7 @@ impl Gate {
     }
 
     fn changed(&self, at: u64) {
+        self.changes.set(self.changes.get().wrapping_add(1));
         let mut pacer = self.pacer.get();
         pacer.changed(at);
         self.pacer.set(pacer);
@@ -542,6 +576,7 @@ impl Gate {
     /// requests.
     fn drop_kept(&self) {
         *self.kept.borrow_mut() = None;
+        *self.encoded.borrow_mut() = None;
         // The run rebuilt from KV needs the journal's outcomes again.
         *self.journal.borrow_mut() = JournalMemory::default();
         let mut pacer = self.pacer.get();

@@ -1,29 +1,65 @@
-//! Writing the kept run to KV: the meta and the alarm first (a crash
-//! mid-write must leave the requests it covers replayed soon, and a paused
-//! run's deadline taken), the request written at once kept beside the
-//! others, the write numbered, and — once it is seen to land — the journal
-//! and the kept requests it covered forgotten.
+//! Writing the kept run to KV, from the alarm's turn: the meta and the
+//! alarm first (a crash mid-write must leave the requests it covers
+//! replayed soon, and a paused run's deadline taken), the write numbered,
+//! and — once it is seen to land — the journal and the kept requests it
+//! covered forgotten.
 
 use super::storage::{GateMeta, ObjectStorage, INBOX_PREFIX};
 use super::{host, Gate, GateLog, Platform, Sleep, KEPT_ALARM_SLACK_MS};
 use crate::core::driver::Components;
 use crate::core::error::EngineError;
 use crate::core::pacing::earliest;
-use crate::core::segment::{flush, Clock, Notifier};
+use crate::core::segment::{flush, flush_encoded, Clock, Notifier};
 use crate::core::store::{JournalStore, Records, TaskIndexStore, Written};
+use crate::core::stored::encode;
+
+/// The kept run's record as encoded before a request's answer.
+pub struct Encoded {
+    /// `Gate::changes` when it was encoded.
+    changes: u64,
+    /// The revision it was numbered with.
+    revision: u64,
+    text: String,
+}
 
 impl Gate {
+    /// Numbers and encodes the kept run's record as the next write will
+    /// store it, applying to the run what encoding does (a trace too long
+    /// truncated, a run too large failed), and holds the text for that
+    /// write. No storage is touched: a crash loses it with the run.
+    pub(super) fn encode<R, C, K, N, O>(&self, p: &Platform<'_, R, C, K, N, O>)
+    where
+        K: Clock,
+    {
+        let mut kept = self.kept.borrow_mut();
+        let Some(run) = kept.as_mut() else {
+            return;
+        };
+        let stored = self.meta.borrow().as_ref().map_or(0, |m| m.revision);
+        let revision = stored.max(run.record.revision) + 1;
+        run.record.revision = revision;
+        let text = encode(run, p.config.max_record_bytes, p.clock.now());
+        *self.encoded.borrow_mut() = Some(Encoded {
+            changes: self.changes.get(),
+            revision,
+            text,
+        });
+    }
+
+    /// The record encoded before an answer, if the kept run is still as it
+    /// was then.
+    fn take_encoded(&self, revision: u64) -> Option<Encoded> {
+        let encoded = self.encoded.borrow_mut().take()?;
+        (encoded.changes == self.changes.get() && encoded.revision == revision).then_some(encoded)
+    }
+
     /// Writes the kept run to KV with everything applied since the last
     /// write, then forgets the kept requests that write covers. The time
     /// of the write is stored first, so a gate started again after a crash
     /// waits out KV's limit whether or not the write landed.
-    /// `keep`: the request of the segment written at once, kept (under its
-    /// key) once the alarm is set and before the write starts, like every
-    /// request whose change is not yet known to be in KV.
     pub(super) async fn write<R, C, K, N, O>(
         &self,
         p: &Platform<'_, R, C, K, N, O>,
-        keep: Option<(String, String)>,
     ) -> Result<(), EngineError>
     where
         R: Records + TaskIndexStore,
@@ -56,7 +92,7 @@ impl Gate {
         // are then applied by the next alarm, which must come soon, not at
         // the run's own wake (a deadline hours away). A turn that goes on
         // sets it to the wake once the write has landed.
-        let covers_kept = keep.is_some() || !self.inbox.borrow().applied.is_empty();
+        let covers_kept = !self.inbox.borrow().applied.is_empty();
         let wanted = match covers_kept {
             true => earliest(wanted, Some(started + KEPT_ALARM_SLACK_MS)),
             false => wanted,
@@ -67,12 +103,17 @@ impl Gate {
         let alarm = wanted.filter(
             |w| !matches!(self.alarm_landed.get(), Some(Some(at)) if at > started && at <= *w),
         );
+        let encoded = self.take_encoded(revision);
         let meta = {
             let mut meta = self.meta.borrow_mut();
             let meta = meta.get_or_insert_with(GateMeta::default);
             meta.run_id.clone_from(&run_id);
             meta.last_write = Some(started);
-            meta.revision = meta.revision.max(revision) + 1;
+            meta.revision = match &encoded {
+                // Numbered as it was encoded, past every write begun.
+                Some(e) if e.revision > meta.revision => e.revision,
+                _ => meta.revision.max(revision) + 1,
+            };
             if alarm.is_some() {
                 meta.wake_at = alarm;
             }
@@ -92,12 +133,6 @@ impl Gate {
             }
             self.alarm_landed.set(Some(Some(at)));
         }
-        if let Some((key, text)) = keep {
-            if let Err(e) = self.keep(p, key, text).await {
-                self.drop_kept();
-                return Err(e);
-            }
-        }
         let _writing = self.writing.lock().await;
         let Some(mut run) = self.kept.borrow_mut().take() else {
             return Ok(());
@@ -107,7 +142,12 @@ impl Gate {
         let covered = self.inbox.borrow_mut().take_applied();
         let store = self.store(p);
         (p.log)(GateLog::Begins);
-        let result = flush(&host(p, &store), &mut run, since).await;
+        let result = match encoded {
+            Some(e) if e.revision == meta.revision => {
+                flush_encoded(&host(p, &store), &run, e.text, since).await
+            }
+            _ => flush(&host(p, &store), &mut run, since).await,
+        };
         match result {
             Ok(expires_at) => {
                 (p.log)(GateLog::Write {
@@ -153,7 +193,7 @@ impl Gate {
     }
 
     /// Keeps the request of the segment that just ran, whose change waits
-    /// for the next write.
+    /// for the next write: once kept, it may be answered.
     pub(super) async fn keep<R, C, K, N, O>(
         &self,
         p: &Platform<'_, R, C, K, N, O>,

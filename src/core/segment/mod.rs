@@ -36,7 +36,7 @@ mod wake;
 mod write;
 
 pub use read::{add_noted, details, read, View};
-pub use write::{flush, record_ttl};
+pub use write::{flush, flush_encoded, index_waits, record_ttl};
 
 /// Where a sub-workflow's run reports its end: `run://{parent run}/{wait}`.
 pub const PARENT_SCHEME: &str = "run://";

@@ -24,20 +24,47 @@ pub async fn flush<S: Store, C, K: Clock, N>(
     run: &mut Run,
     since: u64,
 ) -> Result<u64, EngineError> {
+    let text = encode(run, host.config.max_record_bytes, host.clock.now());
+    flush_encoded(host, run, text, since).await
+}
+
+/// `flush` of a record already encoded (`stored::encode`) from `run` as it
+/// stands: the gate encodes before it answers, so the answer is the run as
+/// it will be stored, and writes after.
+pub async fn flush_encoded<S: Store, C, K: Clock, N>(
+    host: &Host<'_, S, C, K, N>,
+    run: &Run,
+    text: String,
+    since: u64,
+) -> Result<u64, EngineError> {
     let now = host.clock.now();
     let config = host.config;
-    let text = encode(run, config.max_record_bytes, now);
     let ttl = record_ttl(run, config, now);
     host.store
         .save(&run.record.run_id, text, ttl, &RunSummary::of(&run.record))
         .await?;
-    if config.index_tasks {
-        for wait in run.record.waits.values().filter(|w| w.since >= since) {
-            let ttl = (wait.expires_at.saturating_sub(now) / 1000).max(MIN_TTL_SECS);
-            index_task(host, run, &wait.task_id, &wait.wait_id, ttl).await?;
-        }
-    }
+    index_waits(host, run, since).await?;
     Ok(now + ttl * 1000)
+}
+
+/// Indexes the waits opened since `since` under their task ids, for the
+/// bare route (when it is enabled). Claiming an entry the index already
+/// holds changes nothing, so a wait indexed as its segment ended is
+/// indexed again by the write that covers it at no harm.
+pub async fn index_waits<S: Store, C, K: Clock, N>(
+    host: &Host<'_, S, C, K, N>,
+    run: &Run,
+    since: u64,
+) -> Result<(), EngineError> {
+    if !host.config.index_tasks {
+        return Ok(());
+    }
+    let now = host.clock.now();
+    for wait in run.record.waits.values().filter(|w| w.since >= since) {
+        let ttl = (wait.expires_at.saturating_sub(now) / 1000).max(MIN_TTL_SECS);
+        index_task(host, run, &wait.task_id, &wait.wait_id, ttl).await?;
+    }
+    Ok(())
 }
 
 /// Indexes a wait just opened under its task id for the bare route: the
