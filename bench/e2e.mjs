@@ -2900,9 +2900,9 @@ async function benchPeer(figures, sizes) {
             pass: o / p <= PEER_CYCLE_SHARE_BUDGET,
             limit:
                 `the resume is ${(median(t.ours.resume) / median(t.peer.resume)).toFixed(2)} of the peer's; the pause ` +
-                `${(median(t.ours.pause) / median(t.peer.pause)).toFixed(2)} of it, because ours writes the paused run's record to KV ` +
-                `before it answers (on the gate's clock in (q)) — so that the run is listed and found as soon as it is answered — ` +
-                `where the local Workflows engine answers from memory at waitForEvent`,
+                `${(median(t.ours.pause) / median(t.peer.pause)).toFixed(2)} of it: a pausing trigger gets a new Durable Object (a trigger its fresh ` +
+                `gate refuses, in (q), costs alone most of the pause's budget there) and is kept in its storage before it is answered, so ` +
+                `that a crash after the answer loses nothing — where the local Workflows engine answers from memory at waitForEvent`,
         });
         return result;
     } finally {
@@ -3011,6 +3011,15 @@ async function benchCycleProfile(figures, sizes) {
             expect(r.status === 200 && r.body?.pending === true, `(q) the component answered ${r.status}`);
             return { ms };
         };
+        // A trigger its gate refuses (an edge to no node): Worker → a fresh Durable Object →
+        // Worker, with no storage, no KV and no component — what any trigger pays for its new
+        // object, whatever it then does.
+        const refusedGraph = { ...graph, edges: [{ from: "in", to: "nowhere", type: "PIPE" }] };
+        const refused = async (i) => {
+            const { ms, r } = await timed(() => worker.fetchJson("/execute", { body: { graph: refusedGraph, context: { topic: `refused ${i}` } } }));
+            expect(r.status === 400 && r.body?.error?.code === "invalid_graph", `(q) the refused trigger answered ${r.status} ${r.text.slice(0, 200)}`);
+            return { ms, ...ops(r.headers) };
+        };
         const readWarm = async (run) => {
             const { ms, r } = await timed(() => worker.fetchJson(`/runs/${run.runId}`));
             expect(r.status === 200 && r.body?.status === "completed", `(q) GET /runs/{id}: ${r.status} ${r.text.slice(0, 200)}`);
@@ -3038,7 +3047,7 @@ async function benchCycleProfile(figures, sizes) {
         };
         const uncatch = [catchLines(process.stdout), catchLines(process.stderr)];
 
-        const kinds = ["health", "pause", "resume", "duplicate", "expired", "token_past", "read_warm", "component_direct"];
+        const kinds = ["health", "pause", "resume", "duplicate", "expired", "token_past", "read_warm", "refused", "component_direct"];
         const samples = Object.fromEntries(kinds.map((k) => [k, []]));
         const measuredRuns = [];
         for (let i = 0; i < n + 3; i++) {
@@ -3051,6 +3060,7 @@ async function benchCycleProfile(figures, sizes) {
             round.expired = await callback(expiredRuns[i], (a) => a.status === 200 && a.body?.noop === true && a.body.reason === "expired");
             round.token_past = await tokenPast(run);
             round.read_warm = await readWarm(run);
+            round.refused = await refused(i);
             round.component_direct = await componentDirect(i);
             if (i < 3) continue; // warm-up
             for (const k of kinds) samples[k].push(round[k]);
@@ -3067,6 +3077,7 @@ async function benchCycleProfile(figures, sizes) {
             expired: "a callback after its wait's deadline (expired)",
             token_past: "part: a callback whose token is past its expiry (the Worker alone: HMAC, body, no gate)",
             read_warm: "part: GET /runs/{id} of the run just completed (Worker → its gate, warm, → Worker; no storage)",
+            refused: "part: a trigger refused by its gate, an invalid graph (Worker → a fresh Durable Object → Worker; no storage, no KV)",
             component_direct: "part: the pending component called directly on loopback (no Worker)",
         };
         // Inside the gate, per measured run: the trigger's segment (its component call on
@@ -3086,9 +3097,16 @@ async function benchCycleProfile(figures, sizes) {
         // touches no storage); a trigger that pauses also calls its component.
         const hop = ratioOf("read_warm");
         const component = ratioOf("component_direct");
+        const fresh = ratioOf("refused");
         const limits = {
-            pause: `reaching the gate with no work at all is ${hop.toFixed(2)}× /health (the GET part below) and the component's own answer on loopback ${component.toFixed(2)}×; on the gate's clock its segment takes ${phases.trigger_segment} ms (the component call, the journal) and the write of the run's record ${phases.trigger_write} ms (${(phases.trigger_write / base).toFixed(2)}× /health), before it answers: by design, so that a run answered \`paused\` is the run as stored, listed by GET /runs and found by the bare resume's task index`,
-            resume: `reaching the gate with no work at all (the GET part below) is already ${hop.toFixed(2)}× /health; the callback is then kept in the gate's storage before it is answered, so that a crash after the answer loses nothing`,
+            pause:
+                `a trigger refused by its fresh gate (the part below: no storage, no KV, no component) is already ${fresh.toFixed(2)}× /health ` +
+                `and the component's own answer on loopback ${component.toFixed(2)}×: ${(fresh + component).toFixed(2)}× before any of the trigger's work` +
+                `${fresh + component > CYCLE_BUDGETS.pause ? ", above the budget: the floor is the new Durable Object each run gets, and the component" : ""}; ` +
+                `on the gate's clock its segment takes ${phases.trigger_segment} ms (the component call, the journal), and the trigger is kept in the ` +
+                `gate's storage before it is answered, so that a crash after the answer loses nothing; the record's write to KV ` +
+                `(${phases.trigger_write} ms on the gate's clock) comes after the answer, from the alarm`,
+            resume: `reaching the gate with no work at all (the GET part below) is already ${hop.toFixed(2)}× /health; the callback is then kept in the gate's storage before it is answered, so that a crash after the answer loses nothing (KV's write follows, from the alarm)`,
             duplicate: `reaching the gate with no work at all (the GET part below) is already ${hop.toFixed(2)}× /health; the gate answers it from memory, with no storage read`,
             expired: `reaching the gate with no work at all (the GET part below) is already ${hop.toFixed(2)}× /health; the gate answers it from memory, with no storage read`,
         };

@@ -552,7 +552,15 @@ test("GET /executions/{task_id} and /executions/paused answer like /runs, marked
     const c1 = await callOn("/exec-1");
     const c2 = await callOn("/exec-2");
 
-    const byTask = await worker.fetchJson(`/executions/${encodeURIComponent(c1.taskId)}`, { apiKey: EXEC_KEY });
+    // Found through the KV listing: once the run's record is written, just after its answer.
+    const byTask = await waitUntil(
+        "GET /executions/{task} to find the run",
+        async () => {
+            const r = await worker.fetchJson(`/executions/${encodeURIComponent(c1.taskId)}`, { apiKey: EXEC_KEY });
+            return r.status === 404 ? null : r;
+        },
+        { timeoutMs: 5000, everyMs: 50 },
+    );
     assert.equal(byTask.status, 200, byTask.text);
     assert.equal(byTask.headers.get("deprecation"), "true");
     assert.equal(byTask.headers.get("link"), `</runs/${p1.body.run_id}>; rel="successor-version"`);
@@ -796,8 +804,16 @@ test("sub-workflow (b): a child that pauses — the parent waits on the child's 
     const childPaused = await worker.fetchJson(`/runs/${childId}`);
     assert.equal(childPaused.body.status, "paused");
     assert.equal(childPaused.body.workflow, "child-wait");
-    // The deprecated route finds the parent by the child's run id (its task).
-    const viaExec = await worker.fetchJson(`/executions/${childId}`);
+    // The deprecated route finds the parent by the child's run id (its task), through the KV
+    // listing: once the parent's record is written, just after its answer.
+    const viaExec = await waitUntil(
+        "the deprecated route to find the parent",
+        async () => {
+            const r = await worker.fetchJson(`/executions/${childId}`);
+            return r.status === 404 ? null : r;
+        },
+        { timeoutMs: 5000, everyMs: 50 },
+    );
     assert.equal(viaExec.status, 200, viaExec.text);
     assert.equal(viaExec.body.run_id, t.body.run_id);
 

@@ -27,12 +27,17 @@ impl Gate {
         N: Notifier,
         O: ObjectStorage,
     {
-        let _turn = self.lock.lock().await;
+        // Firing from the first await on: a request that sets the alarm
+        // meanwhile (a callback queued while this waits for the lock or
+        // reads the meta) must not ask for the time that fired, or the
+        // platform deletes it with this one. Made exact below.
+        self.firing.set(Some(p.clock.now()));
+        // However the turn ends, no alarm fires once it has.
+        let _firing = Firing(&self.firing);
+        let mut turn = self.lock.lock().await;
         // Whatever is decided below sets the alarm again if needed.
         self.alarm.set(Some(None));
         self.alarm_landed.set(Some(None));
-        // However the turn ends, no alarm fires once it has.
-        let _firing = Firing(&self.firing);
         let Some(meta) = self.meta(p).await? else {
             return Ok(());
         };
@@ -64,7 +69,7 @@ impl Gate {
         // reads meanwhile show what KV holds.
         let pacer = self.pacer.get();
         if pacer.dirty_since().is_some() && pacer.may_write(p.clock.now()) {
-            self.write(p).await?;
+            turn = self.publish(p, turn).await?;
         }
         // The run acts when it is due — a deadline, a continuation, a poll —
         // even within the second of its last write: its change is kept like
@@ -98,7 +103,9 @@ impl Gate {
             }
         }
         // No one waits on an alarm: it applies all that is queued.
-        self.settle(p, &run_id, usize::MAX, Publish::Now).await
+        let settled = self.settle(p, &run_id, usize::MAX, Publish::Now).await;
+        drop(turn);
+        settled
     }
 
     /// Sets (or clears) the alarm to `wake`, unless it is already so. The

@@ -4,14 +4,27 @@
 //! and — once it is seen to land — the journal and the kept requests it
 //! covered forgotten.
 
-use super::storage::{GateMeta, ObjectStorage, INBOX_PREFIX};
-use super::{host, Gate, GateLog, Platform, Sleep, KEPT_ALARM_SLACK_MS};
+use std::collections::BTreeSet;
+
+use futures::lock::MutexGuard;
+
+use super::storage::{GateMeta, ObjectStorage, INBOX_PREFIX, OUTCOME_PREFIX};
+use super::{host, Gate, GateLog, Platform, Sleep, DRAIN_PER_TURN, KEPT_ALARM_SLACK_MS};
 use crate::core::driver::Components;
 use crate::core::error::EngineError;
+use crate::core::listing::RunSummary;
 use crate::core::pacing::earliest;
-use crate::core::segment::{flush, flush_encoded, Clock, Notifier};
-use crate::core::store::{JournalStore, Records, TaskIndexStore, Written};
+use crate::core::segment::{flush, flush_encoded, record_ttl, Clock, Notifier};
+use crate::core::store::{Records, TaskIndexStore, Written};
 use crate::core::stored::encode;
+
+/// A write numbered, its number stored: what it goes on with.
+struct Numbered {
+    run_id: String,
+    started: u64,
+    revision: u64,
+    encoded: Option<Encoded>,
+}
 
 /// The kept run's record as encoded before a request's answer.
 pub struct Encoded {
@@ -68,20 +81,130 @@ impl Gate {
         N: Notifier,
         O: ObjectStorage,
     {
+        match self.number(p).await? {
+            Some(numbered) => self.write_numbered(p, numbered).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The alarm's write. A record encoded before an answer, of a run
+    /// unchanged since, is written with the turn let go: a request that
+    /// arrives meanwhile runs its segment (its change waits for the next
+    /// write) instead of waiting on KV. Answers the turn, taken again.
+    pub(super) async fn publish<'g, R, C, K, N, O>(
+        &'g self,
+        p: &Platform<'_, R, C, K, N, O>,
+        turn: MutexGuard<'g, ()>,
+    ) -> Result<MutexGuard<'g, ()>, EngineError>
+    where
+        R: Records + TaskIndexStore,
+        C: Components,
+        K: Clock + Sleep,
+        N: Notifier,
+        O: ObjectStorage,
+    {
+        let Some(mut numbered) = self.number(p).await? else {
+            return Ok(turn);
+        };
+        // The bare route's index needs the run itself as it is written.
+        let encoded = match numbered.encoded.take() {
+            Some(e) if e.revision == numbered.revision && !p.config.index_tasks => e,
+            other => {
+                numbered.encoded = other;
+                self.write_numbered(p, numbered).await?;
+                return Ok(turn);
+            }
+        };
+        let Numbered {
+            run_id, started, ..
+        } = numbered;
+        let Some((ttl, summary)) = self.kept.borrow().as_ref().map(|run| {
+            (
+                record_ttl(run, p.config, started),
+                RunSummary::of(&run.record),
+            )
+        }) else {
+            return Ok(turn);
+        };
+        // What this write holds: the changes, kept requests and journaled
+        // outcomes applied until now. Those applied meanwhile stay.
+        let changes = self.changes.get();
+        let covered = self.inbox.borrow_mut().take_applied();
+        let outcomes = std::mem::take(&mut self.journal.borrow_mut().applied);
+        let writing = self.writing.lock().await;
+        drop(turn);
+        (p.log)(GateLog::Begins);
+        // Callbacks queued while this turn held the lock are applied while
+        // KV writes, rather than after: their senders wait for answers.
+        let meanwhile = async {
+            if !self.inbox.borrow().queued.is_empty() {
+                let _turn = self.lock.lock().await;
+                self.drain(p, DRAIN_PER_TURN, None).await;
+            }
+        };
+        let save = p.records.save(&run_id, encoded.text, ttl, &summary);
+        let (saved, ()) = futures::join!(save, meanwhile);
+        drop(writing);
+        match saved {
+            Ok(()) => {
+                (p.log)(GateLog::Write {
+                    run_id: &run_id,
+                    kept_requests: covered.len(),
+                    started,
+                });
+                let mut pacer = self.pacer.get();
+                match self.changes.get() == changes {
+                    true => pacer.wrote(p.clock.now()),
+                    // Changed while it was written: still to write.
+                    false => pacer.learned_write(p.clock.now()),
+                }
+                self.pacer.set(pacer);
+                let written = Written {
+                    revision: encoded.revision,
+                    at: started,
+                    expires_at: started + ttl * 1000,
+                };
+                self.landed(p, written, covered, outcomes).await;
+            }
+            Err(e) => {
+                // Still to write, with all it would have held: the run in
+                // memory has every change, its storage every request.
+                let mut inbox = self.inbox.borrow_mut();
+                let later = std::mem::replace(&mut inbox.applied, covered);
+                inbox.applied.extend(later);
+                drop(inbox);
+                self.journal.borrow_mut().applied.extend(outcomes);
+                self.changed(started);
+                return Err(e);
+            }
+        }
+        Ok(self.lock.lock().await)
+    }
+
+    /// Numbers the next write and stores that (and the alarm the written
+    /// run needs) before it begins; `None` when no run is kept.
+    async fn number<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+    ) -> Result<Option<Numbered>, EngineError>
+    where
+        R: Records + TaskIndexStore,
+        C: Components,
+        K: Clock + Sleep,
+        N: Notifier,
+        O: ObjectStorage,
+    {
         if self.kept.borrow().is_none() {
-            return Ok(());
+            return Ok(None);
         }
         self.meta(p).await?;
         let started = p.clock.now();
-        let (run_id, wake, revision) = self
-            .kept
-            .borrow()
-            .as_ref()
-            .map(|run| {
-                let id = run.record.run_id.clone();
-                (id, run.next_wake(started), run.record.revision)
-            })
-            .unwrap_or_default();
+        let Some((run_id, wake, revision)) = self.kept.borrow().as_ref().map(|run| {
+            let id = run.record.run_id.clone();
+            (id, run.next_wake(started), run.record.revision)
+        }) else {
+            return Ok(None);
+        };
         // The alarm the written run needs is set before the write: an
         // object that dies after writing a paused run must still take its
         // deadline, though nothing may ever reach it again.
@@ -133,17 +256,45 @@ impl Gate {
             }
             self.alarm_landed.set(Some(Some(at)));
         }
+        Ok(Some(Numbered {
+            run_id,
+            started,
+            revision: meta.revision,
+            encoded,
+        }))
+    }
+
+    /// Writes the kept run, numbered, holding the turn throughout: the run
+    /// is out while KV writes it.
+    async fn write_numbered<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        numbered: Numbered,
+    ) -> Result<(), EngineError>
+    where
+        R: Records + TaskIndexStore,
+        C: Components,
+        K: Clock + Sleep,
+        N: Notifier,
+        O: ObjectStorage,
+    {
+        let Numbered {
+            run_id,
+            started,
+            revision,
+            encoded,
+        } = numbered;
         let _writing = self.writing.lock().await;
         let Some(mut run) = self.kept.borrow_mut().take() else {
             return Ok(());
         };
-        run.record.revision = meta.revision;
+        run.record.revision = revision;
         let since = self.pacer.get().dirty_since().unwrap_or(0);
         let covered = self.inbox.borrow_mut().take_applied();
         let store = self.store(p);
         (p.log)(GateLog::Begins);
         let result = match encoded {
-            Some(e) if e.revision == meta.revision => {
+            Some(e) if e.revision == revision => {
                 flush_encoded(&host(p, &store), &run, e.text, since).await
             }
             _ => flush(&host(p, &store), &mut run, since).await,
@@ -158,36 +309,53 @@ impl Gate {
                 let mut pacer = self.pacer.get();
                 pacer.wrote(p.clock.now());
                 self.pacer.set(pacer);
-                // Known to have landed: a later read of KV that returns an
-                // older record lags. Only then may what the write covered
-                // go (journaled outcomes, kept requests): until it is known,
-                // a read at another location may still show the record
-                // before it, and they are applied again to that.
-                let meta = {
-                    let mut meta = self.meta.borrow_mut();
-                    let meta = meta.get_or_insert_with(GateMeta::default);
-                    meta.written = Some(Written {
-                        revision: run.record.revision,
-                        at: started,
-                        expires_at,
-                    });
-                    meta.clone()
-                };
                 *self.kept.borrow_mut() = Some(run);
-                if self.put_meta(p, &meta).await.is_ok() {
-                    // Failing to clear the journal costs nothing but
-                    // storage: only outcomes the record holds go.
-                    let _ = store.forget_journal().await;
-                    if !covered.is_empty() {
-                        // Left behind, they are applied again as no-ops.
-                        let _ = p.object.delete(INBOX_PREFIX, &covered).await;
-                    }
-                }
+                let outcomes = std::mem::take(&mut self.journal.borrow_mut().applied);
+                let written = Written {
+                    revision,
+                    at: started,
+                    expires_at,
+                };
+                self.landed(p, written, covered, outcomes).await;
                 Ok(())
             }
             Err(e) => {
                 self.drop_kept();
                 Err(e)
+            }
+        }
+    }
+
+    /// A write known to have landed: a later read of KV that returns an
+    /// older record lags. Only then may what the write covered go
+    /// (journaled outcomes, kept requests): until it is known, a read at
+    /// another location may still show the record before it, and they are
+    /// applied again to that.
+    async fn landed<R, C, K, N, O>(
+        &self,
+        p: &Platform<'_, R, C, K, N, O>,
+        written: Written,
+        covered: Vec<String>,
+        outcomes: BTreeSet<String>,
+    ) where
+        O: ObjectStorage,
+    {
+        let meta = {
+            let mut meta = self.meta.borrow_mut();
+            let meta = meta.get_or_insert_with(GateMeta::default);
+            meta.written = Some(written);
+            meta.clone()
+        };
+        if self.put_meta(p, &meta).await.is_ok() {
+            // Failing to clear them costs nothing but storage: left behind,
+            // outcomes the record holds are never asked for, and kept
+            // requests are applied again as no-ops.
+            if !outcomes.is_empty() {
+                let keys: Vec<String> = outcomes.into_iter().collect();
+                let _ = p.object.delete(OUTCOME_PREFIX, &keys).await;
+            }
+            if !covered.is_empty() {
+                let _ = p.object.delete(INBOX_PREFIX, &covered).await;
             }
         }
     }
