@@ -179,8 +179,11 @@ else
         echo "on this machine. Latencies are measured by the client from request to fully read response;"
         echo "in (b) the daemon's callback request is timed as the daemon makes it. KV operations are"
         echo "counted at the RUNS binding (bench/kv-probe.mjs wraps it) and compared with what the Worker"
-        echo "reports in \`x-arcrun-kv-ops\`; \"gate cold\" means workerd was restarted on the same state,"
-        echo "so the run's Durable Object no longer holds the record in memory."
+        echo "reports: a request's own operations in \`x-arcrun-kv-ops\`, and the record's write, which the"
+        echo "gate's alarm makes after the answer, in the alarm's log line (\`{\"event\": \"alarm\", ...}\`);"
+        echo "each step waits for that write and counts it with the request that caused it. \"Gate cold\""
+        echo "means workerd was restarted on the same state, so the run's Durable Object no longer holds"
+        echo "the record in memory."
         echo
         echo "(g) goes from each wait's \`expires_at\` (as the paused answer gives it) to the moment its"
         echo "ON_FAIL component receives the call, read on the component's clock (the same machine clock);"

@@ -122,11 +122,26 @@ impl DurableObject for RunGate {
             config: &config.1,
             log: &log,
         };
+        let started = now_ms();
+        let result = self.gate.alarm(&platform).await;
+        // An alarm has no response to carry its costs in headers: its
+        // line says them (the record's writes after answers are made here).
+        let (kv, dos) = (records.kv.ops(), object.ops.get());
+        let mut line = serde_json::json!({
+            "event": "alarm",
+            "kv": {"reads": kv.reads, "writes": kv.writes, "lists": kv.lists},
+            "do": {"reads": dos.reads, "writes": dos.writes, "deletes": dos.deletes},
+            "duration_ms": now_ms().saturating_sub(started),
+        });
+        if let Some(run_id) = self.gate.run_id() {
+            line["run_id"] = run_id.into();
+        }
+        if let Err(e) = &result {
+            line["error"] = e.code().as_str().into();
+        }
+        worker::console_log!("{line}");
         // Failing the handler makes the platform retry the alarm.
-        self.gate
-            .alarm(&platform)
-            .await
-            .map_err(|e| fail(ApiError::Engine(e)))?;
+        result.map_err(|e| fail(ApiError::Engine(e)))?;
         Response::ok("ok")
     }
 }

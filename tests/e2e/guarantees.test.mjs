@@ -996,7 +996,7 @@ test("callback answers redact credentials, and the Worker's logs hold no request
             .split("\n")
             .filter((l) => l.includes(t.body.run_id))
             .map((l) => JSON.parse(l.slice(l.indexOf("{"), l.lastIndexOf("}") + 1)));
-        assert.deepEqual([...new Set(runLines.map((l) => l.event))].sort(), ["segment", "write"], all);
+        assert.deepEqual([...new Set(runLines.map((l) => l.event))].sort(), ["alarm", "segment", "write"], all);
         const segments = runLines.filter((l) => l.event === "segment");
         assert.deepEqual(segments.map((l) => l.kind), ["trigger", "callback"], all);
         for (const line of segments) {
@@ -1008,6 +1008,9 @@ test("callback answers redact credentials, and the Worker's logs hold no request
         assert.ok(writes.length === 1 || writes.length === 2, `the trigger's write and the callback's: ${all}`);
         for (const line of writes) {
             assert.deepEqual(Object.keys(line).sort(), ["duration_ms", "event", "kept_requests", "kv_writes", "run_id"]);
+        }
+        for (const line of runLines.filter((l) => l.event === "alarm")) {
+            assert.deepEqual(Object.keys(line).sort(), ["do", "duration_ms", "event", "kv", "run_id"]);
         }
         for (const [what, value] of [
             ["the task id", call.taskId],

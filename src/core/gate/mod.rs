@@ -338,6 +338,15 @@ impl Gate {
         Ok(answer)
     }
 
+    /// The id of the run this gate serves, once it knows it.
+    pub fn run_id(&self) -> Option<String> {
+        self.meta
+            .borrow()
+            .as_ref()
+            .map(|m| m.run_id.clone())
+            .filter(|id| !id.is_empty())
+    }
+
     /// Looks at the run this gate holds in memory, if any (for checks).
     pub fn inspect<T>(&self, f: impl FnOnce(Option<&Run>) -> T) -> T {
         f(self.kept.borrow().as_ref())
