@@ -129,6 +129,11 @@ impl Gate {
         // What this write holds: the changes, kept requests and journaled
         // outcomes applied until now. Those applied meanwhile stay.
         let changes = self.changes.get();
+        // Begun, as far as KV's second goes: a change made meanwhile waits
+        // for the next (it is not encoded for a write due at once).
+        let mut pacer = self.pacer.get();
+        pacer.learned_write(started);
+        self.pacer.set(pacer);
         let covered = self.inbox.borrow_mut().take_applied();
         let outcomes = std::mem::take(&mut self.journal.borrow_mut().applied);
         let writing = self.writing.lock().await;
