@@ -3084,24 +3084,8 @@ async function benchCycleProfile(figures, sizes) {
 
         // The gate's own log lines (one per segment and per write, with the time it took on the
         // gate's clock, which in workerd moves only across I/O: so the waits on the component,
-        // storage and KV, not CPU), caught as workerd's output passes through this process.
-        const gateLines = [];
-        const catchLines = (stream) => {
-            const write = stream.write.bind(stream);
-            stream.write = (chunk, ...rest) => {
-                for (const line of String(chunk).split("\n")) {
-                    if (!line.includes('"event":"segment"') && !line.includes('"event":"write"')) continue;
-                    try {
-                        gateLines.push(JSON.parse(line.slice(line.indexOf("{"))));
-                    } catch {
-                        // not one of the gate's lines
-                    }
-                }
-                return write(chunk, ...rest);
-            };
-            return () => (stream.write = write);
-        };
-        const uncatch = [catchLines(process.stdout), catchLines(process.stderr)];
+        // storage and KV, not CPU), from those this process catches (GATE_LINES).
+        const firstLine = GATE_LINES.length;
 
         const kinds = ["health", "pause", "resume", "duplicate", "expired", "token_past", "read_warm", "refused", "component_direct"];
         const samples = Object.fromEntries(kinds.map((k) => [k, []]));
@@ -3123,7 +3107,7 @@ async function benchCycleProfile(figures, sizes) {
             measuredRuns.push(run.runId);
         }
         await sleep(300);
-        for (const undo of uncatch) undo();
+        const gateLines = GATE_LINES.slice(firstLine);
         const base = median(samples.health.map((s) => s.ms));
         const labels = {
             health: "GET /health",

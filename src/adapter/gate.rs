@@ -126,11 +126,10 @@ impl DurableObject for RunGate {
         let result = self.gate.alarm(&platform).await;
         // An alarm has no response to carry its costs in headers: its
         // line says them (the record's writes after answers are made here).
-        let (kv, dos) = (records.kv.ops(), object.ops.get());
         let mut line = serde_json::json!({
             "event": "alarm",
-            "kv": {"reads": kv.reads, "writes": kv.writes, "lists": kv.lists},
-            "do": {"reads": dos.reads, "writes": dos.writes, "deletes": dos.deletes},
+            "kv": records.kv.ops().kv_log(),
+            "do": object.ops.get().do_log(),
             "duration_ms": now_ms().saturating_sub(started),
         });
         if let Some(run_id) = self.gate.run_id() {
@@ -219,13 +218,11 @@ fn logger<'a>(records: &'a GateRecords, object: &'a ObjectStore) -> impl Fn(Gate
             started,
         } => {
             let (kv_before, do_before) = before.get();
-            let kv = records.kv.ops().since(kv_before);
-            let dos = object.ops.get().since(do_before);
             let mut line = serde_json::json!({
                 "event": "segment",
                 "run_id": run_id,
-                "kv": {"reads": kv.reads, "writes": kv.writes, "lists": kv.lists},
-                "do": {"reads": dos.reads, "writes": dos.writes, "deletes": dos.deletes},
+                "kv": records.kv.ops().since(kv_before).kv_log(),
+                "do": object.ops.get().since(do_before).do_log(),
                 "duration_ms": now_ms().saturating_sub(started),
             });
             match outcome {

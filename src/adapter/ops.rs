@@ -37,6 +37,16 @@ impl Ops {
         )
     }
 
+    /// The KV counts as a log line gives them.
+    pub fn kv_log(self) -> serde_json::Value {
+        serde_json::json!({"reads": self.reads, "writes": self.writes, "lists": self.lists})
+    }
+
+    /// The Durable Object storage counts as a log line gives them.
+    pub fn do_log(self) -> serde_json::Value {
+        serde_json::json!({"reads": self.reads, "writes": self.writes, "deletes": self.deletes})
+    }
+
     /// What was counted after `before`.
     pub fn since(self, before: Ops) -> Ops {
         Ops {

@@ -11,7 +11,6 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { isDeepStrictEqual } from "node:util";
 import { Log, LogLevel } from "miniflare";
 
 import {
@@ -26,6 +25,7 @@ import {
     heartbeatUrlOf,
     freePort,
     waitUntil,
+    readUntilSteady,
     waitForStatus,
     mintToken,
 } from "./harness.mjs";
@@ -124,13 +124,7 @@ function minus(after, before) {
 async function measured(worker, send) {
     // What earlier requests left to their gates' alarms (the record's write follows the answer)
     // is done before this one is counted.
-    let before = await probeTotals(worker);
-    for (let i = 0; i < 20; i++) {
-        await sleep(SETTLE_MS);
-        const again = await probeTotals(worker);
-        if (isDeepStrictEqual(again, before)) break;
-        before = again;
-    }
+    const before = await readUntilSteady(() => probeTotals(worker), { everyMs: SETTLE_MS, timeoutMs: 20 * SETTLE_MS });
     const res = await send();
     await sleep(SETTLE_MS);
     const after = await probeTotals(worker);

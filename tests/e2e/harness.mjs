@@ -288,14 +288,7 @@ export async function startWorker({ port, persistDir, bindings = {}, scriptPath,
      * waited for with `kvCaughtUp`).
      */
     async function kvSnapshot({ json = false } = {}) {
-        const deadline = Date.now() + 5000;
-        let last = await readKv({ json });
-        for (;;) {
-            await sleep(100);
-            const next = await readKv({ json });
-            if (isDeepStrictEqual(next, last) || Date.now() > deadline) return next;
-            last = next;
-        }
+        return readUntilSteady(() => readKv({ json }));
     }
 
     async function readKv({ json }) {
@@ -492,6 +485,21 @@ export async function startComponent(handler) {
 }
 
 /** Polls `fn` until it returns something truthy and returns that; throws naming `what` after `timeoutMs`. */
+/**
+ * Reads `read()` until two readings `everyMs` apart agree (`same`), or `timeoutMs` has passed;
+ * answers the last reading. For what the gate's alarm changes just after an answer.
+ */
+export async function readUntilSteady(read, { everyMs = 100, timeoutMs = 5000, same = isDeepStrictEqual } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    let last = await read();
+    for (;;) {
+        await sleep(everyMs);
+        const next = await read();
+        if (same(next, last) || Date.now() > deadline) return next;
+        last = next;
+    }
+}
+
 export async function waitUntil(what, fn, { timeoutMs = 10000, everyMs = 100 } = {}) {
     const deadline = Date.now() + timeoutMs;
     for (;;) {

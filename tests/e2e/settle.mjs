@@ -9,7 +9,9 @@
 
 import assert from "node:assert/strict";
 
-import { TEST_API_KEY, waitUntil, storedStatus } from "./harness.mjs";
+import { isDeepStrictEqual } from "node:util";
+
+import { TEST_API_KEY, waitUntil, readUntilSteady, storedStatus } from "./harness.mjs";
 
 /** Where a run's record is kept in KV: `runs/{owner tag}/{id}` for listed ids, `run:{id}` for 32-hex ones. */
 export const recordKey = (id) => {
@@ -122,18 +124,11 @@ export function assertExpired(body, what = "") {
  * 100 ms apart agree. Answers the response.
  */
 export async function listedRuns(worker, { query = "limit=1000", apiKey = TEST_API_KEY, timeoutMs = 5000 } = {}) {
-    const deadline = Date.now() + timeoutMs;
     const read = async () => {
         const r = await worker.fetchJson(`/runs?${query}`, { apiKey });
         assert.equal(r.status, 200, `GET /runs?${query}: ${r.text}`);
         return r;
     };
-    const same = (a, b) => JSON.stringify(a.body.runs) === JSON.stringify(b.body.runs);
-    let last = await read();
-    for (;;) {
-        await new Promise((r) => setTimeout(r, 100));
-        const next = await read();
-        if (same(next, last) || Date.now() > deadline) return next;
-        last = next;
-    }
+    const same = (a, b) => isDeepStrictEqual(a.body.runs, b.body.runs);
+    return readUntilSteady(read, { timeoutMs, same });
 }

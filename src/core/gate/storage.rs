@@ -222,6 +222,14 @@ impl<R, O: ObjectStorage> JournalStore for GateStore<'_, R, O> {
 
     async fn forget_journal(&self) -> Result<(), EngineError> {
         let keys = std::mem::take(&mut self.journal.borrow_mut().applied);
+        self.forget_outcomes(keys).await
+    }
+}
+
+impl<R, O: ObjectStorage> GateStore<'_, R, O> {
+    /// Deletes these journaled outcomes (the ones a write just landed
+    /// holds; others applied since stay for the next).
+    pub async fn forget_outcomes(&self, keys: BTreeSet<String>) -> Result<(), EngineError> {
         if keys.is_empty() {
             return Ok(());
         }

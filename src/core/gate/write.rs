@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use futures::lock::MutexGuard;
 
-use super::storage::{GateMeta, ObjectStorage, INBOX_PREFIX, OUTCOME_PREFIX};
+use super::storage::{GateMeta, ObjectStorage, INBOX_PREFIX};
 use super::{host, Gate, GateLog, Platform, Sleep, DRAIN_PER_TURN, KEPT_ALARM_SLACK_MS};
 use crate::core::driver::Components;
 use crate::core::error::EngineError;
@@ -23,6 +23,8 @@ struct Numbered {
     run_id: String,
     started: u64,
     revision: u64,
+    /// The record encoded before an answer, numbered `revision`, when the
+    /// run is still as it was then.
     encoded: Option<Encoded>,
 }
 
@@ -108,7 +110,7 @@ impl Gate {
         };
         // The bare route's index needs the run itself as it is written.
         let encoded = match numbered.encoded.take() {
-            Some(e) if e.revision == numbered.revision && !p.config.index_tasks => e,
+            Some(e) if !p.config.index_tasks => e,
             other => {
                 numbered.encoded = other;
                 self.write_numbered(p, numbered).await?;
@@ -231,16 +233,18 @@ impl Gate {
         let alarm = wanted.filter(
             |w| !matches!(self.alarm_landed.get(), Some(Some(at)) if at > started && at <= *w),
         );
-        let encoded = self.take_encoded(revision);
+        let stored = self.meta.borrow().as_ref().map_or(0, |m| m.revision);
+        // Numbered as it was encoded, if that is past every write begun;
+        // otherwise encoded again by the write.
+        let encoded = self.take_encoded(revision).filter(|e| e.revision > stored);
         let meta = {
             let mut meta = self.meta.borrow_mut();
             let meta = meta.get_or_insert_with(GateMeta::default);
             meta.run_id.clone_from(&run_id);
             meta.last_write = Some(started);
             meta.revision = match &encoded {
-                // Numbered as it was encoded, past every write begun.
-                Some(e) if e.revision > meta.revision => e.revision,
-                _ => meta.revision.max(revision) + 1,
+                Some(e) => e.revision,
+                None => meta.revision.max(revision) + 1,
             };
             if alarm.is_some() {
                 meta.wake_at = alarm;
@@ -299,10 +303,8 @@ impl Gate {
         let store = self.store(p);
         (p.log)(GateLog::Begins);
         let result = match encoded {
-            Some(e) if e.revision == revision => {
-                flush_encoded(&host(p, &store), &run, e.text, since).await
-            }
-            _ => flush(&host(p, &store), &mut run, since).await,
+            Some(e) => flush_encoded(&host(p, &store), &run, e.text, since).await,
+            None => flush(&host(p, &store), &mut run, since).await,
         };
         match result {
             Ok(expires_at) => {
@@ -355,10 +357,7 @@ impl Gate {
             // Failing to clear them costs nothing but storage: left behind,
             // outcomes the record holds are never asked for, and kept
             // requests are applied again as no-ops.
-            if !outcomes.is_empty() {
-                let keys: Vec<String> = outcomes.into_iter().collect();
-                let _ = p.object.delete(OUTCOME_PREFIX, &keys).await;
-            }
+            let _ = self.store(p).forget_outcomes(outcomes).await;
             if !covered.is_empty() {
                 let _ = p.object.delete(INBOX_PREFIX, &covered).await;
             }
